@@ -1,0 +1,3 @@
+from minixnat.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,201 @@
+"""The archive database schema and its migrations.
+
+An archive root holds ``minixnat.sqlite`` (metadata) next to ``archive/`` (the files, in
+XNAT's own on-disk layout).  ``SCHEMA_VERSION`` is stored in the ``meta`` table; opening an
+archive runs every migration above the stored version, so an archive written by one release
+opens in the next.  An archive *newer* than this code is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA_VERSION = 1
+
+# Each entry upgrades the schema from version ``index`` to ``index + 1``.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+    CREATE TABLE users (
+        login TEXT PRIMARY KEY,
+        salt TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        admin INTEGER NOT NULL DEFAULT 0,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        firstname TEXT NOT NULL DEFAULT '',
+        lastname TEXT NOT NULL DEFAULT '',
+        email TEXT NOT NULL DEFAULT ''
+    );
+
+    CREATE TABLE projects (
+        id TEXT PRIMARY KEY,
+        secondary_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        keywords TEXT NOT NULL DEFAULT '',
+        pi_firstname TEXT NOT NULL DEFAULT '',
+        pi_lastname TEXT NOT NULL DEFAULT '',
+        accessibility TEXT NOT NULL DEFAULT 'private'
+            CHECK (accessibility IN ('private', 'protected', 'public')),
+        insert_date TEXT NOT NULL,
+        insert_user TEXT NOT NULL
+    );
+
+    CREATE TABLE project_roles (
+        project TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        login TEXT NOT NULL REFERENCES users(login) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('owner', 'member', 'collaborator')),
+        PRIMARY KEY (project, login)
+    );
+
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+
+    CREATE TABLE subjects (
+        id TEXT PRIMARY KEY,
+        project TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        label TEXT NOT NULL,
+        gender TEXT NOT NULL DEFAULT '',
+        dob TEXT NOT NULL DEFAULT '',
+        yob TEXT NOT NULL DEFAULT '',
+        handedness TEXT NOT NULL DEFAULT '',
+        fields TEXT NOT NULL DEFAULT '{}',
+        insert_date TEXT NOT NULL,
+        insert_user TEXT NOT NULL,
+        UNIQUE (project, label)
+    );
+
+    -- Image sessions and assessors are both experiments, as in XNAT.  For an image
+    -- assessor, session_id names the image session it assesses.
+    CREATE TABLE experiments (
+        id TEXT PRIMARY KEY,
+        project TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        subject_id TEXT NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,
+        label TEXT NOT NULL,
+        xsi_type TEXT NOT NULL,
+        date TEXT NOT NULL DEFAULT '',
+        time TEXT NOT NULL DEFAULT '',
+        modality TEXT NOT NULL DEFAULT '',
+        uid TEXT NOT NULL DEFAULT '',
+        session_id TEXT REFERENCES experiments(id) ON DELETE CASCADE,
+        insert_date TEXT NOT NULL,
+        insert_user TEXT NOT NULL,
+        UNIQUE (project, label)
+    );
+
+    CREATE TABLE scans (
+        pk INTEGER PRIMARY KEY AUTOINCREMENT,
+        experiment_id TEXT NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+        scan_id TEXT NOT NULL,
+        xsi_type TEXT NOT NULL,
+        type TEXT NOT NULL DEFAULT '',
+        series_description TEXT NOT NULL DEFAULT '',
+        quality TEXT NOT NULL DEFAULT 'usable',
+        frames TEXT NOT NULL DEFAULT '',
+        note TEXT NOT NULL DEFAULT '',
+        uid TEXT NOT NULL DEFAULT '',
+        modality TEXT NOT NULL DEFAULT '',
+        UNIQUE (experiment_id, scan_id)
+    );
+
+    CREATE TABLE reconstructions (
+        pk INTEGER PRIMARY KEY AUTOINCREMENT,
+        experiment_id TEXT NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+        recon_id TEXT NOT NULL,
+        type TEXT NOT NULL DEFAULT '',
+        base_scan_type TEXT NOT NULL DEFAULT '',
+        UNIQUE (experiment_id, recon_id)
+    );
+
+    -- owner_kind: project | subject | experiment | scan | recon | assessor
+    -- owner_key: project id, subject id, experiment id, scans.pk, reconstructions.pk,
+    --            or the assessor's experiment id.
+    CREATE TABLE resources (
+        pk INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner_kind TEXT NOT NULL,
+        owner_key TEXT NOT NULL,
+        label TEXT NOT NULL,
+        format TEXT NOT NULL DEFAULT '',
+        content TEXT NOT NULL DEFAULT '',
+        tags TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        directory TEXT NOT NULL,
+        UNIQUE (owner_kind, owner_key, label)
+    );
+
+    CREATE TABLE files (
+        resource_pk INTEGER NOT NULL REFERENCES resources(pk) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        md5 TEXT NOT NULL,
+        format TEXT NOT NULL DEFAULT '',
+        content TEXT NOT NULL DEFAULT '',
+        tags TEXT NOT NULL DEFAULT '',
+        created TEXT NOT NULL,
+        PRIMARY KEY (resource_pk, path)
+    );
+
+    CREATE TABLE alias_tokens (
+        alias TEXT PRIMARY KEY,
+        secret TEXT NOT NULL,
+        login TEXT NOT NULL REFERENCES users(login) ON DELETE CASCADE,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        enabled INTEGER NOT NULL DEFAULT 1
+    );
+
+    CREATE TABLE login_sessions (
+        sid TEXT PRIMARY KEY,
+        login TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+
+    CREATE TABLE download_catalogs (
+        id TEXT PRIMARY KEY,
+        login TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        request TEXT NOT NULL
+    );
+
+    CREATE INDEX subjects_project ON subjects(project);
+    CREATE INDEX experiments_project ON experiments(project);
+    CREATE INDEX experiments_subject ON experiments(subject_id);
+    CREATE INDEX experiments_session ON experiments(session_id);
+    CREATE INDEX scans_experiment ON scans(experiment_id);
+    CREATE INDEX resources_owner ON resources(owner_kind, owner_key);
+    -- XNAT's resource ids start in the hundreds; start ours there too, so a client that
+    -- confuses a resource id with a scan id fails loudly.
+    INSERT INTO sqlite_sequence (name, seq) VALUES ('resources', 100);
+    INSERT INTO sqlite_sequence (name, seq) VALUES ('scans', 1000);
+    INSERT INTO sqlite_sequence (name, seq) VALUES ('reconstructions', 500);
+    """,
+]
+
+
+class SchemaError(RuntimeError):
+    """The archive's schema cannot be used by this release."""
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring ``conn`` up to :data:`SCHEMA_VERSION`; return the version it started at."""
+    has_meta = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+    ).fetchone()
+    current = 0
+    if has_meta:
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        current = int(row[0]) if row else 0
+    if current > SCHEMA_VERSION:
+        msg = (
+            f"this archive has schema version {current}, newer than this minixnat "
+            f"understands ({SCHEMA_VERSION}); upgrade minixnat to open it"
+        )
+        raise SchemaError(msg)
+    for version in range(current, SCHEMA_VERSION):
+        conn.executescript(MIGRATIONS[version])
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(version + 1),),
+        )
+        conn.commit()
+    return current

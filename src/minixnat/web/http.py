@@ -1,0 +1,183 @@
+"""Minimal HTTP plumbing over raw ASGI: a request, plain and streamed responses, errors.
+
+minixnat speaks ASGI directly rather than through a framework: XNAT's URL grammar is
+hierarchical and variable-depth (``…/scans/1,2/resources/DICOM/files/sub/a.dcm``), and the
+fault switches need byte-level control of the body (cut a connection part-way, pace it).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class BadPath(Exception):
+    """The URL path contains a traversal trick (``..``, encoded slash, NUL, backslash)."""
+
+
+@dataclass
+class Request:
+    method: str
+    raw_path: str
+    segments: list[str]
+    query: dict[str, str]
+    query_list: list[tuple[str, str]]
+    headers: dict[str, str]
+    cookies: dict[str, str]
+    client: str
+    receive: Receive
+
+    def param(self, name: str, default: str = "") -> str:
+        """A query parameter, matched case-insensitively as Restlet forms do."""
+        if name in self.query:
+            return self.query[name]
+        lowered = name.lower()
+        for key, value in self.query.items():
+            if key.lower() == lowered:
+                return value
+        return default
+
+    def flag(self, name: str) -> bool:
+        return self.param(name).lower() in ("true", "1", "yes")
+
+    async def body_chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self.receive()
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+    async def body(self, limit: int = 64 * 1024 * 1024) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        async for chunk in self.body_chunks():
+            total += len(chunk)
+            if total > limit:
+                raise HttpError(413, "Request body too large for this call.")
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+def split_path(raw: str) -> list[str]:
+    """Split a raw (still percent-encoded) path into decoded segments; refuse tricks.
+
+    An encoded slash or backslash would let one segment smuggle a path separator past the
+    router, so it is refused before decoding, as are ``.``/``..`` segments and NUL bytes.
+    """
+    lowered = raw.lower()
+    if "%2f" in lowered or "%5c" in lowered or "%00" in lowered or "\\" in raw:
+        raise BadPath(raw)
+    segments = []
+    for part in raw.split("/"):
+        if part == "":
+            continue
+        decoded = unquote(part)
+        if decoded in (".", "..") or "\0" in decoded:
+            raise BadPath(raw)
+        segments.append(decoded)
+    return segments
+
+
+def build_request(scope: Scope, receive: Receive) -> Request:
+    raw_path_bytes: bytes = scope.get("raw_path") or scope["path"].encode()
+    raw_path = raw_path_bytes.decode("latin-1").split("?", 1)[0]
+    query_string = scope.get("query_string", b"").decode("latin-1")
+    query_list = parse_qsl(query_string, keep_blank_values=True)
+    query: dict[str, str] = {}
+    for key, value in query_list:
+        query.setdefault(key, value)
+    headers: dict[str, str] = {}
+    for key, value in scope.get("headers", []):
+        name = key.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {text}" if name in headers else text
+    cookies: dict[str, str] = {}
+    if "cookie" in headers:
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(headers["cookie"].replace(", ", "; "))
+        except Exception:  # a malformed cookie header is ignored, as Tomcat does
+            jar = SimpleCookie()
+        cookies = {k: m.value for k, m in jar.items()}
+    client = scope.get("client") or ("", 0)
+    return Request(
+        method=scope["method"].upper(),
+        raw_path=raw_path,
+        segments=split_path(raw_path),
+        query=query,
+        query_list=query_list,
+        headers=headers,
+        cookies=cookies,
+        client=str(client[0]),
+        receive=receive,
+    )
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "text/plain;charset=UTF-8"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class StreamResponse:
+    """A streamed body.  ``chaos`` marks file and archive bodies the drop switch may cut."""
+
+    chunks: AsyncIterator[bytes]
+    status: int = 200
+    content_type: str = "application/octet-stream"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    content_length: int | None = None
+    chaos: bool = True
+
+
+AnyResponse = Response | StreamResponse
+
+
+class HttpError(Exception):
+    """Raised anywhere in a handler; rendered as XNAT's Restlet status page."""
+
+    def __init__(self, status: int, message: str = "",
+                 headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or []
+
+
+def status_page(status: int, message: str = "") -> bytes:
+    """Restlet 1.1's default HTML status page, the shape pyxnat and xnatpy parse (<h3>)."""
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Error"
+    text = html.escape(message or reason)
+    return (
+        "<html>\n<head>\n   <title>Status page</title>\n</head>\n<body>\n"
+        f"<h3>{text}</h3><p>You can get technical details <a href=\"http://www.w3.org/"
+        f"Protocols/rfc2616/rfc2616-sec10.html\">here</a>.<br>\n"
+        "Please continue your visit at our <a href=\"/\">home page</a>.\n</p>\n</body>\n</html>\n"
+    ).encode()
+
+
+def error_response(err: HttpError) -> Response:
+    return Response(err.status, status_page(err.status, err.message), "text/html;charset=UTF-8",
+                    list(err.headers))
+
+
+def text(body: str, status: int = 200, content_type: str = "text/plain;charset=UTF-8") -> Response:
+    return Response(status, body.encode(), content_type)

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-from pydicom.dataset import FileMetaDataset
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from minixnat.store.db import Experiment, Store
@@ -30,18 +29,27 @@ SOP_CLASS = {
     "CT": "1.2.840.10008.5.1.4.1.1.2",
     "PT": "1.2.840.10008.5.1.4.1.1.128",
 }
-SESSION_TYPE = {"MR": "xnat:mrSessionData", "CT": "xnat:ctSessionData",
-                "PT": "xnat:petSessionData"}
+SESSION_TYPE = {"MR": "xnat:mrSessionData", "CT": "xnat:ctSessionData", "PT": "xnat:petSessionData"}
 SCAN_TYPE = {"MR": "xnat:mrScanData", "CT": "xnat:ctScanData", "PT": "xnat:petScanData"}
 # (scan type, series description) per modality, as a scanner would label them.
 PROTOCOLS = {
-    "MR": [("T1w", "t1_mprage_sag_p2_iso"), ("T2w", "t2_spc_sag_p2_iso"),
-           ("rest fMRI", "ep2d_bold_rest"), ("DWI", "ep2d_diff_mddw_64"),
-           ("Localizer", "AAHead_Scout_32ch")],
-    "CT": [("CT HEAD", "Head 5.0 H31s"), ("CT BONE", "Head 2.0 H70h"),
-           ("SCOUT", "Topogram 0.6 T20s")],
-    "PT": [("PET AC", "PET Brain AC 3D"), ("PET NAC", "PET Brain NAC 3D"),
-           ("CT AC", "CTAC 3.75 Thick")],
+    "MR": [
+        ("T1w", "t1_mprage_sag_p2_iso"),
+        ("T2w", "t2_spc_sag_p2_iso"),
+        ("rest fMRI", "ep2d_bold_rest"),
+        ("DWI", "ep2d_diff_mddw_64"),
+        ("Localizer", "AAHead_Scout_32ch"),
+    ],
+    "CT": [
+        ("CT HEAD", "Head 5.0 H31s"),
+        ("CT BONE", "Head 2.0 H70h"),
+        ("SCOUT", "Topogram 0.6 T20s"),
+    ],
+    "PT": [
+        ("PET AC", "PET Brain AC 3D"),
+        ("PET NAC", "PET Brain NAC 3D"),
+        ("CT AC", "CTAC 3.75 Thick"),
+    ],
 }
 QUALITIES = ("usable", "questionable", "unusable")
 
@@ -63,9 +71,21 @@ def _uid(*parts: object) -> str:
     return str(generate_uid(prefix=None, entropy_srcs=[str(p) for p in parts]))
 
 
-def make_dicom(*, seed: int, modality: str, patient: str, session_label: str, study_uid: str,
-               series_uid: str, sop_uid: str, study_date: str, series_number: int,
-               instance: int, series_description: str, file_kb: int) -> bytes:
+def make_dicom(
+    *,
+    seed: int,
+    modality: str,
+    patient: str,
+    session_label: str,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    study_date: str,
+    series_number: int,
+    instance: int,
+    series_description: str,
+    file_kb: int,
+) -> bytes:
     """One DICOM Part 10 file whose bytes depend only on the arguments."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SOP_CLASS[modality]
@@ -126,19 +146,34 @@ def generate(root: Path, spec: DemoSpec) -> Store:
     base = date(2019, 1, 7)
     for p in range(1, spec.projects + 1):
         pid = f"DEMO{p:02d}"
-        store.add_project(pid, name=f"Demo project {p}", secondary_id=f"DEMO_{p:02d}",
-                          description="Synthetic archive made by minixnat demo-data",
-                          pi_firstname="Ada", pi_lastname="Lovelace", owner="admin")
-        docs = store.add_resource("project", pid, "DOCS", f"{pid}/resources/DOCS",
-                                  format_="TXT", content="DOCS")
-        store.write_file(docs, "README.txt", iter([
-            f"Project {pid}: synthetic data, seed {spec.seed}.\n".encode()]), format_="TXT")
+        store.add_project(
+            pid,
+            name=f"Demo project {p}",
+            secondary_id=f"DEMO_{p:02d}",
+            description="Synthetic archive made by minixnat demo-data",
+            pi_firstname="Ada",
+            pi_lastname="Lovelace",
+            owner="admin",
+        )
+        docs = store.add_resource(
+            "project", pid, "DOCS", f"{pid}/resources/DOCS", format_="TXT", content="DOCS"
+        )
+        store.write_file(
+            docs,
+            "README.txt",
+            iter([f"Project {pid}: synthetic data, seed {spec.seed}.\n".encode()]),
+            format_="TXT",
+        )
         quality_index = 0
         for s in range(1, spec.subjects + 1):
             label = f"{pid}_S{s:03d}"
-            subject = store.add_subject(pid, label, gender="male" if s % 2 else "female",
-                                        yob=str(1950 + rng.randrange(50)),
-                                        handedness="right" if s % 5 else "left")
+            subject = store.add_subject(
+                pid,
+                label,
+                gender="male" if s % 2 else "female",
+                yob=str(1950 + rng.randrange(50)),
+                handedness="right" if s % 5 else "left",
+            )
             for k in range(1, spec.sessions + 1):
                 modality = ("MR", "MR", "CT", "PT")[(s + k - 2) % 4]
                 suffix = {"MR": "MR", "CT": "CT", "PT": "PET"}[modality]
@@ -146,8 +181,15 @@ def generate(root: Path, spec: DemoSpec) -> Store:
                 when = base + timedelta(days=rng.randrange(0, 5 * 365))
                 study_uid = _uid(spec.seed, pid, session_label, "study")
                 session = store.add_experiment(
-                    pid, subject.id, session_label, SESSION_TYPE[modality],
-                    date=when.isoformat(), time_="09:30:00", modality=modality, uid=study_uid)
+                    pid,
+                    subject.id,
+                    session_label,
+                    SESSION_TYPE[modality],
+                    date=when.isoformat(),
+                    time_="09:30:00",
+                    modality=modality,
+                    uid=study_uid,
+                )
                 session_dir = f"{pid}/arc001/{session_label}"
                 protocols = PROTOCOLS[modality]
                 for j in range(spec.scans):
@@ -157,60 +199,122 @@ def generate(root: Path, spec: DemoSpec) -> Store:
                     quality = QUALITIES[quality_index % 3]
                     quality_index += 1
                     scan = store.add_scan(
-                        session.id, scan_id, SCAN_TYPE[modality], type_=scan_type,
-                        series_description=description, quality=quality,
-                        frames=str(spec.files), uid=series_uid, modality=modality,
-                        note="" if quality == "usable" else f"marked {quality} by QC")
-                    dicom = store.add_resource("scan", str(scan.pk), "DICOM",
-                                               f"{session_dir}/SCANS/{scan_id}/DICOM",
-                                               format_="DICOM", content="RAW")
+                        session.id,
+                        scan_id,
+                        SCAN_TYPE[modality],
+                        type_=scan_type,
+                        series_description=description,
+                        quality=quality,
+                        frames=str(spec.files),
+                        uid=series_uid,
+                        modality=modality,
+                        note="" if quality == "usable" else f"marked {quality} by QC",
+                    )
+                    dicom = store.add_resource(
+                        "scan",
+                        str(scan.pk),
+                        "DICOM",
+                        f"{session_dir}/SCANS/{scan_id}/DICOM",
+                        format_="DICOM",
+                        content="RAW",
+                    )
                     for i in range(1, spec.files + 1):
                         sop_uid = _uid(spec.seed, series_uid, i)
                         # CT and PET files carry bare UID names (no extension) as many PACS
                         # exports do: a client must never rewrite them into collisions.
                         name = f"{sop_uid}.dcm" if modality == "MR" else sop_uid
                         data = make_dicom(
-                            seed=spec.seed, modality=modality, patient=label,
-                            session_label=session_label, study_uid=study_uid,
-                            series_uid=series_uid, sop_uid=sop_uid, study_date=when.isoformat(),
-                            series_number=j + 1, instance=i, series_description=description,
-                            file_kb=spec.file_kb)
-                        store.write_file(dicom, name, iter([data]), format_="DICOM",
-                                         content="RAW")
+                            seed=spec.seed,
+                            modality=modality,
+                            patient=label,
+                            session_label=session_label,
+                            study_uid=study_uid,
+                            series_uid=series_uid,
+                            sop_uid=sop_uid,
+                            study_date=when.isoformat(),
+                            series_number=j + 1,
+                            instance=i,
+                            series_description=description,
+                            file_kb=spec.file_kb,
+                        )
+                        store.write_file(dicom, name, iter([data]), format_="DICOM", content="RAW")
                     if j == 0 and modality == "MR":
-                        nifti = store.add_resource("scan", str(scan.pk), "NIFTI",
-                                                   f"{session_dir}/SCANS/{scan_id}/NIFTI",
-                                                   format_="NIFTI", content="NIFTI_RAW")
-                        store.write_file(nifti, f"{scan_type}.nii.gz", iter([_nifti_like(
-                            spec.seed, session_label, 4096)]), format_="NIFTI")
+                        nifti = store.add_resource(
+                            "scan",
+                            str(scan.pk),
+                            "NIFTI",
+                            f"{session_dir}/SCANS/{scan_id}/NIFTI",
+                            format_="NIFTI",
+                            content="NIFTI_RAW",
+                        )
+                        store.write_file(
+                            nifti,
+                            f"{scan_type}.nii.gz",
+                            iter([_nifti_like(spec.seed, session_label, 4096)]),
+                            format_="NIFTI",
+                        )
                         sidecar = {"SeriesDescription": description, "RepetitionTime": 2.3}
-                        store.write_file(nifti, f"sidecar/{scan_type}.json", iter([
-                            json.dumps(sidecar, sort_keys=True).encode()]), format_="JSON")
+                        store.write_file(
+                            nifti,
+                            f"sidecar/{scan_type}.json",
+                            iter([json.dumps(sidecar, sort_keys=True).encode()]),
+                            format_="JSON",
+                        )
                 _session_extras(store, spec, session, session_dir, k)
     return store
 
 
-def _session_extras(store: Store, spec: DemoSpec, session: Experiment, session_dir: str,
-                    k: int) -> None:
+def _session_extras(
+    store: Store, spec: DemoSpec, session: Experiment, session_dir: str, k: int
+) -> None:
     """A session resource on every session; an assessor and a recon on each first session."""
-    qc = store.add_resource("experiment", session.id, "QC", f"{session_dir}/RESOURCES/QC",
-                            format_="TXT", content="QC")
-    store.write_file(qc, "report.txt", iter([
-        f"QC report for {session.label}: all scans reviewed.\n".encode()]), format_="TXT")
+    qc = store.add_resource(
+        "experiment", session.id, "QC", f"{session_dir}/RESOURCES/QC", format_="TXT", content="QC"
+    )
+    store.write_file(
+        qc,
+        "report.txt",
+        iter([f"QC report for {session.label}: all scans reviewed.\n".encode()]),
+        format_="TXT",
+    )
     if k != 1:
         return
     assessor = store.add_experiment(
-        session.project, session.subject_id, f"{session.label}_QC", "xnat:qcManualAssessorData",
-        date=session.date, session_id=session.id)
-    out = store.add_resource("assessor", assessor.id, "QC_DATA",
-                             f"{session_dir}/ASSESSORS/{assessor.label}/QC_DATA",
-                             format_="JSON", content="QC")
-    store.write_file(out, "qc.json", iter([json.dumps(
-        {"session": session.label, "pass": True}, sort_keys=True).encode()]), format_="JSON")
-    recon = store.add_recon(session.id, f"{session.label}_recon1", type_="brain_mask",
-                            base_scan_type="T1w")
-    recon_res = store.add_resource("recon", str(recon.pk), "NIFTI",
-                                   f"{session_dir}/PROCESSED/{recon.recon_id}/NIFTI",
-                                   format_="NIFTI", content="MASK")
-    store.write_file(recon_res, "mask.nii.gz", iter([_nifti_like(
-        spec.seed, recon.recon_id, 2048)]), format_="NIFTI")
+        session.project,
+        session.subject_id,
+        f"{session.label}_QC",
+        "xnat:qcManualAssessorData",
+        date=session.date,
+        session_id=session.id,
+    )
+    out = store.add_resource(
+        "assessor",
+        assessor.id,
+        "QC_DATA",
+        f"{session_dir}/ASSESSORS/{assessor.label}/QC_DATA",
+        format_="JSON",
+        content="QC",
+    )
+    store.write_file(
+        out,
+        "qc.json",
+        iter([json.dumps({"session": session.label, "pass": True}, sort_keys=True).encode()]),
+        format_="JSON",
+    )
+    recon = store.add_recon(
+        session.id, f"{session.label}_recon1", type_="brain_mask", base_scan_type="T1w"
+    )
+    recon_res = store.add_resource(
+        "recon",
+        str(recon.pk),
+        "NIFTI",
+        f"{session_dir}/PROCESSED/{recon.recon_id}/NIFTI",
+        format_="NIFTI",
+        content="MASK",
+    )
+    store.write_file(
+        recon_res,
+        "mask.nii.gz",
+        iter([_nifti_like(spec.seed, recon.recon_id, 2048)]),
+        format_="NIFTI",
+    )

@@ -238,8 +238,13 @@ class Store:
         row = self._one("SELECT * FROM users WHERE login=?", (login,))
         if row is None:
             return None
-        return User(row["login"], bool(row["admin"]), bool(row["enabled"]),
-                    row["firstname"], row["lastname"])
+        return User(
+            row["login"],
+            bool(row["admin"]),
+            bool(row["enabled"]),
+            row["firstname"],
+            row["lastname"],
+        )
 
     def check_password(self, login: str, password: str) -> User | None:
         """The user, if ``password`` is theirs and the account is enabled."""
@@ -286,8 +291,14 @@ class Store:
         row = self._one("SELECT * FROM alias_tokens WHERE alias=?", (alias,))
         if row is None:
             return None
-        return AliasToken(row["alias"], row["secret"], row["login"], row["created_ms"],
-                          row["expires_ms"], bool(row["enabled"]))
+        return AliasToken(
+            row["alias"],
+            row["secret"],
+            row["login"],
+            row["created_ms"],
+            row["expires_ms"],
+            bool(row["enabled"]),
+        )
 
     def user_tokens(self, login: str) -> list[AliasToken]:
         rows = self._q("SELECT alias FROM alias_tokens WHERE login=? AND enabled=1", (login,))
@@ -308,10 +319,19 @@ class Store:
             return cur.rowcount > 0
 
     # -- projects --------------------------------------------------------------------------
-    def add_project(self, pid: str, *, name: str = "", secondary_id: str = "",
-                    description: str = "", accessibility: str = "private",
-                    pi_firstname: str = "", pi_lastname: str = "", keywords: str = "",
-                    owner: str = "admin") -> Project:
+    def add_project(
+        self,
+        pid: str,
+        *,
+        name: str = "",
+        secondary_id: str = "",
+        description: str = "",
+        accessibility: str = "private",
+        pi_firstname: str = "",
+        pi_lastname: str = "",
+        keywords: str = "",
+        owner: str = "admin",
+    ) -> Project:
         if accessibility not in ACCESS_LEVELS:
             msg = f"accessibility must be one of {', '.join(ACCESS_LEVELS)}, not {accessibility!r}"
             raise StoreError(msg)
@@ -320,8 +340,18 @@ class Store:
             raise StoreError(msg)
         self._exec(
             "INSERT INTO projects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (pid, secondary_id or pid, name or pid, description, keywords, pi_firstname,
-             pi_lastname, accessibility, now_stamp(), owner),
+            (
+                pid,
+                secondary_id or pid,
+                name or pid,
+                description,
+                keywords,
+                pi_firstname,
+                pi_lastname,
+                accessibility,
+                now_stamp(),
+                owner,
+            ),
         )
         if self.get_user(owner) is not None:
             self.set_role(pid, owner, "owner")
@@ -330,8 +360,9 @@ class Store:
         return project
 
     def get_project(self, pid: str) -> Project | None:
-        row = self._one("SELECT * FROM projects WHERE id=? OR (secondary_id=? AND id<>?)",
-                        (pid, pid, pid))
+        row = self._one(
+            "SELECT * FROM projects WHERE id=? OR (secondary_id=? AND id<>?)", (pid, pid, pid)
+        )
         return Project(**dict(row)) if row else None
 
     def list_projects(self) -> list[Project]:
@@ -363,8 +394,17 @@ class Store:
         return str(row["role"]) if row else None
 
     # -- subjects --------------------------------------------------------------------------
-    def add_subject(self, project: str, label: str, *, gender: str = "", dob: str = "",
-                    yob: str = "", handedness: str = "", user: str = "admin") -> Subject:
+    def add_subject(
+        self,
+        project: str,
+        label: str,
+        *,
+        gender: str = "",
+        dob: str = "",
+        yob: str = "",
+        handedness: str = "",
+        user: str = "admin",
+    ) -> Subject:
         sid = self._next_id("S")
         self._exec(
             "INSERT INTO subjects VALUES (?, ?, ?, ?, ?, ?, ?, '{}', ?, ?)",
@@ -393,14 +433,37 @@ class Store:
         return [Subject(**dict(r)) for r in rows]
 
     # -- experiments -----------------------------------------------------------------------
-    def add_experiment(self, project: str, subject_id: str, label: str, xsi_type: str, *,
-                       date: str = "", time_: str = "", modality: str = "", uid: str = "",
-                       session_id: str | None = None, user: str = "admin") -> Experiment:
+    def add_experiment(
+        self,
+        project: str,
+        subject_id: str,
+        label: str,
+        xsi_type: str,
+        *,
+        date: str = "",
+        time_: str = "",
+        modality: str = "",
+        uid: str = "",
+        session_id: str | None = None,
+        user: str = "admin",
+    ) -> Experiment:
         eid = self._next_id("E")
         self._exec(
             "INSERT INTO experiments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (eid, project, subject_id, label, xsi_type, date, time_, modality, uid, session_id,
-             now_stamp(), user),
+            (
+                eid,
+                project,
+                subject_id,
+                label,
+                xsi_type,
+                date,
+                time_,
+                modality,
+                uid,
+                session_id,
+                now_stamp(),
+                user,
+            ),
         )
         experiment = self.get_experiment(eid)
         assert experiment is not None
@@ -416,9 +479,14 @@ class Store:
             row = self._one("SELECT * FROM experiments WHERE project=? AND id=?", (project, ref))
         return Experiment(**dict(row)) if row else None
 
-    def list_experiments(self, *, project: str | None = None, subject_id: str | None = None,
-                         session_id: str | None = None,
-                         sessions_only: bool = False) -> list[Experiment]:
+    def list_experiments(
+        self,
+        *,
+        project: str | None = None,
+        subject_id: str | None = None,
+        session_id: str | None = None,
+        sessions_only: bool = False,
+    ) -> list[Experiment]:
         where, args = [], []
         if project is not None:
             where.append("project=?")
@@ -437,14 +505,35 @@ class Store:
         return [Experiment(**dict(r)) for r in self._q(sql + " ORDER BY id", tuple(args))]
 
     # -- scans and reconstructions -------------------------------------------------------
-    def add_scan(self, experiment_id: str, scan_id: str, xsi_type: str, *, type_: str = "",
-                 series_description: str = "", quality: str = "usable", frames: str = "",
-                 note: str = "", uid: str = "", modality: str = "") -> Scan:
+    def add_scan(
+        self,
+        experiment_id: str,
+        scan_id: str,
+        xsi_type: str,
+        *,
+        type_: str = "",
+        series_description: str = "",
+        quality: str = "usable",
+        frames: str = "",
+        note: str = "",
+        uid: str = "",
+        modality: str = "",
+    ) -> Scan:
         pk = self._exec(
             "INSERT INTO scans (experiment_id, scan_id, xsi_type, type, series_description, "
             "quality, frames, note, uid, modality) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (experiment_id, scan_id, xsi_type, type_, series_description, quality, frames, note,
-             uid, modality),
+            (
+                experiment_id,
+                scan_id,
+                xsi_type,
+                type_,
+                series_description,
+                quality,
+                frames,
+                note,
+                uid,
+                modality,
+            ),
         )
         row = self._one("SELECT * FROM scans WHERE pk=?", (pk,))
         assert row is not None
@@ -459,25 +548,37 @@ class Store:
         row = self._one("SELECT * FROM scans WHERE pk=?", (pk,))
         return Scan(**dict(row)) if row else None
 
-    def add_recon(self, experiment_id: str, recon_id: str, *, type_: str = "",
-                  base_scan_type: str = "") -> Recon:
+    def add_recon(
+        self, experiment_id: str, recon_id: str, *, type_: str = "", base_scan_type: str = ""
+    ) -> Recon:
         pk = self._exec(
             "INSERT INTO reconstructions (experiment_id, recon_id, type, base_scan_type) "
-            "VALUES (?, ?, ?, ?)", (experiment_id, recon_id, type_, base_scan_type),
+            "VALUES (?, ?, ?, ?)",
+            (experiment_id, recon_id, type_, base_scan_type),
         )
         row = self._one("SELECT * FROM reconstructions WHERE pk=?", (pk,))
         assert row is not None
         return Recon(**dict(row))
 
     def list_recons(self, experiment_id: str) -> list[Recon]:
-        rows = self._q("SELECT * FROM reconstructions WHERE experiment_id=? ORDER BY pk",
-                       (experiment_id,))
+        rows = self._q(
+            "SELECT * FROM reconstructions WHERE experiment_id=? ORDER BY pk", (experiment_id,)
+        )
         return [Recon(**dict(r)) for r in rows]
 
     # -- resources and files ---------------------------------------------------------------
-    def add_resource(self, owner_kind: str, owner_key: str, label: str, directory: str, *,
-                     format_: str = "", content: str = "", tags: str = "",
-                     description: str = "") -> Resource:
+    def add_resource(
+        self,
+        owner_kind: str,
+        owner_key: str,
+        label: str,
+        directory: str,
+        *,
+        format_: str = "",
+        content: str = "",
+        tags: str = "",
+        description: str = "",
+    ) -> Resource:
         pk = self._exec(
             "INSERT INTO resources (owner_kind, owner_key, label, format, content, tags, "
             "description, directory) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -492,12 +593,23 @@ class Store:
         return Resource(**dict(row)) if row else None
 
     def list_resources(self, owner_kind: str, owner_key: str) -> list[Resource]:
-        rows = self._q("SELECT * FROM resources WHERE owner_kind=? AND owner_key=? ORDER BY pk",
-                       (owner_kind, owner_key))
+        rows = self._q(
+            "SELECT * FROM resources WHERE owner_kind=? AND owner_key=? ORDER BY pk",
+            (owner_kind, owner_key),
+        )
         return [Resource(**dict(r)) for r in rows]
 
-    def add_file(self, resource_pk: int, path: str, size: int, md5: str, *, format_: str = "",
-                 content: str = "", tags: str = "") -> FileRow:
+    def add_file(
+        self,
+        resource_pk: int,
+        path: str,
+        size: int,
+        md5: str,
+        *,
+        format_: str = "",
+        content: str = "",
+        tags: str = "",
+    ) -> FileRow:
         self._exec(
             "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (resource_pk, path, size, md5, format_, content, tags, now_stamp()),
@@ -509,8 +621,9 @@ class Store:
         return [FileRow(**dict(r)) for r in rows]
 
     def resource_stats(self, resource_pk: int) -> tuple[int, int]:
-        row = self._one("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE resource_pk=?",
-                        (resource_pk,))
+        row = self._one(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE resource_pk=?", (resource_pk,)
+        )
         assert row is not None
         return int(row[0]), int(row[1])
 
@@ -527,8 +640,15 @@ class Store:
             raise StoreError(msg)
         return full
 
-    def write_file(self, resource: Resource, relpath: str, chunks: Iterator[bytes], *,
-                   format_: str = "", content: str = "") -> FileRow:
+    def write_file(
+        self,
+        resource: Resource,
+        relpath: str,
+        chunks: Iterator[bytes],
+        *,
+        format_: str = "",
+        content: str = "",
+    ) -> FileRow:
         """Store a file's bytes atomically and record its size and MD5."""
         target = self.file_path(resource, relpath)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -544,13 +664,16 @@ class Store:
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-        return self.add_file(resource.pk, relpath, size, md5.hexdigest(), format_=format_,
-                             content=content)
+        return self.add_file(
+            resource.pk, relpath, size, md5.hexdigest(), format_=format_, content=content
+        )
 
     # -- download catalogs -------------------------------------------------------------
     def save_download_catalog(self, cid: str, login: str, request: dict[str, object]) -> None:
-        self._exec("INSERT OR REPLACE INTO download_catalogs VALUES (?, ?, ?, ?)",
-                   (cid, login, now_ms(), json.dumps(request)))
+        self._exec(
+            "INSERT OR REPLACE INTO download_catalogs VALUES (?, ?, ?, ?)",
+            (cid, login, now_ms(), json.dumps(request)),
+        )
 
     def get_download_catalog(self, cid: str) -> tuple[str, dict[str, object]] | None:
         row = self._one("SELECT login, request FROM download_catalogs WHERE id=?", (cid,))

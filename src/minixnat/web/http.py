@@ -151,8 +151,9 @@ AnyResponse = Response | StreamResponse
 class HttpError(Exception):
     """Raised anywhere in a handler; rendered as XNAT's Restlet status page."""
 
-    def __init__(self, status: int, message: str = "",
-                 headers: list[tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str = "", headers: list[tuple[str, str]] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -168,15 +169,19 @@ def status_page(status: int, message: str = "") -> bytes:
     text = html.escape(message or reason)
     return (
         "<html>\n<head>\n   <title>Status page</title>\n</head>\n<body>\n"
-        f"<h3>{text}</h3><p>You can get technical details <a href=\"http://www.w3.org/"
-        f"Protocols/rfc2616/rfc2616-sec10.html\">here</a>.<br>\n"
-        "Please continue your visit at our <a href=\"/\">home page</a>.\n</p>\n</body>\n</html>\n"
+        f'<h3>{text}</h3><p>You can get technical details <a href="http://www.w3.org/'
+        f'Protocols/rfc2616/rfc2616-sec10.html">here</a>.<br>\n'
+        'Please continue your visit at our <a href="/">home page</a>.\n</p>\n</body>\n</html>\n'
     ).encode()
 
 
 def error_response(err: HttpError) -> Response:
-    return Response(err.status, status_page(err.status, err.message), "text/html;charset=UTF-8",
-                    list(err.headers))
+    return Response(
+        err.status,
+        status_page(err.status, err.message),
+        "text/html;charset=UTF-8",
+        list(err.headers),
+    )
 
 
 def text(body: str, status: int = 200, content_type: str = "text/plain;charset=UTF-8") -> Response:

@@ -23,11 +23,35 @@ Row = dict[str, str]
 
 # Query parameters that are never filters.
 RESERVED = {
-    "format", "columns", "sortby", "sortorder", "limit", "offset", "xsitype", "fields",
-    "accept-not-found", "allDataOverride".lower(), "restrict", "all", "recursive", "locator",
-    "structure", "projectincludedinpath", "subjectincludedinpath", "compression", "index",
-    "file_format", "file_content", "concealhiddenfields", "includehistory", "csrf",
-    "req_format", "event_reason", "event_type", "event_action", "event_comment",
+    "format",
+    "columns",
+    "sortby",
+    "sortorder",
+    "limit",
+    "offset",
+    "xsitype",
+    "fields",
+    "accept-not-found",
+    "allDataOverride".lower(),
+    "restrict",
+    "all",
+    "recursive",
+    "locator",
+    "structure",
+    "projectincludedinpath",
+    "subjectincludedinpath",
+    "compression",
+    "index",
+    "file_format",
+    "file_content",
+    "concealhiddenfields",
+    "includehistory",
+    "csrf",
+    "req_format",
+    "event_reason",
+    "event_type",
+    "event_action",
+    "event_comment",
 }
 
 
@@ -46,18 +70,48 @@ def project_columns(table: Table, request: Request) -> Table:
     """Apply ``columns=`` (unless the listing's columns are fixed); always keep ``URI``."""
     wanted = request.param("columns")
     if table.fixed_columns or not wanted or wanted.upper() == "DEFAULT":
-        return table
+        rows = [{c: r.get(c, "") for c in table.columns} for r in table.rows]
+        return Table(
+            table.columns,
+            rows,
+            table.title,
+            table.total_records,
+            table.fixed_columns,
+            table.column_props,
+            table.extra_props,
+        )
     names = [c.strip() for c in wanted.split(",") if c.strip()]
-    known = {c.lower(): c for c in table.columns}
-    chosen: list[str] = []
+    known = _known_columns(table)
+    chosen: list[tuple[str, str]] = []  # (output name, row key)
     for name in names:
-        col = known.get(name.lower())
-        if col and col != "URI" and col not in chosen:
-            chosen.append(col)
-    chosen.append("URI")
-    rows = [{c: r.get(c, "") for c in chosen} for r in table.rows]
-    return Table(chosen, rows, table.title, table.total_records, table.fixed_columns,
-                 table.column_props, table.extra_props)
+        key = known.get(name.lower())
+        out_name = key
+        if key is None and "/" in name:
+            # An xpath such as xnat:subjectAssessorData/subject_id: XNAT names the output
+            # column after the lower-cased xpath.
+            key = known.get(name.rsplit("/", 1)[1].lower())
+            out_name = name.lower()
+        if key and out_name and key != "URI" and out_name not in (c for c, _ in chosen):
+            chosen.append((out_name, key))
+    chosen.append(("URI", "URI"))
+    rows = [{out: r.get(key, "") for out, key in chosen} for r in table.rows]
+    return Table(
+        [c for c, _ in chosen],
+        rows,
+        table.title,
+        table.total_records,
+        table.fixed_columns,
+        table.column_props,
+        table.extra_props,
+    )
+
+
+def _known_columns(table: Table) -> dict[str, str]:
+    known = {c.lower(): c for c in table.columns}
+    if table.rows:
+        for key in table.rows[0]:
+            known.setdefault(key.lower(), key)
+    return known
 
 
 def _parse_date(value: str) -> date | None:
@@ -109,12 +163,13 @@ def _text_matches(cell: str, spec: str) -> bool:
     return False
 
 
-def apply_query(table: Table, request: Request, *, filters: bool = True,
-                paging: bool = True) -> Table:
+def apply_query(
+    table: Table, request: Request, *, filters: bool = True, paging: bool = True
+) -> Table:
     """Filters (any column named as a parameter), sorting and paging, as QueryOrganizer."""
     rows = table.rows
     if filters:
-        by_lower = {c.lower(): c for c in table.columns}
+        by_lower = _known_columns(table)
         for key, value in request.query.items():
             column = by_lower.get(key.lower())
             if column is None or key.lower() in RESERVED or column == "URI":
@@ -136,10 +191,17 @@ def apply_query(table: Table, request: Request, *, filters: bool = True,
             limit = None if limit_text == "*" else int(limit_text)
         except ValueError as exc:
             raise HttpError(400, "limit and offset must be integers (or '*' for limit)") from exc
-        rows = rows[offset:] if limit is None else rows[offset:offset + limit]
+        rows = rows[offset:] if limit is None else rows[offset : offset + limit]
         total = False  # XNAT drops totalRecords from paged listings
-    return Table(table.columns, rows, table.title, total, table.fixed_columns,
-                 table.column_props, table.extra_props)
+    return Table(
+        table.columns,
+        rows,
+        table.title,
+        total,
+        table.fixed_columns,
+        table.column_props,
+        table.extra_props,
+    )
 
 
 def _json_body(table: Table) -> str:
@@ -177,11 +239,15 @@ def _xml_body(table: Table) -> str:
         attrs += f' title="{escape(table.title)}"'
     cols = "".join(f"<column>{escape(c)}</column>" for c in table.columns)
     rows = "".join(
-        "<row>" + "".join(f"<cell>{escape(r.get(c, ''))}</cell>" for c in table.columns)
-        + "</row>\n" for r in table.rows
+        "<row>"
+        + "".join(f"<cell>{escape(r.get(c, ''))}</cell>" for c in table.columns)
+        + "</row>\n"
+        for r in table.rows
     )
-    return (f"<ResultSet{attrs}><results><columns>{cols}</columns>\n<rows>{rows}</rows>"
-            "</results></ResultSet>")
+    return (
+        f"<ResultSet{attrs}><results><columns>{cols}</columns>\n<rows>{rows}</rows>"
+        "</results></ResultSet>"
+    )
 
 
 def _html_body(table: Table) -> str:
@@ -192,7 +258,9 @@ def _html_body(table: Table) -> str:
     )
     # A listing rendered as HTML is data, not an error page: it must not start with <html>
     # (clients treat such bodies as errors), so it is a bare table fragment.
-    return f"<table class=\"resultset\"><thead><tr>{head}</tr></thead>\n<tbody>{body}</tbody></table>\n"
+    return (
+        f'<table class="resultset"><thead><tr>{head}</tr></thead>\n<tbody>{body}</tbody></table>\n'
+    )
 
 
 def render(table: Table, request: Request, *, default: str = "json") -> Response:

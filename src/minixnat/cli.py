@@ -1,0 +1,200 @@
+"""``minixnat``: generate demo data, serve an archive, manage users and project access."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from minixnat.store.db import ACCESS_LEVELS, ROLES, Store, StoreError
+from minixnat.store.schema import SchemaError
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        msg = f"{text} is not a probability between 0 and 1"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        msg = f"{text} must be zero or more"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minixnat", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo-data", help="create a deterministic synthetic archive")
+    demo.add_argument("root", type=Path)
+    for name, default in (
+        ("projects", 2),
+        ("subjects", 3),
+        ("sessions", 2),
+        ("scans", 3),
+        ("files", 4),
+        ("file-kb", 64),
+        ("seed", 0),
+    ):
+        demo.add_argument(
+            f"--{name}", type=_non_negative_int, default=default, help=f"(default {default})"
+        )
+
+    serve = sub.add_parser("serve", help="serve an archive over XNAT's REST API")
+    serve.add_argument("--root", type=Path, required=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_non_negative_int, default=8080, help="0 picks a free port")
+    serve.add_argument(
+        "--latency-ms", type=_non_negative_int, default=0, help="delay every request by N ms"
+    )
+    serve.add_argument(
+        "--no-range", action="store_true", help="ignore Range headers, as XNAT's /data API does"
+    )
+    serve.add_argument(
+        "--drop-rate",
+        type=_probability,
+        default=0.0,
+        help="fraction of file and archive bodies cut off part-way",
+    )
+    serve.add_argument(
+        "--error-rate",
+        type=_probability,
+        default=0.0,
+        help="fraction of requests answered 503 with Retry-After: 1",
+    )
+    serve.add_argument(
+        "--chaos-seed",
+        type=int,
+        default=None,
+        help="seed for --drop-rate/--error-rate, for reproducible faults",
+    )
+    serve.add_argument(
+        "--session-ttl",
+        type=float,
+        default=900.0,
+        help="JSESSION idle expiry in seconds (default 900, XNAT's 15 min)",
+    )
+    serve.add_argument(
+        "--conn-mbps", type=float, default=0.0, help="pace each response body to at most X MB/s"
+    )
+
+    user = sub.add_parser("user", help="manage users")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    add = user_sub.add_parser("add", help="create a user (or reset their password)")
+    add.add_argument("--root", type=Path, required=True)
+    add.add_argument("name")
+    add.add_argument("--password", required=True)
+    add.add_argument("--admin", action="store_true")
+
+    project = sub.add_parser("project", help="manage project access")
+    project_sub = project.add_subparsers(dest="project_command", required=True)
+    access = project_sub.add_parser("access", help="set a project's accessibility")
+    access.add_argument("--root", type=Path, required=True)
+    access.add_argument("project")
+    access.add_argument("level", choices=ACCESS_LEVELS)
+    member = project_sub.add_parser("member", help="give a user a role in a project")
+    member.add_argument("--root", type=Path, required=True)
+    member.add_argument("project")
+    member.add_argument("user")
+    member.add_argument("role", choices=ROLES)
+    return parser
+
+
+def _open(root: Path) -> Store:
+    if not (root / "minixnat.sqlite").exists():
+        msg = (
+            f"{root} is not a minixnat archive (no minixnat.sqlite); create one with "
+            f"'minixnat demo-data {root}'"
+        )
+        raise StoreError(msg)
+    return Store(root)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from minixnat.web.app import App, Faults
+
+    store = _open(args.root)
+    faults = Faults(
+        latency_ms=args.latency_ms,
+        no_range=args.no_range,
+        drop_rate=args.drop_rate,
+        error_rate=args.error_rate,
+        chaos_seed=args.chaos_seed,
+        session_ttl=args.session_ttl,
+        conn_mbps=args.conn_mbps,
+    )
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        print(
+            f"minixnat: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr
+        )
+        return 2
+    sock.listen(256)
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
+    print(f"minixnat listening on http://{host}:{port}", flush=True)
+    config = uvicorn.Config(
+        App(store, faults),
+        http="httptools",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=30,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo-data":
+            from minixnat.demodata import DemoSpec, generate
+
+            if (args.root / "minixnat.sqlite").exists():
+                print(
+                    f"minixnat: {args.root} already holds an archive; choose an empty folder",
+                    file=sys.stderr,
+                )
+                return 2
+            spec = DemoSpec(
+                projects=args.projects,
+                subjects=args.subjects,
+                sessions=args.sessions,
+                scans=args.scans,
+                files=args.files,
+                file_kb=args.file_kb,
+                seed=args.seed,
+            )
+            generate(args.root, spec).close()
+            print(f"demo archive written to {args.root} (admin / admin)")
+            return 0
+        if args.command == "serve":
+            return serve(args)
+        if args.command == "user":
+            _open(args.root).add_user(args.name, args.password, admin=args.admin)
+            return 0
+        if args.command == "project":
+            store = _open(args.root)
+            if args.project_command == "access":
+                store.set_accessibility(args.project, args.level)
+            else:
+                store.set_role(args.project, args.user, args.role)
+            return 0
+    except (StoreError, SchemaError) as exc:
+        print(f"minixnat: {exc}", file=sys.stderr)
+        return 2
+    return 2

@@ -1,0 +1,1 @@
+"""minixnat's HTTP side: an ASGI app speaking XNAT 1.8's REST API."""

@@ -1,0 +1,353 @@
+"""The listing tables of the ``/data`` API, with XNAT's default columns and URIs.
+
+Column sets and URI forms follow XNAT 1.8 (see ``xnat-rest-api.md`` §5): subjects and
+experiments list un-scoped ``/data/subjects/{ID}`` / ``/data/experiments/{ID}`` URIs; scans
+use the session's accession ID; resources have fixed columns and no URI; files have fixed
+columns, a ``Columns`` property and no ``totalRecords``.
+"""
+
+from __future__ import annotations
+
+from posixpath import basename
+
+from minixnat.store.db import Experiment, FileRow, Project, Resource, Store
+from minixnat.web.http import HttpError, Request
+from minixnat.web.resolve import Access, Node, Target
+from minixnat.web.tables import Row, Table
+
+# XNAT's type hierarchy, enough to answer xsiType= filters on abstract types.
+PARENTS = {
+    "xnat:mrSessionData": "xnat:imageSessionData",
+    "xnat:ctSessionData": "xnat:imageSessionData",
+    "xnat:petSessionData": "xnat:imageSessionData",
+    "xnat:imageSessionData": "xnat:subjectAssessorData",
+    "xnat:subjectAssessorData": "xnat:experimentData",
+    "xnat:qcManualAssessorData": "xnat:qcAssessmentData",
+    "xnat:qcAssessmentData": "xnat:imageAssessorData",
+    "xnat:imageAssessorData": "xnat:derivedData",
+    "xnat:derivedData": "xnat:experimentData",
+}
+
+
+def is_a(xsi_type: str, wanted: str) -> bool:
+    current: str | None = xsi_type
+    while current is not None:
+        if current.lower() == wanted.lower():
+            return True
+        current = PARENTS.get(current)
+    return False
+
+
+def project_table(store: Store, access: Access) -> Table:
+    rows = []
+    for p in store.list_projects():
+        if not access.can_see(p):
+            continue
+        rows.append(
+            {
+                "ID": p.id,
+                "secondary_ID": p.secondary_id,
+                "name": p.name,
+                "description": p.description,
+                "pi_firstname": p.pi_firstname,
+                "pi_lastname": p.pi_lastname,
+                "keywords": p.keywords,
+                "accessibility": p.accessibility,
+                "insert_date": p.insert_date,
+                "insert_user": p.insert_user,
+                "URI": f"/data/projects/{p.id}",
+            }
+        )
+    cols = ["ID", "secondary_ID", "name", "description", "pi_firstname", "pi_lastname", "URI"]
+    return Table(cols, rows)
+
+
+def subject_rows(store: Store, subjects_project: str | None, access: Access) -> list[Row]:
+    rows = []
+    for s in store.list_subjects(subjects_project):
+        project = store.get_project(s.project)
+        if project is None or not access.can_read(project):
+            continue
+        rows.append(
+            {
+                "ID": s.id,
+                "project": s.project,
+                "label": s.label,
+                "insert_date": s.insert_date,
+                "insert_user": s.insert_user,
+                "gender": s.gender,
+                "dob": s.dob,
+                "yob": s.yob,
+                "handedness": s.handedness,
+                "URI": f"/data/subjects/{s.id}",
+            }
+        )
+    return rows
+
+
+def subject_table(store: Store, target: Target, access: Access) -> Table:
+    project = target.project.id if target.project else None
+    rows = subject_rows(store, project, access)
+    cols = ["ID", "project", "label", "insert_date", "insert_user", "URI"]
+    return Table(cols, rows)
+
+
+def _experiment_row(store: Store, e: Experiment) -> Row:
+    subject = store.get_subject(e.subject_id)
+    session = store.get_experiment(e.session_id) if e.session_id else None
+    return {
+        "ID": e.id,
+        "project": e.project,
+        "date": e.date,
+        "xsiType": e.xsi_type,
+        "label": e.label,
+        "insert_date": e.insert_date,
+        "insert_user": e.insert_user,
+        "xnat:subjectassessordata/id": e.id,
+        "subject_ID": e.subject_id,
+        "subject_label": subject.label if subject else "",
+        "modality": e.modality,
+        "time": e.time,
+        "UID": e.uid,
+        "session_ID": session.id if session else "",
+        "session_label": session.label if session else "",
+        "URI": f"/data/experiments/{e.id}",
+    }
+
+
+def experiment_table(store: Store, target: Target, request: Request, access: Access) -> Table:
+    xsi = request.param("xsiType")
+    if target.project is not None:
+        experiments = store.list_experiments(
+            project=target.project.id, subject_id=target.subject.id if target.subject else None
+        )
+        # Project and subject listings hold subject assessors (sessions), not image assessors.
+        experiments = [e for e in experiments if not e.is_assessor]
+        cols = [
+            "ID",
+            "project",
+            "date",
+            "xsiType",
+            "label",
+            "insert_date",
+            "xnat:subjectassessordata/id",
+            "URI",
+        ]
+        title = None
+    else:
+        experiments = [
+            e
+            for e in store.list_experiments()
+            if (p := store.get_project(e.project)) and access.can_read(p)
+        ]
+        cols = ["ID", "project", "date", "xsiType", "label", "insert_date"]
+        if xsi and is_a(xsi, "xnat:subjectAssessorData"):
+            cols += ["subject_ID", "subject_label"]
+        elif xsi and is_a(xsi, "xnat:imageAssessorData"):
+            cols += ["session_ID", "session_label"]
+        cols.append("URI")
+        title = "Matching experiments"
+    if xsi and "," not in xsi:
+        experiments = [e for e in experiments if is_a(e.xsi_type, xsi)]
+    rows = [_experiment_row(store, e) for e in experiments]
+    return Table(cols, rows, title=title)
+
+
+def scan_table(store: Store, target: Target) -> Table:
+    assert target.experiment
+    rows = []
+    for s in store.list_scans(target.experiment.id):
+        rows.append(
+            {
+                "xnat_imagescandata_id": str(s.pk),
+                "ID": s.scan_id,
+                "type": s.type,
+                "quality": s.quality,
+                "xsiType": s.xsi_type,
+                "note": s.note,
+                "series_description": s.series_description,
+                "frames": s.frames,
+                "UID": s.uid,
+                "modality": s.modality,
+                "URI": f"/data/experiments/{target.experiment.id}/scans/{s.scan_id}",
+            }
+        )
+    cols = [
+        "xnat_imagescandata_id",
+        "ID",
+        "type",
+        "quality",
+        "xsiType",
+        "note",
+        "series_description",
+        "URI",
+    ]
+    return Table(cols, rows)
+
+
+def recon_table(store: Store, target: Target) -> Table:
+    assert target.experiment
+    rows = [
+        {
+            "xnat_reconstructedimagedata_id": str(r.pk),
+            "ID": r.recon_id,
+            "type": r.type,
+            "baseScanType": r.base_scan_type,
+            "URI": f"/data/experiments/{target.experiment.id}/reconstructions/{r.recon_id}",
+        }
+        for r in store.list_recons(target.experiment.id)
+    ]
+    return Table(["xnat_reconstructedimagedata_id", "ID", "type", "baseScanType", "URI"], rows)
+
+
+def assessor_table(store: Store, target: Target) -> Table:
+    assert target.experiment
+    rows = [
+        _experiment_row(store, a) for a in store.list_experiments(session_id=target.experiment.id)
+    ]
+    cols = [
+        "ID",
+        "project",
+        "label",
+        "date",
+        "xsiType",
+        "insert_date",
+        "session_ID",
+        "session_label",
+        "URI",
+    ]
+    return Table(cols, rows)
+
+
+RESOURCE_COLUMNS = [
+    "xnat_abstractresource_id",
+    "label",
+    "element_name",
+    "category",
+    "cat_id",
+    "cat_desc",
+    "file_count",
+    "file_size",
+    "tags",
+    "content",
+    "format",
+]
+CATEGORY = {"scan": "scans", "recon": "reconstructions", "assessor": "assessors"}
+
+
+def resource_row(store: Store, node: Node, res: Resource) -> Row:
+    count, size = store.resource_stats(res.pk)
+    cat_id = cat_desc = ""
+    if node.scan is not None:
+        cat_id, cat_desc = node.scan.scan_id, node.scan.type
+    elif node.recon is not None:
+        cat_id, cat_desc = node.recon.recon_id, node.recon.type
+    elif node.assessor is not None:
+        cat_id, cat_desc = node.assessor.id, node.assessor.label
+    return {
+        "xnat_abstractresource_id": str(res.pk),
+        "label": res.label,
+        "element_name": "xnat:resourceCatalog",
+        "category": CATEGORY.get(node.kind, "resources"),
+        "cat_id": cat_id,
+        "cat_desc": cat_desc,
+        "file_count": str(count),
+        "file_size": str(size),
+        "tags": res.tags,
+        "content": res.content,
+        "format": res.format,
+    }
+
+
+def resource_table(store: Store, target: Target) -> Table:
+    rows = [resource_row(store, node, res) for node, res in target.resources]
+    return Table(RESOURCE_COLUMNS, rows, title="Resources", fixed_columns=True)
+
+
+FILE_COLUMNS = [
+    "Name",
+    "Size",
+    "URI",
+    "collection",
+    "file_tags",
+    "file_format",
+    "file_content",
+    "cat_ID",
+    "digest",
+]
+
+
+def file_uri(node: Node, res: Resource, path: str, *, scoped: bool) -> str:
+    return f"{node.uri(scoped=scoped)}/resources/{res.pk}/files/{path}"
+
+
+def selected_files(
+    store: Store, target: Target, request: Request
+) -> list[tuple[Node, Resource, FileRow]]:
+    """The files a files-listing path names, after folder, format and content filters."""
+    prefix = target.file_path or ""
+    recursive = request.param("recursive", "true").lower() != "false"
+    formats = request.param("file_format")
+    contents = request.param("file_content")
+    out = []
+    for node, res in target.resources:
+        for f in store.list_files(res.pk):
+            if prefix:
+                folder = prefix if prefix.endswith("/") else None
+                if folder is None and request.raw_path.endswith("/"):
+                    folder = prefix + "/"
+                if folder is None:
+                    continue
+                if not f.path.startswith(folder):
+                    continue
+                if not recursive and "/" in f.path[len(folder) :]:
+                    continue
+            if formats and not _meta_match(f.format, formats):
+                continue
+            if contents and not _meta_match(f.content, contents):
+                continue
+            out.append((node, res, f))
+    return out
+
+
+def _meta_match(value: str, spec: str) -> bool:
+    options = spec.split(",")
+    return value in options or ("NULL" in options and not value)
+
+
+def file_table(store: Store, target: Target, request: Request, *, scoped: bool) -> Table:
+    files = selected_files(store, target, request)
+    single_owner = not target.multi_owner and len(target.resources) <= 1
+    rows = []
+    for node, res, f in files:
+        rows.append(
+            {
+                "Name": basename(f.path),
+                "Size": str(f.size),
+                "URI": file_uri(node, res, f.path, scoped=scoped and single_owner),
+                "collection": res.label,
+                "file_tags": f.tags,
+                "file_format": f.format,
+                "file_content": f.content,
+                "cat_ID": str(res.pk),
+                "digest": f.md5,
+            }
+        )
+    index = request.param("index")
+    if index:
+        try:
+            rows = [rows[int(index)]]
+        except (ValueError, IndexError) as exc:
+            raise HttpError(404, f"No file at index {index}.") from exc
+    return Table(
+        FILE_COLUMNS,
+        rows,
+        title="Files",
+        total_records=False,
+        fixed_columns=True,
+        column_props=[{"key": "URI", "serverRoot": ""}],
+    )
+
+
+def visible_projects(store: Store, access: Access) -> list[Project]:
+    return [p for p in store.list_projects() if access.can_see(p)]

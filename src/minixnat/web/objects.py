@@ -1,0 +1,295 @@
+"""Single objects: ``{object}?format=json`` (items/meta/data_fields/children) and ``format=xml``.
+
+Unlike listings, ``data_fields`` keep their types (integer keys are numbers).  ``meta`` carries
+``xsi:type``, ``isHistory`` and a Java ``Date.toString()`` start date, which xnatpy parses.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+from minixnat.store.db import Experiment, Project, Recon, Resource, Scan, Store, Subject
+from minixnat.web.http import HttpError, Request, Response
+from minixnat.web.resolve import Node, Target
+
+ROOT_ELEMENTS = {
+    "xnat:projectData": "xnat:Project",
+    "xnat:subjectData": "xnat:Subject",
+    "xnat:mrSessionData": "xnat:MRSession",
+    "xnat:ctSessionData": "xnat:CTSession",
+    "xnat:petSessionData": "xnat:PETSession",
+    "xnat:mrScanData": "xnat:MRScan",
+    "xnat:ctScanData": "xnat:CTScan",
+    "xnat:petScanData": "xnat:PETScan",
+    "xnat:qcManualAssessorData": "xnat:QCManualAssessment",
+    "xnat:reconstructedImageData": "xnat:ReconstructedImage",
+}
+NAMESPACES = (
+    'xmlns:xnat="http://nrg.wustl.edu/xnat" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+)
+JAVA_DATE = "%a %b %d %H:%M:%S UTC %Y"
+
+
+def _meta(xsi_type: str, insert_date: str = "") -> dict[str, Any]:
+    from datetime import datetime
+
+    meta: dict[str, Any] = {"xsi:type": xsi_type, "isHistory": False}
+    if insert_date:
+        try:
+            stamp = datetime.strptime(insert_date[:19], "%Y-%m-%d %H:%M:%S")
+            meta["start_date"] = stamp.strftime(JAVA_DATE)
+        except ValueError:
+            pass
+    return meta
+
+
+def _item(
+    xsi_type: str,
+    fields: dict[str, Any],
+    children: list[dict[str, Any]] | None = None,
+    insert_date: str = "",
+) -> dict[str, Any]:
+    return {"children": children or [], "meta": _meta(xsi_type, insert_date), "data_fields": fields}
+
+
+def resource_item(store: Store, res: Resource, uri_base: str) -> dict[str, Any]:
+    count, size = store.resource_stats(res.pk)
+    return _item(
+        "xnat:resourceCatalog",
+        {
+            "xnat_abstractresource_id": res.pk,
+            "label": res.label,
+            "file_count": count,
+            "file_size": size,
+            "format": res.format,
+            "content": res.content,
+            "URI": f"{uri_base}/resources/{res.pk}/catalog.xml",
+        },
+    )
+
+
+def project_fields(p: Project) -> dict[str, Any]:
+    return {
+        "ID": p.id,
+        "secondary_ID": p.secondary_id,
+        "name": p.name,
+        "description": p.description,
+        "keywords": p.keywords,
+        "pi/firstname": p.pi_firstname,
+        "pi/lastname": p.pi_lastname,
+    }
+
+
+def subject_fields(s: Subject) -> dict[str, Any]:
+    fields: dict[str, Any] = {"ID": s.id, "label": s.label, "project": s.project}
+    for key, value in (
+        ("gender", s.gender),
+        ("dob", s.dob),
+        ("yob", s.yob),
+        ("handedness", s.handedness),
+    ):
+        if value:
+            fields[f"demographics/{key}"] = value
+    return fields
+
+
+def experiment_fields(e: Experiment) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "ID": e.id,
+        "id": e.id,
+        "label": e.label,
+        "project": e.project,
+        "subject_ID": e.subject_id,
+        "date": e.date,
+        "time": e.time,
+    }
+    if e.session_id:
+        fields["imageSession_ID"] = e.session_id
+    else:
+        fields.update({"modality": e.modality, "UID": e.uid, "session_type": e.modality})
+    return fields
+
+
+def scan_fields(s: Scan, project: str) -> dict[str, Any]:
+    return {
+        "xnat_imagescandata_id": s.pk,
+        "ID": s.scan_id,
+        "image_session_ID": s.experiment_id,
+        "project": project,
+        "type": s.type,
+        "quality": s.quality,
+        "note": s.note,
+        "series_description": s.series_description,
+        "UID": s.uid,
+        "modality": s.modality,
+        "frames": int(s.frames) if s.frames.isdigit() else s.frames,
+    }
+
+
+def recon_fields(r: Recon) -> dict[str, Any]:
+    return {
+        "xnat_reconstructedimagedata_id": r.pk,
+        "ID": r.recon_id,
+        "type": r.type,
+        "baseScanType": r.base_scan_type,
+        "image_session_ID": r.experiment_id,
+    }
+
+
+def describe(store: Store, target: Target) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    """(xsi type, data_fields, children) of the object a target names."""
+    if target.kind == "project":
+        assert target.project
+        node = Node("project", target.project)
+        children = [resource_item(store, r, node.uri()) for r in store.list_resources(*node.owner)]
+        return (
+            "xnat:projectData",
+            project_fields(target.project),
+            [{"field": "resources/resource", "items": children}] if children else [],
+        )
+    if target.kind == "subject":
+        assert target.subject and target.project
+        node = Node("subject", target.project, target.subject)
+        children = [resource_item(store, r, node.uri()) for r in store.list_resources(*node.owner)]
+        return (
+            "xnat:subjectData",
+            subject_fields(target.subject),
+            [{"field": "resources/resource", "items": children}] if children else [],
+        )
+    if target.kind == "experiment":
+        assert target.experiment and target.project
+        e = target.experiment
+        children = []
+        if not e.is_assessor:
+            scans = [
+                _item(
+                    s.xsi_type,
+                    scan_fields(s, e.project),
+                    [
+                        {
+                            "field": "file",
+                            "items": [
+                                resource_item(
+                                    store, r, f"/data/experiments/{e.id}/scans/{s.scan_id}"
+                                )
+                                for r in store.list_resources("scan", str(s.pk))
+                            ],
+                        }
+                    ],
+                )
+                for s in store.list_scans(e.id)
+            ]
+            if scans:
+                children.append({"field": "scans/scan", "items": scans})
+        owner = ("assessor", e.id) if e.is_assessor else ("experiment", e.id)
+        resources = [
+            resource_item(store, r, f"/data/experiments/{e.id}")
+            for r in store.list_resources(*owner)
+        ]
+        if resources:
+            field = "out/file" if e.is_assessor else "resources/resource"
+            children.append({"field": field, "items": resources})
+        return e.xsi_type, experiment_fields(e), children
+    if target.kind == "scan" and target.nodes:
+        node = target.nodes[0]
+        assert node.scan and target.project
+        files = [resource_item(store, r, node.uri()) for r in store.list_resources(*node.owner)]
+        return (
+            node.scan.xsi_type,
+            scan_fields(node.scan, target.project.id),
+            [{"field": "file", "items": files}] if files else [],
+        )
+    if target.kind == "reconstruction" and target.nodes:
+        node = target.nodes[0]
+        assert node.recon
+        files = [resource_item(store, r, node.uri()) for r in store.list_resources(*node.owner)]
+        return (
+            "xnat:reconstructedImageData",
+            recon_fields(node.recon),
+            [{"field": "out/file", "items": files}] if files else [],
+        )
+    if target.kind == "assessor" and target.nodes:
+        node = target.nodes[0]
+        assert node.assessor
+        files = [resource_item(store, r, node.uri()) for r in store.list_resources(*node.owner)]
+        return (
+            node.assessor.xsi_type,
+            experiment_fields(node.assessor),
+            [{"field": "out/file", "items": files}] if files else [],
+        )
+    raise HttpError(404, "The requested resource was not found.")
+
+
+def _insert_date(target: Target) -> str:
+    for obj in (target.experiment, target.subject, target.project):
+        if obj is not None:
+            return obj.insert_date
+    return ""
+
+
+def render_object(store: Store, target: Target, request: Request) -> Response:
+    xsi_type, fields, children = describe(store, target)
+    fmt = (request.param("format") or "xml").lower()
+    if fmt == "json":
+        doc = {"items": [_item(xsi_type, fields, children, _insert_date(target))]}
+        return Response(200, json.dumps(doc).encode(), "application/json;charset=UTF-8")
+    if fmt == "xml":
+        return Response(200, _to_xml(xsi_type, fields, children).encode(), "text/xml;charset=UTF-8")
+    raise HttpError(400, f"Unsupported format {fmt!r} for a single object: use json or xml")
+
+
+ATTRIBUTES = {"ID", "project", "label", "type", "UID", "secondary_ID"}
+
+
+def _to_xml(
+    xsi_type: str,
+    fields: dict[str, Any],
+    children: list[dict[str, Any]],
+    element: str | None = None,
+) -> str:
+    name = element or ROOT_ELEMENTS.get(xsi_type, "xnat:Item")
+    attrs = " ".join(
+        f"{k}={quoteattr(str(v))}" for k, v in fields.items() if k in ATTRIBUTES and v != ""
+    )
+    inner = []
+    for key, value in fields.items():
+        if key in ATTRIBUTES or key == "id" or value == "" or "/" in key:
+            continue
+        if key.startswith("xnat_"):
+            continue
+        inner.append(f"<xnat:{key}>{_xml_text(value)}</xnat:{key}>")
+    for child in children:
+        field = child["field"]
+        parts = field.split("/")
+        items = "".join(_child_xml(parts[-1], item) for item in child["items"])
+        if len(parts) == 2:
+            inner.append(f"<xnat:{parts[0]}>{items}</xnat:{parts[0]}>")
+        else:
+            inner.append(items)
+    head = f"<{name} {attrs} {NAMESPACES}" if element is None else f"<{name} {attrs}"
+    xsi = f' xsi:type="{xsi_type}"' if element is not None else ""
+    doc = f"{head.rstrip()}{xsi}>{''.join(inner)}</{name}>"
+    if element is None:
+        return '<?xml version="1.0" encoding="UTF-8"?>\n' + doc
+    return doc
+
+
+def _child_xml(tag: str, item: dict[str, Any]) -> str:
+    xsi_type = item["meta"]["xsi:type"]
+    fields = item["data_fields"]
+    if xsi_type == "xnat:resourceCatalog":
+        attrs = " ".join(
+            f"{k}={quoteattr(str(fields[k]))}"
+            for k in ("label", "URI", "format", "content", "file_count", "file_size")
+            if fields.get(k, "") != ""
+        )
+        return f'<xnat:{tag} {attrs} xsi:type="xnat:resourceCatalog"/>'
+    return _to_xml(xsi_type, fields, item["children"], element=f"xnat:{tag}")
+
+
+def _xml_text(value: object) -> str:
+    from xml.sax.saxutils import escape
+
+    return escape(str(value))

@@ -1,3 +1,45 @@
-"""xnat-downloader: parallel, resumable, verified transfers out of and into XNAT."""
+"""xnat-downloader: parallel, resumable, verified transfers out of XNAT.
+
+The public API (everything else is internal)::
+
+    plan(url, selection, ...)        resolve a selection into files and local paths
+    download(url, selection, dir)    plan, then fetch and verify every file
+    ls(url, selection)               what a selection matches
+    list_projects(url)               the projects a user can see
+"""
 
 __version__ = "0.1.0"
+
+from xnat_downloader.api import (
+    Connection,
+    PlanResult,
+    Report,
+    download,
+    list_projects,
+    ls,
+    plan,
+    scan_type_counts,
+)
+from xnat_downloader.errors import (
+    AccessDenied,
+    AuthError,
+    ConnectionFailed,
+    IntegrityError,
+    LockedError,
+    LoginPageError,
+    NotFound,
+    ServerError,
+    TransferError,
+    UsageError,
+    XnatError,
+)
+from xnat_downloader.http.credentials import Credentials
+from xnat_downloader.plan.layout import Layout, LayoutOptions
+from xnat_downloader.xnat.selection import Selection
+
+__all__ = [
+    "AccessDenied", "AuthError", "Connection", "ConnectionFailed", "Credentials",
+    "IntegrityError", "Layout", "LayoutOptions", "LockedError", "LoginPageError", "NotFound",
+    "PlanResult", "Report", "Selection", "ServerError", "TransferError", "UsageError",
+    "XnatError", "download", "list_projects", "ls", "plan", "scan_type_counts",
+]

@@ -202,7 +202,7 @@ async def _read_file(path: Path, start: int = 0, length: int | None = None) -> A
 def serve_file(
     store: Store, target: Target, request: Request, *, allow_range: bool
 ) -> Response | StreamResponse:
-    node, res, f = find_single_file(store, target)
+    _node, res, f = find_single_file(store, target)
     path = store.file_path(res, f.path)
     if not path.is_file():
         raise HttpError(404, "Unable to find file: the catalog lists it but it is not on disk.")

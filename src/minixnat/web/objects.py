@@ -150,7 +150,8 @@ def describe(store: Store, target: Target) -> tuple[str, dict[str, Any], list[di
             [{"field": "resources/resource", "items": children}] if children else [],
         )
     if target.kind == "subject":
-        assert target.subject and target.project
+        assert target.subject
+        assert target.project
         node = Node("subject", target.project, target.subject)
         children = [resource_item(store, r, node.uri()) for r in store.list_resources(*node.owner)]
         return (
@@ -159,7 +160,8 @@ def describe(store: Store, target: Target) -> tuple[str, dict[str, Any], list[di
             [{"field": "resources/resource", "items": children}] if children else [],
         )
     if target.kind == "experiment":
-        assert target.experiment and target.project
+        assert target.experiment
+        assert target.project
         e = target.experiment
         children = []
         if not e.is_assessor:
@@ -194,7 +196,8 @@ def describe(store: Store, target: Target) -> tuple[str, dict[str, Any], list[di
         return e.xsi_type, experiment_fields(e), children
     if target.kind == "scan" and target.nodes:
         node = target.nodes[0]
-        assert node.scan and target.project
+        assert node.scan
+        assert target.project
         files = [resource_item(store, r, node.uri()) for r in store.list_resources(*node.owner)]
         return (
             node.scan.xsi_type,

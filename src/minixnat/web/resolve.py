@@ -322,9 +322,8 @@ def _under_experiment(
         scans = _select_scans(store, experiment, rest[1])
         single = len(rest) == 2 and "," not in rest[1] and rest[1] not in ("ALL", "*")
         if single:
-            if len(scans) != 1 or scans[0].scan_id != rest[1]:
-                if not scans:
-                    raise HttpError(404, f"Unable to find scan {rest[1]}.")
+            if (len(scans) != 1 or scans[0].scan_id != rest[1]) and not scans:
+                raise HttpError(404, f"Unable to find scan {rest[1]}.")
             return Target(
                 "scan",
                 nodes=[Node("scan", project, subject, experiment, scan=s) for s in scans[:1]],

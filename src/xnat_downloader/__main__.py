@@ -1,0 +1,3 @@
+from xnat_downloader.cli.main import main
+
+raise SystemExit(main())

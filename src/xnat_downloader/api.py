@@ -1,0 +1,241 @@
+"""The Python API: :func:`plan`, :func:`download`, :func:`ls` and :func:`list_projects`.
+
+The CLI is a thin layer over these.  Each call opens one authenticated session, does its
+work and logs out.  Errors are the exceptions of :mod:`xnat_downloader.errors`.
+
+Example::
+
+    from xnat_downloader import Selection, download
+    report = download("https://xnat.example.org", Selection(projects=("P1",)), "data",
+                      user="me", password="secret", jobs=8)
+    assert report.failed == 0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from xnat_downloader.errors import UsageError
+from xnat_downloader.http.credentials import Credentials
+from xnat_downloader.http.session import XnatSession
+from xnat_downloader.plan.layout import Layout, LayoutOptions
+from xnat_downloader.plan.plan import Plan, build_plan, manifest_catalog, manifest_json
+from xnat_downloader.transfer.download import Job, Outcome
+from xnat_downloader.transfer.engine import EngineOptions, run_jobs
+from xnat_downloader.transfer.events import EventSink, ignore
+from xnat_downloader.transfer.state import STATE_DIR, State
+from xnat_downloader.xnat.model import Project, Scan, Session
+from xnat_downloader.xnat.selection import Selection
+from xnat_downloader.xnat.walk import catalog_files, list_projects as _list_projects, walk
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach a server.  ``verify=False`` turns TLS verification off (the CLI warns)."""
+
+    url: str
+    credentials: Credentials = field(default_factory=lambda: Credentials(None))
+    verify: bool = True
+    ca_bundle: str | None = None
+    max_connections: int = 16
+
+    def session(self) -> XnatSession:
+        return XnatSession(self.url, self.credentials, verify=self.verify,
+                           ca_bundle=self.ca_bundle, max_connections=self.max_connections)
+
+
+@dataclass
+class PlanResult:
+    plan: Plan
+    sessions: list[Session]
+    scans: list[Scan]
+    requests: int
+    server: str
+
+
+@dataclass
+class Report:
+    """What a download did.  ``ok`` is true when every selected file is present and verified."""
+
+    outcomes: list[Outcome]
+    total_bytes: int
+    seconds: float
+    report_path: Path | None = None
+    renamed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def files(self) -> int:
+        return len(self.outcomes)
+
+    @property
+    def verified(self) -> int:
+        return sum(1 for o in self.outcomes if o.status in ("verified", "skipped"))
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for o in self.outcomes if o.status == "failed")
+
+    @property
+    def skipped(self) -> int:
+        return sum(1 for o in self.outcomes if o.status == "skipped")
+
+    @property
+    def bytes(self) -> int:
+        return sum(o.size for o in self.outcomes if o.status != "failed")
+
+    @property
+    def without_server_digest(self) -> int:
+        return sum(1 for o in self.outcomes if o.status != "failed" and not o.server_digest)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+def _conn(url: str | Connection, user: str | None, password: str | None) -> Connection:
+    if isinstance(url, Connection):
+        return url
+    return Connection(url, Credentials(user, password, "api"))
+
+
+async def _plan(conn: Connection, selection: Selection, layout: LayoutOptions,
+                catalog: Path | None) -> PlanResult:
+    async with conn.session() as xs:
+        return await _plan_in(xs, selection, layout, catalog)
+
+
+async def _plan_in(xs: XnatSession, selection: Selection, layout: LayoutOptions,
+                   catalog: Path | None) -> PlanResult:
+    if catalog is not None:
+        try:
+            data = catalog.read_bytes()
+        except OSError as exc:
+            msg = f"cannot read catalog {catalog}: {exc.strerror}"
+            raise UsageError(msg) from exc
+        files = await catalog_files(xs, data, str(catalog))
+        return PlanResult(build_plan(files, layout), [], [], xs.request_count, xs.base_url)
+    found = await walk(xs, selection)
+    return PlanResult(build_plan(found.files, layout), found.sessions, found.scans,
+                      xs.request_count, xs.base_url)
+
+
+def plan(url: str | Connection, selection: Selection, *, user: str | None = None,
+         password: str | None = None, layout: LayoutOptions | None = None,
+         catalog: Path | None = None) -> PlanResult:
+    """Resolve a selection (or a catalog XML) into a plan, transferring nothing."""
+    return asyncio.run(_plan(_conn(url, user, password), selection, layout or LayoutOptions(),
+                             catalog))
+
+
+def ls(url: str | Connection, selection: Selection, *, user: str | None = None,
+       password: str | None = None) -> PlanResult:
+    """What a selection matches: sessions, scans (with types) and files, with sizes."""
+    return plan(url, selection, user=user, password=password)
+
+
+def list_projects(url: str | Connection, *, user: str | None = None,
+                  password: str | None = None) -> list[Project]:
+    """The projects this user can see."""
+    async def run(conn: Connection) -> list[Project]:
+        async with conn.session() as xs:
+            return await _list_projects(xs)
+    return asyncio.run(run(_conn(url, user, password)))
+
+
+def check_output_dir(outdir: Path) -> None:
+    """Refuse an output directory we cannot write, before any request is made."""
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        msg = f"cannot create output directory {outdir}: {exc.strerror}"
+        raise UsageError(msg) from exc
+    if not os.access(outdir, os.W_OK | os.X_OK):
+        msg = f"output directory {outdir} is not writable"
+        raise UsageError(msg)
+
+
+def scan_type_counts(scans: list[Scan]) -> list[tuple[str, int]]:
+    """Each scan type across the sessions with its count (seed 000's middle column)."""
+    return sorted(Counter(s.type or "(no type)" for s in scans).items())
+
+
+async def _download(conn: Connection, selection: Selection, outdir: Path, *,
+                    layout: LayoutOptions, catalog: Path | None, saved_plan: Plan | None,
+                    options: EngineOptions, sink: EventSink,
+                    on_plan: Callable[[PlanResult], None] | None) -> Report:
+    state = State(outdir)  # takes the lock first: a second run refuses before any request
+    try:
+        async with conn.session() as xs:
+            if saved_plan is not None:
+                planned = PlanResult(saved_plan, [], [], 0, xs.base_url)
+            else:
+                planned = await _plan_in(xs, selection, layout, catalog)
+            if on_plan is not None:
+                on_plan(planned)
+            _save_manifest(outdir, planned)
+            jobs = [Job(e.file.uri, e.local, e.file.size, e.file.md5)
+                    for e in planned.plan.entries]
+            started = time.monotonic()
+            outcomes = await run_jobs(xs, jobs, outdir, state, sink, options)
+            report = Report(outcomes, planned.plan.total_bytes, time.monotonic() - started,
+                            renamed=planned.plan.renamed)
+            report.report_path = _write_report(outdir, report)
+            return report
+    finally:
+        state.close()
+
+
+
+def download(url: str | Connection, selection: Selection, outdir: str | Path, *,
+             user: str | None = None, password: str | None = None,
+             layout: LayoutOptions | None = None, catalog: Path | None = None,
+             saved_plan: Plan | None = None, jobs: int = 8, overwrite: bool = False,
+             max_rate: float | None = None, sink: EventSink = ignore,
+             on_plan: Callable[[PlanResult], None] | None = None) -> Report:
+    """Plan and fetch a selection into ``outdir``; every file verified against XNAT's MD5.
+
+    Resumable: a re-run skips verified files and finishes the rest.  Raises
+    :class:`~xnat_downloader.errors.LockedError` if another run uses ``outdir``.
+    Per-file failures do not raise; they are in the returned :class:`Report`.
+    """
+    out = Path(outdir)
+    check_output_dir(out)
+    options = EngineOptions(jobs=jobs, overwrite=overwrite, max_rate=max_rate)
+    return asyncio.run(_download(_conn(url, user, password), selection, out,
+                                 layout=layout or LayoutOptions(), catalog=catalog,
+                                 saved_plan=saved_plan, options=options, sink=sink,
+                                 on_plan=on_plan))
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _save_manifest(outdir: Path, planned: PlanResult) -> None:
+    folder = outdir / STATE_DIR
+    (folder / "manifest.json").write_text(manifest_json(planned.plan, planned.server))
+    (folder / "manifest.xml").write_text(manifest_catalog(planned.plan, planned.server))
+
+
+def _write_report(outdir: Path, report: Report) -> Path:
+    folder = outdir / STATE_DIR / "reports"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"run-{_stamp()}-{os.getpid()}.jsonl"
+    with open(path, "w", encoding="utf-8") as out:
+        for o in report.outcomes:
+            out.write(json.dumps({
+                "local": o.job.local, "uri": o.job.uri, "status": o.status, "size": o.size,
+                "md5": o.md5, "server_digest": o.server_digest, "error": o.error}) + "\n")
+    return path
+
+
+__all__ = ["Connection", "Layout", "LayoutOptions", "PlanResult", "Report", "Selection",
+           "download", "list_projects", "ls", "plan", "scan_type_counts"]

@@ -1,0 +1,40 @@
+"""The one table from exceptions to exit codes and messages (CONTRACT §4)."""
+
+from __future__ import annotations
+
+from xnat_downloader.errors import (
+    AccessDenied,
+    AuthError,
+    ConnectionFailed,
+    LockedError,
+    LoginPageError,
+    NotFound,
+    ServerError,
+    UsageError,
+    XnatError,
+)
+
+EXIT_OK = 0
+EXIT_FAILED_FILES = 1
+EXIT_USAGE = 2
+
+# (exception type, exit code, hint shown after the message); first match wins.
+TABLE: list[tuple[type[BaseException], int, str]] = [
+    (AuthError, EXIT_USAGE, "check the user name and password (or alias token)"),
+    (AccessDenied, EXIT_USAGE, "ask a project owner for access"),
+    (NotFound, EXIT_USAGE, "check the project, subject and session names (IDs or labels)"),
+    (UsageError, EXIT_USAGE, ""),
+    (LockedError, EXIT_USAGE, ""),
+    (LoginPageError, EXIT_USAGE, "is the URL the XNAT server itself (not a login portal)?"),
+    (ConnectionFailed, EXIT_USAGE, "check the server URL and your network"),
+    (ServerError, EXIT_FAILED_FILES, ""),
+    (XnatError, EXIT_FAILED_FILES, ""),
+]
+
+
+def exit_code_and_message(exc: BaseException) -> tuple[int, str]:
+    for kind, code, hint in TABLE:
+        if isinstance(exc, kind):
+            message = str(exc)
+            return code, f"{message} ({hint})" if hint else message
+    return EXIT_FAILED_FILES, str(exc)

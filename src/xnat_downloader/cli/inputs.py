@@ -1,0 +1,115 @@
+"""Parsing what users type: dates, ``@FILE`` lists, chooser answers.  Pure; errors name the
+value (and the file line) that is wrong."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import date, datetime
+from pathlib import Path
+
+from xnat_downloader.errors import UsageError
+
+HEADER_WORDS = {"id", "label", "session", "sessions", "subject", "subjects", "experiment",
+                "experiments", "project", "projects", "session_id", "session_label",
+                "subject_id", "subject_label", "xnat_id"}
+_BAD_ID = re.compile(r"[\s/\\?#%\x00-\x1f]")
+
+
+def parse_day(text: str, flag: str) -> date:
+    try:
+        return datetime.strptime(text.strip(), "%Y-%m-%d").date()
+    except ValueError as exc:
+        msg = f"{flag} {text!r} is not a date: use YYYY-MM-DD, e.g. 2024-01-31"
+        raise UsageError(msg) from exc
+
+
+def parse_xget_day(text: str, flag: str) -> date:
+    """xget's DDMMYYYY."""
+    try:
+        return datetime.strptime(text.strip(), "%d%m%Y").date()
+    except ValueError as exc:
+        msg = f"{flag} {text!r} is not a date: xget dates are DDMMYYYY, e.g. 31012024"
+        raise UsageError(msg) from exc
+
+
+def read_list_file(path: Path) -> list[str]:
+    """IDs or labels from a plain, CSV or TSV file: first column; BOM, CRLF, blank lines and
+    a header row tolerated; ``#`` starts a comment line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        msg = f"cannot read list file {path}: {exc.strerror}"
+        raise UsageError(msg) from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        msg = f"list file {path} is not UTF-8 text"
+        raise UsageError(msg) from exc
+    lines = text.splitlines()
+    sample = "\n".join(lines[:5])
+    delimiter = "\t" if "\t" in sample else "," if "," in sample else None
+    values: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if delimiter:
+            cells = next(csv.reader(io.StringIO(line), delimiter=delimiter), [""])
+            cell = cells[0].strip() if cells else ""
+        else:
+            cell = line.strip()
+        if not values and cell.lower() in HEADER_WORDS:
+            continue  # a header row
+        if not cell:
+            msg = f"{path} line {number}: the first column is empty"
+            raise UsageError(msg)
+        if _BAD_ID.search(cell):
+            msg = (f"{path} line {number}: {cell!r} is not an XNAT ID or label (it contains "
+                   "a space, slash or control character)")
+            raise UsageError(msg)
+        values.append(cell)
+    if not values:
+        msg = f"list file {path} names nothing"
+        raise UsageError(msg)
+    return values
+
+
+def expand(values: list[str] | None) -> tuple[str, ...]:
+    """Flag values, with ``@FILE`` replaced by the file's entries and commas split."""
+    out: list[str] = []
+    for value in values or []:
+        if value.startswith("@"):
+            out.extend(read_list_file(Path(value[1:])))
+        else:
+            out.extend(v.strip() for v in value.split(",") if v.strip())
+    return tuple(dict.fromkeys(out))
+
+
+def parse_choice(answer: str, projects: list[str]) -> list[str] | str:
+    """The chooser's answer (numbers or IDs, space separated) as project IDs, or an error
+    message to show before asking again."""
+    tokens = answer.split()
+    if not tokens:
+        return "type one or more numbers or project IDs, separated by spaces"
+    chosen: list[str] = []
+    for token in tokens:
+        if token.isdigit():
+            index = int(token)
+            if not 1 <= index <= len(projects):
+                return f"the number {index} is not between 1 and {len(projects)}, try again"
+            pick = projects[index - 1]
+        elif token in projects:
+            pick = token
+        else:
+            return f"the project {token} is not in the list, try again"
+        if pick not in chosen:
+            chosen.append(pick)
+    return chosen
+
+
+def menu(projects: list[str]) -> str:
+    """The seed tool's numbered menu: ``N) ID`` in 20-character columns, five per row."""
+    cells = [f"{i}) {p}".ljust(20) for i, p in enumerate(projects, start=1)]
+    rows = [" ".join(cells[i:i + 5]).rstrip() for i in range(0, len(cells), 5)]
+    return "\n".join(rows)

@@ -1,0 +1,139 @@
+"""Turning engine events into something a person can watch.
+
+On a terminal: rich progress bars (overall bytes with rate and ETA, and files).  Otherwise:
+a plain line every few seconds on stderr, with no cursor codes, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from types import TracebackType
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from xnat_downloader.transfer.events import (
+    BytesMoved,
+    Event,
+    FileFailed,
+    FileRetrying,
+    FileSkipped,
+    FileVerified,
+    Planned,
+)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class Tally:
+    """Counts kept from events, shared by both displays."""
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.bytes_total = 0
+        self.bytes_done = 0
+        self.done = 0
+        self.failed = 0
+        self.retries = 0
+
+    def update(self, event: Event) -> None:
+        if isinstance(event, Planned):
+            self.files, self.bytes_total = event.files, event.bytes
+        elif isinstance(event, BytesMoved):
+            self.bytes_done += event.delta
+        elif isinstance(event, FileSkipped):
+            self.bytes_done += event.size
+            self.done += 1
+        elif isinstance(event, FileVerified):
+            self.done += 1
+        elif isinstance(event, FileFailed):
+            self.done += 1
+            self.failed += 1
+        elif isinstance(event, FileRetrying):
+            self.retries += 1
+
+
+class PlainProgress:
+    """Periodic plain lines (for logs and pipes)."""
+
+    def __init__(self, stream: TextIO = sys.stderr, every: float = 5.0) -> None:
+        self.stream = stream
+        self.every = every
+        self.tally = Tally()
+        self.started = time.monotonic()
+        self.last = 0.0
+
+    def __enter__(self) -> PlainProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def __call__(self, event: Event) -> None:
+        self.tally.update(event)
+        if isinstance(event, FileFailed):
+            print(f"failed: {event.local}: {event.error}", file=self.stream, flush=True)
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            t = self.tally
+            rate = t.bytes_done / max(now - self.started, 1e-6)
+            print(f"progress: {t.done}/{t.files} files, {human_bytes(t.bytes_done)} of "
+                  f"{human_bytes(t.bytes_total)}, {human_bytes(rate)}/s", file=self.stream,
+                  flush=True)
+
+
+class RichProgress:
+    """Live bars on a terminal."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.tally = Tally()
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+            TransferSpeedColumn(), TimeRemainingColumn(), console=self.console, transient=False)
+        self.bytes_task: TaskID | None = None
+
+    def __enter__(self) -> RichProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: Event) -> None:
+        self.tally.update(event)
+        if isinstance(event, Planned):
+            self.bytes_task = self.progress.add_task(self._label(), total=event.bytes or None)
+            return
+        if self.bytes_task is None:
+            return
+        if isinstance(event, BytesMoved):
+            self.progress.advance(self.bytes_task, event.delta)
+        elif isinstance(event, FileSkipped):
+            self.progress.advance(self.bytes_task, event.size)
+        if isinstance(event, FileFailed):
+            self.console.print(f"[red]failed[/red]: {event.local}: {event.error}",
+                               markup=True, highlight=False)
+        if isinstance(event, FileSkipped | FileVerified | FileFailed):
+            self.progress.update(self.bytes_task, description=self._label())
+
+    def _label(self) -> str:
+        return f"{self.tally.done}/{self.tally.files} files"

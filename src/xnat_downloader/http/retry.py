@@ -1,0 +1,54 @@
+"""The retry decision, as a pure function of the attempt and what went wrong.
+
+Retried: connection errors, truncated bodies, 5xx and 429 (honouring ``Retry-After``).
+Never retried: 401/403/404 and other 4xx, which a retry cannot fix (and, for 401, could lock
+the account).  Sleeping is the caller's job, so tests need no clock.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter: attempt n waits up to ``base * 2**n`` seconds."""
+
+    attempts: int = 6
+    base: float = 0.5
+    cap: float = 30.0
+
+    def delay(self, attempt: int, *, status: int | None = None, retry_after: str | None = None,
+              rng: random.Random | None = None) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or None to give up.
+
+        ``attempt`` counts from 0 (the first try).  ``status`` is None for a transport
+        error (connection refused or reset, timeout, truncated body).
+        """
+        if attempt + 1 >= self.attempts:
+            return None
+        if status is not None and status not in RETRYABLE_STATUS:
+            return None
+        hinted = parse_retry_after(retry_after) if retry_after else None
+        if hinted is not None:
+            return min(hinted, self.cap)
+        ceiling = min(self.cap, self.base * (2 ** attempt))
+        return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+def parse_retry_after(value: str) -> float | None:
+    """``Retry-After`` as seconds: either delta-seconds or an HTTP date."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    from datetime import UTC, datetime
+
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -1,0 +1,317 @@
+"""One authenticated HTTP session per run, shared by every worker.
+
+``XnatSession`` owns an aiohttp connection pool and the XNAT login: it logs in once
+(``GET /data/JSESSION`` with Basic credentials, which works for passwords and alias tokens
+alike), then sends only the ``JSESSIONID`` cookie; when the server answers 401 because the
+session expired it logs in again, once, and repeats the request.  Every response goes
+through :func:`check_response`, the single place where HTTP outcomes become the package's
+exceptions.  Passwords and session ids are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from xnat_downloader import __version__
+from xnat_downloader.errors import (
+    AccessDenied,
+    AuthError,
+    ConnectionFailed,
+    LoginPageError,
+    NotFound,
+    ServerError,
+    UsageError,
+)
+from xnat_downloader.http.credentials import Credentials
+from xnat_downloader.http.retry import RETRYABLE_STATUS, RetryPolicy
+
+log = logging.getLogger("xnat_downloader.http")
+USER_AGENT = f"xnat-downloader/{__version__}"
+HTML_PREFIXES = (b"<html", b"<!doctype")
+
+
+def normalise_url(url: str) -> str:
+    """``https://host[:port][/context]`` from what a user types (trailing /, /data, no scheme)."""
+    text = url.strip()
+    if not text:
+        raise UsageError("no XNAT server given: use -w URL or set XNAT_HOST")
+    if "://" not in text:
+        text = f"https://{text}"
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        msg = f"{url!r} is not an http(s) URL of an XNAT server"
+        raise UsageError(msg)
+    path = parts.path.rstrip("/")
+    for suffix in ("/data/archive", "/data", "/REST", "/app/template/Login.vm"):
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+            break
+    return urlunsplit((parts.scheme, parts.netloc, path.rstrip("/"), "", ""))
+
+
+def h3_message(body: bytes) -> str:
+    """The ``<h3>`` text of an XNAT (Restlet) error page, or the first line of a text body."""
+    match = re.search(rb"<h3>(.*?)</h3>", body, re.S | re.I)
+    if match:
+        return re.sub(r"\s+", " ", match.group(1).decode("utf-8", "replace")).strip()
+    if body.lstrip()[:9].lower().startswith(HTML_PREFIXES):
+        return ""
+    return body.decode("utf-8", "replace").strip().splitlines()[0][:200] if body.strip() else ""
+
+
+def looks_like_html(body: bytes) -> bool:
+    return body.lstrip()[:9].lower().startswith(HTML_PREFIXES)
+
+
+def check_response(status: int, body_start: bytes, url: str, *, expect_data: bool = True,
+                   what: str = "") -> None:
+    """Raise the package exception for an HTTP outcome; return quietly on success.
+
+    ``body_start`` is the first bytes of the body (the whole body for small responses).
+    ``expect_data`` marks responses that must be data: an HTML page there is a login or
+    error page, never a success.
+    """
+    target = what or url
+    if 200 <= status < 300:
+        if expect_data and looks_like_html(body_start):
+            msg = (f"the server answered {target} with an HTML page (a login or error page), "
+                   "not data: check the server URL and that your session is valid")
+            raise LoginPageError(msg, status=status, url=url)
+        return
+    detail = h3_message(body_start)
+    suffix = f": {detail}" if detail else ""
+    if status == 401:
+        raise AuthError(f"the server refused the credentials for {target} (401){suffix}")
+    if status == 403:
+        raise AccessDenied(f"no permission to read {target} (403){suffix}")
+    if status == 404:
+        raise NotFound(f"{target} was not found, or is hidden from this user (404){suffix}")
+    raise ServerError(f"the server answered {status} for {target}{suffix}", status=status,
+                      url=url)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds.  ``read`` bounds each socket read, so a stalled transfer fails, not hangs."""
+
+    connect: float = 30.0
+    read: float = 120.0
+
+
+def make_ssl(verify: bool, ca_bundle: str | None) -> ssl.SSLContext | bool:
+    if not verify:
+        return False
+    if ca_bundle:
+        try:
+            return ssl.create_default_context(cafile=ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            msg = f"cannot use CA bundle {ca_bundle}: {exc}"
+            raise UsageError(msg) from exc
+    return ssl.create_default_context()
+
+
+class XnatSession:
+    """An authenticated connection pool to one XNAT server.  Use as an async context manager."""
+
+    def __init__(self, url: str, credentials: Credentials, *, verify: bool = True,
+                 ca_bundle: str | None = None, timeouts: Timeouts | None = None,
+                 max_connections: int = 16, retry: RetryPolicy | None = None) -> None:
+        self.base_url = normalise_url(url)
+        self.credentials = credentials
+        self.timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryPolicy()
+        self.max_connections = max_connections
+        self._ssl = make_ssl(verify, ca_bundle)
+        self._client: aiohttp.ClientSession | None = None
+        self._login_lock = asyncio.Lock()
+        self._login_generation = 0
+        self.request_count = 0
+        self.logged_in = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def __aenter__(self) -> XnatSession:
+        connector = aiohttp.TCPConnector(limit=self.max_connections, ssl=self._ssl,
+                                         enable_cleanup_closed=True)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect,
+                                        sock_read=self.timeouts.read)
+        self._client = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT},
+            cookie_jar=aiohttp.CookieJar(unsafe=True), auto_decompress=False)
+        try:
+            await self.login()
+        except BaseException:
+            await self._client.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._client is not None
+        try:
+            if self.logged_in:
+                await self._raw("DELETE", self.url("/data/JSESSION"), auth=False)
+        except Exception:  # logging out is a courtesy; a dead server must not mask errors
+            log.debug("logout failed", exc_info=True)
+        finally:
+            await self._client.close()
+
+    @property
+    def client(self) -> aiohttp.ClientSession:
+        if self._client is None:
+            raise RuntimeError("XnatSession used outside 'async with'")
+        return self._client
+
+    def url(self, path: str) -> str:
+        """Absolute URL for a server path (``/data/…``) or an absolute URL on this server."""
+        if "://" in path:
+            return path
+        return self.base_url + (path if path.startswith("/") else "/" + path)
+
+    # -- authentication ---------------------------------------------------------------------
+    def _basic(self) -> aiohttp.BasicAuth | None:
+        creds = self.credentials
+        if creds.user and creds.password is not None:
+            return aiohttp.BasicAuth(creds.user, creds.password)
+        return None
+
+    async def login(self) -> None:
+        """Open a JSESSION with the credentials (once; a refusal is final: accounts lock)."""
+        basic = self._basic()
+        if basic is None:
+            self.logged_in = False
+            return
+        self.client.cookie_jar.clear()
+        status, body = await self._raw("GET", self.url("/data/JSESSION"), auth=True)
+        if status == 401:
+            msg = (f"wrong user name or password for {self.credentials.user!r} at "
+                   f"{self.base_url} (tried once: XNAT locks accounts after a few failures)")
+            raise AuthError(msg)
+        check_response(status, body, self.url("/data/JSESSION"), what="the login request")
+        self.logged_in = True
+        self._login_generation += 1
+        log.debug("logged in to %s as %s", self.base_url, self.credentials.user)
+
+    async def _relogin(self, generation: int) -> None:
+        async with self._login_lock:
+            if generation == self._login_generation:  # nobody else re-logged in meanwhile
+                log.info("session expired; logging in again")
+                await self.login()
+
+    async def _raw(self, method: str, url: str, *, auth: bool) -> tuple[int, bytes]:
+        """One request with no retries (login, logout)."""
+        self.request_count += 1
+        try:
+            async with self.client.request(method, url,
+                                           auth=self._basic() if auth else None) as resp:
+                return resp.status, await resp.read()
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise ConnectionFailed(f"cannot reach {self.base_url}: {_reason(exc)}") from exc
+        except aiohttp.ClientError as exc:
+            raise ConnectionFailed(f"request to {self.base_url} failed: {_reason(exc)}") from exc
+
+    # -- requests ------------------------------------------------------------------------
+    async def open(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+                   headers: Mapping[str, str] | None = None, data: Any = None,
+                   what: str = "", expect_data: bool = True,
+                   ok_statuses: tuple[int, ...] = ()) -> aiohttp.ClientResponse:
+        """Send a request, retrying what may be retried, and return the open response.
+
+        The caller must release the response (``async with`` or ``.release()``).  Statuses
+        in ``ok_statuses`` are returned unchecked (e.g. 416 for a stale Range).
+        """
+        url = self.url(path)
+        relogged = False
+        attempt = 0
+        while True:
+            generation = self._login_generation
+            self.request_count += 1
+            try:
+                resp = await self.client.request(method, url, params=params, headers=headers,
+                                                 data=data)
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                delay = self.retry.delay(attempt)
+                if delay is None:
+                    raise ConnectionFailed(
+                        f"cannot reach {self.base_url}: {_reason(exc)}") from exc
+                log.debug("retrying %s after %s (%.1fs)", what or url, _reason(exc), delay)
+                await asyncio.sleep(delay)
+                attempt += 1
+                continue
+            if resp.status in ok_statuses:
+                return resp
+            if resp.status == 401 and self.logged_in and not relogged:
+                resp.release()
+                await self._relogin(generation)
+                relogged = True
+                continue
+            if resp.status in RETRYABLE_STATUS:
+                delay = self.retry.delay(attempt, status=resp.status,
+                                         retry_after=resp.headers.get("Retry-After"))
+                if delay is not None:
+                    resp.release()
+                    log.debug("retrying %s after HTTP %s (%.1fs)", what or url, resp.status,
+                              delay)
+                    await asyncio.sleep(delay)
+                    attempt += 1
+                    continue
+            if not 200 <= resp.status < 300:
+                body = await _read_some(resp)
+                resp.release()
+                check_response(resp.status, body, url, what=what)
+            return resp
+            # (a 2xx body is checked for HTML by the caller, which reads it)
+
+    async def get_bytes(self, path: str, *, params: Mapping[str, str] | None = None,
+                        what: str = "") -> bytes:
+        """A whole (small) body, retried on transport errors and checked for HTML pages."""
+        attempt = 0
+        while True:
+            resp = await self.open("GET", path, params=params, what=what)
+            try:
+                body = await resp.read()
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
+                    TimeoutError) as exc:
+                delay = self.retry.delay(attempt)
+                if delay is None:
+                    raise ConnectionFailed(f"reading {what or path} failed: {_reason(exc)}"
+                                           ) from exc
+                await asyncio.sleep(delay)
+                attempt += 1
+                continue
+            finally:
+                resp.release()
+            check_response(resp.status, body[:512], self.url(path), what=what)
+            return body
+
+    async def get_json(self, path: str, *, params: Mapping[str, str] | None = None,
+                       what: str = "") -> Any:
+        import json
+
+        query = dict(params or {})
+        query.setdefault("format", "json")
+        body = await self.get_bytes(path, params=query, what=what)
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            msg = f"the server's answer for {what or path} is not JSON: {body[:80]!r}"
+            raise ServerError(msg, url=self.url(path)) from exc
+
+
+async def _read_some(resp: aiohttp.ClientResponse, limit: int = 4096) -> bytes:
+    try:
+        return await resp.content.read(limit)
+    except Exception:
+        return b""
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,291 @@
+"""Fetch one file: decide, stream to a partial file while hashing, verify, fsync, rename.
+
+The partial file is ``{name}.xnatdl-part`` beside the final path, so a partial file never
+looks complete.  Its expected size and MD5 are recorded in the state database *before* the
+first byte is written, so a run killed with ``kill -9`` can resume it; a resumed file is
+re-hashed from disk and checked end to end like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+
+from xnat_downloader.errors import (
+    ConnectionFailed,
+    IntegrityError,
+    LoginPageError,
+    ServerError,
+    TransferError,
+    XnatError,
+)
+from xnat_downloader.http.session import XnatSession, looks_like_html
+from xnat_downloader.transfer.decide import Action, Facts, decide
+from xnat_downloader.transfer.events import (
+    BytesMoved,
+    EventSink,
+    FileFailed,
+    FileRetrying,
+    FileSkipped,
+    FileStarted,
+    FileVerified,
+)
+from xnat_downloader.transfer.state import State
+
+log = logging.getLogger("xnat_downloader.transfer")
+CHUNK = 1024 * 1024
+PART_SUFFIX = ".xnatdl-part"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the engine needs to know about one file."""
+
+    uri: str
+    local: str
+    size: int | None
+    md5: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job: Job
+    status: str  # verified | skipped | failed
+    size: int
+    md5: str
+    server_digest: bool
+    error: str = ""
+
+
+def _size_or_none(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    md5 = hashlib.md5()
+    size = 0
+    with open(path, "rb") as handle:
+        while data := handle.read(CHUNK):
+            md5.update(data)
+            size += len(data)
+    return md5.hexdigest(), size
+
+
+def _write(handle: IO[bytes], md5: hashlib._Hash, data: bytes) -> None:
+    handle.write(data)
+    md5.update(data)
+
+
+def _finish(handle: IO[bytes]) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
+
+
+class Downloader:
+    """Downloads jobs into ``root`` through one session, recording state and emitting events."""
+
+    def __init__(self, xs: XnatSession, root: Path, state: State, sink: EventSink, *,
+                 overwrite: bool = False, limiter: RateLimiter | None = None) -> None:
+        self.xs = xs
+        self.root = root
+        self.state = state
+        self.sink = sink
+        self.overwrite = overwrite
+        self.limiter = limiter
+
+    async def run(self, job: Job) -> Outcome:
+        final = self.root / job.local
+        part = final.with_name(final.name + PART_SUFFIX)
+        try:
+            return await self._run(job, final, part)
+        except XnatError as exc:
+            self.sink(FileFailed(job.local, str(exc)))
+            return Outcome(job, "failed", 0, "", False, str(exc))
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                part.unlink(missing_ok=True)  # free the space; nothing half-written remains
+                error = f"disk full while writing {final}: free space and run again to resume"
+            else:
+                error = f"cannot write {final}: {exc.strerror or exc}"
+            self.sink(FileFailed(job.local, error))
+            return Outcome(job, "failed", 0, "", False, error)
+
+    async def _run(self, job: Job, final: Path, part: Path) -> Outcome:
+        facts = Facts(job.size, job.md5, self.state.get(job.local), _size_or_none(final),
+                      _size_or_none(part), self.overwrite)
+        action, offset = decide(facts)
+        if action == Action.SKIP:
+            size = facts.final_size or 0
+            self.sink(FileSkipped(job.local, size, "already verified"))
+            return Outcome(job, "skipped", size, job.md5 or "", bool(job.md5))
+        if action == Action.CHECK_EXISTING:
+            md5, size = await asyncio.to_thread(_hash_file, final)
+            if self._matches(job, size, md5):
+                self.state.put(job.local, job.uri, size, md5, "verified")
+                self.sink(FileSkipped(job.local, size, "already present and verified"))
+                return Outcome(job, "skipped", size, md5, bool(job.md5))
+            msg = (f"{final} already exists and differs from the server's file; "
+                   "use --overwrite to replace it")
+            raise TransferError(msg)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if action == Action.DOWNLOAD:
+            part.unlink(missing_ok=True)
+            offset = 0
+        self.state.put(job.local, job.uri, job.size, job.md5, "partial")
+        self.sink(FileStarted(job.local, job.size))
+        md5, size = await self._fetch(job, part, offset)
+        if not self._matches(job, size, md5):
+            part.unlink(missing_ok=True)
+            self.state.forget(job.local)
+            expected = f"{job.size} bytes, MD5 {job.md5}" if job.md5 else f"{job.size} bytes"
+            msg = (f"{job.local}: got {size} bytes with MD5 {md5}, but the server lists "
+                   f"{expected}; the partial file was deleted (the file may have changed on "
+                   "the server during the download, or the transfer was corrupted)")
+            raise IntegrityError(msg)
+        os.replace(part, final)
+        self.state.put(job.local, job.uri, size, md5, "verified")
+        self.sink(FileVerified(job.local, size, md5, bool(job.md5)))
+        return Outcome(job, "verified", size, md5, bool(job.md5))
+
+    @staticmethod
+    def _matches(job: Job, size: int, md5: str) -> bool:
+        if job.size is not None and size != job.size:
+            return False
+        return not (job.md5 and md5.lower() != job.md5.lower())
+
+    async def _fetch(self, job: Job, part: Path, offset: int) -> tuple[str, int]:
+        """Bring ``part`` to the whole body; return its (md5, size).  Retries transport faults
+        and resumes with Range where the server honours it."""
+        attempt = 0
+        restarted_for_integrity = False
+        while True:
+            md5 = hashlib.md5()
+            if offset:
+                md5, offset = await asyncio.to_thread(self._rehash_prefix, part, offset)
+            try:
+                md5, size = await self._stream(job, part, offset, md5)
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError,
+                    ConnectionFailed, ServerError) as exc:
+                if isinstance(exc, LoginPageError):
+                    raise
+                if isinstance(exc, ServerError) and exc.status not in (None, 429, 500, 502,
+                                                                       503, 504):
+                    raise
+                delay = self.xs.retry.delay(attempt)
+                if delay is None:
+                    msg = f"{job.local}: gave up after {attempt + 1} attempts: {exc}"
+                    raise TransferError(msg) from exc
+                attempt += 1
+                offset = _size_or_none(part) or 0
+                self.sink(FileRetrying(job.local, str(exc) or type(exc).__name__, delay))
+                await asyncio.sleep(delay)
+                continue
+            digest = md5.hexdigest()
+            if job.md5 and digest.lower() != job.md5.lower() and offset and \
+                    not restarted_for_integrity:
+                # A resumed body that does not verify: the partial prefix may be torn (a
+                # kill -9 mid-write).  Start over once from byte 0 before giving up.
+                restarted_for_integrity = True
+                self.sink(BytesMoved(job.local, -size))
+                part.unlink(missing_ok=True)
+                offset = 0
+                continue
+            return digest, size
+
+    @staticmethod
+    def _rehash_prefix(part: Path, offset: int) -> tuple[hashlib._Hash, int]:
+        md5 = hashlib.md5()
+        done = 0
+        with open(part, "rb") as handle:
+            while done < offset and (data := handle.read(min(CHUNK, offset - done))):
+                md5.update(data)
+                done += len(data)
+        return md5, done
+
+    async def _stream(self, job: Job, part: Path, offset: int, md5: hashlib._Hash
+                      ) -> tuple[hashlib._Hash, int]:
+        """One GET of the body from ``offset``; returns the hash and size of the whole file."""
+        headers = {"Range": f"bytes={offset}-"} if offset else None
+        resp = await self.xs.open("GET", job.uri, headers=headers, what=job.local,
+                                  ok_statuses=(416,))
+        try:
+            if resp.status == 416:
+                # Our partial file is as long as (or longer than) the remote one: start over.
+                self.sink(BytesMoved(job.local, -offset))
+                part.unlink(missing_ok=True)
+                raise ServerError("range not satisfiable; restarting", status=503)
+            if offset and (resp.status != 206 or not resp.headers.get(
+                    "Content-Range", "").startswith(f"bytes {offset}-")):
+                # The server ignored Range (XNAT's /data API does): rewind and take it all.
+                self.sink(BytesMoved(job.local, -offset))
+                offset = 0
+                md5 = hashlib.md5()
+            size = await self._write_body(job, resp, part, offset, md5)
+            return md5, size
+        finally:
+            resp.release()
+
+    async def _write_body(self, job: Job, resp: aiohttp.ClientResponse, part: Path,
+                          offset: int, md5: hashlib._Hash) -> int:
+        handle = open(part, "r+b" if offset else "wb")  # noqa: SIM115 - closed below
+        try:
+            if offset:
+                handle.seek(offset)
+                handle.truncate()
+            size = offset
+            first = True
+            async for chunk in resp.content.iter_chunked(CHUNK):
+                if first and offset == 0:
+                    first = False
+                    html_type = "html" in resp.headers.get("Content-Type", "").lower()
+                    if (looks_like_html(chunk) and html_type
+                            and not job.local.lower().endswith((".html", ".htm"))):
+                        msg = (f"the server sent an HTML page (a login or error page) instead "
+                               f"of {job.local}; nothing was saved")
+                        raise LoginPageError(msg, status=resp.status, url=job.uri)
+                if self.limiter is not None:
+                    await self.limiter.take(len(chunk))
+                await asyncio.to_thread(_write, handle, md5, chunk)
+                size += len(chunk)
+                self.sink(BytesMoved(job.local, len(chunk)))
+            expected = resp.content_length
+            if expected is not None and size - offset != expected:
+                raise aiohttp.ClientPayloadError(
+                    f"body ended after {size - offset} of {expected} bytes")
+            await asyncio.to_thread(_finish, handle)
+            return size
+        finally:
+            if not handle.closed:
+                handle.close()
+
+
+class RateLimiter:
+    """A token bucket shared by all workers (``--max-rate``), in bytes per second."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._allowance = rate
+        self._stamp = asyncio.get_event_loop().time()
+        self._lock = asyncio.Lock()
+
+    async def take(self, amount: int) -> None:
+        async with self._lock:
+            loop = asyncio.get_event_loop()
+            now = loop.time()
+            self._allowance = min(self.rate, self._allowance + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._allowance -= amount
+            if self._allowance < 0:
+                await asyncio.sleep(-self._allowance / self.rate)

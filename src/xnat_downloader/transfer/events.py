@@ -1,0 +1,64 @@
+"""Progress as a stream of typed events.  The engine emits them; it never draws anything.
+
+``BytesMoved.delta`` is negative when a retry rewinds a file (the server ignored Range, or a
+body failed verification), so a consumer's totals stay true.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Planned:
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class FileStarted:
+    local: str
+    size: int | None
+
+
+@dataclass(frozen=True)
+class BytesMoved:
+    local: str
+    delta: int
+
+
+@dataclass(frozen=True)
+class FileRetrying:
+    local: str
+    reason: str
+    delay: float
+
+
+@dataclass(frozen=True)
+class FileVerified:
+    local: str
+    size: int
+    md5: str
+    server_digest: bool  # False: the server listed no digest, so only the size was checked
+
+
+@dataclass(frozen=True)
+class FileSkipped:
+    local: str
+    size: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class FileFailed:
+    local: str
+    error: str
+
+
+Event = Planned | FileStarted | BytesMoved | FileRetrying | FileVerified | FileSkipped | FileFailed
+EventSink = Callable[[Event], None]
+
+
+def ignore(_event: Event) -> None:
+    """A sink that drops every event."""

@@ -1,0 +1,87 @@
+"""Resume state under ``DIR/.xnat-downloader/``: what is verified, what is partial, and a lock.
+
+``state.sqlite`` records, per local path, the remote URI, the *expected* size and MD5, and
+whether the file is ``verified`` or ``partial``.  A partial file is resumed only if the
+remote digest it was started for is still the one the server lists.  ``lock`` is held with
+``flock`` for the whole run, so a second run on the same directory refuses to start.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from xnat_downloader.errors import LockedError, UsageError
+
+STATE_DIR = ".xnat-downloader"
+
+
+@dataclass(frozen=True)
+class Record:
+    local: str
+    uri: str
+    size: int | None
+    md5: str | None
+    status: str  # "verified" | "partial"
+
+
+class State:
+    """The state database and lock of one output directory.  Close it to release the lock."""
+
+    def __init__(self, outdir: Path) -> None:
+        self.dir = outdir / STATE_DIR
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            msg = f"cannot create {self.dir}: {exc.strerror}"
+            raise UsageError(msg) from exc
+        self._lock: IO[str] | None = open(self.dir / "lock", "a+")  # noqa: SIM115
+        try:
+            import fcntl
+
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # no flock (Windows): runs are not protected from each other
+            pass
+        except OSError as exc:
+            self._lock.seek(0)
+            holder = self._lock.read().strip() or "another process"
+            self._lock.close()
+            self._lock = None
+            msg = (f"another xnat-downloader run ({holder}) is using {outdir}; wait for it to "
+                   "finish or choose another output directory")
+            raise LockedError(msg) from exc
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(f"pid {os.getpid()}")
+        self._lock.flush()
+        self.db = sqlite3.connect(self.dir / "state.sqlite")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS files (local TEXT PRIMARY KEY, uri TEXT NOT NULL, "
+            "size INTEGER, md5 TEXT, status TEXT NOT NULL, updated REAL NOT NULL)")
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def get(self, local: str) -> Record | None:
+        row = self.db.execute("SELECT local, uri, size, md5, status FROM files WHERE local=?",
+                              (local,)).fetchone()
+        return Record(*row) if row else None
+
+    def put(self, local: str, uri: str, size: int | None, md5: str | None, status: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                        (local, uri, size, md5, status, time.time()))
+        self.db.commit()
+
+    def forget(self, local: str) -> None:
+        self.db.execute("DELETE FROM files WHERE local=?", (local,))
+        self.db.commit()

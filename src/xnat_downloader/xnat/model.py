@@ -1,0 +1,61 @@
+"""Plain records of what lives on an XNAT server (frozen; built by ``parse``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+
+@dataclass(frozen=True)
+class Project:
+    id: str
+    name: str = ""
+    secondary_id: str = ""
+
+
+@dataclass(frozen=True)
+class Session:
+    """An image session (an XNAT experiment that is a subject assessor)."""
+
+    id: str
+    label: str
+    project: str
+    subject_id: str
+    subject_label: str
+    date: date | None
+    xsi_type: str
+    modality: str = ""
+
+
+@dataclass(frozen=True)
+class Scan:
+    session_id: str
+    id: str
+    type: str
+    series_description: str
+    quality: str
+    xsi_type: str = ""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file to fetch, with everything a layout needs to place it.
+
+    ``category`` is ``scan``, ``session`` (a session resource), ``assessor``, ``recon`` or
+    ``catalog`` (placed under ``folder`` as a download catalog names it).  ``owner`` is the
+    scan ID, assessor label or reconstruction ID; ``owner_type`` the scan type.
+    """
+
+    uri: str
+    path: str
+    size: int | None
+    md5: str | None
+    project: str
+    subject_label: str
+    session_label: str
+    session_id: str
+    category: str
+    resource: str
+    owner: str = ""
+    owner_type: str = ""
+    folder: str = ""

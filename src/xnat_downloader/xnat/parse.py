@@ -1,0 +1,102 @@
+"""Pure parsers for XNAT's answers: the ResultSet envelope, file URIs, dates, catalogs."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from xnat_downloader.errors import ServerError, UsageError
+
+FILE_URI = re.compile(r"/resources/(?P<res>[^/]+)/files/(?P<path>.+)$")
+OWNER_URI = re.compile(r"/(?P<kind>scans|assessors|reconstructions)/(?P<id>[^/]+)/")
+
+
+def result_rows(doc: Any, what: str) -> list[dict[str, str]]:
+    """The rows of a ``{"ResultSet": {"Result": [...]}}`` listing, every cell a string."""
+    try:
+        rows = doc["ResultSet"]["Result"]
+    except (KeyError, TypeError) as exc:
+        msg = f"the server's listing of {what} is not an XNAT ResultSet"
+        raise ServerError(msg) from exc
+    if not isinstance(rows, list):
+        msg = f"the server's listing of {what} has no list of results"
+        raise ServerError(msg)
+    return [{str(k): "" if v is None else str(v) for k, v in row.items()}
+            for row in rows if isinstance(row, dict)]
+
+
+def parse_date(text: str) -> date | None:
+    text = text.strip()[:10]
+    if not text:
+        return None
+    for fmt in ("%Y-%m-%d", "%Y%m%d", "%m/%d/%Y"):
+        try:
+            return datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    return None
+
+
+def parse_size(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if text.isdigit() else None
+
+
+def split_file_uri(uri: str) -> tuple[str, str] | None:
+    """``(resource id or label, path inside the resource)`` from a file ``URI``."""
+    path = urlsplit(uri).path if "://" in uri else uri.split("?", 1)[0]
+    match = FILE_URI.search(path)
+    if not match:
+        return None
+    return unquote(match.group("res")), unquote(match.group("path"))
+
+
+def owner_of(uri: str) -> tuple[str, str] | None:
+    """``(kind, id)`` of the scan, assessor or reconstruction a file URI belongs to."""
+    path = urlsplit(uri).path if "://" in uri else uri
+    match = OWNER_URI.search(path)
+    return (match.group("kind"), unquote(match.group("id"))) if match else None
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One ``cat:entry``: a resource URI with the folder it goes in, or one file."""
+
+    uri: str
+    name: str
+    cache_path: str
+    digest: str
+    size: int | None
+
+
+def parse_catalog(text: bytes | str, source: str) -> list[CatalogEntry]:
+    """Every ``cat:entry`` of an XNAT catalog XML (nested entry sets included)."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        msg = f"{source} is not valid catalog XML: {exc}"
+        raise UsageError(msg) from exc
+    if not root.tag.endswith("Catalog"):
+        msg = f"{source} is not an XNAT catalog (its root element is {root.tag})"
+        raise UsageError(msg)
+    entries = []
+    for element in root.iter():
+        if not element.tag.endswith("}entry") and element.tag != "entry":
+            continue
+        uri = element.get("URI", "")
+        if not uri:
+            continue
+        size = None
+        for meta in element.iter():
+            if meta.tag.endswith("metaField") and meta.get("name") == "SIZE" and meta.text:
+                size = parse_size(meta.text)
+        entries.append(CatalogEntry(uri, element.get("name", ""), element.get("cachePath", ""),
+                                    element.get("digest", ""), size))
+    if not entries:
+        msg = f"{source} lists no cat:entry elements with a URI"
+        raise UsageError(msg)
+    return entries

@@ -1,0 +1,83 @@
+"""What the user asked for, and pure predicates that decide whether an object matches.
+
+Server-side filters are used where XNAT offers them (one project-wide experiment listing per
+project); everything else is decided here, on the client, from plain records.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from datetime import date
+
+from xnat_downloader.xnat.model import Scan, Session
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A selection over one server.  Empty tuples mean "no constraint"."""
+
+    projects: tuple[str, ...] = ()
+    subjects: tuple[str, ...] = ()
+    sessions: tuple[str, ...] = ()
+    since: date | None = None
+    until: date | None = None
+    xsi_types: tuple[str, ...] = ()
+    scan_types: tuple[str, ...] = ()
+    qualities: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+    scans: bool = True
+    session_resources: bool = False
+    assessors: bool = False
+    recons: bool = False
+
+    def describe(self) -> str:
+        """A one-line account of the constraints, for "nothing matched" messages."""
+        parts = [f"projects {', '.join(self.projects) or 'all'}"]
+        for name, values in (("subjects", self.subjects), ("sessions", self.sessions),
+                             ("types", self.xsi_types), ("scan types", self.scan_types),
+                             ("quality", self.qualities), ("resources", self.resources)):
+            if values:
+                parts.append(f"{name} {', '.join(values)}")
+        if self.since or self.until:
+            parts.append(f"dates {self.since or '…'} to {self.until or '…'}")
+        return "; ".join(parts)
+
+
+def _glob(value: str, patterns: tuple[str, ...]) -> bool:
+    lowered = value.lower()
+    return any(fnmatch.fnmatchcase(lowered, p.lower()) for p in patterns)
+
+
+def session_matches(session: Session, sel: Selection) -> bool:
+    if sel.sessions and session.id not in sel.sessions and session.label not in sel.sessions:
+        return False
+    if sel.subjects and session.subject_id not in sel.subjects and (
+            session.subject_label not in sel.subjects):
+        return False
+    if sel.since and (session.date is None or session.date < sel.since):
+        return False
+    if sel.until and (session.date is None or session.date > sel.until):
+        return False
+    if sel.xsi_types:
+        wanted = {t.lower() for t in sel.xsi_types}
+        short = session.xsi_type.split(":")[-1].lower().removesuffix("sessiondata")
+        if (session.xsi_type.lower() not in wanted and short not in wanted
+                and session.modality.lower() not in wanted):
+            return False
+    return True
+
+
+def scan_matches(scan: Scan, sel: Selection) -> bool:
+    """xget's ``-acq``: a scan ID, type or series description (globs, case-insensitive)."""
+    if sel.scan_types and not (_glob(scan.id, sel.scan_types) or _glob(scan.type, sel.scan_types)
+                               or _glob(scan.series_description, sel.scan_types)):
+        return False
+    return not (sel.qualities and scan.quality.lower() not in {q.lower() for q in sel.qualities})
+
+
+def resource_matches(label: str, file_format: str, sel: Selection) -> bool:
+    """xget's ``-format``: a resource label or file format; no constraint means every one."""
+    if not sel.resources:
+        return True
+    return _glob(label, sel.resources) or bool(file_format and _glob(file_format, sel.resources))

@@ -12,6 +12,7 @@ admin ``admin`` / ``admin``.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import random
@@ -20,7 +21,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
 from minixnat.store.db import Experiment, Store
 
@@ -68,7 +69,13 @@ class DemoSpec:
 
 
 def _uid(*parts: object) -> str:
-    return str(generate_uid(prefix=None, entropy_srcs=[str(p) for p in parts]))
+    """A valid UID (the 2.25 UUID-derived form) that depends only on ``parts``.
+
+    pydicom's ``generate_uid(prefix=None)`` ignores its entropy sources and returns a random
+    UUID, so the hash is taken here.
+    """
+    digest = hashlib.sha256("\0".join(str(p) for p in parts).encode()).digest()
+    return f"2.25.{int.from_bytes(digest[:16], 'big')}"
 
 
 def make_dicom(

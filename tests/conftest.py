@@ -1,0 +1,86 @@
+"""Shared fixtures: demo archives and minixnat servers running as real processes on 127.0.0.1.
+
+The tests drive the client and the server only through their public faces (HTTP, the
+command lines, the Python API), as users and third-party clients do.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+SMALL = ["--projects", "2", "--subjects", "2", "--sessions", "2", "--scans", "3", "--files",
+         "3", "--file-kb", "16", "--seed", "7"]
+
+
+def make_archive(root: Path, *extra: str) -> Path:
+    subprocess.run([BIN / "minixnat", "demo-data", str(root), *SMALL, *extra], check=True,
+                   capture_output=True)
+    return root
+
+
+@dataclass
+class Server:
+    url: str
+    root: Path
+    process: subprocess.Popen[str]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def start_server(root: Path, *flags: str) -> Server:
+    proc = subprocess.Popen([BIN / "minixnat", "serve", "--root", str(root), "--port", "0",
+                             *flags], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    assert line.startswith("minixnat listening on http://127.0.0.1:"), line
+    return Server(line.rsplit(" ", 1)[1], root, proc)
+
+
+@pytest.fixture(scope="session")
+def base_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_archive(tmp_path_factory.mktemp("base") / "archive")
+
+
+@pytest.fixture
+def archive(base_archive: Path, tmp_path: Path) -> Path:
+    """A private copy of the demo archive, free to change."""
+    copy = tmp_path / "archive"
+    shutil.copytree(base_archive, copy)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def shared_server(base_archive: Path) -> Iterator[Server]:
+    """One read-only server for tests that change nothing."""
+    server = start_server(base_archive)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def serve(archive: Path) -> Iterator[Callable[..., Server]]:
+    """Start servers (with fault switches) on the test's private archive."""
+    started: list[Server] = []
+
+    def start(*flags: str, root: Path | None = None) -> Server:
+        server = start_server(root or archive, *flags)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,79 @@
+"""Real third-party XNAT clients (xnatpy, pyxnat, xnatutils) against minixnat, unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, Server
+
+pytestmark = pytest.mark.clients
+
+
+def test_xnatpy_browse_and_download(shared_server: Server, tmp_path: Path) -> None:
+    import xnat
+
+    with xnat.connect(shared_server.url, user="admin", password="admin") as session:
+        assert {p.id for p in session.projects.values()} == {"DEMO01", "DEMO02"}
+        project = session.projects["DEMO01"]
+        subject = project.subjects["DEMO01_S001"]
+        experiment = subject.experiments["DEMO01_S001_MR1"]
+        assert experiment.label == "DEMO01_S001_MR1"
+        scan = experiment.scans["1"]
+        assert scan.type == "T1w"
+        nifti = scan.resources["NIFTI"]
+        assert sorted(nifti.files.keys()) == ["T1w.nii.gz", "sidecar/T1w.json"]
+        nifti.files["sidecar/T1w.json"].download(str(tmp_path / "side.json"))
+        assert b"SeriesDescription" in (tmp_path / "side.json").read_bytes()
+        experiment.download_dir(str(tmp_path / "dl"))
+        rows = dict(scan.resources["DICOM"].files.items())
+        for path, remote in rows.items():
+            local = (tmp_path / "dl" / "DEMO01_S001_MR1" / "scans" / "1-T1w" / "resources" /
+                     "DICOM" / "files" / path)
+            assert hashlib.md5(local.read_bytes()).hexdigest() == remote.digest
+
+
+def test_xnatpy_token_login(shared_server: Server) -> None:
+    import requests
+    import xnat
+
+    token = requests.get(shared_server.url + "/data/services/tokens/issue",
+                         auth=("admin", "admin"), timeout=30).json()
+    with xnat.connect(shared_server.url, user=token["alias"], password=token["secret"]) as s:
+        assert "DEMO01" in s.projects
+
+
+def test_pyxnat_walk_and_get(shared_server: Server, tmp_path: Path) -> None:
+    import pyxnat
+
+    iface = pyxnat.Interface(server=shared_server.url, user="admin", password="admin")
+    try:
+        assert sorted(iface.select.projects().get()) == ["DEMO01", "DEMO02"]
+        experiment = iface.select.project("DEMO01").subject("DEMO01_S001").experiment(
+            "DEMO01_S001_MR1")
+        assert experiment.scans().get() == ["1", "2", "3"]
+        resource = experiment.scan("1").resource("NIFTI")
+        assert sorted(resource.files().get()) == ["T1w.json", "T1w.nii.gz"]
+        paths = resource.get(str(tmp_path), extract=True)
+        assert any(p.endswith("sidecar/T1w.json") for p in paths)
+        rows = iface.array.experiments(project_id="DEMO01").data
+        assert rows
+        assert all(r["project"] == "DEMO01" for r in rows)
+    finally:
+        iface.disconnect()
+
+
+def test_xnatutils_ls_and_get(shared_server: Server, tmp_path: Path) -> None:
+    env = {**os.environ, "XNAT_HOST": shared_server.url, "XNAT_USER": "admin",
+           "XNAT_PASS": "admin", "HOME": str(tmp_path)}
+    listed = subprocess.run([BIN / "xnat-ls", "-d", "session", "-p", "DEMO01"], env=env,
+                            capture_output=True, text=True, timeout=120, check=True)
+    assert "DEMO01_S001_MR1" in listed.stdout
+    target = tmp_path / "out"
+    subprocess.run([BIN / "xnat-get", "DEMO01_S001_MR1", "-t", str(target)], env=env,
+                   capture_output=True, text=True, timeout=120, check=True)
+    assert list((target / "DEMO01_S001_MR1").glob("1-T1w*/*"))

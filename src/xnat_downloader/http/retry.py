@@ -18,7 +18,7 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 class RetryPolicy:
     """Exponential backoff with full jitter: attempt n waits up to ``base * 2**n`` seconds."""
 
-    attempts: int = 6
+    attempts: int = 10
     base: float = 0.5
     cap: float = 30.0
 

@@ -169,6 +169,7 @@ class Downloader:
         """Bring ``part`` to the whole body; return its (md5, size).  Retries transport faults
         and resumes with Range where the server honours it."""
         attempt = 0
+        best = offset
         restarted_for_integrity = False
         while True:
             md5 = hashlib.md5()
@@ -183,12 +184,18 @@ class Downloader:
                 if isinstance(exc, ServerError) and exc.status not in (None, 429, 500, 502,
                                                                        503, 504):
                     raise
+                reached = _size_or_none(part) or 0
+                if reached > best:
+                    # This attempt got further than any before: it does not use up the retry
+                    # budget (a flaky link that keeps making progress should finish).
+                    best = reached
+                    attempt = 0
                 delay = self.xs.retry.delay(attempt)
                 if delay is None:
                     msg = f"{job.local}: gave up after {attempt + 1} attempts: {exc}"
                     raise TransferError(msg) from exc
                 attempt += 1
-                offset = _size_or_none(part) or 0
+                offset = reached
                 self.sink(FileRetrying(job.local, str(exc) or type(exc).__name__, delay))
                 await asyncio.sleep(delay)
                 continue

@@ -1,0 +1,326 @@
+"""xnat-downloader end to end against minixnat: selection, layouts, resume, faults, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import BIN, Server
+from xnat_downloader.cli.main import run
+
+ENV = {"XNAT_USER": "admin", "XNAT_PASS": "admin"}
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run the CLI in-process (non-interactive), returning (exit, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: os.environ.get(k) for k in ("XNAT_USER", "XNAT_PASS", "XNAT_HOST")}
+    os.environ.update(env if env is not None else ENV)
+    try:
+        code = run(list(args), stdout=out, stderr=err, interactive=False)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return code, out.getvalue(), err.getvalue()
+
+
+def remote_files(server: Server, session: str = "XNAT_E00001") -> dict[str, tuple[int, str]]:
+    rows = requests.get(f"{server.url}/data/experiments/{session}/scans/ALL/files",
+                        auth=("admin", "admin"), timeout=30).json()["ResultSet"]["Result"]
+    return {r["URI"].split("/files/", 1)[1]: (int(r["Size"]), r["digest"]) for r in rows}
+
+
+def local_files(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in root.rglob("*") if p.is_file() and ".xnat-downloader" not in p.parts}
+
+
+def test_dry_run_prints_plan_and_fetches_nothing(shared_server: Server, tmp_path: Path) -> None:
+    code, out, _ = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-o",
+                       str(tmp_path / "o"), "--dry-run")
+    assert code == 0
+    last = out.strip().splitlines()[-1]
+    count, size = last.removeprefix("plan: ").removesuffix(" bytes").split(" files, ")
+    assert int(count) > 0
+    assert int(size) > 0
+    assert not (tmp_path / "o").exists()
+
+
+def test_download_verifies_every_file_and_rerun_skips(shared_server: Server,
+                                                       tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    code, stdout, _ = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-s",
+                          "DEMO01_S001_MR1", "-o", str(out))
+    assert code == 0
+    remote = remote_files(shared_server)
+    base = out / "DEMO01" / "DEMO01_S001" / "DEMO01_S001_MR1" / "scans"
+    got = {str(p.relative_to(base)): hashlib.md5(p.read_bytes()).hexdigest()
+           for p in base.rglob("*") if p.is_file()}
+    assert len(got) == len(remote)
+    for rel, (_size, digest) in remote.items():
+        assert digest in got.values(), rel
+    assert stdout.strip().endswith(f"{len(remote)} verified, 0 failed")
+    assert not list(out.rglob("*.xnatdl-part"))
+    code, stdout, _ = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-s",
+                          "DEMO01_S001_MR1", "-o", str(out))
+    assert code == 0
+    assert stdout.startswith(f"done: {len(remote)} files")
+    report = sorted((out / ".xnat-downloader" / "reports").glob("*.jsonl"))[-1]
+    statuses = {json.loads(line)["status"] for line in report.read_text().splitlines()}
+    assert statuses == {"skipped"}
+
+
+@pytest.mark.parametrize(("layout", "flags", "expected"), [
+    ("xnat", [], "DEMO01/DEMO01_S001/DEMO01_S001_MR1/scans/1-T1w/resources/NIFTI/files/"
+                 "sidecar/T1w.json"),
+    ("xnat", ["--no-include-project", "--no-include-subject"],
+     "DEMO01_S001_MR1/scans/1-T1w/resources/NIFTI/files/sidecar/T1w.json"),
+    ("simplified", [], "DEMO01/DEMO01_S001/DEMO01_S001_MR1/1-T1w/NIFTI/sidecar/T1w.json"),
+    ("flat", [], "DEMO01/DEMO01_S001/DEMO01_S001_MR1/1-T1w_NIFTI_sidecar_T1w.json"),
+])
+def test_layouts(shared_server: Server, tmp_path: Path, layout: str, flags: list[str],
+                 expected: str) -> None:
+    code, _, _ = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-s",
+                     "DEMO01_S001_MR1", "--resource", "NIFTI", "--layout", layout, *flags,
+                     "-o", str(tmp_path))
+    assert code == 0
+    assert (tmp_path / expected).is_file()
+    assert len(local_files(tmp_path)) == 2
+
+
+def test_selection_dimensions(shared_server: Server, tmp_path: Path) -> None:
+    def plan(*flags: str) -> list[str]:
+        code, out, err = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-o",
+                             str(tmp_path), "--dry-run", "--json", *flags)
+        assert code == 0, err
+        return [e["local"] for e in json.loads(out[: out.rindex("plan:")])]
+
+    everything = plan()
+    t1 = plan("--scan-type", "t1*")
+    assert t1
+    assert all("/scans/1-T1w/" in p for p in t1)
+    by_description = plan("--scan-type", "*mprage*")
+    assert by_description == t1
+    usable = plan("--quality", "usable")
+    assert 0 < len(usable) < len(everything)
+    mixed = plan("-s", "DEMO01_S001_MR1", "-s", "XNAT_E00003")
+    assert {p.split("/")[2] for p in mixed} <= {"DEMO01_S001_MR1", "DEMO01_S001_MR2"}
+    assert len({p.split("/")[2] for p in mixed}) == 2
+    subject = plan("--subject", "DEMO01_S002")
+    assert subject
+    assert all(p.split("/")[1] == "DEMO01_S002" for p in subject)
+    dicom = plan("--resource", "DICOM")
+    assert all("/resources/DICOM/" in p for p in dicom)
+    extras = plan("--no-scans", "--session-resources", "--assessors", "--recons")
+    assert any("/resources/QC/files/report.txt" in p for p in extras)
+    assert any("/assessors/" in p for p in extras)
+    assert any("/reconstructions/" in p for p in extras)
+    ranged = plan("--since", "2100-01-01")
+    assert ranged == []
+
+
+def test_list_file_with_bom_crlf_header(shared_server: Server, tmp_path: Path) -> None:
+    listing = tmp_path / "sessions.csv"
+    listing.write_bytes("\ufeffsession,note\r\nDEMO01_S001_MR1,x\r\n\r\nXNAT_E00003,y\r\n"
+                        .encode())
+    code, out, _ = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-s",
+                       f"@{listing}", "-o", str(tmp_path / "o"), "--dry-run", "--json")
+    assert code == 0
+    sessions = {e["local"].split("/")[2] for e in json.loads(out[: out.rindex("plan:")])}
+    assert sessions == {"DEMO01_S001_MR1", "DEMO01_S001_MR2"}
+    bad = tmp_path / "bad.txt"
+    bad.write_text("DEMO01_S001_MR1\nnot a label\n")
+    code, _, err = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-s", f"@{bad}",
+                       "-o", str(tmp_path / "o"), "--dry-run")
+    assert code == 2
+    assert "line 2" in err
+
+
+@pytest.mark.parametrize(("args", "env", "needle"), [
+    (["--since", "2020-13-01"], ENV, "--since '2020-13-01'"),
+    (["-p", "NOPE"], ENV, "project 'NOPE' does not exist"),
+    ([], {"XNAT_USER": "admin", "XNAT_PASS": "wrong"}, "wrong user name or password"),
+    (["-j", "0"], ENV, "--jobs"),
+])
+def test_bad_input_exits_2(shared_server: Server, tmp_path: Path, args: list[str],
+                           env: dict[str, str], needle: str) -> None:
+    base = ["download", "-w", shared_server.url, "-o", str(tmp_path / "o")]
+    if "-p" not in args:
+        base += ["-p", "DEMO01"]
+    code, _, err = cli(*base, *args, env=env)
+    assert code == 2
+    assert needle in err
+
+
+def test_unwritable_output_exits_before_any_request(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    # The server URL points nowhere: an exit 2 naming the directory proves no request ran.
+    code, _, err = cli("download", "-w", "http://127.0.0.1:9", "-p", "P", "-o",
+                       str(blocked / "sub"))
+    assert code == 2
+    assert "output directory" in err
+
+
+def test_nothing_matched_is_exit_0_and_says_so(shared_server: Server, tmp_path: Path) -> None:
+    code, out, _ = cli("download", "-w", shared_server.url, "-p", "DEMO01", "--scan-type",
+                       "nonexistent*", "-o", str(tmp_path))
+    assert code == 0
+    assert "nothing matched" in out
+    assert "nonexistent*" in out
+
+
+def test_ls_counts_scan_types(shared_server: Server) -> None:
+    code, out, _ = cli("ls", "-w", shared_server.url, "-p", "DEMO01", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["scan_types"]
+    assert sum(doc["scan_types"].values()) > 0
+    assert doc["bytes"] > 0
+    assert all(s["project"] == "DEMO01" for s in doc["sessions"])
+
+
+@pytest.mark.parametrize("flags", [
+    ["--drop-rate", "0.3", "--chaos-seed", "3"],
+    ["--error-rate", "0.2", "--chaos-seed", "5"],
+    ["--drop-rate", "0.3", "--no-range", "--chaos-seed", "9"],
+])
+def test_faults_still_give_every_file_verified(serve: Callable[..., Server], tmp_path: Path,
+                                               flags: list[str]) -> None:
+    server = serve(*flags)
+    code, out, err = cli("download", "-w", server.url, "-p", "DEMO01", "-o", str(tmp_path),
+                         "--session-resources")
+    assert code == 0, err
+    files, rest = out.strip().removeprefix("done: ").split(" files, ", 1)
+    assert rest.endswith(f"{files} verified, 0 failed")
+    assert not list(tmp_path.rglob("*.xnatdl-part"))
+
+
+def test_session_expiry_relogs_in(serve: Callable[..., Server], tmp_path: Path) -> None:
+    server = serve("--session-ttl", "0.3", "--latency-ms", "60")
+    code, out, err = cli("download", "-w", server.url, "-p", "DEMO01", "-o", str(tmp_path),
+                         "-j", "2")
+    assert code == 0, err
+    assert out.strip().endswith(" 0 failed")
+
+
+def test_kill_9_then_resume_completes(serve: Callable[..., Server], tmp_path: Path) -> None:
+    server = serve("--conn-mbps", "1")
+    out = tmp_path / "o"
+    env = {**os.environ, **ENV}
+    cmd = [BIN / "xnat-downloader", "download", "-w", server.url, "-p", "DEMO01", "-o",
+           str(out), "-j", "2"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(local_files(out)) < 3:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p: d for p, d in local_files(out).items() if not p.endswith(".xnatdl-part")}
+    assert before, "nothing was downloaded before the kill"
+    done = subprocess.run([*cmd[:-2], "-j", "8"], env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith(" 0 failed")
+    after = local_files(out)
+    assert not [p for p in after if p.endswith(".xnatdl-part")]
+    for path, digest in before.items():
+        assert after[path] == digest
+    report = sorted((out / ".xnat-downloader" / "reports").glob("*.jsonl"))[-1]
+    rows = [json.loads(line) for line in report.read_text().splitlines()]
+    skipped = {r["local"] for r in rows if r["status"] == "skipped"}
+    assert set(before) <= skipped  # nothing verified before the kill was fetched again
+
+
+def test_second_run_on_same_directory_refuses(serve: Callable[..., Server],
+                                              tmp_path: Path) -> None:
+    server = serve("--conn-mbps", "0.5")
+    env = {**os.environ, **ENV}
+    cmd = [str(BIN / "xnat-downloader"), "download", "-w", server.url, "-p", "DEMO01", "-o",
+           str(tmp_path)]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (tmp_path / ".xnat-downloader" /
+                                                   "state.sqlite").exists():
+            time.sleep(0.05)
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL, timeout=60)
+        assert second.returncode == 2
+        assert "another xnat-downloader run" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_catalog_from_download_page_round_trip(shared_server: Server, tmp_path: Path) -> None:
+    spec = {"sessions": ["DEMO01:DEMO01_S001:DEMO01_S001_MR1:XNAT_E00001"],
+            "projectIds": ["DEMO01"], "scan_types": ["T1w", "T2w"],
+            "scan_formats": ["DICOM"]}
+    cid = requests.post(shared_server.url + "/xapi/archive/download", json=spec,
+                        auth=("admin", "admin"), timeout=30).text
+    xml = requests.get(f"{shared_server.url}/xapi/archive/download/{cid}/xml",
+                       auth=("admin", "admin"), timeout=30).content
+    catalog = tmp_path / "catalog.xml"
+    catalog.write_bytes(xml)
+    out = tmp_path / "o"
+    code, stdout, err = cli("download", "-w", shared_server.url, "--catalog", str(catalog),
+                            "-o", str(out))
+    assert code == 0, err
+    got = local_files(out)
+    assert all(p.startswith("DEMO01_S001_MR1/scans/") for p in got)
+    assert {p.split("/")[2] for p in got} == {"1-T1w", "2-T2w"}
+    # The run saved its manifest: a dry run from it plans the same files.
+    manifest = out / ".xnat-downloader" / "manifest.json"
+    code, again, _ = cli("download", "-w", shared_server.url, "--manifest", str(manifest),
+                         "-o", str(out), "--dry-run")
+    assert code == 0
+    assert again.strip().splitlines()[-1].startswith(f"plan: {len(got)} files")
+    saved = (out / ".xnat-downloader" / "manifest.xml").read_text()
+    assert saved.count("<cat:entry ") == len(got)
+
+
+def test_legacy_seed_invocation_with_chooser(shared_server: Server, tmp_path: Path) -> None:
+    """``python -m xnat_downloader -o DIR -w URL -u USER`` with the menu, on a real pty."""
+    import pty
+
+    env = {**os.environ, "XNAT_PASS": "admin"}
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the program under test, on a terminal
+        os.execve(str(BIN / "python"), [str(BIN / "python"), "-m", "xnat_downloader", "-o",
+                                        str(tmp_path), "-w", shared_server.url, "-u", "admin",
+                                        "-s", "DEMO02_S001_MR1"], env)
+    seen = b""
+    answered = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if not answered and b"Choose the project(s): " in seen:
+            os.write(fd, b"2\n")
+            answered = True
+    _, status = os.waitpid(pid, 0)
+    assert b"1) DEMO01" in seen
+    assert b"2) DEMO02" in seen
+    assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")[-500:]
+    assert (tmp_path / "DEMO02" / "DEMO02_S001" / "DEMO02_S001_MR1").is_dir()

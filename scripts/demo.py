@@ -20,11 +20,31 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="xnat-demo-"))
     out = Path("demo-output")
     archive = work / "archive"
-    subprocess.run([BIN / "minixnat", "demo-data", archive, "--projects", "2", "--subjects",
-                    "3", "--sessions", "2", "--scans", "3", "--files", "8", "--file-kb",
-                    "128"], check=True)
-    server = subprocess.Popen([BIN / "minixnat", "serve", "--root", archive, "--port", "0"],
-                              stdout=subprocess.PIPE, text=True)
+    subprocess.run(
+        [
+            BIN / "minixnat",
+            "demo-data",
+            archive,
+            "--projects",
+            "2",
+            "--subjects",
+            "3",
+            "--sessions",
+            "2",
+            "--scans",
+            "3",
+            "--files",
+            "8",
+            "--file-kb",
+            "128",
+        ],
+        check=True,
+    )
+    server = subprocess.Popen(
+        [BIN / "minixnat", "serve", "--root", archive, "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert server.stdout is not None
         line = server.stdout.readline().strip()
@@ -35,9 +55,25 @@ def main() -> int:
         print(f"demo: {line}; downloading project DEMO01 into {out}/", flush=True)
         env = {**os.environ, "XNAT_USER": "admin", "XNAT_PASS": "admin"}
         done = subprocess.run(
-            [BIN / "xnat-downloader", "download", "-w", url, "-p", "DEMO01", "-o", str(out),
-             "--session-resources", "--assessors", "--recons", "-j", "8"],
-            env=env, stdin=subprocess.DEVNULL, check=False)
+            [
+                BIN / "xnat-downloader",
+                "download",
+                "-w",
+                url,
+                "-p",
+                "DEMO01",
+                "-o",
+                str(out),
+                "--session-resources",
+                "--assessors",
+                "--recons",
+                "-j",
+                "8",
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
         return done.returncode
     finally:
         server.terminate()

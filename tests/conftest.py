@@ -16,13 +16,28 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
-SMALL = ["--projects", "2", "--subjects", "2", "--sessions", "2", "--scans", "3", "--files",
-         "3", "--file-kb", "16", "--seed", "7"]
+SMALL = [
+    "--projects",
+    "2",
+    "--subjects",
+    "2",
+    "--sessions",
+    "2",
+    "--scans",
+    "3",
+    "--files",
+    "3",
+    "--file-kb",
+    "16",
+    "--seed",
+    "7",
+]
 
 
 def make_archive(root: Path, *extra: str) -> Path:
-    subprocess.run([BIN / "minixnat", "demo-data", str(root), *SMALL, *extra], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [BIN / "minixnat", "demo-data", str(root), *SMALL, *extra], check=True, capture_output=True
+    )
     return root
 
 
@@ -42,8 +57,11 @@ class Server:
 
 
 def start_server(root: Path, *flags: str) -> Server:
-    proc = subprocess.Popen([BIN / "minixnat", "serve", "--root", str(root), "--port", "0",
-                             *flags], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [BIN / "minixnat", "serve", "--root", str(root), "--port", "0", *flags],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     assert line.startswith("minixnat listening on http://127.0.0.1:"), line

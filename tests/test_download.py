@@ -38,19 +38,26 @@ def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
 
 
 def remote_files(server: Server, session: str = "XNAT_E00001") -> dict[str, tuple[int, str]]:
-    rows = requests.get(f"{server.url}/data/experiments/{session}/scans/ALL/files",
-                        auth=("admin", "admin"), timeout=30).json()["ResultSet"]["Result"]
+    rows = requests.get(
+        f"{server.url}/data/experiments/{session}/scans/ALL/files",
+        auth=("admin", "admin"),
+        timeout=30,
+    ).json()["ResultSet"]["Result"]
     return {r["URI"].split("/files/", 1)[1]: (int(r["Size"]), r["digest"]) for r in rows}
 
 
 def local_files(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in root.rglob("*") if p.is_file() and ".xnat-downloader" not in p.parts}
+    return {
+        str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file() and ".xnat-downloader" not in p.parts
+    }
 
 
 def test_dry_run_prints_plan_and_fetches_nothing(shared_server: Server, tmp_path: Path) -> None:
-    code, out, _ = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-o",
-                       str(tmp_path / "o"), "--dry-run")
+    code, out, _ = cli(
+        "download", "-w", shared_server.url, "-p", "DEMO01", "-o", str(tmp_path / "o"), "--dry-run"
+    )
     assert code == 0
     last = out.strip().splitlines()[-1]
     count, size = last.removeprefix("plan: ").removesuffix(" bytes").split(" files, ")
@@ -59,23 +66,29 @@ def test_dry_run_prints_plan_and_fetches_nothing(shared_server: Server, tmp_path
     assert not (tmp_path / "o").exists()
 
 
-def test_download_verifies_every_file_and_rerun_skips(shared_server: Server,
-                                                       tmp_path: Path) -> None:
+def test_download_verifies_every_file_and_rerun_skips(
+    shared_server: Server, tmp_path: Path
+) -> None:
     out = tmp_path / "o"
-    code, stdout, _ = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-s",
-                          "DEMO01_S001_MR1", "-o", str(out))
+    code, stdout, _ = cli(
+        "download", "-w", shared_server.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1", "-o", str(out)
+    )
     assert code == 0
     remote = remote_files(shared_server)
     base = out / "DEMO01" / "DEMO01_S001" / "DEMO01_S001_MR1" / "scans"
-    got = {str(p.relative_to(base)): hashlib.md5(p.read_bytes()).hexdigest()
-           for p in base.rglob("*") if p.is_file()}
+    got = {
+        str(p.relative_to(base)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in base.rglob("*")
+        if p.is_file()
+    }
     assert len(got) == len(remote)
     for rel, (_size, digest) in remote.items():
         assert digest in got.values(), rel
     assert stdout.strip().endswith(f"{len(remote)} verified, 0 failed")
     assert not list(out.rglob("*.xnatdl-part"))
-    code, stdout, _ = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-s",
-                          "DEMO01_S001_MR1", "-o", str(out))
+    code, stdout, _ = cli(
+        "download", "-w", shared_server.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1", "-o", str(out)
+    )
     assert code == 0
     assert stdout.startswith(f"done: {len(remote)} files")
     report = sorted((out / ".xnat-downloader" / "reports").glob("*.jsonl"))[-1]
@@ -83,19 +96,42 @@ def test_download_verifies_every_file_and_rerun_skips(shared_server: Server,
     assert statuses == {"skipped"}
 
 
-@pytest.mark.parametrize(("layout", "flags", "expected"), [
-    ("xnat", [], "DEMO01/DEMO01_S001/DEMO01_S001_MR1/scans/1-T1w/resources/NIFTI/files/"
-                 "sidecar/T1w.json"),
-    ("xnat", ["--no-include-project", "--no-include-subject"],
-     "DEMO01_S001_MR1/scans/1-T1w/resources/NIFTI/files/sidecar/T1w.json"),
-    ("simplified", [], "DEMO01/DEMO01_S001/DEMO01_S001_MR1/1-T1w/NIFTI/sidecar/T1w.json"),
-    ("flat", [], "DEMO01/DEMO01_S001/DEMO01_S001_MR1/1-T1w_NIFTI_sidecar_T1w.json"),
-])
-def test_layouts(shared_server: Server, tmp_path: Path, layout: str, flags: list[str],
-                 expected: str) -> None:
-    code, _, _ = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-s",
-                     "DEMO01_S001_MR1", "--resource", "NIFTI", "--layout", layout, *flags,
-                     "-o", str(tmp_path))
+@pytest.mark.parametrize(
+    ("layout", "flags", "expected"),
+    [
+        (
+            "xnat",
+            [],
+            "DEMO01/DEMO01_S001/DEMO01_S001_MR1/scans/1-T1w/resources/NIFTI/files/sidecar/T1w.json",
+        ),
+        (
+            "xnat",
+            ["--no-include-project", "--no-include-subject"],
+            "DEMO01_S001_MR1/scans/1-T1w/resources/NIFTI/files/sidecar/T1w.json",
+        ),
+        ("simplified", [], "DEMO01/DEMO01_S001/DEMO01_S001_MR1/1-T1w/NIFTI/sidecar/T1w.json"),
+        ("flat", [], "DEMO01/DEMO01_S001/DEMO01_S001_MR1/1-T1w_NIFTI_sidecar_T1w.json"),
+    ],
+)
+def test_layouts(
+    shared_server: Server, tmp_path: Path, layout: str, flags: list[str], expected: str
+) -> None:
+    code, _, _ = cli(
+        "download",
+        "-w",
+        shared_server.url,
+        "-p",
+        "DEMO01",
+        "-s",
+        "DEMO01_S001_MR1",
+        "--resource",
+        "NIFTI",
+        "--layout",
+        layout,
+        *flags,
+        "-o",
+        str(tmp_path),
+    )
     assert code == 0
     assert (tmp_path / expected).is_file()
     assert len(local_files(tmp_path)) == 2
@@ -103,8 +139,18 @@ def test_layouts(shared_server: Server, tmp_path: Path, layout: str, flags: list
 
 def test_selection_dimensions(shared_server: Server, tmp_path: Path) -> None:
     def plan(*flags: str) -> list[str]:
-        code, out, err = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-o",
-                             str(tmp_path), "--dry-run", "--json", *flags)
+        code, out, err = cli(
+            "download",
+            "-w",
+            shared_server.url,
+            "-p",
+            "DEMO01",
+            "-o",
+            str(tmp_path),
+            "--dry-run",
+            "--json",
+            *flags,
+        )
         assert code == 0, err
         return [e["local"] for e in json.loads(out[: out.rindex("plan:")])]
 
@@ -134,29 +180,53 @@ def test_selection_dimensions(shared_server: Server, tmp_path: Path) -> None:
 
 def test_list_file_with_bom_crlf_header(shared_server: Server, tmp_path: Path) -> None:
     listing = tmp_path / "sessions.csv"
-    listing.write_bytes("\ufeffsession,note\r\nDEMO01_S001_MR1,x\r\n\r\nXNAT_E00003,y\r\n"
-                        .encode())
-    code, out, _ = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-s",
-                       f"@{listing}", "-o", str(tmp_path / "o"), "--dry-run", "--json")
+    listing.write_bytes("\ufeffsession,note\r\nDEMO01_S001_MR1,x\r\n\r\nXNAT_E00003,y\r\n".encode())
+    code, out, _ = cli(
+        "download",
+        "-w",
+        shared_server.url,
+        "-p",
+        "DEMO01",
+        "-s",
+        f"@{listing}",
+        "-o",
+        str(tmp_path / "o"),
+        "--dry-run",
+        "--json",
+    )
     assert code == 0
     sessions = {e["local"].split("/")[2] for e in json.loads(out[: out.rindex("plan:")])}
     assert sessions == {"DEMO01_S001_MR1", "DEMO01_S001_MR2"}
     bad = tmp_path / "bad.txt"
     bad.write_text("DEMO01_S001_MR1\nnot a label\n")
-    code, _, err = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-s", f"@{bad}",
-                       "-o", str(tmp_path / "o"), "--dry-run")
+    code, _, err = cli(
+        "download",
+        "-w",
+        shared_server.url,
+        "-p",
+        "DEMO01",
+        "-s",
+        f"@{bad}",
+        "-o",
+        str(tmp_path / "o"),
+        "--dry-run",
+    )
     assert code == 2
     assert "line 2" in err
 
 
-@pytest.mark.parametrize(("args", "env", "needle"), [
-    (["--since", "2020-13-01"], ENV, "--since '2020-13-01'"),
-    (["-p", "NOPE"], ENV, "project 'NOPE' does not exist"),
-    ([], {"XNAT_USER": "admin", "XNAT_PASS": "wrong"}, "wrong user name or password"),
-    (["-j", "0"], ENV, "--jobs"),
-])
-def test_bad_input_exits_2(shared_server: Server, tmp_path: Path, args: list[str],
-                           env: dict[str, str], needle: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["--since", "2020-13-01"], ENV, "--since '2020-13-01'"),
+        (["-p", "NOPE"], ENV, "project 'NOPE' does not exist"),
+        ([], {"XNAT_USER": "admin", "XNAT_PASS": "wrong"}, "wrong user name or password"),
+        (["-j", "0"], ENV, "--jobs"),
+    ],
+)
+def test_bad_input_exits_2(
+    shared_server: Server, tmp_path: Path, args: list[str], env: dict[str, str], needle: str
+) -> None:
     base = ["download", "-w", shared_server.url, "-o", str(tmp_path / "o")]
     if "-p" not in args:
         base += ["-p", "DEMO01"]
@@ -169,15 +239,25 @@ def test_unwritable_output_exits_before_any_request(tmp_path: Path) -> None:
     blocked = tmp_path / "file"
     blocked.write_text("x")
     # The server URL points nowhere: an exit 2 naming the directory proves no request ran.
-    code, _, err = cli("download", "-w", "http://127.0.0.1:9", "-p", "P", "-o",
-                       str(blocked / "sub"))
+    code, _, err = cli(
+        "download", "-w", "http://127.0.0.1:9", "-p", "P", "-o", str(blocked / "sub")
+    )
     assert code == 2
     assert "output directory" in err
 
 
 def test_nothing_matched_is_exit_0_and_says_so(shared_server: Server, tmp_path: Path) -> None:
-    code, out, _ = cli("download", "-w", shared_server.url, "-p", "DEMO01", "--scan-type",
-                       "nonexistent*", "-o", str(tmp_path))
+    code, out, _ = cli(
+        "download",
+        "-w",
+        shared_server.url,
+        "-p",
+        "DEMO01",
+        "--scan-type",
+        "nonexistent*",
+        "-o",
+        str(tmp_path),
+    )
     assert code == 0
     assert "nothing matched" in out
     assert "nonexistent*" in out
@@ -193,16 +273,21 @@ def test_ls_counts_scan_types(shared_server: Server) -> None:
     assert all(s["project"] == "DEMO01" for s in doc["sessions"])
 
 
-@pytest.mark.parametrize("flags", [
-    ["--drop-rate", "0.3", "--chaos-seed", "3"],
-    ["--error-rate", "0.2", "--chaos-seed", "5"],
-    ["--drop-rate", "0.3", "--no-range", "--chaos-seed", "9"],
-])
-def test_faults_still_give_every_file_verified(serve: Callable[..., Server], tmp_path: Path,
-                                               flags: list[str]) -> None:
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--drop-rate", "0.3", "--chaos-seed", "3"],
+        ["--error-rate", "0.2", "--chaos-seed", "5"],
+        ["--drop-rate", "0.3", "--no-range", "--chaos-seed", "9"],
+    ],
+)
+def test_faults_still_give_every_file_verified(
+    serve: Callable[..., Server], tmp_path: Path, flags: list[str]
+) -> None:
     server = serve(*flags)
-    code, out, err = cli("download", "-w", server.url, "-p", "DEMO01", "-o", str(tmp_path),
-                         "--session-resources")
+    code, out, err = cli(
+        "download", "-w", server.url, "-p", "DEMO01", "-o", str(tmp_path), "--session-resources"
+    )
     assert code == 0, err
     files, rest = out.strip().removeprefix("done: ").split(" files, ", 1)
     assert rest.endswith(f"{files} verified, 0 failed")
@@ -211,8 +296,9 @@ def test_faults_still_give_every_file_verified(serve: Callable[..., Server], tmp
 
 def test_session_expiry_relogs_in(serve: Callable[..., Server], tmp_path: Path) -> None:
     server = serve("--session-ttl", "0.3", "--latency-ms", "60")
-    code, out, err = cli("download", "-w", server.url, "-p", "DEMO01", "-o", str(tmp_path),
-                         "-j", "2")
+    code, out, err = cli(
+        "download", "-w", server.url, "-p", "DEMO01", "-o", str(tmp_path), "-j", "2"
+    )
     assert code == 0, err
     assert out.strip().endswith(" 0 failed")
 
@@ -221,10 +307,21 @@ def test_kill_9_then_resume_completes(serve: Callable[..., Server], tmp_path: Pa
     server = serve("--conn-mbps", "1")
     out = tmp_path / "o"
     env = {**os.environ, **ENV}
-    cmd = [BIN / "xnat-downloader", "download", "-w", server.url, "-p", "DEMO01", "-o",
-           str(out), "-j", "2"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL)
+    cmd = [
+        BIN / "xnat-downloader",
+        "download",
+        "-w",
+        server.url,
+        "-p",
+        "DEMO01",
+        "-o",
+        str(out),
+        "-j",
+        "2",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(local_files(out)) < 3:
         time.sleep(0.1)
@@ -232,8 +329,14 @@ def test_kill_9_then_resume_completes(serve: Callable[..., Server], tmp_path: Pa
     proc.wait()
     before = {p: d for p, d in local_files(out).items() if not p.endswith(".xnatdl-part")}
     assert before, "nothing was downloaded before the kill"
-    done = subprocess.run([*cmd[:-2], "-j", "8"], env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=120)
+    done = subprocess.run(
+        [*cmd[:-2], "-j", "8"],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith(" 0 failed")
     after = local_files(out)
@@ -246,21 +349,32 @@ def test_kill_9_then_resume_completes(serve: Callable[..., Server], tmp_path: Pa
     assert set(before) <= skipped  # nothing verified before the kill was fetched again
 
 
-def test_second_run_on_same_directory_refuses(serve: Callable[..., Server],
-                                              tmp_path: Path) -> None:
+def test_second_run_on_same_directory_refuses(serve: Callable[..., Server], tmp_path: Path) -> None:
     server = serve("--conn-mbps", "0.5")
     env = {**os.environ, **ENV}
-    cmd = [str(BIN / "xnat-downloader"), "download", "-w", server.url, "-p", "DEMO01", "-o",
-           str(tmp_path)]
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             stdin=subprocess.DEVNULL)
+    cmd = [
+        str(BIN / "xnat-downloader"),
+        "download",
+        "-w",
+        server.url,
+        "-p",
+        "DEMO01",
+        "-o",
+        str(tmp_path),
+    ]
+    first = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (tmp_path / ".xnat-downloader" /
-                                                   "state.sqlite").exists():
+        while (
+            time.monotonic() < deadline
+            and not (tmp_path / ".xnat-downloader" / "state.sqlite").exists()
+        ):
             time.sleep(0.05)
-        second = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                                stdin=subprocess.DEVNULL, timeout=60)
+        second = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60
+        )
         assert second.returncode == 2
         assert "another xnat-downloader run" in second.stderr
     finally:
@@ -269,26 +383,40 @@ def test_second_run_on_same_directory_refuses(serve: Callable[..., Server],
 
 
 def test_catalog_from_download_page_round_trip(shared_server: Server, tmp_path: Path) -> None:
-    spec = {"sessions": ["DEMO01:DEMO01_S001:DEMO01_S001_MR1:XNAT_E00001"],
-            "projectIds": ["DEMO01"], "scan_types": ["T1w", "T2w"],
-            "scan_formats": ["DICOM"]}
-    cid = requests.post(shared_server.url + "/xapi/archive/download", json=spec,
-                        auth=("admin", "admin"), timeout=30).text
-    xml = requests.get(f"{shared_server.url}/xapi/archive/download/{cid}/xml",
-                       auth=("admin", "admin"), timeout=30).content
+    spec = {
+        "sessions": ["DEMO01:DEMO01_S001:DEMO01_S001_MR1:XNAT_E00001"],
+        "projectIds": ["DEMO01"],
+        "scan_types": ["T1w", "T2w"],
+        "scan_formats": ["DICOM"],
+    }
+    cid = requests.post(
+        shared_server.url + "/xapi/archive/download", json=spec, auth=("admin", "admin"), timeout=30
+    ).text
+    xml = requests.get(
+        f"{shared_server.url}/xapi/archive/download/{cid}/xml", auth=("admin", "admin"), timeout=30
+    ).content
     catalog = tmp_path / "catalog.xml"
     catalog.write_bytes(xml)
     out = tmp_path / "o"
-    code, stdout, err = cli("download", "-w", shared_server.url, "--catalog", str(catalog),
-                            "-o", str(out))
+    code, _stdout, err = cli(
+        "download", "-w", shared_server.url, "--catalog", str(catalog), "-o", str(out)
+    )
     assert code == 0, err
     got = local_files(out)
     assert all(p.startswith("DEMO01_S001_MR1/scans/") for p in got)
     assert {p.split("/")[2] for p in got} == {"1-T1w", "2-T2w"}
     # The run saved its manifest: a dry run from it plans the same files.
     manifest = out / ".xnat-downloader" / "manifest.json"
-    code, again, _ = cli("download", "-w", shared_server.url, "--manifest", str(manifest),
-                         "-o", str(out), "--dry-run")
+    code, again, _ = cli(
+        "download",
+        "-w",
+        shared_server.url,
+        "--manifest",
+        str(manifest),
+        "-o",
+        str(out),
+        "--dry-run",
+    )
     assert code == 0
     assert again.strip().splitlines()[-1].startswith(f"plan: {len(got)} files")
     saved = (out / ".xnat-downloader" / "manifest.xml").read_text()
@@ -302,9 +430,23 @@ def test_legacy_seed_invocation_with_chooser(shared_server: Server, tmp_path: Pa
     env = {**os.environ, "XNAT_PASS": "admin"}
     pid, fd = pty.fork()
     if pid == 0:  # child: the program under test, on a terminal
-        os.execve(str(BIN / "python"), [str(BIN / "python"), "-m", "xnat_downloader", "-o",
-                                        str(tmp_path), "-w", shared_server.url, "-u", "admin",
-                                        "-s", "DEMO02_S001_MR1"], env)
+        os.execve(
+            str(BIN / "python"),
+            [
+                str(BIN / "python"),
+                "-m",
+                "xnat_downloader",
+                "-o",
+                str(tmp_path),
+                "-w",
+                shared_server.url,
+                "-u",
+                "admin",
+                "-s",
+                "DEMO02_S001_MR1",
+            ],
+            env,
+        )
     seen = b""
     answered = False
     deadline = time.monotonic() + 60

@@ -19,8 +19,9 @@ from tests.conftest import BIN, Server, make_archive, start_server
 ADMIN = ("admin", "admin")
 
 
-def get(server: Server, path: str, auth: tuple[str, str] | None = ADMIN, **kw: object
-        ) -> requests.Response:
+def get(
+    server: Server, path: str, auth: tuple[str, str] | None = ADMIN, **kw: object
+) -> requests.Response:
     return requests.get(server.url + path, auth=auth, timeout=30, **kw)  # type: ignore[arg-type]
 
 
@@ -47,10 +48,12 @@ def test_columns_always_keep_uri_and_csv_works(shared_server: Server) -> None:
 
 
 def test_prefix_aliases_and_label_or_id(shared_server: Server) -> None:
-    by_label = get(shared_server, "/data/archive/projects/DEMO01/subjects/DEMO01_S001"
-                                  "/experiments?format=json").json()
-    sid = json.loads(get(shared_server, "/REST/projects/DEMO01/subjects").text)[
-        "ResultSet"]["Result"][0]["ID"]
+    by_label = get(
+        shared_server, "/data/archive/projects/DEMO01/subjects/DEMO01_S001/experiments?format=json"
+    ).json()
+    sid = json.loads(get(shared_server, "/REST/projects/DEMO01/subjects").text)["ResultSet"][
+        "Result"
+    ][0]["ID"]
     by_id = get(shared_server, f"/data/projects/DEMO01/subjects/{sid}/experiments").json()
     assert by_label == by_id
     # Un-scoped paths need the accession ID: a label is a 404, as in XNAT.
@@ -58,8 +61,11 @@ def test_prefix_aliases_and_label_or_id(shared_server: Server) -> None:
 
 
 def test_experiment_filters_and_global_listing(shared_server: Server) -> None:
-    rows = get(shared_server, "/data/experiments?xsiType=xnat:mrSessionData&project=DEMO01"
-                              "&columns=ID,label,subject_label").json()["ResultSet"]
+    rows = get(
+        shared_server,
+        "/data/experiments?xsiType=xnat:mrSessionData&project=DEMO01"
+        "&columns=ID,label,subject_label",
+    ).json()["ResultSet"]
     assert rows["title"] == "Matching experiments"
     assert rows["Result"]
     assert all(r["label"].startswith("DEMO01_") for r in rows["Result"])
@@ -71,8 +77,7 @@ def test_experiment_filters_and_global_listing(shared_server: Server) -> None:
 
 
 def test_single_object_json_and_xml(shared_server: Server) -> None:
-    doc = get(shared_server, "/data/projects/DEMO01/experiments/DEMO01_S001_MR1"
-                             "?format=json").json()
+    doc = get(shared_server, "/data/projects/DEMO01/experiments/DEMO01_S001_MR1?format=json").json()
     item = doc["items"][0]
     assert item["meta"]["xsi:type"] == "xnat:mrSessionData"
     assert item["meta"]["isHistory"] is False
@@ -92,8 +97,17 @@ def test_scan_and_file_listings(shared_server: Server) -> None:
     assert "totalRecords" not in files
     assert files["Columns"] == [{"key": "URI", "serverRoot": ""}]
     row = files["Result"][0]
-    assert set(row) == {"Name", "Size", "URI", "collection", "file_tags", "file_format",
-                        "file_content", "cat_ID", "digest"}
+    assert set(row) == {
+        "Name",
+        "Size",
+        "URI",
+        "collection",
+        "file_tags",
+        "file_format",
+        "file_content",
+        "cat_ID",
+        "digest",
+    }
     body = requests.get(shared_server.url + row["URI"], auth=ADMIN, timeout=30).content
     assert hashlib.md5(body).hexdigest() == row["digest"]
     assert len(body) == int(row["Size"])
@@ -104,8 +118,9 @@ def test_scan_and_file_listings(shared_server: Server) -> None:
 
 def test_file_headers_and_range(shared_server: Server) -> None:
     base = "/data/projects/DEMO01/subjects/DEMO01_S001/experiments/DEMO01_S001_MR1"
-    uri = get(shared_server, f"{base}/scans/1/resources/DICOM/files").json()[
-        "ResultSet"]["Result"][0]["URI"]
+    uri = get(shared_server, f"{base}/scans/1/resources/DICOM/files").json()["ResultSet"]["Result"][
+        0
+    ]["URI"]
     full = get(shared_server, uri)
     assert full.headers["content-disposition"].startswith('attachment; filename="')
     assert full.headers["etag"].strip('"') == hashlib.md5(full.content).hexdigest()
@@ -121,33 +136,43 @@ def test_file_headers_and_range(shared_server: Server) -> None:
 def test_no_range_switch_sends_whole_body(serve: object) -> None:
     server = serve("--no-range")  # type: ignore[operator]
     uri = get(server, "/data/experiments/XNAT_E00001/scans/1/resources/DICOM/files").json()[
-        "ResultSet"]["Result"][0]["URI"]
+        "ResultSet"
+    ]["Result"][0]["URI"]
     r = get(server, uri, headers={"Range": "bytes=10-"})
     assert r.status_code == 200
     assert int(r.headers["content-length"]) == len(r.content)
 
 
-@pytest.mark.parametrize(("structure", "expect"), [
-    ("", "DEMO01_S001_MR1/scans/1-T1w/resources/DICOM/files/"),
-    ("simplified", "DEMO01_S001_MR1/scans/1/DICOM/"),
-    ("legacy", "DEMO01_S001_MR1/SCANS/1/DICOM/"),
-    ("improved", "scans/1_T1w/DICOM/"),
-])
+@pytest.mark.parametrize(
+    ("structure", "expect"),
+    [
+        ("", "DEMO01_S001_MR1/scans/1-T1w/resources/DICOM/files/"),
+        ("simplified", "DEMO01_S001_MR1/scans/1/DICOM/"),
+        ("legacy", "DEMO01_S001_MR1/SCANS/1/DICOM/"),
+        ("improved", "scans/1_T1w/DICOM/"),
+    ],
+)
 def test_zip_structures(shared_server: Server, structure: str, expect: str) -> None:
-    r = get(shared_server, f"/data/experiments/XNAT_E00001/scans/ALL/files?format=zip"
-                           f"&structure={structure}")
+    r = get(
+        shared_server,
+        f"/data/experiments/XNAT_E00001/scans/ALL/files?format=zip&structure={structure}",
+    )
     assert r.headers["content-type"] == "application/zip"
     names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
     assert any(n.startswith(expect) for n in names), names[:3]
 
 
 def test_zip_with_project_and_subject_and_tar(shared_server: Server) -> None:
-    r = get(shared_server, "/data/experiments/XNAT_E00001/scans/1/files?format=zip"
-                           "&projectIncludedInPath=true&subjectIncludedInPath=true")
+    r = get(
+        shared_server,
+        "/data/experiments/XNAT_E00001/scans/1/files?format=zip"
+        "&projectIncludedInPath=true&subjectIncludedInPath=true",
+    )
     names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
     assert all(n.startswith("DEMO01/DEMO01_S001/DEMO01_S001_MR1/scans/1-T1w/") for n in names)
-    tgz = get(shared_server, "/data/experiments/XNAT_E00001/scans/1/resources/DICOM/files"
-                             "?format=tar.gz")
+    tgz = get(
+        shared_server, "/data/experiments/XNAT_E00001/scans/1/resources/DICOM/files?format=tar.gz"
+    )
     with tarfile.open(fileobj=io.BytesIO(tgz.content), mode="r:gz") as tar:
         members = tar.getmembers()
     assert members
@@ -155,9 +180,10 @@ def test_zip_with_project_and_subject_and_tar(shared_server: Server) -> None:
 
 
 def test_path_tricks_are_refused(shared_server: Server) -> None:
-    for path in ("/data/experiments/XNAT_E00001/scans/1/resources/DICOM/files/..%2F..%2Fx",
-                 "/data/experiments/XNAT_E00001/scans/1/resources/DICOM/files/%2e%2e/%2e%2e"
-                 "/minixnat.sqlite"):
+    for path in (
+        "/data/experiments/XNAT_E00001/scans/1/resources/DICOM/files/..%2F..%2Fx",
+        "/data/experiments/XNAT_E00001/scans/1/resources/DICOM/files/%2e%2e/%2e%2e/minixnat.sqlite",
+    ):
         r = requests.get(shared_server.url + path, auth=ADMIN, timeout=30)
         assert r.status_code in (400, 404)
         assert b"SQLite" not in r.content
@@ -180,12 +206,14 @@ def test_auth_flows(shared_server: Server) -> None:
     bad = get(shared_server, "/data/projects", auth=("admin", "wrong"))
     assert bad.status_code == 401
     s = requests.Session()
-    login = s.put(shared_server.url + "/data/services/auth",
-                  data={"username": "admin", "password": "admin"}, timeout=30)
+    login = s.put(
+        shared_server.url + "/data/services/auth",
+        data={"username": "admin", "password": "admin"},
+        timeout=30,
+    )
     assert login.status_code == 200
     assert s.cookies["JSESSIONID"] == login.text
-    assert s.get(shared_server.url + "/data/auth", timeout=30).text == \
-        "User 'admin' is logged in"
+    assert s.get(shared_server.url + "/data/auth", timeout=30).text == "User 'admin' is logged in"
     assert s.delete(shared_server.url + "/data/JSESSION", timeout=30).status_code == 200
     after = s.get(shared_server.url + "/data/projects", timeout=30)
     assert after.status_code == 401  # a dead session is an error, not silent guest access
@@ -196,11 +224,13 @@ def test_alias_tokens(shared_server: Server) -> None:
     assert len(token["secret"]) == 64
     as_token = get(shared_server, "/data/projects", auth=(token["alias"], token["secret"]))
     assert as_token.status_code == 200
-    valid = get(shared_server, f"/data/services/tokens/validate/{token['alias']}/"
-                               f"{token['secret']}").json()
+    valid = get(
+        shared_server, f"/data/services/tokens/validate/{token['alias']}/{token['secret']}"
+    ).json()
     assert valid == {"valid": "admin"}
-    assert get(shared_server, f"/data/services/tokens/invalidate/{token['alias']}"
-               ).json() == {"result": "OK"}
+    assert get(shared_server, f"/data/services/tokens/invalidate/{token['alias']}").json() == {
+        "result": "OK"
+    }
     refused = get(shared_server, "/data/projects", auth=(token["alias"], token["secret"]))
     assert refused.status_code == 401
 
@@ -210,8 +240,11 @@ def test_session_ttl_expires_cookies(serve: object) -> None:
 
     server = serve("--session-ttl", "1")  # type: ignore[operator]
     s = requests.Session()
-    s.put(server.url + "/data/services/auth", data={"username": "admin", "password": "admin"},
-          timeout=30)
+    s.put(
+        server.url + "/data/services/auth",
+        data={"username": "admin", "password": "admin"},
+        timeout=30,
+    )
     assert s.get(server.url + "/data/projects", timeout=30).status_code == 200
     time.sleep(1.5)
     assert s.get(server.url + "/data/projects", timeout=30).status_code == 401
@@ -219,8 +252,9 @@ def test_session_ttl_expires_cookies(serve: object) -> None:
 
 def _admin(archive: Path, *args: str) -> None:
     """``minixnat GROUP ACTION --root ARCHIVE ARGS…``."""
-    subprocess.run([BIN / "minixnat", args[0], args[1], "--root", str(archive), *args[2:]],
-                   check=True)
+    subprocess.run(
+        [BIN / "minixnat", args[0], args[1], "--root", str(archive), *args[2:]], check=True
+    )
 
 
 def test_permissions(archive: Path) -> None:
@@ -232,15 +266,19 @@ def test_permissions(archive: Path) -> None:
     try:
         alice = ("alice", "pw")
         bob = ("bob", "pw")
-        alice_projects = {r["ID"] for r in get(server, "/data/projects", auth=alice).json()[
-            "ResultSet"]["Result"]}
+        alice_projects = {
+            r["ID"] for r in get(server, "/data/projects", auth=alice).json()["ResultSet"]["Result"]
+        }
         assert alice_projects == {"DEMO01", "DEMO02"}
-        bob_projects = {r["ID"] for r in get(server, "/data/projects", auth=bob).json()[
-            "ResultSet"]["Result"]}
+        bob_projects = {
+            r["ID"] for r in get(server, "/data/projects", auth=bob).json()["ResultSet"]["Result"]
+        }
         assert bob_projects == {"DEMO02"}  # protected: visible, private DEMO01 hidden
         assert get(server, "/data/projects/DEMO01/subjects", auth=bob).status_code == 404
-        assert get(server, "/data/experiments/XNAT_E00001/scans/ALL/files",
-                   auth=bob).status_code == 404
+        assert (
+            get(server, "/data/experiments/XNAT_E00001/scans/ALL/files", auth=bob).status_code
+            == 404
+        )
         assert get(server, "/data/projects/DEMO02/subjects", auth=bob).status_code == 403
         assert get(server, "/data/projects/DEMO02/accessibility", auth=bob).text == "protected"
         assert get(server, "/data/projects/DEMO01/subjects", auth=alice).status_code == 200
@@ -256,17 +294,24 @@ def test_permissions(archive: Path) -> None:
 def test_xapi_download_catalog(shared_server: Server) -> None:
     exp = get(shared_server, "/data/experiments/XNAT_E00001?format=json").json()["items"][0]
     fields = exp["data_fields"]
-    spec = {"sessions": [f"DEMO01:DEMO01_S001:{fields['label']}:XNAT_E00001"],
-            "projectIds": ["DEMO01"], "scan_types": ["T1w"], "scan_formats": ["DICOM"],
-            "resources": ["QC"], "options": ["simplified"]}
-    made = requests.post(shared_server.url + "/xapi/archive/downloadwithsize", json=spec,
-                         auth=ADMIN, timeout=30).json()
+    spec = {
+        "sessions": [f"DEMO01:DEMO01_S001:{fields['label']}:XNAT_E00001"],
+        "projectIds": ["DEMO01"],
+        "scan_types": ["T1w"],
+        "scan_formats": ["DICOM"],
+        "resources": ["QC"],
+        "options": ["simplified"],
+    }
+    made = requests.post(
+        shared_server.url + "/xapi/archive/downloadwithsize", json=spec, auth=ADMIN, timeout=30
+    ).json()
     assert int(made["size"]) > 0
     xml = get(shared_server, f"/xapi/archive/download/{made['id']}/xml")
-    assert "<cat:entrySet ID=\"RAW\">" in xml.text
+    assert '<cat:entrySet ID="RAW">' in xml.text
     assert 'name="DEMO01_S001_MR1/1/DICOM"' in xml.text
-    archive = zipfile.ZipFile(io.BytesIO(get(shared_server, f"/xapi/archive/download/"
-                                                            f"{made['id']}/zip").content))
+    archive = zipfile.ZipFile(
+        io.BytesIO(get(shared_server, f"/xapi/archive/download/{made['id']}/zip").content)
+    )
     names = archive.namelist()
     assert any(n.startswith("DEMO01_S001_MR1/1/DICOM/") for n in names)
     assert "DEMO01_S001_MR1/QC/report.txt" in names
@@ -274,8 +319,11 @@ def test_xapi_download_catalog(shared_server: Server) -> None:
 
 def test_demo_data_is_deterministic_real_dicom(tmp_path: Path) -> None:
     def digests(root: Path) -> dict[str, str]:
-        return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
-                for p in sorted((root / "archive").rglob("*")) if p.is_file()}
+        return {
+            str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted((root / "archive").rglob("*"))
+            if p.is_file()
+        }
 
     a = make_archive(tmp_path / "a", "--projects", "1")
     b = make_archive(tmp_path / "b", "--projects", "1")

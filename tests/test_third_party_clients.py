@@ -32,8 +32,17 @@ def test_xnatpy_browse_and_download(shared_server: Server, tmp_path: Path) -> No
         experiment.download_dir(str(tmp_path / "dl"))
         rows = dict(scan.resources["DICOM"].files.items())
         for path, remote in rows.items():
-            local = (tmp_path / "dl" / "DEMO01_S001_MR1" / "scans" / "1-T1w" / "resources" /
-                     "DICOM" / "files" / path)
+            local = (
+                tmp_path
+                / "dl"
+                / "DEMO01_S001_MR1"
+                / "scans"
+                / "1-T1w"
+                / "resources"
+                / "DICOM"
+                / "files"
+                / path
+            )
             assert hashlib.md5(local.read_bytes()).hexdigest() == remote.digest
 
 
@@ -41,8 +50,9 @@ def test_xnatpy_token_login(shared_server: Server) -> None:
     import requests
     import xnat
 
-    token = requests.get(shared_server.url + "/data/services/tokens/issue",
-                         auth=("admin", "admin"), timeout=30).json()
+    token = requests.get(
+        shared_server.url + "/data/services/tokens/issue", auth=("admin", "admin"), timeout=30
+    ).json()
     with xnat.connect(shared_server.url, user=token["alias"], password=token["secret"]) as s:
         assert "DEMO01" in s.projects
 
@@ -53,8 +63,9 @@ def test_pyxnat_walk_and_get(shared_server: Server, tmp_path: Path) -> None:
     iface = pyxnat.Interface(server=shared_server.url, user="admin", password="admin")
     try:
         assert sorted(iface.select.projects().get()) == ["DEMO01", "DEMO02"]
-        experiment = iface.select.project("DEMO01").subject("DEMO01_S001").experiment(
-            "DEMO01_S001_MR1")
+        experiment = (
+            iface.select.project("DEMO01").subject("DEMO01_S001").experiment("DEMO01_S001_MR1")
+        )
         assert experiment.scans().get() == ["1", "2", "3"]
         resource = experiment.scan("1").resource("NIFTI")
         assert sorted(resource.files().get()) == ["T1w.json", "T1w.nii.gz"]
@@ -68,12 +79,29 @@ def test_pyxnat_walk_and_get(shared_server: Server, tmp_path: Path) -> None:
 
 
 def test_xnatutils_ls_and_get(shared_server: Server, tmp_path: Path) -> None:
-    env = {**os.environ, "XNAT_HOST": shared_server.url, "XNAT_USER": "admin",
-           "XNAT_PASS": "admin", "HOME": str(tmp_path)}
-    listed = subprocess.run([BIN / "xnat-ls", "-d", "session", "-p", "DEMO01"], env=env,
-                            capture_output=True, text=True, timeout=120, check=True)
+    env = {
+        **os.environ,
+        "XNAT_HOST": shared_server.url,
+        "XNAT_USER": "admin",
+        "XNAT_PASS": "admin",
+        "HOME": str(tmp_path),
+    }
+    listed = subprocess.run(
+        [BIN / "xnat-ls", "-d", "session", "-p", "DEMO01"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert "DEMO01_S001_MR1" in listed.stdout
     target = tmp_path / "out"
-    subprocess.run([BIN / "xnat-get", "DEMO01_S001_MR1", "-t", str(target)], env=env,
-                   capture_output=True, text=True, timeout=120, check=True)
+    subprocess.run(
+        [BIN / "xnat-get", "DEMO01_S001_MR1", "-t", str(target)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert list((target / "DEMO01_S001_MR1").glob("1-T1w*/*"))

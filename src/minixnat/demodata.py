@@ -21,7 +21,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from minixnat.store.db import Experiment, Store
 
@@ -68,14 +68,14 @@ class DemoSpec:
     seed: int = 0
 
 
-def _uid(*parts: object) -> str:
+def _uid(*parts: object) -> UID:
     """A valid UID (the 2.25 UUID-derived form) that depends only on ``parts``.
 
     pydicom's ``generate_uid(prefix=None)`` ignores its entropy sources and returns a random
     UUID, so the hash is taken here.
     """
     digest = hashlib.sha256("\0".join(str(p) for p in parts).encode()).digest()
-    return f"2.25.{int.from_bytes(digest[:16], 'big')}"
+    return UID(f"2.25.{int.from_bytes(digest[:16], 'big')}")
 
 
 def make_dicom(
@@ -95,10 +95,10 @@ def make_dicom(
 ) -> bytes:
     """One DICOM Part 10 file whose bytes depend only on the arguments."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SOP_CLASS[modality]
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPClassUID = UID(SOP_CLASS[modality])
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = "1.2.826.0.1.3680043.8.498.1"
+    meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.8.498.1")
     meta.ImplementationVersionName = "MINIXNAT_010"
     ds = Dataset()
     ds.file_meta = meta

@@ -34,7 +34,8 @@ from xnat_downloader.transfer.events import EventSink, ignore
 from xnat_downloader.transfer.state import STATE_DIR, State
 from xnat_downloader.xnat.model import Project, Scan, Session
 from xnat_downloader.xnat.selection import Selection
-from xnat_downloader.xnat.walk import catalog_files, list_projects as _list_projects, walk
+from xnat_downloader.xnat.walk import catalog_files, walk
+from xnat_downloader.xnat.walk import list_projects as _list_projects
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,13 @@ class Connection:
     max_connections: int = 16
 
     def session(self) -> XnatSession:
-        return XnatSession(self.url, self.credentials, verify=self.verify,
-                           ca_bundle=self.ca_bundle, max_connections=self.max_connections)
+        return XnatSession(
+            self.url,
+            self.credentials,
+            verify=self.verify,
+            ca_bundle=self.ca_bundle,
+            max_connections=self.max_connections,
+        )
 
 
 @dataclass
@@ -106,14 +112,16 @@ def _conn(url: str | Connection, user: str | None, password: str | None) -> Conn
     return Connection(url, Credentials(user, password, "api"))
 
 
-async def _plan(conn: Connection, selection: Selection, layout: LayoutOptions,
-                catalog: Path | None) -> PlanResult:
+async def _plan(
+    conn: Connection, selection: Selection, layout: LayoutOptions, catalog: Path | None
+) -> PlanResult:
     async with conn.session() as xs:
         return await _plan_in(xs, selection, layout, catalog)
 
 
-async def _plan_in(xs: XnatSession, selection: Selection, layout: LayoutOptions,
-                   catalog: Path | None) -> PlanResult:
+async def _plan_in(
+    xs: XnatSession, selection: Selection, layout: LayoutOptions, catalog: Path | None
+) -> PlanResult:
     if catalog is not None:
         try:
             data = catalog.read_bytes()
@@ -123,30 +131,46 @@ async def _plan_in(xs: XnatSession, selection: Selection, layout: LayoutOptions,
         files = await catalog_files(xs, data, str(catalog))
         return PlanResult(build_plan(files, layout), [], [], xs.request_count, xs.base_url)
     found = await walk(xs, selection)
-    return PlanResult(build_plan(found.files, layout), found.sessions, found.scans,
-                      xs.request_count, xs.base_url)
+    return PlanResult(
+        build_plan(found.files, layout), found.sessions, found.scans, xs.request_count, xs.base_url
+    )
 
 
-def plan(url: str | Connection, selection: Selection, *, user: str | None = None,
-         password: str | None = None, layout: LayoutOptions | None = None,
-         catalog: Path | None = None) -> PlanResult:
+def plan(
+    url: str | Connection,
+    selection: Selection,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    layout: LayoutOptions | None = None,
+    catalog: Path | None = None,
+) -> PlanResult:
     """Resolve a selection (or a catalog XML) into a plan, transferring nothing."""
-    return asyncio.run(_plan(_conn(url, user, password), selection, layout or LayoutOptions(),
-                             catalog))
+    return asyncio.run(
+        _plan(_conn(url, user, password), selection, layout or LayoutOptions(), catalog)
+    )
 
 
-def ls(url: str | Connection, selection: Selection, *, user: str | None = None,
-       password: str | None = None) -> PlanResult:
+def ls(
+    url: str | Connection,
+    selection: Selection,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+) -> PlanResult:
     """What a selection matches: sessions, scans (with types) and files, with sizes."""
     return plan(url, selection, user=user, password=password)
 
 
-def list_projects(url: str | Connection, *, user: str | None = None,
-                  password: str | None = None) -> list[Project]:
+def list_projects(
+    url: str | Connection, *, user: str | None = None, password: str | None = None
+) -> list[Project]:
     """The projects this user can see."""
+
     async def run(conn: Connection) -> list[Project]:
         async with conn.session() as xs:
             return await _list_projects(xs)
+
     return asyncio.run(run(_conn(url, user, password)))
 
 
@@ -167,10 +191,18 @@ def scan_type_counts(scans: list[Scan]) -> list[tuple[str, int]]:
     return sorted(Counter(s.type or "(no type)" for s in scans).items())
 
 
-async def _download(conn: Connection, selection: Selection, outdir: Path, *,
-                    layout: LayoutOptions, catalog: Path | None, saved_plan: Plan | None,
-                    options: EngineOptions, sink: EventSink,
-                    on_plan: Callable[[PlanResult], None] | None) -> Report:
+async def _download(
+    conn: Connection,
+    selection: Selection,
+    outdir: Path,
+    *,
+    layout: LayoutOptions,
+    catalog: Path | None,
+    saved_plan: Plan | None,
+    options: EngineOptions,
+    sink: EventSink,
+    on_plan: Callable[[PlanResult], None] | None,
+) -> Report:
     state = State(outdir)  # takes the lock first: a second run refuses before any request
     try:
         async with conn.session() as xs:
@@ -181,25 +213,37 @@ async def _download(conn: Connection, selection: Selection, outdir: Path, *,
             if on_plan is not None:
                 on_plan(planned)
             _save_manifest(outdir, planned)
-            jobs = [Job(e.file.uri, e.local, e.file.size, e.file.md5)
-                    for e in planned.plan.entries]
+            jobs = [Job(e.file.uri, e.local, e.file.size, e.file.md5) for e in planned.plan.entries]
             started = time.monotonic()
             outcomes = await run_jobs(xs, jobs, outdir, state, sink, options)
-            report = Report(outcomes, planned.plan.total_bytes, time.monotonic() - started,
-                            renamed=planned.plan.renamed)
+            report = Report(
+                outcomes,
+                planned.plan.total_bytes,
+                time.monotonic() - started,
+                renamed=planned.plan.renamed,
+            )
             report.report_path = _write_report(outdir, report)
             return report
     finally:
         state.close()
 
 
-
-def download(url: str | Connection, selection: Selection, outdir: str | Path, *,
-             user: str | None = None, password: str | None = None,
-             layout: LayoutOptions | None = None, catalog: Path | None = None,
-             saved_plan: Plan | None = None, jobs: int = 8, overwrite: bool = False,
-             max_rate: float | None = None, sink: EventSink = ignore,
-             on_plan: Callable[[PlanResult], None] | None = None) -> Report:
+def download(
+    url: str | Connection,
+    selection: Selection,
+    outdir: str | Path,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    layout: LayoutOptions | None = None,
+    catalog: Path | None = None,
+    saved_plan: Plan | None = None,
+    jobs: int = 8,
+    overwrite: bool = False,
+    max_rate: float | None = None,
+    sink: EventSink = ignore,
+    on_plan: Callable[[PlanResult], None] | None = None,
+) -> Report:
     """Plan and fetch a selection into ``outdir``; every file verified against XNAT's MD5.
 
     Resumable: a re-run skips verified files and finishes the rest.  Raises
@@ -209,10 +253,19 @@ def download(url: str | Connection, selection: Selection, outdir: str | Path, *,
     out = Path(outdir)
     check_output_dir(out)
     options = EngineOptions(jobs=jobs, overwrite=overwrite, max_rate=max_rate)
-    return asyncio.run(_download(_conn(url, user, password), selection, out,
-                                 layout=layout or LayoutOptions(), catalog=catalog,
-                                 saved_plan=saved_plan, options=options, sink=sink,
-                                 on_plan=on_plan))
+    return asyncio.run(
+        _download(
+            _conn(url, user, password),
+            selection,
+            out,
+            layout=layout or LayoutOptions(),
+            catalog=catalog,
+            saved_plan=saved_plan,
+            options=options,
+            sink=sink,
+            on_plan=on_plan,
+        )
+    )
 
 
 def _stamp() -> str:
@@ -231,11 +284,33 @@ def _write_report(outdir: Path, report: Report) -> Path:
     path = folder / f"run-{_stamp()}-{os.getpid()}.jsonl"
     with open(path, "w", encoding="utf-8") as out:
         for o in report.outcomes:
-            out.write(json.dumps({
-                "local": o.job.local, "uri": o.job.uri, "status": o.status, "size": o.size,
-                "md5": o.md5, "server_digest": o.server_digest, "error": o.error}) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "local": o.job.local,
+                        "uri": o.job.uri,
+                        "status": o.status,
+                        "size": o.size,
+                        "md5": o.md5,
+                        "server_digest": o.server_digest,
+                        "error": o.error,
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
-__all__ = ["Connection", "Layout", "LayoutOptions", "PlanResult", "Report", "Selection",
-           "download", "list_projects", "ls", "plan", "scan_type_counts"]
+__all__ = [
+    "Connection",
+    "Layout",
+    "LayoutOptions",
+    "PlanResult",
+    "Report",
+    "Selection",
+    "download",
+    "list_projects",
+    "ls",
+    "plan",
+    "scan_type_counts",
+]

@@ -448,10 +448,10 @@ class App:
                 "application/json",
             )
         if action == "invalidate" and len(rest) == 2:
-            token = self.store.get_token(rest[1])
-            if token is None:
+            found_token = self.store.get_token(rest[1])
+            if found_token is None:
                 raise HttpError(404, f"Can't find an alias token with the alias {rest[1]}")
-            if token.login != real.login and not real.admin:
+            if found_token.login != real.login and not real.admin:
                 raise HttpError(403, "That token belongs to another user.")
             self.store.invalidate_token(rest[1])
             return Response(200, json.dumps({"result": "OK"}).encode(), "application/json")

@@ -170,7 +170,12 @@ def catalog_entries(store: Store, access: Access, spec: dict[str, object]) -> li
         label = session.label
 
         def add(
-            group: str, uri: str, name: str, res: Resource, session: Experiment = session
+            group: str,
+            uri: str,
+            name: str,
+            res: Resource,
+            session: Experiment = session,
+            prefix: str = prefix,
         ) -> None:
             files = [(res, f) for f in store.list_files(res.pk)]
             out.append(CatalogEntry(session, group, uri, prefix + name, res, files))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 from posixpath import basename
+from typing import Any
 
 from minixnat.store.db import FileRow, Resource, Store
 from minixnat.web.http import HttpError, Request, Response, StreamResponse
@@ -258,23 +259,28 @@ class _Sink:
 async def zip_stream(members: Iterable[Member], level: int) -> AsyncIterator[bytes]:
     sink = _Sink()
     method = zipfile.ZIP_STORED if level == 0 else zipfile.ZIP_DEFLATED
+    # _Sink has write() but no tell()/seek(): zipfile then writes data descriptors, which is
+    # what lets it stream.  The stubs do not describe that write-only protocol.
+    writer: Any = sink
     with zipfile.ZipFile(
-        sink,
+        writer,
         "w",
         compression=method,
-        allowZip64=True,  # type: ignore[arg-type]
+        allowZip64=True,
         compresslevel=None if level == 0 else level,
     ) as archive:
         for member in members:
             info = zipfile.ZipInfo.from_file(member.source, member.name)
             info.compress_type = method
-            with archive.open(info, "w", force_zip64=member.size > 0x7FFFFFFF) as entry:
-                with open(member.source, "rb") as handle:
-                    while data := handle.read(CHUNK):
-                        entry.write(data)
-                        out = sink.drain()
-                        if out:
-                            yield out
+            with (
+                archive.open(info, "w", force_zip64=member.size > 0x7FFFFFFF) as entry,
+                open(member.source, "rb") as handle,
+            ):
+                while data := handle.read(CHUNK):
+                    entry.write(data)
+                    out = sink.drain()
+                    if out:
+                        yield out
             out = sink.drain()
             if out:
                 yield out

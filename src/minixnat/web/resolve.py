@@ -3,7 +3,8 @@
 The grammar (XNAT 1.8, ``XNATApplication.addRoutes``), after the ``/data``, ``/data/archive``,
 ``/REST`` or ``/REST/archive`` prefix::
 
-    projects[/{P}[/subjects[/{S}[/experiments[/{E}…]]] | /experiments[/{E}…] | /resources… | /files]]
+    projects[/{P}[/subjects[/{S}[/experiments[/{E}…]]] | /experiments[/{E}…]
+                 | /resources… | /files]]
     subjects[/{SID}…]                 experiments[/{EID}…]
     {E}/scans[/{sel}[/resources…|/files]]      sel: ID, comma list, ALL, *, a type, NULL
     {E}/reconstructions[/{sel}[/in|/out][/resources…|/files]]
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
+from typing import Any
 
 from minixnat.store.db import Experiment, Project, Recon, Resource, Scan, Store, Subject, User
 from minixnat.web.http import HttpError
@@ -211,21 +213,21 @@ def resolve(store: Store, access: Access, segs: list[str], *, all_files: bool = 
         if not rest:
             return Target("subjects")
         subject = store.get_subject(rest[0])
-        project = store.get_project(subject.project) if subject else None
-        if subject is None or project is None or not access.can_read(project):
+        owner = store.get_project(subject.project) if subject else None
+        if subject is None or owner is None or not access.can_read(owner):
             raise HttpError(
                 404,
                 "When searching by subject ID only, you must specify the "
                 "accession number and not the subject label. Unable to find "
                 f"subject {rest[0]}.",
             )
-        return _under_subject(store, access, project, subject, rest[1:])
+        return _under_subject(store, access, owner, subject, rest[1:])
     if head == "experiments":
         if not rest:
             return Target("experiments")
         experiment = store.get_experiment(rest[0])
-        project = store.get_project(experiment.project) if experiment else None
-        if experiment is None or project is None or not access.can_read(project):
+        home = store.get_project(experiment.project) if experiment else None
+        if experiment is None or home is None or not access.can_read(home):
             raise HttpError(
                 404,
                 f"Unable to find experiment {rest[0]}: un-scoped experiment "
@@ -304,7 +306,7 @@ def _under_experiment(
     *,
     all_files: bool = False,
 ) -> Target:
-    ctx = {"project": project, "subject": subject, "experiment": experiment}
+    ctx: dict[str, Any] = {"project": project, "subject": subject, "experiment": experiment}
     if not rest:
         return Target("experiment", **ctx)
     if experiment.is_assessor and experiment.session_id:
@@ -394,7 +396,7 @@ def _resources(
     subject: Subject | None = None,
     experiment: Experiment | None = None,
 ) -> Target:
-    ctx = {"project": project, "subject": subject, "experiment": experiment}
+    ctx: dict[str, Any] = {"project": project, "subject": subject, "experiment": experiment}
     if not rest:
         raise HttpError(404, "The requested resource was not found.")
     head = rest[0]

@@ -11,9 +11,23 @@ from pathlib import Path
 
 from xnat_downloader.errors import UsageError
 
-HEADER_WORDS = {"id", "label", "session", "sessions", "subject", "subjects", "experiment",
-                "experiments", "project", "projects", "session_id", "session_label",
-                "subject_id", "subject_label", "xnat_id"}
+HEADER_WORDS = {
+    "id",
+    "label",
+    "session",
+    "sessions",
+    "subject",
+    "subjects",
+    "experiment",
+    "experiments",
+    "project",
+    "projects",
+    "session_id",
+    "session_label",
+    "subject_id",
+    "subject_label",
+    "xnat_id",
+}
 _BAD_ID = re.compile(r"[\s/\\?#%\x00-\x1f]")
 
 
@@ -65,8 +79,10 @@ def read_list_file(path: Path) -> list[str]:
             msg = f"{path} line {number}: the first column is empty"
             raise UsageError(msg)
         if _BAD_ID.search(cell):
-            msg = (f"{path} line {number}: {cell!r} is not an XNAT ID or label (it contains "
-                   "a space, slash or control character)")
+            msg = (
+                f"{path} line {number}: {cell!r} is not an XNAT ID or label (it contains "
+                "a space, slash or control character)"
+            )
             raise UsageError(msg)
         values.append(cell)
     if not values:
@@ -111,5 +127,5 @@ def parse_choice(answer: str, projects: list[str]) -> list[str] | str:
 def menu(projects: list[str]) -> str:
     """The seed tool's numbered menu: ``N) ID`` in 20-character columns, five per row."""
     cells = [f"{i}) {p}".ljust(20) for i, p in enumerate(projects, start=1)]
-    rows = [" ".join(cells[i:i + 5]).rstrip() for i in range(0, len(cells), 5)]
+    rows = [" ".join(cells[i : i + 5]).rstrip() for i in range(0, len(cells), 5)]
     return "\n".join(rows)

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from xnat_downloader import __version__, api
-from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
-from xnat_downloader.cli.errors import exit_code_and_message
+from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE, exit_code_and_message
 from xnat_downloader.cli.inputs import expand, menu, parse_choice, parse_day
 from xnat_downloader.cli.progress import PlainProgress, RichProgress, human_bytes
 from xnat_downloader.errors import UsageError, XnatError
@@ -34,70 +33,140 @@ SUBCOMMANDS = ("download", "ls")
 
 def _connection_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("server and login")
-    g.add_argument("-w", "--web", "--server", dest="web", metavar="URL",
-                   help="XNAT server URL (default: $XNAT_HOST)")
-    g.add_argument("-u", "--user", help="user name, or an alias token's alias "
-                                        "(default: $XNAT_USER, ~/.netrc, ~/.xnatPass)")
-    g.add_argument("--password", help="password or token secret (visible to other local "
-                                      "users; prefer $XNAT_PASS or ~/.netrc)")
+    g.add_argument(
+        "-w",
+        "--web",
+        "--server",
+        dest="web",
+        metavar="URL",
+        help="XNAT server URL (default: $XNAT_HOST)",
+    )
+    g.add_argument(
+        "-u",
+        "--user",
+        help="user name, or an alias token's alias (default: $XNAT_USER, ~/.netrc, ~/.xnatPass)",
+    )
+    g.add_argument(
+        "--password",
+        help="password or token secret (visible to other local "
+        "users; prefer $XNAT_PASS or ~/.netrc)",
+    )
     g.add_argument("--ca-bundle", metavar="FILE", help="CA certificates to trust for TLS")
-    g.add_argument("--insecure", action="store_true",
-                   help="do not verify the server's TLS certificate (warns)")
-    g.add_argument("-v", "--verbose", action="count", default=0,
-                   help="more detail (-vv for debug)")
+    g.add_argument(
+        "--insecure", action="store_true", help="do not verify the server's TLS certificate (warns)"
+    )
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv for debug)")
     g.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
 
 
 def _selection_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("selection")
-    g.add_argument("-p", "--project", action="append", metavar="PROJECT",
-                   help="project ID (repeatable; @FILE reads a list)")
-    g.add_argument("--subject", action="append", metavar="S",
-                   help="subject ID or label (repeatable; @FILE)")
-    g.add_argument("-s", "--session", action="append", metavar="SESSION",
-                   help="session ID or label, mixed freely (repeatable; @FILE)")
+    g.add_argument(
+        "-p",
+        "--project",
+        action="append",
+        metavar="PROJECT",
+        help="project ID (repeatable; @FILE reads a list)",
+    )
+    g.add_argument(
+        "--subject", action="append", metavar="S", help="subject ID or label (repeatable; @FILE)"
+    )
+    g.add_argument(
+        "-s",
+        "--session",
+        action="append",
+        metavar="SESSION",
+        help="session ID or label, mixed freely (repeatable; @FILE)",
+    )
     g.add_argument("--since", metavar="YYYY-MM-DD", help="sessions on or after this date")
     g.add_argument("--until", metavar="YYYY-MM-DD", help="sessions on or before this date")
-    g.add_argument("--xsi-type", "--modality", dest="xsi_type", action="append", metavar="T",
-                   help="session type or modality, e.g. xnat:mrSessionData, MR, PET")
-    g.add_argument("--scan-type", action="append", metavar="PATTERN",
-                   help="scan ID, type or series description (glob, case-insensitive)")
-    g.add_argument("--quality", action="append", metavar="Q",
-                   help="scan quality, e.g. usable (repeatable)")
-    g.add_argument("--resource", action="append", metavar="LABEL",
-                   help="resource label or format, e.g. DICOM (default: every resource)")
+    g.add_argument(
+        "--xsi-type",
+        "--modality",
+        dest="xsi_type",
+        action="append",
+        metavar="T",
+        help="session type or modality, e.g. xnat:mrSessionData, MR, PET",
+    )
+    g.add_argument(
+        "--scan-type",
+        action="append",
+        metavar="PATTERN",
+        help="scan ID, type or series description (glob, case-insensitive)",
+    )
+    g.add_argument(
+        "--quality", action="append", metavar="Q", help="scan quality, e.g. usable (repeatable)"
+    )
+    g.add_argument(
+        "--resource",
+        action="append",
+        metavar="LABEL",
+        help="resource label or format, e.g. DICOM (default: every resource)",
+    )
     g.add_argument("--no-scans", action="store_true", help="skip scan files")
-    g.add_argument("--session-resources", action="store_true",
-                   help="also fetch session-level resources")
+    g.add_argument(
+        "--session-resources", action="store_true", help="also fetch session-level resources"
+    )
     g.add_argument("--assessors", action="store_true", help="also fetch assessors")
     g.add_argument("--recons", action="store_true", help="also fetch reconstructions")
-    g.add_argument("--catalog", type=Path, metavar="FILE",
-                   help="fetch what an XNAT catalog XML lists (from the download page)")
+    g.add_argument(
+        "--catalog",
+        type=Path,
+        metavar="FILE",
+        help="fetch what an XNAT catalog XML lists (from the download page)",
+    )
 
 
 def _layout_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("layout and transfer")
-    g.add_argument("-o", "--output", "--output_dir", dest="output", type=Path, metavar="DIR",
-                   help="output directory (default: current directory)")
+    g.add_argument(
+        "-o",
+        "--output",
+        "--output_dir",
+        dest="output",
+        type=Path,
+        metavar="DIR",
+        help="output directory (default: current directory)",
+    )
     g.add_argument("--layout", choices=[m.value for m in Layout], default="xnat")
-    g.add_argument("--include-project", action=argparse.BooleanOptionalAction, default=True,
-                   help="a folder per project (default: yes)")
-    g.add_argument("--include-subject", action=argparse.BooleanOptionalAction, default=True,
-                   help="a folder per subject (default: yes)")
+    g.add_argument(
+        "--include-project",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a folder per project (default: yes)",
+    )
+    g.add_argument(
+        "--include-subject",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a folder per subject (default: yes)",
+    )
     g.add_argument("-j", "--jobs", type=int, default=8, help="parallel transfers (default 8)")
-    g.add_argument("--max-rate", metavar="MB/S", type=float,
-                   help="limit total download speed, in MB/s")
+    g.add_argument(
+        "--max-rate", metavar="MB/S", type=float, help="limit total download speed, in MB/s"
+    )
     g.add_argument("--dry-run", action="store_true", help="print the plan; transfer nothing")
     g.add_argument("--json", action="store_true", help="machine-readable output")
-    g.add_argument("--overwrite", "-ow", action="store_true",
-                   help="replace existing files instead of keeping verified ones")
-    g.add_argument("--manifest", type=Path, metavar="FILE",
-                   help="download a manifest saved by an earlier run (manifest.json)")
+    g.add_argument(
+        "--overwrite",
+        "-ow",
+        action="store_true",
+        help="replace existing files instead of keeping verified ones",
+    )
+    g.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="FILE",
+        help="download a manifest saved by an earlier run (manifest.json)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xnat-downloader", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="xnat-downloader",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command")
     download = sub.add_parser("download", help="plan and fetch a selection")
@@ -132,24 +201,31 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
 
 def _credentials(args: argparse.Namespace, url: str, interactive: bool) -> Credentials:
-    found = creds_mod.resolve(url, args.user, args.password, os.environ,
-                              creds_mod.default_home())
+    found = creds_mod.resolve(url, args.user, args.password, os.environ, creds_mod.default_home())
     return creds_mod.complete(found, interactive=interactive)
 
 
 def _selection(args: argparse.Namespace, projects: tuple[str, ...]) -> Selection:
     return Selection(
-        projects=projects, subjects=expand(args.subject), sessions=expand(args.session),
+        projects=projects,
+        subjects=expand(args.subject),
+        sessions=expand(args.session),
         since=parse_day(args.since, "--since") if args.since else None,
         until=parse_day(args.until, "--until") if args.until else None,
-        xsi_types=expand(args.xsi_type), scan_types=expand(args.scan_type),
-        qualities=expand(args.quality), resources=expand(args.resource),
-        scans=not args.no_scans, session_resources=args.session_resources,
-        assessors=args.assessors, recons=args.recons)
+        xsi_types=expand(args.xsi_type),
+        scan_types=expand(args.scan_type),
+        qualities=expand(args.quality),
+        resources=expand(args.resource),
+        scans=not args.no_scans,
+        session_resources=args.session_resources,
+        assessors=args.assessors,
+        recons=args.recons,
+    )
 
 
-def _choose_projects(conn: api.Connection, ask: Callable[[str], str], out: TextIO
-                     ) -> tuple[str, ...]:
+def _choose_projects(
+    conn: api.Connection, ask: Callable[[str], str], out: TextIO
+) -> tuple[str, ...]:
     projects = [p.id for p in api.list_projects(conn)]
     if not projects:
         raise UsageError("this user can see no projects on the server")
@@ -163,8 +239,14 @@ def _choose_projects(conn: api.Connection, ask: Callable[[str], str], out: TextI
         print(chosen, file=out)
 
 
-def run(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO, interactive: bool,
-        ask: Callable[[str], str] = input) -> int:
+def run(
+    argv: Sequence[str],
+    *,
+    stdout: TextIO,
+    stderr: TextIO,
+    interactive: bool,
+    ask: Callable[[str], str] = input,
+) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         args = build_parser().parse_args(argv)
     elif argv and argv[0] in ("-h", "--help", "--version"):
@@ -182,25 +264,34 @@ def run(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO, interactive: boo
         if args.command == "download" and (args.jobs < 1 or args.jobs > 64):
             raise UsageError(f"--jobs {args.jobs} must be between 1 and 64")
         if args.insecure:
-            print("warning: TLS certificate verification is OFF (--insecure); the server's "
-                  "identity is not checked", file=stderr)
-        outdir = (getattr(args, "output", None) or Path.cwd()) if args.command == "download" \
-            else None
+            print(
+                "warning: TLS certificate verification is OFF (--insecure); the server's "
+                "identity is not checked",
+                file=stderr,
+            )
+        outdir = (
+            (getattr(args, "output", None) or Path.cwd()) if args.command == "download" else None
+        )
         if outdir is not None and not args.dry_run:
             api.check_output_dir(outdir)  # before any request, as promised
         projects = expand(args.project)
-        conn = api.Connection(url, _credentials(args, url, interactive),
-                              verify=not args.insecure, ca_bundle=args.ca_bundle)
+        conn = api.Connection(
+            url,
+            _credentials(args, url, interactive),
+            verify=not args.insecure,
+            ca_bundle=args.ca_bundle,
+        )
         if not projects and not args.catalog and not getattr(args, "manifest", None):
             if not interactive:
-                raise UsageError("no project selected: use -p PROJECT (or run on a terminal "
-                                 "to choose from a list)")
+                raise UsageError(
+                    "no project selected: use -p PROJECT (or run on a terminal "
+                    "to choose from a list)"
+                )
             projects = _choose_projects(conn, ask, stdout)
         selection = _selection(args, projects)
         if args.command == "ls":
             return _ls(conn, selection, args, stdout)
-        return _download(conn, selection, args, outdir or Path.cwd(), stdout, stderr,
-                         interactive)
+        return _download(conn, selection, args, outdir or Path.cwd(), stdout, stderr, interactive)
     except XnatError as exc:
         code, message = exit_code_and_message(exc)
         print(f"error: {message}", file=stderr)
@@ -217,8 +308,16 @@ def _layout(args: argparse.Namespace) -> LayoutOptions:
 def _print_plan(result: api.PlanResult, args: argparse.Namespace, out: TextIO) -> None:
     plan = result.plan
     if args.json:
-        print(json.dumps([{"uri": e.file.uri, "local": e.local, "size": e.file.size,
-                           "md5": e.file.md5} for e in plan.entries], indent=1), file=out)
+        print(
+            json.dumps(
+                [
+                    {"uri": e.file.uri, "local": e.local, "size": e.file.size, "md5": e.file.md5}
+                    for e in plan.entries
+                ],
+                indent=1,
+            ),
+            file=out,
+        )
     else:
         for e in plan.entries:
             size = "?" if e.file.size is None else str(e.file.size)
@@ -233,14 +332,24 @@ def _nothing_matched(selection: Selection, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _download(conn: api.Connection, selection: Selection, args: argparse.Namespace,
-              outdir: Path, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
+def _download(
+    conn: api.Connection,
+    selection: Selection,
+    args: argparse.Namespace,
+    outdir: Path,
+    stdout: TextIO,
+    stderr: TextIO,
+    interactive: bool,
+) -> int:
     saved: Plan | None = None
     if args.manifest:
         _server, saved = load_manifest(args.manifest)
     if args.dry_run:
-        result = (api.PlanResult(saved, [], [], 0, conn.url) if saved else
-                  api.plan(conn, selection, layout=_layout(args), catalog=args.catalog))
+        result = (
+            api.PlanResult(saved, [], [], 0, conn.url)
+            if saved
+            else api.plan(conn, selection, layout=_layout(args), catalog=args.catalog)
+        )
         if args.verbose:
             print(f"the plan took {result.requests} requests", file=stderr)
         _print_plan(result, args, stdout)
@@ -248,65 +357,105 @@ def _download(conn: api.Connection, selection: Selection, args: argparse.Namespa
 
     def on_plan(result: api.PlanResult) -> None:
         if args.verbose:
-            print(f"plan: {len(result.plan.entries)} files, {result.plan.total_bytes} bytes "
-                  f"({result.requests} requests)", file=stderr)
+            print(
+                f"plan: {len(result.plan.entries)} files, {result.plan.total_bytes} bytes "
+                f"({result.requests} requests)",
+                file=stderr,
+            )
         for uri, local in result.plan.renamed:
             print(f"note: {uri} renamed to {local} to avoid a name collision", file=stderr)
 
     tty = interactive and stderr.isatty() and not args.quiet
     display = RichProgress() if tty else PlainProgress(stderr, every=5.0)
     with display:
-        report = api.download(conn, selection, outdir, layout=_layout(args),
-                              catalog=args.catalog, saved_plan=saved, jobs=args.jobs,
-                              overwrite=args.overwrite,
-                              max_rate=args.max_rate * 1_000_000 if args.max_rate else None,
-                              sink=display, on_plan=on_plan)
+        report = api.download(
+            conn,
+            selection,
+            outdir,
+            layout=_layout(args),
+            catalog=args.catalog,
+            saved_plan=saved,
+            jobs=args.jobs,
+            overwrite=args.overwrite,
+            max_rate=args.max_rate * 1_000_000 if args.max_rate else None,
+            sink=display,
+            on_plan=on_plan,
+        )
     if report.files == 0:
         return _nothing_matched(selection, stdout)
     if not args.quiet:
         rate = report.bytes / max(report.seconds, 1e-6)
-        print(f"{report.files} files ({human_bytes(report.bytes)}) in {report.seconds:.1f} s, "
-              f"{human_bytes(rate)}/s; {report.skipped} already verified", file=stderr)
+        print(
+            f"{report.files} files ({human_bytes(report.bytes)}) in {report.seconds:.1f} s, "
+            f"{human_bytes(rate)}/s; {report.skipped} already verified",
+            file=stderr,
+        )
         if report.without_server_digest:
-            print(f"note: the server listed no MD5 for {report.without_server_digest} files; "
-                  "only their sizes were checked", file=stderr)
+            print(
+                f"note: the server listed no MD5 for {report.without_server_digest} files; "
+                "only their sizes were checked",
+                file=stderr,
+            )
         print(f"report: {report.report_path}", file=stderr)
-    print(f"done: {report.files} files, {report.bytes} bytes, {report.verified} verified, "
-          f"{report.failed} failed", file=stdout)
+    print(
+        f"done: {report.files} files, {report.bytes} bytes, {report.verified} verified, "
+        f"{report.failed} failed",
+        file=stdout,
+    )
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 
-def _ls(conn: api.Connection, selection: Selection, args: argparse.Namespace,
-        out: TextIO) -> int:
+def _ls(conn: api.Connection, selection: Selection, args: argparse.Namespace, out: TextIO) -> int:
     result = api.ls(conn, selection)
     counts = api.scan_type_counts(result.scans)
     if args.json:
-        print(json.dumps({
-            "sessions": [{"id": s.id, "label": s.label, "project": s.project,
-                          "subject": s.subject_label, "date": str(s.date or ""),
-                          "xsiType": s.xsi_type} for s in result.sessions],
-            "scan_types": dict(counts),
-            "files": len(result.plan.entries), "bytes": result.plan.total_bytes}, indent=1),
-            file=out)
+        print(
+            json.dumps(
+                {
+                    "sessions": [
+                        {
+                            "id": s.id,
+                            "label": s.label,
+                            "project": s.project,
+                            "subject": s.subject_label,
+                            "date": str(s.date or ""),
+                            "xsiType": s.xsi_type,
+                        }
+                        for s in result.sessions
+                    ],
+                    "scan_types": dict(counts),
+                    "files": len(result.plan.entries),
+                    "bytes": result.plan.total_bytes,
+                },
+                indent=1,
+            ),
+            file=out,
+        )
         return EXIT_OK
     if not result.sessions:
         return _nothing_matched(selection, out)
     print(f"{'session':<28} {'subject':<20} {'date':<10}  type", file=out)
     for s in result.sessions:
-        print(f"{s.label:<28} {s.subject_label:<20} {s.date or '':<10}  {s.xsi_type}",
-              file=out)
+        print(f"{s.label:<28} {s.subject_label:<20} {s.date or '':<10}  {s.xsi_type}", file=out)
     print("\nscan types:", file=out)
     for scan_type, count in counts:
         print(f"  {count:>5}  {scan_type}", file=out)
-    print(f"\ntotal: {len(result.sessions)} sessions, {len(result.scans)} scans, "
-          f"{len(result.plan.entries)} files, {result.plan.total_bytes} bytes "
-          f"({human_bytes(result.plan.total_bytes)})", file=out)
+    print(
+        f"\ntotal: {len(result.sessions)} sessions, {len(result.scans)} scans, "
+        f"{len(result.plan.entries)} files, {result.plan.total_bytes} bytes "
+        f"({human_bytes(result.plan.total_bytes)})",
+        file=out,
+    )
     return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(list(sys.argv[1:] if argv is None else argv), stdout=sys.stdout,
-               stderr=sys.stderr, interactive=creds_mod.stdin_is_tty())
+    return run(
+        list(sys.argv[1:] if argv is None else argv),
+        stdout=sys.stdout,
+        stderr=sys.stderr,
+        interactive=creds_mod.stdin_is_tty(),
+    )
 
 
 __all__ = ["EXIT_FAILED_FILES", "main", "run"]

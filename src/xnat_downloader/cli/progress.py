@@ -94,9 +94,12 @@ class PlainProgress:
             self.last = now
             t = self.tally
             rate = t.bytes_done / max(now - self.started, 1e-6)
-            print(f"progress: {t.done}/{t.files} files, {human_bytes(t.bytes_done)} of "
-                  f"{human_bytes(t.bytes_total)}, {human_bytes(rate)}/s", file=self.stream,
-                  flush=True)
+            print(
+                f"progress: {t.done}/{t.files} files, {human_bytes(t.bytes_done)} of "
+                f"{human_bytes(t.bytes_total)}, {human_bytes(rate)}/s",
+                file=self.stream,
+                flush=True,
+            )
 
 
 class RichProgress:
@@ -106,16 +109,23 @@ class RichProgress:
         self.console = console or Console(stderr=True)
         self.tally = Tally()
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-            TransferSpeedColumn(), TimeRemainingColumn(), console=self.console, transient=False)
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
         self.bytes_task: TaskID | None = None
 
     def __enter__(self) -> RichProgress:
         self.progress.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.progress.stop()
 
     def __call__(self, event: Event) -> None:
@@ -130,8 +140,9 @@ class RichProgress:
         elif isinstance(event, FileSkipped):
             self.progress.advance(self.bytes_task, event.size)
         if isinstance(event, FileFailed):
-            self.console.print(f"[red]failed[/red]: {event.local}: {event.error}",
-                               markup=True, highlight=False)
+            self.console.print(
+                f"[red]failed[/red]: {event.local}: {event.error}", markup=True, highlight=False
+            )
         if isinstance(event, FileSkipped | FileVerified | FileFailed):
             self.progress.update(self.bytes_task, description=self._label())
 

@@ -70,8 +70,9 @@ def from_xnatpass(url: str, path: Path) -> Credentials | None:
     return None
 
 
-def resolve(url: str, user: str | None, password: str | None, env: Mapping[str, str],
-            home: Path) -> Credentials:
+def resolve(
+    url: str, user: str | None, password: str | None, env: Mapping[str, str], home: Path
+) -> Credentials:
     """Credentials from the non-interactive sources, most specific first.
 
     A user given on the command line without a password still takes the password from the
@@ -90,9 +91,13 @@ def resolve(url: str, user: str | None, password: str | None, env: Mapping[str, 
     return Credentials(user or env_user, None, "none")
 
 
-def complete(creds: Credentials, *, interactive: bool,
-             prompt: Callable[[str], str] = getpass.getpass,
-             ask: Callable[[str], str] = input) -> Credentials:
+def complete(
+    creds: Credentials,
+    *,
+    interactive: bool,
+    prompt: Callable[[str], str] = getpass.getpass,
+    ask: Callable[[str], str] = input,
+) -> Credentials:
     """Prompt for what is missing, but only on a terminal; otherwise leave it missing."""
     if creds.complete or not interactive:
         return creds

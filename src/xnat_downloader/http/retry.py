@@ -22,8 +22,14 @@ class RetryPolicy:
     base: float = 0.5
     cap: float = 30.0
 
-    def delay(self, attempt: int, *, status: int | None = None, retry_after: str | None = None,
-              rng: random.Random | None = None) -> float | None:
+    def delay(
+        self,
+        attempt: int,
+        *,
+        status: int | None = None,
+        retry_after: str | None = None,
+        rng: random.Random | None = None,
+    ) -> float | None:
         """Seconds to wait before attempt ``attempt + 1``, or None to give up.
 
         ``attempt`` counts from 0 (the first try).  ``status`` is None for a transport
@@ -36,7 +42,7 @@ class RetryPolicy:
         hinted = parse_retry_after(retry_after) if retry_after else None
         if hinted is not None:
             return min(hinted, self.cap)
-        ceiling = min(self.cap, self.base * (2 ** attempt))
+        ceiling = min(self.cap, self.base * (2**attempt))
         return (rng or random).uniform(ceiling / 2, ceiling)
 
 

@@ -72,8 +72,9 @@ def looks_like_html(body: bytes) -> bool:
     return body.lstrip()[:9].lower().startswith(HTML_PREFIXES)
 
 
-def check_response(status: int, body_start: bytes, url: str, *, expect_data: bool = True,
-                   what: str = "") -> None:
+def check_response(
+    status: int, body_start: bytes, url: str, *, expect_data: bool = True, what: str = ""
+) -> None:
     """Raise the package exception for an HTTP outcome; return quietly on success.
 
     ``body_start`` is the first bytes of the body (the whole body for small responses).
@@ -83,8 +84,10 @@ def check_response(status: int, body_start: bytes, url: str, *, expect_data: boo
     target = what or url
     if 200 <= status < 300:
         if expect_data and looks_like_html(body_start):
-            msg = (f"the server answered {target} with an HTML page (a login or error page), "
-                   "not data: check the server URL and that your session is valid")
+            msg = (
+                f"the server answered {target} with an HTML page (a login or error page), "
+                "not data: check the server URL and that your session is valid"
+            )
             raise LoginPageError(msg, status=status, url=url)
         return
     detail = h3_message(body_start)
@@ -95,8 +98,7 @@ def check_response(status: int, body_start: bytes, url: str, *, expect_data: boo
         raise AccessDenied(f"no permission to read {target} (403){suffix}")
     if status == 404:
         raise NotFound(f"{target} was not found, or is hidden from this user (404){suffix}")
-    raise ServerError(f"the server answered {status} for {target}{suffix}", status=status,
-                      url=url)
+    raise ServerError(f"the server answered {status} for {target}{suffix}", status=status, url=url)
 
 
 @dataclass(frozen=True)
@@ -122,9 +124,17 @@ def make_ssl(verify: bool, ca_bundle: str | None) -> ssl.SSLContext | bool:
 class XnatSession:
     """An authenticated connection pool to one XNAT server.  Use as an async context manager."""
 
-    def __init__(self, url: str, credentials: Credentials, *, verify: bool = True,
-                 ca_bundle: str | None = None, timeouts: Timeouts | None = None,
-                 max_connections: int = 16, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        credentials: Credentials,
+        *,
+        verify: bool = True,
+        ca_bundle: str | None = None,
+        timeouts: Timeouts | None = None,
+        max_connections: int = 16,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.base_url = normalise_url(url)
         self.credentials = credentials
         self.timeouts = timeouts or Timeouts()
@@ -139,13 +149,19 @@ class XnatSession:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def __aenter__(self) -> XnatSession:
-        connector = aiohttp.TCPConnector(limit=self.max_connections, ssl=self._ssl,
-                                         enable_cleanup_closed=True)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect,
-                                        sock_read=self.timeouts.read)
+        connector = aiohttp.TCPConnector(
+            limit=self.max_connections, ssl=self._ssl, enable_cleanup_closed=True
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.timeouts.connect, sock_read=self.timeouts.read
+        )
         self._client = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT},
-            cookie_jar=aiohttp.CookieJar(unsafe=True), auto_decompress=False)
+            connector=connector,
+            timeout=timeout,
+            headers={"User-Agent": USER_AGENT},
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            auto_decompress=False,
+        )
         try:
             await self.login()
         except BaseException:
@@ -191,8 +207,10 @@ class XnatSession:
         self.client.cookie_jar.clear()
         status, body = await self._raw("GET", self.url("/data/JSESSION"), auth=True)
         if status == 401:
-            msg = (f"wrong user name or password for {self.credentials.user!r} at "
-                   f"{self.base_url} (tried once: XNAT locks accounts after a few failures)")
+            msg = (
+                f"wrong user name or password for {self.credentials.user!r} at "
+                f"{self.base_url} (tried once: XNAT locks accounts after a few failures)"
+            )
             raise AuthError(msg)
         check_response(status, body, self.url("/data/JSESSION"), what="the login request")
         self.logged_in = True
@@ -209,8 +227,9 @@ class XnatSession:
         """One request with no retries (login, logout)."""
         self.request_count += 1
         try:
-            async with self.client.request(method, url,
-                                           auth=self._basic() if auth else None) as resp:
+            async with self.client.request(
+                method, url, auth=self._basic() if auth else None
+            ) as resp:
                 return resp.status, await resp.read()
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise ConnectionFailed(f"cannot reach {self.base_url}: {_reason(exc)}") from exc
@@ -218,10 +237,18 @@ class XnatSession:
             raise ConnectionFailed(f"request to {self.base_url} failed: {_reason(exc)}") from exc
 
     # -- requests ------------------------------------------------------------------------
-    async def open(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
-                   headers: Mapping[str, str] | None = None, data: Any = None,
-                   what: str = "", expect_data: bool = True,
-                   ok_statuses: tuple[int, ...] = ()) -> aiohttp.ClientResponse:
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+        what: str = "",
+        expect_data: bool = True,
+        ok_statuses: tuple[int, ...] = (),
+    ) -> aiohttp.ClientResponse:
         """Send a request, retrying what may be retried, and return the open response.
 
         The caller must release the response (``async with`` or ``.release()``).  Statuses
@@ -234,13 +261,13 @@ class XnatSession:
             generation = self._login_generation
             self.request_count += 1
             try:
-                resp = await self.client.request(method, url, params=params, headers=headers,
-                                                 data=data)
+                resp = await self.client.request(
+                    method, url, params=params, headers=headers, data=data
+                )
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 delay = self.retry.delay(attempt)
                 if delay is None:
-                    raise ConnectionFailed(
-                        f"cannot reach {self.base_url}: {_reason(exc)}") from exc
+                    raise ConnectionFailed(f"cannot reach {self.base_url}: {_reason(exc)}") from exc
                 log.debug("retrying %s after %s (%.1fs)", what or url, _reason(exc), delay)
                 await asyncio.sleep(delay)
                 attempt += 1
@@ -253,12 +280,12 @@ class XnatSession:
                 relogged = True
                 continue
             if resp.status in RETRYABLE_STATUS:
-                delay = self.retry.delay(attempt, status=resp.status,
-                                         retry_after=resp.headers.get("Retry-After"))
+                delay = self.retry.delay(
+                    attempt, status=resp.status, retry_after=resp.headers.get("Retry-After")
+                )
                 if delay is not None:
                     resp.release()
-                    log.debug("retrying %s after HTTP %s (%.1fs)", what or url, resp.status,
-                              delay)
+                    log.debug("retrying %s after HTTP %s (%.1fs)", what or url, resp.status, delay)
                     await asyncio.sleep(delay)
                     attempt += 1
                     continue
@@ -269,20 +296,21 @@ class XnatSession:
             return resp
             # (a 2xx body is checked for HTML by the caller, which reads it)
 
-    async def get_bytes(self, path: str, *, params: Mapping[str, str] | None = None,
-                        what: str = "") -> bytes:
+    async def get_bytes(
+        self, path: str, *, params: Mapping[str, str] | None = None, what: str = ""
+    ) -> bytes:
         """A whole (small) body, retried on transport errors and checked for HTML pages."""
         attempt = 0
         while True:
             resp = await self.open("GET", path, params=params, what=what)
             try:
                 body = await resp.read()
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
-                    TimeoutError) as exc:
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
                 delay = self.retry.delay(attempt)
                 if delay is None:
-                    raise ConnectionFailed(f"reading {what or path} failed: {_reason(exc)}"
-                                           ) from exc
+                    raise ConnectionFailed(
+                        f"reading {what or path} failed: {_reason(exc)}"
+                    ) from exc
                 await asyncio.sleep(delay)
                 attempt += 1
                 continue
@@ -291,8 +319,9 @@ class XnatSession:
             check_response(resp.status, body[:512], self.url(path), what=what)
             return body
 
-    async def get_json(self, path: str, *, params: Mapping[str, str] | None = None,
-                       what: str = "") -> Any:
+    async def get_json(
+        self, path: str, *, params: Mapping[str, str] | None = None, what: str = ""
+    ) -> Any:
         import json
 
         query = dict(params or {})

@@ -52,8 +52,9 @@ def local_parts(f: RemoteFile, opts: LayoutOptions) -> list[str]:
     """The local relative path of ``f``, as safe components."""
     if f.category == "catalog":
         # A download catalog names each resource's folder itself; keep it.
-        return [*safe_relpath(f.folder), *safe_relpath(f.path)] if f.folder else safe_relpath(
-            f.path)
+        return (
+            [*safe_relpath(f.folder), *safe_relpath(f.path)] if f.folder else safe_relpath(f.path)
+        )
     head: list[str] = []
     if opts.include_project:
         head.append(safe_component(f.project))

@@ -46,10 +46,7 @@ def _disambiguate(parts: list[str], uri: str) -> list[str]:
     tag = hashlib.sha1(uri.encode()).hexdigest()[:8]
     name = parts[-1]
     match = re.fullmatch(r"(.+?)(\.(?:nii\.gz|tar\.gz|[A-Za-z][A-Za-z0-9]{0,5}))", name)
-    if match:
-        name = f"{match.group(1)}~{tag}{match.group(2)}"
-    else:
-        name = f"{name}~{tag}"
+    name = f"{match.group(1)}~{tag}{match.group(2)}" if match else f"{name}~{tag}"
     return [*parts[:-1], name]
 
 
@@ -65,8 +62,9 @@ def build_plan(files: list[RemoteFile], opts: LayoutOptions) -> Plan:
     by_key: dict[str, list[int]] = {}
     for index, (_, parts) in enumerate(proposed):
         by_key.setdefault("/".join(parts).casefold(), []).append(index)
-    folders = {"/".join(parts[:i]).casefold() for _, parts in proposed
-               for i in range(1, len(parts))}
+    folders = {
+        "/".join(parts[:i]).casefold() for _, parts in proposed for i in range(1, len(parts))
+    }
     plan = Plan([])
     for f, parts in proposed:
         key = "/".join(parts).casefold()
@@ -76,16 +74,21 @@ def build_plan(files: list[RemoteFile], opts: LayoutOptions) -> Plan:
         plan.entries.append(PlanEntry(f, "/".join(parts)))
     final = [e.local.casefold() for e in plan.entries]
     if len(set(final)) != len(final):  # a suffix collided too: refuse rather than guess
-        raise UsageError("two remote files still map to one local path after renaming; "
-                         "choose another --layout")
+        raise UsageError(
+            "two remote files still map to one local path after renaming; choose another --layout"
+        )
     return plan
 
 
 def manifest_json(plan: Plan, server: str) -> str:
-    return json.dumps({
-        "version": MANIFEST_VERSION, "server": server,
-        "files": [{**asdict(e.file), "local": e.local} for e in plan.entries],
-    }, indent=1)
+    return json.dumps(
+        {
+            "version": MANIFEST_VERSION,
+            "server": server,
+            "files": [{**asdict(e.file), "local": e.local} for e in plan.entries],
+        },
+        indent=1,
+    )
 
 
 def load_manifest(path: Path) -> tuple[str, Plan]:
@@ -108,16 +111,27 @@ def load_manifest(path: Path) -> tuple[str, Plan]:
 
 def manifest_catalog(plan: Plan, server: str) -> str:
     """The plan as an XNAT ``cat:Catalog`` (seed 000's XML-catalog download method)."""
-    lines = ['<?xml version="1.0" encoding="UTF-8"?>',
-             '<cat:Catalog xmlns:cat="http://nrg.wustl.edu/catalog">', "\t<cat:entries>"]
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        '<cat:Catalog xmlns:cat="http://nrg.wustl.edu/catalog">',
+        "\t<cat:entries>",
+    ]
     for e in plan.entries:
-        attrs = {"URI": server + e.file.uri, "ID": e.file.path,
-                 "name": e.file.path.rsplit("/", 1)[-1], "cachePath": e.local}
+        attrs = {
+            "URI": server + e.file.uri,
+            "ID": e.file.path,
+            "name": e.file.path.rsplit("/", 1)[-1],
+            "cachePath": e.local,
+        }
         if e.file.md5:
             attrs["digest"] = e.file.md5
         text = " ".join(f"{k}={quoteattr(v)}" for k, v in sorted(attrs.items()))
-        meta = (f'<cat:metaFields><cat:metaField name="SIZE">{e.file.size}</cat:metaField>'
-                "</cat:metaFields>" if e.file.size is not None else "")
+        meta = (
+            f'<cat:metaFields><cat:metaField name="SIZE">{e.file.size}</cat:metaField>'
+            "</cat:metaFields>"
+            if e.file.size is not None
+            else ""
+        )
         lines.append(f"\t\t<cat:entry {text}>{meta}</cat:entry>")
     lines += ["\t</cat:entries>", "</cat:Catalog>", ""]
     return "\n".join(lines)

@@ -9,10 +9,10 @@ from xnat_downloader.transfer.state import Record
 
 
 class Action(StrEnum):
-    SKIP = "skip"              # verified earlier, and still what the server lists
-    DOWNLOAD = "download"      # fetch from the start (any partial file is discarded)
-    RESUME = "resume"          # continue a partial file with Range
-    CHECK_EXISTING = "check"   # a file is there that we did not verify: hash it first
+    SKIP = "skip"  # verified earlier, and still what the server lists
+    DOWNLOAD = "download"  # fetch from the start (any partial file is discarded)
+    RESUME = "resume"  # continue a partial file with Range
+    CHECK_EXISTING = "check"  # a file is there that we did not verify: hash it first
 
 
 @dataclass(frozen=True)
@@ -20,8 +20,8 @@ class Facts:
     expected_size: int | None
     expected_md5: str | None
     record: Record | None
-    final_size: int | None      # None: no file at the final path
-    partial_size: int | None    # None: no partial file
+    final_size: int | None  # None: no file at the final path
+    partial_size: int | None  # None: no partial file
     overwrite: bool
 
 
@@ -37,15 +37,22 @@ def decide(f: Facts) -> tuple[Action, int]:
         return Action.DOWNLOAD, 0
     record = f.record
     if f.final_size is not None:
-        if (record is not None and record.status == "verified"
-                and _same_remote(record, f.expected_size, f.expected_md5)
-                and record.size == f.final_size):
+        if (
+            record is not None
+            and record.status == "verified"
+            and _same_remote(record, f.expected_size, f.expected_md5)
+            and record.size == f.final_size
+        ):
             return Action.SKIP, 0
         if record is not None and record.status == "verified":
             return Action.DOWNLOAD, 0  # our own earlier file, but the remote changed
         return Action.CHECK_EXISTING, 0
-    if (f.partial_size and record is not None and record.status == "partial"
-            and _same_remote(record, f.expected_size, f.expected_md5)
-            and (f.expected_size is None or f.partial_size < f.expected_size)):
+    if (
+        f.partial_size
+        and record is not None
+        and record.status == "partial"
+        and _same_remote(record, f.expected_size, f.expected_md5)
+        and (f.expected_size is None or f.partial_size < f.expected_size)
+    ):
         return Action.RESUME, f.partial_size
     return Action.DOWNLOAD, 0

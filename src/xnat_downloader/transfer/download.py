@@ -96,8 +96,16 @@ def _finish(handle: IO[bytes]) -> None:
 class Downloader:
     """Downloads jobs into ``root`` through one session, recording state and emitting events."""
 
-    def __init__(self, xs: XnatSession, root: Path, state: State, sink: EventSink, *,
-                 overwrite: bool = False, limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        xs: XnatSession,
+        root: Path,
+        state: State,
+        sink: EventSink,
+        *,
+        overwrite: bool = False,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.xs = xs
         self.root = root
         self.state = state
@@ -123,8 +131,14 @@ class Downloader:
             return Outcome(job, "failed", 0, "", False, error)
 
     async def _run(self, job: Job, final: Path, part: Path) -> Outcome:
-        facts = Facts(job.size, job.md5, self.state.get(job.local), _size_or_none(final),
-                      _size_or_none(part), self.overwrite)
+        facts = Facts(
+            job.size,
+            job.md5,
+            self.state.get(job.local),
+            _size_or_none(final),
+            _size_or_none(part),
+            self.overwrite,
+        )
         action, offset = decide(facts)
         if action == Action.SKIP:
             size = facts.final_size or 0
@@ -136,8 +150,10 @@ class Downloader:
                 self.state.put(job.local, job.uri, size, md5, "verified")
                 self.sink(FileSkipped(job.local, size, "already present and verified"))
                 return Outcome(job, "skipped", size, md5, bool(job.md5))
-            msg = (f"{final} already exists and differs from the server's file; "
-                   "use --overwrite to replace it")
+            msg = (
+                f"{final} already exists and differs from the server's file; "
+                "use --overwrite to replace it"
+            )
             raise TransferError(msg)
         final.parent.mkdir(parents=True, exist_ok=True)
         if action == Action.DOWNLOAD:
@@ -150,9 +166,11 @@ class Downloader:
             part.unlink(missing_ok=True)
             self.state.forget(job.local)
             expected = f"{job.size} bytes, MD5 {job.md5}" if job.md5 else f"{job.size} bytes"
-            msg = (f"{job.local}: got {size} bytes with MD5 {md5}, but the server lists "
-                   f"{expected}; the partial file was deleted (the file may have changed on "
-                   "the server during the download, or the transfer was corrupted)")
+            msg = (
+                f"{job.local}: got {size} bytes with MD5 {md5}, but the server lists "
+                f"{expected}; the partial file was deleted (the file may have changed on "
+                "the server during the download, or the transfer was corrupted)"
+            )
             raise IntegrityError(msg)
         os.replace(part, final)
         self.state.put(job.local, job.uri, size, md5, "verified")
@@ -177,12 +195,23 @@ class Downloader:
                 md5, offset = await asyncio.to_thread(self._rehash_prefix, part, offset)
             try:
                 md5, size = await self._stream(job, part, offset, md5)
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError,
-                    ConnectionFailed, ServerError) as exc:
+            except (
+                aiohttp.ClientPayloadError,
+                aiohttp.ClientConnectionError,
+                TimeoutError,
+                ConnectionFailed,
+                ServerError,
+            ) as exc:
                 if isinstance(exc, LoginPageError):
                     raise
-                if isinstance(exc, ServerError) and exc.status not in (None, 429, 500, 502,
-                                                                       503, 504):
+                if isinstance(exc, ServerError) and exc.status not in (
+                    None,
+                    429,
+                    500,
+                    502,
+                    503,
+                    504,
+                ):
                     raise
                 reached = _size_or_none(part) or 0
                 if reached > best:
@@ -200,8 +229,12 @@ class Downloader:
                 await asyncio.sleep(delay)
                 continue
             digest = md5.hexdigest()
-            if job.md5 and digest.lower() != job.md5.lower() and offset and \
-                    not restarted_for_integrity:
+            if (
+                job.md5
+                and digest.lower() != job.md5.lower()
+                and offset
+                and not restarted_for_integrity
+            ):
                 # A resumed body that does not verify: the partial prefix may be torn (a
                 # kill -9 mid-write).  Start over once from byte 0 before giving up.
                 restarted_for_integrity = True
@@ -221,20 +254,24 @@ class Downloader:
                 done += len(data)
         return md5, done
 
-    async def _stream(self, job: Job, part: Path, offset: int, md5: hashlib._Hash
-                      ) -> tuple[hashlib._Hash, int]:
+    async def _stream(
+        self, job: Job, part: Path, offset: int, md5: hashlib._Hash
+    ) -> tuple[hashlib._Hash, int]:
         """One GET of the body from ``offset``; returns the hash and size of the whole file."""
         headers = {"Range": f"bytes={offset}-"} if offset else None
-        resp = await self.xs.open("GET", job.uri, headers=headers, what=job.local,
-                                  ok_statuses=(416,))
+        resp = await self.xs.open(
+            "GET", job.uri, headers=headers, what=job.local, ok_statuses=(416,)
+        )
         try:
             if resp.status == 416:
                 # Our partial file is as long as (or longer than) the remote one: start over.
                 self.sink(BytesMoved(job.local, -offset))
                 part.unlink(missing_ok=True)
                 raise ServerError("range not satisfiable; restarting", status=503)
-            if offset and (resp.status != 206 or not resp.headers.get(
-                    "Content-Range", "").startswith(f"bytes {offset}-")):
+            if offset and (
+                resp.status != 206
+                or not resp.headers.get("Content-Range", "").startswith(f"bytes {offset}-")
+            ):
                 # The server ignored Range (XNAT's /data API does): rewind and take it all.
                 self.sink(BytesMoved(job.local, -offset))
                 offset = 0
@@ -244,8 +281,9 @@ class Downloader:
         finally:
             resp.release()
 
-    async def _write_body(self, job: Job, resp: aiohttp.ClientResponse, part: Path,
-                          offset: int, md5: hashlib._Hash) -> int:
+    async def _write_body(
+        self, job: Job, resp: aiohttp.ClientResponse, part: Path, offset: int, md5: hashlib._Hash
+    ) -> int:
         handle = open(part, "r+b" if offset else "wb")  # noqa: SIM115 - closed below
         try:
             if offset:
@@ -257,10 +295,15 @@ class Downloader:
                 if first and offset == 0:
                     first = False
                     html_type = "html" in resp.headers.get("Content-Type", "").lower()
-                    if (looks_like_html(chunk) and html_type
-                            and not job.local.lower().endswith((".html", ".htm"))):
-                        msg = (f"the server sent an HTML page (a login or error page) instead "
-                               f"of {job.local}; nothing was saved")
+                    if (
+                        looks_like_html(chunk)
+                        and html_type
+                        and not job.local.lower().endswith((".html", ".htm"))
+                    ):
+                        msg = (
+                            f"the server sent an HTML page (a login or error page) instead "
+                            f"of {job.local}; nothing was saved"
+                        )
                         raise LoginPageError(msg, status=resp.status, url=job.uri)
                 if self.limiter is not None:
                     await self.limiter.take(len(chunk))
@@ -270,7 +313,8 @@ class Downloader:
             expected = resp.content_length
             if expected is not None and size - offset != expected:
                 raise aiohttp.ClientPayloadError(
-                    f"body ended after {size - offset} of {expected} bytes")
+                    f"body ended after {size - offset} of {expected} bytes"
+                )
             await asyncio.to_thread(_finish, handle)
             return size
         finally:

@@ -25,8 +25,14 @@ class EngineOptions:
     max_rate: float | None = None  # bytes per second, all workers together
 
 
-async def run_jobs(xs: XnatSession, jobs: list[Job], root: Path, state: State,
-                   sink: EventSink, options: EngineOptions) -> list[Outcome]:
+async def run_jobs(
+    xs: XnatSession,
+    jobs: list[Job],
+    root: Path,
+    state: State,
+    sink: EventSink,
+    options: EngineOptions,
+) -> list[Outcome]:
     """Download ``jobs`` into ``root``; outcomes come back in the order of ``jobs``."""
     sink(Planned(len(jobs), sum(j.size or 0 for j in jobs)))
     limiter = RateLimiter(options.max_rate) if options.max_rate else None

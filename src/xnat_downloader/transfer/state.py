@@ -51,8 +51,10 @@ class State:
             holder = self._lock.read().strip() or "another process"
             self._lock.close()
             self._lock = None
-            msg = (f"another xnat-downloader run ({holder}) is using {outdir}; wait for it to "
-                   "finish or choose another output directory")
+            msg = (
+                f"another xnat-downloader run ({holder}) is using {outdir}; wait for it to "
+                "finish or choose another output directory"
+            )
             raise LockedError(msg) from exc
         self._lock.seek(0)
         self._lock.truncate()
@@ -63,7 +65,8 @@ class State:
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS files (local TEXT PRIMARY KEY, uri TEXT NOT NULL, "
-            "size INTEGER, md5 TEXT, status TEXT NOT NULL, updated REAL NOT NULL)")
+            "size INTEGER, md5 TEXT, status TEXT NOT NULL, updated REAL NOT NULL)"
+        )
         self.db.commit()
 
     def close(self) -> None:
@@ -73,13 +76,16 @@ class State:
             self._lock = None
 
     def get(self, local: str) -> Record | None:
-        row = self.db.execute("SELECT local, uri, size, md5, status FROM files WHERE local=?",
-                              (local,)).fetchone()
+        row = self.db.execute(
+            "SELECT local, uri, size, md5, status FROM files WHERE local=?", (local,)
+        ).fetchone()
         return Record(*row) if row else None
 
     def put(self, local: str, uri: str, size: int | None, md5: str | None, status: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                        (local, uri, size, md5, status, time.time()))
+        self.db.execute(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+            (local, uri, size, md5, status, time.time()),
+        )
         self.db.commit()
 
     def forget(self, local: str) -> None:

@@ -25,8 +25,11 @@ def result_rows(doc: Any, what: str) -> list[dict[str, str]]:
     if not isinstance(rows, list):
         msg = f"the server's listing of {what} has no list of results"
         raise ServerError(msg)
-    return [{str(k): "" if v is None else str(v) for k, v in row.items()}
-            for row in rows if isinstance(row, dict)]
+    return [
+        {str(k): "" if v is None else str(v) for k, v in row.items()}
+        for row in rows
+        if isinstance(row, dict)
+    ]
 
 
 def parse_date(text: str) -> date | None:
@@ -94,8 +97,15 @@ def parse_catalog(text: bytes | str, source: str) -> list[CatalogEntry]:
         for meta in element.iter():
             if meta.tag.endswith("metaField") and meta.get("name") == "SIZE" and meta.text:
                 size = parse_size(meta.text)
-        entries.append(CatalogEntry(uri, element.get("name", ""), element.get("cachePath", ""),
-                                    element.get("digest", ""), size))
+        entries.append(
+            CatalogEntry(
+                uri,
+                element.get("name", ""),
+                element.get("cachePath", ""),
+                element.get("digest", ""),
+                size,
+            )
+        )
     if not entries:
         msg = f"{source} lists no cat:entry elements with a URI"
         raise UsageError(msg)

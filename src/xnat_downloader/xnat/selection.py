@@ -34,9 +34,14 @@ class Selection:
     def describe(self) -> str:
         """A one-line account of the constraints, for "nothing matched" messages."""
         parts = [f"projects {', '.join(self.projects) or 'all'}"]
-        for name, values in (("subjects", self.subjects), ("sessions", self.sessions),
-                             ("types", self.xsi_types), ("scan types", self.scan_types),
-                             ("quality", self.qualities), ("resources", self.resources)):
+        for name, values in (
+            ("subjects", self.subjects),
+            ("sessions", self.sessions),
+            ("types", self.xsi_types),
+            ("scan types", self.scan_types),
+            ("quality", self.qualities),
+            ("resources", self.resources),
+        ):
             if values:
                 parts.append(f"{name} {', '.join(values)}")
         if self.since or self.until:
@@ -52,8 +57,11 @@ def _glob(value: str, patterns: tuple[str, ...]) -> bool:
 def session_matches(session: Session, sel: Selection) -> bool:
     if sel.sessions and session.id not in sel.sessions and session.label not in sel.sessions:
         return False
-    if sel.subjects and session.subject_id not in sel.subjects and (
-            session.subject_label not in sel.subjects):
+    if (
+        sel.subjects
+        and session.subject_id not in sel.subjects
+        and (session.subject_label not in sel.subjects)
+    ):
         return False
     if sel.since and (session.date is None or session.date < sel.since):
         return False
@@ -62,16 +70,22 @@ def session_matches(session: Session, sel: Selection) -> bool:
     if sel.xsi_types:
         wanted = {t.lower() for t in sel.xsi_types}
         short = session.xsi_type.split(":")[-1].lower().removesuffix("sessiondata")
-        if (session.xsi_type.lower() not in wanted and short not in wanted
-                and session.modality.lower() not in wanted):
+        if (
+            session.xsi_type.lower() not in wanted
+            and short not in wanted
+            and session.modality.lower() not in wanted
+        ):
             return False
     return True
 
 
 def scan_matches(scan: Scan, sel: Selection) -> bool:
     """xget's ``-acq``: a scan ID, type or series description (globs, case-insensitive)."""
-    if sel.scan_types and not (_glob(scan.id, sel.scan_types) or _glob(scan.type, sel.scan_types)
-                               or _glob(scan.series_description, sel.scan_types)):
+    if sel.scan_types and not (
+        _glob(scan.id, sel.scan_types)
+        or _glob(scan.type, sel.scan_types)
+        or _glob(scan.series_description, sel.scan_types)
+    ):
         return False
     return not (sel.qualities and scan.quality.lower() not in {q.lower() for q in sel.qualities})
 

@@ -47,11 +47,18 @@ class WalkResult:
 
 
 async def list_projects(xs: XnatSession) -> list[Project]:
-    doc = await xs.get_json("/data/projects", params={"columns": "ID,name,secondary_ID"},
-                            what="the project list")
+    doc = await xs.get_json(
+        "/data/projects", params={"columns": "ID,name,secondary_ID"}, what="the project list"
+    )
     rows = result_rows(doc, "projects")
-    return sorted((Project(r.get("ID", ""), r.get("name", ""), r.get("secondary_ID", ""))
-                   for r in rows if r.get("ID")), key=lambda p: p.id)
+    return sorted(
+        (
+            Project(r.get("ID", ""), r.get("name", ""), r.get("secondary_ID", ""))
+            for r in rows
+            if r.get("ID")
+        ),
+        key=lambda p: p.id,
+    )
 
 
 def match_projects(wanted: Iterable[str], available: list[Project]) -> list[Project]:
@@ -59,10 +66,13 @@ def match_projects(wanted: Iterable[str], available: list[Project]) -> list[Proj
     chosen: list[Project] = []
     for ref in wanted:
         found = next((p for p in available if p.id == ref), None) or next(
-            (p for p in available if ref in (p.secondary_id, p.name)), None)
+            (p for p in available if ref in (p.secondary_id, p.name)), None
+        )
         if found is None:
-            msg = (f"project {ref!r} does not exist or you have no access to it "
-                   f"(visible: {', '.join(p.id for p in available) or 'none'})")
+            msg = (
+                f"project {ref!r} does not exist or you have no access to it "
+                f"(visible: {', '.join(p.id for p in available) or 'none'})"
+            )
             raise NotFound(msg)
         if found not in chosen:
             chosen.append(found)
@@ -70,52 +80,82 @@ def match_projects(wanted: Iterable[str], available: list[Project]) -> list[Proj
 
 
 async def list_sessions(xs: XnatSession, project: Project) -> list[Session]:
-    subjects_doc = await xs.get_json(f"/data/projects/{project.id}/subjects",
-                                     params={"columns": "ID,label"},
-                                     what=f"the subjects of project {project.id}")
-    labels = {r["ID"]: r.get("label", "") for r in result_rows(subjects_doc, "subjects")
-              if r.get("ID")}
+    subjects_doc = await xs.get_json(
+        f"/data/projects/{project.id}/subjects",
+        params={"columns": "ID,label"},
+        what=f"the subjects of project {project.id}",
+    )
+    labels = {
+        r["ID"]: r.get("label", "") for r in result_rows(subjects_doc, "subjects") if r.get("ID")
+    }
     doc = await xs.get_json(
         f"/data/projects/{project.id}/experiments",
         params={"columns": "ID,label,date,xsiType,subject_ID,subject_label,modality,project"},
-        what=f"the sessions of project {project.id}")
+        what=f"the sessions of project {project.id}",
+    )
     sessions = []
     for r in result_rows(doc, "experiments"):
         if not r.get("ID"):
             continue
         subject_id = r.get("subject_ID", "")
-        sessions.append(Session(
-            id=r["ID"], label=r.get("label") or r["ID"], project=project.id,
-            subject_id=subject_id,
-            subject_label=r.get("subject_label") or labels.get(subject_id, subject_id),
-            date=parse_date(r.get("date", "")), xsi_type=r.get("xsiType", ""),
-            modality=r.get("modality", "")))
+        sessions.append(
+            Session(
+                id=r["ID"],
+                label=r.get("label") or r["ID"],
+                project=project.id,
+                subject_id=subject_id,
+                subject_label=r.get("subject_label") or labels.get(subject_id, subject_id),
+                date=parse_date(r.get("date", "")),
+                xsi_type=r.get("xsiType", ""),
+                modality=r.get("modality", ""),
+            )
+        )
     return sessions
 
 
 async def list_scans(xs: XnatSession, session: Session) -> list[Scan]:
-    doc = await xs.get_json(f"/data/experiments/{session.id}/scans",
-                            params={"columns": "ID,type,series_description,quality,xsiType"},
-                            what=f"the scans of session {session.label}")
-    return [Scan(session.id, r["ID"], r.get("type", ""), r.get("series_description", ""),
-                 r.get("quality", ""), r.get("xsiType", ""))
-            for r in result_rows(doc, "scans") if r.get("ID")]
+    doc = await xs.get_json(
+        f"/data/experiments/{session.id}/scans",
+        params={"columns": "ID,type,series_description,quality,xsiType"},
+        what=f"the scans of session {session.label}",
+    )
+    return [
+        Scan(
+            session.id,
+            r["ID"],
+            r.get("type", ""),
+            r.get("series_description", ""),
+            r.get("quality", ""),
+            r.get("xsiType", ""),
+        )
+        for r in result_rows(doc, "scans")
+        if r.get("ID")
+    ]
 
 
-def _file(row: dict[str, str], session: Session, category: str, owner: str = "",
-          owner_type: str = "") -> RemoteFile | None:
+def _file(
+    row: dict[str, str], session: Session, category: str, owner: str = "", owner_type: str = ""
+) -> RemoteFile | None:
     uri = row.get("URI", "")
     split = split_file_uri(uri)
     if split is None:
         log.warning("skipping a listing row with an unusable URI: %r", uri)
         return None
     _res, path = split
-    return RemoteFile(uri=uri, path=path, size=parse_size(row.get("Size", "")),
-                      md5=row.get("digest") or None, project=session.project,
-                      subject_label=session.subject_label, session_label=session.label,
-                      session_id=session.id, category=category,
-                      resource=row.get("collection") or _res, owner=owner,
-                      owner_type=owner_type)
+    return RemoteFile(
+        uri=uri,
+        path=path,
+        size=parse_size(row.get("Size", "")),
+        md5=row.get("digest") or None,
+        project=session.project,
+        subject_label=session.subject_label,
+        session_label=session.label,
+        session_id=session.id,
+        category=category,
+        resource=row.get("collection") or _res,
+        owner=owner,
+        owner_type=owner_type,
+    )
 
 
 async def _files_listing(xs: XnatSession, path: str, what: str) -> list[dict[str, str]]:
@@ -126,43 +166,54 @@ async def _files_listing(xs: XnatSession, path: str, what: str) -> list[dict[str
     return result_rows(doc, what)
 
 
-async def session_files(xs: XnatSession, session: Session, sel: Selection
-                        ) -> tuple[list[Scan], list[RemoteFile]]:
+async def session_files(
+    xs: XnatSession, session: Session, sel: Selection
+) -> tuple[list[Scan], list[RemoteFile]]:
     files: list[RemoteFile] = []
     scans: list[Scan] = []
     if sel.scans:
         scans = [s for s in await list_scans(xs, session) if scan_matches(s, sel)]
         if scans:
             by_id = {s.id: s for s in scans}
-            rows = await _files_listing(xs, f"/data/experiments/{session.id}/scans/ALL/files",
-                                        f"the scan files of session {session.label}")
+            rows = await _files_listing(
+                xs,
+                f"/data/experiments/{session.id}/scans/ALL/files",
+                f"the scan files of session {session.label}",
+            )
             for row in rows:
                 owner = owner_of(row.get("URI", ""))
                 scan = by_id.get(owner[1]) if owner and owner[0] == "scans" else None
-                if scan is None or not resource_matches(row.get("collection", ""),
-                                                        row.get("file_format", ""), sel):
+                if scan is None or not resource_matches(
+                    row.get("collection", ""), row.get("file_format", ""), sel
+                ):
                     continue
                 found = _file(row, session, "scan", scan.id, scan.type)
                 if found:
                     files.append(found)
     if sel.session_resources:
-        rows = await _files_listing(xs, f"/data/experiments/{session.id}/files",
-                                    f"the session resources of {session.label}")
+        rows = await _files_listing(
+            xs, f"/data/experiments/{session.id}/files", f"the session resources of {session.label}"
+        )
         for row in rows:
             if owner_of(row.get("URI", "")) is None and resource_matches(
-                    row.get("collection", ""), row.get("file_format", ""), sel):
+                row.get("collection", ""), row.get("file_format", ""), sel
+            ):
                 found = _file(row, session, "session")
                 if found:
                     files.append(found)
     if sel.assessors:
-        doc = await xs.get_json(f"/data/experiments/{session.id}/assessors",
-                                what=f"the assessors of {session.label}")
-        labels = {r["ID"]: r.get("label") or r["ID"] for r in result_rows(doc, "assessors")
-                  if r.get("ID")}
+        doc = await xs.get_json(
+            f"/data/experiments/{session.id}/assessors", what=f"the assessors of {session.label}"
+        )
+        labels = {
+            r["ID"]: r.get("label") or r["ID"] for r in result_rows(doc, "assessors") if r.get("ID")
+        }
         if labels:
             rows = await _files_listing(
-                xs, f"/data/experiments/{session.id}/assessors/ALL/out/files",
-                f"the assessor files of {session.label}")
+                xs,
+                f"/data/experiments/{session.id}/assessors/ALL/out/files",
+                f"the assessor files of {session.label}",
+            )
             for row in rows:
                 owner = owner_of(row.get("URI", ""))
                 if owner and owner[0] == "assessors":
@@ -171,8 +222,10 @@ async def session_files(xs: XnatSession, session: Session, sel: Selection
                         files.append(found)
     if sel.recons:
         rows = await _files_listing(
-            xs, f"/data/experiments/{session.id}/reconstructions/ALL/out/files",
-            f"the reconstruction files of {session.label}")
+            xs,
+            f"/data/experiments/{session.id}/reconstructions/ALL/out/files",
+            f"the reconstruction files of {session.label}",
+        )
         for row in rows:
             owner = owner_of(row.get("URI", ""))
             if owner and owner[0] == "reconstructions":
@@ -195,8 +248,10 @@ async def walk(xs: XnatSession, sel: Selection, *, concurrency: int = 8) -> Walk
         known = {s.id for s in result.sessions} | {s.label for s in result.sessions}
         missing = [s for s in sel.sessions if s not in known]
         if missing and not result.sessions:
-            msg = (f"no session {', '.join(missing)} in project(s) "
-                   f"{', '.join(p.id for p in result.projects)} matches the selection")
+            msg = (
+                f"no session {', '.join(missing)} in project(s) "
+                f"{', '.join(p.id for p in result.projects)} matches the selection"
+            )
             raise NotFound(msg)
         for ref in missing:
             log.warning("session %s was not found in the selected projects", ref)
@@ -235,30 +290,41 @@ async def _session_by_id(xs: XnatSession, eid: str, cache: dict[str, Session]) -
         project = str(fields.get("project", ""))
         subject_label = subject_id
         if subject_id and project:
-            subject_doc = await xs.get_json(f"/data/projects/{project}/subjects/{subject_id}",
-                                            what=f"subject {subject_id}")
+            subject_doc = await xs.get_json(
+                f"/data/projects/{project}/subjects/{subject_id}", what=f"subject {subject_id}"
+            )
             for item_ in subject_doc.get("items", []):
                 subject_label = str(item_.get("data_fields", {}).get("label", subject_id))
                 break
-        cache[eid] = Session(eid, str(fields.get("label", eid)), project, subject_id,
-                             subject_label, parse_date(str(fields.get("date", ""))),
-                             str(item.get("meta", {}).get("xsi:type", "")))
+        cache[eid] = Session(
+            eid,
+            str(fields.get("label", eid)),
+            project,
+            subject_id,
+            subject_label,
+            parse_date(str(fields.get("date", ""))),
+            str(item.get("meta", {}).get("xsi:type", "")),
+        )
     return cache[eid]
 
 
-async def _entry_files(xs: XnatSession, entry: CatalogEntry, cache: dict[str, Session]
-                       ) -> list[RemoteFile]:
+async def _entry_files(
+    xs: XnatSession, entry: CatalogEntry, cache: dict[str, Session]
+) -> list[RemoteFile]:
     from urllib.parse import urlsplit
 
     parts = urlsplit(entry.uri)
     path = parts.path
     if parts.netloc and xs.base_url.split("://", 1)[-1].split("/", 1)[0] != parts.netloc:
-        log.warning("catalog entry %s names another server; fetching it from %s instead",
-                    entry.uri, xs.base_url)
+        log.warning(
+            "catalog entry %s names another server; fetching it from %s instead",
+            entry.uri,
+            xs.base_url,
+        )
     if "/data/" in path:
         path = "/data/" + path.split("/data/", 1)[1]
     elif path.startswith("/archive/"):
-        path = "/data" + path[len("/archive"):]
+        path = "/data" + path[len("/archive") :]
     import re
 
     eid_match = re.search(r"/experiments/([^/]+)", path)
@@ -269,10 +335,20 @@ async def _entry_files(xs: XnatSession, entry: CatalogEntry, cache: dict[str, Se
     split = split_file_uri(path)
     if split is not None and not path.endswith("/files"):
         # One file (format=xcat listings): its place is the entry's cachePath.
-        return [RemoteFile(uri=path, path=entry.cache_path or split[1], size=entry.size,
-                           md5=entry.digest or None, project=session.project,
-                           subject_label=session.subject_label, session_label=session.label,
-                           session_id=session.id, category="catalog", resource=split[0])]
+        return [
+            RemoteFile(
+                uri=path,
+                path=entry.cache_path or split[1],
+                size=entry.size,
+                md5=entry.digest or None,
+                project=session.project,
+                subject_label=session.subject_label,
+                session_label=session.label,
+                session_id=session.id,
+                category="catalog",
+                resource=split[0],
+            )
+        ]
     rows = await _files_listing(xs, path, f"catalog entry {entry.uri}")
     owner = owner_of(path)
     out = []

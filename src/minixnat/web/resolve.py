@@ -235,7 +235,7 @@ def resolve(store: Store, access: Access, segs: list[str], *, all_files: bool = 
             )
         subject = store.get_subject(experiment.subject_id)
         return _under_experiment(
-            store, access, project, subject, experiment, rest[1:], all_files=all_files
+            store, access, home, subject, experiment, rest[1:], all_files=all_files
         )
     raise HttpError(404, "The requested resource was not found.")
 

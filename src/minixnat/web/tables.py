@@ -13,7 +13,7 @@ import fnmatch
 import html
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from xml.sax.saxutils import escape
 
@@ -71,15 +71,7 @@ def project_columns(table: Table, request: Request) -> Table:
     wanted = request.param("columns")
     if table.fixed_columns or not wanted or wanted.upper() == "DEFAULT":
         rows = [{c: r.get(c, "") for c in table.columns} for r in table.rows]
-        return Table(
-            table.columns,
-            rows,
-            table.title,
-            table.total_records,
-            table.fixed_columns,
-            table.column_props,
-            table.extra_props,
-        )
+        return replace(table, rows=rows)
     names = [c.strip() for c in wanted.split(",") if c.strip()]
     known = _known_columns(table)
     chosen: list[tuple[str, str]] = []  # (output name, row key)
@@ -95,15 +87,7 @@ def project_columns(table: Table, request: Request) -> Table:
             chosen.append((out_name, key))
     chosen.append(("URI", "URI"))
     rows = [{out: r.get(key, "") for out, key in chosen} for r in table.rows]
-    return Table(
-        [c for c, _ in chosen],
-        rows,
-        table.title,
-        table.total_records,
-        table.fixed_columns,
-        table.column_props,
-        table.extra_props,
-    )
+    return replace(table, columns=[c for c, _ in chosen], rows=rows)
 
 
 def _known_columns(table: Table) -> dict[str, str]:
@@ -193,15 +177,7 @@ def apply_query(
             raise HttpError(400, "limit and offset must be integers (or '*' for limit)") from exc
         rows = rows[offset:] if limit is None else rows[offset : offset + limit]
         total = False  # XNAT drops totalRecords from paged listings
-    return Table(
-        table.columns,
-        rows,
-        table.title,
-        total,
-        table.fixed_columns,
-        table.column_props,
-        table.extra_props,
-    )
+    return replace(table, rows=rows, total_records=total)
 
 
 def _json_body(table: Table) -> str:

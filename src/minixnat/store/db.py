@@ -24,6 +24,7 @@ import secrets
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -270,8 +271,6 @@ class Store:
 
     # -- alias tokens --------------------------------------------------------------------
     def issue_token(self, login: str, lifetime_ms: int = 2 * 24 * 3600 * 1000) -> AliasToken:
-        import uuid
-
         alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
         token = AliasToken(
             alias=str(uuid.uuid4()),
@@ -289,20 +288,11 @@ class Store:
 
     def get_token(self, alias: str) -> AliasToken | None:
         row = self._one("SELECT * FROM alias_tokens WHERE alias=?", (alias,))
-        if row is None:
-            return None
-        return AliasToken(
-            row["alias"],
-            row["secret"],
-            row["login"],
-            row["created_ms"],
-            row["expires_ms"],
-            bool(row["enabled"]),
-        )
+        return _token(row) if row is not None else None
 
     def user_tokens(self, login: str) -> list[AliasToken]:
-        rows = self._q("SELECT alias FROM alias_tokens WHERE login=? AND enabled=1", (login,))
-        return [t for r in rows if (t := self.get_token(r["alias"])) is not None]
+        rows = self._q("SELECT * FROM alias_tokens WHERE login=? AND enabled=1", (login,))
+        return [_token(r) for r in rows]
 
     def check_token(self, alias: str, secret: str) -> User | None:
         token = self.get_token(alias)
@@ -680,6 +670,17 @@ class Store:
         if row is None:
             return None
         return str(row["login"]), json.loads(row["request"])
+
+
+def _token(row: sqlite3.Row) -> AliasToken:
+    return AliasToken(
+        row["alias"],
+        row["secret"],
+        row["login"],
+        row["created_ms"],
+        row["expires_ms"],
+        bool(row["enabled"]),
+    )
 
 
 def _natural_key(text: str) -> tuple[int, int | str]:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qsl
 
 from minixnat.store.db import Store, User
 from minixnat.web import catalogs, downloads, listings, objects
@@ -36,7 +37,7 @@ from minixnat.web.http import (
     text,
 )
 from minixnat.web.resolve import Access, Target, resolve
-from minixnat.web.tables import apply_query, project_columns, render
+from minixnat.web.tables import Table, apply_query, project_columns, render
 
 BUILD_INFO = {
     "version": "1.8.10",
@@ -336,7 +337,6 @@ class App:
     ) -> AnyResponse:
         store = self.store
         kind = target.kind
-        fmt = request.param("format").lower()
         if kind == "projects":
             table = listings.project_table(store, access)
             return render(project_columns(apply_query(table, request), request), request)
@@ -369,7 +369,6 @@ class App:
             return self._files(request, target, scoped=scoped)
         else:
             return objects.render_object(store, target, request)
-        del fmt
         return render(project_columns(apply_query(table, request, paging=False), request), request)
 
     def _files(self, request: Request, target: Target, *, scoped: bool) -> AnyResponse:
@@ -458,8 +457,6 @@ class App:
         raise HttpError(404, "Unknown token operation.")
 
     def _search_elements(self, request: Request, rest: list[str]) -> Response:
-        from minixnat.web.tables import Table
-
         names = [
             "xnat:projectData",
             "xnat:subjectData",
@@ -531,8 +528,6 @@ class App:
 
 
 def _parse_form(body: bytes) -> list[tuple[str, str]]:
-    from urllib.parse import parse_qsl
-
     return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
 
 

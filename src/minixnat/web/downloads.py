@@ -136,12 +136,11 @@ def archive_name(target: Target) -> str:
 def find_single_file(store: Store, target: Target) -> tuple[Node, Resource, FileRow]:
     assert target.file_path is not None
     wanted = target.file_path
+    pattern = re.compile(re.escape(wanted).replace(r"\*", ".*")) if "*" in wanted else None
     matches = []
     for node, res in target.resources:
         for f in store.list_files(res.pk):
-            if f.path == wanted or (
-                "*" in wanted and re.fullmatch(re.escape(wanted).replace(r"\*", ".*"), f.path)
-            ):
+            if f.path == wanted or (pattern is not None and pattern.fullmatch(f.path)):
                 matches.append((node, res, f))
     if not matches:
         raise HttpError(404, "Unable to find file.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from posixpath import basename
 
-from minixnat.store.db import Experiment, FileRow, Project, Resource, Store
+from minixnat.store.db import Experiment, FileRow, Resource, Store
 from minixnat.web.http import HttpError, Request
 from minixnat.web.resolve import Access, Node, Target
 from minixnat.web.tables import Row, Table
@@ -289,15 +289,20 @@ def selected_files(
     recursive = request.param("recursive", "true").lower() != "false"
     formats = request.param("file_format")
     contents = request.param("file_content")
+    folder = ""
+    if prefix:
+        # A path under .../files/ names a folder only with a trailing slash; a bare file
+        # path is a single-file download, not a listing, so it selects nothing here.
+        if prefix.endswith("/"):
+            folder = prefix
+        elif request.raw_path.endswith("/"):
+            folder = prefix + "/"
+        else:
+            return []
     out = []
     for node, res in target.resources:
         for f in store.list_files(res.pk):
-            if prefix:
-                folder = prefix if prefix.endswith("/") else None
-                if folder is None and request.raw_path.endswith("/"):
-                    folder = prefix + "/"
-                if folder is None:
-                    continue
+            if folder:
                 if not f.path.startswith(folder):
                     continue
                 if not recursive and "/" in f.path[len(folder) :]:
@@ -347,7 +352,3 @@ def file_table(store: Store, target: Target, request: Request, *, scoped: bool) 
         fixed_columns=True,
         column_props=[{"key": "URI", "serverRoot": ""}],
     )
-
-
-def visible_projects(store: Store, access: Access) -> list[Project]:
-    return [p for p in store.list_projects() if access.can_see(p)]

@@ -7,8 +7,9 @@ Unlike listings, ``data_fields`` keep their types (integer keys are numbers).  `
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 from minixnat.store.db import Experiment, Project, Recon, Resource, Scan, Store, Subject
 from minixnat.web.http import HttpError, Request, Response
@@ -33,8 +34,6 @@ JAVA_DATE = "%a %b %d %H:%M:%S UTC %Y"
 
 
 def _meta(xsi_type: str, insert_date: str = "") -> dict[str, Any]:
-    from datetime import datetime
-
     meta: dict[str, Any] = {"xsi:type": xsi_type, "isHistory": False}
     if insert_date:
         try:
@@ -293,6 +292,4 @@ def _child_xml(tag: str, item: dict[str, Any]) -> str:
 
 
 def _xml_text(value: object) -> str:
-    from xml.sax.saxutils import escape
-
     return escape(str(value))

@@ -98,7 +98,6 @@ class Target:
     resources: list[tuple[Node, Resource]] = field(default_factory=list)
     file_path: str | None = None
     multi_owner: bool = False
-    resource_selected: bool = False
     extra: list[str] = field(default_factory=list)
 
 
@@ -426,7 +425,6 @@ def _resources(
             "resource",
             nodes=nodes,
             resources=chosen,
-            resource_selected=True,
             multi_owner=multi,
             extra=[selector],
             **ctx,
@@ -441,7 +439,6 @@ def _resources(
         "files",
         nodes=nodes,
         resources=chosen,
-        resource_selected=True,
         file_path="/".join(rest[3:]) if len(rest) > 3 else None,
         multi_owner=multi or len(chosen) > 1,
         extra=[selector],

@@ -322,9 +322,13 @@ def _print_plan(result: api.PlanResult, args: argparse.Namespace, out: TextIO) -
         for e in plan.entries:
             size = "?" if e.file.size is None else str(e.file.size)
             print(f"{size:>12}  {e.local}", file=out)
-    for uri, local in plan.renamed:
-        print(f"note: {uri} renamed to {local} to avoid a name collision", file=sys.stderr)
+    _print_renamed(plan, sys.stderr)
     print(f"plan: {len(plan.entries)} files, {plan.total_bytes} bytes", file=out)
+
+
+def _print_renamed(plan: Plan, stream: TextIO) -> None:
+    for uri, local in plan.renamed:
+        print(f"note: {uri} renamed to {local} to avoid a name collision", file=stream)
 
 
 def _nothing_matched(selection: Selection, out: TextIO) -> int:
@@ -362,8 +366,7 @@ def _download(
                 f"({result.requests} requests)",
                 file=stderr,
             )
-        for uri, local in result.plan.renamed:
-            print(f"note: {uri} renamed to {local} to avoid a name collision", file=stderr)
+        _print_renamed(result.plan, stderr)
 
     tty = interactive and stderr.isatty() and not args.quiet
     display = RichProgress() if tty else PlainProgress(stderr, every=5.0)

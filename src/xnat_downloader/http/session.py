@@ -11,6 +11,7 @@ exceptions.  Passwords and session ids are never logged.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import ssl
@@ -322,8 +323,6 @@ class XnatSession:
     async def get_json(
         self, path: str, *, params: Mapping[str, str] | None = None, what: str = ""
     ) -> Any:
-        import json
-
         query = dict(params or {})
         query.setdefault("format", "json")
         body = await self.get_bytes(path, params=query, what=what)

@@ -37,10 +37,6 @@ class Plan:
     def total_bytes(self) -> int:
         return sum(e.file.size or 0 for e in self.entries)
 
-    @property
-    def unknown_sizes(self) -> int:
-        return sum(1 for e in self.entries if e.file.size is None)
-
 
 def _disambiguate(parts: list[str], uri: str) -> list[str]:
     tag = hashlib.sha1(uri.encode()).hexdigest()[:8]

@@ -27,6 +27,7 @@ from xnat_downloader.errors import (
     TransferError,
     XnatError,
 )
+from xnat_downloader.http.retry import RETRYABLE_STATUS
 from xnat_downloader.http.session import XnatSession, looks_like_html
 from xnat_downloader.transfer.decide import Action, Facts, decide
 from xnat_downloader.transfer.events import (
@@ -204,13 +205,10 @@ class Downloader:
             ) as exc:
                 if isinstance(exc, LoginPageError):
                     raise
-                if isinstance(exc, ServerError) and exc.status not in (
-                    None,
-                    429,
-                    500,
-                    502,
-                    503,
-                    504,
+                if (
+                    isinstance(exc, ServerError)
+                    and exc.status is not None
+                    and exc.status not in RETRYABLE_STATUS
                 ):
                     raise
                 reached = _size_or_none(part) or 0

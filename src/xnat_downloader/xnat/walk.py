@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
 
 from xnat_downloader.errors import NotFound, UsageError
 from xnat_downloader.http.session import XnatSession
@@ -311,8 +313,6 @@ async def _session_by_id(xs: XnatSession, eid: str, cache: dict[str, Session]) -
 async def _entry_files(
     xs: XnatSession, entry: CatalogEntry, cache: dict[str, Session]
 ) -> list[RemoteFile]:
-    from urllib.parse import urlsplit
-
     parts = urlsplit(entry.uri)
     path = parts.path
     if parts.netloc and xs.base_url.split("://", 1)[-1].split("/", 1)[0] != parts.netloc:
@@ -325,8 +325,6 @@ async def _entry_files(
         path = "/data/" + path.split("/data/", 1)[1]
     elif path.startswith("/archive/"):
         path = "/data" + path[len("/archive") :]
-    import re
-
     eid_match = re.search(r"/experiments/([^/]+)", path)
     if not eid_match:
         msg = f"catalog entry {entry.uri} does not name an experiment"
@@ -351,15 +349,17 @@ async def _entry_files(
         ]
     rows = await _files_listing(xs, path, f"catalog entry {entry.uri}")
     owner = owner_of(path)
+    scan_type = ""
+    if rows and not entry.name and owner and owner[0] == "scans":
+        scan_type = next((s.type for s in await list_scans(xs, session) if s.id == owner[1]), "")
     out = []
     for row in rows:
         if entry.name:
             found = _file(row, session, "catalog")
             if found:
-                found = RemoteFile(**{**found.__dict__, "folder": entry.name})
+                found = replace(found, folder=entry.name)
         elif owner and owner[0] == "scans":
-            types = {s.id: s.type for s in await list_scans(xs, session)}
-            found = _file(row, session, "scan", owner[1], types.get(owner[1], ""))
+            found = _file(row, session, "scan", owner[1], scan_type)
         elif owner and owner[0] == "assessors":
             found = _file(row, session, "assessor", owner[1])
         else:

@@ -222,6 +222,8 @@ def test_list_file_with_bom_crlf_header(shared_server: Server, tmp_path: Path) -
         (["-p", "NOPE"], ENV, "project 'NOPE' does not exist"),
         ([], {"XNAT_USER": "admin", "XNAT_PASS": "wrong"}, "wrong user name or password"),
         (["-j", "0"], ENV, "--jobs"),
+        (["--max-rate", "0"], ENV, "--max-rate 0.0 must be a positive"),
+        (["-p", "@/nonexistent/list.txt"], ENV, "cannot read list file /nonexistent/list.txt"),
     ],
 )
 def test_bad_input_exits_2(
@@ -466,3 +468,58 @@ def test_legacy_seed_invocation_with_chooser(shared_server: Server, tmp_path: Pa
     assert b"2) DEMO02" in seen
     assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")[-500:]
     assert (tmp_path / "DEMO02" / "DEMO02_S001" / "DEMO02_S001_MR1").is_dir()
+
+
+def test_alias_token_login_and_a_revoked_token(shared_server: Server, tmp_path: Path) -> None:
+    """A token is used as user and password; a wrong secret is refused once, with the
+    lockout warning, and the secret is never echoed."""
+    token = requests.get(
+        f"{shared_server.url}/data/services/tokens/issue", auth=("admin", "admin"), timeout=30
+    ).json()
+    alias, secret = token["alias"], token["secret"]
+    base = ["download", "-w", shared_server.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1"]
+    code, out, err = cli(
+        *base, "-o", str(tmp_path / "a"), env={"XNAT_USER": alias, "XNAT_PASS": secret}
+    )
+    assert code == 0, err
+    assert out.strip().splitlines()[-1].endswith(" 0 failed")
+    code, _, err = cli(
+        *base, "-o", str(tmp_path / "b"), env={"XNAT_USER": alias, "XNAT_PASS": secret + "x"}
+    )
+    assert code == 2
+    assert f"wrong user name or password for {alias!r}" in err
+    assert "tried once" in err
+    assert secret not in err
+
+
+def test_debug_log_per_run_without_secrets(shared_server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    code, _, err = cli(
+        "download",
+        "-w",
+        shared_server.url,
+        "-u",
+        "admin",
+        "--password",
+        "admin",
+        "-p",
+        "DEMO01",
+        "-s",
+        "DEMO01_S001_MR1",
+        "--max-rate",
+        "100",
+        "-o",
+        str(out),
+        env={},
+    )
+    assert code == 0, err
+    logs = list((out / ".xnat-downloader" / "logs").glob("run-*.log"))
+    assert len(logs) == 1
+    text = logs[0].read_text()
+    assert f"debug log: {logs[0]}" in err
+    assert "--password ***" in text
+    assert "admin --password admin" not in text
+    assert "JSESSIONID" not in text
+    assert "GET " in text  # every request is there, with its status
+    verified = [line for line in text.splitlines() if " verified " in line]
+    assert len(verified) == len(local_files(out))

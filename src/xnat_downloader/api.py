@@ -116,10 +116,10 @@ async def _plan(
     conn: Connection, selection: Selection, layout: LayoutOptions, catalog: Path | None
 ) -> PlanResult:
     async with conn.session() as xs:
-        return await _plan_in(xs, selection, layout, catalog)
+        return await plan_in(xs, selection, layout, catalog)
 
 
-async def _plan_in(
+async def plan_in(
     xs: XnatSession, selection: Selection, layout: LayoutOptions, catalog: Path | None
 ) -> PlanResult:
     if catalog is not None:
@@ -209,23 +209,37 @@ async def _download(
             if saved_plan is not None:
                 planned = PlanResult(saved_plan, [], [], 0, xs.base_url)
             else:
-                planned = await _plan_in(xs, selection, layout, catalog)
+                planned = await plan_in(xs, selection, layout, catalog)
             if on_plan is not None:
                 on_plan(planned)
-            _save_manifest(outdir, planned)
             jobs = [Job(e.file.uri, e.local, e.file.size, e.file.md5) for e in planned.plan.entries]
-            started = time.monotonic()
-            outcomes = await run_jobs(xs, jobs, outdir, state, sink, options)
-            report = Report(
-                outcomes,
-                planned.plan.total_bytes,
-                time.monotonic() - started,
-                renamed=planned.plan.renamed,
-            )
-            report.report_path = _write_report(outdir, report)
-            return report
+            return await run_planned(xs, planned, jobs, outdir, state, options, sink)
     finally:
         state.close()
+
+
+async def run_planned(
+    xs: XnatSession,
+    planned: PlanResult,
+    jobs: list[Job],
+    outdir: Path,
+    state: State,
+    options: EngineOptions,
+    sink: EventSink,
+) -> Report:
+    """Save the manifest, run ``jobs`` (the plan's files, perhaps placed elsewhere) and write
+    the per-run report."""
+    _save_manifest(outdir, planned)
+    started = time.monotonic()
+    outcomes = await run_jobs(xs, jobs, outdir, state, sink, options)
+    report = Report(
+        outcomes,
+        sum(j.size or 0 for j in jobs),
+        time.monotonic() - started,
+        renamed=planned.plan.renamed,
+    )
+    report.report_path = _write_report(outdir, report)
+    return report
 
 
 def download(

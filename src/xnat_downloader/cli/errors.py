@@ -20,7 +20,7 @@ EXIT_USAGE = 2
 
 # (exception type, exit code, hint shown after the message); first match wins.
 TABLE: list[tuple[type[BaseException], int, str]] = [
-    (AuthError, EXIT_USAGE, "check the user name and password (or alias token)"),
+    (AuthError, EXIT_USAGE, "check the user name and password, or the alias token"),
     (AccessDenied, EXIT_USAGE, "ask a project owner for access"),
     (NotFound, EXIT_USAGE, "check the project, subject and session names (IDs or labels)"),
     (UsageError, EXIT_USAGE, ""),
@@ -36,5 +36,5 @@ def exit_code_and_message(exc: BaseException) -> tuple[int, str]:
     for kind, code, hint in TABLE:
         if isinstance(exc, kind):
             message = str(exc)
-            return code, f"{message} ({hint})" if hint else message
+            return code, f"{message}; {hint}" if hint else message
     return EXIT_FAILED_FILES, str(exc)

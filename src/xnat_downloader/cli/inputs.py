@@ -48,9 +48,10 @@ def parse_xget_day(text: str, flag: str) -> date:
         raise UsageError(msg) from exc
 
 
-def read_list_file(path: Path) -> list[str]:
+def read_list_file(path: Path, *, comma_lists: bool = False) -> list[str]:
     """IDs or labels from a plain, CSV or TSV file: first column; BOM, CRLF, blank lines and
-    a header row tolerated; ``#`` starts a comment line."""
+    a header row tolerated; ``#`` starts a comment line.  With ``comma_lists`` (xget's
+    session files) every comma-separated value on a line counts."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -68,27 +69,34 @@ def read_list_file(path: Path) -> list[str]:
     for number, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        if delimiter:
-            cells = next(csv.reader(io.StringIO(line), delimiter=delimiter), [""])
-            cell = cells[0].strip() if cells else ""
+        if comma_lists:
+            cells = [c.strip() for c in line.split(",") if c.strip()]
+        elif delimiter:
+            row = next(csv.reader(io.StringIO(line), delimiter=delimiter), [""])
+            cells = [row[0].strip() if row else ""]
         else:
-            cell = line.strip()
-        if not values and cell.lower() in HEADER_WORDS:
-            continue  # a header row
-        if not cell:
-            msg = f"{path} line {number}: the first column is empty"
-            raise UsageError(msg)
-        if _BAD_ID.search(cell):
-            msg = (
-                f"{path} line {number}: {cell!r} is not an XNAT ID or label (it contains "
-                "a space, slash or control character)"
-            )
-            raise UsageError(msg)
-        values.append(cell)
+            cells = [line.strip()]
+        for cell in cells:
+            if not values and cell.lower() in HEADER_WORDS:
+                continue  # a header row
+            _check_cell(cell, path, number)
+            values.append(cell)
     if not values:
         msg = f"list file {path} names nothing"
         raise UsageError(msg)
     return values
+
+
+def _check_cell(cell: str, path: Path, number: int) -> None:
+    if not cell:
+        msg = f"{path} line {number}: the first column is empty"
+        raise UsageError(msg)
+    if _BAD_ID.search(cell):
+        msg = (
+            f"{path} line {number}: {cell!r} is not an XNAT ID or label (it contains "
+            "a space, slash or control character)"
+        )
+        raise UsageError(msg)
 
 
 def expand(values: list[str] | None) -> tuple[str, ...]:

@@ -17,9 +17,17 @@ from pathlib import Path
 from typing import TextIO
 
 from xnat_downloader import __version__, api
+from xnat_downloader.cli import xget as xget_cli
+from xnat_downloader.cli.common import (
+    configure_logging,
+    debug_log,
+    display,
+    logging_sink,
+    print_summary,
+)
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE, exit_code_and_message
 from xnat_downloader.cli.inputs import expand, menu, parse_choice, parse_day
-from xnat_downloader.cli.progress import PlainProgress, RichProgress, human_bytes
+from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.errors import UsageError, XnatError
 from xnat_downloader.http import credentials as creds_mod
 from xnat_downloader.http.credentials import Credentials
@@ -29,6 +37,7 @@ from xnat_downloader.xnat.selection import Selection
 
 log = logging.getLogger("xnat_downloader")
 SUBCOMMANDS = ("download", "ls")
+SECRET_FLAGS = ("--password",)
 
 
 def _connection_args(p: argparse.ArgumentParser) -> None:
@@ -177,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_args(listing)
     _selection_args(listing)
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser(
+        "xget",
+        add_help=False,
+        help="xget's flags and per-session zips (see: xnat-downloader xget -h)",
+    )
     return parser
 
 
@@ -187,17 +201,6 @@ def legacy_parser() -> argparse.ArgumentParser:
     _selection_args(parser)
     _layout_args(parser)
     return parser
-
-
-def _configure_logging(args: argparse.Namespace) -> None:
-    level = logging.WARNING
-    if args.verbose == 1:
-        level = logging.INFO
-    elif args.verbose >= 2:
-        level = logging.DEBUG
-    if args.quiet:
-        level = logging.ERROR
-    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
 
 
 def _credentials(args: argparse.Namespace, url: str, interactive: bool) -> Credentials:
@@ -247,6 +250,8 @@ def run(
     interactive: bool,
     ask: Callable[[str], str] = input,
 ) -> int:
+    if argv and argv[0] == "xget":
+        return xget_cli.run(list(argv[1:]), stdout=stdout, stderr=stderr, interactive=interactive)
     if argv and argv[0] in SUBCOMMANDS:
         args = build_parser().parse_args(argv)
     elif argv and argv[0] in ("-h", "--help", "--version"):
@@ -255,7 +260,8 @@ def run(
     else:
         args = legacy_parser().parse_args(argv)
         args.command = "download"
-    _configure_logging(args)
+    args.argv = list(argv)
+    configure_logging(args.verbose, args.quiet, stderr)
     url = args.web or os.environ.get("XNAT_HOST", "")
     if not url:
         print("error: no XNAT server given: use -w URL or set XNAT_HOST", file=stderr)
@@ -263,6 +269,8 @@ def run(
     try:
         if args.command == "download" and (args.jobs < 1 or args.jobs > 64):
             raise UsageError(f"--jobs {args.jobs} must be between 1 and 64")
+        if getattr(args, "max_rate", None) is not None and args.max_rate <= 0:
+            raise UsageError(f"--max-rate {args.max_rate} must be a positive number of MB/s")
         if args.insecure:
             print(
                 "warning: TLS certificate verification is OFF (--insecure); the server's "
@@ -368,9 +376,10 @@ def _download(
             )
         _print_renamed(result.plan, stderr)
 
-    tty = interactive and stderr.isatty() and not args.quiet
-    display = RichProgress() if tty else PlainProgress(stderr, every=5.0)
-    with display:
+    with (
+        debug_log(outdir, ["xnat-downloader", *args.argv], SECRET_FLAGS) as log_path,
+        display(interactive, args.quiet, stderr) as shown,
+    ):
         report = api.download(
             conn,
             selection,
@@ -381,30 +390,14 @@ def _download(
             jobs=args.jobs,
             overwrite=args.overwrite,
             max_rate=args.max_rate * 1_000_000 if args.max_rate else None,
-            sink=display,
+            sink=logging_sink(shown),
             on_plan=on_plan,
         )
     if report.files == 0:
         return _nothing_matched(selection, stdout)
+    print_summary(report, args.quiet, stdout, stderr)
     if not args.quiet:
-        rate = report.bytes / max(report.seconds, 1e-6)
-        print(
-            f"{report.files} files ({human_bytes(report.bytes)}) in {report.seconds:.1f} s, "
-            f"{human_bytes(rate)}/s; {report.skipped} already verified",
-            file=stderr,
-        )
-        if report.without_server_digest:
-            print(
-                f"note: the server listed no MD5 for {report.without_server_digest} files; "
-                "only their sizes were checked",
-                file=stderr,
-            )
-        print(f"report: {report.report_path}", file=stderr)
-    print(
-        f"done: {report.files} files, {report.bytes} bytes, {report.verified} verified, "
-        f"{report.failed} failed",
-        file=stdout,
-    )
+        print(f"debug log: {log_path}", file=stderr)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 

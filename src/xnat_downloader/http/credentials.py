@@ -54,32 +54,54 @@ def from_netrc(url: str, path: Path) -> Credentials | None:
     return None
 
 
-def from_xnatpass(url: str, path: Path) -> Credentials | None:
-    """xget's ``~/.xnatPass``: lines ``+user@http://host:port/xnat=password`` (``+`` optional)."""
-    if not path.is_file():
-        return None
-    key = host_key(url)
+def xnatpass_entries(path: Path) -> list[tuple[str, str, str]]:
+    """xget's ``~/.xnatPass``: lines ``+user@http://host:port/xnat=password`` (``+``
+    optional), as (user, server, password)."""
+    entries = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         line = line.strip().lstrip("+")
         if not line or line.startswith("#") or "@" not in line or "=" not in line:
             continue
         user, _, rest = line.partition("@")
         server, _, password = rest.partition("=")
+        entries.append((user, server, password))
+    return entries
+
+
+def from_xnatpass(url: str, path: Path) -> Credentials | None:
+    if not path.is_file():
+        return None
+    key = host_key(url)
+    for user, server, password in xnatpass_entries(path):
         if host_key(server) in (key, key.split(":", 1)[0]):
             return Credentials(user, password, f"xnatPass ({path})")
     return None
 
 
 def resolve(
-    url: str, user: str | None, password: str | None, env: Mapping[str, str], home: Path
+    url: str,
+    user: str | None,
+    password: str | None,
+    env: Mapping[str, str],
+    home: Path,
+    *,
+    passfile: Path | None = None,
 ) -> Credentials:
-    """Credentials from the non-interactive sources, most specific first.
+    """Credentials from the non-interactive sources, most specific first.  ``passfile``
+    (xget's ``-passfile``), being named on the command line, is read before the environment.
 
     A user given on the command line without a password still takes the password from the
     environment or a password file *for that user*; a file entry for another user is ignored.
     """
     if user and password is not None:
         return Credentials(user, password, "command line")
+    if passfile is not None:
+        if not passfile.is_file():
+            msg = f"cannot read the pass file {passfile}: no such file"
+            raise UsageError(msg)
+        found = from_xnatpass(url, passfile)
+        if found is not None and (user is None or found.user == user):
+            return found
     env_user = env.get("XNAT_USER")
     env_pass = env.get("XNAT_PASS")
     if env_pass is not None and (user is None or env_user in (None, user)):

@@ -11,6 +11,7 @@ exceptions.  Passwords and session ids are never logged.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import re
@@ -193,10 +194,12 @@ class XnatSession:
         return self.base_url + (path if path.startswith("/") else "/" + path)
 
     # -- authentication ---------------------------------------------------------------------
-    def _basic(self) -> aiohttp.BasicAuth | None:
+    def _basic(self) -> dict[str, str] | None:
+        """The ``Authorization: Basic`` header (UTF-8, as Spring Security decodes it)."""
         creds = self.credentials
         if creds.user and creds.password is not None:
-            return aiohttp.BasicAuth(creds.user, creds.password)
+            token = base64.b64encode(f"{creds.user}:{creds.password}".encode()).decode("ascii")
+            return {"Authorization": f"Basic {token}"}
         return None
 
     async def login(self) -> None:
@@ -229,7 +232,7 @@ class XnatSession:
         self.request_count += 1
         try:
             async with self.client.request(
-                method, url, auth=self._basic() if auth else None
+                method, url, headers=self._basic() if auth else None
             ) as resp:
                 return resp.status, await resp.read()
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
@@ -273,6 +276,7 @@ class XnatSession:
                 await asyncio.sleep(delay)
                 attempt += 1
                 continue
+            log.debug("%s %s -> %d", method, resp.url, resp.status)
             if resp.status in ok_statuses:
                 return resp
             if resp.status == 401 and self.logged_in and not relogged:

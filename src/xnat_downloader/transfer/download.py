@@ -13,6 +13,8 @@ import errno
 import hashlib
 import logging
 import os
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -321,20 +323,33 @@ class Downloader:
 
 
 class RateLimiter:
-    """A token bucket shared by all workers (``--max-rate``), in bytes per second."""
+    """A token bucket shared by all workers (``--max-rate``), in bytes per second.
 
-    def __init__(self, rate: float) -> None:
+    At most one second's worth of bytes passes in a burst; a worker that takes more than
+    the bucket holds sleeps off the debt.  ``clock`` and ``sleep`` are injectable so the
+    arithmetic can be tested without waiting."""
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
         self.rate = rate
+        self._clock = clock
+        self._sleep = sleep
         self._allowance = rate
-        self._stamp = asyncio.get_event_loop().time()
+        self._stamp = clock()
         self._lock = asyncio.Lock()
 
     async def take(self, amount: int) -> None:
         async with self._lock:
-            loop = asyncio.get_event_loop()
-            now = loop.time()
+            now = self._clock()
             self._allowance = min(self.rate, self._allowance + (now - self._stamp) * self.rate)
             self._stamp = now
             self._allowance -= amount
             if self._allowance < 0:
-                await asyncio.sleep(-self._allowance / self.rate)
+                await self._sleep(-self._allowance / self.rate)

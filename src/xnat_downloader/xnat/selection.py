@@ -30,6 +30,10 @@ class Selection:
     session_resources: bool = False
     assessors: bool = False
     recons: bool = False
+    # Constraints on assessors (ID, label or xsiType) and reconstructions (ID or type),
+    # as xget's ``-ass`` and ``-recon`` take them; empty means every one.
+    assessor_patterns: tuple[str, ...] = ()
+    recon_patterns: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """A one-line account of the constraints, for "nothing matched" messages."""
@@ -41,6 +45,8 @@ class Selection:
             ("scan types", self.scan_types),
             ("quality", self.qualities),
             ("resources", self.resources),
+            ("assessors", self.assessor_patterns),
+            ("reconstructions", self.recon_patterns),
         ):
             if values:
                 parts.append(f"{name} {', '.join(values)}")
@@ -95,3 +101,8 @@ def resource_matches(label: str, file_format: str, sel: Selection) -> bool:
     if not sel.resources:
         return True
     return _glob(label, sel.resources) or bool(file_format and _glob(file_format, sel.resources))
+
+
+def owner_matches(values: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
+    """An assessor or reconstruction whose ID, label or type matches a pattern (glob)."""
+    return not patterns or any(_glob(v, patterns) for v in values if v)

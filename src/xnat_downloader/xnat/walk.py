@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
@@ -30,6 +30,7 @@ from xnat_downloader.xnat.parse import (
 )
 from xnat_downloader.xnat.selection import (
     Selection,
+    owner_matches,
     resource_matches,
     scan_matches,
     session_matches,
@@ -168,6 +169,37 @@ async def _files_listing(xs: XnatSession, path: str, what: str) -> list[dict[str
     return result_rows(doc, what)
 
 
+async def _owned_files(
+    xs: XnatSession,
+    session: Session,
+    sel: Selection,
+    collection: str,
+    category: str,
+    owner_name: Callable[[str], str | None],
+) -> list[RemoteFile]:
+    """The files of a session's assessors or reconstructions, from one ``ALL/out/files``
+    listing; ``owner_name`` maps an owner ID to its folder name, or None to leave it out."""
+    rows = await _files_listing(
+        xs,
+        f"/data/experiments/{session.id}/{collection}/ALL/out/files",
+        f"the {collection} files of {session.label}",
+    )
+    files: list[RemoteFile] = []
+    for row in rows:
+        owner = owner_of(row.get("URI", ""))
+        if not owner or owner[0] != collection:
+            continue
+        name = owner_name(owner[1])
+        if name is None or not resource_matches(
+            row.get("collection", ""), row.get("file_format", ""), sel
+        ):
+            continue
+        found = _file(row, session, category, name)
+        if found:
+            files.append(found)
+    return files
+
+
 async def session_files(
     xs: XnatSession, session: Session, sel: Selection
 ) -> tuple[list[Scan], list[RemoteFile]]:
@@ -207,33 +239,41 @@ async def session_files(
         doc = await xs.get_json(
             f"/data/experiments/{session.id}/assessors", what=f"the assessors of {session.label}"
         )
-        labels = {
-            r["ID"]: r.get("label") or r["ID"] for r in result_rows(doc, "assessors") if r.get("ID")
-        }
+        # Owner folders in file URIs name an assessor by ID (or, on some servers, label).
+        labels: dict[str, str] = {}
+        for r in result_rows(doc, "assessors"):
+            aid, label = r.get("ID", ""), r.get("label") or r.get("ID", "")
+            if aid and owner_matches((aid, label, r.get("xsiType", "")), sel.assessor_patterns):
+                labels[aid] = labels[label] = label
         if labels:
-            rows = await _files_listing(
-                xs,
-                f"/data/experiments/{session.id}/assessors/ALL/out/files",
-                f"the assessor files of {session.label}",
+            files.extend(
+                await _owned_files(
+                    xs, session, sel, "assessors", "assessor", lambda o: labels.get(o)
+                )
             )
-            for row in rows:
-                owner = owner_of(row.get("URI", ""))
-                if owner and owner[0] == "assessors":
-                    found = _file(row, session, "assessor", labels.get(owner[1], owner[1]))
-                    if found:
-                        files.append(found)
     if sel.recons:
-        rows = await _files_listing(
-            xs,
-            f"/data/experiments/{session.id}/reconstructions/ALL/out/files",
-            f"the reconstruction files of {session.label}",
-        )
-        for row in rows:
-            owner = owner_of(row.get("URI", ""))
-            if owner and owner[0] == "reconstructions":
-                found = _file(row, session, "recon", owner[1])
-                if found:
-                    files.append(found)
+        wanted: dict[str, str] | None = None
+        if sel.recon_patterns:
+            doc = await xs.get_json(
+                f"/data/experiments/{session.id}/reconstructions",
+                what=f"the reconstructions of {session.label}",
+            )
+            wanted = {
+                r["ID"]: r["ID"]
+                for r in result_rows(doc, "reconstructions")
+                if r.get("ID") and owner_matches((r["ID"], r.get("type", "")), sel.recon_patterns)
+            }
+        if wanted is None or wanted:
+            files.extend(
+                await _owned_files(
+                    xs,
+                    session,
+                    sel,
+                    "reconstructions",
+                    "recon",
+                    (lambda o: o) if wanted is None else wanted.get,
+                )
+            )
     return scans, files
 
 

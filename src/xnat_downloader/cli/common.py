@@ -1,0 +1,156 @@
+"""What the ``download`` and ``xget`` commands share: logging, the per-run debug log, the
+progress display and the closing summary."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from xnat_downloader import __version__, api
+from xnat_downloader.cli.progress import PlainProgress, RichProgress, human_bytes
+from xnat_downloader.transfer.events import (
+    BytesMoved,
+    Event,
+    EventSink,
+    FileFailed,
+    FileRetrying,
+    FileSkipped,
+    FileVerified,
+    Planned,
+)
+from xnat_downloader.transfer.state import STATE_DIR
+
+LOGGER = "xnat_downloader"
+log = logging.getLogger(LOGGER)
+
+
+def configure_logging(verbose: int, quiet: bool, stream: TextIO) -> None:
+    """Messages to ``stream`` at the level ``-v``/``-q`` ask for.  The package logger itself
+    passes everything, so the per-run debug log (:func:`debug_log`) gets it all."""
+    level = logging.WARNING
+    if verbose == 1:
+        level = logging.INFO
+    elif verbose >= 2:
+        level = logging.DEBUG
+    if quiet:
+        level = logging.ERROR
+    logger = logging.getLogger(LOGGER)
+    for handler in list(logger.handlers):
+        if getattr(handler, "_xnatdl_console", False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(stream)
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler._xnatdl_console = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+
+
+@contextmanager
+def debug_log(outdir: Path, argv: list[str], secret_flags: tuple[str, ...]) -> Iterator[Path]:
+    """Everything the package logs, at DEBUG, in ``DIR/.xnat-downloader/logs/run-*.log``.
+
+    ``secret_flags`` name the flags whose values are passwords; those values are written as
+    ``***``.  Nothing else that is secret is ever logged (cookies and Authorization headers
+    are not logged at all)."""
+    folder = outdir / STATE_DIR / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = folder / f"run-{stamp}-{os.getpid()}.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger(LOGGER)
+    logger.addHandler(handler)
+    try:
+        shown = redact(argv, secret_flags)
+        log.debug("xnat-downloader %s, Python %s: %s", __version__, sys.version.split()[0], shown)
+        yield path
+    except BaseException as exc:
+        log.debug("the run ended with %s: %s", type(exc).__name__, exc)
+        raise
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def redact(argv: list[str], secret_flags: tuple[str, ...]) -> str:
+    """``argv`` as one string, with the value of every flag in ``secret_flags`` hidden."""
+    out: list[str] = []
+    hide = False
+    for arg in argv:
+        if hide:
+            out.append("***")
+            hide = False
+            continue
+        flag, eq, _value = arg.partition("=")
+        if flag in secret_flags:
+            if eq:
+                out.append(f"{flag}=***")
+            else:
+                out.append(arg)
+                hide = True
+            continue
+        out.append(arg)
+    return " ".join(out)
+
+
+def logging_sink(inner: EventSink) -> EventSink:
+    """Pass events on to ``inner`` and record each file's fate in the debug log."""
+
+    def sink(event: Event) -> None:
+        inner(event)
+        if isinstance(event, BytesMoved):
+            return
+        if isinstance(event, FileVerified):
+            log.debug("verified %s (%d bytes, md5 %s)", event.local, event.size, event.md5)
+        elif isinstance(event, FileSkipped):
+            log.debug("skipped %s: %s", event.local, event.reason)
+        elif isinstance(event, FileRetrying):
+            log.debug("retrying %s in %.1fs: %s", event.local, event.delay, event.reason)
+        elif isinstance(event, FileFailed):
+            log.debug("FAILED %s: %s", event.local, event.error)
+        elif isinstance(event, Planned):
+            log.debug("transfer of %d files, %d bytes starts", event.files, event.bytes)
+
+    return sink
+
+
+def display(interactive: bool, quiet: bool, stderr: TextIO) -> RichProgress | PlainProgress:
+    """Bars on a terminal; plain lines every few seconds otherwise (no cursor codes); only
+    failures when quiet."""
+    if quiet:
+        return PlainProgress(stderr, every=float("inf"))
+    if interactive and stderr.isatty():
+        return RichProgress()
+    return PlainProgress(stderr, every=5.0)
+
+
+def print_summary(report: api.Report, quiet: bool, stdout: TextIO, stderr: TextIO) -> None:
+    """The human summary (unless quiet) and the contract's ``done:`` line."""
+    if not quiet:
+        rate = report.bytes / max(report.seconds, 1e-6)
+        print(
+            f"{report.files} files ({human_bytes(report.bytes)}) in {report.seconds:.1f} s, "
+            f"{human_bytes(rate)}/s; {report.skipped} already verified",
+            file=stderr,
+        )
+        if report.without_server_digest:
+            print(
+                f"note: the server listed no MD5 for {report.without_server_digest} files; "
+                "only their sizes were checked",
+                file=stderr,
+            )
+        print(f"report: {report.report_path}", file=stderr)
+    print(
+        f"done: {report.files} files, {report.bytes} bytes, {report.verified} verified, "
+        f"{report.failed} failed",
+        file=stdout,
+    )

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
-from tests.conftest import BIN, Server
+from tests.conftest import BIN, Server, start_server
+from xnat_downloader import Mode, Selection, download
 from xnat_downloader.cli.main import run
 
 ENV = {"XNAT_USER": "admin", "XNAT_PASS": "admin"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -275,6 +286,7 @@ def test_ls_counts_scan_types(shared_server: Server) -> None:
     assert all(s["project"] == "DEMO01" for s in doc["sessions"])
 
 
+@pytest.mark.parametrize("transfer", ["files", "zip"])
 @pytest.mark.parametrize(
     "flags",
     [
@@ -284,11 +296,20 @@ def test_ls_counts_scan_types(shared_server: Server) -> None:
     ],
 )
 def test_faults_still_give_every_file_verified(
-    serve: Callable[..., Server], tmp_path: Path, flags: list[str]
+    serve: Callable[..., Server], tmp_path: Path, flags: list[str], transfer: str
 ) -> None:
     server = serve(*flags)
     code, out, err = cli(
-        "download", "-w", server.url, "-p", "DEMO01", "-o", str(tmp_path), "--session-resources"
+        "download",
+        "-w",
+        server.url,
+        "-p",
+        "DEMO01",
+        "-o",
+        str(tmp_path),
+        "--session-resources",
+        "--transfer",
+        transfer,
     )
     assert code == 0, err
     files, rest = out.strip().removeprefix("done: ").split(" files, ", 1)
@@ -523,3 +544,85 @@ def test_debug_log_per_run_without_secrets(shared_server: Server, tmp_path: Path
     assert "GET " in text  # every request is there, with its status
     verified = [line for line in text.splitlines() if " verified " in line]
     assert len(verified) == len(local_files(out))
+
+
+def test_zip_mode_gives_the_same_files_and_says_why(shared_server: Server, tmp_path: Path) -> None:
+    base = ["download", "-w", shared_server.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1"]
+    code, _, err = cli(*base, "-o", str(tmp_path / "zip"), "--transfer", "zip", "-v")
+    assert code == 0, err
+    assert "zip: /data/experiments/" in err
+    code, _, err = cli(*base, "-o", str(tmp_path / "files"), "--transfer", "files")
+    assert code == 0, err
+    zipped, single = local_files(tmp_path / "zip"), local_files(tmp_path / "files")
+    assert zipped
+    assert zipped == single
+    log = next((tmp_path / "zip" / ".xnat-downloader" / "logs").glob("*.log")).read_text()
+    assert "format=zip" in log  # the bytes really came as zips
+    assert not re.search(r"GET \S+/files/2\.25\.", log)  # ... and not file by file
+
+
+def test_server_restart_mid_run(archive: Path, tmp_path: Path) -> None:
+    """The server goes away mid-run and comes back on the same port: the run waits,
+    retries, and finishes with every file verified."""
+    port = free_port()
+    server = start_server(archive, "--port", str(port), "--conn-mbps", "1")
+    out = tmp_path / "o"
+    env = {**os.environ, **ENV}
+    proc = subprocess.Popen(
+        [BIN / "xnat-downloader", "download", "-w", server.url, "-p", "DEMO01", "-o", str(out),
+         "-j", "4", "--transfer", "files"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(local_files(out)) < 3:
+            time.sleep(0.1)
+        server.process.kill()
+        server.process.wait()
+        time.sleep(1.0)
+        server = start_server(archive, "--port", str(port))
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+        server.stop()
+    assert proc.returncode == 0, stderr
+    files, rest = stdout.strip().splitlines()[-1].removeprefix("done: ").split(" files, ", 1)
+    assert rest.endswith(f"{files} verified, 0 failed")
+    assert not list(out.rglob("*.xnatdl-part"))
+
+
+@pytest.mark.parametrize("mode", [Mode.FILES, Mode.ZIP])
+def test_full_disk_leaves_no_partial_file_and_a_rerun_finishes(
+    shared_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: Mode
+) -> None:
+    """ENOSPC injected after some bytes: a clear error per file, no partial or final file
+    for what failed, exit status 1; with space again, a re-run completes."""
+    import xnat_downloader.transfer.download as download_mod
+    import xnat_downloader.transfer.zipfetch as zipfetch_mod
+
+    real = download_mod.write_chunk
+    written = [0]
+
+    def full(handle: Any, md5: Any, data: bytes) -> None:
+        written[0] += len(data)
+        if written[0] > 40_000:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(handle, md5, data)
+
+    monkeypatch.setattr(download_mod, "write_chunk", full)
+    monkeypatch.setattr(zipfetch_mod, "write_chunk", full)
+    out = tmp_path / "o"
+    selection = Selection(projects=("DEMO01",), sessions=("DEMO01_S001_MR1",))
+    report = download(shared_server.url, selection, out, user="admin", password="admin", mode=mode)
+    assert report.failed > 0
+    errors = {o.error for o in report.outcomes if o.status == "failed"}
+    assert all("disk full" in e for e in errors), errors
+    assert not list(out.rglob("*.xnatdl-part"))
+    failed = {o.job.local for o in report.outcomes if o.status == "failed"}
+    assert not [p for p in failed if (out / p).exists()]
+    monkeypatch.setattr(download_mod, "write_chunk", real)
+    monkeypatch.setattr(zipfetch_mod, "write_chunk", real)
+    again = download(shared_server.url, selection, out, user="admin", password="admin", mode=mode)
+    assert again.ok
+    assert again.skipped == report.files - report.failed

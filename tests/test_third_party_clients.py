@@ -105,3 +105,87 @@ def test_xnatutils_ls_and_get(shared_server: Server, tmp_path: Path) -> None:
         check=True,
     )
     assert list((target / "DEMO01_S001_MR1").glob("1-T1w*/*"))
+
+
+def server_digests(server: Server, session: str) -> dict[str, str]:
+    """File name -> MD5 for every scan file of ``session`` (project DEMO01)."""
+    import requests
+
+    rows = requests.get(
+        f"{server.url}/data/projects/DEMO01/experiments/{session}/scans/ALL/files",
+        params={"format": "json"},
+        auth=("admin", "admin"),
+        timeout=30,
+    ).json()["ResultSet"]["Result"]
+    return {r["URI"].split("/files/", 1)[1]: r["digest"] for r in rows}
+
+
+def test_xnatpy_cli_list_and_download(shared_server: Server, tmp_path: Path) -> None:
+    """xnatpy's own ``xnat`` command: list projects, download an experiment."""
+    host = shared_server.url.split("://", 1)[1]
+    netrc = tmp_path / "netrc"
+    netrc.write_text(
+        f"machine {host} login admin password admin\n"
+        f"machine {host.split(':')[0]} login admin password admin\n"
+    )
+    netrc.chmod(0o600)
+    common = ["--host", shared_server.url, "-n", str(netrc)]
+    env = {**os.environ, "HOME": str(tmp_path)}
+    listed = subprocess.run(
+        [BIN / "xnat", "list", "projects", *common, "--output-format", "csv"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "DEMO01" in listed.stdout
+    assert "DEMO02" in listed.stdout
+    target = tmp_path / "dl"
+    target.mkdir()
+    subprocess.run(
+        [
+            BIN / "xnat",
+            "download",
+            "experiments",
+            *common,
+            "DEMO01",
+            "DEMO01_S001_MR1",
+            str(target),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    got = {
+        p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in target.rglob("*") if p.is_file()
+    }
+    expected = server_digests(shared_server, "DEMO01_S001_MR1")
+    assert expected
+    for path, digest in expected.items():
+        assert got[path.rsplit("/", 1)[-1]] == digest
+
+
+def test_pyxnat_file_get_and_scans_download(shared_server: Server, tmp_path: Path) -> None:
+    import pyxnat
+
+    iface = pyxnat.Interface(server=shared_server.url, user="admin", password="admin")
+    try:
+        experiment = iface.select.project("DEMO01").experiment("DEMO01_S001_MR1")
+        expected = server_digests(shared_server, "DEMO01_S001_MR1")
+        name = sorted(experiment.scan("2").resource("DICOM").files().get())[0]
+        path = experiment.scan("2").resource("DICOM").file(name).get(str(tmp_path / "one.dcm"))
+        assert hashlib.md5(Path(path).read_bytes()).hexdigest() == expected[name]
+        (tmp_path / "scans").mkdir()
+        experiment.scans().download(str(tmp_path / "scans"), type="ALL", extract=True)
+        got = {
+            p.name: hashlib.md5(p.read_bytes()).hexdigest()
+            for p in (tmp_path / "scans").rglob("*")
+            if p.is_file() and not p.name.endswith(".zip")
+        }
+        for rel, digest in expected.items():
+            assert got[rel.rsplit("/", 1)[-1]] == digest, rel
+    finally:
+        iface.disconnect()

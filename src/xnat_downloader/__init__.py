@@ -35,6 +35,7 @@ from xnat_downloader.errors import (
 )
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.plan.layout import Layout, LayoutOptions
+from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.xnat.selection import Selection
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "LayoutOptions",
     "LockedError",
     "LoginPageError",
+    "Mode",
     "NotFound",
     "PlanResult",
     "Report",

@@ -28,9 +28,10 @@ from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.http.session import XnatSession
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, build_plan, manifest_catalog, manifest_json
-from xnat_downloader.transfer.download import Job, Outcome
 from xnat_downloader.transfer.engine import EngineOptions, run_jobs
 from xnat_downloader.transfer.events import EventSink, ignore
+from xnat_downloader.transfer.jobs import Job, Outcome
+from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.transfer.state import STATE_DIR, State
 from xnat_downloader.xnat.model import Project, Scan, Session
 from xnat_downloader.xnat.selection import Selection
@@ -255,18 +256,21 @@ def download(
     jobs: int = 8,
     overwrite: bool = False,
     max_rate: float | None = None,
+    mode: Mode = Mode.AUTO,
     sink: EventSink = ignore,
     on_plan: Callable[[PlanResult], None] | None = None,
 ) -> Report:
     """Plan and fetch a selection into ``outdir``; every file verified against XNAT's MD5.
 
-    Resumable: a re-run skips verified files and finishes the rest.  Raises
+    Resumable: a re-run skips verified files and finishes the rest.  ``mode`` chooses, per
+    resource, between one streamed zip and per-file GETs (``AUTO``: zips for many small
+    files).  Raises
     :class:`~xnat_downloader.errors.LockedError` if another run uses ``outdir``.
     Per-file failures do not raise; they are in the returned :class:`Report`.
     """
     out = Path(outdir)
     check_output_dir(out)
-    options = EngineOptions(jobs=jobs, overwrite=overwrite, max_rate=max_rate)
+    options = EngineOptions(jobs=jobs, overwrite=overwrite, max_rate=max_rate, mode=mode)
     return asyncio.run(
         _download(
             _conn(url, user, password),

@@ -41,9 +41,10 @@ from xnat_downloader.api import (
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import PlanEntry
 from xnat_downloader.plan.sanitize import safe_component
-from xnat_downloader.transfer.download import PART_SUFFIX, Job
+from xnat_downloader.transfer.download import PART_SUFFIX
 from xnat_downloader.transfer.engine import EngineOptions
 from xnat_downloader.transfer.events import EventSink, ignore
+from xnat_downloader.transfer.jobs import Job
 from xnat_downloader.transfer.state import STATE_DIR, State
 from xnat_downloader.xnat.selection import Selection
 

@@ -78,13 +78,19 @@ def project_columns(table: Table, request: Request) -> Table:
     for name in names:
         key = known.get(name.lower())
         out_name = key
+        also_plain = False
         if key is None and "/" in name:
             # An xpath such as xnat:subjectAssessorData/subject_id: XNAT names the output
-            # column after the lower-cased xpath.
+            # column after the lower-cased xpath.  pyxnat's Experiment() then reads the
+            # plain column (``subject_ID``) from the same rows, so that is given too.
             key = known.get(name.rsplit("/", 1)[1].lower())
             out_name = name.lower()
-        if key and out_name and key != "URI" and out_name not in (c for c, _ in chosen):
+            also_plain = True
+        taken = {c for c, _ in chosen}
+        if key and out_name and key != "URI" and out_name not in taken:
             chosen.append((out_name, key))
+            if also_plain and key not in taken:
+                chosen.append((key, key))
     chosen.append(("URI", "URI"))
     rows = [{out: r.get(key, "") for out, key in chosen} for r in table.rows]
     return replace(table, columns=[c for c, _ in chosen], rows=rows)

@@ -33,6 +33,7 @@ from xnat_downloader.http import credentials as creds_mod
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, load_manifest
+from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.xnat.selection import Selection
 
 log = logging.getLogger("xnat_downloader")
@@ -153,6 +154,13 @@ def _layout_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("-j", "--jobs", type=int, default=8, help="parallel transfers (default 8)")
     g.add_argument(
         "--max-rate", metavar="MB/S", type=float, help="limit total download speed, in MB/s"
+    )
+    g.add_argument(
+        "--transfer",
+        choices=[m.value for m in Mode],
+        default="auto",
+        help="per resource: a streamed zip for many small files, per-file GETs otherwise "
+        "(auto, the default; -v says which and why), or force one",
     )
     g.add_argument("--dry-run", action="store_true", help="print the plan; transfer nothing")
     g.add_argument("--json", action="store_true", help="machine-readable output")
@@ -390,6 +398,7 @@ def _download(
             jobs=args.jobs,
             overwrite=args.overwrite,
             max_rate=args.max_rate * 1_000_000 if args.max_rate else None,
+            mode=Mode(args.transfer),
             sink=logging_sink(shown),
             on_plan=on_plan,
         )

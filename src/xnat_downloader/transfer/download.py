@@ -15,7 +15,6 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -41,6 +40,7 @@ from xnat_downloader.transfer.events import (
     FileStarted,
     FileVerified,
 )
+from xnat_downloader.transfer.jobs import Job, Outcome
 from xnat_downloader.transfer.state import State
 
 log = logging.getLogger("xnat_downloader.transfer")
@@ -48,27 +48,7 @@ CHUNK = 1024 * 1024
 PART_SUFFIX = ".xnatdl-part"
 
 
-@dataclass(frozen=True)
-class Job:
-    """What the engine needs to know about one file."""
-
-    uri: str
-    local: str
-    size: int | None
-    md5: str | None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    job: Job
-    status: str  # verified | skipped | failed
-    size: int
-    md5: str
-    server_digest: bool
-    error: str = ""
-
-
-def _size_or_none(path: Path) -> int | None:
+def size_or_none(path: Path) -> int | None:
     try:
         return path.stat().st_size
     except FileNotFoundError:
@@ -85,12 +65,12 @@ def _hash_file(path: Path) -> tuple[str, int]:
     return md5.hexdigest(), size
 
 
-def _write(handle: IO[bytes], md5: hashlib._Hash, data: bytes) -> None:
+def write_chunk(handle: IO[bytes], md5: hashlib._Hash, data: bytes) -> None:
     handle.write(data)
     md5.update(data)
 
 
-def _finish(handle: IO[bytes]) -> None:
+def finish_file(handle: IO[bytes]) -> None:
     handle.flush()
     os.fsync(handle.fileno())
     handle.close()
@@ -138,8 +118,8 @@ class Downloader:
             job.size,
             job.md5,
             self.state.get(job.local),
-            _size_or_none(final),
-            _size_or_none(part),
+            size_or_none(final),
+            size_or_none(part),
             self.overwrite,
         )
         action, offset = decide(facts)
@@ -213,7 +193,7 @@ class Downloader:
                     and exc.status not in RETRYABLE_STATUS
                 ):
                     raise
-                reached = _size_or_none(part) or 0
+                reached = size_or_none(part) or 0
                 if reached > best:
                     # This attempt got further than any before: it does not use up the retry
                     # budget (a flaky link that keeps making progress should finish).
@@ -307,7 +287,7 @@ class Downloader:
                         raise LoginPageError(msg, status=resp.status, url=job.uri)
                 if self.limiter is not None:
                     await self.limiter.take(len(chunk))
-                await asyncio.to_thread(_write, handle, md5, chunk)
+                await asyncio.to_thread(write_chunk, handle, md5, chunk)
                 size += len(chunk)
                 self.sink(BytesMoved(job.local, len(chunk)))
             expected = resp.content_length
@@ -315,7 +295,7 @@ class Downloader:
                 raise aiohttp.ClientPayloadError(
                     f"body ended after {size - offset} of {expected} bytes"
                 )
-            await asyncio.to_thread(_finish, handle)
+            await asyncio.to_thread(finish_file, handle)
             return size
         finally:
             if not handle.closed:

@@ -7,14 +7,19 @@ stops the others, and the caller decides the exit status from the outcomes.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from xnat_downloader.http.session import XnatSession
-from xnat_downloader.transfer.download import Downloader, Job, Outcome, RateLimiter
+from xnat_downloader.transfer.download import Downloader, RateLimiter
 from xnat_downloader.transfer.events import EventSink, Planned
+from xnat_downloader.transfer.jobs import Job, Outcome
+from xnat_downloader.transfer.modes import Mode, ZipBatch, choose
 from xnat_downloader.transfer.state import State
+from xnat_downloader.transfer.zipfetch import fetch_zip, is_fresh
 
+log = logging.getLogger("xnat_downloader.transfer")
 MAX_JOBS = 32  # a per-server ceiling: more connections only load the user's XNAT
 
 
@@ -23,6 +28,7 @@ class EngineOptions:
     jobs: int = 8
     overwrite: bool = False
     max_rate: float | None = None  # bytes per second, all workers together
+    mode: Mode = Mode.AUTO  # per resource: a streamed zip or per-file GETs
 
 
 async def run_jobs(
@@ -33,14 +39,38 @@ async def run_jobs(
     sink: EventSink,
     options: EngineOptions,
 ) -> list[Outcome]:
-    """Download ``jobs`` into ``root``; outcomes come back in the order of ``jobs``."""
+    """Download ``jobs`` into ``root``; outcomes come back in the order of ``jobs``.
+
+    Resources of many small files go as one streamed zip each (when ``options.mode``
+    allows); whatever a zip does not deliver verified is fetched per file in the same run.
+    A zip takes one worker slot, like a file."""
     sink(Planned(len(jobs), sum(j.size or 0 for j in jobs)))
     limiter = RateLimiter(options.max_rate) if options.max_rate else None
     downloader = Downloader(xs, root, state, sink, overwrite=options.overwrite, limiter=limiter)
     gate = asyncio.Semaphore(max(1, min(options.jobs, MAX_JOBS)))
+    batches, singles, reasons = choose(jobs, options.mode)
+    for reason in reasons:
+        log.info("%s", reason)
 
     async def one(job: Job) -> Outcome:
         async with gate:
             return await downloader.run(job)
 
-    return list(await asyncio.gather(*(one(j) for j in jobs)))
+    async def zipped(batch: ZipBatch) -> list[Outcome]:
+        fresh = {p for p, j in batch.jobs.items() if is_fresh(downloader, j)}
+        rest = [j for p, j in batch.jobs.items() if p not in fresh]
+        outcomes: list[Outcome] = []
+        # A zip carries the whole resource: worth it while most of it is still wanted.
+        if len(fresh) >= max(2, len(batch.jobs) // 2):
+            async with gate:
+                outcomes, leftovers = await fetch_zip(downloader, batch, fresh)
+            rest.extend(leftovers)
+        else:
+            rest.extend(batch.jobs[p] for p in fresh)
+        return outcomes + list(await asyncio.gather(*(one(j) for j in rest)))
+
+    results = await asyncio.gather(
+        asyncio.gather(*(one(j) for j in singles)), *(zipped(b) for b in batches)
+    )
+    by_local = {o.job.local: o for group in results for o in group}
+    return [by_local[j.local] for j in jobs]

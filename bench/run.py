@@ -1,0 +1,529 @@
+"""Benchmarks: minixnat against nginx, and xnat-downloader against other clients.
+
+Not a test: it prints figures and writes ``bench/results.json`` and ``bench/results.svg``.
+Run it with the project's venv (``make bench``); it needs Debian's ``nginx``, ``curl`` and
+``aria2c``.  Parts:
+
+* ``server`` (minixnat's speed and memory): one 1 GiB file fetched with curl from minixnat
+  and from nginx serving the same archive folder (MB/s); 2,000 files of 300 KiB fetched by
+  ``curl --parallel`` from both (files/s); minixnat's peak RSS while it serves the 1 GiB
+  file, a zip and a tar.gz of it.
+* ``client`` (the engine): the same 2,000 files fetched by xnat-downloader, by xnatpy's
+  ``download_dir`` per session, by a sequential per-file client (the seed tool's way), and
+  by ``curl --parallel`` and ``aria2c`` at the same parallelism, from minixnat with
+  ``--latency-ms 20 --conn-mbps 20`` (a remote server) and without (loopback).
+* ``rss``: xnat-downloader's peak RSS over a 5 GiB download.
+
+Every client's output is checked (file count and bytes) so that a fast wrong answer cannot
+win.  Timings are wall-clock seconds of one run each; the machine is shared by client and
+server, as a laptop next to a test server would be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+MIB = 1024 * 1024
+
+
+# -- servers ----------------------------------------------------------------------------
+@dataclass
+class Running:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def peak_rss_mb(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        match = re.search(r"VmHWM:\s+(\d+) kB", status)
+        assert match
+        return int(match.group(1)) / 1024
+
+
+def start_minixnat(root: Path, *flags: str) -> Running:
+    proc = subprocess.Popen(
+        [str(BIN / "minixnat"), "serve", "--root", str(root), "--port", "0", *flags],
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().strip()
+    if not line.startswith("minixnat listening on "):
+        raise SystemExit(f"minixnat did not start: {line!r}")
+    return Running(line.rsplit(" ", 1)[1], proc)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_nginx(docroot: Path, work: Path) -> Running:
+    port = free_port()
+    prefix = work / "nginx"
+    (prefix / "logs").mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        f"""
+worker_processes 2;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;
+  client_body_temp_path {prefix}/tmp;
+  proxy_temp_path {prefix}/tmp;
+  fastcgi_temp_path {prefix}/tmp;
+  uwsgi_temp_path {prefix}/tmp;
+  scgi_temp_path {prefix}/tmp;
+  server {{
+    listen 127.0.0.1:{port};
+    root {docroot};
+  }}
+}}
+"""
+    )
+    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(prefix)])
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            requests.get(url, timeout=1)
+            return Running(url, proc)
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    raise SystemExit("nginx did not start")
+
+
+# -- data -------------------------------------------------------------------------------
+def make_archive(root: Path, files: int, file_kb: int) -> None:
+    """About ``files`` DICOM files of ``file_kb`` KiB: 10 subjects x 2 sessions x 4 scans."""
+    if (root / "minixnat.sqlite").exists():
+        return
+    per_scan = max(1, files // 80)
+    subprocess.run(
+        [
+            str(BIN / "minixnat"),
+            "demo-data",
+            str(root),
+            "--projects", "1", "--subjects", "10", "--sessions", "2", "--scans", "4",
+            "--files", str(per_scan), "--file-kb", str(file_kb), "--seed", "1",
+        ],
+        check=True,
+    )  # fmt: skip
+
+
+def add_big_files(root: Path, label: str, count: int, size: int) -> None:
+    """A session resource of ``count`` random files of ``size`` bytes (minixnat's Store API:
+    demo DICOM cannot be that large)."""
+    from minixnat.store.db import Store
+
+    store = Store(root)
+    try:
+        session = store.list_experiments(project="DEMO01", sessions_only=True)[0]
+        if any(r.label == label for r in store.list_resources("experiment", session.id)):
+            return
+        res = store.add_resource(
+            "experiment", session.id, label, f"DEMO01/arc001/{session.label}/RESOURCES/{label}"
+        )
+        for i in range(count):
+
+            def chunks(total: int = size) -> object:
+                left = total
+                while left:
+                    n = min(left, 4 * MIB)
+                    yield os.urandom(n)
+                    left -= n
+
+            store.write_file(res, f"big{i:02d}.bin", chunks())  # type: ignore[arg-type]
+    finally:
+        store.close()
+
+
+def login(url: str) -> requests.Session:
+    s = requests.Session()
+    s.auth = ("admin", "admin")
+    s.get(f"{url}/data/JSESSION", timeout=30).raise_for_status()
+    s.auth = None
+    return s
+
+
+def file_rows(url: str, session: requests.Session) -> list[dict[str, str]]:
+    """Every DICOM scan file of project DEMO01: (URI, Size, digest, session label...)."""
+    exps = session.get(
+        f"{url}/data/projects/DEMO01/experiments", params={"format": "json"}, timeout=60
+    ).json()["ResultSet"]["Result"]
+    rows = []
+    for e in exps:
+        for r in session.get(
+            f"{url}/data/experiments/{e['ID']}/scans/ALL/files",
+            params={"format": "json"},
+            timeout=60,
+        ).json()["ResultSet"]["Result"]:
+            if r["collection"] == "DICOM":
+                rows.append({**r, "session": e["label"], "session_id": e["ID"]})
+    return rows
+
+
+def archive_paths(root: Path) -> dict[str, str]:
+    """Map each DICOM's name to its path relative to ``root/archive``."""
+    return {
+        p.name: str(p.relative_to(root / "archive"))
+        for p in (root / "archive").rglob("*")
+        if p.is_file() and "/DICOM/" in str(p)
+    }
+
+
+def placed(folder: Path, row: dict[str, str]) -> Path:
+    """Where the generic clients put a file: ``{session}/{path in resource}``."""
+    return folder / row["session"] / row["URI"].split("/files/", 1)[1]
+
+
+def tree_size(folder: Path) -> tuple[int, int]:
+    files = [p for p in folder.rglob("*") if p.is_file() and ".xnat-downloader" not in p.parts]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def curl_config(urls: list[tuple[str, Path]], cookie: str, path: Path) -> Path:
+    lines = [f'cookie = "{cookie}"'] if cookie else []
+    for url, out in urls:
+        lines.append(f'url = "{url}"')
+        lines.append(f'output = "{out}"')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_curl(config: Path, parallel: int) -> int:
+    """Run curl's parallel mode; returns the bytes it received."""
+    out = subprocess.run(
+        [
+            "curl", "--parallel", "--parallel-max", str(parallel), "--create-dirs",
+            "--no-progress-meter", "--fail", "-w", "%{size_download}\\n", "-K", str(config),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return sum(int(n) for n in out.stdout.split())
+
+
+def run_aria2(urls: list[tuple[str, Path]], cookie: str, parallel: int, work: Path) -> None:
+    listing = work / "aria2.txt"
+    with open(listing, "w") as out:
+        for url, dest in urls:
+            out.write(f"{url}\n  dir={dest.parent}\n  out={dest.name}\n")
+    subprocess.run(
+        [
+            "aria2c", "-q", "-i", str(listing), "-j", str(parallel), "-x", "1",
+            "--header", f"Cookie: {cookie}", "--auto-file-renaming=false",
+            "--allow-overwrite=true", "--file-allocation=none", "--console-log-level=error",
+            "--max-connection-per-server", "16",
+        ],
+        check=True,
+    )  # fmt: skip
+
+
+def max_rss_of(cmd: list[str]) -> float:
+    """Peak RSS (MB) of a command, read from its own rusage after it ends."""
+    probe = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+        "stdout=subprocess.DEVNULL); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, *cmd], check=True, capture_output=True)
+    return int(out.stdout.decode().split()[-1]) / 1024
+
+
+# -- parts --------------------------------------------------------------------------------
+def part_server(work: Path, root: Path, results: dict[str, object], parallel: int) -> None:
+    add_big_files(root, "BIG1G", 1, 1024 * MIB)
+    mx = start_minixnat(root)
+    ngx = start_nginx(root / "archive", work)
+    try:
+        s = login(mx.url)
+        cookie = f"JSESSIONID={s.cookies['JSESSIONID']}"
+        exp = s.get(
+            f"{mx.url}/data/projects/DEMO01/experiments", params={"format": "json"}, timeout=30
+        ).json()["ResultSet"]["Result"][0]
+        big_uri = f"/data/experiments/{exp['ID']}/resources/BIG1G/files/big00.bin"
+        big_disk = next((root / "archive").rglob("RESOURCES/BIG1G/big00.bin")).relative_to(
+            root / "archive"
+        )
+        out: dict[str, object] = {}
+
+        def one_big(url: str, use_cookie: bool) -> float:
+            cmd = ["curl", "--no-progress-meter", "--fail", "-o", "/dev/null", url]
+            if use_cookie:
+                cmd[1:1] = ["-b", cookie]
+            return min(timed(lambda: subprocess.run(cmd, check=True)) for _ in range(3))
+
+        t_mx = one_big(mx.url + big_uri, True)
+        t_ng = one_big(f"{ngx.url}/{big_disk}", False)
+        out["big_file_mb_s"] = {"minixnat": 1024 / t_mx, "nginx": 1024 / t_ng}
+
+        rows = file_rows(mx.url, s)
+        paths = archive_paths(root)
+        # Bodies go to /dev/null: this measures the servers, not the disk.
+        null = Path("/dev/null")
+        mx_urls = [(mx.url + r["URI"], null) for r in rows]
+        ng_urls = [(f"{ngx.url}/{paths[r['URI'].rsplit('/', 1)[1]]}", null) for r in rows]
+        expected = sum(int(r["Size"]) for r in rows)
+        got: list[int] = []
+        t_mx = timed(
+            lambda: got.append(run_curl(curl_config(mx_urls, cookie, work / "c1.cfg"), parallel))
+        )
+        t_ng = timed(
+            lambda: got.append(run_curl(curl_config(ng_urls, "", work / "c2.cfg"), parallel))
+        )
+        assert got == [expected, expected], (got, expected)
+        out["small_files"] = {
+            "count": len(rows),
+            "files_per_s": {"minixnat": len(rows) / t_mx, "nginx": len(rows) / t_ng},
+            "parallel": parallel,
+        }
+        mx.stop()
+
+        # Memory: a fresh server, then a 1 GiB file, its zip and its tar.gz.
+        fresh = start_minixnat(root)
+        try:
+            fs = login(fresh.url)
+            base_rss = fresh.peak_rss_mb()
+            for params in ({}, {"format": "zip"}, {"format": "tar.gz"}):
+                target = big_uri if not params else big_uri.rsplit("/files/", 1)[0] + "/files"
+                with fs.get(fresh.url + target, params=params, stream=True, timeout=600) as r:
+                    r.raise_for_status()
+                    got = sum(len(c) for c in r.iter_content(MIB))
+                    assert got >= 1024 * MIB, (params, got)
+            out["server_peak_rss_mb"] = {
+                "idle": base_rss,
+                "after_1gib_file_zip_targz": fresh.peak_rss_mb(),
+            }
+        finally:
+            fresh.stop()
+        results["server"] = out
+    finally:
+        mx.stop()
+        ngx.stop()
+
+
+def part_client(
+    work: Path, root: Path, results: dict[str, object], parallel: int, wan: bool
+) -> None:
+    flags = ["--latency-ms", "20", "--conn-mbps", "20"] if wan else []
+    server = start_minixnat(root, *flags)
+    key = "wan" if wan else "loopback"
+    timings: dict[str, float] = {}
+    try:
+        s = login(server.url)
+        cookie = f"JSESSIONID={s.cookies['JSESSIONID']}"
+        rows = file_rows(server.url, s)
+        expected = (len(rows), sum(int(r["Size"]) for r in rows))
+
+        def fresh(name: str) -> Path:
+            d = work / "out" / key / name
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
+            return d
+
+        def check(name: str, folder: Path) -> None:
+            got = tree_size(folder)
+            if got != expected:
+                raise SystemExit(f"{name} fetched {got}, expected {expected}")
+
+        # xnat-downloader: the default (auto: a streamed zip per resource of small files),
+        # and forced per-file GETs.  Every file is checked against the server's MD5.
+        env = {**os.environ, "XNAT_USER": "admin", "XNAT_PASS": "admin"}
+        for name, extra in (
+            ("xnat-downloader", []),
+            ("xnat-downloader --transfer files", ["--transfer", "files"]),
+        ):
+            d = fresh(name.replace(" ", "_"))
+            cmd = [
+                str(BIN / "xnat-downloader"), "download", "-w", server.url, "-p", "DEMO01",
+                "--resource", "DICOM", "-j", str(parallel), "-o", str(d), "-q", *extra,
+            ]  # fmt: skip
+            timings[name] = timed(
+                lambda cmd=cmd: subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+            )
+            check(name, d)
+
+        # curl --parallel and aria2c on the same URLs, same parallelism, no verification.
+        d = fresh("curl")
+        urls = [
+            (server.url + r["URI"], d / r["session"] / r["URI"].split("/files/")[1]) for r in rows
+        ]
+        timings["curl --parallel"] = timed(
+            lambda: run_curl(curl_config(urls, cookie, work / "c.cfg"), parallel)
+        )
+        check("curl", d)
+        d = fresh("aria2c")
+        urls = [
+            (server.url + r["URI"], d / r["session"] / r["URI"].split("/files/")[1]) for r in rows
+        ]
+        timings["aria2c"] = timed(lambda: run_aria2(urls, cookie, parallel, work))
+        check("aria2c", d)
+
+        # The sequential per-file client: one GET after another, as the seed tool does.
+        d = fresh("sequential")
+
+        def sequential() -> None:
+            for r in rows:
+                target = placed(d, r)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with s.get(server.url + r["URI"], stream=True, timeout=120) as resp:
+                    resp.raise_for_status()
+                    with open(target, "wb") as out:
+                        for chunk in resp.iter_content(MIB):
+                            out.write(chunk)
+
+        timings["sequential client"] = timed(sequential)
+        check("sequential", d)
+
+        # xnatpy's download_dir, one session after another.
+        d = fresh("xnatpy")
+
+        def xnatpy() -> None:
+            import xnat
+
+            with xnat.connect(server.url, user="admin", password="admin") as conn:
+                for exp in conn.projects["DEMO01"].experiments.values():
+                    exp.download_dir(str(d), verbose=False)
+
+        timings["xnatpy download_dir"] = timed(xnatpy)
+        n, _size = tree_size(d)
+        if n < expected[0]:  # xnatpy also fetches the non-DICOM resources of each session
+            raise SystemExit(f"xnatpy fetched {n} files, expected at least {expected[0]}")
+    finally:
+        server.stop()
+    fastest_generic = min(timings["curl --parallel"], timings["aria2c"])
+    results[f"client_{key}"] = {
+        "files": expected[0],
+        "bytes": expected[1],
+        "parallel": parallel,
+        "seconds": timings,
+        "xnat-downloader MB/s": expected[1] / 1e6 / timings["xnat-downloader"],
+        "ratio_vs_fastest_generic": timings["xnat-downloader"] / fastest_generic,
+        "speedup_vs_xnatpy": timings["xnatpy download_dir"] / timings["xnat-downloader"],
+        "speedup_vs_sequential": timings["sequential client"] / timings["xnat-downloader"],
+    }
+
+
+def part_rss(work: Path, results: dict[str, object], parallel: int) -> None:
+    root = work / "archive-5g"
+    make_archive(root, 80, 64)
+    add_big_files(root, "BIG5G", 20, 256 * MIB)
+    server = start_minixnat(root)
+    try:
+        d = work / "out" / "rss"
+        shutil.rmtree(d, ignore_errors=True)
+        cmd = [
+            str(BIN / "xnat-downloader"), "download", "-w", server.url, "-u", "admin",
+            "--password", "admin", "-p", "DEMO01", "--session-resources", "--no-scans",
+            "--resource", "BIG5G", "-j", str(parallel), "-o", str(d), "-q",
+        ]  # fmt: skip
+        start = time.perf_counter()
+        peak = max_rss_of(cmd)
+        seconds = time.perf_counter() - start
+        n, size = tree_size(d)
+        assert (n, size) == (20, 20 * 256 * MIB), (n, size)
+        shutil.rmtree(d)
+        results["client_rss"] = {"bytes": size, "peak_rss_mb": peak, "seconds": seconds}
+    finally:
+        server.stop()
+
+
+# -- report -------------------------------------------------------------------------------
+def svg(results: dict[str, object], path: Path) -> None:
+    """A bar chart of the client timings (seconds, shorter is better)."""
+    rows: list[tuple[str, str, float]] = []
+    for key in ("client_wan", "client_loopback"):
+        part = results.get(key)
+        if isinstance(part, dict):
+            for name, seconds in part["seconds"].items():
+                rows.append((key.removeprefix("client_"), name, float(seconds)))
+    if not rows:
+        return
+    top = max(r[2] for r in rows)
+    width, bar_h, left = 760, 22, 330
+    height = 40 + len(rows) * (bar_h + 6)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'font-family="sans-serif" font-size="13">',
+        '<text x="10" y="20" font-weight="bold">Seconds to fetch the same files '
+        "(shorter is better)</text>",
+    ]
+    for i, (where, name, seconds) in enumerate(rows):
+        y = 34 + i * (bar_h + 6)
+        w = max(1.0, (width - left - 80) * seconds / top)
+        colour = "#2a7ab9" if name == "xnat-downloader" else "#9aa5b1"
+        parts.append(f'<text x="10" y="{y + 15}">{where}: {name}</text>')
+        parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colour}"/>')
+        parts.append(f'<text x="{left + w + 6:.1f}" y="{y + 15}">{seconds:.1f} s</text>')
+    parts.append("</svg>")
+    path.write_text("\n".join(parts) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/xnatdl-bench"))
+    ap.add_argument("--parts", default="server,client,rss")
+    ap.add_argument("--files", type=int, default=2000)
+    ap.add_argument("--file-kb", type=int, default=300)
+    ap.add_argument("--jobs", type=int, default=16)
+    args = ap.parse_args()
+    for tool in ("nginx", "curl", "aria2c"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is needed: apt-get install nginx curl aria2")
+    args.work.mkdir(parents=True, exist_ok=True)
+    root = args.work / "archive"
+    make_archive(root, args.files, args.file_kb)
+    results_path = HERE / "results.json"
+    results: dict[str, object] = (
+        json.loads(results_path.read_text()) if results_path.exists() else {}
+    )
+    parts = args.parts.split(",")
+    if "server" in parts:
+        part_server(args.work, root, results, args.jobs)
+    if "client" in parts:
+        part_client(args.work, root, results, args.jobs, wan=True)
+        part_client(args.work, root, results, args.jobs, wan=False)
+    if "rss" in parts:
+        part_rss(args.work, results, args.jobs)
+    results["machine"] = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
+    results_path.write_text(json.dumps(results, indent=1) + "\n")
+    svg(results, HERE / "results.svg")
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

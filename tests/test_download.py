@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import http.server
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -626,3 +628,64 @@ def test_full_disk_leaves_no_partial_file_and_a_rerun_finishes(
     again = download(shared_server.url, selection, out, user="admin", password="admin", mode=mode)
     assert again.ok
     assert again.skipped == report.files - report.failed
+
+
+def test_no_access_to_a_private_project(
+    archive: Path, serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    mx = [str(BIN / "minixnat")]
+    subprocess.run(
+        [*mx, "user", "add", "--root", str(archive), "bob", "--password", "pw"], check=True
+    )
+    subprocess.run(
+        [*mx, "project", "access", "--root", str(archive), "DEMO01", "private"], check=True
+    )
+    server = serve()
+    code, _, err = cli(
+        "download", "-w", server.url, "-p", "DEMO01", "-o", str(tmp_path / "o"),
+        env={"XNAT_USER": "bob", "XNAT_PASS": "pw"},
+    )  # fmt: skip
+    assert code == 2
+    assert "'DEMO01'" in err
+    assert "no access" in err
+    assert not local_files(tmp_path / "o")
+
+
+def test_unreachable_server_exits_2(tmp_path: Path) -> None:
+    code, _, err = cli(
+        "download", "-w", f"http://127.0.0.1:{free_port()}", "-p", "P", "-o", str(tmp_path)
+    )
+    assert code == 2
+    assert "cannot reach http://127.0.0.1:" in err
+
+
+class _LoginPortal(http.server.BaseHTTPRequestHandler):
+    """A hostile stand-in: every URL answers 200 with an HTML login page (as an SSO portal
+    in front of XNAT does)."""
+
+    def do_GET(self) -> None:
+        body = b"<!DOCTYPE html><html><body><form>Login</form></body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_DELETE = do_GET
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+def test_login_page_is_an_error_never_data(tmp_path: Path) -> None:
+    portal = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LoginPortal)
+    thread = threading.Thread(target=portal.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{portal.server_address[1]}"
+        code, _, err = cli("download", "-w", url, "-p", "P", "-o", str(tmp_path / "o"))
+    finally:
+        portal.shutdown()
+    assert code == 2
+    assert "HTML page" in err
+    assert not local_files(tmp_path / "o")

@@ -6,14 +6,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from xnat_downloader import __version__, api
+from xnat_downloader.cli.errors import exit_code_and_message
 from xnat_downloader.cli.progress import PlainProgress, RichProgress, human_bytes
+from xnat_downloader.errors import XnatError
 from xnat_downloader.transfer.events import (
     BytesMoved,
     Event,
@@ -153,4 +155,26 @@ def print_summary(report: api.Report, quiet: bool, stdout: TextIO, stderr: TextI
         f"done: {report.files} files, {report.bytes} bytes, {report.verified} verified, "
         f"{report.failed} failed",
         file=stdout,
+    )
+
+
+def guarded(work: Callable[[], int], stderr: TextIO) -> int:
+    """Run a command body: package errors become ``error: …`` and their exit code
+    (CONTRACT §4); Ctrl-C says how to resume."""
+    try:
+        return work()
+    except XnatError as exc:
+        code, message = exit_code_and_message(exc)
+        print(f"error: {message}", file=stderr)
+        return code
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=stderr)
+        return 130
+
+
+def warn_insecure(stderr: TextIO) -> None:
+    print(
+        "warning: TLS certificate verification is OFF (--insecure); the server's "
+        "identity is not checked",
+        file=stderr,
     )

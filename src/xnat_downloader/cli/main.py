@@ -22,13 +22,15 @@ from xnat_downloader.cli.common import (
     configure_logging,
     debug_log,
     display,
+    guarded,
     logging_sink,
     print_summary,
+    warn_insecure,
 )
-from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE, exit_code_and_message
+from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
 from xnat_downloader.cli.inputs import expand, menu, parse_choice, parse_day
 from xnat_downloader.cli.progress import human_bytes
-from xnat_downloader.errors import UsageError, XnatError
+from xnat_downloader.errors import UsageError
 from xnat_downloader.http import credentials as creds_mod
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.plan.layout import Layout, LayoutOptions
@@ -274,47 +276,43 @@ def run(
     if not url:
         print("error: no XNAT server given: use -w URL or set XNAT_HOST", file=stderr)
         return EXIT_USAGE
-    try:
-        if args.command == "download" and (args.jobs < 1 or args.jobs > 64):
-            raise UsageError(f"--jobs {args.jobs} must be between 1 and 64")
-        if getattr(args, "max_rate", None) is not None and args.max_rate <= 0:
-            raise UsageError(f"--max-rate {args.max_rate} must be a positive number of MB/s")
-        if args.insecure:
-            print(
-                "warning: TLS certificate verification is OFF (--insecure); the server's "
-                "identity is not checked",
-                file=stderr,
+    return guarded(lambda: _command(args, url, stdout, stderr, interactive, ask), stderr)
+
+
+def _command(
+    args: argparse.Namespace,
+    url: str,
+    stdout: TextIO,
+    stderr: TextIO,
+    interactive: bool,
+    ask: Callable[[str], str],
+) -> int:
+    if args.command == "download" and (args.jobs < 1 or args.jobs > 64):
+        raise UsageError(f"--jobs {args.jobs} must be between 1 and 64")
+    if getattr(args, "max_rate", None) is not None and args.max_rate <= 0:
+        raise UsageError(f"--max-rate {args.max_rate} must be a positive number of MB/s")
+    if args.insecure:
+        warn_insecure(stderr)
+    outdir = (getattr(args, "output", None) or Path.cwd()) if args.command == "download" else None
+    if outdir is not None and not args.dry_run:
+        api.check_output_dir(outdir)  # before any request, as promised
+    projects = expand(args.project)
+    conn = api.Connection(
+        url,
+        _credentials(args, url, interactive),
+        verify=not args.insecure,
+        ca_bundle=args.ca_bundle,
+    )
+    if not projects and not args.catalog and not getattr(args, "manifest", None):
+        if not interactive:
+            raise UsageError(
+                "no project selected: use -p PROJECT (or run on a terminal to choose from a list)"
             )
-        outdir = (
-            (getattr(args, "output", None) or Path.cwd()) if args.command == "download" else None
-        )
-        if outdir is not None and not args.dry_run:
-            api.check_output_dir(outdir)  # before any request, as promised
-        projects = expand(args.project)
-        conn = api.Connection(
-            url,
-            _credentials(args, url, interactive),
-            verify=not args.insecure,
-            ca_bundle=args.ca_bundle,
-        )
-        if not projects and not args.catalog and not getattr(args, "manifest", None):
-            if not interactive:
-                raise UsageError(
-                    "no project selected: use -p PROJECT (or run on a terminal "
-                    "to choose from a list)"
-                )
-            projects = _choose_projects(conn, ask, stdout)
-        selection = _selection(args, projects)
-        if args.command == "ls":
-            return _ls(conn, selection, args, stdout)
-        return _download(conn, selection, args, outdir or Path.cwd(), stdout, stderr, interactive)
-    except XnatError as exc:
-        code, message = exit_code_and_message(exc)
-        print(f"error: {message}", file=stderr)
-        return code
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=stderr)
-        return 130
+        projects = _choose_projects(conn, ask, stdout)
+    selection = _selection(args, projects)
+    if args.command == "ls":
+        return _ls(conn, selection, args, stdout)
+    return _download(conn, selection, args, outdir or Path.cwd(), stdout, stderr, interactive)
 
 
 def _layout(args: argparse.Namespace) -> LayoutOptions:

@@ -20,16 +20,17 @@ from xnat_downloader.cli.common import (
     configure_logging,
     debug_log,
     display,
+    guarded,
     logging_sink,
     print_summary,
+    warn_insecure,
 )
 from xnat_downloader.cli.errors import (
     EXIT_FAILED_FILES,
     EXIT_OK,
-    exit_code_and_message,
 )
 from xnat_downloader.cli.inputs import expand, parse_xget_day, read_list_file
-from xnat_downloader.errors import UsageError, XnatError
+from xnat_downloader.errors import UsageError
 from xnat_downloader.http import credentials as creds_mod
 from xnat_downloader.xnat.selection import Selection
 
@@ -120,15 +121,7 @@ def host_from_passfile(path: Path | None) -> str:
 def run(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose, args.quiet, stderr)
-    try:
-        return _run(args, list(argv), stdout, stderr, interactive)
-    except XnatError as exc:
-        code, message = exit_code_and_message(exc)
-        print(f"error: {message}", file=stderr)
-        return code
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=stderr)
-        return 130
+    return guarded(lambda: _run(args, list(argv), stdout, stderr, interactive), stderr)
 
 
 def _run(
@@ -167,11 +160,7 @@ def _run(
     outdir: Path = args.o or Path.cwd()
     api.check_output_dir(outdir)
     if args.insecure:
-        print(
-            "warning: TLS certificate verification is OFF (--insecure); the server's "
-            "identity is not checked",
-            file=stderr,
-        )
+        warn_insecure(stderr)
     found = creds_mod.resolve(
         url, args.u, args.p, os.environ, creds_mod.default_home(), passfile=args.passfile
     )

@@ -235,6 +235,7 @@ def test_list_file_with_bom_crlf_header(shared_server: Server, tmp_path: Path) -
         (["-p", "NOPE"], ENV, "project 'NOPE' does not exist"),
         ([], {"XNAT_USER": "admin", "XNAT_PASS": "wrong"}, "wrong user name or password"),
         (["-j", "0"], ENV, "--jobs"),
+        (["-j", "33"], ENV, "--jobs 33 must be between 1 and 32"),
         (["--max-rate", "0"], ENV, "--max-rate 0.0 must be a positive"),
         (["-p", "@/nonexistent/list.txt"], ENV, "cannot read list file /nonexistent/list.txt"),
     ],

@@ -47,7 +47,7 @@ class Connection:
     credentials: Credentials = field(default_factory=lambda: Credentials(None))
     verify: bool = True
     ca_bundle: str | None = None
-    max_connections: int = 16
+    max_connections: int = 32  # the engine's per-server ceiling; --jobs sets the real number
 
     def session(self) -> XnatSession:
         return XnatSession(

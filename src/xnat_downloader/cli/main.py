@@ -35,6 +35,7 @@ from xnat_downloader.http import credentials as creds_mod
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, load_manifest
+from xnat_downloader.transfer.engine import MAX_JOBS
 from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.xnat.selection import Selection
 
@@ -287,8 +288,11 @@ def _command(
     interactive: bool,
     ask: Callable[[str], str],
 ) -> int:
-    if args.command == "download" and (args.jobs < 1 or args.jobs > 64):
-        raise UsageError(f"--jobs {args.jobs} must be between 1 and 64")
+    if args.command == "download" and not 1 <= args.jobs <= MAX_JOBS:
+        raise UsageError(
+            f"--jobs {args.jobs} must be between 1 and {MAX_JOBS} (more connections only "
+            "load the server)"
+        )
     if getattr(args, "max_rate", None) is not None and args.max_rate <= 0:
         raise UsageError(f"--max-rate {args.max_rate} must be a positive number of MB/s")
     if args.insecure:

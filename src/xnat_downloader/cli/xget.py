@@ -32,6 +32,7 @@ from xnat_downloader.cli.errors import (
 from xnat_downloader.cli.inputs import expand, parse_xget_day, read_list_file
 from xnat_downloader.errors import UsageError
 from xnat_downloader.http import credentials as creds_mod
+from xnat_downloader.transfer.engine import MAX_JOBS
 from xnat_downloader.xnat.selection import Selection
 
 SECRET_FLAGS = ("-p", "--password")
@@ -130,8 +131,8 @@ def _run(
     url = args.host or os.environ.get("XNAT_HOST") or host_from_passfile(args.passfile)
     if not url:
         raise UsageError("no XNAT server given: use -host URL, $XNAT_HOST or a -passfile")
-    if not 1 <= args.jobs <= 64:
-        raise UsageError(f"-j {args.jobs} must be between 1 and 64")
+    if not 1 <= args.jobs <= MAX_JOBS:
+        raise UsageError(f"-j {args.jobs} must be between 1 and {MAX_JOBS}")
     sessions = session_values(args.s)
     projects = expand(args.proj)
     if not sessions and not projects:

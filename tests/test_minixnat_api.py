@@ -329,9 +329,81 @@ def test_demo_data_is_deterministic_real_dicom(tmp_path: Path) -> None:
     b = make_archive(tmp_path / "b", "--projects", "1")
     assert digests(a) == digests(b)
     dicoms = [p for p in (a / "archive").rglob("*") if "DICOM" in p.parts and p.is_file()]
-    studies = set()
-    for path in dicoms[:6]:
+    assert dicoms
+    study_of: dict[str, set[str]] = {}  # session folder -> StudyInstanceUIDs in it
+    series_of: dict[str, set[str]] = {}  # scan folder -> SeriesInstanceUIDs in it
+    for path in dicoms:
         ds = pydicom.dcmread(path)
         assert ds.Modality in ("MR", "CT", "PT")
-        studies.add((ds.PatientID, ds.StudyInstanceUID))
-    assert len({s for _, s in studies}) == len({p for p, _ in studies}) or studies
+        session = path.parents[3].name  # {session}/SCANS/{scan}/DICOM/{file}
+        assert session.startswith(ds.PatientID + "_")  # the subject label
+        assert ds.SOPInstanceUID == ds.file_meta.MediaStorageSOPInstanceUID
+        study_of.setdefault(session, set()).add(ds.StudyInstanceUID)
+        series_of.setdefault(str(path.parent), set()).add(ds.SeriesInstanceUID)
+    # One study per session and one series per scan, and none shared between them.
+    assert all(len(uids) == 1 for uids in study_of.values())
+    assert len({next(iter(u)) for u in study_of.values()}) == len(study_of)
+    assert all(len(uids) == 1 for uids in series_of.values())
+    assert len({next(iter(u)) for u in series_of.values()}) == len(series_of)
+
+
+def test_site_elements_xcat_catalog_and_html(shared_server: Server) -> None:
+    elements = get(shared_server, "/data/search/elements?format=json").json()["ResultSet"]
+    names = {r["ELEMENT_NAME"] for r in elements["Result"]}
+    assert {"xnat:projectData", "xnat:subjectData", "xnat:mrSessionData"} <= names
+    listed = {
+        r["URI"].split("/files/", 1)[1]: r["digest"]
+        for r in get(
+            shared_server, "/data/experiments/XNAT_E00001/scans/1/files?format=json"
+        ).json()["ResultSet"]["Result"]
+    }
+    xcat = get(shared_server, "/data/experiments/XNAT_E00001/scans/1/files?format=xcat")
+    assert xcat.status_code == 200
+    assert xcat.text.count("<cat:entry ") == len(listed)
+    assert all(f"/files/{name}" in xcat.text for name in listed)
+    catalog = get(shared_server, "/data/experiments/XNAT_E00001/scans/1/resources/DICOM")
+    assert catalog.status_code == 200
+    assert catalog.text.lstrip().startswith("<?xml")
+    assert "<cat:Catalog" in catalog.text
+    dicom = {n: d for n, d in listed.items() if not n.endswith((".gz", ".json"))}
+    assert all(f'URI="{name}"' in catalog.text for name in dicom)
+    html = get(shared_server, "/data/projects?format=html")
+    assert html.headers["Content-Type"].startswith("text/html")
+    assert "<td>DEMO01</td>" in html.text
+
+
+def test_schema_version_opens_older_refuses_newer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from minixnat.store import schema
+    from minixnat.store.db import Store
+
+    root = make_archive(tmp_path / "a", "--projects", "1")
+    db = root / "minixnat.sqlite"
+    version = sqlite3.connect(db).execute("SELECT value FROM meta WHERE key='schema_version'")
+    assert version.fetchone()[0] == str(schema.SCHEMA_VERSION)
+    # A later release with one more migration opens this archive and keeps its data.
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", schema.SCHEMA_VERSION + 1)
+    monkeypatch.setattr(
+        schema,
+        "MIGRATIONS",
+        [*schema.MIGRATIONS, "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT);"],
+    )
+    store = Store(root)
+    try:
+        assert [p.id for p in store.list_projects()] == ["DEMO01"]
+    finally:
+        store.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(
+        schema.SCHEMA_VERSION
+    )
+    assert conn.execute("SELECT count(*) FROM notes").fetchone()[0] == 0  # the migration ran
+    # An archive newer than the code is refused, with a message saying what to do.
+    conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(schema.SchemaError, match="upgrade minixnat"):
+        Store(root)

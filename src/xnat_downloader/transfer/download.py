@@ -97,8 +97,7 @@ class Downloader:
         self.limiter = limiter
 
     async def run(self, job: Job) -> Outcome:
-        final = self.root / job.local
-        part = final.with_name(final.name + PART_SUFFIX)
+        final, part = self.paths(job)
         try:
             return await self._run(job, final, part)
         except XnatError as exc:
@@ -113,8 +112,15 @@ class Downloader:
             self.sink(FileFailed(job.local, error))
             return Outcome(job, "failed", 0, "", False, error)
 
-    async def _run(self, job: Job, final: Path, part: Path) -> Outcome:
-        facts = Facts(
+    def paths(self, job: Job) -> tuple[Path, Path]:
+        """The job's final path and its partial file beside it."""
+        final = self.root / job.local
+        return final, final.with_name(final.name + PART_SUFFIX)
+
+    def facts(self, job: Job) -> Facts:
+        """What :func:`decide` needs to know about ``job``, read from state and disk."""
+        final, part = self.paths(job)
+        return Facts(
             job.size,
             job.md5,
             self.state.get(job.local),
@@ -122,6 +128,28 @@ class Downloader:
             size_or_none(part),
             self.overwrite,
         )
+
+    def begin(self, job: Job) -> None:
+        """Record the expected digest before the first byte (so a kill -9 can resume)."""
+        self.paths(job)[0].parent.mkdir(parents=True, exist_ok=True)
+        self.state.put(job.local, job.uri, job.size, job.md5, "partial")
+        self.sink(FileStarted(job.local, job.size))
+
+    def discard(self, job: Job) -> None:
+        """Drop a partial file that did not verify, and its state."""
+        self.paths(job)[1].unlink(missing_ok=True)
+        self.state.forget(job.local)
+
+    def commit(self, job: Job, size: int, md5: str) -> Outcome:
+        """Give a verified partial file its final name and record it."""
+        final, part = self.paths(job)
+        os.replace(part, final)
+        self.state.put(job.local, job.uri, size, md5, "verified")
+        self.sink(FileVerified(job.local, size, md5, bool(job.md5)))
+        return Outcome(job, "verified", size, md5, bool(job.md5))
+
+    async def _run(self, job: Job, final: Path, part: Path) -> Outcome:
+        facts = self.facts(job)
         action, offset = decide(facts)
         if action == Action.SKIP:
             size = facts.final_size or 0
@@ -129,7 +157,7 @@ class Downloader:
             return Outcome(job, "skipped", size, job.md5 or "", bool(job.md5))
         if action == Action.CHECK_EXISTING:
             md5, size = await asyncio.to_thread(_hash_file, final)
-            if self._matches(job, size, md5):
+            if self.matches(job, size, md5):
                 self.state.put(job.local, job.uri, size, md5, "verified")
                 self.sink(FileSkipped(job.local, size, "already present and verified"))
                 return Outcome(job, "skipped", size, md5, bool(job.md5))
@@ -138,16 +166,13 @@ class Downloader:
                 "use --overwrite to replace it"
             )
             raise TransferError(msg)
-        final.parent.mkdir(parents=True, exist_ok=True)
         if action == Action.DOWNLOAD:
             part.unlink(missing_ok=True)
             offset = 0
-        self.state.put(job.local, job.uri, job.size, job.md5, "partial")
-        self.sink(FileStarted(job.local, job.size))
+        self.begin(job)
         md5, size = await self._fetch(job, part, offset)
-        if not self._matches(job, size, md5):
-            part.unlink(missing_ok=True)
-            self.state.forget(job.local)
+        if not self.matches(job, size, md5):
+            self.discard(job)
             expected = f"{job.size} bytes, MD5 {job.md5}" if job.md5 else f"{job.size} bytes"
             msg = (
                 f"{job.local}: got {size} bytes with MD5 {md5}, but the server lists "
@@ -155,13 +180,11 @@ class Downloader:
                 "the server during the download, or the transfer was corrupted)"
             )
             raise IntegrityError(msg)
-        os.replace(part, final)
-        self.state.put(job.local, job.uri, size, md5, "verified")
-        self.sink(FileVerified(job.local, size, md5, bool(job.md5)))
-        return Outcome(job, "verified", size, md5, bool(job.md5))
+        return self.commit(job, size, md5)
 
     @staticmethod
-    def _matches(job: Job, size: int, md5: str) -> bool:
+    def matches(job: Job, size: int, md5: str) -> bool:
+        """Size and MD5 agree with what the server lists (each only where it lists one)."""
         if job.size is not None and size != job.size:
             return False
         return not (job.md5 and md5.lower() != job.md5.lower())

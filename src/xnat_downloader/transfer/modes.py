@@ -63,7 +63,7 @@ def choose(jobs: list[Job], mode: Mode) -> tuple[list[ZipBatch], list[Job], list
             use = len(members) >= 2 and len(known) == len(sizes)
             why = "forced with --transfer zip" if use else "fewer than 2 files or sizes unknown"
         elif len(members) < ZIP_MIN_FILES:
-            use, why = False, f"{len(members)} files (zip from {ZIP_MIN_FILES})"
+            use, why = False, f"{len(members)} files; zips start at {ZIP_MIN_FILES}"
         elif len(known) != len(sizes):
             use, why = False, "the listing gives no size for some files"
         elif median > ZIP_MAX_MEDIAN or max(known) > ZIP_MAX_FILE:

@@ -16,20 +16,17 @@ import asyncio
 import errno
 import hashlib
 import logging
-import os
 
 import aiohttp
 
 from xnat_downloader.errors import XnatError
-from xnat_downloader.transfer.decide import Action, Facts, decide
+from xnat_downloader.transfer.decide import Action, decide
 from xnat_downloader.transfer.download import (
-    PART_SUFFIX,
     Downloader,
     finish_file,
-    size_or_none,
     write_chunk,
 )
-from xnat_downloader.transfer.events import BytesMoved, FileStarted, FileVerified
+from xnat_downloader.transfer.events import BytesMoved
 from xnat_downloader.transfer.jobs import Job, Outcome
 from xnat_downloader.transfer.modes import ZipBatch, member_path
 from xnat_downloader.transfer.unzip import (
@@ -47,12 +44,7 @@ log = logging.getLogger("xnat_downloader.transfer")
 def is_fresh(d: Downloader, job: Job) -> bool:
     """True when the job would be downloaded from byte 0 anyway (nothing to skip, check or
     resume), so a zip member can stand in for it."""
-    final = d.root / job.local
-    part = final.with_name(final.name + PART_SUFFIX)
-    facts = Facts(
-        job.size, job.md5, d.state.get(job.local), size_or_none(final), size_or_none(part),
-        d.overwrite,
-    )  # fmt: skip
+    facts = d.facts(job)
     return decide(facts) == (Action.DOWNLOAD, 0) and facts.final_size is None
 
 
@@ -112,11 +104,8 @@ async def fetch_zip(
 async def _member(d: Downloader, job: Job, src: Source, header: Header) -> Outcome | None:
     """Write one member to its planned path; None if it does not verify (it is then
     fetched per file).  Transport errors propagate, leaving no partial file behind."""
-    final = d.root / job.local
-    part = final.with_name(final.name + PART_SUFFIX)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    d.state.put(job.local, job.uri, job.size, job.md5, "partial")
-    d.sink(FileStarted(job.local, job.size))
+    part = d.paths(job)[1]
+    d.begin(job)
     md5 = hashlib.md5()
     size = 0
     handle = open(part, "wb")  # noqa: SIM115 - closed in finally
@@ -130,22 +119,15 @@ async def _member(d: Downloader, job: Job, src: Source, header: Header) -> Outco
         await asyncio.to_thread(finish_file, handle)
     except BaseException as exc:
         handle.close()
-        part.unlink(missing_ok=True)
-        d.state.forget(job.local)
+        d.discard(job)
         d.sink(BytesMoved(job.local, -size))
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             raise ZipStreamError("disk full") from exc
         raise
     digest = md5.hexdigest()
-    if (job.size is not None and size != job.size) or (
-        job.md5 and digest.lower() != job.md5.lower()
-    ):
+    if not d.matches(job, size, digest):
         log.info("zip member for %s does not match the listing; refetching it", job.local)
-        part.unlink(missing_ok=True)
-        d.state.forget(job.local)
+        d.discard(job)
         d.sink(BytesMoved(job.local, -size))
         return None
-    os.replace(part, final)
-    d.state.put(job.local, job.uri, size, digest, "verified")
-    d.sink(FileVerified(job.local, size, digest, bool(job.md5)))
-    return Outcome(job, "verified", size, digest, bool(job.md5))
+    return d.commit(job, size, digest)

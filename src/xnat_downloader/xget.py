@@ -145,51 +145,54 @@ async def _xget(
     sink: EventSink,
     on_plan: Callable[[PlanResult], None] | None,
 ) -> XgetReport:
-    state = State(outdir)
+    state = State(outdir)  # held until the zips are written: no other run may interleave
     try:
         async with conn.session() as xs:
             planned = await plan_in(xs, selection, MEMBER_LAYOUT, None)
             if on_plan is not None:
                 on_plan(planned)
-            groups = group_by_zip(planned.plan.entries, naming)
             kept: list[Path] = []
-            jobs: list[Job] = []
-            todo: dict[str, list[PlanEntry]] = {}
-            for name, members in groups.items():
+            todo: dict[str, list[tuple[Job, str]]] = {}  # zip name -> (job, name in the zip)
+            for name, entries in group_by_zip(planned.plan.entries, naming).items():
                 if not extract and (outdir / name).exists() and not options.overwrite:
                     kept.append(outdir / name)
                     continue
-                todo[name] = members
                 prefix = "" if extract else f"{STAGING}/{name}/"
-                jobs.extend(
-                    Job(e.file.uri, prefix + e.local, e.file.size, e.file.md5) for e in members
-                )
+                todo[name] = [
+                    (Job(e.file.uri, prefix + e.local, e.file.size, e.file.md5), e.local)
+                    for e in entries
+                ]
+            jobs = [job for members in todo.values() for job, _ in members]
             files = await run_planned(xs, planned, jobs, outdir, state, options, sink)
+        report = XgetReport(files, kept=kept)
+        if not extract:
+            failed = {o.job.local for o in files.outcomes if o.status == "failed"}
+            for name, members in todo.items():
+                await _zip_group(outdir, name, members, failed, report)
+        return report
     finally:
         state.close()
-    report = XgetReport(files, kept=kept)
-    if extract:
-        return report
-    status = {o.job.local: o for o in files.outcomes}
-    for name, members in todo.items():
-        staged = outdir / STAGING / name
-        pairs = [(staged / e.local, e.local) for e in members]
-        failed = [
-            e.local for e in members if status[f"{STAGING}/{name}/{e.local}"].status == "failed"
-        ]
-        if failed:
-            report.not_written.append(
-                (outdir / name, f"{len(failed)} of its files failed; run again to finish it")
-            )
-            continue
-        try:
-            await asyncio.to_thread(write_zip, outdir / name, pairs)
-        except OSError as exc:
-            report.not_written.append((outdir / name, f"cannot write it: {exc.strerror or exc}"))
-            continue
-        report.written.append(outdir / name)
-        shutil.rmtree(staged, ignore_errors=True)
-    return report
+
+
+async def _zip_group(
+    outdir: Path, name: str, members: list[tuple[Job, str]], failed: set[str], report: XgetReport
+) -> None:
+    """Write one zip from its staged, verified files, then remove them; or say why not."""
+    bad = sum(1 for job, _ in members if job.local in failed)
+    if bad:
+        report.not_written.append(
+            (outdir / name, f"{bad} of its files failed; run again to finish it")
+        )
+        return
+    try:
+        await asyncio.to_thread(
+            write_zip, outdir / name, [(outdir / job.local, arc) for job, arc in members]
+        )
+    except OSError as exc:
+        report.not_written.append((outdir / name, f"cannot write it: {exc.strerror or exc}"))
+        return
+    report.written.append(outdir / name)
+    shutil.rmtree(outdir / STAGING / name, ignore_errors=True)
 
 
 def xget(

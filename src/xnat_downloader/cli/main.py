@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -39,7 +38,6 @@ from xnat_downloader.transfer.engine import MAX_JOBS
 from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.xnat.selection import Selection
 
-log = logging.getLogger("xnat_downloader")
 SUBCOMMANDS = ("download", "ls")
 SECRET_FLAGS = ("--password",)
 
@@ -261,6 +259,13 @@ def run(
     interactive: bool,
     ask: Callable[[str], str] = input,
 ) -> int:
+    if argv and argv[0] == "upload":
+        print(
+            "error: 'xnat-downloader upload' is not implemented in this release; nothing was "
+            "sent (use XNAT's compressed uploader or xnatpy's services.import_ meanwhile)",
+            file=stderr,
+        )
+        return EXIT_USAGE
     if argv and argv[0] == "xget":
         return xget_cli.run(list(argv[1:]), stdout=stdout, stderr=stderr, interactive=interactive)
     if argv and argv[0] in SUBCOMMANDS:

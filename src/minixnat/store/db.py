@@ -21,6 +21,7 @@ import hmac
 import json
 import os
 import secrets
+import shutil
 import sqlite3
 import threading
 import time
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from minixnat.store.prearchive import PrearchiveTables
 from minixnat.store.schema import migrate
 
 DB_NAME = "minixnat.sqlite"
@@ -171,7 +173,7 @@ def _hash_password(password: str, salt: str) -> str:
     return hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), 60_000).hex()
 
 
-class Store:
+class Store(PrearchiveTables):
     """One archive root.  Thread-safe: a lock serialises access to the one connection."""
 
     def __init__(self, root: Path) -> None:
@@ -657,6 +659,173 @@ class Store:
         return self.add_file(
             resource.pk, relpath, size, md5.hexdigest(), format_=format_, content=content
         )
+
+    def place_file(
+        self,
+        resource: Resource,
+        relpath: str,
+        source: Path,
+        md5: str,
+        *,
+        format_: str = "",
+        content: str = "",
+        tags: str = "",
+    ) -> FileRow:
+        """Move an already written and hashed file into ``resource`` and record it.
+
+        ``source`` must be on the archive's file system (a rename, never a copy), so a file
+        either appears complete under its final name or not at all.
+        """
+        target = self.file_path(resource, relpath)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        size = source.stat().st_size
+        os.replace(source, target)
+        return self.add_file(
+            resource.pk, relpath, size, md5, format_=format_, content=content, tags=tags
+        )
+
+    def get_file(self, resource_pk: int, relpath: str) -> FileRow | None:
+        row = self._one(
+            "SELECT * FROM files WHERE resource_pk=? AND path=?", (resource_pk, relpath)
+        )
+        return FileRow(**dict(row)) if row else None
+
+    def delete_files(self, resource: Resource, relpath: str) -> int:
+        """Delete one file, or every file under a folder when ``relpath`` ends in '/'."""
+        if relpath.endswith("/"):
+            prefix = relpath
+            doomed = [f for f in self.list_files(resource.pk) if f.path.startswith(prefix)]
+        else:
+            found = self.get_file(resource.pk, relpath)
+            doomed = [found] if found else []
+        for row in doomed:
+            self.file_path(resource, row.path).unlink(missing_ok=True)
+            self._exec("DELETE FROM files WHERE resource_pk=? AND path=?", (resource.pk, row.path))
+        if doomed:
+            self._prune_empty(self.file_path(resource, doomed[0].path).parent)
+        return len(doomed)
+
+    def get_resource_by_label(self, owner_kind: str, owner_key: str, label: str) -> Resource | None:
+        row = self._one(
+            "SELECT * FROM resources WHERE owner_kind=? AND owner_key=? AND label=?",
+            (owner_kind, owner_key, label),
+        )
+        return Resource(**dict(row)) if row else None
+
+    def directory_taken(self, directory: str) -> bool:
+        return self._one("SELECT 1 FROM resources WHERE directory=?", (directory,)) is not None
+
+    def delete_resource(self, pk: int) -> None:
+        """Delete a resource, its file rows and its folder on disk."""
+        resource = self.get_resource(pk)
+        if resource is None:
+            return
+        folder = (self.archive_dir / resource.directory).resolve()
+        self._exec("DELETE FROM resources WHERE pk=?", (pk,))
+        self._exec("DELETE FROM files WHERE resource_pk=?", (pk,))
+        if self.archive_dir.resolve() in folder.parents:
+            shutil.rmtree(folder, ignore_errors=True)
+            self._prune_empty(folder.parent)
+
+    def _prune_empty(self, folder: Path) -> None:
+        """Remove empty folders from ``folder`` up to (not including) the archive root."""
+        root = self.archive_dir.resolve()
+        folder = folder.resolve()
+        while folder != root and root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
+
+    def _delete_owned(self, owners: list[tuple[str, str]]) -> None:
+        for kind, key in owners:
+            for resource in self.list_resources(kind, key):
+                self.delete_resource(resource.pk)
+
+    # -- updates and deletes ---------------------------------------------------------------
+    def update_row(self, table: str, key: str, key_value: object, values: dict[str, str]) -> None:
+        """Set columns of one row.  Column names come from code, never from a request."""
+        allowed = {
+            "projects": {
+                "name",
+                "secondary_id",
+                "description",
+                "keywords",
+                "pi_firstname",
+                "pi_lastname",
+                "accessibility",
+            },
+            "subjects": {"label", "gender", "dob", "yob", "handedness", "fields"},
+            "experiments": {"label", "date", "time", "modality", "uid"},
+            "scans": {"type", "series_description", "quality", "frames", "note", "uid", "modality"},
+            "reconstructions": {"type", "base_scan_type"},
+            "resources": {"format", "content", "tags", "description"},
+        }[table]
+        bad = set(values) - allowed
+        if bad:
+            msg = f"cannot set {', '.join(sorted(bad))} on {table}"
+            raise StoreError(msg)
+        if not values:
+            return
+        assignments = ", ".join(f"{column}=?" for column in values)
+        self._exec(
+            f"UPDATE {table} SET {assignments} WHERE {key}=?",  # names checked above
+            (*values.values(), key_value),
+        )
+
+    def set_subject_fields(self, sid: str, fields: dict[str, str]) -> None:
+        """Merge custom fields into a subject's ``fields`` (an empty value removes one)."""
+        subject = self.get_subject(sid)
+        if subject is None:
+            return
+        current = json.loads(subject.fields or "{}")
+        for name, value in fields.items():
+            if value in ("", "NULL"):
+                current.pop(name, None)
+            else:
+                current[name] = value
+        self.update_row("subjects", "id", sid, {"fields": json.dumps(current, sort_keys=True)})
+
+    def get_scan(self, experiment_id: str, scan_id: str) -> Scan | None:
+        row = self._one(
+            "SELECT * FROM scans WHERE experiment_id=? AND scan_id=?", (experiment_id, scan_id)
+        )
+        return Scan(**dict(row)) if row else None
+
+    def delete_scan(self, pk: int) -> None:
+        self._delete_owned([("scan", str(pk))])
+        self._exec("DELETE FROM scans WHERE pk=?", (pk,))
+
+    def delete_recon(self, pk: int) -> None:
+        self._delete_owned([("recon", str(pk))])
+        self._exec("DELETE FROM reconstructions WHERE pk=?", (pk,))
+
+    def delete_experiment(self, eid: str) -> None:
+        """Delete an experiment with its scans, recons, assessors and every file they own."""
+        for assessor in self.list_experiments(session_id=eid):
+            self.delete_experiment(assessor.id)
+        for scan in self.list_scans(eid):
+            self.delete_scan(scan.pk)
+        for recon in self.list_recons(eid):
+            self.delete_recon(recon.pk)
+        self._delete_owned([("experiment", eid), ("assessor", eid)])
+        self._exec("DELETE FROM experiments WHERE id=?", (eid,))
+
+    def delete_subject(self, sid: str) -> None:
+        for experiment in self.list_experiments(subject_id=sid, sessions_only=True):
+            self.delete_experiment(experiment.id)
+        for experiment in self.list_experiments(subject_id=sid):
+            self.delete_experiment(experiment.id)
+        self._delete_owned([("subject", sid)])
+        self._exec("DELETE FROM subjects WHERE id=?", (sid,))
+
+    def delete_project(self, pid: str) -> None:
+        for subject in self.list_subjects(pid):
+            self.delete_subject(subject.id)
+        self._delete_owned([("project", pid)])
+        self._exec("DELETE FROM projects WHERE id=?", (pid,))
+        shutil.rmtree(self.archive_dir / pid, ignore_errors=True)
 
     # -- download catalogs -------------------------------------------------------------
     def save_download_catalog(self, cid: str, login: str, request: dict[str, object]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry upgrades the schema from version ``index`` to ``index + 1``.
 MIGRATIONS: list[str] = [
@@ -168,6 +168,29 @@ MIGRATIONS: list[str] = [
     INSERT INTO sqlite_sequence (name, seq) VALUES ('resources', 100);
     INSERT INTO sqlite_sequence (name, seq) VALUES ('scans', 1000);
     INSERT INTO sqlite_sequence (name, seq) VALUES ('reconstructions', 500);
+    """,
+    # 1 -> 2: the prearchive (uploaded sessions waiting to be archived).  ``meta`` holds the
+    # session as the importer built it (subject, label, scans and their files) as JSON;
+    # the files live under ROOT/prearchive/{project}/{timestamp}/{folder}/.
+    """
+    CREATE TABLE prearchive (
+        project TEXT NOT NULL,
+        timestamp TEXT NOT NULL,
+        folder TEXT NOT NULL,
+        name TEXT NOT NULL,
+        subject TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL,
+        uploaded TEXT NOT NULL,
+        lastmod TEXT NOT NULL,
+        scan_date TEXT NOT NULL DEFAULT '',
+        scan_time TEXT NOT NULL DEFAULT '',
+        tag TEXT NOT NULL DEFAULT '',
+        autoarchive TEXT NOT NULL DEFAULT 'Manual',
+        login TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT '',
+        meta TEXT NOT NULL,
+        PRIMARY KEY (project, timestamp, folder)
+    );
     """,
 ]
 

@@ -15,14 +15,16 @@ import base64
 import json
 import random
 import secrets
+import shutil
 import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl
 
+from minixnat.importer.unpack import Limits
 from minixnat.store.db import Store, User
-from minixnat.web import catalogs, downloads, listings, objects
+from minixnat.web import catalogs, downloads, imports, listings, objects, writes
 from minixnat.web.http import (
     AnyResponse,
     BadPath,
@@ -77,9 +79,17 @@ class LoginSession:
 class App:
     """The ASGI callable.  One instance serves one archive root."""
 
-    def __init__(self, store: Store, faults: Faults | None = None) -> None:
+    def __init__(
+        self, store: Store, faults: Faults | None = None, limits: Limits | None = None
+    ) -> None:
         self.store = store
         self.faults = faults or Faults()
+        self.limits = limits or Limits()
+        # Uploads are received here, on the archive's file system, so storing one is a
+        # rename.  Anything left from a previous run was never committed: clear it.
+        self.tmp_dir = store.root / "tmp"
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.rng = random.Random(self.faults.chaos_seed)
         now = time.monotonic()
         self.sessions: dict[str, LoginSession] = {
@@ -324,10 +334,12 @@ class App:
                 raise HttpError(403, "Only admins may ask about other users' sessions.")
             count = sum(1 for s in self.sessions.values() if s.login == rest[1])
             return Response(200, json.dumps({rest[1]: count}).encode(), "application/json")
+        if head == "prearchive":
+            return imports.prearchive(self._write_context(user), request, rest[1:])
+        if method in ("PUT", "POST", "DELETE"):
+            return await writes.handle(self._write_context(user), request, rest)
         if method not in ("GET", "HEAD"):
-            raise HttpError(
-                405, "minixnat serves the read side of the API; writes are not implemented yet."
-            )
+            raise HttpError(405, f"{method} is not supported by the /data API.")
         access = Access(self.store, user)
         target = resolve(self.store, access, rest, all_files=request.flag("all"))
         return self._read(request, target, access, scoped=bool(rest) and rest[0] == "projects")
@@ -419,7 +431,22 @@ class App:
             return text(sid)
         if head == "tokens":
             return self._tokens(rest[1:], user)
+        if head == "import" and len(rest) == 1:
+            return await imports.import_service(self._write_context(user), request)
+        if head == "archive" and len(rest) == 1:
+            return await imports.archive_service(self._write_context(user), request)
+        if head == "prearchive" and len(rest) == 2:
+            return imports.prearchive_service(self._write_context(user), request, rest[1])
         raise HttpError(404, f"Unknown service {head!r}.")
+
+    def _write_context(self, user: User | None) -> writes.WriteContext:
+        """Writes and the prearchive need a logged-in user; the guest gets 401."""
+        real = self._require_user(user)
+        if real.login == "guest":
+            raise HttpError(401, "Log in to change data.", [("WWW-Authenticate", REALM)])
+        return writes.WriteContext(
+            self.store, Access(self.store, real), real, self.tmp_dir, self.limits
+        )
 
     def _tokens(self, rest: list[str], user: User | None) -> Response:
         real = self._require_user(user)

@@ -153,10 +153,18 @@ def describe(store: Store, target: Target) -> tuple[str, dict[str, Any], list[di
         assert target.project
         node = Node("subject", target.project, target.subject)
         children = [resource_item(store, r, node.uri()) for r in store.list_resources(*node.owner)]
+        custom = [
+            _item(
+                "xnat:subjectData_field",
+                {"name": name, "field": value, "subject_id": target.subject.id},
+            )
+            for name, value in sorted(json.loads(target.subject.fields or "{}").items())
+        ]
+        groups = [("resources/resource", children), ("fields/field", custom)]
         return (
             "xnat:subjectData",
             subject_fields(target.subject),
-            [{"field": "resources/resource", "items": children}] if children else [],
+            [{"field": field, "items": items} for field, items in groups if items],
         )
     if target.kind == "experiment":
         assert target.experiment

@@ -1,0 +1,209 @@
+"""Put built sessions into the archive or the prearchive.
+
+Archiving checks every conflict before it writes anything, and undoes what it created if a
+write fails part-way, so a failed import never leaves a partial session in the archive.
+Files are moved (renamed) from the staging or prearchive folder, never copied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from pathlib import Path
+
+from minixnat.importer.build import ImportFile, ImportScan, ImportSession
+from minixnat.store.db import Experiment, Project, Store, Subject
+from minixnat.store.prearchive import PrearcSession
+
+OVERWRITE_MODES = ("none", "append", "delete", "override")
+
+
+class CommitError(Exception):
+    """The session cannot be archived.  ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def archive_uri(project: str, subject: str, label: str) -> str:
+    return f"/data/archive/projects/{project}/subjects/{subject}/experiments/{label}"
+
+
+def _existing_session(store: Store, project: Project, label: str) -> Experiment | None:
+    found = store.resolve_experiment(project.id, label)
+    return found if found is not None and found.label == label else None
+
+
+def check_conflicts(store: Store, project: Project, session: ImportSession, overwrite: str) -> None:
+    """Raise CommitError if archiving ``session`` with ``overwrite`` must be refused."""
+    if overwrite not in OVERWRITE_MODES:
+        msg = f"overwrite must be one of {', '.join(OVERWRITE_MODES)}, not {overwrite!r}"
+        raise CommitError(msg, 400)
+    existing = _existing_session(store, project, session.label)
+    if existing is None:
+        return
+    if overwrite == "none":
+        msg = (
+            f"Session {session.label} already exists in project {project.id}. Send "
+            "overwrite=append to add to it, or overwrite=delete to replace its files."
+        )
+        raise CommitError(msg)
+    subject = store.get_subject(existing.subject_id)
+    if subject is not None and subject.label != session.subject:
+        msg = (
+            f"Session {session.label} in project {project.id} belongs to subject "
+            f"{subject.label}, not {session.subject}."
+        )
+        raise CommitError(msg)
+    if existing.is_assessor:
+        msg = f"{session.label} in project {project.id} is an assessor, not an image session."
+        raise CommitError(msg)
+    for scan in session.scans.values():
+        old = store.get_scan(existing.id, scan.scan_id)
+        if old is not None and old.xsi_type != scan.xsi_type:
+            msg = (
+                f"Scan {scan.scan_id} of {session.label} is a {old.xsi_type}; the upload "
+                f"has a {scan.xsi_type} (Specified xsiType differs from existing xsiType)."
+            )
+            raise CommitError(msg)
+
+
+def archive_session(
+    store: Store, project: Project, session: ImportSession, *, login: str, overwrite: str
+) -> str:
+    """Archive ``session`` into ``project``; return its archive URI."""
+    check_conflicts(store, project, session, overwrite)
+    created_subject: Subject | None = None
+    created_session: Experiment | None = None
+    try:
+        subject = store.resolve_subject(project.id, session.subject)
+        if subject is None or subject.label != session.subject:
+            subject = created_subject = store.add_subject(project.id, session.subject, user=login)
+        experiment = _existing_session(store, project, session.label)
+        if experiment is None:
+            experiment = created_session = store.add_experiment(
+                project.id,
+                subject.id,
+                session.label,
+                session.xsi_type,
+                date=session.date,
+                time_=session.time,
+                modality=session.modality,
+                uid=session.uid,
+                user=login,
+            )
+        for scan in session.scans.values():
+            _archive_scan(store, project, experiment, scan, replace=overwrite != "append")
+    except BaseException:
+        if created_session is not None:
+            store.delete_experiment(created_session.id)
+        if created_subject is not None:
+            store.delete_subject(created_subject.id)
+        raise
+    return archive_uri(project.id, subject.label, experiment.label)
+
+
+def _archive_scan(
+    store: Store, project: Project, experiment: Experiment, scan: ImportScan, *, replace: bool
+) -> None:
+    row = store.get_scan(experiment.id, scan.scan_id)
+    if row is None:
+        row = store.add_scan(
+            experiment.id,
+            scan.scan_id,
+            scan.xsi_type,
+            type_=scan.type,
+            series_description=scan.series_description,
+            uid=scan.uid,
+            modality=scan.modality,
+        )
+    for label in sorted({f.resource for f in scan.files}):
+        resource = store.get_resource_by_label("scan", str(row.pk), label)
+        if resource is None:
+            resource = store.add_resource(
+                "scan",
+                str(row.pk),
+                label,
+                f"{project.id}/arc001/{experiment.label}/SCANS/{scan.scan_id}/{label}",
+                format_=label,
+                content="RAW",
+            )
+        for item in (f for f in scan.files if f.resource == label):
+            if not replace and store.get_file(resource.pk, item.relpath) is not None:
+                continue  # overwrite=append keeps what is already archived
+            store.place_file(
+                resource, item.relpath, item.source, md5_of(item.source), format_=label
+            )
+    count = sum(store.resource_stats(r.pk)[0] for r in store.list_resources("scan", str(row.pk)))
+    store.update_row("scans", "pk", row.pk, {"frames": str(count)})
+
+
+# -- the prearchive ------------------------------------------------------------------------
+def to_prearchive(store: Store, project: str, session: ImportSession, *, login: str) -> str:
+    """Move ``session``'s files into ``project``'s prearchive; return its ``/data`` URI."""
+    meta = asdict(session)
+    row = store.add_prearc(
+        project,
+        session.label,
+        subject=session.subject,
+        login=login,
+        meta={},
+        scan_date=session.date,
+        scan_time=session.time,
+        tag=session.uid,
+    )
+    folder = store.prearc_folder(row)
+    try:
+        for scan_meta, scan in zip(meta["scans"].values(), session.scans.values(), strict=True):
+            for file_meta, item in zip(scan_meta["files"], scan.files, strict=True):
+                inner = Path("SCANS") / scan.scan_id / item.resource / item.relpath
+                target = folder / inner
+                target.parent.mkdir(parents=True, exist_ok=True)
+                item.source.rename(target)
+                file_meta["source"] = inner.as_posix()
+        store.set_prearc_meta(row, meta)
+        store.set_prearc_status(row, "READY")
+    except BaseException:
+        store.delete_prearc(row)
+        raise
+    return f"/data{row.url}"
+
+
+def session_from_prearc(store: Store, row: PrearcSession) -> ImportSession:
+    """Rebuild the ImportSession a prearchive row was made from, files in its folder."""
+    meta = row.session()
+    folder = store.prearc_folder(row)
+    scans: dict[str, ImportScan] = {}
+    for key, scan in meta.get("scans", {}).items():
+        files = [
+            ImportFile(folder / f["source"], f["resource"], f["relpath"]) for f in scan["files"]
+        ]
+        scans[key] = ImportScan(
+            scan_id=scan["scan_id"],
+            xsi_type=scan["xsi_type"],
+            type=scan["type"],
+            series_description=scan["series_description"],
+            uid=scan["uid"],
+            modality=scan["modality"],
+            files=files,
+        )
+    return ImportSession(
+        key=meta.get("key", row.folder),
+        label=row.name,
+        subject=row.subject or meta.get("subject", ""),
+        xsi_type=meta.get("xsi_type", "xnat:otherDicomSessionData"),
+        modality=meta.get("modality", ""),
+        date=meta.get("date", ""),
+        time=meta.get("time", ""),
+        uid=meta.get("uid", ""),
+        scans=scans,
+    )

@@ -1,0 +1,449 @@
+"""The import service, the prearchive and archiving (``xnat-rest-api.md`` §9.3, §9.4).
+
+``POST /data/services/import`` takes one zip, tar or tar.gz (raw body or one multipart
+file), unpacks it safely, builds sessions from the DICOM headers and either archives them
+or puts them in the prearchive.  Everything is checked before the archive is touched: a
+refused upload leaves nothing behind, and a session that fails while being written is
+removed again.  The response lists the created URIs, each ending in CRLF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import secrets
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from minixnat.importer.build import BuildError, Built, Options, build
+from minixnat.importer.commit import (
+    OVERWRITE_MODES,
+    CommitError,
+    archive_session,
+    check_conflicts,
+    session_from_prearc,
+    to_prearchive,
+)
+from minixnat.importer.unpack import Budget, UnpackError, budget_for, discard, sniff, unpack
+from minixnat.store.db import Project, Store
+from minixnat.store.prearchive import PrearcSession
+from minixnat.web import bodies
+from minixnat.web.downloads import Member, stream_archive
+from minixnat.web.http import AnyResponse, HttpError, Request, Response
+from minixnat.web.tables import Table, render
+from minixnat.web.writes import WriteContext
+
+HANDLERS = ("DICOM-zip", "SI")
+KNOWN_HANDLERS = ("gradual-DICOM", "XAR", "inbox", "DICOM-zip", "SI")
+UNASSIGNED = "Unassigned"
+PREARC_COLUMNS = [
+    "project",
+    "timestamp",
+    "lastmod",
+    "uploaded",
+    "scan_date",
+    "scan_time",
+    "subject",
+    "folderName",
+    "name",
+    "tag",
+    "status",
+    "url",
+    "autoarchive",
+    "prevent_anon",
+    "prevent_auto_commit",
+    "SOURCE",
+    "VISIT",
+    "PROTOCOL",
+    "TIMEZONE",
+]
+# The upload's format, from its Content-Type (raw bodies) as XNAT decides it.
+FORMAT_BY_TYPE = {
+    "application/zip": "zip",
+    "application/x-zip-compressed": "zip",
+    "application/x-tar": "tar",
+    "application/x-gtar": "tar.gz",
+    "application/gzip": "tar.gz",
+    "application/x-gzip": "tar.gz",
+}
+
+
+@dataclass
+class Destination:
+    archive: bool
+    project: str
+    subject: str
+    label: str
+
+
+def parse_dest(dest: str, *, auto_archive: bool) -> Destination:
+    """What ``dest`` names: archive or prearchive, and any project/subject/label in it."""
+    parts = [p for p in dest.split("/") if p]
+    if not parts:
+        return Destination(auto_archive, "", "", "")
+    head, rest = parts[0], parts[1:]
+    if head not in ("archive", "prearchive") or (rest and rest[0] != "projects"):
+        raise HttpError(
+            400, f"dest must be /archive/projects/P[/subjects/S[/experiments/L]] or "
+            f"/prearchive[/projects/P], not {dest!r}."
+        )  # fmt: skip
+    if head == "prearchive":
+        return Destination(False, rest[1] if len(rest) > 1 else "", "", "")
+    names = dict(zip(rest[0::2], rest[1::2], strict=False))
+    if len(rest) % 2 or set(names) - {"projects", "subjects", "experiments"}:
+        raise HttpError(400, f"Cannot read the destination {dest!r}.")
+    return Destination(
+        True, names.get("projects", ""), names.get("subjects", ""), names.get("experiments", "")
+    )
+
+
+def _uri_list(request: Request, uris: list[str]) -> Response:
+    fmt = request.param("format").lower()
+    if fmt in ("txt", "text") and len(uris) == 1:
+        return Response(200, uris[0].encode(), "text/plain;charset=UTF-8")
+    if fmt == "html":
+        items = "".join(f"<li>{html.escape(u)}</li>" for u in uris)
+        return Response(200, f"<ul>{items}</ul>".encode(), "text/html;charset=UTF-8")
+    return Response(200, "".join(f"{u}\r\n" for u in uris).encode(), "text/uri-list")
+
+
+def _writable_project(ctx: WriteContext, pid: str) -> Project:
+    project = ctx.store.get_project(pid)
+    if project is None or not ctx.access.can_see(project):
+        raise HttpError(
+            404, f"Unable to identify project {pid}: it does not exist or you cannot see it."
+        )
+    if not ctx.access.can_edit(project):
+        raise HttpError(403, f"You don't have permission to upload data to project {pid}.")
+    return project
+
+
+def upload_format(upload: bodies.Upload) -> str:
+    """zip, tar or tar.gz from the upload's name or Content-Type; 400 if neither says."""
+    name = upload.filename.lower()
+    if name.endswith(".zip"):
+        return "zip"
+    if name.endswith((".tar.gz", ".tgz")):
+        return "tar.gz"
+    if name.endswith(".tar"):
+        return "tar"
+    declared = FORMAT_BY_TYPE.get(upload.content_type.lower())
+    if declared is None:
+        raise HttpError(
+            400,
+            "Unable to identify upload format: send Content-Type application/zip, "
+            "application/x-tar or application/x-gtar (tar.gz), or a multipart file whose "
+            "name ends in .zip, .tar or .tar.gz.",
+        )
+    return declared
+
+
+def unpack_upload(path: Path, staging: Path, budget: Budget) -> list[tuple[Path, PurePosixPath]]:
+    """Unpack the upload and, one level down, any archives inside it (a bundle)."""
+    try:
+        outer = unpack(path, staging / "upload", budget)
+        files: list[tuple[Path, PurePosixPath]] = []
+        for index, item in enumerate(outer):
+            kind = sniff(item)
+            rel = PurePosixPath(item.relative_to(staging / "upload").as_posix())
+            if kind is None:
+                files.append((item, rel))
+                continue
+            inner_dir = staging / f"bundle-{index}"
+            for inner in unpack(item, inner_dir, budget, kind=kind):
+                inner_rel = PurePosixPath(rel.name) / inner.relative_to(inner_dir).as_posix()
+                files.append((inner, inner_rel))
+            item.unlink()
+        return files
+    except UnpackError as exc:
+        raise HttpError(400, f"Cannot read the upload: {exc}.") from exc
+
+
+async def import_service(ctx: WriteContext, request: Request) -> Response:
+    if request.method != "POST":
+        raise HttpError(405, "POST an archive to the import service.")
+    handler = request.param("import-handler") or request.param("import_handler") or "DICOM-zip"
+    if handler not in KNOWN_HANDLERS:
+        raise HttpError(404, f"Unknown importer implementation specified: {handler}")
+    if handler not in HANDLERS:
+        raise HttpError(
+            400, f"minixnat does not implement the {handler} importer; use DICOM-zip or SI."
+        )
+    if request.param("src"):
+        raise HttpError(
+            400, "minixnat keeps no user cache to import from (src=); send the archive itself."
+        )
+    auto = any(
+        request.flag(name) for name in ("auto-archive", "AA", "autoArchive", "Direct-Archive")
+    )
+    dest = parse_dest(request.param("dest"), auto_archive=auto)
+    project_id = request.param("PROJECT_ID") or request.param("project") or dest.project
+    subject = request.param("SUBJECT_ID") or request.param("subject") or dest.subject
+    label = request.param("EXPT_LABEL") or request.param("session") or dest.label
+    overwrite = (request.param("overwrite") or "none").lower()
+    if overwrite not in OVERWRITE_MODES:
+        raise HttpError(
+            400, f"overwrite must be one of {', '.join(OVERWRITE_MODES)}, not {overwrite!r}."
+        )
+    options = Options(
+        subject=subject,
+        label=label,
+        ignore_unparsable=request.flag("Ignore-Unparsable") or handler == "SI",
+    )
+    project = _writable_project(ctx, project_id) if project_id else None
+    if dest.archive and project is None:
+        raise HttpError(400, "Name the project to archive into (PROJECT_ID or dest).")
+    body = await bodies.receive(request, ctx.tmp_dir)
+    staging = ctx.tmp_dir / f"import-{secrets.token_hex(8)}"
+    try:
+        if len(body.uploads) > 1:
+            raise HttpError(400, "Importer is limited to one uploaded resource at a time.")
+        if not body.uploads:
+            raise HttpError(400, bodies.NO_DATA)
+        upload = body.uploads[0]
+        declared = upload_format(upload)
+        actual = sniff(upload.path)
+        if actual is None or (declared == "zip") != (actual == "zip"):
+            raise HttpError(
+                400,
+                f"The upload is not a readable {declared} archive (truncated or corrupt?).",
+            )
+        return await asyncio.to_thread(
+            _import, ctx, request, upload.path, staging, project, dest.archive, options, overwrite
+        )
+    finally:
+        body.discard()
+        discard(staging)
+
+
+def _import(
+    ctx: WriteContext,
+    request: Request,
+    path: Path,
+    staging: Path,
+    project: Project | None,
+    archive: bool,
+    options: Options,
+    overwrite: str,
+) -> Response:
+    files = unpack_upload(path, staging, budget_for(path, ctx.limits))
+    try:
+        built: Built = build(files, options)
+    except BuildError as exc:
+        raise HttpError(exc.status, str(exc)) from exc
+    login = ctx.user.login
+    uris: list[str] = []
+    if archive:
+        assert project is not None
+        try:
+            for session in built.sessions:
+                check_conflicts(ctx.store, project, session, overwrite)
+            for session in built.sessions:
+                uris.append(
+                    archive_session(ctx.store, project, session, login=login, overwrite=overwrite)
+                )
+        except CommitError as exc:
+            raise HttpError(exc.status, str(exc)) from exc
+    else:
+        where = project.id if project else UNASSIGNED
+        for session in built.sessions:
+            uris.append(to_prearchive(ctx.store, where, session, login=login))
+    return _uri_list(request, uris)
+
+
+# -- the prearchive ------------------------------------------------------------------------
+def _prearc_row(row: PrearcSession) -> dict[str, str]:
+    return {
+        "project": row.project,
+        "timestamp": row.timestamp,
+        "lastmod": row.lastmod,
+        "uploaded": row.uploaded,
+        "scan_date": row.scan_date,
+        "scan_time": row.scan_time,
+        "subject": row.subject,
+        "folderName": row.folder,
+        "name": row.name,
+        "tag": row.tag,
+        "status": row.status,
+        "url": row.url,
+        "autoarchive": row.autoarchive,
+        "prevent_anon": "false",
+        "prevent_auto_commit": "false",
+        "SOURCE": "",
+        "VISIT": "",
+        "PROTOCOL": "",
+        "TIMEZONE": "",
+    }
+
+
+def _may_see(ctx: WriteContext, row: PrearcSession) -> bool:
+    if ctx.access.is_admin:
+        return True
+    if row.project == UNASSIGNED:
+        return row.login == ctx.user.login
+    project = ctx.store.get_project(row.project)
+    return project is not None and ctx.access.can_edit(project)
+
+
+def _find(ctx: WriteContext, src: str) -> PrearcSession:
+    parts = [p for p in src.split("/") if p]
+    if parts[:1] == ["data"]:
+        parts = parts[1:]
+    if len(parts) != 5 or parts[:2] != ["prearchive", "projects"]:
+        raise HttpError(
+            400, f"src must be /prearchive/projects/{{P}}/{{timestamp}}/{{folder}}, not {src!r}."
+        )
+    row = ctx.store.get_prearc(*parts[2:])
+    if row is None or not _may_see(ctx, row):
+        raise HttpError(404, f"No prearchive session {src}.")
+    return row
+
+
+def prearchive(ctx: WriteContext, request: Request, rest: list[str]) -> AnyResponse:
+    """``/data/prearchive/projects[/P[,P2]][/{timestamp}/{folder}[/scans]]``."""
+    if rest[:1] != ["projects"]:
+        raise HttpError(404, "The prearchive lives under /data/prearchive/projects.")
+    if len(rest) <= 2:
+        if request.method not in ("GET", "HEAD"):
+            raise HttpError(405, "The prearchive listing is read-only.")
+        wanted = rest[1].split(",") if len(rest) == 2 else None
+        rows = [
+            _prearc_row(r)
+            for r in ctx.store.list_prearc(wanted)
+            if _may_see(ctx, r) and (request.param("tag") in ("", r.tag))
+        ]
+        return render(Table(PREARC_COLUMNS, rows, total_records=False), request)
+    if len(rest) not in (4, 5):
+        raise HttpError(404, "The requested prearchive resource was not found.")
+    row = _find(ctx, "/prearchive/" + "/".join(rest[:4]))
+    if len(rest) == 5:
+        if rest[4] != "scans":
+            raise HttpError(404, f"Unknown prearchive path element {rest[4]!r}.")
+        return render(_prearc_scans(ctx.store, row), request)
+    if request.method == "DELETE":
+        ctx.store.delete_prearc(row)
+        return Response(200, b"")
+    if request.method == "POST":
+        return _prearc_action(ctx, request, row)
+    fmt = request.param("format").lower() or "json"
+    if fmt == "zip":
+        folder = ctx.store.prearc_folder(row)
+        members = [
+            Member(p, f"{row.folder}/{p.relative_to(folder).as_posix()}", p.stat().st_size, 0.0)
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        ]
+        return stream_archive(members, "zip", row.folder, request)
+    return render(Table(PREARC_COLUMNS, [_prearc_row(row)], total_records=False), request)
+
+
+def _prearc_scans(store: Store, row: PrearcSession) -> Table:
+    session = session_from_prearc(store, row)
+    rows = [
+        {
+            "ID": s.scan_id,
+            "series_description": s.series_description,
+            "type": s.type,
+            "xsiType": s.xsi_type,
+            "files": str(len(s.files)),
+        }
+        for s in session.scans.values()
+    ]
+    return Table(["ID", "series_description", "type", "xsiType", "files"], rows)
+
+
+def _prearc_action(ctx: WriteContext, request: Request, row: PrearcSession) -> Response:
+    action = request.param("action")
+    if action == "commit":
+        uri = _archive(ctx, request, row)
+        if request.flag("AA") or request.flag("redirect"):
+            return Response(301, b"", headers=[("Location", uri)])
+        return Response(200, f"{uri}\r\n".encode(), "text/uri-list")
+    if action == "move":
+        moved = _move(ctx, row, request.param("newProject"))
+        return Response(301, b"", headers=[("Location", f"/data{moved.url}")])
+    if action == "reset-status":
+        ctx.store.set_prearc_status(row, "READY")
+        return Response(200, b"")
+    raise HttpError(400, f"Unknown prearchive action {action!r}: use commit, move or reset-status.")
+
+
+def _move(ctx: WriteContext, row: PrearcSession, new_project: str) -> PrearcSession:
+    if not new_project:
+        raise HttpError(400, "Name the project to move to (newProject=).")
+    _writable_project(ctx, new_project)
+    try:
+        return ctx.store.move_prearc(row, new_project)
+    except ValueError as exc:
+        raise HttpError(409, str(exc)) from exc
+
+
+def _archive(ctx: WriteContext, request: Request, row: PrearcSession) -> str:
+    """Archive one prearchive session; CONFLICT or ERROR stays on the row if it fails."""
+    dest = parse_dest(request.param("dest"), auto_archive=True)
+    project_id = request.param("project") or request.param("PROJECT_ID") or dest.project
+    project_id = project_id or row.project
+    if project_id == UNASSIGNED:
+        raise HttpError(400, "This session has no project yet: pass project= or move it first.")
+    project = _writable_project(ctx, project_id)
+    session = session_from_prearc(ctx.store, row)
+    session.subject = (
+        request.param("subject") or request.param("SUBJECT_ID") or dest.subject or session.subject
+    )
+    session.label = (
+        request.param("session") or request.param("EXPT_LABEL") or dest.label or session.label
+    )
+    if not session.subject:
+        raise HttpError(400, "This session has no subject: pass subject=.")
+    overwrite = (request.param("overwrite") or "none").lower()
+    missing = [f.relpath for s in session.scans.values() for f in s.files if not f.source.exists()]
+    if missing:
+        ctx.store.set_prearc_status(row, "ERROR", f"{len(missing)} files are missing")
+        raise HttpError(500, f"The prearchive session is missing {len(missing)} files.")
+    try:
+        uri = archive_session(
+            ctx.store, project, session, login=ctx.user.login, overwrite=overwrite
+        )
+    except CommitError as exc:
+        ctx.store.set_prearc_status(row, "CONFLICT" if exc.status == 409 else "ERROR", str(exc))
+        raise HttpError(exc.status, str(exc)) from exc
+    except Exception as exc:
+        ctx.store.set_prearc_status(row, "ERROR", str(exc))
+        raise
+    ctx.store.delete_prearc(row)
+    return uri
+
+
+async def archive_service(ctx: WriteContext, request: Request) -> Response:
+    """``POST /data/services/archive?src=…`` (several src values archive each in turn)."""
+    sources = [v for k, v in request.query_list if k == "src"]
+    if request.method != "POST" or not sources:
+        raise HttpError(400, "POST with src=/prearchive/projects/{P}/{timestamp}/{folder}.")
+    rows = [_find(ctx, src) for src in sources]
+    uris = []
+    for row in rows:
+        uris.append(await asyncio.to_thread(_archive, ctx, request, row))
+    if request.flag("redirect") and len(uris) == 1:
+        host = request.headers.get("host", "localhost")
+        return Response(303, b"", headers=[("Location", f"http://{host}{uris[0]}")])
+    return Response(200, "".join(f"{u}\r\n" for u in uris).encode(), "text/uri-list")
+
+
+def prearchive_service(ctx: WriteContext, request: Request, action: str) -> Response:
+    """``POST /data/services/prearchive/{move,delete,rebuild}?src=…[&newProject=P]``."""
+    if request.method != "POST":
+        raise HttpError(405, "POST to the prearchive services.")
+    sources = [v for k, v in request.query_list if k == "src"]
+    if not sources:
+        raise HttpError(400, "Name the sessions with src=/prearchive/projects/…")
+    rows = [_find(ctx, src) for src in sources]
+    for row in rows:
+        if action == "delete":
+            ctx.store.delete_prearc(row)
+        elif action == "move":
+            _move(ctx, row, request.param("newProject"))
+        elif action == "rebuild":
+            ctx.store.set_prearc_status(row, "READY")
+        else:
+            raise HttpError(404, f"Unknown prearchive service {action!r}.")
+    return Response(200, b"")

@@ -72,6 +72,9 @@ def field_params(request: Request, form: dict[str, str]) -> tuple[dict[str, str]
     simple: dict[str, str] = {}
     custom: dict[str, str] = {}
     for key, value in [*request.query_list, *form.items()]:
+        if key.endswith("[name") and "=" in value:  # ``field[name=x]/field=v`` sent unescaped
+            name, _, value = value.partition("=")
+            key = f"{key}={name}"
         value = "" if value == "NULL" else value
         found = _CUSTOM_FIELD.search(key)
         if found:

@@ -1,8 +1,9 @@
-"""What the ``download`` and ``xget`` commands share: logging, the per-run debug log, the
-progress display and the closing summary."""
+"""What the ``download``, ``upload`` and ``xget`` commands share: login flags and
+credentials, logging, the per-run debug log, the progress display and the closing summary."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -16,6 +17,8 @@ from xnat_downloader import __version__, api
 from xnat_downloader.cli.errors import exit_code_and_message
 from xnat_downloader.cli.progress import PlainProgress, RichProgress, human_bytes
 from xnat_downloader.errors import XnatError
+from xnat_downloader.http import credentials as creds_mod
+from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.transfer.events import (
     BytesMoved,
     Event,
@@ -178,3 +181,38 @@ def warn_insecure(stderr: TextIO) -> None:
         "identity is not checked",
         file=stderr,
     )
+
+
+def connection_args(p: argparse.ArgumentParser) -> None:
+    """The server and login flags every subcommand shares."""
+    g = p.add_argument_group("server and login")
+    g.add_argument(
+        "-w",
+        "--web",
+        "--server",
+        dest="web",
+        metavar="URL",
+        help="XNAT server URL (default: $XNAT_HOST)",
+    )
+    g.add_argument(
+        "-u",
+        "--user",
+        help="user name, or an alias token's alias (default: $XNAT_USER, ~/.netrc, ~/.xnatPass)",
+    )
+    g.add_argument(
+        "--password",
+        help="password or token secret (visible to other local "
+        "users; prefer $XNAT_PASS or ~/.netrc)",
+    )
+    g.add_argument("--ca-bundle", metavar="FILE", help="CA certificates to trust for TLS")
+    g.add_argument(
+        "--insecure", action="store_true", help="do not verify the server's TLS certificate (warns)"
+    )
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv for debug)")
+    g.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
+
+
+def credentials(args: argparse.Namespace, url: str, interactive: bool) -> Credentials:
+    """Flags, environment, netrc, xnatPass, then a prompt (CONTRACT §4)."""
+    found = creds_mod.resolve(url, args.user, args.password, os.environ, creds_mod.default_home())
+    return creds_mod.complete(found, interactive=interactive)

@@ -1,8 +1,9 @@
-"""``xnat-downloader``: download (and list) data from any XNAT server.
+"""``xnat-downloader``: download (and list) data from any XNAT server, and upload to it.
 
-Subcommands ``download`` and ``ls`` (CONTRACT §4).  With no subcommand, the seed tool's
-invocation ``python -m xnat_downloader -o DIR -w URL -u USER`` keeps working: it offers the
-numbered project chooser on a terminal, then downloads the chosen projects.
+Subcommands ``download``, ``ls``, ``upload`` and ``xget`` (CONTRACT §4).  With no
+subcommand, the seed tool's invocation ``python -m xnat_downloader -o DIR -w URL -u USER``
+keeps working: it offers the numbered project chooser on a terminal, then downloads the
+chosen projects.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from pathlib import Path
 from typing import TextIO
 
 from xnat_downloader import __version__, api
+from xnat_downloader.cli import upload as upload_cli
 from xnat_downloader.cli import xget as xget_cli
 from xnat_downloader.cli.common import (
     configure_logging,
+    connection_args,
+    credentials,
     debug_log,
     display,
     guarded,
@@ -31,7 +35,6 @@ from xnat_downloader.cli.inputs import expand, menu, parse_choice, parse_day
 from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.errors import UsageError
 from xnat_downloader.http import credentials as creds_mod
-from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, load_manifest
 from xnat_downloader.transfer.engine import MAX_JOBS
@@ -40,34 +43,6 @@ from xnat_downloader.xnat.selection import Selection
 
 SUBCOMMANDS = ("download", "ls")
 SECRET_FLAGS = ("--password",)
-
-
-def _connection_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("server and login")
-    g.add_argument(
-        "-w",
-        "--web",
-        "--server",
-        dest="web",
-        metavar="URL",
-        help="XNAT server URL (default: $XNAT_HOST)",
-    )
-    g.add_argument(
-        "-u",
-        "--user",
-        help="user name, or an alias token's alias (default: $XNAT_USER, ~/.netrc, ~/.xnatPass)",
-    )
-    g.add_argument(
-        "--password",
-        help="password or token secret (visible to other local "
-        "users; prefer $XNAT_PASS or ~/.netrc)",
-    )
-    g.add_argument("--ca-bundle", metavar="FILE", help="CA certificates to trust for TLS")
-    g.add_argument(
-        "--insecure", action="store_true", help="do not verify the server's TLS certificate (warns)"
-    )
-    g.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv for debug)")
-    g.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
 
 
 def _selection_args(p: argparse.ArgumentParser) -> None:
@@ -188,13 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command")
     download = sub.add_parser("download", help="plan and fetch a selection")
-    _connection_args(download)
+    connection_args(download)
     _selection_args(download)
     _layout_args(download)
     listing = sub.add_parser("ls", help="list what a selection matches")
-    _connection_args(listing)
+    connection_args(listing)
     _selection_args(listing)
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser(
+        "upload",
+        add_help=False,
+        help="import sessions, fill resources, add subjects (see: xnat-downloader upload -h)",
+    )
     sub.add_parser(
         "xget",
         add_help=False,
@@ -206,15 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
 def legacy_parser() -> argparse.ArgumentParser:
     """The seed tool's flags: -w, -u, -o/--output_dir, -v, -ow, plus our download flags."""
     parser = argparse.ArgumentParser(prog="xnat-downloader", description=__doc__)
-    _connection_args(parser)
+    connection_args(parser)
     _selection_args(parser)
     _layout_args(parser)
     return parser
-
-
-def _credentials(args: argparse.Namespace, url: str, interactive: bool) -> Credentials:
-    found = creds_mod.resolve(url, args.user, args.password, os.environ, creds_mod.default_home())
-    return creds_mod.complete(found, interactive=interactive)
 
 
 def _selection(args: argparse.Namespace, projects: tuple[str, ...]) -> Selection:
@@ -260,12 +235,7 @@ def run(
     ask: Callable[[str], str] = input,
 ) -> int:
     if argv and argv[0] == "upload":
-        print(
-            "error: 'xnat-downloader upload' is not implemented in this release; nothing was "
-            "sent (use XNAT's compressed uploader or xnatpy's services.import_ meanwhile)",
-            file=stderr,
-        )
-        return EXIT_USAGE
+        return upload_cli.run(list(argv[1:]), stdout=stdout, stderr=stderr, interactive=interactive)
     if argv and argv[0] == "xget":
         return xget_cli.run(list(argv[1:]), stdout=stdout, stderr=stderr, interactive=interactive)
     if argv and argv[0] in SUBCOMMANDS:
@@ -308,7 +278,7 @@ def _command(
     projects = expand(args.project)
     conn = api.Connection(
         url,
-        _credentials(args, url, interactive),
+        credentials(args, url, interactive),
         verify=not args.insecure,
         ca_bundle=args.ca_bundle,
     )

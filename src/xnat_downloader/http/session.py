@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -75,7 +75,13 @@ def looks_like_html(body: bytes) -> bool:
 
 
 def check_response(
-    status: int, body_start: bytes, url: str, *, expect_data: bool = True, what: str = ""
+    status: int,
+    body_start: bytes,
+    url: str,
+    *,
+    expect_data: bool = True,
+    what: str = "",
+    verb: str = "read",
 ) -> None:
     """Raise the package exception for an HTTP outcome; return quietly on success.
 
@@ -97,7 +103,7 @@ def check_response(
     if status == 401:
         raise AuthError(f"the server refused the credentials for {target} (401){suffix}")
     if status == 403:
-        raise AccessDenied(f"no permission to read {target} (403){suffix}")
+        raise AccessDenied(f"no permission to {verb} {target} (403){suffix}")
     if status == 404:
         raise NotFound(f"{target} was not found, or is hidden from this user (404){suffix}")
     raise ServerError(f"the server answered {status} for {target}{suffix}", status=status, url=url)
@@ -324,6 +330,69 @@ class XnatSession:
             check_response(resp.status, body[:512], self.url(path), what=what)
             return body
 
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: Callable[[], Any] | None = None,
+        what: str = "",
+        idempotent: bool = True,
+        ok_statuses: tuple[int, ...] = (),
+    ) -> tuple[int, bytes]:
+        """Send a request with a body and return (status, whole response body).
+
+        ``body`` makes a fresh body for each attempt (a file read from the start again), so
+        a retried upload never sends half a file.  A request that is not ``idempotent`` (an
+        import) is retried only when the server said it did nothing (429/503 with
+        Retry-After, or a refused connection): a body cut mid-way might have been acted on.
+        Errors raise as for downloads, with "write" in permission messages.
+        """
+        url = self.url(path)
+        attempt = 0
+        relogged = False
+        while True:
+            generation = self._login_generation
+            self.request_count += 1
+            try:
+                status, content, retry_after = await _send_once(
+                    self,
+                    method,
+                    url,
+                    params=params,
+                    headers=headers,
+                    data=body() if body is not None else None,
+                )
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                refused = isinstance(exc, aiohttp.ClientConnectorError)
+                delay = self.retry.delay(attempt) if (idempotent or refused) else None
+                if delay is None:
+                    raise ConnectionFailed(
+                        f"{what or url} failed: {_reason(exc)}"
+                        + ("" if idempotent else " (not retried: the server may have acted on it)")
+                    ) from exc
+                log.debug("retrying %s after %s (%.1fs)", what or url, _reason(exc), delay)
+                await asyncio.sleep(delay)
+                attempt += 1
+                continue
+            if status in ok_statuses:
+                return status, content
+            if status == 401 and self.logged_in and not relogged:
+                await self._relogin(generation)
+                relogged = True
+                continue
+            if status in RETRYABLE_STATUS and (idempotent or retry_after is not None):
+                delay = self.retry.delay(attempt, status=status, retry_after=retry_after)
+                if delay is not None:
+                    log.debug("retrying %s after HTTP %s (%.1fs)", what or url, status, delay)
+                    await asyncio.sleep(delay)
+                    attempt += 1
+                    continue
+            check_response(status, content[:4096], url, what=what, expect_data=False, verb="write")
+            return status, content
+
     async def get_json(
         self, path: str, *, params: Mapping[str, str] | None = None, what: str = ""
     ) -> Any:
@@ -335,6 +404,20 @@ class XnatSession:
         except ValueError as exc:
             msg = f"the server's answer for {what or path} is not JSON: {body[:80]!r}"
             raise ServerError(msg, url=self.url(path)) from exc
+
+
+async def _send_once(
+    xs: XnatSession,
+    method: str,
+    url: str,
+    *,
+    params: Mapping[str, str] | None,
+    headers: Mapping[str, str] | None,
+    data: Any,
+) -> tuple[int, bytes, str | None]:
+    async with xs.client.request(method, url, params=params, headers=headers, data=data) as resp:
+        log.debug("%s %s -> %d", method, resp.url, resp.status)
+        return resp.status, await resp.read(), resp.headers.get("Retry-After")
 
 
 async def _read_some(resp: aiohttp.ClientResponse, limit: int = 4096) -> bytes:

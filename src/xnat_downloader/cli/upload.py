@@ -1,0 +1,181 @@
+"""``xnat-downloader upload``: sessions through XNAT's import service, files into resources,
+subjects from a spreadsheet (CONTRACT §4).
+
+Exit status as for downloads: 0 when everything sent is on the server and verified (or
+waiting in the prearchive), 1 when any file or row failed, 2 for usage, login and
+permission errors.  The last line on stdout is ``done: N files, B bytes, V verified,
+F failed`` (``done: N subjects, C created, U updated, F failed`` for a CSV).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TextIO
+
+from xnat_downloader import api, uploads
+from xnat_downloader.cli.common import (
+    configure_logging,
+    connection_args,
+    credentials,
+    display,
+    guarded,
+    logging_sink,
+    warn_insecure,
+)
+from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
+from xnat_downloader.cli.progress import human_bytes
+from xnat_downloader.errors import UsageError
+from xnat_downloader.transfer.engine import MAX_JOBS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xnat-downloader upload",
+        description=(
+            "Upload to XNAT. PATH is a session .zip, .tar.gz or .tar; a bundle zip of session "
+            "zips; a folder (a download-layout tree of sessions, or a folder of DICOM, zipped "
+            "while it streams); or a .csv of subjects. With --resource, PATHs go into that "
+            "resource instead of the import service."
+        ),
+    )
+    connection_args(parser)
+    g = parser.add_argument_group("what and where")
+    g.add_argument("paths", nargs="+", metavar="PATH", help="archives, folders or a .csv")
+    g.add_argument("-p", "--project", required=True, help="the project (ID) to upload into")
+    g.add_argument("--subject", default="", help="subject label (default: from the data)")
+    g.add_argument("--session", default="", help="session label (default: from the data)")
+    g.add_argument("--scan", default="", help="with --resource: a scan of --session")
+    g.add_argument(
+        "--dest",
+        choices=uploads.DESTINATIONS,
+        default="archive",
+        help="archive directly (default) or leave the sessions in the prearchive",
+    )
+    g.add_argument(
+        "--importer",
+        choices=uploads.IMPORTERS,
+        default="DICOM-zip",
+        help="XNAT's import handler (SI is the classic session importer)",
+    )
+    g.add_argument(
+        "--ignore-unparsable",
+        action="store_true",
+        help="leave out files that are not DICOM instead of refusing the upload",
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="add to a session that exists (replacing its files), or replace resource files",
+    )
+    g.add_argument(
+        "--resource",
+        metavar="LABEL",
+        help="put PATHs' files into this resource of the project, --subject, --session or --scan",
+    )
+    g.add_argument(
+        "-j", "--jobs", type=int, default=4, help=f"parallel file uploads (1-{MAX_JOBS}, default 4)"
+    )  # fmt: skip
+    return parser
+
+
+def run(argv: list[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose, args.quiet, stderr)
+    url = args.web or os.environ.get("XNAT_HOST", "")
+    if not url:
+        print("error: no XNAT server given: use -w URL or set XNAT_HOST", file=stderr)
+        return EXIT_USAGE
+    return guarded(lambda: _command(args, url, stdout, stderr, interactive), stderr)
+
+
+def _command(
+    args: argparse.Namespace, url: str, stdout: TextIO, stderr: TextIO, interactive: bool
+) -> int:
+    if not 1 <= args.jobs <= MAX_JOBS:
+        raise UsageError(f"--jobs {args.jobs} must be between 1 and {MAX_JOBS}")
+    paths = [Path(p) for p in args.paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"{', '.join(missing)}: no such file or folder; nothing was sent")
+    if args.insecure:
+        warn_insecure(stderr)
+    csvs = [p for p in paths if p.suffix.lower() == ".csv" and p.is_file()]
+    if csvs and args.resource is None:
+        if len(csvs) != len(paths):
+            raise UsageError("upload a subjects .csv on its own, not with archives or folders")
+        conn = _connection(args, url, interactive)
+        return max(_subjects(conn, p, args.project, stdout, stderr) for p in csvs)
+    conn = _connection(args, url, interactive)
+    with display(interactive, args.quiet, stderr) as shown:
+        report = uploads.upload(
+            conn,
+            list(paths),
+            args.project,
+            subject=args.subject,
+            session=args.session,
+            scan=args.scan,
+            dest=args.dest,
+            importer=args.importer,
+            ignore_unparsable=args.ignore_unparsable,
+            overwrite=args.overwrite,
+            resource=args.resource,
+            jobs=args.jobs,
+            sink=logging_sink(shown),
+        )
+    _print_report(report, args.quiet, stdout, stderr)
+    return EXIT_OK if report.ok else EXIT_FAILED_FILES
+
+
+def _connection(args: argparse.Namespace, url: str, interactive: bool) -> api.Connection:
+    return api.Connection(
+        url,
+        credentials(args, url, interactive),
+        verify=not args.insecure,
+        ca_bundle=args.ca_bundle,
+    )
+
+
+def _print_report(report: uploads.UploadReport, quiet: bool, out: TextIO, err: TextIO) -> None:
+    if not quiet:
+        for uri in report.sessions:
+            print(f"session: {uri}", file=err)
+        for note in report.notes:
+            print(f"note: {note}", file=err)
+        failures = [o for o in report.outcomes if o.status == "failed"]
+        for outcome in failures[:20]:
+            print(f"failed: {outcome.job.local}: {outcome.error}", file=err)
+        if len(failures) > 20:
+            print(f"… and {len(failures) - 20} more failures", file=err)
+        if report.sent:
+            print(
+                f"{report.sent} files are in the prearchive: they are checked when archived",
+                file=err,
+            )
+        rate = report.bytes / max(report.seconds, 1e-6)
+        print(
+            f"{report.files} files ({human_bytes(report.bytes)}) in {report.seconds:.1f} s, "
+            f"{human_bytes(rate)}/s; {report.skipped} were already on the server",
+            file=err,
+        )
+    print(
+        f"done: {report.files} files, {report.bytes} bytes, {report.verified} verified, "
+        f"{report.failed} failed",
+        file=out,
+    )
+
+
+def _subjects(conn: api.Connection, path: Path, project: str, out: TextIO, err: TextIO) -> int:
+    results = uploads.upload_subjects(conn, path, project)
+    for result in results:
+        if result.status == "failed":
+            print(f"{path}:{result.line}: {result.label or '?'}: {result.message}", file=err)
+    created = sum(1 for r in results if r.status == "created")
+    updated = sum(1 for r in results if r.status == "updated")
+    failed = sum(1 for r in results if r.status == "failed")
+    print(
+        f"done: {len(results)} subjects, {created} created, {updated} updated, {failed} failed",
+        file=out,
+    )
+    return EXIT_FAILED_FILES if failed else EXIT_OK

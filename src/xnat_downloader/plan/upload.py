@@ -1,0 +1,266 @@
+"""What an upload sends, decided from local paths alone (pure: no I/O, no server).
+
+``xnat-downloader upload`` takes archives, folders and spreadsheets.  A folder is read as
+one of two things:
+
+- a tree in our download layout (CONTRACT §5): every folder holding
+  ``scans/{id}[-{type}]/resources/{RES}/files/…`` is a session.  Its DICOM and ECAT
+  resources are imported, zipped in seed 004's layout; other scan resources and the
+  session's own resources are uploaded as resource files after the import; the scan type
+  in the folder name is set on the new scan.  The subject is the parent folder's name;
+- anything else: a folder of DICOM, zipped as it is and sorted by the server from the
+  headers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import PurePosixPath
+
+from xnat_downloader.errors import UsageError
+
+IMPORTED = ("DICOM", "ECAT")
+ARCHIVE_TYPES = {
+    ".zip": "application/zip",
+    ".tar.gz": "application/x-gtar",
+    ".tgz": "application/x-gtar",
+    ".tar": "application/x-tar",
+}
+SUBJECT_LABEL_COLUMNS = ("label", "subject", "subject_label", "subject_id", "id")
+DEMOGRAPHICS = ("gender", "dob", "yob", "handedness")
+GENDERS = {"m": "male", "male": "male", "f": "female", "female": "female", "o": "other",
+           "other": "other", "u": "unknown", "unknown": "unknown"}  # fmt: skip
+HANDEDNESS = ("right", "left", "ambidextrous", "unknown")
+_LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def archive_type(name: str) -> str | None:
+    """The Content-Type to import a file as, from its name; None if it is no archive."""
+    lowered = name.lower()
+    for suffix, content_type in ARCHIVE_TYPES.items():
+        if lowered.endswith(suffix):
+            return content_type
+    return None
+
+
+def is_hidden(rel: PurePosixPath) -> bool:
+    """Dot-files, dot-folders (our own ``.xnat-downloader`` state) and macOS forks."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
+
+
+def scan_folder(name: str) -> tuple[str, str]:
+    """(scan ID, scan type) from a layout folder ``{id}-{type}`` (or just ``{id}``)."""
+    scan_id, _, scan_type = name.partition("-")
+    return scan_id, scan_type
+
+
+@dataclass
+class ResourceFile:
+    """A file for a resource: which owner (scan ID or None for the session), label, path."""
+
+    scan: str | None
+    resource: str
+    relpath: str
+    local: PurePosixPath
+
+
+@dataclass
+class SessionFolder:
+    """A session found in a download-layout tree (paths relative to the upload root)."""
+
+    folder: PurePosixPath
+    imported: list[tuple[PurePosixPath, str]] = field(default_factory=list)  # (local, arcname)
+    extras: list[ResourceFile] = field(default_factory=list)
+    scan_types: dict[str, str] = field(default_factory=dict)
+    ignored: list[PurePosixPath] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.folder.name
+
+    @property
+    def subject(self) -> str:
+        return self.folder.parent.name
+
+
+def _session_split(rel: PurePosixPath) -> tuple[PurePosixPath, list[str]] | None:
+    """(session folder, parts below it) when ``rel`` is in the layout, else None."""
+    parts = rel.parts
+    for i in range(len(parts) - 1):
+        below = parts[i + 1 :]
+        scan_file = len(below) >= 6 and below[0] == "scans" and below[2] == "resources"
+        if scan_file and below[4] == "files":
+            return PurePosixPath(*parts[: i + 1]), list(below)
+        if len(below) >= 4 and below[0] == "resources" and below[2] == "files":
+            return PurePosixPath(*parts[: i + 1]), list(below)
+        if below and below[0] == "assessors" and len(below) >= 2:
+            return PurePosixPath(*parts[: i + 1]), list(below)
+    return None
+
+
+def find_sessions(files: list[PurePosixPath]) -> tuple[list[SessionFolder], list[PurePosixPath]]:
+    """Sessions in a download-layout tree, and the files outside any session.
+
+    A folder counts as a session only if it has at least one scan resource, so a
+    ``resources/…/files`` tree alone is not mistaken for one.
+    """
+    sessions: dict[PurePosixPath, SessionFolder] = {}
+    loose: list[PurePosixPath] = []
+    pending: list[tuple[PurePosixPath, PurePosixPath, list[str]]] = []
+    for rel in sorted(files):
+        if is_hidden(rel):
+            continue
+        split = _session_split(rel)
+        if split is None:
+            loose.append(rel)
+            continue
+        folder, below = split
+        if below[0] == "scans":
+            sessions.setdefault(folder, SessionFolder(folder))
+        pending.append((rel, folder, below))
+    for rel, folder, below in pending:
+        session = sessions.get(folder)
+        if session is None:
+            loose.append(rel)
+            continue
+        if below[0] == "scans":
+            scan_id, scan_type = scan_folder(below[1])
+            if scan_type:
+                session.scan_types[scan_id] = scan_type
+            resource, relpath = below[3], "/".join(below[5:])
+            if resource.upper() in IMPORTED:
+                arcname = f"{session.label}/scans/{scan_id}/resources/{resource}/files/{relpath}"
+                session.imported.append((rel, arcname))
+            else:
+                session.extras.append(ResourceFile(scan_id, resource, relpath, rel))
+        elif below[0] == "resources":
+            session.extras.append(ResourceFile(None, below[1], "/".join(below[3:]), rel))
+        else:
+            session.ignored.append(rel)
+    return [s for s in sessions.values() if s.imported or s.extras], loose
+
+
+def resource_files(
+    roots: list[tuple[PurePosixPath, list[PurePosixPath]]],
+) -> list[tuple[PurePosixPath, str]]:
+    """(local path, path in the resource) for ``--resource`` uploads.
+
+    Each root is a file (its name becomes the path) or a folder (its contents keep their
+    sub-folders).  Two local files aimed at one remote path are refused.
+    """
+    chosen: dict[str, PurePosixPath] = {}
+    for root, inner in roots:
+        pairs = (
+            [(root, root.name)]
+            if not inner
+            else [(root / rel, rel.as_posix()) for rel in inner if not is_hidden(rel)]
+        )
+        for local, remote in pairs:
+            if remote in chosen and chosen[remote] != local:
+                msg = (
+                    f"{chosen[remote]} and {local} would both be uploaded as {remote!r}; "
+                    "upload them in separate runs or into different resources"
+                )
+                raise UsageError(msg)
+            chosen[remote] = local
+    return sorted(((local, remote) for remote, local in chosen.items()), key=lambda p: p[1])
+
+
+# -- subjects from a spreadsheet -----------------------------------------------------------
+@dataclass
+class SubjectRow:
+    line: int
+    label: str
+    demographics: dict[str, str]
+    fields: dict[str, str]
+
+
+@dataclass
+class RowError:
+    line: int
+    label: str
+    message: str
+
+
+def _check_demographics(values: dict[str, str]) -> str | None:
+    gender = values.get("gender", "")
+    if gender and gender.lower() not in GENDERS:
+        return f"gender {gender!r} is not male, female, other or unknown"
+    if gender:
+        values["gender"] = GENDERS[gender.lower()]
+    hand = values.get("handedness", "")
+    if hand and hand.lower() not in HANDEDNESS:
+        return f"handedness {hand!r} is not one of {', '.join(HANDEDNESS)}"
+    if hand:
+        values["handedness"] = hand.lower()
+    dob = values.get("dob", "")
+    if dob:
+        try:
+            if date.fromisoformat(dob) > date.today():
+                return f"date of birth {dob} is in the future"
+        except ValueError:
+            return f"date of birth {dob!r} is not YYYY-MM-DD"
+    yob = values.get("yob", "")
+    if yob and not (yob.isdigit() and len(yob) == 4 and int(yob) <= date.today().year):
+        return f"year of birth {yob!r} is not a four-digit year"
+    return None
+
+
+def parse_subjects(text: str) -> tuple[list[SubjectRow], list[RowError]]:
+    """Rows of a subjects CSV (header row first), and an error for each bad row.
+
+    The label column is ``label`` (or ``subject``, ``subject_label``, ``subject_id``,
+    ``id``); ``gender``, ``dob`` (YYYY-MM-DD), ``yob`` and ``handedness`` are demographics;
+    every other non-empty column is a custom field.  A bad row is reported and skipped; the
+    good rows still go.
+    """
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    if not reader.fieldnames:
+        raise UsageError("the subjects CSV is empty: its first row must name the columns")
+    columns = {name.strip().lower(): name for name in reader.fieldnames if name}
+    label_column = next((columns[c] for c in SUBJECT_LABEL_COLUMNS if c in columns), None)
+    if label_column is None:
+        msg = (
+            "the subjects CSV has no label column: name one of "
+            f"{', '.join(SUBJECT_LABEL_COLUMNS)} in the first row"
+        )
+        raise UsageError(msg)
+    rows: list[SubjectRow] = []
+    errors: list[RowError] = []
+    seen: dict[str, int] = {}
+    for record in reader:
+        line = reader.line_num
+        if not any((v or "").strip() for v in record.values() if isinstance(v, str)):
+            continue
+        label = (record.get(label_column) or "").strip()
+        if None in record:
+            errors.append(RowError(line, label, "the row has more cells than the header"))
+            continue
+        if not _LABEL.match(label):
+            errors.append(
+                RowError(line, label, "the label must be letters, digits, '_', '-' or '.'")
+            )
+            continue
+        if label in seen:
+            errors.append(RowError(line, label, f"the label repeats line {seen[label]}"))
+            continue
+        seen[label] = line
+        demographics: dict[str, str] = {}
+        extra: dict[str, str] = {}
+        for key, original in columns.items():
+            value = (record.get(original) or "").strip()
+            if original == label_column or not value:
+                continue
+            (demographics if key in DEMOGRAPHICS else extra)[
+                key if key in DEMOGRAPHICS else original.strip()
+            ] = value
+        problem = _check_demographics(demographics)
+        if problem:
+            errors.append(RowError(line, label, problem))
+            continue
+        rows.append(SubjectRow(line, label, demographics, extra))
+    return rows, errors

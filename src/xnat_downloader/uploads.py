@@ -1,0 +1,622 @@
+"""The Python API for uploads: :func:`upload` and :func:`upload_subjects`.
+
+Example::
+
+    from xnat_downloader.api import Connection
+    from xnat_downloader.http.credentials import Credentials
+    from xnat_downloader.uploads import upload
+    conn = Connection("https://xnat.example.org", Credentials("me", "secret", "api"))
+    report = upload(conn, ["session1.zip"], "P1")          # into the archive
+    report = upload(conn, ["results/"], "P1", resource="STATS", session="MR1")
+    assert report.ok
+
+Imports go through XNAT's import service; ``resource=`` puts files into a resource instead.
+Every file is verified against the server's listing afterwards (by MD5 where the server
+lists one); a session sent to the prearchive is verified when it is archived, not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tarfile
+import time
+import zipfile
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote
+
+from xnat_downloader.api import Connection
+from xnat_downloader.errors import NotFound, ServerError, UsageError, XnatError
+from xnat_downloader.http.session import XnatSession
+from xnat_downloader.plan.upload import (
+    SessionFolder,
+    archive_type,
+    find_sessions,
+    is_hidden,
+    parse_subjects,
+    resource_files,
+)
+from xnat_downloader.transfer.events import (
+    BytesMoved,
+    EventSink,
+    FileFailed,
+    FileStarted,
+    FileVerified,
+    Planned,
+    ignore,
+)
+from xnat_downloader.transfer.jobs import Job, Outcome
+from xnat_downloader.transfer.upload import (
+    ResourceUpload,
+    file_body,
+    import_archive,
+    md5_file,
+    remote_digests,
+    upload_resources,
+    zip_body,
+)
+
+IMPORTERS = ("DICOM-zip", "SI")
+DESTINATIONS = ("archive", "prearchive")
+
+
+@dataclass
+class UploadReport:
+    """What an upload did.  ``ok``: nothing failed (prearchived files count as sent)."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    sessions: list[str] = field(default_factory=list)  # URIs the import service answered
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def files(self) -> int:
+        return len(self.outcomes)
+
+    @property
+    def bytes(self) -> int:
+        return sum(o.size for o in self.outcomes if o.status != "failed")
+
+    @property
+    def verified(self) -> int:
+        return sum(1 for o in self.outcomes if o.status in ("verified", "skipped"))
+
+    @property
+    def skipped(self) -> int:
+        return sum(1 for o in self.outcomes if o.status == "skipped")
+
+    @property
+    def sent(self) -> int:
+        return sum(1 for o in self.outcomes if o.status == "sent")
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for o in self.outcomes if o.status == "failed")
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+@dataclass
+class _Import:
+    """One request to the import service and what it should leave on the server."""
+
+    name: str
+    content_type: str
+    body: Callable[[Callable[[int], None]], AsyncIterator[bytes]]
+    size: int
+    expected: list[tuple[str, int, str]]  # (name, size, md5) of each file that must arrive
+    subject: str = ""
+    label: str = ""
+    may_drop: bool = False  # the server may leave files out (archives, --ignore-unparsable)
+    folder: SessionFolder | None = None
+    root: Path | None = None
+
+
+def _walk(folder: Path) -> list[PurePosixPath]:
+    found: list[PurePosixPath] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = Path(dirpath).relative_to(folder)
+        for name in sorted(filenames):
+            rel = PurePosixPath((rel_dir / name).as_posix())
+            if not is_hidden(rel):
+                found.append(rel)
+    return found
+
+
+def _archive_members(path: Path) -> list[tuple[str, int, str]]:
+    """(name, size, md5) of an archive's files, read locally; nested archives opened too."""
+    import hashlib
+
+    def digest(reader: object) -> tuple[int, str]:
+        h = hashlib.md5()
+        size = 0
+        while chunk := reader.read(1 << 20):  # type: ignore[attr-defined]
+            h.update(chunk)
+            size += len(chunk)
+        return size, h.hexdigest()
+
+    out: list[tuple[str, int, str]] = []
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                for info in zf.infolist():
+                    if info.is_dir():
+                        continue
+                    if archive_type(info.filename):
+                        nested = Path(_spill(zf.read(info)))
+                        try:
+                            out += _archive_members(nested)
+                        finally:
+                            nested.unlink(missing_ok=True)
+                        continue
+                    with zf.open(info) as reader:
+                        out.append((info.filename, *digest(reader)))
+            return out
+        with tarfile.open(path) as tf:
+            for member in tf:
+                extracted = tf.extractfile(member) if member.isfile() else None
+                if extracted is not None:
+                    out.append((member.name, *digest(extracted)))
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+        msg = f"{path} is not a readable zip, tar or tar.gz archive ({exc}); nothing was sent"
+        raise UsageError(msg) from exc
+    return out
+
+
+def _spill(data: bytes) -> str:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(delete=False, suffix=".zip") as f:
+        f.write(data)
+        return f.name
+
+
+def _plan_imports(
+    paths: list[Path], subject: str, session: str, ignore_unparsable: bool
+) -> tuple[list[_Import], list[str]]:
+    imports: list[_Import] = []
+    notes: list[str] = []
+    for path in paths:
+        if path.is_dir():
+            rels = _walk(path)
+            if not rels:
+                raise UsageError(f"{path} holds no files; nothing was sent")
+            # Relative to the parent, so the folder itself may be a session.
+            sessions, loose = find_sessions([PurePosixPath(path.name) / r for r in rels])
+            if sessions:
+                if session and len(sessions) > 1:
+                    msg = (
+                        f"--session names one session, but {path} holds {len(sessions)}; "
+                        "leave it out (each folder's name is used) or upload one at a time"
+                    )
+                    raise UsageError(msg)
+                if loose:
+                    notes.append(f"{len(loose)} files in {path} are outside any session: not sent")
+                for found in sessions:
+                    imports.append(_session_import(path.parent, found, subject, session))
+                continue
+            members = [(path / r, r.as_posix()) for r in rels]
+            imports.append(
+                _Import(
+                    name=f"{path.name}/ (zipped while sent)",
+                    content_type="application/zip",
+                    body=lambda moved, m=members: zip_body(m, moved),  # type: ignore[misc]
+                    size=sum(p.stat().st_size for p, _ in members),
+                    expected=[(n, p.stat().st_size, md5_file(p)) for p, n in members],
+                    subject=subject,
+                    label=session,
+                    may_drop=ignore_unparsable,
+                )
+            )
+            continue
+        content_type = archive_type(path.name)
+        if not path.is_file():
+            raise UsageError(f"{path} does not exist; nothing was sent")
+        if content_type is None:
+            msg = (
+                f"{path} is not an archive (.zip, .tar.gz, .tgz, .tar), a folder, or a subjects "
+                ".csv; to put single files into a resource, add --resource LABEL"
+            )
+            raise UsageError(msg)
+        imports.append(
+            _Import(
+                name=path.name,
+                content_type=content_type,
+                body=lambda moved, p=path: file_body(p, moved),  # type: ignore[misc]
+                size=path.stat().st_size,
+                expected=_archive_members(path),
+                subject=subject,
+                label=session,
+                may_drop=True,
+            )
+        )
+    return imports, notes
+
+
+def _session_import(base: Path, found: SessionFolder, subject: str, session: str) -> _Import:
+    members = [(base / rel, arcname) for rel, arcname in found.imported]
+    label = session or found.label
+    if label != found.label:
+        members = [(p, label + a[len(found.label) :]) for p, a in members]
+    parent = found.subject or base.name
+    return _Import(
+        name=f"{found.folder}/",
+        content_type="application/zip",
+        body=lambda moved, m=members: zip_body(m, moved),  # type: ignore[misc]
+        size=sum(p.stat().st_size for p, _ in members),
+        expected=[(a, p.stat().st_size, md5_file(p)) for p, a in members],
+        subject=subject or parent,
+        label=label,
+        folder=found,
+        root=base,
+    )
+
+
+def _import_params(
+    project: str, item: _Import, dest: str, importer: str, ignore: bool, overwrite: bool
+) -> dict[str, str]:
+    params = {
+        "PROJECT_ID": project,
+        "import-handler": importer,
+        "dest": f"/{dest}/projects/{project}",
+    }
+    if item.subject:
+        params["SUBJECT_ID"] = item.subject
+    if item.label:
+        params["EXPT_LABEL"] = item.label
+    if ignore:
+        params["Ignore-Unparsable"] = "true"
+    if overwrite:
+        params["overwrite"] = "delete"  # merge, replacing files that are already there
+    return params
+
+
+async def _session_digests(xs: XnatSession, uri: str) -> list[tuple[int, str]]:
+    listing = await remote_digests(xs, f"{uri}/scans/ALL/files")
+    return list(listing.values())
+
+
+def _verify_import(
+    item: _Import, server: list[tuple[int, str]], sink: EventSink
+) -> tuple[list[Outcome], str | None]:
+    """Each expected file must be on the server with its MD5 (or size, if none listed)."""
+    pool = Counter(server)
+    by_size = Counter(size for size, _ in server)
+    outcomes: list[Outcome] = []
+    dropped = 0
+    for name, size, md5 in item.expected:
+        job = Job(item.name, f"{item.name}:{name}", size, md5)
+        if pool[(size, md5)] > 0:
+            pool[(size, md5)] -= 1
+            sink(FileVerified(job.local, size, md5, True))
+            outcomes.append(Outcome(job, "verified", size, md5, True))
+        elif by_size[size] > 0 and not any(d for _, d in server):
+            by_size[size] -= 1
+            sink(FileVerified(job.local, size, md5, False))
+            outcomes.append(Outcome(job, "verified", size, md5, False))
+        elif item.may_drop:
+            dropped += 1
+        else:
+            error = (
+                "not on the server with the MD5 that was sent (did the server rewrite or drop it?)"
+            )
+            sink(FileFailed(job.local, error))
+            outcomes.append(Outcome(job, "failed", 0, md5, True, error))
+    note = None
+    if dropped:
+        note = (
+            f"{item.name}: {dropped} of its files were not imported (not DICOM, or in a "
+            "resource the importer ignores)"
+        )
+    return outcomes, note
+
+
+async def _set_scan_types(xs: XnatSession, uri: str, wanted: dict[str, str]) -> None:
+    """Give imported scans the types their folder names record (the importer uses the
+    series description)."""
+    listing = await xs.get_json(f"{uri}/scans", what=f"{uri}/scans")
+    current = {str(r.get("ID")): str(r.get("type", "")) for r in listing["ResultSet"]["Result"]}
+    for scan_id, scan_type in wanted.items():
+        if scan_id in current and current[scan_id] != scan_type:
+            await xs.send(
+                "PUT",
+                f"{uri}/scans/{quote(scan_id, safe='')}",
+                params={"type": scan_type},
+                what=f"the type of scan {scan_id}",
+            )
+
+
+async def _upload(
+    conn: Connection,
+    paths: list[Path],
+    project: str,
+    *,
+    subject: str,
+    session: str,
+    scan: str,
+    dest: str,
+    importer: str,
+    ignore_unparsable: bool,
+    overwrite: bool,
+    resource: str | None,
+    jobs: int,
+    sink: EventSink,
+) -> UploadReport:
+    report = UploadReport()
+    started = time.monotonic()
+    async with conn.session() as xs:
+        await _check_project(xs, project)
+        if resource is not None:
+            base = _owner_base(project, subject, session, scan)
+            await _check_owner(xs, base)
+            files = await asyncio.to_thread(_resource_plan, paths)
+            upload = ResourceUpload(base, resource, files)
+            report.outcomes = await upload_resources(
+                xs, [upload], sink, jobs=jobs, overwrite=overwrite
+            )
+            report.seconds = time.monotonic() - started
+            return report
+        imports, notes = await asyncio.to_thread(
+            _plan_imports, paths, subject, session, ignore_unparsable
+        )
+        report.notes += notes
+        extras = [
+            (i.root / e.local).stat().st_size
+            for i in imports
+            if i.folder is not None and i.root is not None and dest == "archive"
+            for e in i.folder.extras
+        ]
+        sink(
+            Planned(
+                sum(len(i.expected) for i in imports) + len(extras),
+                sum(i.size for i in imports) + sum(extras),
+            )
+        )
+        for item in imports:
+            await _one_import(
+                xs, project, item, report, sink,
+                dest=dest, importer=importer, ignore=ignore_unparsable, overwrite=overwrite,
+                jobs=jobs,
+            )  # fmt: skip
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def _one_import(
+    xs: XnatSession,
+    project: str,
+    item: _Import,
+    report: UploadReport,
+    sink: EventSink,
+    *,
+    dest: str,
+    importer: str,
+    ignore: bool,
+    overwrite: bool,
+    jobs: int,
+) -> None:
+    params = _import_params(project, item, dest, importer, ignore, overwrite)
+    sink(FileStarted(item.name, item.size))
+    sent = [0]
+
+    def moved(n: int) -> None:
+        sent[0] += n
+        sink(BytesMoved(item.name, n))
+
+    def body() -> AsyncIterator[bytes]:
+        if sent[0]:
+            sink(BytesMoved(item.name, -sent[0]))
+            sent[0] = 0
+        return item.body(moved)
+
+    try:
+        uris = await import_archive(xs, body, item.content_type, params, item.name)
+    except ServerError as exc:  # 400 (bad archive), 409 (exists): this item fails, not all
+        error = str(exc)
+        if exc.status == 409 and not overwrite:
+            error += " (add --overwrite to add to or replace files in that session)"
+        for name, size, md5 in item.expected or [(item.name, item.size, "")]:
+            job = Job(item.name, f"{item.name}:{name}", size, md5)
+            report.outcomes.append(Outcome(job, "failed", 0, md5, True, error))
+        sink(FileFailed(item.name, error))
+        return
+    report.sessions += uris
+    if dest == "prearchive" or any(u.startswith("/data/prearchive") for u in uris):
+        for name, size, md5 in item.expected:
+            job = Job(item.name, f"{item.name}:{name}", size, md5)
+            report.outcomes.append(Outcome(job, "sent", size, md5, False))
+        if item.folder is not None and item.folder.extras:
+            report.notes.append(
+                f"{item.name}: {len(item.folder.extras)} files of other resources were not "
+                "sent: they need the archived session (use --dest archive)"
+            )
+        return
+    server: list[tuple[int, str]] = []
+    for uri in uris:
+        server += await _session_digests(xs, uri)
+    outcomes, note = _verify_import(item, server, sink)
+    report.outcomes += outcomes
+    if note:
+        report.notes.append(note)
+    if item.folder is not None and item.root is not None and len(uris) == 1:
+        await _session_extras(xs, uris[0], item.folder, item.root, report, sink, overwrite, jobs)
+
+
+async def _session_extras(
+    xs: XnatSession,
+    uri: str,
+    found: SessionFolder,
+    root: Path,
+    report: UploadReport,
+    sink: EventSink,
+    overwrite: bool,
+    jobs: int,
+) -> None:
+    if found.scan_types:
+        await _set_scan_types(xs, uri, found.scan_types)
+    groups: dict[tuple[str | None, str], list[tuple[Path, str]]] = {}
+    for extra in found.extras:
+        groups.setdefault((extra.scan, extra.resource), []).append(
+            (root / extra.local, extra.relpath)
+        )
+    uploads = [
+        ResourceUpload(f"{uri}/scans/{quote(s, safe='')}" if s else uri, label, files)
+        for (s, label), files in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))
+    ]
+    if uploads:
+        report.outcomes += await upload_resources(xs, uploads, sink, jobs=jobs, overwrite=overwrite)
+    if found.ignored:
+        report.notes.append(
+            f"{found.folder}: {len(found.ignored)} assessor files were not sent (upload "
+            "assessors with --resource into an existing assessor)"
+        )
+
+
+def _resource_plan(paths: list[Path]) -> list[tuple[Path, str]]:
+    roots: list[tuple[PurePosixPath, list[PurePosixPath]]] = []
+    for path in paths:
+        if path.is_dir():
+            roots.append((PurePosixPath(path.as_posix()), _walk(path)))
+        elif path.is_file():
+            roots.append((PurePosixPath(path.as_posix()), []))
+        else:
+            raise UsageError(f"{path} does not exist; nothing was sent")
+    pairs = resource_files(roots)
+    if not pairs:
+        raise UsageError("no files to upload: the folders given are empty")
+    return [(Path(local), remote) for local, remote in pairs]
+
+
+def _owner_base(project: str, subject: str, session: str, scan: str) -> str:
+    base = f"/data/projects/{quote(project, safe='')}"
+    if subject:
+        base += f"/subjects/{quote(subject, safe='')}"
+    if session:
+        base += f"/experiments/{quote(session, safe='')}"
+    if scan:
+        if not session:
+            raise UsageError("--scan needs --session: name the session the scan belongs to")
+        base += f"/scans/{quote(scan, safe='')}"
+    return base
+
+
+async def _check_project(xs: XnatSession, project: str) -> None:
+    try:
+        await xs.get_json(f"/data/projects/{quote(project, safe='')}", what=f"project {project}")
+    except NotFound:
+        msg = f"project {project} does not exist on {xs.base_url}, or you cannot see it"
+        raise NotFound(msg) from None
+
+
+async def _check_owner(xs: XnatSession, base: str) -> None:
+    try:
+        await xs.get_json(base, what=base)
+    except NotFound:
+        msg = f"{base} does not exist: create the subject, session or scan first"
+        raise NotFound(msg) from None
+
+
+def upload(
+    conn: Connection,
+    paths: list[str | Path],
+    project: str,
+    *,
+    subject: str = "",
+    session: str = "",
+    scan: str = "",
+    dest: str = "archive",
+    importer: str = "DICOM-zip",
+    ignore_unparsable: bool = False,
+    overwrite: bool = False,
+    resource: str | None = None,
+    jobs: int = 4,
+    sink: EventSink = ignore,
+) -> UploadReport:
+    """Import archives and folders into ``project``, or put files into ``resource``."""
+    if dest not in DESTINATIONS:
+        raise UsageError(f"dest must be archive or prearchive, not {dest!r}")
+    if importer not in IMPORTERS:
+        raise UsageError(f"importer must be DICOM-zip or SI, not {importer!r}")
+    if not paths:
+        raise UsageError("name at least one file or folder to upload")
+    return asyncio.run(
+        _upload(
+            conn,
+            [Path(p) for p in paths],
+            project,
+            subject=subject,
+            session=session,
+            scan=scan,
+            dest=dest,
+            importer=importer,
+            ignore_unparsable=ignore_unparsable,
+            overwrite=overwrite,
+            resource=resource,
+            jobs=jobs,
+            sink=sink,
+        )
+    )
+
+
+# -- subjects from a spreadsheet -----------------------------------------------------------
+@dataclass
+class SubjectResult:
+    line: int
+    label: str
+    status: str  # created | updated | failed
+    message: str = ""
+
+
+def subject_params(demographics: dict[str, str], fields: dict[str, str]) -> dict[str, str]:
+    params = {"xsiType": "xnat:subjectData"}
+    for key, value in demographics.items():
+        params[f"xnat:subjectData/demographics[@xsi:type=xnat:demographicData]/{key}"] = value
+    for name, value in fields.items():
+        params[f"xnat:subjectData/fields/field[name={name}]/field"] = value
+    return params
+
+
+async def _subjects(conn: Connection, csv_path: Path, project: str) -> list[SubjectResult]:
+    try:
+        text = csv_path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {csv_path}: {exc}") from exc
+    rows, errors = parse_subjects(text)
+    results = [SubjectResult(e.line, e.label, "failed", e.message) for e in errors]
+    async with conn.session() as xs:
+        await _check_project(xs, project)
+        for row in rows:
+            path = f"/data/projects/{quote(project, safe='')}/subjects/{quote(row.label, safe='')}"
+            try:
+                status, _ = await xs.send(
+                    "PUT", path, params=subject_params(row.demographics, row.fields),
+                    what=f"subject {row.label} (line {row.line})",
+                )  # fmt: skip
+            except (ServerError, NotFound) as exc:
+                results.append(SubjectResult(row.line, row.label, "failed", str(exc)))
+                continue
+            results.append(
+                SubjectResult(row.line, row.label, "created" if status == 201 else "updated")
+            )
+    return sorted(results, key=lambda r: r.line)
+
+
+def upload_subjects(conn: Connection, csv_path: str | Path, project: str) -> list[SubjectResult]:
+    """Create or update the subjects a CSV lists; one result per data row, bad rows failed."""
+    return asyncio.run(_subjects(conn, Path(csv_path), project))
+
+
+__all__ = [
+    "SubjectResult",
+    "UploadReport",
+    "XnatError",
+    "subject_params",
+    "upload",
+    "upload_subjects",
+]

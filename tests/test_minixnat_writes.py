@@ -1,0 +1,398 @@
+"""minixnat's write side over real HTTP: object creation, files, deletes, permissions, the
+import service (zip, tar.gz, bundles, flat DICOM), the prearchive, and hostile uploads."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import Server
+from tests.test_minixnat_api import _admin
+
+ADMIN = ("admin", "admin")
+
+
+def call(
+    server: Server, method: str, path: str, auth: tuple[str, str] | None = ADMIN, **kw: object
+) -> requests.Response:
+    return requests.request(method, server.url + path, auth=auth, timeout=60, **kw)  # type: ignore[arg-type]
+
+
+def session_zip(archive: Path, session: str, *, folder: str | None = None) -> bytes:
+    """Seed 004's layout, from a demo session's DICOM files on disk."""
+    buf = io.BytesIO()
+    base = archive / "archive" / "DEMO01" / "arc001" / session / "SCANS"
+    with zipfile.ZipFile(buf, "w") as zf:
+        for path in sorted(base.glob("*/DICOM/*")):
+            scan = path.parent.parent.name
+            zf.write(path, f"{folder or session}/scans/{scan}/resources/DICOM/files/{path.name}")
+        zf.writestr(f"{folder or session}/scans/1/resources/SNAPSHOTS/files/x.gif", b"GIF89a")
+    return buf.getvalue()
+
+
+def dicom_md5s(archive: Path, session: str) -> list[str]:
+    base = archive / "archive" / "DEMO01" / "arc001" / session / "SCANS"
+    return sorted(hashlib.md5(p.read_bytes()).hexdigest() for p in base.glob("*/DICOM/*"))
+
+
+def server_md5s(server: Server, uri: str) -> list[str]:
+    rows = call(server, "GET", f"{uri}/scans/ALL/files?format=json").json()["ResultSet"]["Result"]
+    return sorted(r["digest"] for r in rows)
+
+
+@pytest.fixture
+def writable(serve: Callable[..., Server], archive: Path) -> tuple[Server, Path]:
+    _admin(archive, "user", "add", "mia", "--password", "pw")
+    _admin(archive, "user", "add", "cole", "--password", "pw")
+    _admin(archive, "project", "member", "DEMO01", "mia", "member")
+    _admin(archive, "project", "member", "DEMO01", "cole", "collaborator")
+    server = serve()
+    assert call(server, "PUT", "/data/projects/NEW?xnat:projectData/name=New").status_code == 200
+    return server, archive
+
+
+def test_object_creation_status_codes(writable: tuple[Server, Path]) -> None:
+    server, _ = writable
+    assert call(server, "PUT", "/data/projects/NEW").status_code == 200  # exists: an update
+    made = call(
+        server,
+        "PUT",
+        "/data/projects/NEW/subjects/s1?gender=F&dob=1970-05-04&handedness=left"
+        "&xnat:subjectData/fields/field[name=site]/field=Leeds",
+    )
+    assert made.status_code == 201
+    assert made.text.startswith("XNAT_S")
+    again = call(server, "PUT", "/data/projects/NEW/subjects/s1?yob=1970")
+    assert (again.status_code, again.text) == (200, made.text)
+    item = call(server, "GET", "/data/projects/NEW/subjects/s1?format=json").json()["items"][0]
+    assert item["data_fields"]["demographics/gender"] == "female"
+    assert item["data_fields"]["demographics/dob"] == "1970-05-04"
+    fields = next(c for c in item["children"] if c["field"] == "fields/field")["items"]
+    assert fields[0]["data_fields"]["name"] == "site"
+    assert fields[0]["data_fields"]["field"] == "Leeds"
+    bad = call(server, "PUT", "/data/projects/NEW/subjects/s2?gender=maybe")
+    assert bad.status_code == 400
+    assert "gender" in bad.text
+    assert call(server, "PUT", "/data/projects/NEW/subjects/bad%20label").status_code == 417
+    exp = call(
+        server, "PUT", "/data/projects/NEW/subjects/s1/experiments/e1?xsiType=xnat:mrSessionData"
+    )
+    assert exp.status_code == 201
+    assert exp.text.startswith("XNAT_E")
+    scan = "/data/projects/NEW/subjects/s1/experiments/e1/scans/3"
+    assert call(server, "PUT", f"{scan}?xsiType=xnat:mrScanData&type=T1w").status_code == 200
+    assert call(server, "PUT", f"{scan}?xsiType=xnat:ctScanData").status_code == 409
+    res = f"{scan}/resources/NIFTI"
+    assert call(server, "PUT", f"{res}?format=NIFTI").status_code == 200
+    assert call(server, "PUT", res).status_code == 409  # Specified resource already exists.
+    rows = call(server, "GET", f"{scan}/resources?format=json").json()["ResultSet"]["Result"]
+    assert [(r["label"], r["format"]) for r in rows] == [("NIFTI", "NIFTI")]
+
+
+def test_file_upload_forms_duplicates_extract_and_delete(writable: tuple[Server, Path]) -> None:
+    server, _ = writable
+    call(server, "PUT", "/data/projects/NEW/subjects/s1")
+    res = "/data/projects/NEW/subjects/s1/resources/NOTES"
+    # Raw body with inbody=true (pyxnat), a known Content-Type (xnatpy), multipart (the UI).
+    assert call(server, "PUT", f"{res}/files/a/one.txt?inbody=true", data=b"one").status_code == 200
+    r = call(
+        server,
+        "POST",
+        f"{res}/files/two.txt",
+        data=b"two",
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert r.status_code == 200
+    r = call(server, "POST", f"{res}/files", files={"f": ("three.txt", b"three")})
+    assert r.status_code == 200
+    listing = call(server, "GET", f"{res}/files?format=json").json()["ResultSet"]["Result"]
+    got = {row["URI"].split("/files/", 1)[1]: row["digest"] for row in listing}
+    assert got == {
+        "a/one.txt": hashlib.md5(b"one").hexdigest(),
+        "two.txt": hashlib.md5(b"two").hexdigest(),
+        "three.txt": hashlib.md5(b"three").hexdigest(),
+    }
+    # XNAT 1.8 keeps an existing file unless overwrite=true, and says so in a 200.
+    dup = call(server, "PUT", f"{res}/files/two.txt?inbody=true", data=b"changed")
+    assert dup.status_code == 200
+    assert json.loads(dup.text) == {"duplicates": ["two.txt"]}
+    assert call(server, "GET", f"{res}/files/two.txt").content == b"two"
+    call(server, "PUT", f"{res}/files/two.txt?inbody=true&overwrite=true", data=b"changed")
+    assert call(server, "GET", f"{res}/files/two.txt").content == b"changed"
+    # No data at all is a 400, as XNAT's "didn't provide any data".
+    assert call(server, "PUT", f"{res}/files/empty.txt?inbody=true").status_code == 400
+    # extract=true unpacks relative to the resource root; zip-slip members are refused.
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("sub/x.txt", b"x")
+        zf.writestr("y.txt", b"y")
+    r = call(server, "PUT", f"{res}/files/bundle.zip?extract=true&inbody=true", data=buf.getvalue())
+    assert r.status_code == 200
+    assert call(server, "GET", f"{res}/files/sub/x.txt").content == b"x"
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../../escape.txt", b"evil")
+    r = call(server, "PUT", f"{res}/files/e.zip?extract=true&inbody=true", data=evil.getvalue())
+    assert r.status_code == 400
+    assert not list(server.root.rglob("escape.txt"))
+    # DELETE a file, a folder, the resource.
+    assert call(server, "DELETE", f"{res}/files/a/one.txt").status_code == 200
+    assert call(server, "DELETE", f"{res}/files/a/one.txt").status_code == 404
+    assert call(server, "DELETE", f"{res}/files/sub/").status_code == 200
+    assert call(server, "GET", f"{res}/files/sub/x.txt").status_code == 404
+    assert call(server, "DELETE", res).status_code == 200
+    assert call(server, "GET", f"{res}/files?format=json").status_code == 404
+
+
+def test_write_permissions(writable: tuple[Server, Path]) -> None:
+    server, _ = writable
+    mia, cole = ("mia", "pw"), ("cole", "pw")
+    base = "/data/projects/DEMO01/subjects"
+    assert call(server, "PUT", f"{base}/m1", auth=mia).status_code == 201  # member writes
+    assert call(server, "PUT", f"{base}/c1", auth=cole).status_code == 403  # collaborator
+    assert call(server, "PUT", f"{base}/g1", auth=None).status_code == 401  # guest
+    assert call(server, "PUT", "/data/projects/NEW/subjects/x", auth=mia).status_code == 404
+    assert call(server, "DELETE", f"{base}/m1", auth=mia).status_code == 403  # members can't
+    assert call(server, "DELETE", f"{base}/m1").status_code == 200  # owners (admin) can
+    zipped = session_zip(server.root, "DEMO01_S001_MR1", folder="X1")
+    r = call(
+        server,
+        "POST",
+        "/data/services/import?PROJECT_ID=DEMO01&dest=/archive",
+        auth=cole,
+        data=zipped,
+        headers={"Content-Type": "application/zip"},
+    )
+    assert r.status_code == 403
+
+
+def test_delete_session_removes_files(writable: tuple[Server, Path]) -> None:
+    server, archive = writable
+    folder = archive / "archive" / "DEMO01" / "arc001" / "DEMO01_S001_MR1"
+    assert folder.exists()
+    r = call(
+        server, "DELETE", "/data/projects/DEMO01/subjects/DEMO01_S001/experiments/DEMO01_S001_MR1"
+    )
+    assert r.status_code == 200
+    assert not folder.exists()
+    assert (
+        call(server, "GET", "/data/projects/DEMO01/experiments/DEMO01_S001_MR1").status_code == 404
+    )
+
+
+def _import(
+    server: Server, body: bytes, query: str, ctype: str = "application/zip"
+) -> requests.Response:
+    return call(
+        server, "POST", f"/data/services/import?{query}", data=body, headers={"Content-Type": ctype}
+    )
+
+
+def test_import_zip_to_archive_keeps_bytes_and_builds_from_headers(
+    writable: tuple[Server, Path],
+) -> None:
+    server, archive = writable
+    r = _import(server, session_zip(archive, "DEMO01_S001_MR1"), "PROJECT_ID=NEW&dest=/archive")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/uri-list")
+    uri = "/data/archive/projects/NEW/subjects/DEMO01_S001/experiments/DEMO01_S001_MR1"
+    assert r.text == uri + "\r\n"
+    assert server_md5s(server, uri) == dicom_md5s(archive, "DEMO01_S001_MR1")
+    scans = call(server, "GET", f"{uri}/scans?format=json").json()["ResultSet"]["Result"]
+    assert {s["xsiType"] for s in scans} == {"xnat:mrScanData"}
+    assert all(s["series_description"] and s["type"] == s["series_description"] for s in scans)
+    # Other resource folders (SNAPSHOTS) are ignored, as seed 004 says.
+    resources = call(server, "GET", f"{uri}/scans/ALL/resources?format=json").json()
+    assert {r["label"] for r in resources["ResultSet"]["Result"]} == {"DICOM"}
+    session = call(server, "GET", f"{uri}?format=json").json()["items"][0]
+    assert session["meta"]["xsi:type"] == "xnat:mrSessionData"
+    assert session["data_fields"]["UID"]
+    # The same session again without overwrite: 409, archive unchanged.
+    again = _import(server, session_zip(archive, "DEMO01_S001_MR1"), "PROJECT_ID=NEW&dest=/archive")
+    assert again.status_code == 409
+    assert "overwrite" in again.text
+    ok = _import(
+        server,
+        session_zip(archive, "DEMO01_S001_MR1"),
+        "PROJECT_ID=NEW&dest=/archive&overwrite=append",
+    )
+    assert ok.status_code == 200
+    assert server_md5s(server, uri) == dicom_md5s(archive, "DEMO01_S001_MR1")
+
+
+def test_import_tar_gz_flat_dicom_and_bundle(writable: tuple[Server, Path]) -> None:
+    server, archive = writable
+    # A tar.gz of a flat folder of DICOM: sorted by the headers; xnatpy sends x-tar for it.
+    buf = io.BytesIO()
+    base = archive / "archive" / "DEMO01" / "arc001" / "DEMO01_S002_CT2" / "SCANS"
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for path in sorted(base.glob("*/DICOM/*")):
+            tf.add(path, f"flat/{path.parent.parent.name}_{path.name}")
+    r = _import(
+        server,
+        buf.getvalue(),
+        "project=NEW&subject=flat1&session=CT1&dest=/archive/projects/NEW",
+        "application/x-tar",
+    )
+    assert r.status_code == 200, r.text
+    uri = r.text.strip()
+    assert uri == "/data/archive/projects/NEW/subjects/flat1/experiments/CT1"
+    assert server_md5s(server, uri) == dicom_md5s(archive, "DEMO01_S002_CT2")
+    scans = call(server, "GET", f"{uri}/scans?format=json").json()["ResultSet"]["Result"]
+    assert sorted(s["ID"] for s in scans) == ["1", "2", "3"]  # from SeriesNumber
+    assert {s["xsiType"] for s in scans} == {"xnat:ctScanData"}
+    # A bundle: a zip of session zips, each a session of its own.
+    bundle = io.BytesIO()
+    with zipfile.ZipFile(bundle, "w") as zf:
+        zf.writestr("a.zip", session_zip(archive, "DEMO01_S001_MR1", folder="B1"))
+        zf.writestr("b.zip", session_zip(archive, "DEMO01_S001_MR2", folder="B2"))
+    r = _import(server, bundle.getvalue(), "PROJECT_ID=NEW&SUBJECT_ID=bund&dest=/archive")
+    assert r.status_code == 200, r.text
+    assert sorted(r.text.split("\r\n")[:-1]) == [
+        "/data/archive/projects/NEW/subjects/bund/experiments/B1",
+        "/data/archive/projects/NEW/subjects/bund/experiments/B2",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "query", "status", "words"),
+    [
+        (b"PK\x03\x04 truncated", "", 400, "corrupt"),
+        (b"not an archive at all", "", 400, "not a readable zip"),
+        ("non-dicom", "", 400, "not DICOM"),
+        ("ecat", "", 400, "ECAT"),
+        ("slip", "", 400, "outside"),
+        ("bomb", "", 400, "zip bomb"),
+        ("good", "&import-handler=XAR", 400, "XAR"),
+        ("good", "&import-handler=nonsense", 404, "Unknown importer"),
+        ("good", "NOPE", 404, "NOPE"),
+    ],
+)
+def test_bad_imports_leave_nothing(
+    writable: tuple[Server, Path], body: bytes | str, query: str, status: int, words: str
+) -> None:
+    server, archive = writable
+    if body == "good":
+        data = session_zip(archive, "DEMO01_S001_MR1", folder="BAD1")
+    elif isinstance(body, str):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            good = session_zip(archive, "DEMO01_S001_MR1", folder="BAD1")
+            with zipfile.ZipFile(io.BytesIO(good)) as inner:
+                for name in inner.namelist()[:2]:
+                    zf.writestr(name, inner.read(name))
+            if body == "non-dicom":
+                zf.writestr("BAD1/scans/1/resources/DICOM/files/notes.txt", b"hello")
+            elif body == "ecat":
+                zf.writestr("BAD1/scans/9/resources/ECAT/files/a.v", b"MATRIX72v" + b"\0" * 500)
+            elif body == "slip":
+                zf.writestr("../../../etc/evil.dcm", b"x")
+            elif body == "bomb":
+                zf.writestr("BAD1/scans/1/resources/DICOM/files/zeros.dcm", b"\0" * (80 << 20))
+        data = buf.getvalue()
+    else:
+        data = body
+    before = call(server, "GET", "/data/projects/NEW/experiments?format=json").json()
+    project, extra = ("NOPE", "") if query == "NOPE" else ("NEW", query)
+    r = _import(server, data, f"PROJECT_ID={project}&dest=/archive{extra}")
+    assert r.status_code == status, r.text
+    assert words.lower() in r.text.lower()
+    after = call(server, "GET", "/data/projects/NEW/experiments?format=json").json()
+    assert after == before
+    assert not (archive / "archive" / "NEW" / "arc001").exists()
+    assert not [p for p in (archive / "tmp").rglob("*") if p.is_file()]
+    # With Ignore-Unparsable the non-DICOM file is left out and the rest goes in.
+    if body == "non-dicom":
+        r = _import(server, data, "PROJECT_ID=NEW&dest=/archive&Ignore-Unparsable=true")
+        assert r.status_code == 200, r.text
+
+
+def test_prearchive_flow(writable: tuple[Server, Path]) -> None:
+    server, archive = writable
+    r = _import(server, session_zip(archive, "DEMO01_S001_MR1", folder="PRE1"), "PROJECT_ID=NEW")
+    assert r.status_code == 200, r.text
+    uri = r.text.strip()
+    assert uri.startswith("/data/prearchive/projects/NEW/")
+    rows = call(server, "GET", "/data/prearchive/projects?format=json").json()["ResultSet"]
+    assert "totalRecords" not in rows
+    row = rows["Result"][0]
+    assert (row["status"], row["name"], row["url"]) == ("READY", "PRE1", uri[5:])
+    assert (
+        call(server, "GET", "/data/prearchive/projects", auth=("cole", "pw")).json()["ResultSet"][
+            "Result"
+        ]
+        == []
+    )  # collaborators see no prearchive
+    scans = call(server, "GET", f"{uri}/scans?format=json").json()["ResultSet"]["Result"]
+    assert sorted(s["ID"] for s in scans) == ["1", "2", "3"]
+    # Archiving a session whose label is taken is a CONFLICT, and the row says so.
+    assert call(server, "PUT", "/data/projects/NEW/subjects/s9").status_code == 201
+    made = "/data/projects/NEW/subjects/s9/experiments/PRE1?xsiType=xnat:mrSessionData"
+    assert call(server, "PUT", made).status_code == 201
+    clash = call(server, "POST", f"/data/services/archive?src={uri[5:]}")
+    assert clash.status_code == 409
+    one = call(server, "GET", f"{uri}?format=json").json()["ResultSet"]["Result"][0]
+    assert one["status"] == "CONFLICT"
+    done = call(server, "POST", f"/data/services/archive?src={uri[5:]}&session=PRE1b&subject=s9")
+    assert done.status_code == 200, done.text
+    assert done.text == "/data/archive/projects/NEW/subjects/s9/experiments/PRE1b\r\n"
+    assert server_md5s(server, done.text.strip()) == dicom_md5s(archive, "DEMO01_S001_MR1")
+    assert call(server, "GET", f"{uri}?format=json").status_code == 404  # gone from prearchive
+    # Move and delete.
+    r = _import(server, session_zip(archive, "DEMO01_S001_MR2", folder="PRE2"), "PROJECT_ID=NEW")
+    src = r.text.strip()[5:]
+    moved = call(server, "POST", f"/data/services/prearchive/move?src={src}&newProject=DEMO01")
+    assert moved.status_code == 200
+    rows = call(server, "GET", "/data/prearchive/projects/DEMO01").json()["ResultSet"]["Result"]
+    assert [r["name"] for r in rows] == ["PRE2"]
+    gone = call(server, "POST", f"/data/services/prearchive/delete?src={rows[0]['url']}")
+    assert gone.status_code == 200
+    assert call(server, "GET", "/data/prearchive/projects").json()["ResultSet"]["Result"] == []
+    assert not list((archive / "prearchive").rglob("*.dcm"))
+
+
+@pytest.mark.clients
+def test_xnatpy_upload_and_import(writable: tuple[Server, Path], tmp_path: Path) -> None:
+    import xnat
+
+    server, archive = writable
+    with xnat.connect(server.url, user="admin", password="admin", no_parse_model=False) as s:
+        project = s.projects["NEW"]
+        subject = s.classes.SubjectData(parent=project, label="py1")
+        session = s.classes.MrSessionData(parent=subject, label="pyses")
+        # xnatpy names a new scan by its type (its lookup field) in the PUT URL.
+        scan = s.classes.MrScanData(parent=session, type="T1")
+        resource = s.classes.ResourceCatalog(parent=scan, label="NIFTI", format="NIFTI")
+        local = tmp_path / "t1.nii.gz"
+        local.write_bytes(b"\x1f\x8b" + bytes(range(256)) * 40)
+        resource.upload(str(local), "t1.nii.gz")
+        files = (
+            s.projects["NEW"]
+            .subjects["py1"]
+            .experiments["pyses"]
+            .scans["T1"]
+            .resources["NIFTI"]
+            .files
+        )
+        assert list(files.keys()) == ["t1.nii.gz"]
+        got = tmp_path / "back.nii.gz"
+        files["t1.nii.gz"].download(str(got))
+        assert got.read_bytes() == local.read_bytes()
+        zipped = tmp_path / "session.zip"
+        zipped.write_bytes(session_zip(archive, "DEMO01_S001_MR1", folder="PYIMP"))
+        made = s.services.import_(str(zipped), project="NEW", subject="py2", destination="/archive")
+        assert made.label == "PYIMP"
+        uri = "/data/archive/projects/NEW/subjects/py2/experiments/PYIMP"
+        assert server_md5s(server, uri) == dicom_md5s(archive, "DEMO01_S001_MR1")
+        pre = s.services.import_(str(zipped), project="NEW", subject="py3", experiment="PYPRE")
+        assert pre.status == "READY"
+        archived = pre.archive()
+        assert archived.label == "PYPRE"

@@ -690,11 +690,3 @@ def test_login_page_is_an_error_never_data(tmp_path: Path) -> None:
     assert code == 2
     assert "HTML page" in err
     assert not local_files(tmp_path / "o")
-
-
-def test_upload_says_it_is_not_implemented(tmp_path: Path) -> None:
-    """CONTRACT §4 names the command; until it exists it must not pass for a download."""
-    code, out, err = cli("upload", "-w", "http://127.0.0.1:9", "-p", "P", str(tmp_path))
-    assert code == 2
-    assert "not implemented" in err
-    assert out == ""

@@ -18,14 +18,18 @@ lists one); a session sent to the prearchive is verified when it is archived, no
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import shutil
 import tarfile
+import tempfile
 import time
 import zipfile
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import IO
 from urllib.parse import quote
 
 from xnat_downloader.api import Connection
@@ -131,12 +135,11 @@ def _walk(folder: Path) -> list[PurePosixPath]:
 
 def _archive_members(path: Path) -> list[tuple[str, int, str]]:
     """(name, size, md5) of an archive's files, read locally; nested archives opened too."""
-    import hashlib
 
-    def digest(reader: object) -> tuple[int, str]:
+    def digest(reader: IO[bytes]) -> tuple[int, str]:
         h = hashlib.md5()
         size = 0
-        while chunk := reader.read(1 << 20):  # type: ignore[attr-defined]
+        while chunk := reader.read(1 << 20):
             h.update(chunk)
             size += len(chunk)
         return size, h.hexdigest()
@@ -149,7 +152,8 @@ def _archive_members(path: Path) -> list[tuple[str, int, str]]:
                     if info.is_dir():
                         continue
                     if archive_type(info.filename):
-                        nested = Path(_spill(zf.read(info)))
+                        with zf.open(info) as reader:
+                            nested = _spill(reader)
                         try:
                             out += _archive_members(nested)
                         finally:
@@ -169,12 +173,11 @@ def _archive_members(path: Path) -> list[tuple[str, int, str]]:
     return out
 
 
-def _spill(data: bytes) -> str:
-    import tempfile
-
+def _spill(reader: IO[bytes]) -> Path:
+    """Copy a nested archive to a temporary file, in chunks (it may be gigabytes)."""
     with tempfile.NamedTemporaryFile(delete=False, suffix=".zip") as f:
-        f.write(data)
-        return f.name
+        shutil.copyfileobj(reader, f, 1 << 20)
+        return Path(f.name)
 
 
 def _plan_imports(
@@ -308,6 +311,17 @@ def _verify_import(
             )
             sink(FileFailed(job.local, error))
             outcomes.append(Outcome(job, "failed", 0, md5, True, error))
+    if dropped and not outcomes and item.expected:
+        # Nothing sent is on the server as sent: not files left out, but rewritten ones.
+        error = (
+            "the session holds none of the files as sent (did the server rewrite them, "
+            "e.g. with an anonymization script?)"
+        )
+        for name, size, md5 in item.expected:
+            job = Job(item.name, f"{item.name}:{name}", size, md5)
+            outcomes.append(Outcome(job, "failed", 0, md5, True, error))
+        sink(FileFailed(item.name, error))
+        return outcomes, None
     note = None
     if dropped:
         note = (

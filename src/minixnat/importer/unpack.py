@@ -74,9 +74,9 @@ def safe_member(name: str) -> PurePosixPath | None:
     rel = PurePosixPath(clean)
     if clean.startswith("/") or rel.is_absolute() or ".." in rel.parts or "\0" in clean:
         raise UnpackError(f"the archive member {name!r} would be written outside its folder")
-    if len(clean) > 1 and clean[1] == ":":
-        raise UnpackError(f"the archive member {name!r} is an absolute Windows path")
     parts = [p for p in rel.parts if p not in ("", ".")]
+    if parts and len(parts[0]) >= 2 and parts[0][1] == ":":
+        raise UnpackError(f"the archive member {name!r} is an absolute Windows path")
     return PurePosixPath(*parts) if parts else None
 
 

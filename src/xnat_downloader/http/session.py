@@ -215,7 +215,19 @@ class XnatSession:
             self.logged_in = False
             return
         self.client.cookie_jar.clear()
-        status, body = await self._raw("GET", self.url("/data/JSESSION"), auth=True)
+        attempt = 0
+        while True:
+            # A busy server (503, 429) is retried; a 401 never is, and neither is a refused
+            # connection: at login that is nearly always a wrong URL, said at once.
+            status, body = await self._raw("GET", self.url("/data/JSESSION"), auth=True)
+            if status not in RETRYABLE_STATUS:
+                break
+            delay = self.retry.delay(attempt, status=status)
+            if delay is None:
+                break
+            log.debug("retrying the login in %.1fs", delay)
+            await asyncio.sleep(delay)
+            attempt += 1
         if status == 401:
             msg = (
                 f"wrong user name or password for {self.credentials.user!r} at "

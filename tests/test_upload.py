@@ -1,0 +1,269 @@
+"""``xnat-downloader upload`` against a running minixnat: the round trip, imports of every
+kind, resource files (parallel, resumable, verified), subjects from CSV, and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import tarfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import Server
+from tests.test_download import cli, local_files
+from tests.test_minixnat_api import _admin
+
+ADMIN = ("admin", "admin")
+
+
+def put(server: Server, path: str) -> int:
+    return requests.put(server.url + path, auth=ADMIN, timeout=30).status_code
+
+
+@pytest.fixture
+def server(serve: Callable[..., Server], archive: Path) -> Server:
+    _admin(archive, "user", "add", "cole", "--password", "pw")
+    _admin(archive, "project", "member", "DEMO01", "cole", "collaborator")
+    started = serve()
+    assert put(started, "/data/projects/COPY") == 200
+    return started
+
+
+def scan_dicoms(archive: Path, session: str) -> list[Path]:
+    return sorted((archive / "archive" / "DEMO01" / "arc001" / session / "SCANS").glob("*/DICOM/*"))
+
+
+def md5s(paths: list[Path]) -> list[str]:
+    return sorted(hashlib.md5(p.read_bytes()).hexdigest() for p in paths)
+
+
+def session_md5s(server: Server, project: str, session: str) -> list[str]:
+    rows = requests.get(
+        f"{server.url}/data/projects/{project}/experiments/{session}/scans/ALL/files?format=json",
+        auth=ADMIN,
+        timeout=30,
+    ).json()["ResultSet"]["Result"]
+    return sorted(r["digest"] for r in rows)
+
+
+def test_round_trip_download_upload_download(server: Server, tmp_path: Path) -> None:
+    """Issue 5, item 7: same files, same MD5s, same structure."""
+    first = tmp_path / "first"
+    code, out, _ = cli("download", "-w", server.url, "-p", "DEMO01", "-o", str(first))
+    assert code == 0, out
+    code, out, err = cli("upload", "-w", server.url, "-p", "COPY", str(first / "DEMO01"))
+    assert code == 0, err
+    files = len(local_files(first / "DEMO01"))
+    assert out.splitlines()[-1].startswith(f"done: {files} files, ")
+    assert out.splitlines()[-1].endswith(f"{files} verified, 0 failed")
+    second = tmp_path / "second"
+    code, _, _ = cli("download", "-w", server.url, "-p", "COPY", "-o", str(second))
+    assert code == 0
+    assert local_files(second / "COPY") == local_files(first / "DEMO01")
+    # A second upload of the same tree: the sessions exist, so it is refused without
+    # --overwrite; with it, every file is merged and verified again.
+    code, out, err = cli("upload", "-w", server.url, "-p", "COPY", str(first / "DEMO01"))
+    assert code == 1
+    assert "already exists" in err
+    assert "--overwrite" in err
+    code, out, err = cli(
+        "upload", "-w", server.url, "-p", "COPY", "--overwrite", str(first / "DEMO01")
+    )
+    assert code == 0, err
+    assert out.splitlines()[-1].endswith(f"{files} verified, 0 failed")
+
+
+def _session_zip(archive: Path, session: str, folder: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for path in scan_dicoms(archive, session):
+            scan = path.parent.parent.name
+            zf.write(path, f"{folder}/scans/{scan}/resources/DICOM/files/{path.name}")
+    return buf.getvalue()
+
+
+def test_archive_kinds(server: Server, archive: Path, tmp_path: Path) -> None:
+    zipped = tmp_path / "one.zip"
+    zipped.write_bytes(_session_zip(archive, "DEMO01_S001_MR1", "Z1"))
+    tgz = tmp_path / "two.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tf:
+        for path in scan_dicoms(archive, "DEMO01_S001_MR2"):
+            tf.add(path, f"T1/scans/{path.parent.parent.name}/resources/DICOM/files/{path.name}")
+    bundle = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(bundle, "w") as zf:
+        zf.writestr("a.zip", _session_zip(archive, "DEMO01_S002_CT2", "B1"))
+        zf.writestr("b.zip", _session_zip(archive, "DEMO01_S002_MR1", "B2"))
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in scan_dicoms(archive, "DEMO01_S001_MR1"):
+        shutil.copy(path, flat / f"{path.parent.parent.name}_{path.name}")
+    code, out, err = cli(
+        "upload", "-w", server.url, "-p", "COPY", "--subject", "subA", str(zipped), str(tgz),
+        str(bundle),
+    )  # fmt: skip
+    assert code == 0, err
+    assert md5s(scan_dicoms(archive, "DEMO01_S001_MR1")) == session_md5s(server, "COPY", "Z1")
+    assert md5s(scan_dicoms(archive, "DEMO01_S001_MR2")) == session_md5s(server, "COPY", "T1")
+    assert md5s(scan_dicoms(archive, "DEMO01_S002_CT2")) == session_md5s(server, "COPY", "B1")
+    assert "session: /data/archive/projects/COPY/subjects/subA/experiments/B2" in err
+    sent = ("DEMO01_S001_MR1", "DEMO01_S001_MR2", "DEMO01_S002_CT2", "DEMO01_S002_MR1")
+    n = sum(len(scan_dicoms(archive, s)) for s in sent)
+    assert out.splitlines()[-1].startswith(f"done: {n} files, ")
+    assert out.splitlines()[-1].endswith(f"{n} verified, 0 failed")
+    # A folder of DICOM is zipped while it streams; the server sorts it by the headers.
+    code, out, err = cli(
+        "upload", "-w", server.url, "-p", "COPY", "--subject", "subF", "--session", "F1",
+        str(flat),
+    )  # fmt: skip
+    assert code == 0, err
+    assert md5s(list(flat.iterdir())) == session_md5s(server, "COPY", "F1")
+    # The prearchive: sent, not yet verifiable, exit 0, and listed there.
+    code, out, err = cli(
+        "upload", "-w", server.url, "-p", "COPY", "--dest", "prearchive", "--session", "P1",
+        str(zipped),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "prearchive" in err
+    rows = requests.get(f"{server.url}/data/prearchive/projects/COPY", auth=ADMIN, timeout=30)
+    assert [r["name"] for r in rows.json()["ResultSet"]["Result"]] == ["P1"]
+
+
+def test_bad_uploads(server: Server, archive: Path, tmp_path: Path) -> None:
+    truncated = tmp_path / "cut.zip"
+    truncated.write_bytes(_session_zip(archive, "DEMO01_S001_MR1", "C1")[:5000])
+    code, _, err = cli("upload", "-w", server.url, "-p", "COPY", str(truncated))
+    assert code == 2  # read locally first: nothing is sent
+    assert "not a readable" in err
+    notdicom = tmp_path / "notes"
+    notdicom.mkdir()
+    (notdicom / "a.txt").write_text("hello")
+    code, _, err = cli("upload", "-w", server.url, "-p", "COPY", "--subject", "x", str(notdicom))
+    assert code == 1
+    assert "not DICOM" in err
+    assert "Ignore-Unparsable" in err or "ignore" in err.lower()
+    odd = tmp_path / "file.dcm"
+    odd.write_bytes(b"x")
+    code, _, err = cli("upload", "-w", server.url, "-p", "COPY", str(odd))
+    assert code == 2
+    assert "--resource" in err
+    zipped = tmp_path / "ok.zip"
+    zipped.write_bytes(_session_zip(archive, "DEMO01_S001_MR1", "OK1"))
+    code, _, err = cli("upload", "-w", server.url, "-p", "NOSUCH", str(zipped))
+    assert code == 2
+    assert "NOSUCH" in err
+    env = {"XNAT_USER": "cole", "XNAT_PASS": "pw"}
+    code, _, err = cli("upload", "-w", server.url, "-p", "DEMO01", str(zipped), env=env)
+    assert code == 2
+    assert "permission" in err
+    code, _, err = cli("upload", "-w", server.url, "-p", "COPY", str(tmp_path / "missing.zip"))
+    assert code == 2
+    assert "no such file" in err
+    # Nothing of the refused uploads reached the archive.
+    listing = requests.get(f"{server.url}/data/projects/COPY/experiments", auth=ADMIN, timeout=30)
+    assert listing.json()["ResultSet"]["Result"] == []
+
+
+def test_resource_upload_parallel_resumable_verified(server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "derived"
+    (src / "sub").mkdir(parents=True)
+    for i in range(12):
+        (src / f"f{i:02d}.txt").write_bytes(f"file {i}\n".encode() * (i + 1))
+    (src / "sub" / "deep.json").write_text('{"a": 1}')
+    (src / ".hidden").write_text("never sent")
+    assert put(server, "/data/projects/COPY/subjects/s1") == 201
+    args = ("upload", "-w", server.url, "-p", "COPY", "--subject", "s1", "--resource", "STATS")
+    code, out, err = cli(*args, "-j", "6", str(src))
+    assert code == 0, err
+    assert out.splitlines()[-1].startswith("done: 13 files, ")
+    assert out.splitlines()[-1].endswith("13 verified, 0 failed")
+    base = f"{server.url}/data/projects/COPY/subjects/s1/resources/STATS/files"
+    rows = requests.get(base, auth=ADMIN, timeout=30).json()["ResultSet"]["Result"]
+    remote = {r["URI"].split("/files/", 1)[1]: r["digest"] for r in rows}
+    expected = {
+        p.relative_to(src).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in src.rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    }
+    assert remote == expected
+    # A re-run sends nothing: every file is already there with the same MD5.
+    code, out, err = cli(*args, str(src))
+    assert code == 0
+    assert "13 were already on the server" in err
+    # A changed local file is refused without --overwrite, then replaced with it.
+    (src / "f00.txt").write_text("changed")
+    code, out, err = cli(*args, str(src))
+    assert code == 1
+    assert "f00.txt" in err
+    assert "--overwrite" in err
+    code, out, err = cli(*args, "--overwrite", str(src))
+    assert code == 0, err
+    assert requests.get(f"{base}/f00.txt", auth=ADMIN, timeout=30).text == "changed"
+    # The owner must exist.
+    code, _, err = cli(
+        "upload", "-w", server.url, "-p", "COPY", "--subject", "nobody", "--resource", "X",
+        str(src),
+    )  # fmt: skip
+    assert code == 2
+    assert "nobody" in err
+
+
+def test_subjects_from_csv(server: Server, tmp_path: Path) -> None:
+    sheet = tmp_path / "subjects.csv"
+    sheet.write_text(
+        "\ufefflabel,gender,dob,handedness,site\r\n"
+        "p001,M,1970-01-02,right,Leeds\r\n"
+        "p002,female,,left,York\r\n"
+        "p003,robot,,,\r\n"
+        "bad label,M,,,\r\n"
+        "p004,F,31/12/1999,,\r\n"
+        "p001,F,,,\r\n",
+        encoding="utf-8",
+    )
+    code, out, err = cli("upload", "-w", server.url, "-p", "COPY", str(sheet))
+    assert code == 1
+    assert out.splitlines()[-1] == "done: 6 subjects, 2 created, 0 updated, 4 failed"
+    assert "subjects.csv:4: p003: gender 'robot'" in err
+    assert "subjects.csv:5:" in err
+    assert "subjects.csv:6: p004: date of birth" in err
+    assert "subjects.csv:7: p001: the label repeats line 2" in err
+    item = requests.get(
+        f"{server.url}/data/projects/COPY/subjects/p001?format=json", auth=ADMIN, timeout=30
+    ).json()["items"][0]
+    assert item["data_fields"]["demographics/gender"] == "male"
+    assert item["data_fields"]["demographics/dob"] == "1970-01-02"
+    custom = next(c for c in item["children"] if c["field"] == "fields/field")["items"]
+    assert custom[0]["data_fields"] == {"name": "site", "field": "Leeds", "subject_id": item[
+        "data_fields"]["ID"]}  # fmt: skip
+    # Fixed rows can be sent again: existing subjects are updated, not duplicated.
+    sheet.write_text("label,yob\np001,1970\np003,1980\n")
+    code, out, _ = cli("upload", "-w", server.url, "-p", "COPY", str(sheet))
+    assert code == 0
+    assert out.splitlines()[-1] == "done: 2 subjects, 1 created, 1 updated, 0 failed"
+
+
+def test_uploads_survive_server_errors(
+    serve: Callable[..., Server], archive: Path, tmp_path: Path
+) -> None:
+    """503s with Retry-After are retried, for resource files and for imports alike."""
+    flaky = serve("--error-rate", "0.25", "--chaos-seed", "5")
+    src = tmp_path / "files"
+    src.mkdir()
+    for i in range(10):
+        (src / f"{i}.bin").write_bytes(bytes([i]) * 5000)
+    code, out, err = cli(
+        "upload", "-w", flaky.url, "-p", "DEMO01", "--resource", "EXTRA", "-j", "4", str(src)
+    )
+    assert code == 0, err
+    assert out.splitlines()[-1].endswith("10 verified, 0 failed")
+    zipped = tmp_path / "s.zip"
+    zipped.write_bytes(_session_zip(archive, "DEMO01_S001_MR1", "FLAKY1"))
+    code, out, err = cli(
+        "upload", "-w", flaky.url, "-p", "DEMO01", "--subject", "DEMO01_S001", str(zipped)
+    )
+    assert code == 0, err
+    assert md5s(scan_dicoms(archive, "DEMO01_S001_MR1")) == session_md5s(flaky, "DEMO01", "FLAKY1")

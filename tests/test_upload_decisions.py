@@ -1,0 +1,153 @@
+"""The pure decisions behind uploads, both sides: which local files make which session,
+how a destination reads, which archive members are refused, and the streamed zip."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minixnat.importer.build import safe_label, seed_layout
+from minixnat.importer.unpack import Budget, UnpackError, safe_member, unpack
+from minixnat.web.http import HttpError
+from minixnat.web.imports import parse_dest
+from xnat_downloader.errors import UsageError
+from xnat_downloader.plan.upload import find_sessions, parse_subjects, resource_files
+from xnat_downloader.transfer.upload import zip_body
+
+P = PurePosixPath
+
+
+def test_find_sessions_reads_our_download_layout() -> None:
+    files = [
+        P("DIR/PROJ/S1/MR1/scans/1-T1w/resources/DICOM/files/a.dcm"),
+        P("DIR/PROJ/S1/MR1/scans/1-T1w/resources/NIFTI/files/sidecar/t1.json"),
+        P("DIR/PROJ/S1/MR1/scans/2/resources/DICOM/files/sub/b.dcm"),
+        P("DIR/PROJ/S1/MR1/resources/NOTES/files/n.txt"),
+        P("DIR/PROJ/S1/MR1/assessors/QC/resources/DATA/files/q.xml"),
+        P("DIR/PROJ/S1/MR1/.xnat-downloader/state.json"),
+        P("DIR/PROJ/README.txt"),
+        P("DIR/other/resources/X/files/lonely.txt"),  # a resource tree with no scans
+    ]
+    sessions, loose = find_sessions(files)
+    assert len(sessions) == 1
+    (s,) = sessions
+    assert (s.label, s.subject) == ("MR1", "S1")
+    assert s.imported == [
+        (files[0], "MR1/scans/1/resources/DICOM/files/a.dcm"),
+        (files[2], "MR1/scans/2/resources/DICOM/files/sub/b.dcm"),
+    ]
+    assert {(e.scan, e.resource, e.relpath) for e in s.extras} == {
+        ("1", "NIFTI", "sidecar/t1.json"),
+        (None, "NOTES", "n.txt"),
+    }
+    assert s.scan_types == {"1": "T1w"}
+    assert s.ignored == [files[4]]
+    assert loose == [P("DIR/PROJ/README.txt"), P("DIR/other/resources/X/files/lonely.txt")]
+
+
+def test_resource_files_refuse_two_files_for_one_name() -> None:
+    pairs = resource_files([(P("/a/x.txt"), []), (P("/b"), [P("y.txt"), P("s/z.txt")])])
+    assert pairs == [
+        (P("/b/s/z.txt"), "s/z.txt"),
+        (P("/a/x.txt"), "x.txt"),
+        (P("/b/y.txt"), "y.txt"),
+    ]
+    with pytest.raises(UsageError, match="both be uploaded"):
+        resource_files([(P("/a/x.txt"), []), (P("/b"), [P("x.txt")])])
+
+
+def test_subject_rows_errors_name_the_line() -> None:
+    rows, errors = parse_subjects("Subject,Gender,YOB,group\ns1,m,1950,A\ns2,,2999,\n,,,\n")
+    assert [(r.line, r.label, r.demographics, r.fields) for r in rows] == [
+        (2, "s1", {"gender": "male", "yob": "1950"}, {"group": "A"})
+    ]
+    assert [(e.line, e.label) for e in errors] == [(3, "s2")]
+    assert "year of birth" in errors[0].message
+    with pytest.raises(UsageError, match="no label column"):
+        parse_subjects("name,gender\nx,m\n")
+
+
+@pytest.mark.parametrize(
+    ("dest", "expected"),
+    [
+        ("", (False, "", "", "")),
+        ("/prearchive", (False, "", "", "")),
+        ("/prearchive/projects/P", (False, "P", "", "")),
+        ("/archive", (True, "", "", "")),
+        ("/archive/projects/P/subjects/S/experiments/L", (True, "P", "S", "L")),
+    ],
+)
+def test_parse_dest(dest: str, expected: tuple[bool, str, str, str]) -> None:
+    d = parse_dest(dest, auto_archive=False)
+    assert (d.archive, d.project, d.subject, d.label) == expected
+
+
+@pytest.mark.parametrize("dest", ["/elsewhere", "/archive/projects", "/archive/subjects/S"])
+def test_parse_dest_refuses_nonsense(dest: str) -> None:
+    with pytest.raises(HttpError):
+        parse_dest(dest, auto_archive=False)
+
+
+def test_seed_layout() -> None:
+    assert seed_layout(P("x/S1/scans/4/resources/DICOM/files/a/b.dcm")) == (
+        "S1",
+        "4",
+        "DICOM",
+        "a/b.dcm",
+    )
+    assert seed_layout(P("S1/scans/4/resources/DICOM/files")) is None
+    assert seed_layout(P("flat/a.dcm")) is None
+
+
+@given(st.text(max_size=40))
+def test_safe_label_is_safe(text: str) -> None:
+    label = safe_label(text)
+    assert all(c.isascii() and (c.isalnum() or c in "_.-") for c in label)
+    assert not label.startswith(".")
+
+
+@given(st.lists(st.sampled_from(["a", "..", ".", "", "/", "b.dcm", "\\", "C:"]), max_size=6))
+def test_safe_member_never_escapes(parts: list[str]) -> None:
+    name = "/".join(parts)
+    try:
+        rel = safe_member(name)
+    except UnpackError:
+        return
+    if rel is not None:
+        assert not rel.is_absolute()
+        assert ".." not in rel.parts
+        assert ":" not in rel.parts[0][1:2]
+
+
+def test_unpack_stops_at_the_byte_budget(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("zeros", b"\0" * (4 << 20))
+    with pytest.raises(UnpackError, match="zip bomb"):
+        unpack(bomb, tmp_path / "out", Budget(10, 1 << 20))
+    with pytest.raises(UnpackError, match="too many members"):
+        unpack(bomb, tmp_path / "out2", Budget(0, 1 << 30))
+
+
+def test_zip_body_streams_a_valid_zip(tmp_path: Path) -> None:
+    files = []
+    for i in range(5):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(bytes([i]) * (i * 300_000 + 1))
+        files.append((path, f"S/scans/{i}/resources/DICOM/files/f{i}"))
+    seen: list[int] = []
+
+    async def collect() -> bytes:
+        return b"".join([chunk async for chunk in zip_body(files, seen.append)])
+
+    data = asyncio.run(collect())
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert zf.testzip() is None
+        assert {n: zf.read(n) for n in zf.namelist()} == {a: p.read_bytes() for p, a in files}
+    assert sum(seen) == sum(p.stat().st_size for p, _ in files)

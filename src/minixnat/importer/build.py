@@ -135,6 +135,16 @@ def _apply_header(session: ImportSession, scan: ImportScan, header: Header) -> N
         scan.type = header.series_description
 
 
+def _read(source: Path, rel: PurePosixPath, *, ecat_folder: bool) -> Header | None:
+    """The file's DICOM header, None if it is not DICOM; ECAT is refused outright."""
+    if ecat_folder or is_ecat(source):
+        raise BuildError(
+            f"{rel}: ECAT files are not supported by minixnat's importer; "
+            "upload ECAT data into a resource instead"
+        )
+    return read_header(source)
+
+
 def _unique(name: str, taken: set[str]) -> str:
     if name not in taken:
         return name
@@ -162,12 +172,7 @@ def build(files: list[tuple[Path, PurePosixPath]], options: Options) -> Built:
             if resource not in IMPORTED_RESOURCES:
                 ignored.append(str(rel))
                 continue
-            if resource == "ECAT" or is_ecat(source):
-                raise BuildError(
-                    f"{rel}: ECAT files are not supported by minixnat's importer; "
-                    "upload ECAT data into a resource instead"
-                )
-            header = read_header(source)
+            header = _read(source, rel, ecat_folder=resource == "ECAT")
             if header is None:
                 unparsable.append(str(rel))
                 continue
@@ -175,12 +180,7 @@ def build(files: list[tuple[Path, PurePosixPath]], options: Options) -> Built:
             session = sessions.setdefault(key, ImportSession(key, label=safe_label(folder)))
             scan_key = safe_label(scan_id)
         else:
-            if is_ecat(source):
-                raise BuildError(
-                    f"{rel}: ECAT files are not supported by minixnat's importer; "
-                    "upload ECAT data into a resource instead"
-                )
-            header = read_header(source)
+            header = _read(source, rel, ecat_folder=False)
             if header is None:
                 unparsable.append(str(rel))
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -151,3 +152,15 @@ def test_zip_body_streams_a_valid_zip(tmp_path: Path) -> None:
         assert zf.testzip() is None
         assert {n: zf.read(n) for n in zf.namelist()} == {a: p.read_bytes() for p, a in files}
     assert sum(seen) == sum(p.stat().st_size for p, _ in files)
+
+
+def test_unpack_refuses_links(tmp_path: Path) -> None:
+    tarred = tmp_path / "link.tar"
+    with tarfile.open(tarred, "w") as tf:
+        info = tarfile.TarInfo("S/scans/1/resources/DICOM/files/passwd")
+        info.type = tarfile.SYMTYPE
+        info.linkname = "/etc/passwd"
+        tf.addfile(info)
+    with pytest.raises(UnpackError, match="link or device"):
+        unpack(tarred, tmp_path / "out", Budget(10, 1 << 20))
+    assert not (tmp_path / "out" / "S").exists()

@@ -229,12 +229,15 @@ def test_bad_input(shared_server: Server, tmp_path: Path) -> None:
     assert code == 2
     assert "-s" in err
     assert "-proj" in err
-    code, _, err = xget("-host", shared_server.url, "-proj", "DEMO01", "-acq", "NONE,1")
+    code, _, err = xget(
+        "-host", shared_server.url, "-proj", "DEMO01", "-acq", "NONE,1", "-o", str(tmp_path)
+    )
     assert code == 2
     assert "NONE" in err
     code, _, err = cli(
-        "xget", "-host", shared_server.url, "-u", "admin", "-p", "nope", "-proj", "DEMO01", env={}
-    )
+        "xget", "-host", shared_server.url, "-u", "admin", "-p", "nope", "-proj", "DEMO01",
+        "-o", str(tmp_path), env={},
+    )  # fmt: skip
     assert code == 2
     assert "wrong user name or password" in err
     assert "nope" not in err

@@ -267,14 +267,23 @@ class XnatSession:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         data: Any = None,
+        body: Callable[[], Any] | None = None,
         what: str = "",
         expect_data: bool = True,
         ok_statuses: tuple[int, ...] = (),
+        idempotent: bool = True,
+        verb: str = "read",
     ) -> aiohttp.ClientResponse:
         """Send a request, retrying what may be retried, and return the open response.
 
         The caller must release the response (``async with`` or ``.release()``).  Statuses
         in ``ok_statuses`` are returned unchecked (e.g. 416 for a stale Range).
+
+        ``body`` makes a fresh request body for each attempt (a file read from the start
+        again), so a retried upload never sends half a file.  A request that is not
+        ``idempotent`` (an import) is retried only when the server cannot have acted on it:
+        a refused connection, or 429/503 with Retry-After.  ``verb`` names the action in
+        a 403's message ("no permission to write …").
         """
         url = self.url(path)
         relogged = False
@@ -284,12 +293,20 @@ class XnatSession:
             self.request_count += 1
             try:
                 resp = await self.client.request(
-                    method, url, params=params, headers=headers, data=data
+                    method,
+                    url,
+                    params=params,
+                    headers=headers,
+                    data=body() if body is not None else data,
                 )
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-                delay = self.retry.delay(attempt)
+                refused = isinstance(exc, aiohttp.ClientConnectorError)
+                delay = self.retry.delay(attempt) if (idempotent or refused) else None
                 if delay is None:
-                    raise ConnectionFailed(f"cannot reach {self.base_url}: {_reason(exc)}") from exc
+                    raise ConnectionFailed(
+                        f"cannot reach {self.base_url}: {_reason(exc)}"
+                        + ("" if idempotent else " (not retried: the server may have acted on it)")
+                    ) from exc
                 log.debug("retrying %s after %s (%.1fs)", what or url, _reason(exc), delay)
                 await asyncio.sleep(delay)
                 attempt += 1
@@ -302,10 +319,9 @@ class XnatSession:
                 await self._relogin(generation)
                 relogged = True
                 continue
-            if resp.status in RETRYABLE_STATUS:
-                delay = self.retry.delay(
-                    attempt, status=resp.status, retry_after=resp.headers.get("Retry-After")
-                )
+            retry_after = resp.headers.get("Retry-After")
+            if resp.status in RETRYABLE_STATUS and (idempotent or retry_after is not None):
+                delay = self.retry.delay(attempt, status=resp.status, retry_after=retry_after)
                 if delay is not None:
                     resp.release()
                     log.debug("retrying %s after HTTP %s (%.1fs)", what or url, resp.status, delay)
@@ -313,9 +329,9 @@ class XnatSession:
                     attempt += 1
                     continue
             if not 200 <= resp.status < 300:
-                body = await _read_some(resp)
+                start = await _read_some(resp)
                 resp.release()
-                check_response(resp.status, body, url, what=what)
+                check_response(resp.status, start, url, what=what, verb=verb)
             return resp
             # (a 2xx body is checked for HTML by the caller, which reads it)
 
@@ -352,58 +368,23 @@ class XnatSession:
         body: Callable[[], Any] | None = None,
         what: str = "",
         idempotent: bool = True,
-        ok_statuses: tuple[int, ...] = (),
     ) -> tuple[int, bytes]:
-        """Send a request with a body and return (status, whole response body).
-
-        ``body`` makes a fresh body for each attempt (a file read from the start again), so
-        a retried upload never sends half a file.  A request that is not ``idempotent`` (an
-        import) is retried only when the server said it did nothing (429/503 with
-        Retry-After, or a refused connection): a body cut mid-way might have been acted on.
-        Errors raise as for downloads, with "write" in permission messages.
-        """
-        url = self.url(path)
-        attempt = 0
-        relogged = False
-        while True:
-            generation = self._login_generation
-            self.request_count += 1
-            try:
-                status, content, retry_after = await _send_once(
-                    self,
-                    method,
-                    url,
-                    params=params,
-                    headers=headers,
-                    data=body() if body is not None else None,
-                )
-            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-                refused = isinstance(exc, aiohttp.ClientConnectorError)
-                delay = self.retry.delay(attempt) if (idempotent or refused) else None
-                if delay is None:
-                    raise ConnectionFailed(
-                        f"{what or url} failed: {_reason(exc)}"
-                        + ("" if idempotent else " (not retried: the server may have acted on it)")
-                    ) from exc
-                log.debug("retrying %s after %s (%.1fs)", what or url, _reason(exc), delay)
-                await asyncio.sleep(delay)
-                attempt += 1
-                continue
-            if status in ok_statuses:
-                return status, content
-            if status == 401 and self.logged_in and not relogged:
-                await self._relogin(generation)
-                relogged = True
-                continue
-            if status in RETRYABLE_STATUS and (idempotent or retry_after is not None):
-                delay = self.retry.delay(attempt, status=status, retry_after=retry_after)
-                if delay is not None:
-                    log.debug("retrying %s after HTTP %s (%.1fs)", what or url, status, delay)
-                    await asyncio.sleep(delay)
-                    attempt += 1
-                    continue
-            check_response(status, content[:4096], url, what=what, expect_data=False, verb="write")
-            return status, content
+        """A write (PUT, POST): :meth:`open` with "write" in permission errors, and the
+        whole (small) answer read.  See :meth:`open` for ``body`` and ``idempotent``."""
+        resp = await self.open(
+            method,
+            path,
+            params=params,
+            headers=headers,
+            body=body,
+            what=what,
+            idempotent=idempotent,
+            verb="write",
+        )
+        try:
+            return resp.status, await resp.read()
+        finally:
+            resp.release()
 
     async def get_json(
         self, path: str, *, params: Mapping[str, str] | None = None, what: str = ""
@@ -416,20 +397,6 @@ class XnatSession:
         except ValueError as exc:
             msg = f"the server's answer for {what or path} is not JSON: {body[:80]!r}"
             raise ServerError(msg, url=self.url(path)) from exc
-
-
-async def _send_once(
-    xs: XnatSession,
-    method: str,
-    url: str,
-    *,
-    params: Mapping[str, str] | None,
-    headers: Mapping[str, str] | None,
-    data: Any,
-) -> tuple[int, bytes, str | None]:
-    async with xs.client.request(method, url, params=params, headers=headers, data=data) as resp:
-        log.debug("%s %s -> %d", method, resp.url, resp.status)
-        return resp.status, await resp.read(), resp.headers.get("Retry-After")
 
 
 async def _read_some(resp: aiohttp.ClientResponse, limit: int = 4096) -> bytes:

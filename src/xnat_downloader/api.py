@@ -30,7 +30,7 @@ from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, build_plan, manifest_catalog, manifest_json
 from xnat_downloader.transfer.engine import EngineOptions, run_jobs
 from xnat_downloader.transfer.events import EventSink, ignore
-from xnat_downloader.transfer.jobs import Job, Outcome
+from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts
 from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.transfer.state import STATE_DIR, State
 from xnat_downloader.xnat.model import Project, Scan, Session
@@ -69,7 +69,7 @@ class PlanResult:
 
 
 @dataclass
-class Report:
+class Report(OutcomeCounts):
     """What a download did.  ``ok`` is true when every selected file is present and verified."""
 
     outcomes: list[Outcome]
@@ -79,32 +79,8 @@ class Report:
     renamed: list[tuple[str, str]] = field(default_factory=list)
 
     @property
-    def files(self) -> int:
-        return len(self.outcomes)
-
-    @property
-    def verified(self) -> int:
-        return sum(1 for o in self.outcomes if o.status in ("verified", "skipped"))
-
-    @property
-    def failed(self) -> int:
-        return sum(1 for o in self.outcomes if o.status == "failed")
-
-    @property
-    def skipped(self) -> int:
-        return sum(1 for o in self.outcomes if o.status == "skipped")
-
-    @property
-    def bytes(self) -> int:
-        return sum(o.size for o in self.outcomes if o.status != "failed")
-
-    @property
     def without_server_digest(self) -> int:
         return sum(1 for o in self.outcomes if o.status != "failed" and not o.server_digest)
-
-    @property
-    def ok(self) -> bool:
-        return self.failed == 0
 
 
 def _conn(url: str | Connection, user: str | None, password: str | None) -> Connection:

@@ -52,7 +52,7 @@ from xnat_downloader.transfer.events import (
     Planned,
     ignore,
 )
-from xnat_downloader.transfer.jobs import Job, Outcome
+from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts
 from xnat_downloader.transfer.upload import (
     ResourceUpload,
     file_body,
@@ -68,7 +68,7 @@ DESTINATIONS = ("archive", "prearchive")
 
 
 @dataclass
-class UploadReport:
+class UploadReport(OutcomeCounts):
     """What an upload did.  ``ok``: nothing failed (prearchived files count as sent)."""
 
     outcomes: list[Outcome] = field(default_factory=list)
@@ -77,32 +77,9 @@ class UploadReport:
     seconds: float = 0.0
 
     @property
-    def files(self) -> int:
-        return len(self.outcomes)
-
-    @property
-    def bytes(self) -> int:
-        return sum(o.size for o in self.outcomes if o.status != "failed")
-
-    @property
-    def verified(self) -> int:
-        return sum(1 for o in self.outcomes if o.status in ("verified", "skipped"))
-
-    @property
-    def skipped(self) -> int:
-        return sum(1 for o in self.outcomes if o.status == "skipped")
-
-    @property
     def sent(self) -> int:
+        """Files sent to the prearchive: not verified yet, not failed."""
         return sum(1 for o in self.outcomes if o.status == "sent")
-
-    @property
-    def failed(self) -> int:
-        return sum(1 for o in self.outcomes if o.status == "failed")
-
-    @property
-    def ok(self) -> bool:
-        return self.failed == 0
 
 
 @dataclass
@@ -119,6 +96,10 @@ class _Import:
     may_drop: bool = False  # the server may leave files out (archives, --ignore-unparsable)
     folder: SessionFolder | None = None
     root: Path | None = None
+
+    def job(self, name: str, size: int, md5: str) -> Job:
+        """The record of one file of this import, as its outcome names it."""
+        return Job(self.name, f"{self.name}:{name}", size, md5)
 
 
 def _walk(folder: Path) -> list[PurePosixPath]:
@@ -294,7 +275,7 @@ def _verify_import(
     outcomes: list[Outcome] = []
     dropped = 0
     for name, size, md5 in item.expected:
-        job = Job(item.name, f"{item.name}:{name}", size, md5)
+        job = item.job(name, size, md5)
         if pool[(size, md5)] > 0:
             pool[(size, md5)] -= 1
             sink(FileVerified(job.local, size, md5, True))
@@ -318,7 +299,7 @@ def _verify_import(
             "e.g. with an anonymization script?)"
         )
         for name, size, md5 in item.expected:
-            job = Job(item.name, f"{item.name}:{name}", size, md5)
+            job = item.job(name, size, md5)
             outcomes.append(Outcome(job, "failed", 0, md5, True, error))
         sink(FileFailed(item.name, error))
         return outcomes, None
@@ -436,14 +417,14 @@ async def _one_import(
         if exc.status == 409 and not overwrite:
             error += " (add --overwrite to add to or replace files in that session)"
         for name, size, md5 in item.expected or [(item.name, item.size, "")]:
-            job = Job(item.name, f"{item.name}:{name}", size, md5)
+            job = item.job(name, size, md5)
             report.outcomes.append(Outcome(job, "failed", 0, md5, True, error))
         sink(FileFailed(item.name, error))
         return
     report.sessions += uris
     if dest == "prearchive" or any(u.startswith("/data/prearchive") for u in uris):
         for name, size, md5 in item.expected:
-            job = Job(item.name, f"{item.name}:{name}", size, md5)
+            job = item.job(name, size, md5)
             report.outcomes.append(Outcome(job, "sent", size, md5, False))
         if item.folder is not None and item.folder.extras:
             report.notes.append(

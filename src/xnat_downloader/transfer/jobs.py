@@ -1,5 +1,5 @@
-"""What the engine is given (a :class:`Job` per file) and what it gives back (an
-:class:`Outcome` per file)."""
+"""What the engine is given (a :class:`Job` per file), what it gives back (an
+:class:`Outcome` per file), and the counts a report of outcomes derives."""
 
 from __future__ import annotations
 
@@ -24,3 +24,35 @@ class Outcome:
     md5: str
     server_digest: bool
     error: str = ""
+
+
+class OutcomeCounts:
+    """Counts derived from ``outcomes``, shared by download and upload reports.
+
+    ``verified`` includes files skipped as already verified; ``ok`` means none failed."""
+
+    outcomes: list[Outcome]
+
+    @property
+    def files(self) -> int:
+        return len(self.outcomes)
+
+    @property
+    def verified(self) -> int:
+        return sum(1 for o in self.outcomes if o.status in ("verified", "skipped"))
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for o in self.outcomes if o.status == "failed")
+
+    @property
+    def skipped(self) -> int:
+        return sum(1 for o in self.outcomes if o.status == "skipped")
+
+    @property
+    def bytes(self) -> int:
+        return sum(o.size for o in self.outcomes if o.status != "failed")
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0

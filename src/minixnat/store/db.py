@@ -24,13 +24,12 @@ import secrets
 import shutil
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from minixnat.store.clock import now_ms, now_stamp
 from minixnat.store.prearchive import PrearchiveTables
 from minixnat.store.schema import migrate
 
@@ -38,15 +37,6 @@ DB_NAME = "minixnat.sqlite"
 SITE_ID = "XNAT"
 ROLES = ("owner", "member", "collaborator")
 ACCESS_LEVELS = ("private", "protected", "public")
-
-
-def now_stamp() -> str:
-    """XNAT's ``insert_date`` format: ``YYYY-MM-DD HH:MM:SS.mmm``."""
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
@@ -727,9 +717,10 @@ class Store(PrearchiveTables):
             shutil.rmtree(folder, ignore_errors=True)
             self._prune_empty(folder.parent)
 
-    def _prune_empty(self, folder: Path) -> None:
-        """Remove empty folders from ``folder`` up to (not including) the archive root."""
-        root = self.archive_dir.resolve()
+    def _prune_empty(self, folder: Path, root: Path | None = None) -> None:
+        """Remove empty folders from ``folder`` up to (not including) ``root`` (by default
+        the archive folder)."""
+        root = (root or self.archive_dir).resolve()
         folder = folder.resolve()
         while folder != root and root in folder.parents:
             try:

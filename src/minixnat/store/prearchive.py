@@ -10,17 +10,13 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from minixnat.store.clock import now_stamp, prearchive_timestamp
+
 STATUSES = ("RECEIVING", "READY", "CONFLICT", "ERROR", "ARCHIVING", "MOVING", "DELETING")
-
-
-def prearchive_timestamp() -> str:
-    """XNAT's prearchive timestamp, ``yyyyMMdd_HHmmssSSS``."""
-    return datetime.now(UTC).strftime("%Y%m%d_%H%M%S%f")[:-3]
 
 
 @dataclass(frozen=True)
@@ -62,6 +58,9 @@ class PrearchiveTables:
     def _exec(self, sql: str, args: tuple[object, ...] = ()) -> int:
         raise NotImplementedError
 
+    def _prune_empty(self, folder: Path, root: Path | None = None) -> None:
+        raise NotImplementedError
+
     @property
     def prearchive_dir(self) -> Path:
         return self.root / "prearchive"
@@ -83,7 +82,7 @@ class PrearchiveTables:
         status: str = "RECEIVING",
     ) -> PrearcSession:
         """A new row with a timestamp no other row of ``project``/``folder`` has."""
-        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        now = now_stamp()
         while True:
             stamp = prearchive_timestamp()
             if self.get_prearc(project, stamp, folder) is None:
@@ -130,11 +129,10 @@ class PrearchiveTables:
         if status not in STATUSES:
             msg = f"unknown prearchive status {status!r}"
             raise ValueError(msg)
-        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
         self._exec(
             "UPDATE prearchive SET status=?, message=?, lastmod=? "
             "WHERE project=? AND timestamp=? AND folder=?",
-            (status, message, now, row.project, row.timestamp, row.folder),
+            (status, message, now_stamp(), row.project, row.timestamp, row.folder),
         )
 
     def set_prearc_meta(self, row: PrearcSession, meta: dict[str, Any]) -> None:
@@ -145,7 +143,7 @@ class PrearchiveTables:
 
     def move_prearc(self, row: PrearcSession, new_project: str) -> PrearcSession:
         """Move a session (row and folder) to another project's prearchive."""
-        target = self.prearchive_dir / new_project / row.timestamp / row.folder
+        target = self.prearc_folder(replace(row, project=new_project))
         if target.exists():
             msg = f"{new_project} already has a prearchive session {row.timestamp}/{row.folder}"
             raise ValueError(msg)
@@ -168,8 +166,4 @@ class PrearchiveTables:
             (row.project, row.timestamp, row.folder),
         )
         shutil.rmtree(folder, ignore_errors=True)
-        for parent in (folder.parent, folder.parent.parent):
-            try:
-                parent.rmdir()
-            except OSError:
-                break
+        self._prune_empty(folder.parent, self.prearchive_dir)

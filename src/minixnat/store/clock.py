@@ -1,0 +1,20 @@
+"""The store's time stamps, in the forms XNAT writes them."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+
+def now_stamp() -> str:
+    """XNAT's ``insert_date`` format: ``YYYY-MM-DD HH:MM:SS.mmm``."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def prearchive_timestamp() -> str:
+    """XNAT's prearchive timestamp, ``yyyyMMdd_HHmmssSSS``."""
+    return datetime.now(UTC).strftime("%Y%m%d_%H%M%S%f")[:-3]

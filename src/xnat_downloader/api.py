@@ -34,9 +34,14 @@ from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts
 from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.transfer.state import STATE_DIR, State
 from xnat_downloader.xnat.model import Project, Scan, Session
+from xnat_downloader.xnat.parse import catalog_link, same_server
 from xnat_downloader.xnat.selection import Selection
 from xnat_downloader.xnat.walk import catalog_files, walk
 from xnat_downloader.xnat.walk import list_projects as _list_projects
+
+#: A catalog XML: a file, or an http(s) link to one on the same server (the web page's
+#: hand-off, ``/xapi/archive/download/{id}/xml``).
+Catalog = Path | str
 
 
 @dataclass(frozen=True)
@@ -90,21 +95,35 @@ def _conn(url: str | Connection, user: str | None, password: str | None) -> Conn
 
 
 async def _plan(
-    conn: Connection, selection: Selection, layout: LayoutOptions, catalog: Path | None
+    conn: Connection, selection: Selection, layout: LayoutOptions, catalog: Catalog | None
 ) -> PlanResult:
     async with conn.session() as xs:
         return await plan_in(xs, selection, layout, catalog)
 
 
-async def plan_in(
-    xs: XnatSession, selection: Selection, layout: LayoutOptions, catalog: Path | None
-) -> PlanResult:
-    if catalog is not None:
+async def read_catalog(xs: XnatSession, catalog: Catalog) -> bytes:
+    """A catalog's XML: from a file, or from a link on the server ``xs`` is logged in to."""
+    link = catalog_link(str(catalog)) if isinstance(catalog, str) else None
+    if link is None:
         try:
-            data = catalog.read_bytes()
+            return Path(catalog).read_bytes()
         except OSError as exc:
             msg = f"cannot read catalog {catalog}: {exc.strerror}"
             raise UsageError(msg) from exc
+    if not same_server(xs.base_url, link):
+        msg = (
+            f"catalog link {link} is not on {xs.base_url}; credentials are only sent to the "
+            "server given with -w, so download the catalog and pass the file instead"
+        )
+        raise UsageError(msg)
+    return await xs.get_bytes(link, what="catalog")
+
+
+async def plan_in(
+    xs: XnatSession, selection: Selection, layout: LayoutOptions, catalog: Catalog | None
+) -> PlanResult:
+    if catalog is not None:
+        data = await read_catalog(xs, catalog)
         files = await catalog_files(xs, data, str(catalog))
         return PlanResult(build_plan(files, layout), [], [], xs.request_count, xs.base_url)
     found = await walk(xs, selection)
@@ -120,7 +139,7 @@ def plan(
     user: str | None = None,
     password: str | None = None,
     layout: LayoutOptions | None = None,
-    catalog: Path | None = None,
+    catalog: Catalog | None = None,
 ) -> PlanResult:
     """Resolve a selection (or a catalog XML) into a plan, transferring nothing."""
     return asyncio.run(
@@ -174,7 +193,7 @@ async def _download(
     outdir: Path,
     *,
     layout: LayoutOptions,
-    catalog: Path | None,
+    catalog: Catalog | None,
     saved_plan: Plan | None,
     options: EngineOptions,
     sink: EventSink,
@@ -227,7 +246,7 @@ def download(
     user: str | None = None,
     password: str | None = None,
     layout: LayoutOptions | None = None,
-    catalog: Path | None = None,
+    catalog: Catalog | None = None,
     saved_plan: Plan | None = None,
     jobs: int = 8,
     overwrite: bool = False,

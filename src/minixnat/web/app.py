@@ -18,11 +18,15 @@ import secrets
 import shutil
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl
 
 from minixnat.importer.unpack import Limits
+from minixnat.pages.render import page
+from minixnat.pages.site import Pages
+from minixnat.pages.visit import LoginNeeded, to_login
 from minixnat.store.db import Store, User
 from minixnat.web import catalogs, downloads, imports, listings, objects, writes
 from minixnat.web.http import (
@@ -95,6 +99,8 @@ class App:
         self.sessions: dict[str, LoginSession] = {
             sid: LoginSession(login, now) for sid, login in store.load_sessions().items()
         }
+        # Signs the pages' form tokens; a restart makes open forms ask for a reload.
+        self.pages = Pages(store, self, secrets.token_bytes(32))
 
     # -- ASGI entry ----------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -119,8 +125,11 @@ class App:
                     "Service temporarily unavailable (minixnat --error-rate).",
                     [("Retry-After", "1")],
                 )
-            user, sid = self._authenticate(request, cookies)
-            response = await self._dispatch(request, user, sid, cookies)
+            if _is_page(request):
+                response = await self._page(request, cookies)
+            else:
+                user, sid = self._authenticate(request, cookies)
+                response = await self._dispatch(request, user, sid, cookies)
         except BadPath:
             response = error_response(
                 HttpError(
@@ -139,7 +148,11 @@ class App:
         headers = [(b"content-type", response.content_type.encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in response.headers]
         for name, value in cookies:
-            headers.append((b"set-cookie", f"{name}={value}; Path=/; HttpOnly".encode()))
+            # Lax keeps the session cookie off other sites' form posts; an empty value
+            # deletes the cookie (logging out, or a session the server no longer knows).
+            expiry = "" if value else " Max-Age=0;"
+            cookie = f"{name}={value}; Path=/;{expiry} HttpOnly; SameSite=Lax"
+            headers.append((b"set-cookie", cookie.encode()))
         if isinstance(response, Response):
             headers.append((b"content-length", str(len(response.body)).encode()))
             await send(
@@ -181,12 +194,21 @@ class App:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     # -- authentication ----------------------------------------------------------------------
-    def _new_session(self, login: str, cookies: list[tuple[str, str]]) -> str:
+    def new_session(self, login: str, cookies: list[tuple[str, str]]) -> str:
         sid = secrets.token_hex(16).upper()
         self.sessions[sid] = LoginSession(login, time.monotonic())
         self.store.add_session(sid, login)
         cookies.append(("JSESSIONID", sid))
         return sid
+
+    def end_session(self, sid: str, cookies: list[tuple[str, str]]) -> None:
+        self.sessions.pop(sid, None)
+        self.store.delete_session(sid)
+        cookies.append(("JSESSIONID", ""))
+
+    def check_password(self, login: str, password: str) -> User | None:
+        """The login form takes passwords only; alias tokens are for scripts."""
+        return self.store.check_password(login, password)
 
     def _session_user(self, sid: str) -> User | None:
         session = self.sessions.get(sid)
@@ -249,6 +271,40 @@ class App:
         ttl_ms = int(self.faults.session_ttl * 1000)
         cookies.append(("SESSION_EXPIRATION_TIME", f'"{int(time.time() * 1000)},{ttl_ms}"'))
 
+    # -- the pages -----------------------------------------------------------------------
+    async def _page(self, request: Request, cookies: list[tuple[str, str]]) -> AnyResponse:
+        """``/`` and ``/app/…``: the browser pages (``minixnat.pages``)."""
+        expired = False
+        try:
+            user, sid = self._authenticate(request, cookies)
+        except HttpError as err:
+            if err.status != 401 or "authorization" in request.headers:
+                raise  # wrong Basic credentials are answered as the API answers them
+            # A dead session cookie: the browser is a guest again and forgets the cookie,
+            # rather than meeting a Basic-auth prompt.
+            user, sid, expired = None, None, True
+            cookies.append(("JSESSIONID", ""))
+        if not request.segments and user is not None and sid is None:
+            # GET / with Basic credentials opens a session (xnatpy's alias-token login
+            # reads JSESSIONID from this answer).
+            sid = self.new_session(user.login, cookies)
+        if sid:
+            self._expiration_cookie(cookies)
+        visit = self.pages.visit(request, user, sid, cookies, expired=expired)
+        try:
+            return await self.pages.handle(visit, request.segments[1:])
+        except LoginNeeded:
+            return to_login(visit)
+        except HttpError as err:
+            return page(
+                "error.html",
+                err.status,
+                visit=visit,
+                status=err.status,
+                reason=_reason(err.status),
+                message=err.message,
+            )
+
     # -- dispatch ------------------------------------------------------------------------
     async def _dispatch(
         self, request: Request, user: User | None, sid: str | None, cookies: list[tuple[str, str]]
@@ -256,8 +312,6 @@ class App:
         segs = request.segments
         if sid:
             self._expiration_cookie(cookies)
-        if not segs:
-            return self._root(request, user, sid, cookies)
         head = segs[0]
         if head in ("data", "REST"):
             rest = segs[1:]
@@ -269,25 +323,6 @@ class App:
         if head == "schemas" and len(segs) == 3 and segs[2].endswith(".xsd"):
             return self._schema(segs[1])
         raise HttpError(404, "The requested resource was not found.")
-
-    def _root(
-        self, request: Request, user: User | None, sid: str | None, cookies: list[tuple[str, str]]
-    ) -> Response:
-        if user is not None and sid is None:
-            sid = self._new_session(user.login, cookies)
-            self._expiration_cookie(cookies)
-        who = (
-            f'<a href="/app/template/XDATScreen_UpdateUser.vm">{user.login}</a>'
-            if user
-            else '<span style="color:red;">Guest</span>'
-        )
-        body = (
-            f"<!DOCTYPE html>\n<html><head><title>minixnat</title></head><body>"
-            f'<span id="user_info">Logged in as: &nbsp;{who}</span>'
-            "<p>minixnat: an XNAT-compatible archive server. The REST API is under "
-            "/data and /xapi.</p></body></html>\n"
-        )
-        return Response(200, body.encode(), "text/html;charset=UTF-8")
 
     def _require_user(self, user: User | None) -> User:
         if user is None:
@@ -314,9 +349,9 @@ class App:
                 return text("")
             if user is None:
                 # Guest sessions exist in XNAT with requireLogin=false; name them "guest".
-                return text(sid or self._new_session("guest", cookies))
+                return text(sid or self.new_session("guest", cookies))
             if sid is None:
-                sid = self._new_session(user.login, cookies)
+                sid = self.new_session(user.login, cookies)
                 self._expiration_cookie(cookies)
             return text(sid)
         if head == "auth" and len(rest) == 1:
@@ -426,7 +461,7 @@ class App:
             found = self._check_credentials(login, password) if login else None
             if found is None:
                 raise HttpError(401, "Authentication failed.", [("WWW-Authenticate", REALM)])
-            sid = self._new_session(found.login, cookies)
+            sid = self.new_session(found.login, cookies)
             self._expiration_cookie(cookies)
             return text(sid)
         if head == "tokens":
@@ -552,6 +587,17 @@ class App:
             raise HttpError(404, f"No schema named {name}.")
         body = resources.files("minixnat.schemas").joinpath(f"{name}.xsd").read_bytes()
         return Response(200, body, "application/xml")
+
+
+def _is_page(request: Request) -> bool:
+    return not request.segments or request.segments[0] == "app"
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def _parse_form(body: bytes) -> list[tuple[str, str]]:

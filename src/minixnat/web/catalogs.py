@@ -100,27 +100,46 @@ def _list(value: object) -> list[str]:
 def create_download(
     store: Store, access: Access, request_body: bytes, *, with_size: bool
 ) -> Response:
-    if access.user is None:
-        raise HttpError(401, "The request requires user authentication")
+    """``POST /xapi/archive/download[withsize]``: the id (and size) of a stored selection."""
     try:
         spec = json.loads(request_body or b"{}")
     except json.JSONDecodeError as exc:
         raise HttpError(400, f"The download request is not valid JSON: {exc}") from exc
     if not isinstance(spec, dict):
         raise HttpError(400, "The download request must be a JSON object.")
+    cid, entries = new_download(store, access, spec)
+    if not with_size:
+        return Response(200, cid.encode(), "text/plain;charset=UTF-8")
+    body = json.dumps({"id": cid, "size": str(total_size(entries)), "resourcesOfUnknownSize": "0"})
+    return Response(200, body.encode(), "application/json;charset=UTF-8")
+
+
+def new_download(
+    store: Store, access: Access, spec: dict[str, object]
+) -> tuple[str, list[CatalogEntry]]:
+    """Store a download selection for its user; its id and what it selects now.
+
+    Access is checked here, when the selection is made, and again whenever it is fetched.
+    """
+    if access.user is None:
+        raise HttpError(401, "The request requires user authentication")
     sessions = _list(spec.get("sessions"))
     projects = _list(spec.get("projectIds") or spec.get("projectId"))
     if not sessions or not projects:
         raise HttpError(400, "A download request needs 'sessions' and 'projectIds'.")
     stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S%f")[:-3]
     cid = f"{access.user.login}-{stamp}"
-    entries = catalog_entries(store, access, spec)  # validates access now, not at fetch time
+    n = 1
+    while store.get_download_catalog(cid) is not None:  # two in one millisecond
+        n += 1
+        cid = f"{access.user.login}-{stamp}-{n}"
+    entries = catalog_entries(store, access, spec)
     store.save_download_catalog(cid, access.user.login, spec)
-    if not with_size:
-        return Response(200, cid.encode(), "text/plain;charset=UTF-8")
-    size = sum(f.size for e in entries for _, f in e.files)
-    body = json.dumps({"id": cid, "size": str(size), "resourcesOfUnknownSize": "0"})
-    return Response(200, body.encode(), "application/json;charset=UTF-8")
+    return cid, entries
+
+
+def total_size(entries: list[CatalogEntry]) -> int:
+    return sum(f.size for e in entries for _, f in e.files)
 
 
 class CatalogEntry:
@@ -161,11 +180,12 @@ def catalog_entries(store: Store, access: Access, spec: dict[str, object]) -> li
         if session is None or project is None or not access.can_read(project):
             raise HttpError(404, f"Unable to find session {parts[3]}.")
         subject = store.get_subject(session.subject_id)
+        # Seed 000: the project is the outermost folder; the subject groups sessions.
         prefix = ""
         if "subjectIncludedInPath" in options and subject:
             prefix = f"{subject.label}/"
-        if "projectIncludedInPath" in options and subject:
-            prefix = f"{project.id}/{subject.label}/"
+        if "projectIncludedInPath" in options:
+            prefix = f"{project.id}/{prefix}"
         base = f"/archive/experiments/{session.id}"
         label = session.label
 
@@ -229,7 +249,10 @@ def catalog_entries(store: Store, access: Access, spec: dict[str, object]) -> li
     return out
 
 
-def _load(store: Store, access: Access, cid: str) -> tuple[dict[str, object], list[CatalogEntry]]:
+def load_download(
+    store: Store, access: Access, cid: str
+) -> tuple[dict[str, object], list[CatalogEntry]]:
+    """A stored selection and what it selects now; 404 unless it is the user's (or admin)."""
     found = store.get_download_catalog(cid)
     if (
         found is None
@@ -241,7 +264,7 @@ def _load(store: Store, access: Access, cid: str) -> tuple[dict[str, object], li
 
 
 def download_catalog_xml(store: Store, access: Access, cid: str, *, attachment: bool) -> Response:
-    _, entries = _load(store, access, cid)
+    _, entries = load_download(store, access, cid)
     sets: dict[str, list[CatalogEntry]] = {}
     for entry in entries:
         sets.setdefault(entry.session.id, []).append(entry)
@@ -284,7 +307,7 @@ def download_catalog_xml(store: Store, access: Access, cid: str, *, attachment: 
 def download_catalog_zip(
     store: Store, access: Access, cid: str, request: Request, *, placeholders: bool = False
 ) -> StreamResponse:
-    _, entries = _load(store, access, cid)
+    _, entries = load_download(store, access, cid)
     members = []
     for entry in entries:
         for res, f in entry.files:

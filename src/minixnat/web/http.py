@@ -36,6 +36,7 @@ class Request:
     cookies: dict[str, str]
     client: str
     receive: Receive
+    scheme: str = "http"
 
     def param(self, name: str, default: str = "") -> str:
         """A query parameter, matched case-insensitively as Restlet forms do."""
@@ -122,6 +123,7 @@ def build_request(scope: Scope, receive: Receive) -> Request:
         cookies=cookies,
         client=str(client[0]),
         receive=receive,
+        scheme=str(scope.get("scheme", "http")),
     )
 
 

@@ -39,6 +39,7 @@ from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, load_manifest
 from xnat_downloader.transfer.engine import MAX_JOBS
 from xnat_downloader.transfer.modes import Mode
+from xnat_downloader.xnat.parse import catalog_link, server_of_link
 from xnat_downloader.xnat.selection import Selection
 
 SUBCOMMANDS = ("download", "ls")
@@ -97,9 +98,9 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--recons", action="store_true", help="also fetch reconstructions")
     g.add_argument(
         "--catalog",
-        type=Path,
-        metavar="FILE",
-        help="fetch what an XNAT catalog XML lists (from the download page)",
+        metavar="FILE|URL",
+        help="fetch what an XNAT catalog XML lists: a file saved from the download page, or "
+        "its link on the same server (the page's download-client hand-off)",
     )
 
 
@@ -248,11 +249,17 @@ def run(
         args.command = "download"
     args.argv = list(argv)
     configure_logging(args.verbose, args.quiet, stderr)
-    url = args.web or os.environ.get("XNAT_HOST", "")
+    url = args.web or os.environ.get("XNAT_HOST", "") or _server_of_catalog(args)
     if not url:
         print("error: no XNAT server given: use -w URL or set XNAT_HOST", file=stderr)
         return EXIT_USAGE
     return guarded(lambda: _command(args, url, stdout, stderr, interactive, ask), stderr)
+
+
+def _server_of_catalog(args: argparse.Namespace) -> str:
+    """With no -w, a catalog link names its own server."""
+    link = catalog_link(getattr(args, "catalog", None) or "")
+    return server_of_link(link) if link else ""
 
 
 def _command(

@@ -76,6 +76,38 @@ class CatalogEntry:
     size: int | None
 
 
+def catalog_link(text: str) -> str | None:
+    """``text`` if it is an http(s) link to a catalog (the download page's hand-off)."""
+    parts = urlsplit(text)
+    return text if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def server_of_link(link: str) -> str:
+    """The XNAT base URL a catalog link lives under: what precedes ``/xapi/`` or ``/data/``."""
+    parts = urlsplit(link)
+    path = parts.path
+    for marker in ("/xapi/", "/data/", "/REST/"):
+        if marker in path:
+            path = path.split(marker, 1)[0]
+            break
+    else:
+        path = ""
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def same_server(base_url: str, link: str) -> bool:
+    """Whether ``link`` is on the server at ``base_url`` (scheme, host, port and context path).
+
+    Credentials go only to the server the user named, so a catalog link elsewhere is refused
+    rather than fetched with them.
+    """
+    base, other = urlsplit(base_url), urlsplit(link)
+    if (base.scheme, base.hostname, base.port) != (other.scheme, other.hostname, other.port):
+        return False
+    context = base.path.rstrip("/")
+    return other.path == context or other.path.startswith(context + "/")
+
+
 def parse_catalog(text: bytes | str, source: str) -> list[CatalogEntry]:
     """Every ``cat:entry`` of an XNAT catalog XML (nested entry sets included)."""
     try:

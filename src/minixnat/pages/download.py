@@ -1,0 +1,236 @@
+"""Seed 000's download page: choose sessions, formats and types, a method; then confirm.
+
+The page is one form.  "Prepare download" posts it: the selection is stored through the
+same ``/xapi/archive/download`` code the API uses, and the browser is sent to a confirmation
+showing the download id and its estimated size, with the chosen method:
+
+- **ZIP**: a link to ``/xapi/archive/download/{id}/zip``, streamed into the browser's own
+  download manager;
+- **XML catalog**: ``/xapi/archive/download/{id}/xml``, a ``cat:Catalog``;
+- **download client**: a button that issues an alias token and shows the exact
+  ``xnat-downloader download --catalog …`` command, which fetches with resume and MD5
+  checks and does not need the browser session to stay alive.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from minixnat.pages.browse import readable_session
+from minixnat.pages.choices import (
+    METHODS,
+    PATH_OPTIONS,
+    DownloadRequest,
+    FormError,
+    ScanChoice,
+    SessionChoices,
+    read_form,
+    tally,
+)
+from minixnat.pages.render import page, redirect
+from minixnat.pages.visit import Visit, readable_project
+from minixnat.store.db import Experiment, Store
+from minixnat.web import catalogs
+from minixnat.web.http import HttpError, Request, Response
+from minixnat.web.resolve import Access
+
+DEFAULT_FOLDER = "xnat-download"
+#: Seed 000's defaults: project and subject folders on, the full XNAT structure.
+DEFAULT_OPTIONS = ("include_project", "include_subject")
+
+
+def session_choices(store: Store, session: Experiment) -> SessionChoices:
+    subject = store.get_subject(session.subject_id)
+    scans = tuple(
+        ScanChoice(scan.type, tuple(r.label for r in store.list_resources("scan", str(scan.pk))))
+        for scan in store.list_scans(session.id)
+    )
+    return SessionChoices(
+        id=session.id,
+        project=session.project,
+        subject=subject.label if subject else session.subject_id,
+        label=session.label,
+        date=session.date,
+        modality=session.modality,
+        scans=scans,
+        resources=tuple(r.label for r in store.list_resources("experiment", session.id)),
+        assessors=tuple(a.xsi_type for a in store.list_experiments(session_id=session.id)),
+        recons=tuple(r.type or r.recon_id for r in store.list_recons(session.id)),
+    )
+
+
+def _listed(store: Store, access: Access, request: Request) -> list[Experiment] | None:
+    """The sessions the page lists: named ones, or a project's (optionally one subject's)."""
+    named = [v for k, v in request.query_list if k in ("listed", "session") and v]
+    if named:
+        return [readable_session(store, access, eid)[0] for eid in dict.fromkeys(named)]
+    if request.param("project"):
+        proj = readable_project(store, access, request.param("project"))
+        subject_ref = request.param("subject")
+        subject = store.resolve_subject(proj.id, subject_ref) if subject_ref else None
+        if subject_ref and subject is None:
+            raise HttpError(404, f"Project {proj.id} has no subject {subject_ref}.")
+        return store.list_experiments(
+            project=proj.id, subject_id=subject.id if subject else None, sessions_only=True
+        )
+    return None
+
+
+def _render(
+    visit: Visit,
+    listed: Sequence[SessionChoices],
+    form: Sequence[tuple[str, str]] | None,
+    *,
+    error: str = "",
+    status: int = 200,
+) -> Response:
+    """The page; ``form`` (a refresh or a refused post) keeps what the user ticked."""
+    if form is None:
+        chosen = {s.id for s in listed}
+        ticked: dict[str, set[str]] = {}
+        options = set(DEFAULT_OPTIONS)
+        method = "zip"
+    else:
+        chosen = {v for k, v in form if k == "pick"}
+        ticked = {}
+        for key, value in form:
+            ticked.setdefault(key, set()).add(value)
+        options = {name for name in PATH_OPTIONS if name in ticked}
+        method = next((v for k, v in form if k == "method" and v in METHODS), "zip")
+    tallies = tally(listed, chosen)
+    if form is None:  # at first every format and type is on, extras off
+        ticked = {
+            "format": {o.value for o in tallies.formats},
+            "type": {o.value for o in tallies.types},
+        }
+    data = [
+        {
+            "id": s.id,
+            "scans": [{"type": sc.type or "NULL", "formats": list(sc.formats)} for sc in s.scans],
+            "resources": list(s.resources),
+            "assessors": list(s.assessors),
+            "recons": list(s.recons),
+        }
+        for s in listed
+    ]
+    return page(
+        "download.html",
+        status,
+        visit=visit,
+        sessions=listed,
+        chosen=chosen,
+        tallies=tallies,
+        ticked=ticked,
+        options=options,
+        method=method,
+        error=error,
+        data=data,
+    )
+
+
+def page_for(store: Store, access: Access, visit: Visit) -> Response:
+    """``GET /app/download?project=P | session=E… | listed=E…&pick=E…``."""
+    request = visit.request
+    found = _listed(store, access, request)
+    if found is None:
+        return redirect("/app/sessions")
+    listed = [session_choices(store, s) for s in found]
+    refresh = any(k == "listed" for k, _ in request.query_list)
+    return _render(visit, listed, request.query_list if refresh else None)
+
+
+def prepare(store: Store, access: Access, visit: Visit, form: list[tuple[str, str]]) -> Response:
+    """``POST /app/download``: store the selection, then show its confirmation."""
+    ids = list(dict.fromkeys(v for k, v in form if k == "listed" and v))
+    listed = [session_choices(store, readable_session(store, access, eid)[0]) for eid in ids]
+    try:
+        wanted: DownloadRequest = read_form(form, listed)
+    except FormError as exc:
+        return _render(visit, listed, form, error=str(exc), status=400)
+    cid, entries = catalogs.new_download(store, access, wanted.spec)
+    if not any(e.files for e in entries):
+        return _render(
+            visit,
+            listed,
+            form,
+            error="The chosen sessions have no files of those formats and types; choose others.",
+            status=400,
+        )
+    return redirect(f"/app/download/{cid}?method={wanted.method}")
+
+
+def _summary(store: Store, access: Access, cid: str) -> dict[str, object]:
+    spec, entries = catalogs.load_download(store, access, cid)
+    sessions = {e.session.id for e in entries}
+    return {
+        "cid": cid,
+        "size": catalogs.total_size(entries),
+        "files": sum(len(e.files) for e in entries),
+        "sessions": len(sessions),
+        "resources": len(entries),
+        "options": spec.get("options") or [],
+    }
+
+
+def confirm(store: Store, access: Access, visit: Visit, cid: str) -> Response:
+    """``GET /app/download/{id}``: the download id, its size, and the chosen method."""
+    method = visit.request.param("method", "zip")
+    if method not in METHODS:
+        method = "zip"
+    return page(
+        "prepared.html",
+        visit=visit,
+        method=method,
+        folder=DEFAULT_FOLDER,
+        **_summary(store, access, cid),
+    )
+
+
+def server_url(request: Request) -> str:
+    """This server's base URL as the browser reached it."""
+    host = request.headers.get("host", "127.0.0.1")
+    return f"{request.scheme}://{host}"
+
+
+def handoff_command(server: str, cid: str, alias: str, secret: str, folder: str) -> str:
+    """The shell command that fetches download ``cid`` with xnat-downloader."""
+    words = [
+        f"XNAT_USER={shlex.quote(alias)}",
+        f"XNAT_PASS={shlex.quote(secret)}",
+        "xnat-downloader",
+        "download",
+        "-w",
+        shlex.quote(server),
+        "--catalog",
+        shlex.quote(f"{server}/xapi/archive/download/{cid}/xml"),
+        "-o",
+        shlex.quote(folder),
+    ]
+    return " ".join(words)
+
+
+def handoff(
+    store: Store, access: Access, visit: Visit, cid: str, form: list[tuple[str, str]]
+) -> Response:
+    """``POST /app/download/{id}/handoff``: an alias token and the command that uses it.
+
+    The token (XNAT's default lifetime, two days) lets the client log in on its own, so the
+    download outlives this browser session.  It is shown once, on a page that is not cached.
+    """
+    summary = _summary(store, access, cid)  # 404 unless the download is the visitor's
+    folder = dict(form).get("folder", "").strip() or DEFAULT_FOLDER
+    if any(c in folder for c in "\0\r\n"):
+        raise HttpError(400, "The folder name may not contain line breaks.")
+    assert access.user is not None
+    token = store.issue_token(access.user.login)
+    expires = datetime.fromtimestamp(token.expires_ms / 1000, UTC)
+    return page(
+        "handoff.html",
+        visit=visit,
+        command=handoff_command(server_url(visit.request), cid, token.alias, token.secret, folder),
+        expires=expires.strftime("%Y-%m-%d %H:%M UTC"),
+        folder=folder,
+        **summary,
+    )

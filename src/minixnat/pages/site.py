@@ -1,0 +1,163 @@
+"""The pages' front door: routing under ``/app``, log in and out, and form protection.
+
+Browsers get pages, never Basic-auth prompts: a page that needs a login redirects to the
+login form, and a dead session cookie is dropped (the API under ``/data`` answers 401
+instead, so scripts learn their session died).  Forms that change anything are POSTs that
+carry a per-session token, and the session cookie is ``SameSite=Lax``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Protocol
+from urllib.parse import parse_qsl
+
+from minixnat.pages import browse, download
+from minixnat.pages.render import page, redirect, static
+from minixnat.pages.visit import Visit, safe_next, to_login
+from minixnat.store.db import Store, User
+from minixnat.web.http import HttpError, Request, Response
+from minixnat.web.resolve import Access
+
+LOGIN_FAILED = "Login attempt failed. Please try again."
+
+
+class SessionKeeper(Protocol):
+    """The server's login sessions, as the pages need them."""
+
+    def check_password(self, login: str, password: str) -> User | None: ...
+
+    def new_session(self, login: str, cookies: list[tuple[str, str]]) -> str: ...
+
+    def end_session(self, sid: str, cookies: list[tuple[str, str]]) -> None: ...
+
+
+class Pages:
+    """Server-rendered HTML pages over one store."""
+
+    def __init__(self, store: Store, keeper: SessionKeeper, secret: bytes) -> None:
+        self.store = store
+        self.keeper = keeper
+        self.secret = secret
+
+    def csrf_for(self, sid: str | None) -> str:
+        if not sid:
+            return ""
+        return hmac.new(self.secret, sid.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def visit(
+        self,
+        request: Request,
+        user: User | None,
+        sid: str | None,
+        cookies: list[tuple[str, str]],
+        *,
+        expired: bool = False,
+    ) -> Visit:
+        return Visit(request, user, sid, cookies, expired, self.csrf_for(sid))
+
+    async def handle(self, visit: Visit, rest: list[str]) -> Response:
+        """Answer ``/`` (``rest`` empty) or ``/app/{rest}``."""
+        method = visit.request.method
+        head = rest[0] if rest else ""
+        if head == "static" and len(rest) == 2:
+            found = static(rest[1])
+            if found is None:
+                raise HttpError(404, "No such file.")
+            return found
+        if head == "login" and len(rest) == 1:
+            if method == "POST":
+                return await self._login(visit)
+            return self._login_form(visit)
+        if head == "logout" and len(rest) == 1:
+            return await self._logout(visit)
+        if method not in ("GET", "HEAD", "POST"):
+            raise HttpError(405, f"{method} is not used by the pages.")
+        access = Access(self.store, visit.user)
+        if not rest:
+            return browse.home(self.store, access, visit)
+        if method == "POST":
+            form = await self._checked_form(visit)
+        else:
+            form = None
+        if head == "projects" and len(rest) == 2:
+            return browse.project(self.store, access, visit, rest[1])
+        if head == "projects" and len(rest) == 4 and rest[2] == "subjects":
+            return browse.subject(self.store, access, visit, rest[1], rest[3])
+        if head == "experiments" and len(rest) == 2:
+            return browse.session(self.store, access, visit, rest[1])
+        if head == "experiments" and len(rest) == 3 and rest[2] == "files":
+            return browse.files(self.store, access, visit, rest[1])
+        if head == "sessions" and len(rest) == 1:
+            return browse.sessions(self.store, access, visit)
+        if head == "download":
+            if visit.user is None:
+                return to_login(visit)
+            if len(rest) == 1:
+                if form is not None:
+                    return download.prepare(self.store, access, visit, form)
+                return download.page_for(self.store, access, visit)
+            if len(rest) == 2 and form is None:
+                return download.confirm(self.store, access, visit, rest[1])
+            if len(rest) == 3 and rest[2] == "handoff" and form is not None:
+                return download.handoff(self.store, access, visit, rest[1], form)
+        raise HttpError(404, "The requested page was not found.")
+
+    # -- logging in and out ------------------------------------------------------------------
+    def _login_form(
+        self, visit: Visit, *, error: str = "", login: str = "", status: int = 200
+    ) -> Response:
+        notice = ""
+        if visit.expired:
+            notice = "Your session has ended. Log in again to continue."
+        return page(
+            "login.html",
+            status,
+            visit=visit,
+            error=error,
+            notice=notice,
+            login=login,
+            next=safe_next(visit.request.param("next", "/")),
+        )
+
+    async def _login(self, visit: Visit) -> Response:
+        form = dict(await _form(visit.request))
+        login = form.get("username", "")
+        password = form.get("password", "")
+        target = safe_next(form.get("next", "/"))
+        visit.request.query["next"] = target
+        user = self.keeper.check_password(login, password) if login and password else None
+        if user is None:
+            # 401 without WWW-Authenticate: the form is shown again, no browser prompt.
+            return self._login_form(visit, error=LOGIN_FAILED, login=login, status=401)
+        if visit.sid:
+            self.keeper.end_session(visit.sid, visit.cookies)
+        self.keeper.new_session(user.login, visit.cookies)
+        return redirect(target)
+
+    async def _logout(self, visit: Visit) -> Response:
+        if visit.request.method != "POST":
+            raise HttpError(405, "Log out with the button on the page (a POST).")
+        await self._checked_form(visit)
+        if visit.sid:
+            self.keeper.end_session(visit.sid, visit.cookies)
+        return redirect("/")
+
+    async def _checked_form(self, visit: Visit) -> list[tuple[str, str]]:
+        """A posted form, refused unless it carries this session's token."""
+        form = await _form(visit.request)
+        sent = dict(form).get("csrf", "")
+        if not visit.sid or not hmac.compare_digest(sent, visit.csrf):
+            raise HttpError(
+                403, "This form is out of date or came from another site; reload the page."
+            )
+        return form
+
+
+async def _form(request: Request) -> list[tuple[str, str]]:
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise HttpError(415, "Pages accept HTML form posts only.")
+    body = await request.body(limit=1024 * 1024)
+    return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)

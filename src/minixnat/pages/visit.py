@@ -1,0 +1,59 @@
+"""One browser request as the page handlers see it, and the guards they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+from minixnat.pages.render import redirect
+from minixnat.store.db import Project, Store, User
+from minixnat.web.http import HttpError, Request, Response
+from minixnat.web.resolve import Access
+
+
+@dataclass
+class Visit:
+    request: Request
+    user: User | None
+    sid: str | None
+    cookies: list[tuple[str, str]]
+    #: The browser sent a session cookie the server no longer knows.
+    expired: bool
+    #: The token this visitor's forms must carry (empty without a login session).
+    csrf: str
+
+
+class LoginNeeded(Exception):
+    """A guest asked for something that logging in might show: send them to the form."""
+
+
+def safe_next(target: str) -> str:
+    """Where to go after logging in: a path on this server, never another site."""
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    if "\\" in target:
+        return "/"
+    return target
+
+
+def here(request: Request) -> str:
+    """This request's path and query, to come back to after logging in."""
+    query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in request.query_list)
+    return request.raw_path + (f"?{query}" if query else "")
+
+
+def to_login(visit: Visit) -> Response:
+    target = here(visit.request) if visit.request.method == "GET" else "/"
+    return redirect(f"/app/login?next={quote(target, safe='')}")
+
+
+def readable_project(store: Store, access: Access, ref: str) -> Project:
+    """A project the visitor may read.  Guests are sent to log in rather than told whether a
+    private project exists; logged-in outsiders get 404, as from the API."""
+    project = store.get_project(ref)
+    if project is not None and access.can_read(project):
+        return project
+    if access.user is None:
+        raise LoginNeeded
+    raise HttpError(404, f"Unable to find project {ref}, or you may not read it.")

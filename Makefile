@@ -4,6 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+# The browser tests drive Debian's Chromium (Playwright cannot fetch its own browser here).
+CHROMIUM := /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
+
 .PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml
@@ -11,6 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[server,test]'
 	touch $(STAMP)
+
+$(CHROMIUM):
+	$(APT) install -y chromium || ($(APT) update && $(APT) install -y chromium)
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
@@ -20,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests scripts bench
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+test: $(STAMP) $(CHROMIUM) lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Not part of test: needs Debian's nginx, curl and aria2c, several GB of disk and minutes.

@@ -40,7 +40,13 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 file``, ``3 files``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 _ENV.filters["size"] = human_size
+_ENV.filters["counted"] = counted
 
 
 def page(template: str, code: int = 200, /, **context: Any) -> Response:

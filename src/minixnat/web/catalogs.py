@@ -180,12 +180,12 @@ def catalog_entries(store: Store, access: Access, spec: dict[str, object]) -> li
         if session is None or project is None or not access.can_read(project):
             raise HttpError(404, f"Unable to find session {parts[3]}.")
         subject = store.get_subject(session.subject_id)
-        # Seed 000: the project is the outermost folder; the subject groups sessions.
+        # As XNAT's DefaultCatalogService: the project option brings the subject with it.
         prefix = ""
         if "subjectIncludedInPath" in options and subject:
             prefix = f"{subject.label}/"
-        if "projectIncludedInPath" in options:
-            prefix = f"{project.id}/{prefix}"
+        if "projectIncludedInPath" in options and subject:
+            prefix = f"{project.id}/{subject.label}/"
         base = f"/archive/experiments/{session.id}"
         label = session.label
 

@@ -4,7 +4,9 @@ escaping, and the download page's decisions (pure).  The browser tests are in
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from minixnat.pages.choices import (
 )
 from minixnat.pages.download import handoff_command
 from minixnat.pages.visit import safe_next
-from tests.conftest import Server
+from tests.conftest import BIN, Server
 from tests.test_minixnat_api import _admin
 from xnat_downloader.xnat.parse import catalog_link, same_server, server_of_link
 
@@ -343,3 +345,53 @@ def test_catalog_links_stay_on_the_named_server() -> None:
     assert not same_server("http://xnat.example.org/xnat", link)
     assert not same_server("https://xnat.example.org:8443/xnat", link)
     assert not same_server("https://xnat.example.org.evil.com/xnat", link)
+    assert same_server("https://XNAT.example.org:443/xnat/", link)
+
+
+# -- the client's side of the hand-off: --catalog with a link -----------------------------------
+
+
+def _run_client(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XNAT_")}
+    return subprocess.run(
+        [str(BIN / "xnat-downloader"), "download", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=env,
+    )
+
+
+def test_catalog_link_names_its_server_and_others_are_refused(
+    shared_server: Server, tmp_path: Path
+) -> None:
+    made = requests.post(
+        shared_server.url + "/xapi/archive/downloadwithsize",
+        json={
+            "sessions": ["DEMO01:DEMO01_S001:DEMO01_S001_MR1:XNAT_E00001"],
+            "projectIds": ["DEMO01"],
+            "scan_formats": ["DICOM"],
+            "scan_types": ["T2w"],
+        },
+        auth=("admin", "admin"),
+        timeout=30,
+    ).json()
+    link = f"{shared_server.url}/xapi/archive/download/{made['id']}/xml"
+    # No -w: the link names the server.
+    done = _run_client(
+        "-u", "admin", "--password", "admin", "--catalog", link, "-o", "out", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    fetched = list((tmp_path / "out").rglob("*.dcm"))
+    assert len(fetched) == 3
+    assert sum(p.stat().st_size for p in fetched) == int(made["size"])
+    assert all("/scans/2-T2w/resources/DICOM/" in p.as_posix() for p in fetched)
+    # A link on another server is not fetched with this server's credentials.
+    elsewhere = "http://127.0.0.2:9/xapi/archive/download/x/xml"
+    refused = _run_client(
+        "-w", shared_server.url, "-u", "admin", "--password", "admin",
+        "--catalog", elsewhere, "-o", "out2", cwd=tmp_path,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "is not on" in refused.stderr

@@ -284,9 +284,9 @@ class App:
             # rather than meeting a Basic-auth prompt.
             user, sid, expired = None, None, True
             cookies.append(("JSESSIONID", ""))
-        if not request.segments and user is not None and sid is None:
-            # GET / with Basic credentials opens a session (xnatpy's alias-token login
-            # reads JSESSIONID from this answer).
+        if user is not None and sid is None:
+            # Basic credentials open a session, as in XNAT: xnatpy's alias-token login reads
+            # JSESSIONID from GET /, and the pages' forms are tied to a session.
             sid = self.new_session(user.login, cookies)
         if sid:
             self._expiration_cookie(cookies)

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from xnat_downloader.errors import ServerError, UsageError
 
@@ -95,6 +95,11 @@ def server_of_link(link: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
+def _origin(parts: SplitResult) -> tuple[str, str, int | None]:
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
 def same_server(base_url: str, link: str) -> bool:
     """Whether ``link`` is on the server at ``base_url`` (scheme, host, port and context path).
 
@@ -102,7 +107,7 @@ def same_server(base_url: str, link: str) -> bool:
     rather than fetched with them.
     """
     base, other = urlsplit(base_url), urlsplit(link)
-    if (base.scheme, base.hostname, base.port) != (other.scheme, other.hostname, other.port):
+    if _origin(base) != _origin(other):
         return False
     context = base.path.rstrip("/")
     return other.path == context or other.path.startswith(context + "/")

@@ -4,9 +4,11 @@ escaping, and the download page's decisions (pure).  The browser tests are in
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -395,3 +397,30 @@ def test_catalog_link_names_its_server_and_others_are_refused(
     )  # fmt: skip
     assert refused.returncode == 2
     assert "is not on" in refused.stderr
+
+
+def test_path_options_shape_the_zip(site: Server) -> None:
+    admin = login(site, "admin", "admin")
+    page = admin.get(site.url + "/app/download?project=DEMO01", timeout=30).text
+    listed = re.findall(r'name="listed" value="([^"]+)"', page)
+    base = [("csrf", csrf_of(page)), *[("listed", s) for s in listed], ("pick", listed[0])]
+    base += [("format", "DICOM"), ("type", "T1w"), ("method", "zip")]
+    names = {}
+    for label, options in {
+        "plain": [],
+        "subject": [("include_subject", "1")],
+        "project": [("include_project", "1")],
+        "simple": [("simplify", "1")],
+    }.items():
+        made = admin.post(
+            site.url + "/app/download", data=base + options, allow_redirects=False, timeout=30
+        )
+        cid = made.headers["Location"].split("/")[-1].split("?")[0]
+        body = admin.get(site.url + f"/xapi/archive/download/{cid}/zip", timeout=60).content
+        with zipfile.ZipFile(io.BytesIO(body)) as zf:
+            names[label] = sorted(zf.namelist())[0]
+    session = "DEMO01_S001_MR1"
+    assert names["plain"].startswith(f"{session}/scans/1-T1w/resources/DICOM/")
+    assert names["subject"].startswith(f"DEMO01_S001/{session}/scans/")
+    assert names["project"].startswith(f"DEMO01/DEMO01_S001/{session}/scans/")
+    assert names["simple"].startswith(f"{session}/1/DICOM/")

@@ -359,10 +359,12 @@ def log_in_plain(page: Page, server: Server) -> None:
 
 def _pages_to_check(page: Page, site: Server) -> list[str]:
     eid = api(site, "/data/experiments?label=DEMO01_S001_MR1&format=json")[0]["ID"]
+    sid = api(site, "/data/projects/DEMO01/subjects?format=json")[0]["ID"]
     return [
         "/app/login",
         "/",
         "/app/projects/DEMO01",
+        f"/app/projects/DEMO01/subjects/{sid}",
         f"/app/experiments/{eid}",
         f"/app/experiments/{eid}/files",
         "/app/sessions",

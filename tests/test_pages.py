@@ -5,9 +5,7 @@ escaping, and the download page's decisions (pure).  The browser tests are in
 from __future__ import annotations
 
 import io
-import os
 import re
-import subprocess
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +25,8 @@ from minixnat.pages.choices import (
 )
 from minixnat.pages.download import handoff_command
 from minixnat.pages.visit import safe_next
-from tests.conftest import BIN, Server
+from tests.conftest import Server
+from tests.test_download import ENV, cli
 from tests.test_minixnat_api import _admin
 from xnat_downloader.xnat.parse import catalog_link, same_server, server_of_link
 
@@ -353,18 +352,6 @@ def test_catalog_links_stay_on_the_named_server() -> None:
 # -- the client's side of the hand-off: --catalog with a link -----------------------------------
 
 
-def _run_client(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XNAT_")}
-    return subprocess.run(
-        [str(BIN / "xnat-downloader"), "download", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env=env,
-    )
-
-
 def test_catalog_link_names_its_server_and_others_are_refused(
     shared_server: Server, tmp_path: Path
 ) -> None:
@@ -380,23 +367,21 @@ def test_catalog_link_names_its_server_and_others_are_refused(
         timeout=30,
     ).json()
     link = f"{shared_server.url}/xapi/archive/download/{made['id']}/xml"
-    # No -w: the link names the server.
-    done = _run_client(
-        "-u", "admin", "--password", "admin", "--catalog", link, "-o", "out", cwd=tmp_path
-    )
-    assert done.returncode == 0, done.stderr
+    # No -w (and no XNAT_HOST): the link names the server.
+    no_host = {**ENV, "XNAT_HOST": ""}
+    code, _, err = cli("download", "--catalog", link, "-o", str(tmp_path / "out"), env=no_host)
+    assert code == 0, err
     fetched = list((tmp_path / "out").rglob("*.dcm"))
     assert len(fetched) == 3
     assert sum(p.stat().st_size for p in fetched) == int(made["size"])
     assert all("/scans/2-T2w/resources/DICOM/" in p.as_posix() for p in fetched)
     # A link on another server is not fetched with this server's credentials.
     elsewhere = "http://127.0.0.2:9/xapi/archive/download/x/xml"
-    refused = _run_client(
-        "-w", shared_server.url, "-u", "admin", "--password", "admin",
-        "--catalog", elsewhere, "-o", "out2", cwd=tmp_path,
-    )  # fmt: skip
-    assert refused.returncode == 2
-    assert "is not on" in refused.stderr
+    code, _, err = cli(
+        "download", "-w", shared_server.url, "--catalog", elsewhere, "-o", str(tmp_path / "out2")
+    )
+    assert code == 2
+    assert "is not on" in err
 
 
 def test_path_options_shape_the_zip(site: Server) -> None:

@@ -103,7 +103,7 @@ async def _plan(
 
 async def read_catalog(xs: XnatSession, catalog: Catalog) -> bytes:
     """A catalog's XML: from a file, or from a link on the server ``xs`` is logged in to."""
-    link = catalog_link(str(catalog)) if isinstance(catalog, str) else None
+    link = catalog_link(catalog) if isinstance(catalog, str) else None
     if link is None:
         try:
             return Path(catalog).read_bytes()

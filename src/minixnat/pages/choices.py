@@ -117,12 +117,9 @@ class DownloadRequest:
     chosen: tuple[str, ...]
 
 
-def _picked(form: Sequence[tuple[str, str]], name: str) -> list[str]:
-    seen: dict[str, None] = {}
-    for key, value in form:
-        if key == name and value:
-            seen.setdefault(value, None)
-    return list(seen)
+def form_values(form: Sequence[tuple[str, str]], *names: str) -> list[str]:
+    """The non-empty values given for any of ``names``, first occurrence first, no repeats."""
+    return list(dict.fromkeys(value for key, value in form if key in names and value))
 
 
 def read_form(form: Sequence[tuple[str, str]], listed: Sequence[SessionChoices]) -> DownloadRequest:
@@ -132,7 +129,7 @@ def read_form(form: Sequence[tuple[str, str]], listed: Sequence[SessionChoices])
     selection must name something to fetch.
     """
     by_id = {s.id: s for s in listed}
-    chosen = _picked(form, "pick")
+    chosen = form_values(form, "pick")
     unknown = [c for c in chosen if c not in by_id]
     if unknown:
         raise FormError(f"Session {unknown[0]} is not on this page; reload it and choose again.")
@@ -142,11 +139,11 @@ def read_form(form: Sequence[tuple[str, str]], listed: Sequence[SessionChoices])
     method = fields.get("method", "")
     if method not in METHODS:
         raise FormError("Choose a download method: ZIP, XML catalog or download client.")
-    formats, types = _picked(form, "format"), _picked(form, "type")
+    formats, types = form_values(form, "format"), form_values(form, "type")
     extras = {
-        "resources": _picked(form, "resource"),
-        "assessors": _picked(form, "assessor"),
-        "reconstructions": _picked(form, "recon"),
+        "resources": form_values(form, "resource"),
+        "assessors": form_values(form, "assessor"),
+        "reconstructions": form_values(form, "recon"),
     }
     if not (formats and types) and not any(extras.values()):
         raise FormError(

@@ -21,11 +21,13 @@ from datetime import UTC, datetime
 from minixnat.pages.browse import readable_session
 from minixnat.pages.choices import (
     METHODS,
+    NO_TYPE,
     PATH_OPTIONS,
     DownloadRequest,
     FormError,
     ScanChoice,
     SessionChoices,
+    form_values,
     read_form,
     tally,
 )
@@ -63,9 +65,9 @@ def session_choices(store: Store, session: Experiment) -> SessionChoices:
 
 def _listed(store: Store, access: Access, request: Request) -> list[Experiment] | None:
     """The sessions the page lists: named ones, or a project's (optionally one subject's)."""
-    named = [v for k, v in request.query_list if k in ("listed", "session") and v]
+    named = form_values(request.query_list, "listed", "session")
     if named:
-        return [readable_session(store, access, eid)[0] for eid in dict.fromkeys(named)]
+        return [readable_session(store, access, eid)[0] for eid in named]
     if request.param("project"):
         proj = readable_project(store, access, request.param("project"))
         subject_ref = request.param("subject")
@@ -87,28 +89,27 @@ def _render(
     status: int = 200,
 ) -> Response:
     """The page; ``form`` (a refresh or a refused post) keeps what the user ticked."""
-    if form is None:
+    if form is None:  # at first: every session, format and type on, the extras off
         chosen = {s.id for s in listed}
-        ticked: dict[str, set[str]] = {}
+        tallies = tally(listed, chosen)
+        ticked = {
+            "format": {o.value for o in tallies.formats},
+            "type": {o.value for o in tallies.types},
+        }
         options = set(DEFAULT_OPTIONS)
         method = "zip"
     else:
-        chosen = {v for k, v in form if k == "pick"}
+        chosen = set(form_values(form, "pick"))
+        tallies = tally(listed, chosen)
         ticked = {}
         for key, value in form:
             ticked.setdefault(key, set()).add(value)
         options = {name for name in PATH_OPTIONS if name in ticked}
         method = next((v for k, v in form if k == "method" and v in METHODS), "zip")
-    tallies = tally(listed, chosen)
-    if form is None:  # at first every format and type is on, extras off
-        ticked = {
-            "format": {o.value for o in tallies.formats},
-            "type": {o.value for o in tallies.types},
-        }
     data = [
         {
             "id": s.id,
-            "scans": [{"type": sc.type or "NULL", "formats": list(sc.formats)} for sc in s.scans],
+            "scans": [{"type": sc.type or NO_TYPE, "formats": list(sc.formats)} for sc in s.scans],
             "resources": list(s.resources),
             "assessors": list(s.assessors),
             "recons": list(s.recons),
@@ -143,8 +144,10 @@ def page_for(store: Store, access: Access, visit: Visit) -> Response:
 
 def prepare(store: Store, access: Access, visit: Visit, form: list[tuple[str, str]]) -> Response:
     """``POST /app/download``: store the selection, then show its confirmation."""
-    ids = list(dict.fromkeys(v for k, v in form if k == "listed" and v))
-    listed = [session_choices(store, readable_session(store, access, eid)[0]) for eid in ids]
+    listed = [
+        session_choices(store, readable_session(store, access, eid)[0])
+        for eid in form_values(form, "listed")
+    ]
     try:
         wanted: DownloadRequest = read_form(form, listed)
     except FormError as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 from typing import Protocol
-from urllib.parse import parse_qsl
 
 from minixnat.pages import browse, download
 from minixnat.pages.render import page, redirect, static
@@ -159,5 +158,4 @@ async def _form(request: Request) -> list[tuple[str, str]]:
     kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if kind != "application/x-www-form-urlencoded":
         raise HttpError(415, "Pages accept HTML form posts only.")
-    body = await request.body(limit=1024 * 1024)
-    return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return await request.form()

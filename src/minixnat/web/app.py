@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl
 
 from minixnat.importer.unpack import Limits
 from minixnat.pages.render import page
@@ -455,7 +454,7 @@ class App:
         if head == "auth":
             if request.method not in ("PUT", "POST"):
                 raise HttpError(405, "Use PUT or POST to log in.")
-            form = dict(_parse_form(await request.body(limit=65536)))
+            form = dict(await request.form(limit=65536))
             login = form.get("username") or form.get("j_username") or ""
             password = form.get("password") or form.get("j_password") or ""
             found = self._check_credentials(login, password) if login else None
@@ -598,10 +597,6 @@ def _reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
-
-
-def _parse_form(body: bytes) -> list[tuple[str, str]]:
-    return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
 
 
 def _token_json(token: Any) -> dict[str, Any]:

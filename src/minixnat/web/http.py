@@ -70,6 +70,11 @@ class Request:
             parts.append(chunk)
         return b"".join(parts)
 
+    async def form(self, limit: int = 1024 * 1024) -> list[tuple[str, str]]:
+        """An ``application/x-www-form-urlencoded`` body as ordered (name, value) pairs."""
+        body = await self.body(limit=limit)
+        return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+
 
 def split_path(raw: str) -> list[str]:
     """Split a raw (still percent-encoded) path into decoded segments; refuse tricks.

@@ -141,7 +141,7 @@ def make_archive(root: Path, files: int, file_kb: int) -> None:
 def add_big_files(root: Path, label: str, count: int, size: int) -> None:
     """A session resource of ``count`` random files of ``size`` bytes (minixnat's Store API:
     demo DICOM cannot be that large)."""
-    from minixnat.store.db import Store
+    from minixnat.store import Store
 
     store = Store(root)
     try:

@@ -377,8 +377,7 @@ def test_schema_version_opens_older_refuses_newer(
 ) -> None:
     import sqlite3
 
-    from minixnat.store import schema
-    from minixnat.store.db import Store
+    from minixnat.store import Store, schema
 
     root = make_archive(tmp_path / "a", "--projects", "1")
     db = root / "minixnat.sqlite"

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from minixnat.store.db import ACCESS_LEVELS, ROLES, Store, StoreError
+from minixnat.store import ACCESS_LEVELS, ROLES, Store, StoreError
+from minixnat.store.check import check
 from minixnat.store.schema import SchemaError
 
 
@@ -85,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--conn-mbps", type=float, default=0.0, help="pace each response body to at most X MB/s"
     )
 
+    check = sub.add_parser(
+        "check",
+        help="check an archive: every catalog row against its file on disk (size and MD5)",
+        description="Compare every file the catalog lists with the disk: present, the same "
+        "size, the same MD5; and list files on disk that no catalog row names. "
+        "Exit 0 when all is consistent, 1 otherwise.",
+    )
+    check.add_argument("--root", type=Path, required=True, help="the archive folder")
+    check.add_argument(
+        "--quick", action="store_true", help="sizes only, no MD5s (what serve checks at start)"
+    )
+
     user = sub.add_parser("user", help="manage users")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     add = user_sub.add_parser("add", help="create a user (or reset their password)")
@@ -117,12 +130,37 @@ def _open(root: Path) -> Store:
     return Store(root)
 
 
+def run_check(args: argparse.Namespace) -> int:
+    store = _open(args.root)
+    try:
+        report = check(store, full=not args.quick)
+    finally:
+        store.close()
+    for problem in report.problems:
+        print(problem)
+    if store.recovered:
+        print(f"finished or undid {store.recovered} interrupted transaction(s) first")
+    print(f"check: {report.files} files, {len(report.problems)} problems")
+    return 0 if report.ok else 1
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from minixnat.web.app import App, Faults
 
     store = _open(args.root)
+    report = check(store, full=False)
+    if not report.ok:
+        shown = "\n".join(f"  {p}" for p in report.problems[:10])
+        more = len(report.problems) - 10
+        print(
+            f"minixnat: {args.root} is inconsistent; refusing to serve it:\n{shown}"
+            + (f"\n  … and {more} more" if more > 0 else "")
+            + f"\nRun 'minixnat check --root {args.root}' for the whole list.",
+            file=sys.stderr,
+        )
+        return 2
     faults = Faults(
         latency_ms=args.latency_ms,
         no_range=args.no_range,
@@ -184,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             return serve(args)
+        if args.command == "check":
+            return run_check(args)
         if args.command == "user":
             _open(args.root).add_user(args.name, args.password, admin=args.admin)
             return 0

@@ -23,7 +23,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from minixnat.store.db import Experiment, Store
+from minixnat.store import Experiment, Store
 
 SOP_CLASS = {
     "MR": "1.2.840.10008.5.1.4.1.1.4",

@@ -56,6 +56,7 @@ class ImportFile:
     source: Path
     resource: str
     relpath: str
+    md5: str = ""  # filled in before the session is committed (commit.hash_files)
 
 
 @dataclass

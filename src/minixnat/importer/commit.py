@@ -1,8 +1,10 @@
 """Put built sessions into the archive or the prearchive.
 
-Archiving checks every conflict before it writes anything, and undoes what it created if a
-write fails part-way, so a failed import never leaves a partial session in the archive.
-Files are moved (renamed) from the staging or prearchive folder, never copied.
+Every function here that writes runs inside one store transaction, which the caller may
+widen (an import of several sessions is one transaction): the rows and the file moves
+become visible together or not at all, even across a crash (store/journal.py).  Files are
+moved (renamed) from the staging or prearchive folder, never copied, and hashed before the
+transaction starts, so it holds the database only for renames and inserts.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from minixnat.importer.build import ImportFile, ImportScan, ImportSession
-from minixnat.store.db import Experiment, Project, Store, Subject
+from minixnat.store import Experiment, Project, Store
 from minixnat.store.prearchive import PrearcSession
 
 OVERWRITE_MODES = ("none", "append", "delete", "override")
@@ -32,6 +34,15 @@ def md5_of(path: Path) -> str:
         while chunk := f.read(1024 * 1024):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def hash_files(sessions: list[ImportSession]) -> None:
+    """Fill in every file's MD5 (the slow part, done before any transaction)."""
+    for session in sessions:
+        for scan in session.scans.values():
+            for item in scan.files:
+                if not item.md5:
+                    item.md5 = md5_of(item.source)
 
 
 def archive_uri(project: str, subject: str, label: str) -> str:
@@ -80,17 +91,16 @@ def check_conflicts(store: Store, project: Project, session: ImportSession, over
 def archive_session(
     store: Store, project: Project, session: ImportSession, *, login: str, overwrite: str
 ) -> str:
-    """Archive ``session`` into ``project``; return its archive URI."""
-    check_conflicts(store, project, session, overwrite)
-    created_subject: Subject | None = None
-    created_session: Experiment | None = None
-    try:
+    """Archive ``session`` into ``project`` in one transaction; return its archive URI."""
+    hash_files([session])
+    with store.transaction():
+        check_conflicts(store, project, session, overwrite)
         subject = store.resolve_subject(project.id, session.subject)
         if subject is None or subject.label != session.subject:
-            subject = created_subject = store.add_subject(project.id, session.subject, user=login)
+            subject = store.add_subject(project.id, session.subject, user=login)
         experiment = _existing_session(store, project, session.label)
         if experiment is None:
-            experiment = created_session = store.add_experiment(
+            experiment = store.add_experiment(
                 project.id,
                 subject.id,
                 session.label,
@@ -103,12 +113,6 @@ def archive_session(
             )
         for scan in session.scans.values():
             _archive_scan(store, project, experiment, scan, replace=overwrite != "append")
-    except BaseException:
-        if created_session is not None:
-            store.delete_experiment(created_session.id)
-        if created_subject is not None:
-            store.delete_subject(created_subject.id)
-        raise
     return archive_uri(project.id, subject.label, experiment.label)
 
 
@@ -140,41 +144,38 @@ def _archive_scan(
         for item in (f for f in scan.files if f.resource == label):
             if not replace and store.get_file(resource.pk, item.relpath) is not None:
                 continue  # overwrite=append keeps what is already archived
-            store.place_file(
-                resource, item.relpath, item.source, md5_of(item.source), format_=label
-            )
+            store.place_file(resource, item.relpath, item.source, item.md5, format_=label)
     count = sum(store.resource_stats(r.pk)[0] for r in store.list_resources("scan", str(row.pk)))
     store.update_row("scans", "pk", row.pk, {"frames": str(count)})
 
 
 # -- the prearchive ------------------------------------------------------------------------
 def to_prearchive(store: Store, project: str, session: ImportSession, *, login: str) -> str:
-    """Move ``session``'s files into ``project``'s prearchive; return its ``/data`` URI."""
+    """Move ``session``'s files into ``project``'s prearchive; return its ``/data`` URI.
+
+    The row appears READY with every file in its folder, or not at all.
+    """
+    hash_files([session])
     meta = asdict(session)
-    row = store.add_prearc(
-        project,
-        session.label,
-        subject=session.subject,
-        login=login,
-        meta={},
-        scan_date=session.date,
-        scan_time=session.time,
-        tag=session.uid,
-    )
-    folder = store.prearc_folder(row)
-    try:
+    with store.transaction() as tx:
+        row = store.add_prearc(
+            project,
+            session.label,
+            subject=session.subject,
+            login=login,
+            meta={},
+            scan_date=session.date,
+            scan_time=session.time,
+            tag=session.uid,
+            status="READY",
+        )
+        folder = store.prearc_folder(row)
         for scan_meta, scan in zip(meta["scans"].values(), session.scans.values(), strict=True):
             for file_meta, item in zip(scan_meta["files"], scan.files, strict=True):
                 inner = Path("SCANS") / scan.scan_id / item.resource / item.relpath
-                target = folder / inner
-                target.parent.mkdir(parents=True, exist_ok=True)
-                item.source.rename(target)
+                tx.move(item.source, folder / inner)
                 file_meta["source"] = inner.as_posix()
         store.set_prearc_meta(row, meta)
-        store.set_prearc_status(row, "READY")
-    except BaseException:
-        store.delete_prearc(row)
-        raise
     return f"/data{row.url}"
 
 
@@ -185,7 +186,8 @@ def session_from_prearc(store: Store, row: PrearcSession) -> ImportSession:
     scans: dict[str, ImportScan] = {}
     for key, scan in meta.get("scans", {}).items():
         files = [
-            ImportFile(folder / f["source"], f["resource"], f["relpath"]) for f in scan["files"]
+            ImportFile(folder / f["source"], f["resource"], f["relpath"], f.get("md5", ""))
+            for f in scan["files"]
         ]
         scans[key] = ImportScan(
             scan_id=scan["scan_id"],

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from minixnat.pages.render import page
 from minixnat.pages.visit import LoginNeeded, Visit, readable_project
-from minixnat.store.db import Experiment, Project, Resource, Scan, Store, Subject
+from minixnat.store import Experiment, Project, Resource, Scan, Store, Subject
 from minixnat.web.http import HttpError, Response
 from minixnat.web.resolve import Access
 

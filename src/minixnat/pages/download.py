@@ -33,7 +33,7 @@ from minixnat.pages.choices import (
 )
 from minixnat.pages.render import page, redirect
 from minixnat.pages.visit import Visit, readable_project
-from minixnat.store.db import Experiment, Store
+from minixnat.store import Experiment, Store
 from minixnat.web import catalogs
 from minixnat.web.http import HttpError, Request, Response
 from minixnat.web.resolve import Access

@@ -15,7 +15,7 @@ from typing import Protocol
 from minixnat.pages import browse, download
 from minixnat.pages.render import page, redirect, static
 from minixnat.pages.visit import Visit, safe_next, to_login
-from minixnat.store.db import Store, User
+from minixnat.store import Store, User
 from minixnat.web.http import HttpError, Request, Response
 from minixnat.web.resolve import Access
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from minixnat.pages.render import redirect
-from minixnat.store.db import Project, Store, User
+from minixnat.store import Project, Store, User
 from minixnat.web.http import HttpError, Request, Response
 from minixnat.web.resolve import Access
 

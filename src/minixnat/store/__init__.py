@@ -1,5 +1,62 @@
-"""Archive storage: SQLite metadata and files on disk."""
+"""Archive storage: SQLite metadata and files on disk, changed in transactions.
 
-from minixnat.store.db import Store, StoreError
+One module per job, all parts of one :class:`Store`:
 
-__all__ = ["Store", "StoreError"]
+- ``db``: the connection, transactions and crash recovery (with ``journal``);
+- ``accounts``: users, passwords, alias tokens, login sessions;
+- ``hierarchy``: projects, roles, subjects, experiments, scans, reconstructions, resources;
+- ``files``: files in resources and their place on disk;
+- ``catalogs``: stored download selections;
+- ``prearchive``: sessions waiting to be archived;
+- ``check``: the consistency check of catalog rows against files on disk;
+- ``records``, ``names``, ``schema``, ``clock``: values, name rules, migrations, time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from minixnat.store.accounts import AccountTables
+from minixnat.store.catalogs import CatalogTables
+from minixnat.store.files import FileTables
+from minixnat.store.hierarchy import HierarchyTables
+from minixnat.store.prearchive import PrearchiveTables
+from minixnat.store.records import (
+    ACCESS_LEVELS,
+    ROLES,
+    AliasToken,
+    Experiment,
+    FileRow,
+    Project,
+    Recon,
+    Resource,
+    Scan,
+    StoreError,
+    Subject,
+    User,
+)
+
+
+class Store(AccountTables, HierarchyTables, FileTables, CatalogTables, PrearchiveTables):
+    """One archive root.  Thread-safe: one lock serialises access to the one connection."""
+
+    def __init__(self, root: Path) -> None:
+        self._verified = {}
+        super().__init__(root)
+
+
+__all__ = [
+    "ACCESS_LEVELS",
+    "ROLES",
+    "AliasToken",
+    "Experiment",
+    "FileRow",
+    "Project",
+    "Recon",
+    "Resource",
+    "Scan",
+    "Store",
+    "StoreError",
+    "Subject",
+    "User",
+]

@@ -1,20 +1,20 @@
 """The prearchive's table: uploaded sessions waiting to be archived (XNAT §9.4).
 
-Mixed into :class:`minixnat.store.db.Store`.  A row's files live under
+Part of :class:`minixnat.store.Store`.  A row's files live under
 ``ROOT/prearchive/{project}/{timestamp}/{folder}/``; ``meta`` is the session as the importer
-built it, so archiving later needs no second read of the DICOM.
+built it, so archiving later needs no second read of the DICOM.  Rows and folders change
+together, in one transaction (journal.py).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from minixnat.store.clock import now_stamp, prearchive_timestamp
+from minixnat.store.db import Database
 
 STATUSES = ("RECEIVING", "READY", "CONFLICT", "ERROR", "ARCHIVING", "MOVING", "DELETING")
 
@@ -47,19 +47,8 @@ class PrearcSession:
         return loaded
 
 
-class PrearchiveTables:
-    """Prearchive rows and folders.  Needs the host class's ``root``, ``_q`` and ``_exec``."""
-
-    root: Path
-
-    def _q(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
-        raise NotImplementedError
-
-    def _exec(self, sql: str, args: tuple[object, ...] = ()) -> int:
-        raise NotImplementedError
-
-    def _prune_empty(self, folder: Path, root: Path | None = None) -> None:
-        raise NotImplementedError
+class PrearchiveTables(Database):
+    """Prearchive rows and folders."""
 
     @property
     def prearchive_dir(self) -> Path:
@@ -83,31 +72,32 @@ class PrearchiveTables:
     ) -> PrearcSession:
         """A new row with a timestamp no other row of ``project``/``folder`` has."""
         now = now_stamp()
-        while True:
-            stamp = prearchive_timestamp()
-            if self.get_prearc(project, stamp, folder) is None:
-                break
-        self._exec(
-            "INSERT INTO prearchive (project, timestamp, folder, name, subject, status, uploaded,"
-            " lastmod, scan_date, scan_time, tag, autoarchive, login, message, meta)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'Manual', ?, '', ?)",
-            (
-                project,
-                stamp,
-                folder,
-                folder,
-                subject,
-                status,
-                now,
-                now,
-                scan_date,
-                scan_time,
-                tag,
-                login,
-                json.dumps(meta),
-            ),
-        )
-        row = self.get_prearc(project, stamp, folder)
+        with self.transaction():
+            while True:
+                stamp = prearchive_timestamp()
+                if self.get_prearc(project, stamp, folder) is None:
+                    break
+            self._exec(
+                "INSERT INTO prearchive (project, timestamp, folder, name, subject, status,"
+                " uploaded, lastmod, scan_date, scan_time, tag, autoarchive, login, message, meta)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'Manual', ?, '', ?)",
+                (
+                    project,
+                    stamp,
+                    folder,
+                    folder,
+                    subject,
+                    status,
+                    now,
+                    now,
+                    scan_date,
+                    scan_time,
+                    tag,
+                    login,
+                    json.dumps(meta),
+                ),
+            )
+            row = self.get_prearc(project, stamp, folder)
         assert row is not None
         return row
 
@@ -144,26 +134,28 @@ class PrearchiveTables:
     def move_prearc(self, row: PrearcSession, new_project: str) -> PrearcSession:
         """Move a session (row and folder) to another project's prearchive."""
         target = self.prearc_folder(replace(row, project=new_project))
-        if target.exists():
-            msg = f"{new_project} already has a prearchive session {row.timestamp}/{row.folder}"
-            raise ValueError(msg)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        source = self.prearc_folder(row)
-        if source.exists():
-            source.rename(target)
-        self._exec(
-            "UPDATE prearchive SET project=? WHERE project=? AND timestamp=? AND folder=?",
-            (new_project, row.project, row.timestamp, row.folder),
-        )
-        moved = self.get_prearc(new_project, row.timestamp, row.folder)
+        with self.transaction() as tx:
+            if target.exists() or self.get_prearc(new_project, row.timestamp, row.folder):
+                msg = f"{new_project} already has a prearchive session {row.timestamp}/{row.folder}"
+                raise ValueError(msg)
+            source = self.prearc_folder(row)
+            if source.exists():
+                tx.move(source, target)
+            self._exec(
+                "UPDATE prearchive SET project=? WHERE project=? AND timestamp=? AND folder=?",
+                (new_project, row.project, row.timestamp, row.folder),
+            )
+            moved = self.get_prearc(new_project, row.timestamp, row.folder)
         assert moved is not None
         return moved
 
     def delete_prearc(self, row: PrearcSession) -> None:
+        """Delete a row and (after the commit) its folder."""
         folder = self.prearc_folder(row)
-        self._exec(
-            "DELETE FROM prearchive WHERE project=? AND timestamp=? AND folder=?",
-            (row.project, row.timestamp, row.folder),
-        )
-        shutil.rmtree(folder, ignore_errors=True)
-        self._prune_empty(folder.parent, self.prearchive_dir)
+        with self.transaction() as tx:
+            self._exec(
+                "DELETE FROM prearchive WHERE project=? AND timestamp=? AND folder=?",
+                (row.project, row.timestamp, row.folder),
+            )
+            if folder.exists():
+                tx.remove(folder)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry upgrades the schema from version ``index`` to ``index + 1``.
 MIGRATIONS: list[str] = [
@@ -192,6 +192,13 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (project, timestamp, folder)
     );
     """,
+    # 2 -> 3: crash-safe writes (journal.py).  A transaction that moves files commits its
+    # journal's id here together with its rows; recovery finishes exactly those journals.
+    """
+    CREATE TABLE journal_commits (id TEXT PRIMARY KEY);
+    -- the alias token a login session was opened with: invalidating it ends the session
+    ALTER TABLE login_sessions ADD COLUMN token TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 
@@ -215,10 +222,10 @@ def migrate(conn: sqlite3.Connection) -> int:
         )
         raise SchemaError(msg)
     for version in range(current, SCHEMA_VERSION):
-        conn.executescript(MIGRATIONS[version])
-        conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-            (str(version + 1),),
+        # One transaction per step: a crash mid-upgrade leaves the previous version whole.
+        conn.executescript(
+            f"BEGIN;\n{MIGRATIONS[version]}\n"
+            "INSERT OR REPLACE INTO meta (key, value) "
+            f"VALUES ('schema_version', '{version + 1}');\nCOMMIT;"
         )
-        conn.commit()
     return current

@@ -26,7 +26,7 @@ from minixnat.importer.unpack import Limits
 from minixnat.pages.render import page
 from minixnat.pages.site import Pages
 from minixnat.pages.visit import LoginNeeded, to_login
-from minixnat.store.db import Store, User
+from minixnat.store import Store, User
 from minixnat.web import catalogs, downloads, imports, listings, objects, writes
 from minixnat.web.http import (
     AnyResponse,
@@ -96,7 +96,7 @@ class App:
         self.rng = random.Random(self.faults.chaos_seed)
         now = time.monotonic()
         self.sessions: dict[str, LoginSession] = {
-            sid: LoginSession(login, now) for sid, login in store.load_sessions().items()
+            sid: LoginSession(login, now) for sid, (login, _) in store.load_sessions().items()
         }
         # Signs the pages' form tokens; a restart makes open forms ask for a reload.
         self.pages = Pages(store, self, secrets.token_bytes(32))

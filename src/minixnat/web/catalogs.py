@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime
 from xml.sax.saxutils import quoteattr
 
-from minixnat.store.db import Experiment, FileRow, Resource, Store
+from minixnat.store import Experiment, FileRow, Resource, Store
 from minixnat.web.downloads import Member, stream_archive
 from minixnat.web.http import HttpError, Request, Response, StreamResponse
 from minixnat.web.listings import file_uri, is_a

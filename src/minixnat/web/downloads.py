@@ -20,7 +20,7 @@ from pathlib import Path
 from posixpath import basename
 from typing import Any
 
-from minixnat.store.db import FileRow, Resource, Store
+from minixnat.store import FileRow, Resource, Store
 from minixnat.web.http import HttpError, Request, Response, StreamResponse
 from minixnat.web.resolve import Node, Target
 

@@ -21,11 +21,12 @@ from minixnat.importer.commit import (
     CommitError,
     archive_session,
     check_conflicts,
+    hash_files,
     session_from_prearc,
     to_prearchive,
 )
 from minixnat.importer.unpack import Budget, UnpackError, budget_for, discard, sniff, unpack
-from minixnat.store.db import Project, Store
+from minixnat.store import Project, Store
 from minixnat.store.prearchive import PrearcSession
 from minixnat.web import bodies
 from minixnat.web.downloads import Member, stream_archive
@@ -232,22 +233,27 @@ def _import(
     except BuildError as exc:
         raise HttpError(exc.status, str(exc)) from exc
     login = ctx.user.login
+    hash_files(built.sessions)
     uris: list[str] = []
-    if archive:
-        assert project is not None
-        try:
+    # One transaction for the whole upload: every session of a bundle, or none of them.
+    with ctx.store.transaction():
+        if archive:
+            assert project is not None
+            try:
+                for session in built.sessions:
+                    check_conflicts(ctx.store, project, session, overwrite)
+                for session in built.sessions:
+                    uris.append(
+                        archive_session(
+                            ctx.store, project, session, login=login, overwrite=overwrite
+                        )
+                    )
+            except CommitError as exc:
+                raise HttpError(exc.status, str(exc)) from exc
+        else:
+            where = project.id if project else UNASSIGNED
             for session in built.sessions:
-                check_conflicts(ctx.store, project, session, overwrite)
-            for session in built.sessions:
-                uris.append(
-                    archive_session(ctx.store, project, session, login=login, overwrite=overwrite)
-                )
-        except CommitError as exc:
-            raise HttpError(exc.status, str(exc)) from exc
-    else:
-        where = project.id if project else UNASSIGNED
-        for session in built.sessions:
-            uris.append(to_prearchive(ctx.store, where, session, login=login))
+                uris.append(to_prearchive(ctx.store, where, session, login=login))
     return _uri_list(request, uris)
 
 
@@ -400,17 +406,20 @@ def _archive(ctx: WriteContext, request: Request, row: PrearcSession) -> str:
     if missing:
         ctx.store.set_prearc_status(row, "ERROR", f"{len(missing)} files are missing")
         raise HttpError(500, f"The prearchive session is missing {len(missing)} files.")
+    hash_files([session])
     try:
-        uri = archive_session(
-            ctx.store, project, session, login=ctx.user.login, overwrite=overwrite
-        )
+        # The archived session appears and the prearchive entry goes in one transaction.
+        with ctx.store.transaction():
+            uri = archive_session(
+                ctx.store, project, session, login=ctx.user.login, overwrite=overwrite
+            )
+            ctx.store.delete_prearc(row)
     except CommitError as exc:
         ctx.store.set_prearc_status(row, "CONFLICT" if exc.status == 409 else "ERROR", str(exc))
         raise HttpError(exc.status, str(exc)) from exc
     except Exception as exc:
         ctx.store.set_prearc_status(row, "ERROR", str(exc))
         raise
-    ctx.store.delete_prearc(row)
     return uri
 
 

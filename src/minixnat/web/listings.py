@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from posixpath import basename
 
-from minixnat.store.db import Experiment, FileRow, Resource, Store
+from minixnat.store import Experiment, FileRow, Resource, Store
 from minixnat.web.http import HttpError, Request
 from minixnat.web.resolve import Access, Node, Target
 from minixnat.web.tables import Row, Table

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from minixnat.store.db import Experiment, Project, Recon, Resource, Scan, Store, Subject
+from minixnat.store import Experiment, Project, Recon, Resource, Scan, Store, Subject
 from minixnat.web.http import HttpError, Request, Response
 from minixnat.web.resolve import Node, Target
 

@@ -22,7 +22,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
-from minixnat.store.db import Experiment, Project, Recon, Resource, Scan, Store, Subject, User
+from minixnat.store import Experiment, Project, Recon, Resource, Scan, Store, Subject, User
 from minixnat.web.http import HttpError
 
 

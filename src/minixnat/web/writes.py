@@ -20,7 +20,7 @@ from pathlib import Path
 from minixnat.importer.build import safe_label
 from minixnat.importer.commit import md5_of
 from minixnat.importer.unpack import Limits, UnpackError, budget_for, discard, sniff, unpack
-from minixnat.store.db import Project, Resource, Store, StoreError, User
+from minixnat.store import Project, Resource, Store, StoreError, User
 from minixnat.web import bodies
 from minixnat.web.http import HttpError, Request, Response, text
 from minixnat.web.resolve import Access, Node, Target, resolve
@@ -172,19 +172,33 @@ def _put_object(
     project = parent.project
     _require_edit(ctx.access, project)
     try:
-        if kind == "subjects" and parent.kind == "project":
-            return _put_subject(ctx, project, name, simple, custom)
-        if kind == "experiments" and parent.kind in ("project", "subject"):
-            return _put_experiment(ctx, request, parent, name, simple)
-        if parent.kind == "experiment" and parent.experiment:
-            if kind == "scans":
-                return _put_scan(ctx, request, parent, name, simple)
-            if kind == "reconstructions":
-                return _put_recon(ctx, parent, name, simple)
-            if kind == "assessors":
-                return _put_assessor(ctx, request, parent, name, simple)
+        with ctx.store.transaction():  # an object and all its fields, or nothing
+            return _put_child(ctx, request, parent, kind, name, simple, custom)
     except StoreError as exc:
         raise HttpError(400, str(exc)) from exc
+
+
+def _put_child(
+    ctx: WriteContext,
+    request: Request,
+    parent: Node,
+    kind: str,
+    name: str,
+    simple: dict[str, str],
+    custom: dict[str, str],
+) -> Response:
+    project = parent.project
+    if kind == "subjects" and parent.kind == "project":
+        return _put_subject(ctx, project, name, simple, custom)
+    if kind == "experiments" and parent.kind in ("project", "subject"):
+        return _put_experiment(ctx, request, parent, name, simple)
+    if parent.kind == "experiment" and parent.experiment:
+        if kind == "scans":
+            return _put_scan(ctx, request, parent, name, simple)
+        if kind == "reconstructions":
+            return _put_recon(ctx, parent, name, simple)
+        if kind == "assessors":
+            return _put_assessor(ctx, request, parent, name, simple)
     raise HttpError(405, f"Cannot create {kind} here.")
 
 
@@ -570,10 +584,8 @@ async def _store_files(
     overwrite = request.flag("overwrite") or body.form.get("overwrite", "").lower() == "true"
     extract = request.flag("extract") or body.form.get("extract", "").lower() == "true"
     tags = ",".join(v for k, v in request.query_list if k.lower() == "tags")
-    resource = _get_or_create_resource(ctx, node, label, simple, create_only=False)
     placed: list[tuple[str, Path, str]] = []  # (relpath, file on disk, md5)
     staging: list[Path] = []
-    duplicates: list[str] = []
     try:
         for upload in body.uploads:
             name = url_path if (url_path and len(body.uploads) == 1) else upload.filename
@@ -589,21 +601,25 @@ async def _store_files(
                     placed.append((rel, path, await asyncio.to_thread(md5_of, path)))
             else:
                 placed.append((name, upload.path, upload.md5))
-        for rel, _, _ in placed:
-            store.file_path(resource, rel)  # refuses unsafe names before anything is stored
-        duplicates = [r for r, _, _ in placed if store.get_file(resource.pk, r) is not None]
-        for rel, path, md5 in placed:
-            if rel in duplicates and not overwrite:
-                continue
-            store.place_file(
-                resource,
-                rel,
-                path,
-                md5,
-                format_=simple.get("format", ""),
-                content=simple.get("content", ""),
-                tags=tags,
-            )
+        # Everything is received and hashed: the resource (if new) and every file appear
+        # in one transaction, or nothing does.  No await from here on.
+        with store.transaction():
+            resource = _get_or_create_resource(ctx, node, label, simple, create_only=False)
+            for rel, _, _ in placed:
+                store.file_path(resource, rel)  # refuses unsafe names before anything is stored
+            duplicates = [r for r, _, _ in placed if store.get_file(resource.pk, r) is not None]
+            for rel, path, md5 in placed:
+                if rel in duplicates and not overwrite:
+                    continue
+                store.place_file(
+                    resource,
+                    rel,
+                    path,
+                    md5,
+                    format_=simple.get("format", ""),
+                    content=simple.get("content", ""),
+                    tags=tags,
+                )
     except StoreError as exc:
         raise HttpError(400, str(exc)) from exc
     finally:

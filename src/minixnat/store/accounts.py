@@ -1,0 +1,141 @@
+"""Accounts: users and their passwords, alias tokens, and login sessions."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import uuid
+
+from minixnat.store.clock import now_ms
+from minixnat.store.db import Database
+from minixnat.store.records import AliasToken, StoreError, User
+
+TOKEN_LIFETIME_MS = 2 * 24 * 3600 * 1000
+
+
+def _hash_password(password: str, salt: str) -> str:
+    return hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), 60_000).hex()
+
+
+class AccountTables(Database):
+    """Users, alias tokens and login sessions."""
+
+    # Verifying a password costs ~30 ms by design; clients that send Basic auth on every
+    # request (pyxnat) would pay it each time.  Verified pairs are remembered by a hash.
+    _verified: dict[str, str]
+
+    def add_user(self, login: str, password: str, *, admin: bool = False) -> User:
+        if not login or any(c in login for c in ":/ \t") or not login.isprintable():
+            msg = f"invalid user name {login!r}: use letters, digits, '_', '-' or '.'"
+            raise StoreError(msg)
+        salt = secrets.token_hex(8)
+        self._exec(
+            "INSERT INTO users (login, salt, password_hash, admin) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(login) DO UPDATE SET salt=excluded.salt, "
+            "password_hash=excluded.password_hash, admin=excluded.admin",
+            (login, salt, _hash_password(password, salt), int(admin)),
+        )
+        self._verified = {k: v for k, v in self._verified.items() if v != login}
+        return User(login, admin, True)
+
+    def get_user(self, login: str) -> User | None:
+        row = self._one("SELECT * FROM users WHERE login=?", (login,))
+        if row is None:
+            return None
+        return User(
+            row["login"],
+            bool(row["admin"]),
+            bool(row["enabled"]),
+            row["firstname"],
+            row["lastname"],
+        )
+
+    def check_password(self, login: str, password: str) -> User | None:
+        """The user, if ``password`` is theirs and the account is enabled."""
+        key = hashlib.sha256(f"{login}\0{password}".encode()).hexdigest()
+        if self._verified.get(key) == login:
+            return self.get_user(login)
+        row = self._one("SELECT * FROM users WHERE login=?", (login,))
+        if row is None or not row["enabled"]:
+            return None
+        if not hmac.compare_digest(_hash_password(password, row["salt"]), row["password_hash"]):
+            return None
+        self._verified[key] = login
+        return self.get_user(login)
+
+    # -- login sessions ------------------------------------------------------------------
+    def add_session(self, sid: str, login: str, token: str = "") -> None:
+        """Remember a login session; ``token`` names the alias token it was opened with."""
+        self._exec(
+            "INSERT OR REPLACE INTO login_sessions (sid, login, created_ms, token) "
+            "VALUES (?, ?, ?, ?)",
+            (sid, login, now_ms(), token),
+        )
+
+    def delete_session(self, sid: str) -> None:
+        self._exec("DELETE FROM login_sessions WHERE sid=?", (sid,))
+
+    def load_sessions(self) -> dict[str, tuple[str, str]]:
+        """Every remembered session: its login and the alias token behind it ('' if none)."""
+        rows = self._q("SELECT sid, login, token FROM login_sessions")
+        return {r["sid"]: (r["login"], r["token"]) for r in rows}
+
+    # -- alias tokens --------------------------------------------------------------------
+    def issue_token(self, login: str, lifetime_ms: int = TOKEN_LIFETIME_MS) -> AliasToken:
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+        created = now_ms()
+        token = AliasToken(
+            alias=str(uuid.uuid4()),
+            secret="".join(secrets.choice(alphabet) for _ in range(64)),
+            login=login,
+            created_ms=created,
+            expires_ms=created + lifetime_ms,
+            enabled=True,
+        )
+        self._exec(
+            "INSERT INTO alias_tokens VALUES (?, ?, ?, ?, ?, 1)",
+            (token.alias, token.secret, login, token.created_ms, token.expires_ms),
+        )
+        return token
+
+    def get_token(self, alias: str) -> AliasToken | None:
+        row = self._one("SELECT * FROM alias_tokens WHERE alias=?", (alias,))
+        return _token(row) if row is not None else None
+
+    def user_tokens(self, login: str) -> list[AliasToken]:
+        rows = self._q("SELECT * FROM alias_tokens WHERE login=? AND enabled=1", (login,))
+        return [_token(r) for r in rows]
+
+    def token_valid(self, alias: str) -> bool:
+        """Whether ``alias`` names a token that is enabled and not expired."""
+        token = self.get_token(alias)
+        return token is not None and token.enabled and token.expires_ms >= now_ms()
+
+    def check_token(self, alias: str, secret: str) -> User | None:
+        token = self.get_token(alias)
+        if token is None or not self.token_valid(alias):
+            return None
+        if not hmac.compare_digest(token.secret, secret):
+            return None
+        return self.get_user(token.login)
+
+    def invalidate_token(self, alias: str) -> bool:
+        """Disable a token and end every login session opened with it."""
+        with self.transaction():
+            found = self._one("SELECT 1 FROM alias_tokens WHERE alias=?", (alias,)) is not None
+            self._exec("UPDATE alias_tokens SET enabled=0 WHERE alias=?", (alias,))
+            self._exec("DELETE FROM login_sessions WHERE token=?", (alias,))
+        return found
+
+
+def _token(row: sqlite3.Row) -> AliasToken:
+    return AliasToken(
+        row["alias"],
+        row["secret"],
+        row["login"],
+        row["created_ms"],
+        row["expires_ms"],
+        bool(row["enabled"]),
+    )

@@ -1,0 +1,129 @@
+"""The rows an archive root holds, as frozen values, and the store's one error type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SITE_ID = "XNAT"
+ROLES = ("owner", "member", "collaborator")
+ACCESS_LEVELS = ("private", "protected", "public")
+
+
+class StoreError(Exception):
+    """A store operation was refused (unknown object, duplicate, bad value)."""
+
+
+@dataclass(frozen=True)
+class User:
+    login: str
+    admin: bool
+    enabled: bool
+    firstname: str = ""
+    lastname: str = ""
+
+
+@dataclass(frozen=True)
+class Project:
+    id: str
+    secondary_id: str
+    name: str
+    description: str
+    keywords: str
+    pi_firstname: str
+    pi_lastname: str
+    accessibility: str
+    insert_date: str
+    insert_user: str
+
+
+@dataclass(frozen=True)
+class Subject:
+    id: str
+    project: str
+    label: str
+    gender: str
+    dob: str
+    yob: str
+    handedness: str
+    fields: str
+    insert_date: str
+    insert_user: str
+
+
+@dataclass(frozen=True)
+class Experiment:
+    id: str
+    project: str
+    subject_id: str
+    label: str
+    xsi_type: str
+    date: str
+    time: str
+    modality: str
+    uid: str
+    session_id: str | None
+    insert_date: str
+    insert_user: str
+
+    @property
+    def is_assessor(self) -> bool:
+        return self.session_id is not None
+
+
+@dataclass(frozen=True)
+class Scan:
+    pk: int
+    experiment_id: str
+    scan_id: str
+    xsi_type: str
+    type: str
+    series_description: str
+    quality: str
+    frames: str
+    note: str
+    uid: str
+    modality: str
+
+
+@dataclass(frozen=True)
+class Recon:
+    pk: int
+    experiment_id: str
+    recon_id: str
+    type: str
+    base_scan_type: str
+
+
+@dataclass(frozen=True)
+class Resource:
+    pk: int
+    owner_kind: str
+    owner_key: str
+    label: str
+    format: str
+    content: str
+    tags: str
+    description: str
+    directory: str
+
+
+@dataclass(frozen=True)
+class FileRow:
+    resource_pk: int
+    path: str
+    size: int
+    md5: str
+    format: str
+    content: str
+    tags: str
+    created: str
+
+
+@dataclass(frozen=True)
+class AliasToken:
+    alias: str
+    secret: str
+    login: str
+    created_ms: int
+    expires_ms: int
+    enabled: bool

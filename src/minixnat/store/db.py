@@ -148,7 +148,7 @@ class Database:
                 tx.finish()
             else:
                 tx.undo()
-                self._prune_ops(tx)
+            self._prune_ops(tx)
         self._exec("DELETE FROM journal_commits")
         return len(found)
 

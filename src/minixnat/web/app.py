@@ -132,7 +132,9 @@ class App:
         except BadPath:
             response = error_response(
                 HttpError(
-                    400, "Invalid path: '..', encoded slashes and absolute paths are refused."
+                    400,
+                    "Invalid path: '..', encoded slashes, control characters and absolute "
+                    "paths are refused.",
                 )
             )
         except HttpError as err:

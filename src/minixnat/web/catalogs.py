@@ -103,8 +103,9 @@ def create_download(
     """``POST /xapi/archive/download[withsize]``: the id (and size) of a stored selection."""
     try:
         spec = json.loads(request_body or b"{}")
-    except json.JSONDecodeError as exc:
-        raise HttpError(400, f"The download request is not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise HttpError(400, f"The download request is not valid JSON: {reason}") from exc
     if not isinstance(spec, dict):
         raise HttpError(400, "The download request must be a JSON object.")
     cid, entries = new_download(store, access, spec)

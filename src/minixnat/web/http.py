@@ -15,6 +15,8 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from minixnat.store.names import control_characters
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -90,7 +92,7 @@ def split_path(raw: str) -> list[str]:
         if part == "":
             continue
         decoded = unquote(part)
-        if decoded in (".", "..") or "\0" in decoded:
+        if decoded in (".", "..") or control_characters(decoded):
             raise BadPath(raw)
         segments.append(decoded)
     return segments

@@ -32,7 +32,7 @@ from minixnat.web import bodies
 from minixnat.web.downloads import Member, stream_archive
 from minixnat.web.http import AnyResponse, HttpError, Request, Response
 from minixnat.web.tables import Table, render
-from minixnat.web.writes import WriteContext
+from minixnat.web.writes import WriteContext, check_name
 
 HANDLERS = ("DICOM-zip", "SI")
 KNOWN_HANDLERS = ("gradual-DICOM", "XAR", "inbox", "DICOM-zip", "SI")
@@ -181,6 +181,8 @@ async def import_service(ctx: WriteContext, request: Request) -> Response:
     project_id = request.param("PROJECT_ID") or request.param("project") or dest.project
     subject = request.param("SUBJECT_ID") or request.param("subject") or dest.subject
     label = request.param("EXPT_LABEL") or request.param("session") or dest.label
+    for kind, value in (("project", project_id), ("subject label", subject), ("label", label)):
+        check_name(kind, value)
     overwrite = (request.param("overwrite") or "none").lower()
     if overwrite not in OVERWRITE_MODES:
         raise HttpError(
@@ -401,6 +403,8 @@ def _archive(ctx: WriteContext, request: Request, row: PrearcSession) -> str:
     )
     if not session.subject:
         raise HttpError(400, "This session has no subject: pass subject=.")
+    check_name("subject label", session.subject)
+    check_name("label", session.label)
     overwrite = (request.param("overwrite") or "none").lower()
     missing = [f.relpath for s in session.scans.values() for f in s.files if not f.source.exists()]
     if missing:

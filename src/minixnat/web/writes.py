@@ -20,7 +20,7 @@ from pathlib import Path
 from minixnat.importer.build import safe_label
 from minixnat.importer.commit import md5_of
 from minixnat.importer.unpack import Limits, UnpackError, budget_for, discard, sniff, unpack
-from minixnat.store import Project, Resource, Store, StoreError, User
+from minixnat.store import Project, Resource, Store, StoreError, User, names
 from minixnat.web import bodies
 from minixnat.web.http import HttpError, Request, Response, text
 from minixnat.web.resolve import Access, Node, Target, resolve
@@ -58,7 +58,16 @@ def split_owner(rest: list[str]) -> tuple[list[str], list[str]]:
     return rest[:i], rest[i:]
 
 
+def check_name(kind: str, text: str) -> None:
+    """400 for a name with control characters (CR, LF, NUL, …), before anything is stored."""
+    try:
+        names.check_name(kind, text)
+    except StoreError as exc:
+        raise HttpError(400, f"{str(exc)[0].upper()}{str(exc)[1:]}.") from exc
+
+
 def check_label(kind: str, label: str) -> None:
+    check_name(f"{kind} label", label)
     if not _LABEL.match(label) or len(label) > 255:
         raise HttpError(
             417,
@@ -499,6 +508,7 @@ def resource_directory(store: Store, node: Node, label: str) -> str:
 
 
 def _resource_label(label: str) -> str:
+    check_name("resource label", label)
     if not label or label in (".", "..") or "/" in label or len(label) > 255:
         raise HttpError(400, f"Invalid resource label {label!r}.")
     return label

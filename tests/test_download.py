@@ -376,7 +376,8 @@ def test_kill_9_then_resume_completes(serve: Callable[..., Server], tmp_path: Pa
 
 
 def test_second_run_on_same_directory_refuses(serve: Callable[..., Server], tmp_path: Path) -> None:
-    server = serve("--conn-mbps", "0.5")
+    # Slow enough that the first run is still going when the second starts.
+    server = serve("--conn-mbps", "0.1", "--latency-ms", "200")
     env = {**os.environ, **ENV}
     cmd = [
         str(BIN / "xnat-downloader"),

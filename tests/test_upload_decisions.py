@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from minixnat.http.messages import HttpError
 from minixnat.importer.build import safe_label, seed_layout
 from minixnat.importer.unpack import Budget, UnpackError, safe_member, unpack
-from minixnat.web.http import HttpError
-from minixnat.web.imports import parse_dest
+from minixnat.rest.imports import parse_dest
 from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.upload import find_sessions, parse_subjects, resource_files
 from xnat_downloader.transfer.upload import zip_body

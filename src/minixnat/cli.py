@@ -147,7 +147,8 @@ def run_check(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from minixnat.web.app import App, Faults
+    from minixnat.server.app import App
+    from minixnat.server.faults import Faults
 
     store = _open(args.root)
     report = check(store, full=False)

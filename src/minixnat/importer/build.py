@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from minixnat.errors import MinixnatError
 from minixnat.importer.headers import Header, is_ecat, read_header
 
 SESSION_TYPES = {
@@ -43,12 +44,8 @@ IMPORTED_RESOURCES = ("DICOM", "ECAT")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-class BuildError(Exception):
-    """The upload cannot be made into sessions.  ``status`` is the HTTP status to send."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+class BuildError(MinixnatError):
+    """The upload cannot be made into sessions (400 unless said otherwise)."""
 
 
 @dataclass

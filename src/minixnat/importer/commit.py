@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
+from minixnat.errors import MinixnatError
 from minixnat.importer.build import ImportFile, ImportScan, ImportSession
 from minixnat.store import Experiment, Project, Store
 from minixnat.store.prearchive import PrearcSession
@@ -20,12 +21,10 @@ from minixnat.store.prearchive import PrearcSession
 OVERWRITE_MODES = ("none", "append", "delete", "override")
 
 
-class CommitError(Exception):
-    """The session cannot be archived.  ``status`` is the HTTP status to answer with."""
+class CommitError(MinixnatError):
+    """The session cannot be archived (409 unless said otherwise)."""
 
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
+    status = 409
 
 
 def md5_of(path: Path) -> str:

@@ -17,14 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from minixnat.errors import MinixnatError
 from minixnat.store.names import control_characters
 
 CHUNK = 1024 * 1024
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 
 
-class UnpackError(Exception):
-    """The upload is not a readable, safe archive.  The message says why."""
+class UnpackError(MinixnatError):
+    """The upload is not a readable, safe archive (400).  The message says why."""
 
 
 @dataclass

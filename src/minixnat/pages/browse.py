@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import date
 from urllib.parse import quote
 
+from minixnat.http.access import Access
+from minixnat.http.messages import HttpError, Response
 from minixnat.pages.render import page
 from minixnat.pages.visit import LoginNeeded, Visit, readable_project
 from minixnat.store import Experiment, Project, Resource, Scan, Store, Subject
-from minixnat.web.http import HttpError, Response
-from minixnat.web.resolve import Access
 
 
 @dataclass(frozen=True)

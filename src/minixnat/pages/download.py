@@ -17,7 +17,10 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
+from minixnat.http.access import Access
+from minixnat.http.messages import HttpError, Request, Response
 from minixnat.pages.browse import readable_session
 from minixnat.pages.choices import (
     METHODS,
@@ -33,10 +36,30 @@ from minixnat.pages.choices import (
 )
 from minixnat.pages.render import page, redirect
 from minixnat.pages.visit import Visit, readable_project
-from minixnat.store import Experiment, Store
-from minixnat.web import catalogs
-from minixnat.web.http import HttpError, Request, Response
-from minixnat.web.resolve import Access
+from minixnat.store import Experiment, FileRow, Resource, Store
+
+
+class Entry(Protocol):
+    """One resource of one session in a stored download (what the pages read of it)."""
+
+    @property
+    def session(self) -> Experiment: ...
+
+    @property
+    def files(self) -> Sequence[tuple[Resource, FileRow]]: ...
+
+
+class Catalogs(Protocol):
+    """The download-catalog service the pages use; the server passes the REST API's."""
+
+    def new_download(
+        self, store: Store, access: Access, spec: dict[str, object]
+    ) -> tuple[str, Sequence[Entry]]: ...
+
+    def load_download(
+        self, store: Store, access: Access, cid: str
+    ) -> tuple[dict[str, object], Sequence[Entry]]: ...
+
 
 DEFAULT_FOLDER = "xnat-download"
 #: Seed 000's defaults: project and subject folders on, the full XNAT structure.
@@ -142,7 +165,9 @@ def page_for(store: Store, access: Access, visit: Visit) -> Response:
     return _render(visit, listed, request.query_list if refresh else None)
 
 
-def prepare(store: Store, access: Access, visit: Visit, form: list[tuple[str, str]]) -> Response:
+def prepare(
+    catalogs: Catalogs, store: Store, access: Access, visit: Visit, form: list[tuple[str, str]]
+) -> Response:
     """``POST /app/download``: store the selection, then show its confirmation."""
     listed = [
         session_choices(store, readable_session(store, access, eid)[0])
@@ -164,12 +189,12 @@ def prepare(store: Store, access: Access, visit: Visit, form: list[tuple[str, st
     return redirect(f"/app/download/{cid}?method={wanted.method}")
 
 
-def _summary(store: Store, access: Access, cid: str) -> dict[str, object]:
+def _summary(catalogs: Catalogs, store: Store, access: Access, cid: str) -> dict[str, object]:
     spec, entries = catalogs.load_download(store, access, cid)
     sessions = {e.session.id for e in entries}
     return {
         "cid": cid,
-        "size": catalogs.total_size(entries),
+        "size": sum(f.size for e in entries for _, f in e.files),
         "files": sum(len(e.files) for e in entries),
         "sessions": len(sessions),
         "resources": len(entries),
@@ -177,7 +202,7 @@ def _summary(store: Store, access: Access, cid: str) -> dict[str, object]:
     }
 
 
-def confirm(store: Store, access: Access, visit: Visit, cid: str) -> Response:
+def confirm(catalogs: Catalogs, store: Store, access: Access, visit: Visit, cid: str) -> Response:
     """``GET /app/download/{id}``: the download id, its size, and the chosen method."""
     method = visit.request.param("method", "zip")
     if method not in METHODS:
@@ -187,7 +212,7 @@ def confirm(store: Store, access: Access, visit: Visit, cid: str) -> Response:
         visit=visit,
         method=method,
         folder=DEFAULT_FOLDER,
-        **_summary(store, access, cid),
+        **_summary(catalogs, store, access, cid),
     )
 
 
@@ -215,14 +240,19 @@ def handoff_command(server: str, cid: str, alias: str, secret: str, folder: str)
 
 
 def handoff(
-    store: Store, access: Access, visit: Visit, cid: str, form: list[tuple[str, str]]
+    catalogs: Catalogs,
+    store: Store,
+    access: Access,
+    visit: Visit,
+    cid: str,
+    form: list[tuple[str, str]],
 ) -> Response:
     """``POST /app/download/{id}/handoff``: an alias token and the command that uses it.
 
     The token (XNAT's default lifetime, two days) lets the client log in on its own, so the
     download outlives this browser session.  It is shown once, on a page that is not cached.
     """
-    summary = _summary(store, access, cid)  # 404 unless the download is the visitor's
+    summary = _summary(catalogs, store, access, cid)  # 404 unless the download is the visitor's
     folder = dict(form).get("folder", "").strip() or DEFAULT_FOLDER
     if any(c in folder for c in "\0\r\n"):
         raise HttpError(400, "The folder name may not contain line breaks.")

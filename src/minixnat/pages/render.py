@@ -11,7 +11,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from minixnat.web.http import Response
+from minixnat.http.messages import Response
 
 _ENV = Environment(
     loader=PackageLoader("minixnat.pages", "templates"),

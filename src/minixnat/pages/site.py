@@ -12,12 +12,12 @@ import hashlib
 import hmac
 from typing import Protocol
 
+from minixnat.http.access import Access
+from minixnat.http.messages import HttpError, Request, Response
 from minixnat.pages import browse, download
 from minixnat.pages.render import page, redirect, static
 from minixnat.pages.visit import Visit, safe_next, to_login
 from minixnat.store import Store, User
-from minixnat.web.http import HttpError, Request, Response
-from minixnat.web.resolve import Access
 
 LOGIN_FAILED = "Login attempt failed. Please try again."
 
@@ -27,7 +27,7 @@ class SessionKeeper(Protocol):
 
     def check_password(self, login: str, password: str) -> User | None: ...
 
-    def new_session(self, login: str, cookies: list[tuple[str, str]]) -> str: ...
+    def new_session(self, login: str, cookies: list[tuple[str, str]], token: str = "") -> str: ...
 
     def end_session(self, sid: str, cookies: list[tuple[str, str]]) -> None: ...
 
@@ -35,10 +35,13 @@ class SessionKeeper(Protocol):
 class Pages:
     """Server-rendered HTML pages over one store."""
 
-    def __init__(self, store: Store, keeper: SessionKeeper, secret: bytes) -> None:
+    def __init__(
+        self, store: Store, keeper: SessionKeeper, secret: bytes, catalogs: download.Catalogs
+    ) -> None:
         self.store = store
         self.keeper = keeper
         self.secret = secret
+        self.catalogs = catalogs
 
     def csrf_for(self, sid: str | None) -> str:
         if not sid:
@@ -95,12 +98,12 @@ class Pages:
                 return to_login(visit)
             if len(rest) == 1:
                 if form is not None:
-                    return download.prepare(self.store, access, visit, form)
+                    return download.prepare(self.catalogs, self.store, access, visit, form)
                 return download.page_for(self.store, access, visit)
             if len(rest) == 2 and form is None:
-                return download.confirm(self.store, access, visit, rest[1])
+                return download.confirm(self.catalogs, self.store, access, visit, rest[1])
             if len(rest) == 3 and rest[2] == "handoff" and form is not None:
-                return download.handoff(self.store, access, visit, rest[1], form)
+                return download.handoff(self.catalogs, self.store, access, visit, rest[1], form)
         raise HttpError(404, "The requested page was not found.")
 
     # -- logging in and out ------------------------------------------------------------------

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
+from minixnat.http.access import Access
+from minixnat.http.messages import HttpError, Request, Response
 from minixnat.pages.render import redirect
 from minixnat.store import Project, Store, User
-from minixnat.web.http import HttpError, Request, Response
-from minixnat.web.resolve import Access
 
 
 @dataclass

@@ -1,9 +1,26 @@
-"""The store's time stamps, in the forms XNAT writes them."""
+"""Time: the store's time stamps, in the forms XNAT writes them, and the server's clock."""
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Where the server reads time; tests pass a clock they move by hand."""
+
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
 
 
 def now_stamp() -> str:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from minixnat.errors import MinixnatError
+
 SITE_ID = "XNAT"
 ROLES = ("owner", "member", "collaborator")
 ACCESS_LEVELS = ("private", "protected", "public")
 
 
-class StoreError(Exception):
-    """A store operation was refused (unknown object, duplicate, bad value)."""
+class StoreError(MinixnatError):
+    """A store operation was refused (unknown object, duplicate, bad value): 400."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from minixnat.errors import MinixnatError
 from minixnat.store.names import control_characters
 
 Scope = dict[str, Any]
@@ -157,16 +158,13 @@ class StreamResponse:
 AnyResponse = Response | StreamResponse
 
 
-class HttpError(Exception):
-    """Raised anywhere in a handler; rendered as XNAT's Restlet status page."""
+class HttpError(MinixnatError):
+    """Raised anywhere in a handler with the exact status to answer."""
 
     def __init__(
         self, status: int, message: str = "", headers: list[tuple[str, str]] | None = None
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or []
+        super().__init__(message, status, headers)
 
 
 def status_page(status: int, message: str = "") -> bytes:
@@ -184,7 +182,7 @@ def status_page(status: int, message: str = "") -> bytes:
     ).encode()
 
 
-def error_response(err: HttpError) -> Response:
+def error_response(err: MinixnatError) -> Response:
     return Response(
         err.status,
         status_page(err.status, err.message),

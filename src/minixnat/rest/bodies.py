@@ -16,7 +16,7 @@ from typing import IO
 from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 
-from minixnat.web.http import HttpError, Request
+from minixnat.http.messages import HttpError, Request
 
 NO_DATA = (
     "You tried to PUT or POST to this service, but didn't provide any data: send the file "

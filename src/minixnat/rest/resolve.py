@@ -22,8 +22,9 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
-from minixnat.store import Experiment, Project, Recon, Resource, Scan, Store, Subject, User
-from minixnat.web.http import HttpError
+from minixnat.http.access import Access
+from minixnat.http.messages import HttpError
+from minixnat.store import Experiment, Project, Recon, Resource, Scan, Store, Subject
 
 
 @dataclass(frozen=True)
@@ -99,40 +100,6 @@ class Target:
     file_path: str | None = None
     multi_owner: bool = False
     extra: list[str] = field(default_factory=list)
-
-
-class Access:
-    """What a user may see and do.  ``user`` is None for an anonymous guest."""
-
-    def __init__(self, store: Store, user: User | None) -> None:
-        self.store = store
-        self.user = user
-
-    @property
-    def is_admin(self) -> bool:
-        return bool(self.user and self.user.admin)
-
-    def role(self, project: Project) -> str | None:
-        if self.user is None:
-            return None
-        return self.store.role_of(project.id, self.user.login)
-
-    def can_see(self, project: Project) -> bool:
-        """Listed and describable (protected projects are visible to logged-in users)."""
-        if self.can_read(project):
-            return True
-        return project.accessibility == "protected" and self.user is not None
-
-    def can_read(self, project: Project) -> bool:
-        if self.is_admin or project.accessibility == "public":
-            return True
-        return self.role(project) is not None
-
-    def can_edit(self, project: Project) -> bool:
-        return self.is_admin or self.role(project) in ("owner", "member")
-
-    def can_delete(self, project: Project) -> bool:
-        return self.is_admin or self.role(project) == "owner"
 
 
 def _project(store: Store, access: Access, ref: str) -> Project:

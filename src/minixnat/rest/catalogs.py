@@ -13,11 +13,12 @@ import re
 from datetime import UTC, datetime
 from xml.sax.saxutils import quoteattr
 
+from minixnat.http.access import Access
+from minixnat.http.messages import HttpError, Request, Response, StreamResponse
+from minixnat.rest.downloads import Member, stream_archive
+from minixnat.rest.listings import file_uri, is_a
+from minixnat.rest.resolve import Node
 from minixnat.store import Experiment, FileRow, Resource, Store
-from minixnat.web.downloads import Member, stream_archive
-from minixnat.web.http import HttpError, Request, Response, StreamResponse
-from minixnat.web.listings import file_uri, is_a
-from minixnat.web.resolve import Access, Node
 
 CAT_NS = (
     'xmlns:cat="http://nrg.wustl.edu/catalog" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'

@@ -15,6 +15,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from minixnat.http.messages import AnyResponse, HttpError, Request, Response
 from minixnat.importer.build import BuildError, Built, Options, build
 from minixnat.importer.commit import (
     OVERWRITE_MODES,
@@ -26,13 +27,12 @@ from minixnat.importer.commit import (
     to_prearchive,
 )
 from minixnat.importer.unpack import Budget, UnpackError, budget_for, discard, sniff, unpack
+from minixnat.rest import bodies
+from minixnat.rest.downloads import Member, stream_archive
+from minixnat.rest.tables import Table, render
+from minixnat.rest.writes import WriteContext, check_name
 from minixnat.store import Project, Store
 from minixnat.store.prearchive import PrearcSession
-from minixnat.web import bodies
-from minixnat.web.downloads import Member, stream_archive
-from minixnat.web.http import AnyResponse, HttpError, Request, Response
-from minixnat.web.tables import Table, render
-from minixnat.web.writes import WriteContext, check_name
 
 HANDLERS = ("DICOM-zip", "SI")
 KNOWN_HANDLERS = ("gradual-DICOM", "XAR", "inbox", "DICOM-zip", "SI")

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from minixnat.http.access import Access
+from minixnat.http.messages import HttpError, Request, Response, text
 from minixnat.importer.build import safe_label
 from minixnat.importer.commit import md5_of
 from minixnat.importer.unpack import Limits, UnpackError, budget_for, discard, sniff, unpack
+from minixnat.rest import bodies
+from minixnat.rest.resolve import Node, Target, resolve
 from minixnat.store import Project, Resource, Store, StoreError, User, names
-from minixnat.web import bodies
-from minixnat.web.http import HttpError, Request, Response, text
-from minixnat.web.resolve import Access, Node, Target, resolve
 
 COLLECTIONS = ("projects", "subjects", "experiments", "scans", "reconstructions", "assessors")
 _LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")

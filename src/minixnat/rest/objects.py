@@ -11,9 +11,9 @@ from datetime import datetime
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from minixnat.http.messages import HttpError, Request, Response
+from minixnat.rest.resolve import Node, Target
 from minixnat.store import Experiment, Project, Recon, Resource, Scan, Store, Subject
-from minixnat.web.http import HttpError, Request, Response
-from minixnat.web.resolve import Node, Target
 
 ROOT_ELEMENTS = {
     "xnat:projectData": "xnat:Project",

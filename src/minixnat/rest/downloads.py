@@ -20,9 +20,9 @@ from pathlib import Path
 from posixpath import basename
 from typing import Any
 
+from minixnat.http.messages import HttpError, Request, Response, StreamResponse
+from minixnat.rest.resolve import Node, Target
 from minixnat.store import FileRow, Resource, Store
-from minixnat.web.http import HttpError, Request, Response, StreamResponse
-from minixnat.web.resolve import Node, Target
 
 CHUNK = 1024 * 1024
 CONTENT_TYPES = {

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from xml.sax.saxutils import escape
 
-from minixnat.web.http import HttpError, Request, Response
+from minixnat.http.messages import HttpError, Request, Response
 
 Row = dict[str, str]
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from posixpath import basename
 
+from minixnat.http.access import Access
+from minixnat.http.messages import HttpError, Request
+from minixnat.rest.resolve import Node, Target
+from minixnat.rest.tables import Row, Table
 from minixnat.store import Experiment, FileRow, Resource, Store
-from minixnat.web.http import HttpError, Request
-from minixnat.web.resolve import Access, Node, Target
-from minixnat.web.tables import Row, Table
 
 # XNAT's type hierarchy, enough to answer xsiType= filters on abstract types.
 PARENTS = {

@@ -1,0 +1,383 @@
+"""The REST API's route table: which handler answers which URL.
+
+XNAT's URLs are variable-depth (``…/scans/1,2/resources/DICOM/files/sub/a.dcm``), so a
+route names a prefix: literal segments, ``{name}`` for one segment, and a final ``*`` for
+whatever follows.  ``/REST`` is ``/data``, and ``/data/archive/…`` is ``/data/…``.  The first
+route that matches the path and the method answers.  Authentication has already happened
+(``server/auth.py``); handlers see the caller in :class:`Call`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Protocol
+
+from minixnat.http.access import Access
+from minixnat.http.messages import AnyResponse, HttpError, Request, Response, text
+from minixnat.importer.unpack import Limits
+from minixnat.rest import catalogs, imports, reads, writes
+from minixnat.rest.resolve import resolve
+from minixnat.rest.tables import Table, render
+from minixnat.store import Store, User
+
+BUILD_INFO = {
+    "version": "1.8.10",
+    "buildNumber": "minixnat",
+    "buildDate": "",
+    "sha": "minixnat",
+    "isDirty": "false",
+    "branch": "main",
+    "commit": "",
+    "tag": "1.8.10",
+    "shaFull": "",
+    "timestamp": "0",
+}
+SCHEMAS = ("xnat", "xdat")
+REALM = 'Basic realm="XNAT"'
+READ = frozenset({"GET", "HEAD"})
+WRITE = frozenset({"PUT", "POST", "DELETE"})
+NOT_FOUND = "The requested resource was not found."
+
+
+class Sessions(Protocol):
+    """The login sessions and credential checks the REST handlers need."""
+
+    def new_session(self, login: str, cookies: list[tuple[str, str]], token: str = "") -> str: ...
+
+    def end_session(self, sid: str, cookies: list[tuple[str, str]]) -> None: ...
+
+    def count_sessions(self, login: str) -> int: ...
+
+    def expiration_cookie(self, cookies: list[tuple[str, str]]) -> None: ...
+
+    def check_credentials(self, login: str, password: str) -> tuple[User | None, str]: ...
+
+
+@dataclass
+class Call:
+    """One request as a handler sees it."""
+
+    request: Request
+    store: Store
+    sessions: Sessions
+    user: User | None  # None: the guest
+    sid: str | None
+    token: str  # the alias token the caller authenticated with, if any
+    cookies: list[tuple[str, str]]
+    limits: Limits
+    no_range: bool
+    params: dict[str, str] = field(default_factory=dict)
+    rest: list[str] = field(default_factory=list)
+
+    @property
+    def access(self) -> Access:
+        return Access(self.store, self.user)
+
+    def require_user(self) -> User:
+        if self.user is None:
+            raise HttpError(401, "The request requires user authentication", [REALM_HEADER])
+        return self.user
+
+    def write_context(self) -> writes.WriteContext:
+        """Writes and the prearchive need a logged-in user; the guest gets 401."""
+        user = self.require_user()
+        return writes.WriteContext(self.store, self.access, user, self.store.tmp_dir, self.limits)
+
+
+REALM_HEADER = ("WWW-Authenticate", REALM)
+Handler = Callable[[Call], Awaitable[AnyResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    pattern: tuple[str, ...]
+    handler: Handler
+    methods: frozenset[str] | None = None  # None: every method
+
+    def match(self, segments: list[str], method: str) -> tuple[dict[str, str], list[str]] | None:
+        if self.methods is not None and method not in self.methods:
+            return None
+        params: dict[str, str] = {}
+        for i, part in enumerate(self.pattern):
+            if part == "*":
+                return params, segments[i:]
+            if i >= len(segments):
+                return None
+            if part.startswith("{"):
+                params[part[1:-1]] = segments[i]
+            elif part != segments[i]:
+                return None
+        return (params, []) if len(segments) == len(self.pattern) else None
+
+
+def normalise(segments: list[str]) -> list[str]:
+    """``/REST`` is ``/data``; ``/data/archive/…`` is ``/data/…``."""
+    if segments and segments[0] == "REST":
+        segments = ["data", *segments[1:]]
+    if segments[:2] == ["data", "archive"]:
+        segments = ["data", *segments[2:]]
+    return segments
+
+
+async def dispatch(call: Call) -> AnyResponse:
+    segments = normalise(call.request.segments)
+    for route in ROUTES:
+        found = route.match(segments, call.request.method)
+        if found is not None:
+            call.params, call.rest = found
+            return await route.handler(call)
+    raise HttpError(404, NOT_FOUND)
+
+
+# -- sessions and tokens -------------------------------------------------------------------
+async def jsession(call: Call) -> AnyResponse:
+    """``/data/JSESSION``: the session id (a new one if needed); DELETE ends it."""
+    if call.request.method == "DELETE":
+        if call.sid:
+            # The cookie is not cleared: a client that sends it again learns (401) that
+            # its session is over, as with an expired one.
+            call.sessions.end_session(call.sid, [])
+        return text("")
+    if call.sid is None:
+        # No credentials: a guest session, which reads what the guest may read (XNAT with
+        # requireLogin=false).
+        login = call.user.login if call.user else "guest"
+        call.sid = call.sessions.new_session(login, call.cookies, call.token)
+        call.sessions.expiration_cookie(call.cookies)
+    return text(call.sid)
+
+
+async def auth_check(call: Call) -> AnyResponse:
+    return text(f"User '{call.require_user().login}' is logged in")
+
+
+async def auth_service(call: Call) -> AnyResponse:
+    """``/data/services/auth``: a form login that answers the new session id."""
+    if call.request.method not in ("PUT", "POST"):
+        raise HttpError(405, "Use PUT or POST to log in.")
+    form = dict(await call.request.form(limit=65536))
+    login = form.get("username") or form.get("j_username") or ""
+    password = form.get("password") or form.get("j_password") or ""
+    found, token = call.sessions.check_credentials(login, password) if login else (None, "")
+    if found is None:
+        raise HttpError(401, "Authentication failed.", [REALM_HEADER])
+    sid = call.sessions.new_session(found.login, call.cookies, token)
+    call.sessions.expiration_cookie(call.cookies)
+    return text(sid)
+
+
+async def user_sessions(call: Call) -> AnyResponse:
+    user = call.require_user()
+    login = call.params["login"]
+    if login != user.login and not user.admin:
+        raise HttpError(403, "Only admins may ask about other users' sessions.")
+    body = json.dumps({login: call.sessions.count_sessions(login)}).encode()
+    return Response(200, body, "application/json")
+
+
+async def tokens(call: Call) -> AnyResponse:
+    """``/data/services/tokens/{issue[/user/U],show,validate/A/S,invalidate/A}``."""
+    user = call.require_user()
+    store, rest = call.store, call.rest
+    action = rest[0] if rest else ""
+    if action == "issue":
+        login = user.login
+        if len(rest) == 3 and rest[1] == "user":
+            if not user.admin:
+                raise HttpError(403, "Only admins may issue tokens for other users.")
+            if store.get_user(rest[2]) is None:
+                raise HttpError(404, f"No user {rest[2]}.")
+            login = rest[2]
+        return _json(_token_json(store.issue_token(login)))
+    if action == "show":
+        return _json([_token_json(t) for t in store.user_tokens(user.login)])
+    if action == "validate" and len(rest) == 3:
+        found = store.check_token(rest[1], rest[2])
+        return _json({"valid": found.login if found else None})
+    if action == "invalidate" and len(rest) == 2:
+        token = store.get_token(rest[1])
+        if token is None:
+            raise HttpError(404, f"Can't find an alias token with the alias {rest[1]}")
+        if token.login != user.login and not user.admin:
+            raise HttpError(403, "That token belongs to another user.")
+        store.invalidate_token(rest[1])
+        return _json({"result": "OK"})
+    raise HttpError(404, "Unknown token operation.")
+
+
+def _json(body: Any) -> Response:
+    return Response(200, json.dumps(body).encode(), "application/json")
+
+
+def _token_json(token: Any) -> dict[str, Any]:
+    return {
+        "alias": token.alias,
+        "created": token.created_ms,
+        "disabled": 0,
+        "enabled": token.enabled,
+        "estimatedExpirationTime": token.expires_ms,
+        "id": abs(hash(token.alias)) % 100000,
+        "secret": token.secret,
+        "singleUse": False,
+        "timestamp": token.created_ms,
+        "validIPAddresses": [],
+        "xdatUserId": token.login,
+    }
+
+
+# -- the archive ---------------------------------------------------------------------------
+async def archive_read(call: Call) -> AnyResponse:
+    target = resolve(call.store, call.access, call.rest, all_files=call.request.flag("all"))
+    scoped = bool(call.rest) and call.rest[0] == "projects"
+    return reads.read(
+        call.store, call.request, target, call.access, scoped=scoped, no_range=call.no_range
+    )
+
+
+async def archive_write(call: Call) -> AnyResponse:
+    return await writes.handle(call.write_context(), call.request, call.rest)
+
+
+async def method_not_allowed(call: Call) -> AnyResponse:
+    raise HttpError(405, f"{call.request.method} is not supported by the /data API.")
+
+
+async def not_found(call: Call) -> AnyResponse:
+    raise HttpError(404, NOT_FOUND)
+
+
+async def prearchive(call: Call) -> AnyResponse:
+    return imports.prearchive(call.write_context(), call.request, call.rest)
+
+
+async def import_service(call: Call) -> AnyResponse:
+    return await imports.import_service(call.write_context(), call.request)
+
+
+async def archive_service(call: Call) -> AnyResponse:
+    return await imports.archive_service(call.write_context(), call.request)
+
+
+async def prearchive_service(call: Call) -> AnyResponse:
+    return imports.prearchive_service(call.write_context(), call.request, call.params["action"])
+
+
+async def unknown_service(call: Call) -> AnyResponse:
+    raise HttpError(404, f"Unknown service {(call.rest or [''])[0]!r}.")
+
+
+async def search_elements(call: Call) -> AnyResponse:
+    names = [
+        "xnat:projectData",
+        "xnat:subjectData",
+        "xnat:mrSessionData",
+        "xnat:ctSessionData",
+        "xnat:petSessionData",
+        "xnat:qcManualAssessorData",
+    ]
+    if call.rest:
+        table = Table(["FIELD_ID", "HEADER", "TYPE"], [], title=None)
+    else:
+        rows = [
+            {
+                "ELEMENT_NAME": n,
+                "PLURAL": n.split(":")[1],
+                "SINGULAR": n.split(":")[1],
+                "COUNT": "0",
+                "SECURED": "true",
+            }
+            for n in names
+        ]
+        table = Table(["ELEMENT_NAME", "PLURAL", "SINGULAR", "COUNT", "SECURED"], rows)
+    return render(table, call.request)
+
+
+# -- xapi and schemas ----------------------------------------------------------------------
+async def build_info(call: Call) -> AnyResponse:
+    if "key" in call.params:
+        return text(BUILD_INFO.get(call.params["key"], ""))
+    return _json(BUILD_INFO)
+
+
+async def uptime(call: Call) -> AnyResponse:
+    return _json({"days": 0, "hours": 0, "minutes": 0, "seconds": 1})
+
+
+async def schema_names(call: Call) -> AnyResponse:
+    return _json(list(SCHEMAS))
+
+
+async def schema(call: Call) -> AnyResponse:
+    if "file" in call.params and not call.params["file"].endswith(".xsd"):
+        raise HttpError(404, NOT_FOUND)
+    name = (call.params.get("file") or call.params["name"]).removesuffix(".xsd")
+    if name not in SCHEMAS:
+        raise HttpError(404, f"No schema named {name}.")
+    body = resources.files("minixnat.schemas").joinpath(f"{name}.xsd").read_bytes()
+    return Response(200, body, "application/xml")
+
+
+DOWNLOADS = ("download", "downloadwithsize")
+
+
+async def create_download(call: Call) -> AnyResponse:
+    if call.params["kind"] not in DOWNLOADS:
+        raise HttpError(404, NOT_FOUND)
+    if call.request.method != "POST":
+        raise HttpError(405, "POST a JSON selection to create a download catalog.")
+    return catalogs.create_download(
+        call.store,
+        call.access,
+        await call.request.body(),
+        with_size=call.params["kind"] == "downloadwithsize",
+    )
+
+
+async def download_catalog(call: Call) -> AnyResponse:
+    if call.params["kind"] not in DOWNLOADS:
+        raise HttpError(404, NOT_FOUND)
+    cid, tail = call.params["id"], (call.rest[0] if call.rest else "")
+    if tail == "zip":
+        return catalogs.download_catalog_zip(call.store, call.access, cid, call.request)
+    if tail == "test":
+        return catalogs.download_catalog_zip(
+            call.store, call.access, cid, call.request, placeholders=True
+        )
+    if tail in ("xml", "") and len(call.rest) <= 1:
+        return catalogs.download_catalog_xml(call.store, call.access, cid, attachment=tail == "xml")
+    raise HttpError(404, NOT_FOUND)
+
+
+def _route(path: str, handler: Handler, methods: frozenset[str] | None = None) -> Route:
+    return Route(tuple(path.split("/")), handler, methods)
+
+
+ROUTES: list[Route] = [
+    _route("data/JSESSION", jsession),
+    _route("data/auth", auth_check),
+    _route("data/services/auth", auth_service),
+    _route("data/services/tokens/*", tokens),
+    _route("data/services/import", import_service),
+    _route("data/services/archive", archive_service),
+    _route("data/services/prearchive/{action}", prearchive_service),
+    _route("data/services/*", unknown_service),
+    _route("data/version", not_found),
+    _route("data/search/elements/*", search_elements),
+    _route("data/user/{login}/sessions", user_sessions),
+    _route("data/prearchive/*", prearchive),
+    _route("data/*", archive_write, WRITE),
+    _route("data/*", archive_read, READ),
+    _route("data/*", method_not_allowed),
+    _route("xapi/siteConfig/buildInfo", build_info),
+    _route("xapi/siteConfig/buildInfo/{key}", build_info),
+    _route("xapi/siteConfig/uptime", uptime),
+    _route("xapi/schemas", schema_names),
+    _route("xapi/schemas/{name}", schema),
+    _route("xapi/schemas/{namespace}/{name}", schema),
+    _route("xapi/archive/{kind}", create_download),
+    _route("xapi/archive/{kind}/{id}/*", download_catalog),
+    _route("schemas/{namespace}/{file}", schema),
+]

@@ -1,0 +1,138 @@
+"""The fault switches of ``minixnat serve`` and the response sender they act on.
+
+``--latency-ms`` delays every request, ``--error-rate`` answers 503, ``--drop-rate`` cuts
+file and archive bodies part-way, ``--conn-mbps`` paces each body; ``--chaos-seed`` makes
+the random ones reproducible.  A client that goes away mid-body ends the response quietly:
+one debug line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from minixnat.http.messages import AnyResponse, HttpError, Receive, Response, Send
+
+log = logging.getLogger("minixnat")
+PACE_PIECE = 256 * 1024
+
+
+@dataclass
+class Faults:
+    """The fault switches (CONTRACT §3)."""
+
+    latency_ms: int = 0
+    no_range: bool = False
+    drop_rate: float = 0.0
+    error_rate: float = 0.0
+    chaos_seed: int | None = None
+    session_ttl: float = 900.0
+    conn_mbps: float = 0.0
+
+
+class ClientGone(Exception):
+    """The client closed the connection before the body was sent."""
+
+
+class Chaos:
+    """The random faults, drawn from one seeded generator."""
+
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+        self.rng = random.Random(faults.chaos_seed)
+
+    async def delay(self) -> None:
+        if self.faults.latency_ms:
+            await asyncio.sleep(self.faults.latency_ms / 1000)
+
+    def maybe_refuse(self) -> None:
+        if self.faults.error_rate and self.rng.random() < self.faults.error_rate:
+            raise HttpError(
+                503,
+                "Service temporarily unavailable (minixnat --error-rate).",
+                [("Retry-After", "1")],
+            )
+
+    def cut_point(self, expected: int | None) -> int | None:
+        """Where to cut a body marked ``chaos``, or None to send it whole."""
+        if self.faults.drop_rate and self.rng.random() < self.faults.drop_rate:
+            return self.rng.randrange(0, max(1, expected or 1024 * 1024))
+        return None
+
+
+async def _watch(receive: Receive, gone: asyncio.Event) -> None:
+    """Set ``gone`` when the client disconnects (ASGI's ``http.disconnect``)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return
+
+
+async def send_response(
+    response: AnyResponse,
+    send: Send,
+    receive: Receive,
+    cookies: list[tuple[str, str]],
+    chaos: Chaos,
+) -> int:
+    """Send ``response`` over ASGI; return how many body bytes went out."""
+    headers = [(b"content-type", response.content_type.encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in response.headers]
+    for name, value in cookies:
+        # Lax keeps the session cookie off other sites' form posts; an empty value
+        # deletes the cookie (logging out, or a session the server no longer knows).
+        expiry = "" if value else " Max-Age=0;"
+        cookie = f"{name}={value}; Path=/;{expiry} HttpOnly; SameSite=Lax"
+        headers.append((b"set-cookie", cookie.encode()))
+    if isinstance(response, Response):
+        headers.append((b"content-length", str(len(response.body)).encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+        return len(response.body)
+    if response.content_length is not None:
+        headers.append((b"content-length", str(response.content_length).encode()))
+    cut_at = chaos.cut_point(response.content_length) if response.chaos else None
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    sent = 0
+    started = time.monotonic()
+    rate = chaos.faults.conn_mbps * 1_000_000
+    gone = asyncio.Event()
+    watcher = asyncio.create_task(_watch(receive, gone))
+    try:
+        async for chunk in response.chunks:
+            if gone.is_set():
+                raise ClientGone
+            piece_size = PACE_PIECE if rate else len(chunk)
+            for offset in range(0, len(chunk), max(1, piece_size)):
+                piece = chunk[offset : offset + piece_size]
+                if cut_at is not None and sent + len(piece) > cut_at:
+                    await _body(send, piece[: cut_at - sent])
+                    # Abort the response: uvicorn closes the connection, and the client
+                    # sees a body shorter than promised (or a broken chunked stream).
+                    raise ConnectionAbortedError("minixnat --drop-rate cut this body")
+                await _body(send, piece)
+                sent += len(piece)
+                if rate:
+                    ahead = sent / rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except ClientGone:
+        log.debug("client went away after %d bytes", sent)
+    finally:
+        watcher.cancel()
+        aclose = getattr(response.chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()  # stop producing a body nobody reads (zip and tar streams)
+    return sent
+
+
+async def _body(send: Send, piece: bytes) -> None:
+    try:
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    except OSError as exc:  # the transport failed under us: the client is gone
+        raise ClientGone from exc

@@ -31,11 +31,21 @@ from tests.test_minixnat_api import _admin
 from xnat_downloader.xnat.parse import catalog_link, same_server, server_of_link
 
 
+def login_csrf(browser: requests.Session, server: Server) -> str:
+    """Open the login form, as a browser does first; its token for the post."""
+    return csrf_of(browser.get(server.url + "/app/login", timeout=30).text)
+
+
 def login(server: Server, user: str, password: str) -> requests.Session:
     browser = requests.Session()
     answer = browser.post(
         server.url + "/app/login",
-        data={"username": user, "password": password, "next": "/"},
+        data={
+            "username": user,
+            "password": password,
+            "next": "/",
+            "csrf": login_csrf(browser, server),
+        },
         allow_redirects=False,
         timeout=30,
     )
@@ -75,7 +85,12 @@ def test_guest_is_sent_to_log_in_and_comes_back(site: Server) -> None:
     assert 'value="/app/projects/DEMO01"' in form.text
     done = browser.post(
         site.url + "/app/login",
-        data={"username": "mia", "password": "pw", "next": "/app/projects/DEMO01"},
+        data={
+            "username": "mia",
+            "password": "pw",
+            "next": "/app/projects/DEMO01",
+            "csrf": csrf_of(form.text),
+        },
         timeout=30,
     )
     assert done.url.endswith("/app/projects/DEMO01")
@@ -83,9 +98,15 @@ def test_guest_is_sent_to_log_in_and_comes_back(site: Server) -> None:
 
 
 def test_login_failure_and_open_redirects(site: Server) -> None:
-    answer = requests.post(
+    browser = requests.Session()
+    answer = browser.post(
         site.url + "/app/login",
-        data={"username": "mia", "password": "wrong", "next": "/"},
+        data={
+            "username": "mia",
+            "password": "wrong",
+            "next": "/",
+            "csrf": login_csrf(browser, site),
+        },
         allow_redirects=False,
         timeout=30,
     )
@@ -94,14 +115,41 @@ def test_login_failure_and_open_redirects(site: Server) -> None:
     assert "Login attempt failed" in answer.text
     assert 'value="mia"' in answer.text  # the user name is kept, the password is not
     for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
-        answer = requests.post(
+        browser = requests.Session()
+        token = login_csrf(browser, site)
+        answer = browser.post(
             site.url + "/app/login",
-            data={"username": "mia", "password": "pw", "next": target},
+            data={"username": "mia", "password": "pw", "next": target, "csrf": token},
             allow_redirects=False,
             timeout=30,
         )
         assert answer.headers["Location"] == "/", target
     assert safe_next("/app/sessions?q=a") == "/app/sessions?q=a"
+
+
+def test_login_form_resists_login_csrf(site: Server) -> None:
+    """Another site's form cannot log a browser in as someone else: a post without the
+    form's cookie and token (or with a token for another cookie) opens no session."""
+    for data, with_form in (
+        ({"username": "mia", "password": "pw"}, False),  # a cross-site post: no cookie
+        ({"username": "mia", "password": "pw", "csrf": "0" * 32}, True),  # a forged token
+    ):
+        browser = requests.Session()
+        if with_form:
+            login_csrf(browser, site)
+        answer = browser.post(site.url + "/app/login", data=data, allow_redirects=False, timeout=30)
+        assert answer.status_code == 403
+        assert "reload the page" in answer.text
+        assert "JSESSIONID" not in browser.cookies
+        # The answer is a fresh form that works.
+        retry = browser.post(
+            site.url + "/app/login",
+            data={**data, "csrf": csrf_of(answer.text)},
+            allow_redirects=False,
+            timeout=30,
+        )
+        assert retry.status_code == 303
+        assert "JSESSIONID" in browser.cookies
 
 
 def test_members_see_their_projects_only(site: Server) -> None:

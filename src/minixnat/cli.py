@@ -49,8 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     serve = sub.add_parser("serve", help="serve an archive over XNAT's REST API")
-    serve.add_argument("--root", type=Path, required=True)
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--root", type=Path, required=True, help="the archive folder to serve")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
     serve.add_argument("--port", type=_non_negative_int, default=8080, help="0 picks a free port")
     serve.add_argument(
         "--latency-ms", type=_non_negative_int, default=0, help="delay every request by N ms"
@@ -84,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--conn-mbps", type=float, default=0.0, help="pace each response body to at most X MB/s"
+    )
+    serve.add_argument(
+        "--access-log",
+        metavar="FILE",
+        help="write one line per request (time, client, method, path, status, bytes, ms) "
+        "to FILE, or to stdout with '-'; query strings and token secrets are left out",
     )
 
     check = sub.add_parser(
@@ -147,6 +155,7 @@ def run_check(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from minixnat.server.accesslog import AccessLog
     from minixnat.server.app import App
     from minixnat.server.faults import Faults
 
@@ -189,8 +198,13 @@ def serve(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
     print(f"minixnat listening on http://{host}:{port}", flush=True)
+    try:
+        access_log = AccessLog(args.access_log) if args.access_log else None
+    except OSError as exc:
+        print(f"minixnat: cannot write the access log {args.access_log}: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
-        App(store, faults),
+        App(store, faults, access_log=access_log),
         http="httptools",
         lifespan="on",
         log_level="warning",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from typing import Protocol
 
 from minixnat.http.access import Access
@@ -20,6 +21,10 @@ from minixnat.pages.visit import Visit, safe_next, to_login
 from minixnat.store import Store, User
 
 LOGIN_FAILED = "Login attempt failed. Please try again."
+STALE_FORM = "This form is out of date or came from another site; reload the page."
+# The login form's own token (login CSRF): a random value in a cookie that other sites'
+# form posts do not carry (SameSite=Lax), and its HMAC in the form.
+LOGIN_COOKIE = "XNAT_LOGIN_FORM"
 
 
 class SessionKeeper(Protocol):
@@ -107,12 +112,19 @@ class Pages:
         raise HttpError(404, "The requested page was not found.")
 
     # -- logging in and out ------------------------------------------------------------------
+    def _login_token(self, nonce: str) -> str:
+        return hmac.new(self.secret, f"login:{nonce}".encode(), hashlib.sha256).hexdigest()[:32]
+
     def _login_form(
         self, visit: Visit, *, error: str = "", login: str = "", status: int = 200
     ) -> Response:
         notice = ""
         if visit.expired:
             notice = "Your session has ended. Log in again to continue."
+        nonce = visit.request.cookies.get(LOGIN_COOKIE, "")
+        if len(nonce) != 32 or not nonce.isalnum():
+            nonce = secrets.token_hex(16)
+            visit.cookies.append((LOGIN_COOKIE, nonce))
         return page(
             "login.html",
             status,
@@ -120,6 +132,7 @@ class Pages:
             error=error,
             notice=notice,
             login=login,
+            login_csrf=self._login_token(nonce),
             next=safe_next(visit.request.param("next", "/")),
         )
 
@@ -129,6 +142,9 @@ class Pages:
         password = form.get("password", "")
         target = safe_next(form.get("next", "/"))
         visit.request.query["next"] = target
+        nonce = visit.request.cookies.get(LOGIN_COOKIE, "")
+        if not nonce or not hmac.compare_digest(form.get("csrf", ""), self._login_token(nonce)):
+            return self._login_form(visit, error=STALE_FORM, login=login, status=403)
         user = self.keeper.check_password(login, password) if login and password else None
         if user is None:
             # 401 without WWW-Authenticate: the form is shown again, no browser prompt.
@@ -151,9 +167,7 @@ class Pages:
         form = await _form(visit.request)
         sent = dict(form).get("csrf", "")
         if not visit.sid or not hmac.compare_digest(sent, visit.csrf):
-            raise HttpError(
-                403, "This form is out of date or came from another site; reload the page."
-            )
+            raise HttpError(403, STALE_FORM)
         return form
 
 

@@ -227,13 +227,15 @@ def _put_project(ctx: WriteContext, pid: str, simple: dict[str, str]) -> Respons
         },
     )
     existing = store.get_project(pid)
+    # One answer for "exists but hidden from you" and "exists and is not yours", so that a
+    # project you cannot see cannot be told apart from one you merely do not own.
+    refused = HttpError(
+        403, f"You may not create or change project {pid}: choose another ID, or ask its owner."
+    )
     try:
         if existing is not None and existing.id == pid:
-            if not ctx.access.can_see(existing):
-                raise HttpError(
-                    409, f"Requested new project conflicts with existing projects: {pid}"
-                )
-            _require_delete(ctx.access, existing)
+            if not ctx.access.can_see(existing) or not ctx.access.can_delete(existing):
+                raise refused
             store.update_row("projects", "id", pid, values)
             return text("")
         if ctx.user.login == "guest":
@@ -243,6 +245,9 @@ def _put_project(ctx: WriteContext, pid: str, simple: dict[str, str]) -> Respons
             raise HttpError(417, f"Project ID {pid!r} is longer than 24 characters.")
         taken = store.get_project(values.get("secondary_id", "") or pid)
         if existing is not None or taken is not None:
+            visible = [p for p in (existing, taken) if p is not None and ctx.access.can_see(p)]
+            if not visible:
+                raise refused
             raise HttpError(409, f"Requested new project conflicts with existing projects: {pid}")
         store.add_project(
             pid,

@@ -1,0 +1,329 @@
+"""minixnat's server-side promises beyond the API's shapes: login sessions and tokens, an
+injectable clock, names refused at the door, quiet disconnects, the access log, concurrent
+writers, and the consistency check."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import socket
+import subprocess
+import threading
+import unicodedata
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minixnat.http.messages import BadPath, split_path
+from minixnat.server.app import App
+from minixnat.server.faults import Faults
+from minixnat.store import Store, StoreError
+from minixnat.store.names import check_name, control_characters
+from tests.conftest import BIN, Server, start_server
+from tests.test_minixnat_api import _admin
+from tests.test_minixnat_writes import ADMIN, call, dicom_md5s, server_md5s, session_zip
+
+
+def check(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BIN / "minixnat", "check", "--root", str(root)], capture_output=True, text=True
+    )
+
+
+# -- sessions, tokens, guests ---------------------------------------------------------------
+def test_alias_token_session_ends_with_its_token(serve: Any) -> None:
+    server: Server = serve()
+    token = call(server, "GET", "/data/services/tokens/issue").json()
+    browser = requests.Session()
+    sid = browser.get(
+        server.url + "/data/JSESSION", auth=(token["alias"], token["secret"]), timeout=30
+    ).text
+    assert browser.cookies["JSESSIONID"] == sid
+    assert browser.get(server.url + "/data/projects", timeout=30).status_code == 200
+    assert call(server, "GET", f"/data/services/tokens/invalidate/{token['alias']}").ok
+    # The cookie alone, no credentials: the session died with its token.
+    assert browser.get(server.url + "/data/projects", timeout=30).status_code == 401
+    # A password session of the same user lives on.
+    other = requests.Session()
+    other.get(server.url + "/data/JSESSION", auth=ADMIN, timeout=30)
+    assert other.get(server.url + "/data/projects", timeout=30).status_code == 200
+
+
+def test_guest_session_reads_public_projects(serve: Any, archive: Path) -> None:
+    _admin(archive, "project", "access", "DEMO02", "public")
+    server: Server = serve()
+    guest = requests.Session()
+    sid = guest.get(server.url + "/data/JSESSION", timeout=30)
+    assert sid.status_code == 200
+    assert guest.cookies["JSESSIONID"] == sid.text
+    listed = guest.get(server.url + "/data/projects?format=json", timeout=30)
+    assert listed.status_code == 200
+    assert [r["ID"] for r in listed.json()["ResultSet"]["Result"]] == ["DEMO02"]
+    assert guest.get(server.url + "/data/projects/DEMO01", timeout=30).status_code == 404
+    assert guest.put(server.url + "/data/projects/DEMO02/subjects/X", timeout=30).status_code == 401
+
+
+class HandClock:
+    """A clock the test moves: session expiry without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_700_000_000 + self.now
+
+
+def asgi_get(app: App, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """One GET through the ASGI app, in-process."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if not getattr(receive, "done", False):
+            receive.done = True  # type: ignore[attr-defined]
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # the client never leaves
+        return {}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 5000),
+    }
+    asyncio.run(app(scope, receive, send))
+    start = sent[0]
+    head = {k.decode(): v.decode() for k, v in start["headers"]}
+    for k, v in start["headers"]:
+        if k == b"set-cookie":
+            head.setdefault("cookies", "")
+            head["cookies"] += v.decode() + "\n"
+    return start["status"], head, b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_session_expiry_follows_the_injected_clock(archive: Path) -> None:
+    clock = HandClock()
+    store = Store(archive)
+    try:
+        app = App(store, Faults(session_ttl=60), clock=clock)
+        basic = "Basic " + base64.b64encode(b"admin:admin").decode()
+        status, head, body = asgi_get(app, "/data/JSESSION", {"Authorization": basic})
+        assert status == 200
+        cookie = {"Cookie": f"JSESSIONID={body.decode()}"}
+        clock.now += 59  # idle, but not long enough
+        assert asgi_get(app, "/data/projects", cookie)[0] == 200
+        clock.now += 59  # each use restarts the idle time
+        assert asgi_get(app, "/data/projects", cookie)[0] == 200
+        clock.now += 61
+        status, head, _ = asgi_get(app, "/data/projects", cookie)
+        assert status == 401
+        assert head["www-authenticate"].startswith("Basic")
+    finally:
+        store.close()
+
+
+def test_hidden_projects_do_not_leak_through_put(serve: Any, archive: Path) -> None:
+    _admin(archive, "user", "add", "eve", "--password", "pw")
+    _admin(archive, "project", "access", "DEMO02", "protected")
+    server: Server = serve()
+    eve = ("eve", "pw")
+    hidden = call(server, "PUT", "/data/projects/DEMO01", auth=eve)  # private, not hers
+    visible = call(server, "PUT", "/data/projects/DEMO02", auth=eve)  # protected, not hers
+    assert hidden.status_code == visible.status_code == 403
+    assert "conflicts" not in hidden.text
+    assert hidden.text.replace("DEMO01", "X") == visible.text.replace("DEMO02", "X")
+    assert call(server, "PUT", "/data/projects/EVES", auth=eve).status_code == 200
+
+
+# -- names refused at the door --------------------------------------------------------------
+@given(st.text(max_size=40))
+def test_control_characters_are_found_exactly(text: str) -> None:
+    expected = [c for c in text if unicodedata.category(c) == "Cc"]
+    assert len(control_characters(text)) == len(expected)
+    if expected:
+        with pytest.raises(StoreError, match="control characters"):
+            check_name("label", text)
+        with pytest.raises(BadPath):
+            split_path("/data/projects/" + "".join(f"%{b:02X}" for b in text.encode()))
+    else:
+        check_name("label", text)
+
+
+def test_names_with_control_characters_get_400_and_change_nothing(
+    serve: Any, archive: Path
+) -> None:
+    server: Server = serve()
+    assert call(server, "PUT", "/data/projects/NEW").ok
+    res = "/data/projects/NEW/resources/R"
+    assert call(server, "PUT", f"{res}/files/a%0D%0Ab.txt", data=b"x").status_code == 400
+    assert call(server, "PUT", "/data/projects/NEW/subjects/S%0A1").status_code == 400
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("ok.txt", b"fine")
+        zf.writestr("bad\nname.txt", b"evil")
+    extract = call(server, "PUT", f"{res}/files/up.zip?extract=true", data=buf.getvalue())
+    assert extract.status_code == 400
+    # A refused extract leaves no empty resource behind.
+    assert call(server, "GET", f"{res}?format=json").status_code == 404
+    body = session_zip(archive, "DEMO01_S001_MR1")
+    bad_label = call(
+        server,
+        "POST",
+        "/data/services/import?PROJECT_ID=NEW&dest=/archive&EXPT_LABEL=a%01b",
+        data=body,
+        headers={"Content-Type": "application/zip"},
+    )
+    assert bad_label.status_code == 400
+    assert "control characters" in bad_label.text
+    subjects = call(server, "GET", "/data/projects/NEW/subjects?format=json").json()
+    assert subjects["ResultSet"]["Result"] == []
+    deep = call(server, "POST", "/xapi/archive/download", data=b"[" * 100_000)
+    assert deep.status_code == 400
+    server.stop()
+    assert check(archive).returncode == 0
+
+
+# -- disconnects, the access log -------------------------------------------------------------
+def test_disconnect_mid_body_is_quiet(archive: Path, tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    flags = ["--port", "0", "--conn-mbps", "0.2", "--access-log", str(log)]
+    proc = subprocess.Popen(
+        [BIN / "minixnat", "serve", "--root", str(archive), *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    url = proc.stdout.readline().strip().rsplit(" ", 1)[1]
+    server = Server(url, archive, proc)
+    try:
+        host, port = url.removeprefix("http://").split(":")
+        auth = base64.b64encode(b"admin:admin").decode()
+        for _ in range(3):
+            with socket.create_connection((host, int(port))) as sock:
+                path = "/data/projects/DEMO01/experiments/DEMO01_S001_MR1/scans/ALL/files"
+                sock.sendall(
+                    f"GET {path}?format=zip HTTP/1.1\r\nHost: x\r\n"
+                    f"Authorization: Basic {auth}\r\n\r\n".encode()
+                )
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        secret = "S3cretValueThatMustNotBeLogged"
+        call(server, "GET", f"/data/services/tokens/validate/alias/{secret}")
+        call(server, "GET", f"/data/projects?password={secret}")
+        assert call(server, "GET", "/data/projects").ok  # still serving
+    finally:
+        server.stop()
+    errors = proc.stderr.read()
+    assert "Traceback" not in errors, errors
+    lines = log.read_text().splitlines()
+    assert secret not in log.read_text()
+    zips = [ln for ln in lines if "format=zip" in ln or "/files?" in ln]
+    assert len(zips) == 3
+    assert any("/data/services/tokens/validate/alias/*** 200" in ln for ln in lines)
+    plain = [ln.split() for ln in lines if " GET /data/projects 200 " in ln]
+    assert len(plain) == 1
+    assert plain[0][1] == "127.0.0.1"
+    assert int(plain[0][5]) > 0  # bytes
+    assert float(plain[0][6]) >= 0  # milliseconds
+
+
+# -- concurrent writers ----------------------------------------------------------------------
+def test_concurrent_writers_stay_correct(serve: Any, archive: Path) -> None:
+    server: Server = serve()
+    assert call(server, "PUT", "/data/projects/NEW").ok
+    res = "/data/projects/NEW/resources/SHARED"
+    errors: list[str] = []
+
+    def upload(i: int) -> None:
+        r = call(server, "PUT", f"{res}/files/f{i:02d}.txt", data=f"file {i}".encode() * 100)
+        if not r.ok:
+            errors.append(f"{i}: {r.status_code} {r.text[:200]}")
+
+    def imports(session: str) -> None:
+        r = call(
+            server,
+            "POST",
+            "/data/services/import?PROJECT_ID=NEW&dest=/archive",
+            data=session_zip(archive, session),
+            headers={"Content-Type": "application/zip"},
+        )
+        if not r.ok:
+            errors.append(f"{session}: {r.status_code} {r.text[:200]}")
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(16)]
+    threads += [
+        threading.Thread(target=imports, args=(s,)) for s in ("DEMO01_S001_MR1", "DEMO01_S001_MR2")
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    listed = call(server, "GET", f"{res}/files?format=json").json()["ResultSet"]["Result"]
+    assert sorted(r["Name"] for r in listed) == [f"f{i:02d}.txt" for i in range(16)]
+    for session in ("DEMO01_S001_MR1", "DEMO01_S001_MR2"):
+        uri = f"/data/archive/projects/NEW/subjects/DEMO01_S001/experiments/{session}"
+        assert server_md5s(server, uri) == dicom_md5s(archive, session)
+    subjects = call(server, "GET", "/data/projects/NEW/subjects?format=json").json()
+    assert len(subjects["ResultSet"]["Result"]) == 1  # both imports found one subject
+    server.stop()
+    assert check(archive).returncode == 0
+
+
+# -- the consistency check -------------------------------------------------------------------
+def test_check_names_each_problem_and_serve_refuses(archive: Path) -> None:
+    done = check(archive)
+    assert done.returncode == 0
+    assert done.stdout.strip().endswith(", 0 problems")
+    files = sorted((archive / "archive").rglob("*.dcm"))
+    files[0].unlink()
+    with open(files[1], "ab") as f:
+        f.write(b"x")
+    data = files[2].read_bytes()
+    files[2].write_bytes(bytes([data[0] ^ 1]) + data[1:])  # same size, other bytes
+    (archive / "archive" / "DEMO01" / "stray.txt").write_text("?")
+    done = check(archive)
+    assert done.returncode == 1
+    out = done.stdout
+    assert f"missing: {files[0].relative_to(archive).as_posix()}" in out
+    assert f"size: {files[1].relative_to(archive).as_posix()}" in out
+    assert f"md5: {files[2].relative_to(archive).as_posix()}" in out
+    assert "untracked: archive/DEMO01/stray.txt" in out
+    assert out.strip().endswith(", 4 problems")
+    quick = subprocess.run(
+        [BIN / "minixnat", "check", "--root", str(archive), "--quick"],
+        capture_output=True,
+        text=True,
+    )
+    assert quick.returncode == 1
+    assert "md5:" not in quick.stdout  # sizes only
+    refused = subprocess.run(
+        [BIN / "minixnat", "serve", "--root", str(archive), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert "inconsistent" in refused.stderr
+    assert "minixnat check --root" in refused.stderr
+    assert "minixnat listening" not in refused.stdout
+
+
+def test_start_server_fixture_archive_is_consistent(archive: Path) -> None:
+    assert start_server  # the demo archive every test starts from passes the check
+    assert check(archive).returncode == 0

@@ -306,12 +306,13 @@ def part_server(work: Path, root: Path, results: dict[str, object], parallel: in
             lambda: got.append(run_curl(curl_config(ng_urls, "", work / "c2.cfg"), parallel))
         )
         assert got == [expected, expected], (got, expected)
+        mx.stop()
         out["small_files"] = {
             "count": len(rows),
             "files_per_s": {"minixnat": len(rows) / t_mx, "nginx": len(rows) / t_ng},
+            "minixnat_to_nginx": t_ng / t_mx,
             "parallel": parallel,
         }
-        mx.stop()
 
         # Memory: a fresh server, then a 1 GiB file, its zip and its tar.gz.
         fresh = start_minixnat(root)

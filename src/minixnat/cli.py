@@ -188,6 +188,11 @@ def serve(args: argparse.Namespace) -> int:
     # on every request after the first of a keep-alive connection).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
+        access_log = AccessLog(args.access_log) if args.access_log else None
+    except OSError as exc:
+        print(f"minixnat: cannot write the access log {args.access_log}: {exc}", file=sys.stderr)
+        return 2
+    try:
         sock.bind((args.host, args.port))
     except OSError as exc:
         print(
@@ -198,11 +203,6 @@ def serve(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
     print(f"minixnat listening on http://{host}:{port}", flush=True)
-    try:
-        access_log = AccessLog(args.access_log) if args.access_log else None
-    except OSError as exc:
-        print(f"minixnat: cannot write the access log {args.access_log}: {exc}", file=sys.stderr)
-        return 2
     config = uvicorn.Config(
         App(store, faults, access_log=access_log),
         http="httptools",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 from posixpath import basename
+from stat import S_ISREG
 from typing import Any
 
 from minixnat.http.messages import HttpError, Request, Response, StreamResponse
@@ -139,8 +140,12 @@ def find_single_file(store: Store, target: Target) -> tuple[Node, Resource, File
     pattern = re.compile(re.escape(wanted).replace(r"\*", ".*")) if "*" in wanted else None
     matches = []
     for node, res in target.resources:
+        if pattern is None:  # the common case: one indexed lookup, not a listing
+            found = store.get_file(res.pk, wanted)
+            matches += [(node, res, found)] if found is not None else []
+            continue
         for f in store.list_files(res.pk):
-            if f.path == wanted or (pattern is not None and pattern.fullmatch(f.path)):
+            if f.path == wanted or pattern.fullmatch(f.path):
                 matches.append((node, res, f))
     if not matches:
         raise HttpError(404, "Unable to find file.")
@@ -185,17 +190,17 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
-async def _read_file(path: Path, start: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+async def _read_file(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
+    """``length`` bytes of ``path`` from ``start``, in chunks (no read past the end)."""
     remaining = length
-    with open(path, "rb") as handle:
-        handle.seek(start)
-        while remaining is None or remaining > 0:
-            want = CHUNK if remaining is None else min(CHUNK, remaining)
-            data = handle.read(want)
+    with open(path, "rb", buffering=0) as handle:
+        if start:
+            handle.seek(start)
+        while remaining > 0:
+            data = handle.read(min(CHUNK, remaining))
             if not data:
-                return
-            if remaining is not None:
-                remaining -= len(data)
+                return  # the file shrank under us: the client sees a short body
+            remaining -= len(data)
             yield data
 
 
@@ -204,13 +209,16 @@ def serve_file(
 ) -> Response | StreamResponse:
     _node, res, f = find_single_file(store, target)
     path = store.file_path(res, f.path)
-    if not path.is_file():
+    try:
+        stat = path.stat()
+    except OSError:
+        stat = None
+    if stat is None or not S_ISREG(stat.st_mode):
         raise HttpError(404, "Unable to find file: the catalog lists it but it is not on disk.")
     fmt = request.param("format").lower()
     if fmt in ARCHIVE_FORMATS and not f.path.lower().endswith("." + fmt):
-        members = [Member(path, basename(f.path), f.size, path.stat().st_mtime)]
+        members = [Member(path, basename(f.path), f.size, stat.st_mtime)]
         return stream_archive(members, fmt, basename(f.path), request)
-    stat = path.stat()
     name = basename(f.path)
     headers = [
         ("Content-Disposition", f'attachment; filename="{name}";'),
@@ -227,7 +235,7 @@ def serve_file(
             if not if_range or if_range.strip() == f'"{f.md5}"':
                 rng = parse_range(request.headers["range"], size)
     if rng is None:
-        return StreamResponse(_read_file(path), 200, _content_type(name), headers, size)
+        return StreamResponse(_read_file(path, 0, size), 200, _content_type(name), headers, size)
     start, end = rng
     headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
     return StreamResponse(

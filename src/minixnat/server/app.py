@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import shutil
 import time
 from http import HTTPStatus
@@ -67,8 +66,9 @@ class App:
         shutil.rmtree(store.tmp_dir, ignore_errors=True)
         store.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.auth = Authenticator(store, self.faults.session_ttl, clock)
-        # Signs the pages' form tokens; a restart makes open forms ask for a reload.
-        self.pages = Pages(store, self.auth, secrets.token_bytes(32), catalogs)
+        # Signs the pages' form tokens; kept in the archive, so forms rendered before a
+        # restart still work after it.
+        self.pages = Pages(store, self.auth, store.site_secret("pages"), catalogs)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -17,16 +17,10 @@ from dataclasses import dataclass
 from minixnat.http.messages import HttpError, Request
 from minixnat.store import Store, User
 from minixnat.store.clock import Clock, SystemClock
+from minixnat.store.records import LoginSession
 
 REALM = 'Basic realm="XNAT"'
 GUEST = "guest"
-
-
-@dataclass
-class LoginSession:
-    login: str
-    last_seen: float
-    token: str = ""  # the alias token the session was opened with, if any
 
 
 @dataclass(frozen=True)
@@ -43,52 +37,48 @@ def unauthorized(message: str) -> HttpError:
 
 
 class Authenticator:
-    """Login sessions (kept in memory and in the store, so a restart keeps them) and the
-    authentication step every request goes through."""
+    """Login sessions (kept in the store: a restart keeps them, and a token revoked by
+    another process ends them at once) and the authentication step of every request."""
 
     def __init__(self, store: Store, session_ttl: float, clock: Clock | None = None) -> None:
         self.store = store
         self.session_ttl = session_ttl
         self.clock = clock or SystemClock()
-        now = self.clock.monotonic()
-        self.sessions: dict[str, LoginSession] = {
-            sid: LoginSession(login, now, token)
-            for sid, (login, token) in store.load_sessions().items()
-        }
+
+    def _now_ms(self) -> int:
+        return int(self.clock.time() * 1000)
 
     # -- sessions ------------------------------------------------------------------------
     def new_session(self, login: str, cookies: list[tuple[str, str]], token: str = "") -> str:
         sid = secrets.token_hex(16).upper()
-        self.sessions[sid] = LoginSession(login, self.clock.monotonic(), token)
-        self.store.add_session(sid, login, token)
+        self.store.add_session(sid, login, self._now_ms(), token)
         cookies.append(("JSESSIONID", sid))
         return sid
 
     def end_session(self, sid: str, cookies: list[tuple[str, str]]) -> None:
-        self.sessions.pop(sid, None)
         self.store.delete_session(sid)
         cookies.append(("JSESSIONID", ""))
 
     def count_sessions(self, login: str) -> int:
-        return sum(1 for s in self.sessions.values() if s.login == login)
+        return self.store.count_sessions(login)
 
     def expiration_cookie(self, cookies: list[tuple[str, str]]) -> None:
         ttl_ms = int(self.session_ttl * 1000)
-        now_ms = int(self.clock.time() * 1000)
-        cookies.append(("SESSION_EXPIRATION_TIME", f'"{now_ms},{ttl_ms}"'))
+        cookies.append(("SESSION_EXPIRATION_TIME", f'"{self._now_ms()},{ttl_ms}"'))
 
     def _live(self, sid: str) -> LoginSession | None:
         """A session that is neither idle too long nor opened with a revoked token."""
-        session = self.sessions.get(sid)
+        session = self.store.get_session(sid)
         if session is None:
             return None
-        now = self.clock.monotonic()
-        expired = now - session.last_seen > self.session_ttl
-        if expired or (session.token and not self.store.token_valid(session.token)):
-            del self.sessions[sid]
+        now = self._now_ms()
+        idle_ms = now - session.last_seen_ms
+        revoked = session.token and not self.store.token_valid(session.token)
+        if idle_ms > self.session_ttl * 1000 or revoked:
             self.store.delete_session(sid)
             return None
-        session.last_seen = now
+        if idle_ms > self.session_ttl * 100:  # a write per tenth of the lifetime, not per use
+            self.store.touch_session(sid, now)
         return session
 
     def session_user(self, sid: str) -> User | None:

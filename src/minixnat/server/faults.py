@@ -18,6 +18,7 @@ from minixnat.http.messages import AnyResponse, HttpError, Receive, Response, Se
 
 log = logging.getLogger("minixnat")
 PACE_PIECE = 256 * 1024
+WATCH_ABOVE = 1024 * 1024
 
 
 @dataclass
@@ -101,38 +102,64 @@ async def send_response(
     started = time.monotonic()
     rate = chaos.faults.conn_mbps * 1_000_000
     gone = asyncio.Event()
-    watcher = asyncio.create_task(_watch(receive, gone))
+    # Only a long body is worth watching for a disconnect; a short one is sent at once.
+    long_body = response.content_length is None or response.content_length > WATCH_ABOVE
+    watcher = asyncio.create_task(_watch(receive, gone)) if long_body else None
     try:
+        # One chunk behind, so that the last one goes out with more_body=False: a short
+        # body then costs one write after the head, not two.
+        pending: bytes | None = None
         async for chunk in response.chunks:
             if gone.is_set():
                 raise ClientGone
-            piece_size = PACE_PIECE if rate else len(chunk)
-            for offset in range(0, len(chunk), max(1, piece_size)):
-                piece = chunk[offset : offset + piece_size]
-                if cut_at is not None and sent + len(piece) > cut_at:
-                    await _body(send, piece[: cut_at - sent])
-                    # Abort the response: uvicorn closes the connection, and the client
-                    # sees a body shorter than promised (or a broken chunked stream).
-                    raise ConnectionAbortedError("minixnat --drop-rate cut this body")
-                await _body(send, piece)
-                sent += len(piece)
-                if rate:
-                    ahead = sent / rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if pending is not None:
+                sent = await _pieces(send, pending, sent, cut_at, rate, started, more=True)
+            pending = chunk
+        sent = await _pieces(send, pending or b"", sent, cut_at, rate, started, more=False)
     except ClientGone:
         log.debug("client went away after %d bytes", sent)
     finally:
-        watcher.cancel()
+        if watcher is not None:
+            watcher.cancel()
         aclose = getattr(response.chunks, "aclose", None)
         if aclose is not None:
             await aclose()  # stop producing a body nobody reads (zip and tar streams)
     return sent
 
 
-async def _body(send: Send, piece: bytes) -> None:
+async def _pieces(
+    send: Send,
+    chunk: bytes,
+    sent: int,
+    cut_at: int | None,
+    rate: float,
+    started: float,
+    *,
+    more: bool,
+) -> int:
+    """Send one chunk, paced (``rate`` bytes/s, 0: unpaced) and perhaps cut at ``cut_at``;
+    return the bytes sent so far."""
+    piece_size = PACE_PIECE if rate else max(1, len(chunk))
+    offsets = range(0, len(chunk), piece_size) if chunk else range(1)
+    for offset in offsets:
+        piece = chunk[offset : offset + piece_size]
+        last = not more and offset + piece_size >= len(chunk)
+        if cut_at is not None and sent + len(piece) > cut_at:
+            await _body(send, piece[: cut_at - sent], more=True)
+            # Abort the response: uvicorn closes the connection, and the client sees a
+            # body shorter than promised (or a broken chunked stream).
+            raise ConnectionAbortedError("minixnat --drop-rate cut this body")
+        await _body(send, piece, more=not last)
+        sent += len(piece)
+        if rate:
+            ahead = sent / rate - (time.monotonic() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+    return sent
+
+
+async def _body(send: Send, piece: bytes, *, more: bool) -> None:
     try:
-        await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": piece, "more_body": more})
     except OSError as exc:  # the transport failed under us: the client is gone
         raise ClientGone from exc

@@ -10,7 +10,7 @@ import uuid
 
 from minixnat.store.clock import now_ms
 from minixnat.store.db import Database
-from minixnat.store.records import AliasToken, StoreError, User
+from minixnat.store.records import AliasToken, LoginSession, StoreError, User
 
 TOKEN_LIFETIME_MS = 2 * 24 * 3600 * 1000
 
@@ -66,21 +66,41 @@ class AccountTables(Database):
         return self.get_user(login)
 
     # -- login sessions ------------------------------------------------------------------
-    def add_session(self, sid: str, login: str, token: str = "") -> None:
+    # The table is the one truth about sessions: they survive a restart, and whatever
+    # another process changes (a revoked token, a deleted user) counts at once.
+    def add_session(self, sid: str, login: str, now_ms: int, token: str = "") -> None:
         """Remember a login session; ``token`` names the alias token it was opened with."""
         self._exec(
-            "INSERT OR REPLACE INTO login_sessions (sid, login, created_ms, token) "
-            "VALUES (?, ?, ?, ?)",
-            (sid, login, now_ms(), token),
+            "INSERT OR REPLACE INTO login_sessions (sid, login, created_ms, token, last_seen_ms) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (sid, login, now_ms, token, now_ms),
         )
+
+    def get_session(self, sid: str) -> LoginSession | None:
+        row = self._one("SELECT login, token, last_seen_ms FROM login_sessions WHERE sid=?", (sid,))
+        return LoginSession(row["login"], row["token"], row["last_seen_ms"]) if row else None
+
+    def touch_session(self, sid: str, now_ms: int) -> None:
+        self._exec("UPDATE login_sessions SET last_seen_ms=? WHERE sid=?", (now_ms, sid))
 
     def delete_session(self, sid: str) -> None:
         self._exec("DELETE FROM login_sessions WHERE sid=?", (sid,))
 
-    def load_sessions(self) -> dict[str, tuple[str, str]]:
-        """Every remembered session: its login and the alias token behind it ('' if none)."""
-        rows = self._q("SELECT sid, login, token FROM login_sessions")
-        return {r["sid"]: (r["login"], r["token"]) for r in rows}
+    def count_sessions(self, login: str) -> int:
+        row = self._one("SELECT COUNT(*) FROM login_sessions WHERE login=?", (login,))
+        return int(row[0]) if row else 0
+
+    def site_secret(self, name: str) -> bytes:
+        """A random key kept in the archive (created on first use)."""
+        key = f"secret:{name}"
+        with self.transaction():
+            row = self._one("SELECT value FROM meta WHERE key=?", (key,))
+            if row is None:
+                value = secrets.token_hex(32)
+                self._exec("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+            else:
+                value = row["value"]
+        return bytes.fromhex(value)
 
     # -- alias tokens --------------------------------------------------------------------
     def issue_token(self, login: str, lifetime_ms: int = TOKEN_LIFETIME_MS) -> AliasToken:

@@ -9,10 +9,12 @@ without its bytes, or bytes that a listing does not show.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import secrets
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from minixnat.store.clock import now_stamp
 from minixnat.store.db import Database
@@ -29,18 +31,26 @@ class FileTables(Database):
         return self.root / "tmp"
 
     def file_path(self, resource: Resource, relpath: str) -> Path:
-        """The on-disk path of a file; refuses anything that would leave the resource folder."""
-        rel = PurePosixPath(relpath)
-        if rel.is_absolute() or ".." in rel.parts or "\\" in relpath:
+        """The on-disk path of a file; refuses anything that would leave the resource folder.
+
+        Purely lexical (no symlinks are followed: the archive holds none, since uploads
+        refuse links), and plain string work: it runs on every file GET.
+        """
+        parts = [p for p in relpath.split("/") if p not in ("", ".")]
+        if relpath.startswith("/") or "\\" in relpath or ".." in parts or not parts:
             msg = f"unsafe file path {relpath!r}"
             raise StoreError(msg)
         check_name("file path", relpath)
-        base = (self.archive_dir / resource.directory).resolve()
-        full = (base / rel).resolve()
-        if base != full and base not in full.parents:
-            msg = f"unsafe file path {relpath!r}"
+        archive = self._archive_abs
+        base = os.path.normpath(os.path.join(archive, resource.directory))
+        if not base.startswith(archive + os.sep):
+            msg = f"resource folder {resource.directory!r} is outside the archive"
             raise StoreError(msg)
-        return full
+        return Path(os.path.join(base, *parts))
+
+    @functools.cached_property
+    def _archive_abs(self) -> str:
+        return os.path.abspath(self.archive_dir)
 
     def add_file(
         self,

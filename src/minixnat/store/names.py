@@ -7,14 +7,18 @@ carries it.  They are refused at the door, before anything is stored.
 
 from __future__ import annotations
 
-import unicodedata
+import re
 
 from minixnat.store.records import StoreError
+
+# Unicode's category Cc is exactly C0, DEL and C1; a regex finds them fastest (every URL
+# segment of every request is checked).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def control_characters(text: str) -> list[str]:
     """The control characters in ``text``, as ``U+XXXX`` names, in order of appearance."""
-    return [f"U+{ord(c):04X}" for c in text if unicodedata.category(c) == "Cc"]
+    return [f"U+{ord(c):04X}" for c in _CONTROL.findall(text)]
 
 
 def check_name(kind: str, text: str) -> None:

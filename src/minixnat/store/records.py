@@ -129,3 +129,10 @@ class AliasToken:
     created_ms: int
     expires_ms: int
     enabled: bool
+
+
+@dataclass(frozen=True)
+class LoginSession:
+    login: str
+    token: str  # the alias token the session was opened with ('' for a password)
+    last_seen_ms: int

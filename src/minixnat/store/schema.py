@@ -198,6 +198,9 @@ MIGRATIONS: list[str] = [
     CREATE TABLE journal_commits (id TEXT PRIMARY KEY);
     -- the alias token a login session was opened with: invalidating it ends the session
     ALTER TABLE login_sessions ADD COLUMN token TEXT NOT NULL DEFAULT '';
+    -- when the session was last used (wall clock, ms): sessions live in this table only
+    ALTER TABLE login_sessions ADD COLUMN last_seen_ms INTEGER NOT NULL DEFAULT 0;
+    UPDATE login_sessions SET last_seen_ms = created_ms;
     """,
 ]
 

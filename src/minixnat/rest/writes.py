@@ -520,11 +520,22 @@ def _resource_label(label: str) -> str:
     return label
 
 
+def find_resource(store: Store, node: Node, ref: str) -> Resource | None:
+    """A resource of ``node`` by label, or by its numeric ID (``xnat_abstractresource_id``),
+    as XNAT accepts either wherever a URL names a resource."""
+    found = store.get_resource_by_label(*node.owner, ref)
+    if found is None and ref.isdigit():
+        by_id = store.get_resource(int(ref))
+        if by_id is not None and (by_id.owner_kind, by_id.owner_key) == node.owner:
+            found = by_id
+    return found
+
+
 def _get_or_create_resource(
     ctx: WriteContext, node: Node, label: str, simple: dict[str, str], *, create_only: bool
 ) -> Resource:
     store = ctx.store
-    existing = store.get_resource_by_label(*node.owner, label)
+    existing = find_resource(store, node, label)
     if existing is not None:
         if create_only:
             raise HttpError(409, "Specified resource already exists.")
@@ -550,7 +561,7 @@ async def _resources(ctx: WriteContext, request: Request, node: Node, tail: list
     label = tail[1]
     if method == "DELETE":
         _require_edit(ctx.access, node.project)
-        resource = store.get_resource_by_label(*node.owner, label)
+        resource = find_resource(store, node, label)
         if resource is None:
             raise HttpError(404, f"Unable to find resource {label}.")
         if len(tail) == 2:

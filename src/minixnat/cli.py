@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -153,11 +152,10 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from minixnat.server.accesslog import AccessLog
     from minixnat.server.app import App
     from minixnat.server.faults import Faults
+    from minixnat.server.run import listening_socket, server_for, url_of
 
     store = _open(args.root)
     report = check(store, full=False)
@@ -180,38 +178,21 @@ def serve(args: argparse.Namespace) -> int:
         session_ttl=args.session_ttl,
         conn_mbps=args.conn_mbps,
     )
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # Accepted connections inherit this: a response's head and body go out as two writes,
-    # and with Nagle's algorithm the second waited for the client's delayed ACK (~40 ms
-    # on every request after the first of a keep-alive connection).
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         access_log = AccessLog(args.access_log) if args.access_log else None
     except OSError as exc:
         print(f"minixnat: cannot write the access log {args.access_log}: {exc}", file=sys.stderr)
         return 2
     try:
-        sock.bind((args.host, args.port))
+        sock = listening_socket(args.host, args.port)
     except OSError as exc:
         print(
             f"minixnat: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr
         )
         return 2
-    sock.listen(256)
-    port = sock.getsockname()[1]
-    host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
-    print(f"minixnat listening on http://{host}:{port}", flush=True)
-    config = uvicorn.Config(
-        App(store, faults, access_log=access_log),
-        http="httptools",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-        timeout_keep_alive=30,
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    app = App(store, faults, access_log=access_log)
+    print(f"minixnat listening on {url_of(sock)}", flush=True)
+    server_for(app).run(sockets=[sock])
     return 0
 
 

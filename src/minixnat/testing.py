@@ -1,0 +1,85 @@
+"""A pytest plugin: a real minixnat server for tests of anything that talks to XNAT.
+
+``pip install xnat-downloader[server]``, then in a test suite (or ``pytest -p
+minixnat.testing``; the plugin is also registered as an entry point)::
+
+    def test_my_script(minixnat):
+        import xnat
+        with xnat.connect(minixnat.url, user=minixnat.user, password=minixnat.password) as s:
+            s.put("/data/projects/P1")
+            assert "P1" in s.projects
+
+Each test gets its own server on a free loopback port with a fresh, empty archive in a
+temporary folder and one site admin; it starts in a few milliseconds (no Docker, no Java)
+and stops when the test ends.  :func:`start` does the same outside pytest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ADMIN = "admin"
+ADMIN_PASSWORD = "admin"
+
+
+@dataclass
+class MiniXnat:
+    """A running server: its address, the admin's credentials and the archive folder."""
+
+    url: str
+    user: str
+    password: str
+    root: Path
+    _running: Any = field(default=None, repr=False)
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return self.user, self.password
+
+    def stop(self) -> None:
+        if self._running is not None:
+            background, store = self._running
+            background.stop()
+            store.close()
+            self._running = None
+
+
+def start(
+    root: Path,
+    *,
+    user: str = ADMIN,
+    password: str = ADMIN_PASSWORD,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    **faults: Any,
+) -> MiniXnat:
+    """Serve ``root`` (created if needed, with ``user`` as site admin) in a background
+    thread.  ``faults`` are the fault switches of ``minixnat serve`` (``latency_ms=…``)."""
+    # Imported here: loading the plugin must not need the server's dependencies.
+    from minixnat.server.app import App
+    from minixnat.server.faults import Faults
+    from minixnat.server.run import Background, listening_socket, url_of
+    from minixnat.store import Store
+
+    root.mkdir(parents=True, exist_ok=True)
+    store = Store(root)
+    if store.check_password(user, password) is None:
+        store.add_user(user, password, admin=True)
+    sock = listening_socket(host, port)
+    running = Background(App(store, Faults(**faults)), sock)
+    return MiniXnat(url_of(sock), user, password, root, (running, store))
+
+
+@pytest.fixture
+def minixnat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniXnat]:
+    """A minixnat server with an empty archive, for one test."""
+    server = start(tmp_path_factory.mktemp("minixnat") / "archive")
+    try:
+        yield server
+    finally:
+        server.stop()

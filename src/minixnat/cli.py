@@ -108,10 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     user = sub.add_parser("user", help="manage users")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     add = user_sub.add_parser("add", help="create a user (or reset their password)")
-    add.add_argument("--root", type=Path, required=True)
-    add.add_argument("name")
-    add.add_argument("--password", required=True)
-    add.add_argument("--admin", action="store_true")
+    add.add_argument("--root", type=Path, required=True, help="the archive folder")
+    add.add_argument("name", help="the login name")
+    add.add_argument("--password", required=True, help="the password")
+    add.add_argument("--admin", action="store_true", help="make the user a site admin")
+    add.add_argument("--firstname", default="", help="first name, as listed by /data/users")
+    add.add_argument("--lastname", default="", help="last name")
+    add.add_argument("--email", default="", help="e-mail address")
 
     project = sub.add_parser("project", help="manage project access")
     project_sub = project.add_subparsers(dest="project_command", required=True)
@@ -225,7 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return run_check(args)
         if args.command == "user":
-            _open(args.root).add_user(args.name, args.password, admin=args.admin)
+            _open(args.root).add_user(
+                args.name,
+                args.password,
+                admin=args.admin,
+                firstname=args.firstname,
+                lastname=args.lastname,
+                email=args.email,
+            )
             return 0
         if args.command == "project":
             store = _open(args.root)

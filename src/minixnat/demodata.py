@@ -148,7 +148,7 @@ def _nifti_like(seed: int, name: str, size: int) -> bytes:
 def generate(root: Path, spec: DemoSpec) -> Store:
     """Create (or refill) the archive at ``root``; return the open store."""
     store = Store(root)
-    store.add_user("admin", "admin", admin=True)
+    store.add_user("admin", "admin", admin=True, firstname="Admin", lastname="Admin")
     rng = random.Random(spec.seed)
     base = date(2019, 1, 7)
     for p in range(1, spec.projects + 1):

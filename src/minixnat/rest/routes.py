@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from minixnat.http.access import Access
 from minixnat.http.messages import AnyResponse, HttpError, Request, Response, text
 from minixnat.importer.unpack import Limits
-from minixnat.rest import catalogs, imports, reads, writes
+from minixnat.rest import catalogs, imports, reads, users, writes
 from minixnat.rest.resolve import resolve
 from minixnat.rest.tables import Table, render
 from minixnat.store import Store, User
@@ -228,6 +228,28 @@ def _token_json(token: Any) -> dict[str, Any]:
     }
 
 
+# -- users -------------------------------------------------------------------------------
+async def site_users(call: Call) -> AnyResponse:
+    call.require_user()
+    return users.site_users(call.store, call.request, call.params.get("login"))
+
+
+async def xapi_users(call: Call) -> AnyResponse:
+    call.require_user()
+    return users.xapi_users(call.store, call.params.get("login"))
+
+
+async def project_users(call: Call) -> AnyResponse:
+    return users.project_users(call.store, call.access, call.request, call.params["project"])
+
+
+async def membership(call: Call) -> AnyResponse:
+    p = call.params
+    return users.change_membership(
+        call.store, call.access, call.request, p["project"], p["group"], p["login"]
+    )
+
+
 # -- the archive ---------------------------------------------------------------------------
 async def archive_read(call: Call) -> AnyResponse:
     target = resolve(call.store, call.access, call.rest, all_files=call.request.flag("all"))
@@ -368,12 +390,18 @@ ROUTES: list[Route] = [
     _route("data/search/elements/*", search_elements),
     _route("data/user/{login}/sessions", user_sessions),
     _route("data/prearchive/*", prearchive),
+    _route("data/users", site_users, READ),
+    _route("data/users/{login}", site_users, READ),
+    _route("data/projects/{project}/users", project_users, READ),
+    _route("data/projects/{project}/users/{group}/{login}", membership, WRITE),
     _route("data/*", archive_write, WRITE),
     _route("data/*", archive_read, READ),
     _route("data/*", method_not_allowed),
     _route("xapi/siteConfig/buildInfo", build_info),
     _route("xapi/siteConfig/buildInfo/{key}", build_info),
     _route("xapi/siteConfig/uptime", uptime),
+    _route("xapi/users", xapi_users, READ),
+    _route("xapi/users/{login}", xapi_users, READ),
     _route("xapi/schemas", schema_names),
     _route("xapi/schemas/{name}", schema),
     _route("xapi/schemas/{namespace}/{name}", schema),

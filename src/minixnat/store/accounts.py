@@ -10,6 +10,7 @@ import uuid
 
 from minixnat.store.clock import now_ms
 from minixnat.store.db import Database
+from minixnat.store.names import check_name
 from minixnat.store.records import AliasToken, LoginSession, StoreError, User
 
 TOKEN_LIFETIME_MS = 2 * 24 * 3600 * 1000
@@ -26,31 +27,61 @@ class AccountTables(Database):
     # request (pyxnat) would pay it each time.  Verified pairs are remembered by a hash.
     _verified: dict[str, str]
 
-    def add_user(self, login: str, password: str, *, admin: bool = False) -> User:
+    def add_user(
+        self,
+        login: str,
+        password: str,
+        *,
+        admin: bool = False,
+        firstname: str = "",
+        lastname: str = "",
+        email: str = "",
+    ) -> User:
         if not login or any(c in login for c in ":/ \t") or not login.isprintable():
             msg = f"invalid user name {login!r}: use letters, digits, '_', '-' or '.'"
             raise StoreError(msg)
+        for name, value in (("first name", firstname), ("last name", lastname), ("email", email)):
+            check_name(name, value)
         salt = secrets.token_hex(8)
-        self._exec(
-            "INSERT INTO users (login, salt, password_hash, admin) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(login) DO UPDATE SET salt=excluded.salt, "
-            "password_hash=excluded.password_hash, admin=excluded.admin",
-            (login, salt, _hash_password(password, salt), int(admin)),
-        )
+        with self.transaction():
+            self._exec(
+                "INSERT INTO users (login, salt, password_hash, admin) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(login) DO UPDATE SET salt=excluded.salt, "
+                "password_hash=excluded.password_hash, admin=excluded.admin",
+                (login, salt, _hash_password(password, salt), int(admin)),
+            )
+            details = {"firstname": firstname, "lastname": lastname, "email": email}
+            for column, value in details.items():
+                if value:  # names: the column name is one of the three above, never input
+                    self._exec(f"UPDATE users SET {column}=? WHERE login=?", (value, login))
         self._verified = {k: v for k, v in self._verified.items() if v != login}
-        return User(login, admin, True)
+        user = self.get_user(login)
+        assert user is not None
+        return user
 
     def get_user(self, login: str) -> User | None:
-        row = self._one("SELECT * FROM users WHERE login=?", (login,))
-        if row is None:
-            return None
-        return User(
-            row["login"],
-            bool(row["admin"]),
-            bool(row["enabled"]),
-            row["firstname"],
-            row["lastname"],
+        row = self._one("SELECT rowid, * FROM users WHERE login=?", (login,))
+        return _user(row) if row is not None else None
+
+    def list_users(self) -> list[User]:
+        return [_user(r) for r in self._q("SELECT rowid, * FROM users ORDER BY rowid")]
+
+    def project_members(self, pid: str) -> list[tuple[User, str]]:
+        """Every user with a role in ``pid``, and the role."""
+        rows = self._q(
+            "SELECT u.rowid, u.*, r.role FROM project_roles r JOIN users u ON u.login = r.login "
+            "WHERE r.project=? ORDER BY u.rowid",
+            (pid,),
         )
+        return [(_user(r), str(r["role"])) for r in rows]
+
+    def remove_role(self, pid: str, login: str) -> bool:
+        with self.transaction():
+            found = self._one(
+                "SELECT 1 FROM project_roles WHERE project=? AND login=?", (pid, login)
+            )
+            self._exec("DELETE FROM project_roles WHERE project=? AND login=?", (pid, login))
+        return found is not None
 
     def check_password(self, login: str, password: str) -> User | None:
         """The user, if ``password`` is theirs and the account is enabled."""
@@ -148,6 +179,18 @@ class AccountTables(Database):
             self._exec("UPDATE alias_tokens SET enabled=0 WHERE alias=?", (alias,))
             self._exec("DELETE FROM login_sessions WHERE token=?", (alias,))
         return found
+
+
+def _user(row: sqlite3.Row) -> User:
+    return User(
+        row["login"],
+        bool(row["admin"]),
+        bool(row["enabled"]),
+        row["firstname"],
+        row["lastname"],
+        row["email"],
+        int(row["rowid"]),
+    )
 
 
 def _token(row: sqlite3.Row) -> AliasToken:

@@ -22,6 +22,8 @@ class User:
     enabled: bool
     firstname: str = ""
     lastname: str = ""
+    email: str = ""
+    id: int = 0  # XNAT's xdat_user_id: 1 for the first user
 
 
 @dataclass(frozen=True)

@@ -39,28 +39,34 @@ def is_a(xsi_type: str, wanted: str) -> bool:
     return False
 
 
-def project_table(store: Store, access: Access) -> Table:
+def project_table(store: Store, access: Access, request: Request) -> Table:
+    # Asked for its aliases, XNAT lists a project once per alias (a join).
+    by_alias = "alias" in request.param("columns").lower().split(",")
     rows = []
     for p in store.list_projects():
         if not access.can_see(p):
             continue
-        rows.append(
-            {
-                "ID": p.id,
-                "secondary_ID": p.secondary_id,
-                "name": p.name,
-                "description": p.description,
-                "pi_firstname": p.pi_firstname,
-                "pi_lastname": p.pi_lastname,
-                "keywords": p.keywords,
-                "accessibility": p.accessibility,
-                "insert_date": p.insert_date,
-                "insert_user": p.insert_user,
-                "URI": f"/data/projects/{p.id}",
-            }
-        )
+        aliases = store.project_aliases(p.id) if by_alias else []
+        for alias in aliases or [""]:
+            rows.append(
+                {
+                    "_key": p.id,
+                    "alias": alias,
+                    "ID": p.id,
+                    "secondary_ID": p.secondary_id,
+                    "name": p.name,
+                    "description": p.description,
+                    "pi_firstname": p.pi_firstname,
+                    "pi_lastname": p.pi_lastname,
+                    "keywords": p.keywords,
+                    "accessibility": p.accessibility,
+                    "insert_date": p.insert_date,
+                    "insert_user": p.insert_user,
+                    "URI": f"/data/projects/{p.id}",
+                }
+            )
     cols = ["ID", "secondary_ID", "name", "description", "pi_firstname", "pi_lastname", "URI"]
-    return Table(cols, rows)
+    return Table(cols, rows, fields=lambda: store.fields_of_kind("project"), key_column="ID")
 
 
 def subject_rows(store: Store, subjects_project: str | None, access: Access) -> list[Row]:
@@ -71,11 +77,13 @@ def subject_rows(store: Store, subjects_project: str | None, access: Access) -> 
             continue
         rows.append(
             {
+                "_key": s.id,
                 "ID": s.id,
                 "project": s.project,
                 "label": s.label,
                 "insert_date": s.insert_date,
                 "insert_user": s.insert_user,
+                "last_modified": s.last_modified,
                 "gender": s.gender,
                 "dob": s.dob,
                 "yob": s.yob,
@@ -90,15 +98,17 @@ def subject_table(store: Store, target: Target, access: Access) -> Table:
     project = target.project.id if target.project else None
     rows = subject_rows(store, project, access)
     cols = ["ID", "project", "label", "insert_date", "insert_user", "URI"]
-    return Table(cols, rows)
+    return Table(cols, rows, fields=lambda: store.fields_of_kind("subject"), key_column="ID")
 
 
 def _experiment_row(store: Store, e: Experiment) -> Row:
     subject = store.get_subject(e.subject_id)
     session = store.get_experiment(e.session_id) if e.session_id else None
     return {
+        "_key": e.id,
         "ID": e.id,
         "project": e.project,
+        "last_modified": e.last_modified,
         "date": e.date,
         "xsiType": e.xsi_type,
         "label": e.label,
@@ -151,7 +161,13 @@ def experiment_table(store: Store, target: Target, request: Request, access: Acc
     if xsi and "," not in xsi:
         experiments = [e for e in experiments if is_a(e.xsi_type, xsi)]
     rows = [_experiment_row(store, e) for e in experiments]
-    return Table(cols, rows, title=title)
+    return Table(
+        cols,
+        rows,
+        title=title,
+        fields=lambda: store.fields_of_kind("experiment"),
+        key_column="ID",
+    )
 
 
 def scan_table(store: Store, target: Target) -> Table:
@@ -160,6 +176,7 @@ def scan_table(store: Store, target: Target) -> Table:
     for s in store.list_scans(target.experiment.id):
         rows.append(
             {
+                "_key": str(s.pk),
                 "xnat_imagescandata_id": str(s.pk),
                 "ID": s.scan_id,
                 "type": s.type,
@@ -183,13 +200,14 @@ def scan_table(store: Store, target: Target) -> Table:
         "series_description",
         "URI",
     ]
-    return Table(cols, rows)
+    return Table(cols, rows, fields=lambda: store.fields_of_kind("scan"))
 
 
 def recon_table(store: Store, target: Target) -> Table:
     assert target.experiment
     rows = [
         {
+            "_key": str(r.pk),
             "xnat_reconstructedimagedata_id": str(r.pk),
             "ID": r.recon_id,
             "type": r.type,
@@ -198,7 +216,11 @@ def recon_table(store: Store, target: Target) -> Table:
         }
         for r in store.list_recons(target.experiment.id)
     ]
-    return Table(["xnat_reconstructedimagedata_id", "ID", "type", "baseScanType", "URI"], rows)
+    return Table(
+        ["xnat_reconstructedimagedata_id", "ID", "type", "baseScanType", "URI"],
+        rows,
+        fields=lambda: store.fields_of_kind("recon"),
+    )
 
 
 def assessor_table(store: Store, target: Target) -> Table:
@@ -217,7 +239,7 @@ def assessor_table(store: Store, target: Target) -> Table:
         "session_label",
         "URI",
     ]
-    return Table(cols, rows)
+    return Table(cols, rows, fields=lambda: store.fields_of_kind("experiment"))
 
 
 RESOURCE_COLUMNS = [

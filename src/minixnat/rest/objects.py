@@ -13,6 +13,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from minixnat.http.messages import HttpError, Request, Response
 from minixnat.rest.resolve import Node, Target
+from minixnat.rest.xpaths import nested_xml
 from minixnat.store import Experiment, Project, Recon, Resource, Scan, Store, Subject
 
 ROOT_ELEMENTS = {
@@ -29,6 +30,7 @@ ROOT_ELEMENTS = {
 }
 NAMESPACES = (
     'xmlns:xnat="http://nrg.wustl.edu/xnat" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+    ' xmlns:prov="http://www.nbirn.net/prov"'
 )
 JAVA_DATE = "%a %b %d %H:%M:%S UTC %Y"
 
@@ -137,8 +139,35 @@ def recon_fields(r: Recon) -> dict[str, Any]:
     }
 
 
+def _field_owner(target: Target) -> tuple[str, str] | None:
+    """Whose stored fields (store/fields.py) belong in the object's document."""
+    if target.kind == "project" and target.project:
+        return "project", target.project.id
+    if target.kind == "subject" and target.subject:
+        return "subject", target.subject.id
+    if target.kind == "experiment" and target.experiment:
+        return "experiment", target.experiment.id
+    node = target.nodes[0] if target.nodes else None
+    if target.kind == "scan" and node and node.scan:
+        return "scan", str(node.scan.pk)
+    if target.kind == "reconstruction" and node and node.recon:
+        return "recon", str(node.recon.pk)
+    if target.kind == "assessor" and node and node.assessor:
+        return "experiment", node.assessor.id
+    return None
+
+
 def describe(store: Store, target: Target) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
-    """(xsi type, data_fields, children) of the object a target names."""
+    """(xsi type, data_fields, children) of the object a target names, with its stored
+    fields (``age``, ``investigator/firstname``, …) among the data fields."""
+    xsi_type, fields, children = _describe(store, target)
+    owner = _field_owner(target)
+    if owner is not None:
+        fields = {**fields, **store.get_fields(*owner)}
+    return xsi_type, fields, children
+
+
+def _describe(store: Store, target: Target) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     if target.kind == "project":
         assert target.project
         node = Node("project", target.project)
@@ -264,12 +293,15 @@ def _to_xml(
         f"{k}={quoteattr(str(v))}" for k, v in fields.items() if k in ATTRIBUTES and v != ""
     )
     inner = []
+    nested: dict[str, str] = {}
     for key, value in fields.items():
-        if key in ATTRIBUTES or key == "id" or value == "" or "/" in key:
+        if key in ATTRIBUTES or key == "id" or value == "" or key.startswith("xnat_"):
             continue
-        if key.startswith("xnat_"):
+        if "/" in key or "[" in key:
+            nested[key] = str(value)
             continue
         inner.append(f"<xnat:{key}>{_xml_text(value)}</xnat:{key}>")
+    inner.append(nested_xml(nested))
     for child in children:
         field = child["field"]
         parts = field.split("/")

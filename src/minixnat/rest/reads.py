@@ -16,7 +16,7 @@ def read(
     """GET or HEAD of anything under ``/data`` that ``resolve`` found."""
     kind = target.kind
     if kind == "projects":
-        table = listings.project_table(store, access)
+        table = listings.project_table(store, access, request)
         return render(project_columns(apply_query(table, request), request), request)
     if kind == "subjects":
         table = listings.subject_table(store, target, access)
@@ -36,7 +36,8 @@ def read(
         assert target.project
         return text(target.project.accessibility)
     elif kind in ("prearchive_code", "quarantine_code"):
-        return text("0")
+        assert target.project
+        return text(str(getattr(target.project, kind)))
     elif kind == "current_arc":
         return text("arc001")
     elif kind == "resource":

@@ -13,6 +13,8 @@ import fnmatch
 import html
 import io
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from xml.sax.saxutils import escape
@@ -64,17 +66,27 @@ class Table:
     fixed_columns: bool = False
     column_props: list[dict[str, str]] | None = None
     extra_props: dict[str, str] = field(default_factory=dict)
+    # The listed objects' other fields, ``{row _key: {path: value}}``, loaded only when asked.
+    fields: Callable[[], dict[str, dict[str, str]]] | None = None
+    # Given with any ``columns=``, as XNAT's query builder always selects the row's key.
+    key_column: str | None = None
 
 
 def project_columns(table: Table, request: Request) -> Table:
-    """Apply ``columns=`` (unless the listing's columns are fixed); always keep ``URI``."""
+    """Apply ``columns=`` (unless the listing's columns are fixed); always keep ``URI``.
+
+    A name that is no column of the listing is looked up among the objects' other fields
+    (``Table.fields``, keyed by each row's hidden ``_key``), as XNAT answers any field path
+    of the listed datatype.  A field repeated in an object (provenance steps) gives one row
+    per occurrence, as XNAT's joins do.
+    """
     wanted = request.param("columns")
     if table.fixed_columns or not wanted or wanted.upper() == "DEFAULT":
         rows = [{c: r.get(c, "") for c in table.columns} for r in table.rows]
         return replace(table, rows=rows)
     names = [c.strip() for c in wanted.split(",") if c.strip()]
     known = _known_columns(table)
-    chosen: list[tuple[str, str]] = []  # (output name, row key)
+    chosen: list[tuple[str, str, bool]] = []  # (output name, row key or field key, is_field)
     for name in names:
         key = known.get(name.lower())
         out_name = key
@@ -86,14 +98,62 @@ def project_columns(table: Table, request: Request) -> Table:
             key = known.get(name.rsplit("/", 1)[1].lower())
             out_name = name.lower()
             also_plain = True
-        taken = {c for c, _ in chosen}
+        taken = {c for c, _, _ in chosen}
+        if key is None and table.fields is not None:
+            out_name = name.lower() if "/" in name else name
+            if out_name not in taken:
+                chosen.append((out_name, field_key(name), True))
+            continue
         if key and out_name and key != "URI" and out_name not in taken:
-            chosen.append((out_name, key))
+            chosen.append((out_name, key, False))
             if also_plain and key not in taken:
-                chosen.append((key, key))
-    chosen.append(("URI", "URI"))
-    rows = [{out: r.get(key, "") for out, key in chosen} for r in table.rows]
-    return replace(table, columns=[c for c, _ in chosen], rows=rows)
+                chosen.append((key, key, False))
+    if table.key_column and table.key_column not in {c for c, _, _ in chosen}:
+        chosen.append((table.key_column, table.key_column, False))
+    chosen.append(("URI", "URI", False))
+    fields = table.fields() if table.fields and any(f for _, _, f in chosen) else {}
+    rows = []
+    for r in table.rows:
+        values = {
+            out: _occurrences(fields.get(r.get("_key", ""), {}), key)
+            for out, key, is_field in chosen
+            if is_field
+        }
+        positions = sorted({p for found in values.values() for p in found}) or [1]
+        for pos in positions:
+            rows.append(
+                {
+                    out: values[out].get(pos, "") if is_field else r.get(key, "")
+                    for out, key, is_field in chosen
+                }
+            )
+    return replace(table, columns=[c for c, _, _ in chosen], rows=rows)
+
+
+_POSITION = re.compile(r"\[(\d+)\]")
+
+
+def below_datatype(name: str) -> str | None:
+    """The path below a datatype prefix (``xnat:mrSessionData/age`` → ``age``), or None."""
+    head, sep, rest = name.partition("/")
+    return rest if sep and ":" in head and rest else None
+
+
+def field_key(name: str) -> str:
+    """How a column name finds a stored field path: below the datatype, lower case, without
+    positions (``xnat:reconstructedImageData/provenance/processStep/program`` →
+    ``provenance/processstep/program``)."""
+    return _POSITION.sub("", below_datatype(name) or name).lower()
+
+
+def _occurrences(stored: dict[str, str], key: str) -> dict[int, str]:
+    """The values of one field in one object, by position (1 when not repeated)."""
+    found = {}
+    for path, value in stored.items():
+        if field_key(path) == key:
+            position = _POSITION.search(path)
+            found[int(position.group(1)) if position else 1] = value
+    return found
 
 
 def _known_columns(table: Table) -> dict[str, str]:

@@ -22,11 +22,12 @@ from minixnat.http.messages import HttpError, Request, Response, text
 from minixnat.importer.build import safe_label
 from minixnat.importer.commit import md5_of
 from minixnat.importer.unpack import Limits, UnpackError, budget_for, discard, sniff, unpack
-from minixnat.rest import bodies
+from minixnat.rest import bodies, xpaths
 from minixnat.rest.resolve import Node, Target, resolve
 from minixnat.store import Project, Resource, Store, StoreError, User, names
 
 COLLECTIONS = ("projects", "subjects", "experiments", "scans", "reconstructions", "assessors")
+PROJECT_SETTINGS = ("accessibility", "prearchive_code", "quarantine_code")
 _LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _CUSTOM_FIELD = re.compile(r"fields/field\[name=([^\]]+)\]/field$", re.IGNORECASE)
 GENDERS = {"m": "male", "male": "male", "f": "female", "female": "female", "o": "other",
@@ -134,13 +135,20 @@ async def handle(ctx: WriteContext, request: Request, rest: list[str]) -> Respon
     if tail and tail[0] in ("resources", "files"):
         node = _resolve_node(ctx, owner)
         return await _resources(ctx, request, node, tail)
-    if tail and tail[0] == "accessibility" and len(tail) == 2 and owner[0] == "projects":
+    if (
+        len(tail) == 2
+        and owner[0] == "projects"
+        and len(owner) == 2
+        and tail[0] in PROJECT_SETTINGS
+    ):
         project = _resolve_node(ctx, owner).project
         _require_delete(ctx.access, project)
-        try:
+        if tail[0] == "accessibility":
             ctx.store.set_accessibility(project.id, tail[1])
-        except StoreError as exc:
-            raise HttpError(400, str(exc)) from exc
+        elif not tail[1].isdigit():
+            raise HttpError(400, f"{tail[0]} takes a number, not {tail[1]!r}.")
+        else:
+            ctx.store.set_project_code(project.id, tail[0], int(tail[1]))
         return text("")
     if tail:
         raise HttpError(405, f"{request.method} is not supported on …/{'/'.join(tail)}.")
@@ -176,16 +184,21 @@ def _put_object(
     kind, name = owner[-2], owner[-1]
     if owner[-1] in ("in", "out"):
         kind, name = owner[-3], owner[-2]
+    pairs = xpaths.request_pairs(request.query_list, form)
+    extra = xpaths.generic_fields(pairs, kind, typed_hint=bool(request.param("xsiType")))
     if kind == "projects" and len(owner) == 2:
-        return _put_project(ctx, name, simple)
+        aliases = [v for k, v in pairs if k.lower() == "alias" and v]
+        with ctx.store.transaction():
+            response = _put_project(ctx, name, simple, aliases)
+            ctx.store.set_fields("project", name, extra)
+        return response
     parent = _resolve_node(ctx, owner[:-2] if owner[-1] not in ("in", "out") else owner[:-3])
     project = parent.project
     _require_edit(ctx.access, project)
-    try:
-        with ctx.store.transaction():  # an object and all its fields, or nothing
-            return _put_child(ctx, request, parent, kind, name, simple, custom)
-    except StoreError as exc:
-        raise HttpError(400, str(exc)) from exc
+    with ctx.store.transaction():  # an object and all its fields, or nothing
+        response, field_owner = _put_child(ctx, request, parent, kind, name, simple, custom)
+        ctx.store.set_fields(*field_owner, extra)
+    return response
 
 
 def _put_child(
@@ -196,7 +209,8 @@ def _put_child(
     name: str,
     simple: dict[str, str],
     custom: dict[str, str],
-) -> Response:
+) -> tuple[Response, tuple[str, str]]:
+    """Create or update the child; the answer and the owner of its other fields."""
     project = parent.project
     if kind == "subjects" and parent.kind == "project":
         return _put_subject(ctx, project, name, simple, custom)
@@ -212,8 +226,12 @@ def _put_child(
     raise HttpError(405, f"Cannot create {kind} here.")
 
 
-def _put_project(ctx: WriteContext, pid: str, simple: dict[str, str]) -> Response:
+def _put_project(
+    ctx: WriteContext, pid: str, simple: dict[str, str], aliases: list[str]
+) -> Response:
     store = ctx.store
+    for alias in aliases:
+        check_label("project alias", alias)
     values = _pick(
         simple,
         {
@@ -237,6 +255,8 @@ def _put_project(ctx: WriteContext, pid: str, simple: dict[str, str]) -> Respons
             if not ctx.access.can_see(existing) or not ctx.access.can_delete(existing):
                 raise refused
             store.update_row("projects", "id", pid, values)
+            for alias in aliases:
+                store.add_alias(pid, alias)
             return text("")
         if ctx.user.login == "guest":
             raise HttpError(403, "The guest user cannot create projects.")
@@ -260,8 +280,10 @@ def _put_project(ctx: WriteContext, pid: str, simple: dict[str, str]) -> Respons
             accessibility=values.get("accessibility", "private") or "private",
             owner=ctx.user.login,
         )
+        for alias in aliases:
+            store.add_alias(pid, alias)
     except StoreError as exc:
-        raise HttpError(400, str(exc)) from exc
+        raise HttpError(exc.status, str(exc)) from exc
     return text("")
 
 
@@ -307,7 +329,7 @@ def _put_subject(
     label: str,
     simple: dict[str, str],
     custom: dict[str, str],
-) -> Response:
+) -> tuple[Response, tuple[str, str]]:
     store = ctx.store
     values = subject_values(simple)
     existing = store.resolve_subject(project.id, label)
@@ -319,19 +341,19 @@ def _put_subject(
         subject = store.add_subject(project.id, rename or label, user=ctx.user.login)
         store.update_row("subjects", "id", subject.id, values)
         store.set_subject_fields(subject.id, custom)
-        return text(subject.id, 201)
+        return text(subject.id, 201), ("subject", subject.id)
     if rename and rename != existing.label:
         if store.resolve_subject(project.id, rename) is not None:
             raise HttpError(409, f"Label {rename} is already in use in project {project.id}.")
         values["label"] = rename
     store.update_row("subjects", "id", existing.id, values)
     store.set_subject_fields(existing.id, custom)
-    return text(existing.id)
+    return text(existing.id), ("subject", existing.id)
 
 
 def _put_experiment(
     ctx: WriteContext, request: Request, parent: Node, label: str, simple: dict[str, str]
-) -> Response:
+) -> tuple[Response, tuple[str, str]]:
     store = ctx.store
     project = parent.project
     values = _pick(simple, {"date": "date", "time": "time", "modality": "modality", "uid": "uid"})
@@ -350,7 +372,7 @@ def _put_experiment(
                 409, f"Experiment {label} already exists in {project.id} under another subject."
             )
         store.update_row("experiments", "id", existing.id, values)
-        return text(existing.id)
+        return text(existing.id), ("experiment", existing.id)
     if subject is None:
         raise HttpError(
             400,
@@ -372,12 +394,12 @@ def _put_experiment(
         uid=values.get("uid", ""),
         user=ctx.user.login,
     )
-    return text(created.id, 201)
+    return text(created.id, 201), ("experiment", created.id)
 
 
 def _put_scan(
     ctx: WriteContext, request: Request, parent: Node, scan_id: str, simple: dict[str, str]
-) -> Response:
+) -> tuple[Response, tuple[str, str]]:
     store = ctx.store
     session = parent.experiment
     assert session is not None
@@ -399,11 +421,11 @@ def _put_scan(
         if xsi_type and xsi_type != existing.xsi_type:
             raise HttpError(409, "Specified xsiType differs from existing xsiType")
         store.update_row("scans", "pk", existing.pk, values)
-        return text("")
+        return text(""), ("scan", str(existing.pk))
     check_label("scan", scan_id)
     if not xsi_type:
         xsi_type = session.xsi_type.replace("SessionData", "ScanData")
-    store.add_scan(
+    created = store.add_scan(
         session.id,
         scan_id,
         xsi_type,
@@ -415,10 +437,12 @@ def _put_scan(
         uid=values.get("uid", ""),
         modality=values.get("modality", "") or session.modality,
     )
-    return text("")
+    return text(""), ("scan", str(created.pk))
 
 
-def _put_recon(ctx: WriteContext, parent: Node, recon_id: str, simple: dict[str, str]) -> Response:
+def _put_recon(
+    ctx: WriteContext, parent: Node, recon_id: str, simple: dict[str, str]
+) -> tuple[Response, tuple[str, str]]:
     store = ctx.store
     session = parent.experiment
     assert session is not None
@@ -426,20 +450,20 @@ def _put_recon(ctx: WriteContext, parent: Node, recon_id: str, simple: dict[str,
     existing = [r for r in store.list_recons(session.id) if r.recon_id == recon_id]
     if existing:
         store.update_row("reconstructions", "pk", existing[0].pk, values)
-        return text("")
+        return text(""), ("recon", str(existing[0].pk))
     check_label("reconstruction", recon_id)
-    store.add_recon(
+    created = store.add_recon(
         session.id,
         recon_id,
         type_=values.get("type", ""),
         base_scan_type=values.get("base_scan_type", ""),
     )
-    return text("")
+    return text(""), ("recon", str(created.pk))
 
 
 def _put_assessor(
     ctx: WriteContext, request: Request, parent: Node, label: str, simple: dict[str, str]
-) -> Response:
+) -> tuple[Response, tuple[str, str]]:
     store = ctx.store
     session = parent.experiment
     assert session is not None
@@ -449,7 +473,7 @@ def _put_assessor(
         if existing.session_id != session.id:
             raise HttpError(409, f"{label} already exists in {parent.project.id}.")
         store.update_row("experiments", "id", existing.id, values)
-        return text(existing.id)
+        return text(existing.id), ("experiment", existing.id)
     xsi_type = request.param("xsiType")
     if not xsi_type:
         raise HttpError(400, "Specify the assessor's xsiType, e.g. xnat:qcManualAssessorData.")
@@ -464,7 +488,7 @@ def _put_assessor(
         session_id=session.id,
         user=ctx.user.login,
     )
-    return text(created.id, 201)
+    return text(created.id, 201), ("experiment", created.id)
 
 
 def _delete_object(ctx: WriteContext, node: Node) -> Response:

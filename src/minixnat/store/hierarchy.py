@@ -67,7 +67,9 @@ class HierarchyTables(Database):
                 msg = f"project {pid} already exists"
                 raise StoreError(msg)
             self._exec(
-                "INSERT INTO projects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO projects (id, secondary_id, name, description, keywords, "
+                "pi_firstname, pi_lastname, accessibility, insert_date, insert_user) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     pid,
                     secondary_id or pid,
@@ -88,10 +90,40 @@ class HierarchyTables(Database):
         return project
 
     def get_project(self, pid: str) -> Project | None:
-        row = self._one(
-            "SELECT * FROM projects WHERE id=? OR (secondary_id=? AND id<>?)", (pid, pid, pid)
-        )
+        """A project by its ID, its secondary ID or one of its aliases (XNAT's order)."""
+        row = self._one("SELECT * FROM projects WHERE id=?", (pid,))
+        if row is None:
+            row = self._one(
+                "SELECT * FROM projects WHERE secondary_id=? UNION ALL SELECT p.* FROM projects p "
+                "JOIN project_aliases a ON a.project = p.id WHERE a.alias=? LIMIT 1",
+                (pid, pid),
+            )
         return Project(**dict(row)) if row else None
+
+    def project_aliases(self, pid: str) -> list[str]:
+        rows = self._q("SELECT alias FROM project_aliases WHERE project=? ORDER BY alias", (pid,))
+        return [str(r["alias"]) for r in rows]
+
+    def add_alias(self, pid: str, alias: str) -> None:
+        """Give ``pid`` another name; refused if any project already answers to it."""
+        with self.transaction():
+            owner = self.get_project(alias)
+            if owner is not None and owner.id != pid:
+                msg = f"{alias} already names project {owner.id}"
+                raise StoreError(msg, 409)
+            if owner is None:
+                self._exec(
+                    "INSERT INTO project_aliases (alias, project) VALUES (?, ?)", (alias, pid)
+                )
+
+    def set_project_code(self, pid: str, which: str, code: int) -> None:
+        """Set ``prearchive_code`` (0 prearchive, 4 archive, 5 archive and overwrite) or
+        ``quarantine_code`` (0 or 1)."""
+        allowed = {"prearchive_code": (0, 4, 5), "quarantine_code": (0, 1)}[which]
+        if code not in allowed:
+            msg = f"{which} must be one of {', '.join(map(str, allowed))}, not {code}"
+            raise StoreError(msg)
+        self._exec(f"UPDATE projects SET {which}=? WHERE id=?", (code, pid))  # which: checked
 
     def list_projects(self) -> list[Project]:
         return [Project(**dict(r)) for r in self._q("SELECT * FROM projects ORDER BY id")]
@@ -135,9 +167,12 @@ class HierarchyTables(Database):
     ) -> Subject:
         with self.transaction():
             sid = self._next_id("S")
+            now = now_stamp()
             self._exec(
-                "INSERT INTO subjects VALUES (?, ?, ?, ?, ?, ?, ?, '{}', ?, ?)",
-                (sid, project, label, gender, dob, yob, handedness, now_stamp(), user),
+                "INSERT INTO subjects (id, project, label, gender, dob, yob, handedness, fields, "
+                "insert_date, insert_user, last_modified) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, '{}', ?, ?, ?)",
+                (sid, project, label, gender, dob, yob, handedness, now, user, now),
             )
             subject = self.get_subject(sid)
         assert subject is not None
@@ -192,8 +227,11 @@ class HierarchyTables(Database):
     ) -> Experiment:
         with self.transaction():
             eid = self._next_id("E")
+            now = now_stamp()
             self._exec(
-                "INSERT INTO experiments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO experiments (id, project, subject_id, label, xsi_type, date, time, "
+                "modality, uid, session_id, insert_date, insert_user, last_modified) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     eid,
                     project,
@@ -205,8 +243,9 @@ class HierarchyTables(Database):
                     modality,
                     uid,
                     session_id,
-                    now_stamp(),
+                    now,
                     user,
+                    now,
                 ),
             )
             experiment = self.get_experiment(eid)
@@ -374,6 +413,8 @@ class HierarchyTables(Database):
             raise StoreError(msg)
         if not values:
             return
+        if table in ("subjects", "experiments"):
+            values = {**values, "last_modified": now_stamp()}
         assignments = ", ".join(f"{column}=?" for column in values)
         self._exec(
             f"UPDATE {table} SET {assignments} WHERE {key}=?",  # names checked above
@@ -392,6 +433,9 @@ class HierarchyTables(Database):
             if self.archive_dir.resolve() in folder.parents and folder.exists():
                 tx.remove(folder)
 
+    def _forget_fields(self, kind: str, key: str) -> None:
+        self._exec("DELETE FROM object_fields WHERE owner_kind=? AND owner_key=?", (kind, key))
+
     def _delete_owned(self, owners: list[tuple[str, str]]) -> None:
         for kind, key in owners:
             for resource in self.list_resources(kind, key):
@@ -401,11 +445,13 @@ class HierarchyTables(Database):
         with self.transaction():
             self._delete_owned([("scan", str(pk))])
             self._exec("DELETE FROM scans WHERE pk=?", (pk,))
+            self._forget_fields("scan", str(pk))
 
     def delete_recon(self, pk: int) -> None:
         with self.transaction():
             self._delete_owned([("recon", str(pk))])
             self._exec("DELETE FROM reconstructions WHERE pk=?", (pk,))
+            self._forget_fields("recon", str(pk))
 
     def delete_experiment(self, eid: str) -> None:
         """Delete an experiment with its scans, recons, assessors and every file they own."""
@@ -418,6 +464,7 @@ class HierarchyTables(Database):
                 self.delete_recon(recon.pk)
             self._delete_owned([("experiment", eid), ("assessor", eid)])
             self._exec("DELETE FROM experiments WHERE id=?", (eid,))
+            self._forget_fields("experiment", eid)
 
     def delete_subject(self, sid: str) -> None:
         with self.transaction():
@@ -427,6 +474,7 @@ class HierarchyTables(Database):
                 self.delete_experiment(experiment.id)
             self._delete_owned([("subject", sid)])
             self._exec("DELETE FROM subjects WHERE id=?", (sid,))
+            self._forget_fields("subject", sid)
 
     def delete_project(self, pid: str) -> None:
         with self.transaction() as tx:
@@ -434,6 +482,7 @@ class HierarchyTables(Database):
                 self.delete_subject(subject.id)
             self._delete_owned([("project", pid)])
             self._exec("DELETE FROM projects WHERE id=?", (pid,))
+            self._forget_fields("project", pid)
             folder = self.archive_dir / pid
             if folder.exists():
                 tx.remove(folder)

@@ -38,6 +38,8 @@ class Project:
     accessibility: str
     insert_date: str
     insert_user: str
+    prearchive_code: int = 0
+    quarantine_code: int = 0
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Subject:
     fields: str
     insert_date: str
     insert_user: str
+    last_modified: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Experiment:
     session_id: str | None
     insert_date: str
     insert_user: str
+    last_modified: str = ""
 
     @property
     def is_assessor(self) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each entry upgrades the schema from version ``index`` to ``index + 1``.
 MIGRATIONS: list[str] = [
@@ -201,6 +201,30 @@ MIGRATIONS: list[str] = [
     -- when the session was last used (wall clock, ms): sessions live in this table only
     ALTER TABLE login_sessions ADD COLUMN last_seen_ms INTEGER NOT NULL DEFAULT 0;
     UPDATE login_sessions SET last_seen_ms = created_ms;
+    """,
+    # 3 -> 4: what XNAT clients set on projects and read back: aliases, the prearchive and
+    # quarantine codes; and when subjects and experiments last changed.
+    """
+    CREATE TABLE project_aliases (
+        alias TEXT PRIMARY KEY,
+        project TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE
+    );
+    ALTER TABLE projects ADD COLUMN prearchive_code INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE projects ADD COLUMN quarantine_code INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE subjects ADD COLUMN last_modified TEXT NOT NULL DEFAULT '';
+    ALTER TABLE experiments ADD COLUMN last_modified TEXT NOT NULL DEFAULT '';
+    UPDATE subjects SET last_modified = insert_date;
+    UPDATE experiments SET last_modified = insert_date;
+    -- Fields of an object's XML document that have no column of their own, by their path
+    -- relative to the datatype (``age``, ``investigator/firstname``,
+    -- ``parameters/addParam[name=TR]``, ``provenance/processStep[2]/program``).
+    CREATE TABLE object_fields (
+        owner_kind TEXT NOT NULL,
+        owner_key TEXT NOT NULL,
+        path TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (owner_kind, owner_key, path)
+    );
     """,
 ]
 

@@ -1,0 +1,76 @@
+"""Fields of an object's XML document that have no column of their own.
+
+XNAT's datatypes have hundreds of optional fields (``xnat:mrSessionData/age``,
+``…/investigator/firstname``, scan ``parameters/addParam[name=…]``, ``provenance``).  A client
+sets them with ``PUT ?{xpath}=value`` or in an XML document and reads them back through
+listing ``columns=`` and the object's XML.  They are kept here by owner and path relative to
+the datatype; a repeated element carries its position (``processStep[2]/program``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from minixnat.store.db import Database
+
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def match_key(path: str) -> str:
+    """The path as a listing column asks for it: lower case, positions left out."""
+    return _INDEX.sub("", path).lower()
+
+
+def position(path: str) -> int:
+    """The position of the first repeated element in ``path`` (1 if there is none)."""
+    found = _INDEX.search(path)
+    return int(found.group()[1:-1]) if found else 1
+
+
+class FieldTables(Database):
+    def set_fields(self, owner_kind: str, owner_key: str, values: dict[str, str]) -> None:
+        """Set fields; an empty value removes one."""
+        with self.transaction():
+            for path, value in values.items():
+                if value == "":
+                    self._exec(
+                        "DELETE FROM object_fields WHERE owner_kind=? AND owner_key=? AND path=?",
+                        (owner_kind, owner_key, path),
+                    )
+                else:
+                    self._exec(
+                        "INSERT OR REPLACE INTO object_fields VALUES (?, ?, ?, ?)",
+                        (owner_kind, owner_key, path, value),
+                    )
+
+    def replace_fields(self, owner_kind: str, owner_key: str, prefix: str) -> None:
+        """Remove every field under ``prefix`` (e.g. before a document sets them anew)."""
+        self._exec(
+            "DELETE FROM object_fields WHERE owner_kind=? AND owner_key=? "
+            "AND (path=? OR path LIKE ? ESCAPE '\\')",
+            (owner_kind, owner_key, prefix, prefix.replace("%", "\\%").replace("_", "\\_") + "%"),
+        )
+
+    def get_fields(self, owner_kind: str, owner_key: str) -> dict[str, str]:
+        rows = self._q(
+            "SELECT path, value FROM object_fields WHERE owner_kind=? AND owner_key=? "
+            "ORDER BY rowid",
+            (owner_kind, owner_key),
+        )
+        return {str(r["path"]): str(r["value"]) for r in rows}
+
+    def fields_of_kind(self, owner_kind: str) -> dict[str, dict[str, str]]:
+        """Every object's fields, for a listing: ``{owner_key: {path: value}}``."""
+        found: dict[str, dict[str, str]] = {}
+        rows = self._q(
+            "SELECT owner_key, path, value FROM object_fields WHERE owner_kind=? ORDER BY rowid",
+            (owner_kind,),
+        )
+        for r in rows:
+            found.setdefault(str(r["owner_key"]), {})[str(r["path"])] = str(r["value"])
+        return found
+
+    def delete_fields(self, owner_kind: str, owner_key: str) -> None:
+        self._exec(
+            "DELETE FROM object_fields WHERE owner_kind=? AND owner_key=?", (owner_kind, owner_key)
+        )

@@ -1,0 +1,150 @@
+"""What pyxnat and xnatpy do beyond reading the archive, against minixnat (through the
+``minixnat`` fixture of minixnat.testing), and the same over plain HTTP: resources by ID,
+users and membership, project settings, fields set by PUT and read back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyxnat
+import requests
+import xnat
+from lxml import etree
+
+from minixnat.testing import MiniXnat
+
+NS = {"xnat": "http://nrg.wustl.edu/xnat"}
+
+
+def http(server: MiniXnat, method: str, path: str, **kw: object) -> requests.Response:
+    kw.setdefault("auth", server.auth)
+    return requests.request(method, server.url + path, timeout=30, **kw)  # type: ignore[arg-type]
+
+
+def rows(server: MiniXnat, path: str, **kw: object) -> list[dict[str, str]]:
+    answer = http(server, "GET", path, **kw)
+    assert answer.status_code == 200, answer.text
+    result: list[dict[str, str]] = answer.json()["ResultSet"]["Result"]
+    return result
+
+
+def test_resources_are_reached_by_numeric_id_for_writes(minixnat: MiniXnat, tmp_path: Path) -> None:
+    http(minixnat, "PUT", "/data/projects/P")
+    http(minixnat, "PUT", "/data/projects/P/subjects/S")
+    base = "/data/projects/P/subjects/S/resources"
+    assert http(minixnat, "PUT", f"{base}/NOTES/files/a.txt", data=b"one").ok
+    rid = rows(minixnat, base)[0]["xnat_abstractresource_id"]
+    assert http(minixnat, "PUT", f"{base}/{rid}/files/b.txt", data=b"two").ok
+    assert [r["label"] for r in rows(minixnat, base)] == ["NOTES"]  # no resource named rid
+    assert http(minixnat, "GET", f"{base}/NOTES/files/b.txt").content == b"two"
+    assert http(minixnat, "DELETE", f"{base}/{rid}/files/a.txt").ok
+    assert [r["Name"] for r in rows(minixnat, f"{base}/{rid}/files")] == ["b.txt"]
+    assert http(minixnat, "PUT", f"{base}/{rid}").status_code == 409  # it exists
+    # pyxnat: a file inserted through the resource's ID, then found at its listed URI.
+    local = tmp_path / "c.txt"
+    local.write_text("three")
+    interface = pyxnat.Interface(minixnat.url, minixnat.user, minixnat.password)
+    resource = interface.select(f"/projects/P/subjects/S/resources/{rid}")
+    resource.file("c.txt").insert(str(local))
+    assert resource.file("c.txt").exists()
+    assert http(minixnat, "DELETE", f"{base}/{rid}").ok
+    assert rows(minixnat, base) == []
+
+
+def test_users_and_project_membership(minixnat: MiniXnat) -> None:
+    from minixnat.store import Store
+
+    store = Store(minixnat.root)
+    store.add_user("mia", "pw", firstname="Mia", lastname="Wong", email="mia@example.org")
+    store.add_user("cole", "pw")
+    store.close()
+    http(minixnat, "PUT", "/data/projects/P")
+    users = {u["login"]: u for u in rows(minixnat, "/data/users")}
+    assert users["mia"]["email"] == "mia@example.org"
+    assert users["admin"]["xdat_user_id"] == "1"
+    assert rows(minixnat, "/data/users/mia")[0]["lastname"] == "Wong"
+    interface = pyxnat.Interface(minixnat.url, minixnat.user, minixnat.password)
+    assert set(interface.manage.users()) == {"admin", "mia", "cole"}
+    assert interface.manage.users.firstname("mia") == "Mia"
+    project = interface.select.project("P")
+    assert project.owners() == ["admin"]
+    project.add_user("mia", "member")
+    project.add_user("cole", "collaborator")
+    assert project.members() == ["mia"]
+    assert project.collaborators() == ["cole"]
+    assert project.user_role("cole") == "collaborator"
+    # A collaborator may not change membership; a member neither.
+    for who in (("cole", "pw"), ("mia", "pw")):
+        refused = http(minixnat, "PUT", "/data/projects/P/users/Owners/cole", auth=who)
+        assert refused.status_code == 403
+    project.remove_user("cole")
+    assert "cole" not in project.users()
+    assert http(minixnat, "DELETE", "/data/projects/P/users/Owners/admin").status_code == 409
+    assert http(minixnat, "PUT", "/data/projects/P/users/Chiefs/mia").status_code == 404
+    # Outsiders learn nothing about a private project's users.
+    assert http(minixnat, "GET", "/data/projects/P/users", auth=("cole", "pw")).status_code == 404
+
+
+def test_project_settings_are_stored(minixnat: MiniXnat) -> None:
+    query = "?alias=PA&xnat:projectData/description=A%20study&xnat:projectData/name=Study"
+    assert http(minixnat, "PUT", f"/data/projects/P{query}").ok
+    assert http(minixnat, "PUT", "/data/projects/Q?alias=PA").status_code == 409
+    interface = pyxnat.Interface(minixnat.url, minixnat.user, minixnat.password)
+    project = interface.select.project("P")
+    assert project.aliases() == ["PA"]
+    assert project.description() == "A study"
+    assert (
+        http(minixnat, "GET", "/data/projects/PA?format=json").json()["items"][0]["data_fields"][
+            "ID"
+        ]
+        == "P"
+    )
+    assert project.prearchive_code() == 0
+    project.set_prearchive_code("4")
+    assert project.prearchive_code() == 4
+    assert http(minixnat, "PUT", "/data/projects/P/prearchive_code/7").status_code == 400
+    assert project.quarantine_code() == 0
+
+
+def test_fields_set_by_put_come_back(minixnat: MiniXnat) -> None:
+    interface = pyxnat.Interface(minixnat.url, minixnat.user, minixnat.password)
+    http(minixnat, "PUT", "/data/projects/P")
+    subject = interface.select.project("P").subject("S1")
+    experiment = subject.experiment("E1")
+    experiment.create(
+        **{
+            "experiment": "xnat:mrSessionData",
+            "xnat:mrSessionData/age": "42",
+            "xnat:subjectData/investigator/lastname": "doe",
+            "xnat:subjectData/investigator/firstname": "john",
+        }
+    )
+    assert experiment.attrs.get("xnat:mrSessionData/age") == "42.0"
+    assert subject.attrs.mget(
+        ["xnat:subjectData/investigator/firstname", "xnat:subjectData/investigator/lastname"]
+    ) == ["john", "doe"]
+    before = interface.select("/project/P").last_modified()
+    subject.attrs.set("age", "26")
+    assert subject.attrs.get("age") == "26"
+    assert interface.select("/project/P").last_modified() != before
+    scan = experiment.scan("1")
+    scan.create(scans="xnat:mrScanData")
+    scan.set_param("TR", "2.5")
+    assert scan.get_param("TR") == "2.5"
+    # In the documents: nested elements, demographics included.
+    doc = etree.fromstring(http(minixnat, "GET", "/data/projects/P/subjects/S1?format=xml").content)
+    assert doc.findtext("xnat:investigator/xnat:firstname", namespaces=NS) == "john"
+    http(minixnat, "PUT", "/data/projects/P/subjects/S1?gender=female&dob=1980-02-03")
+    doc = etree.fromstring(http(minixnat, "GET", "/data/projects/P/subjects/S1?format=xml").content)
+    assert doc.findtext("xnat:demographics/xnat:gender", namespaces=NS) == "female"
+    assert doc.findtext("xnat:demographics/xnat:dob", namespaces=NS) == "1980-02-03"
+    # xnatpy reads the experiment's field from the same document.
+    with xnat.connect(minixnat.url, user=minixnat.user, password=minixnat.password) as session:
+        assert session.experiments["E1"].label == "E1"
+    # Listing columns by xpath, the key column always given; an unknown column is empty.
+    listed = rows(
+        minixnat, "/data/projects/P/subjects?columns=xnat:subjectData/investigator/firstname,nosuch"
+    )
+    assert listed[0]["xnat:subjectdata/investigator/firstname"] == "john"
+    assert listed[0]["nosuch"] == ""
+    assert "ID" in listed[0]

@@ -79,7 +79,7 @@ def test_users_and_project_membership(minixnat: MiniXnat) -> None:
         assert refused.status_code == 403
     project.remove_user("cole")
     assert "cole" not in project.users()
-    assert http(minixnat, "DELETE", "/data/projects/P/users/Owners/admin").status_code == 409
+    assert http(minixnat, "DELETE", "/data/projects/P/users/Owners/mia").status_code == 404
     assert http(minixnat, "PUT", "/data/projects/P/users/Chiefs/mia").status_code == 404
     # Outsiders learn nothing about a private project's users.
     assert http(minixnat, "GET", "/data/projects/P/users", auth=("cole", "pw")).status_code == 404
@@ -148,3 +148,82 @@ def test_fields_set_by_put_come_back(minixnat: MiniXnat) -> None:
     assert listed[0]["xnat:subjectdata/investigator/firstname"] == "john"
     assert listed[0]["nosuch"] == ""
     assert "ID" in listed[0]
+
+
+SESSION_DOC = b"""<?xml version="1.0" encoding="UTF-8"?>
+<xnat:MRSession xmlns:xnat="http://nrg.wustl.edu/xnat"
+    xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" label="MR1" project="P">
+  <xnat:date>2020-02-03</xnat:date>
+  <xnat:subject_ID>NEWSUBJ</xnat:subject_ID>
+  <xnat:fieldStrength>3.0</xnat:fieldStrength>
+  <xnat:scanner manufacturer="ACME">X1</xnat:scanner>
+  <xnat:scans>
+    <xnat:scan ID="4" type="T1w" xsi:type="xnat:mrScanData">
+      <xnat:quality>questionable</xnat:quality>
+      <xnat:parameters><xnat:addParam name="TR">2.3</xnat:addParam></xnat:parameters>
+    </xnat:scan>
+  </xnat:scans>
+</xnat:MRSession>
+"""
+
+
+def test_xml_documents_create_and_update(minixnat: MiniXnat) -> None:
+    http(minixnat, "PUT", "/data/projects/P")
+    xml = {"Content-Type": "text/xml"}
+    # A session document naming a subject that does not exist: the subject is created.
+    made = http(minixnat, "PUT", "/data/projects/P/experiments/MR1", data=SESSION_DOC, headers=xml)
+    assert made.status_code == 201, made.text
+    assert [s["label"] for s in rows(minixnat, "/data/projects/P/subjects")] == ["NEWSUBJ"]
+    session = http(minixnat, "GET", "/data/projects/P/experiments/MR1?format=xml").content
+    doc = etree.fromstring(session)
+    assert doc.findtext("xnat:date", namespaces=NS) == "2020-02-03"
+    assert doc.findtext("xnat:fieldStrength", namespaces=NS) == "3.0"
+    scan = rows(minixnat, "/data/projects/P/experiments/MR1/scans")[0]
+    assert (scan["ID"], scan["type"], scan["quality"]) == ("4", "T1w", "questionable")
+    interface = pyxnat.Interface(minixnat.url, minixnat.user, minixnat.password)
+    assert interface.select("/projects/P/experiments/MR1/scans/4").get_param("TR") == "2.3"
+    # A subject document through pyxnat: demographics and custom fields are kept.
+    subject_doc = (
+        b'<xnat:Subject xmlns:xnat="http://nrg.wustl.edu/xnat" '
+        b'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" label="S2">'
+        b'<xnat:fields><xnat:field name="site">north</xnat:field></xnat:fields>'
+        b'<xnat:demographics xsi:type="xnat:demographicData"><xnat:gender>female</xnat:gender>'
+        b"<xnat:handedness>left</xnat:handedness></xnat:demographics></xnat:Subject>"
+    )
+    posted = http(minixnat, "POST", "/data/projects/P/subjects", data=subject_doc, headers=xml)
+    assert posted.status_code == 201, posted.text
+    s2 = http(minixnat, "GET", "/data/projects/P/subjects/S2?format=json").json()["items"][0]
+    assert s2["data_fields"]["demographics/gender"] == "female"
+    assert s2["data_fields"]["demographics/handedness"] == "left"
+    assert s2["children"][0]["items"][0]["data_fields"]["field"] == "north"
+    # Provenance through pyxnat: steps are stored and replaced by the next document.
+    recon = interface.select("/projects/P/subjects/NEWSUBJ/experiments/MR1/reconstructions/R1")
+    recon.create()
+    recon.provenance.set({"program": "bet", "program_version": "6.0"})
+    recon.provenance.set({"program": "fast"})
+    assert [step["program"] for step in recon.provenance.get()] == ["bet", "fast"]
+
+
+def test_bad_documents_change_nothing(minixnat: MiniXnat) -> None:
+    http(minixnat, "PUT", "/data/projects/P")
+    xml = {"Content-Type": "text/xml"}
+    for body, reason in (
+        (b"<xnat:MRSession", "cannot be read"),
+        (b"<Foo/>", "unknown root element"),
+        (b'<!DOCTYPE x [<!ENTITY a "aaaa">]><xnat:Subject xmlns:xnat="x">&a;</xnat:Subject>', ""),
+    ):
+        answer = http(minixnat, "PUT", "/data/projects/P/subjects/S9", data=body, headers=xml)
+        if reason:
+            assert answer.status_code == 400
+            assert reason in answer.text
+    # Only the well-formed subject document created a subject.
+    assert [s["label"] for s in rows(minixnat, "/data/projects/P/subjects")] == ["S9"]
+    none = http(
+        minixnat,
+        "POST",
+        "/data/projects/P/subjects",
+        data=b"<xnat:Subject xmlns:xnat='x'/>",
+        headers=xml,
+    )
+    assert none.status_code == 400
+    assert "label" in none.text

@@ -311,7 +311,9 @@ def _to_xml(
         else:
             inner.append(items)
     head = f"<{name} {attrs} {NAMESPACES}" if element is None else f"<{name} {attrs}"
-    xsi = f' xsi:type="{xsi_type}"' if element is not None else ""
+    # Children always name their type; the root does where its element name does not.
+    named = element is None and xsi_type in ROOT_ELEMENTS
+    xsi = "" if named else f' xsi:type="{xsi_type}"'
     doc = f"{head.rstrip()}{xsi}>{''.join(inner)}</{name}>"
     if element is None:
         return '<?xml version="1.0" encoding="UTF-8"?>\n' + doc

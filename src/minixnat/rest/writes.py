@@ -22,7 +22,7 @@ from minixnat.http.messages import HttpError, Request, Response, text
 from minixnat.importer.build import safe_label
 from minixnat.importer.commit import md5_of
 from minixnat.importer.unpack import Limits, UnpackError, budget_for, discard, sniff, unpack
-from minixnat.rest import bodies, xpaths
+from minixnat.rest import bodies, documents, xpaths
 from minixnat.rest.resolve import Node, Target, resolve
 from minixnat.store import Project, Resource, Store, StoreError, User, names
 
@@ -80,13 +80,13 @@ def check_label(kind: str, label: str) -> None:
 
 def field_params(request: Request, form: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     """Simple fields (lower-cased last xpath step) and custom ``fields/field[name=…]`` values."""
+    return split_pairs(xpaths.request_pairs(request.query_list, form))
+
+
+def split_pairs(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, str]]:
     simple: dict[str, str] = {}
     custom: dict[str, str] = {}
-    for key, value in [*request.query_list, *form.items()]:
-        if key.endswith("[name") and "=" in value:  # ``field[name=x]/field=v`` sent unescaped
-            name, _, value = value.partition("=")
-            key = f"{key}={name}"
-        value = "" if value == "NULL" else value
+    for key, value in pairs:
         found = _CUSTOM_FIELD.search(key)
         if found:
             custom[found.group(1)] = value
@@ -150,15 +150,103 @@ async def handle(ctx: WriteContext, request: Request, rest: list[str]) -> Respon
         else:
             ctx.store.set_project_code(project.id, tail[0], int(tail[1]))
         return text("")
-    if tail:
-        raise HttpError(405, f"{request.method} is not supported on …/{'/'.join(tail)}.")
-    if request.method == "DELETE":
+    if request.method == "DELETE" and not tail:
         return _delete_object(ctx, _resolve_node(ctx, owner))
-    if request.method not in ("PUT", "POST"):
-        raise HttpError(405, f"{request.method} is not supported here.")
+    if (
+        request.method not in ("PUT", "POST")
+        or len(tail) > 1
+        or (tail and tail[0] not in COLLECTIONS)
+    ):
+        raise HttpError(405, f"{request.method} is not supported on …/{'/'.join(rest)}.")
     body = await bodies.receive(request, ctx.tmp_dir)
-    body.discard()  # objects are described by query parameters and form fields
-    return _put_object(ctx, request, owner, body.form)
+    try:
+        document = _document_in(body)
+    finally:
+        body.discard()
+    if tail:  # POST/PUT to a collection: the document names the new object
+        label = document.attributes.get("label") if document is not None else None
+        if not label:
+            raise HttpError(400, f"Send an XML document with a label to create one of …/{tail[0]}.")
+        owner = [*owner, tail[0], label]
+    if document is not None:
+        return _put_document(ctx, request, owner, document)
+    return _put_object(ctx, request, owner, body.form)  # described by parameters and form
+
+
+XML_TYPES = ("text/xml", "application/xml")
+
+
+def _parent_for_document(ctx: WriteContext, path: list[str]) -> Node:
+    """The parent a document goes under; a subject that ``…/subjects/{S}/experiments/{E}``
+    names and that does not exist yet is created, as XNAT does for documents."""
+    if len(path) == 4 and path[0] == "projects" and path[2] == "subjects":
+        project = _resolve_node(ctx, path[:2]).project
+        if ctx.store.resolve_subject(project.id, path[3]) is None:
+            _require_edit(ctx.access, project)
+            check_label("subject", path[3])
+            ctx.store.add_subject(project.id, path[3], user=ctx.user.login)
+    return _resolve_node(ctx, path)
+
+
+def _document_in(body: bodies.Body) -> documents.Document | None:
+    """The XML document a PUT or POST carries (as its body or one multipart file), if any."""
+    if len(body.uploads) != 1:
+        return None
+    upload = body.uploads[0]
+    kind = upload.content_type.split(";", 1)[0].strip().lower()
+    named_xml = upload.filename.lower().endswith(".xml")
+    if kind not in XML_TYPES and not named_xml:
+        return None
+    try:
+        return documents.parse(upload.path.read_bytes()[: documents.MAX_BYTES + 1])
+    except documents.DocumentError as exc:
+        raise HttpError(400, f"Cannot store the document: {exc}.") from exc
+
+
+def _put_document(
+    ctx: WriteContext, request: Request, owner: list[str], doc: documents.Document
+) -> Response:
+    """Create or update an object (and a session's scans) from an XML document."""
+    kind, name = owner[-2], owner[-1]
+    pairs = doc.pairs()
+    simple, custom = split_pairs(pairs)
+    custom.update(doc.custom)
+    extra = xpaths.generic_fields(pairs, kind, typed_hint=False)
+    if kind == "projects" and len(owner) == 2:
+        with ctx.store.transaction():
+            response = _put_project(ctx, name, simple, [])
+            ctx.store.set_fields("project", name, extra)
+        return response
+    store = ctx.store
+    with store.transaction():
+        parent = _parent_for_document(ctx, owner[:-2])
+        _require_edit(ctx.access, parent.project)
+        response, field_owner = _put_child(ctx, doc.xsi_type, parent, kind, name, simple, custom)
+        if doc.has_provenance:  # the document's provenance replaces what was stored
+            store.replace_fields(*field_owner, "provenance")
+        store.set_fields(*field_owner, extra)
+        if field_owner[0] == "experiment" and (doc.scans or doc.reconstructions):
+            session = store.get_experiment(field_owner[1])
+            assert session is not None
+            node = Node(
+                "experiment", parent.project, store.get_subject(session.subject_id), session
+            )
+            for child, collection in [
+                *((s, "scans") for s in doc.scans),
+                *((r, "reconstructions") for r in doc.reconstructions),
+            ]:
+                child_id = child.attributes.get("ID", "")
+                if not child_id:
+                    raise HttpError(400, f"A {collection[:-1]} in the document has no ID.")
+                child_pairs = child.pairs()
+                child_simple, _ = split_pairs(child_pairs)
+                _, child_owner = _put_child(
+                    ctx, child.xsi_type, node, collection, child_id, child_simple, {}
+                )
+                store.set_fields(
+                    *child_owner, xpaths.generic_fields(child_pairs, collection, typed_hint=False)
+                )
+    return response
 
 
 def _resolve_node(ctx: WriteContext, owner: list[str]) -> Node:
@@ -196,14 +284,16 @@ def _put_object(
     project = parent.project
     _require_edit(ctx.access, project)
     with ctx.store.transaction():  # an object and all its fields, or nothing
-        response, field_owner = _put_child(ctx, request, parent, kind, name, simple, custom)
+        response, field_owner = _put_child(
+            ctx, request.param("xsiType"), parent, kind, name, simple, custom
+        )
         ctx.store.set_fields(*field_owner, extra)
     return response
 
 
 def _put_child(
     ctx: WriteContext,
-    request: Request,
+    xsi_type: str,
     parent: Node,
     kind: str,
     name: str,
@@ -215,14 +305,14 @@ def _put_child(
     if kind == "subjects" and parent.kind == "project":
         return _put_subject(ctx, project, name, simple, custom)
     if kind == "experiments" and parent.kind in ("project", "subject"):
-        return _put_experiment(ctx, request, parent, name, simple)
+        return _put_experiment(ctx, xsi_type, parent, name, simple)
     if parent.kind == "experiment" and parent.experiment:
         if kind == "scans":
-            return _put_scan(ctx, request, parent, name, simple)
+            return _put_scan(ctx, xsi_type, parent, name, simple)
         if kind == "reconstructions":
             return _put_recon(ctx, parent, name, simple)
         if kind == "assessors":
-            return _put_assessor(ctx, request, parent, name, simple)
+            return _put_assessor(ctx, xsi_type, parent, name, simple)
     raise HttpError(405, f"Cannot create {kind} here.")
 
 
@@ -352,7 +442,7 @@ def _put_subject(
 
 
 def _put_experiment(
-    ctx: WriteContext, request: Request, parent: Node, label: str, simple: dict[str, str]
+    ctx: WriteContext, xsi_type: str, parent: Node, label: str, simple: dict[str, str]
 ) -> tuple[Response, tuple[str, str]]:
     store = ctx.store
     project = parent.project
@@ -366,6 +456,10 @@ def _put_experiment(
     subject = parent.subject
     if subject is None and simple.get("subject_id"):
         subject = store.resolve_subject(project.id, simple["subject_id"])
+        if subject is None and existing is None:
+            # XNAT creates the subject a new session names (as a label), rather than refuse.
+            check_label("subject", simple["subject_id"])
+            subject = store.add_subject(project.id, simple["subject_id"], user=ctx.user.login)
     if existing is not None:
         if subject is not None and existing.subject_id != subject.id:
             raise HttpError(
@@ -379,7 +473,6 @@ def _put_experiment(
             "Name the subject: PUT under /subjects/{S}/experiments/{label}, or send "
             "xnat:experimentData/subject_ID.",
         )
-    xsi_type = request.param("xsiType")
     if not xsi_type:
         raise HttpError(400, "Specify the new experiment's xsiType, e.g. xnat:mrSessionData.")
     check_label("experiment", label)
@@ -398,7 +491,7 @@ def _put_experiment(
 
 
 def _put_scan(
-    ctx: WriteContext, request: Request, parent: Node, scan_id: str, simple: dict[str, str]
+    ctx: WriteContext, xsi_type: str, parent: Node, scan_id: str, simple: dict[str, str]
 ) -> tuple[Response, tuple[str, str]]:
     store = ctx.store
     session = parent.experiment
@@ -415,7 +508,6 @@ def _put_scan(
             "modality": "modality",
         },
     )
-    xsi_type = request.param("xsiType")
     existing = store.get_scan(session.id, scan_id)
     if existing is not None:
         if xsi_type and xsi_type != existing.xsi_type:
@@ -462,7 +554,7 @@ def _put_recon(
 
 
 def _put_assessor(
-    ctx: WriteContext, request: Request, parent: Node, label: str, simple: dict[str, str]
+    ctx: WriteContext, xsi_type: str, parent: Node, label: str, simple: dict[str, str]
 ) -> tuple[Response, tuple[str, str]]:
     store = ctx.store
     session = parent.experiment
@@ -474,7 +566,6 @@ def _put_assessor(
             raise HttpError(409, f"{label} already exists in {parent.project.id}.")
         store.update_row("experiments", "id", existing.id, values)
         return text(existing.id), ("experiment", existing.id)
-    xsi_type = request.param("xsiType")
     if not xsi_type:
         raise HttpError(400, "Specify the assessor's xsiType, e.g. xnat:qcManualAssessorData.")
     check_label("assessor", label)

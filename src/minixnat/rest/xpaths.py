@@ -96,7 +96,10 @@ def nested_xml(fields: dict[str, str], prefix: str = "xnat") -> str:
             if not isinstance(child, dict):
                 child = node[step] = {"": child}
             node = child
-        node[steps[-1]] = value
+        if isinstance(node.get(steps[-1]), dict):
+            node[steps[-1]][""] = value  # type: ignore[index]  # text beside attributes
+        else:
+            node[steps[-1]] = value
     return _elements(tree, prefix)
 
 
@@ -116,6 +119,12 @@ def _elements(tree: dict[str, object], prefix: str) -> str:
         if tag == "demographics":
             attrs += ' xsi:type="xnat:demographicData"'
         ns = "prov" if tag in ("processStep",) or prefix == "prov" else prefix
+        if isinstance(content, dict) and "" in content:
+            # Text beside leaf values: those were the element's attributes
+            # (``<xnat:scanner manufacturer="…">name</xnat:scanner>``).
+            leaves = {k: v for k, v in content.items() if k and not isinstance(v, dict)}
+            attrs += "".join(f" {k}={quoteattr(str(v))}" for k, v in leaves.items())
+            content = {k: v for k, v in content.items() if k not in leaves}
         inner = (
             _elements(content, "prov" if ns == "prov" else prefix)
             if isinstance(content, dict)

@@ -227,3 +227,50 @@ def test_bad_documents_change_nothing(minixnat: MiniXnat) -> None:
     )
     assert none.status_code == 400
     assert "label" in none.text
+
+
+def test_sharing_lists_and_reads_through_the_other_project(minixnat: MiniXnat) -> None:
+    from minixnat.store import Store
+
+    store = Store(minixnat.root)
+    store.add_user("mia", "pw")
+    store.add_user("cole", "pw")
+    store.close()
+    for path in ("/data/projects/P", "/data/projects/Q", "/data/projects/P/subjects/S"):
+        assert http(minixnat, "PUT", path).ok
+    http(minixnat, "PUT", "/data/projects/Q/users/Members/mia")
+    http(minixnat, "PUT", "/data/projects/Q/users/Collaborators/cole")
+    http(minixnat, "PUT", "/data/projects/P/users/Collaborators/cole")  # he reads P
+    made = http(
+        minixnat, "PUT", "/data/projects/P/subjects/S/experiments/E?xsiType=xnat:mrSessionData"
+    )
+    assert made.status_code == 201
+    mia = ("mia", "pw")
+    assert http(minixnat, "GET", "/data/projects/Q/subjects/SX", auth=mia).status_code == 404
+    # pyxnat shares the subject into Q under another label, and the experiment too.
+    interface = pyxnat.Interface(minixnat.url, minixnat.user, minixnat.password)
+    subject = interface.select.project("P").subject("S")
+    assert subject.shares().get() == ["P"]
+    subject.share("Q", label="SX")
+    assert subject.shares().get() == ["P", "Q"]
+    interface.select.project("P").subject("S").experiment("E").share("Q")
+    # mia reads them through Q, under Q's permissions, and never through P.
+    assert [r["label"] for r in rows(minixnat, "/data/projects/Q/subjects", auth=mia)] == ["SX"]
+    assert http(minixnat, "GET", "/data/projects/Q/subjects/SX", auth=mia).ok
+    assert [r["label"] for r in rows(minixnat, "/data/projects/Q/experiments", auth=mia)] == ["E"]
+    assert http(minixnat, "GET", "/data/projects/P/subjects/S", auth=mia).status_code == 404
+    # Refusals: a collaborator of Q, the owner project itself, a label already used in Q.
+    cole = ("cole", "pw")
+    share_path = "/data/projects/P/subjects/S/projects/Q"
+    assert http(minixnat, "PUT", share_path, auth=cole).status_code == 403
+    assert http(minixnat, "PUT", "/data/projects/P/subjects/S/projects/P").status_code == 400
+    assert http(minixnat, "PUT", "/data/projects/Q/subjects/OWN").ok
+    taken = http(minixnat, "PUT", "/data/projects/P/subjects/S/projects/Q?label=OWN")
+    assert taken.status_code == 409
+    # Unsharing takes it out of Q again.
+    subject.unshare("Q")
+    assert subject.shares().get() == ["P"]
+    assert http(minixnat, "GET", "/data/projects/Q/subjects/SX", auth=mia).status_code == 404
+    # Deleting the subject in its own project removes its shares with it.
+    assert http(minixnat, "DELETE", "/data/projects/P/subjects/S").ok
+    assert [r["label"] for r in rows(minixnat, "/data/projects/Q/experiments", auth=mia)] == []

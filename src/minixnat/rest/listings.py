@@ -71,8 +71,11 @@ def project_table(store: Store, access: Access, request: Request) -> Table:
 
 def subject_rows(store: Store, subjects_project: str | None, access: Access) -> list[Row]:
     rows = []
-    for s in store.list_subjects(subjects_project):
-        project = store.get_project(s.project)
+    shared = store.shared_subjects(subjects_project) if subjects_project else []
+    for s in [*store.list_subjects(subjects_project), *shared]:
+        # Within a project listing, the project's own permission covers what is shared
+        # into it; the site-wide listing asks each subject's own project.
+        project = store.get_project(subjects_project or s.project)
         if project is None or not access.can_read(project):
             continue
         rows.append(
@@ -129,9 +132,13 @@ def _experiment_row(store: Store, e: Experiment) -> Row:
 def experiment_table(store: Store, target: Target, request: Request, access: Access) -> Table:
     xsi = request.param("xsiType")
     if target.project is not None:
-        experiments = store.list_experiments(
-            project=target.project.id, subject_id=target.subject.id if target.subject else None
-        )
+        subject_id = target.subject.id if target.subject else None
+        experiments = store.list_experiments(project=target.project.id, subject_id=subject_id)
+        experiments += [
+            e
+            for e in store.shared_experiments(target.project.id)
+            if subject_id is None or e.subject_id == subject_id
+        ]
         # Project and subject listings hold subject assessors (sessions), not image assessors.
         experiments = [e for e in experiments if not e.is_assessor]
         cols = [

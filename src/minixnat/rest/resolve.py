@@ -217,7 +217,7 @@ def _under_project(store: Store, access: Access, project: Project, rest: list[st
             _require_read(access, project, "subjects")
             return Target("subjects", project=project)
         _require_read_or_404(access, project)
-        subject = store.resolve_subject(project.id, rest[1])
+        subject = store.find_subject(project.id, rest[1])
         if subject is None:
             raise HttpError(404, f"Unable to find the specified subject {rest[1]}.")
         return _under_subject(store, access, project, subject, rest[2:])
@@ -226,7 +226,7 @@ def _under_project(store: Store, access: Access, project: Project, rest: list[st
             _require_read(access, project, "experiments")
             return Target("experiments", project=project)
         _require_read_or_404(access, project)
-        experiment = store.resolve_experiment(project.id, rest[1])
+        experiment = store.find_experiment(project.id, rest[1])
         if experiment is None:
             raise HttpError(404, f"Unable to identify experiment {rest[1]}.")
         subject = store.get_subject(experiment.subject_id)
@@ -251,7 +251,7 @@ def _under_subject(
     if head == "experiments":
         if len(rest) == 1:
             return Target("experiments", project=project, subject=subject)
-        experiment = store.resolve_experiment(project.id, rest[1])
+        experiment = store.find_experiment(project.id, rest[1])
         if experiment is None or experiment.subject_id != subject.id:
             raise HttpError(404, f"Unable to identify experiment {rest[1]}.")
         return _under_experiment(store, access, project, subject, experiment, rest[2:])

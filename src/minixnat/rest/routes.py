@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from minixnat.http.access import Access
 from minixnat.http.messages import AnyResponse, HttpError, Request, Response, text
 from minixnat.importer.unpack import Limits
-from minixnat.rest import catalogs, imports, reads, users, writes
+from minixnat.rest import catalogs, imports, reads, sharing, users, writes
 from minixnat.rest.resolve import resolve
 from minixnat.rest.tables import Table, render
 from minixnat.store import Store, User
@@ -250,6 +250,32 @@ async def membership(call: Call) -> AnyResponse:
     )
 
 
+# -- sharing -----------------------------------------------------------------------------
+def _shared_object(call: Call) -> list[str]:
+    """The path of the shared subject or experiment: the route's path up to ``projects``."""
+    segments = normalise(call.request.segments)[1:]
+    end = len(segments) - (2 if "share" in call.params else 1)
+    return segments[:end]
+
+
+async def shares(call: Call) -> AnyResponse:
+    path = _shared_object(call)
+    if "share" in call.params:
+        if call.request.method not in WRITE:
+            raise HttpError(405, "PUT shares; DELETE unshares.")
+        return sharing.change(call.store, call.access, call.request, path, call.params["share"])
+    return sharing.listing(call.store, call.access, call.request, path)
+
+
+SHARED_OBJECTS = [
+    "data/projects/{project}/subjects/{subject}",
+    "data/projects/{project}/subjects/{subject}/experiments/{experiment}",
+    "data/projects/{project}/experiments/{experiment}",
+    "data/subjects/{subject}",
+    "data/experiments/{experiment}",
+]
+
+
 # -- the archive ---------------------------------------------------------------------------
 async def archive_read(call: Call) -> AnyResponse:
     target = resolve(call.store, call.access, call.rest, all_files=call.request.flag("all"))
@@ -390,6 +416,8 @@ ROUTES: list[Route] = [
     _route("data/search/elements/*", search_elements),
     _route("data/user/{login}/sessions", user_sessions),
     _route("data/prearchive/*", prearchive),
+    *(_route(f"{base}/projects", shares, READ) for base in SHARED_OBJECTS),
+    *(_route(f"{base}/projects/{{share}}", shares) for base in SHARED_OBJECTS),
     _route("data/users", site_users, READ),
     _route("data/users/{login}", site_users, READ),
     _route("data/projects/{project}/users", project_users, READ),

@@ -5,6 +5,7 @@ One module per job, all parts of one :class:`Store`:
 - ``db``: the connection, transactions and crash recovery (with ``journal``);
 - ``accounts``: users, passwords, alias tokens, login sessions;
 - ``hierarchy``: projects, roles, subjects, experiments, scans, reconstructions, resources;
+- ``sharing``: subjects and experiments shared into other projects;
 - ``fields``: the XML fields of objects that have no column of their own;
 - ``files``: files in resources and their place on disk;
 - ``catalogs``: stored download selections;
@@ -21,7 +22,6 @@ from minixnat.store.accounts import AccountTables
 from minixnat.store.catalogs import CatalogTables
 from minixnat.store.fields import FieldTables
 from minixnat.store.files import FileTables
-from minixnat.store.hierarchy import HierarchyTables
 from minixnat.store.prearchive import PrearchiveTables
 from minixnat.store.records import (
     ACCESS_LEVELS,
@@ -37,11 +37,10 @@ from minixnat.store.records import (
     Subject,
     User,
 )
+from minixnat.store.sharing import SharingTables
 
 
-class Store(
-    AccountTables, HierarchyTables, FieldTables, FileTables, CatalogTables, PrearchiveTables
-):
+class Store(AccountTables, SharingTables, FieldTables, FileTables, CatalogTables, PrearchiveTables):
     """One archive root.  Thread-safe: one lock serialises access to the one connection."""
 
     def __init__(self, root: Path) -> None:

@@ -465,6 +465,7 @@ class HierarchyTables(Database):
             self._delete_owned([("experiment", eid), ("assessor", eid)])
             self._exec("DELETE FROM experiments WHERE id=?", (eid,))
             self._forget_fields("experiment", eid)
+            self._exec("DELETE FROM shares WHERE kind='experiment' AND key=?", (eid,))
 
     def delete_subject(self, sid: str) -> None:
         with self.transaction():
@@ -475,6 +476,7 @@ class HierarchyTables(Database):
             self._delete_owned([("subject", sid)])
             self._exec("DELETE FROM subjects WHERE id=?", (sid,))
             self._forget_fields("subject", sid)
+            self._exec("DELETE FROM shares WHERE kind='subject' AND key=?", (sid,))
 
     def delete_project(self, pid: str) -> None:
         with self.transaction() as tx:

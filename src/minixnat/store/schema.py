@@ -225,6 +225,16 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL,
         PRIMARY KEY (owner_kind, owner_key, path)
     );
+    -- Subjects and experiments shared into projects other than their own, under a label
+    -- of that project.
+    CREATE TABLE shares (
+        kind TEXT NOT NULL CHECK (kind IN ('subject', 'experiment')),
+        key TEXT NOT NULL,
+        project TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        label TEXT NOT NULL,
+        PRIMARY KEY (kind, key, project),
+        UNIQUE (kind, project, label)
+    );
     """,
 ]
 

@@ -274,3 +274,77 @@ def test_sharing_lists_and_reads_through_the_other_project(minixnat: MiniXnat) -
     # Deleting the subject in its own project removes its shares with it.
     assert http(minixnat, "DELETE", "/data/projects/P/subjects/S").ok
     assert [r["label"] for r in rows(minixnat, "/data/projects/Q/experiments", auth=mia)] == []
+
+
+def test_search_service_with_pyxnat(minixnat: MiniXnat) -> None:
+    from minixnat.store import Store
+
+    store = Store(minixnat.root)
+    store.add_user("eve", "pw")
+    store.close()
+    for path in (
+        "/data/projects/P",
+        "/data/projects/SECRET",
+        "/data/projects/P/subjects/S1?gender=female&dob=1980-01-01",
+        "/data/projects/P/subjects/S2?gender=male&dob=1990-06-01",
+        "/data/projects/SECRET/subjects/HIDDEN?gender=female",
+    ):
+        assert http(minixnat, "PUT", path).ok
+    http(minixnat, "PUT", "/data/projects/P/users/Members/eve")
+    interface = pyxnat.Interface(minixnat.url, minixnat.user, minixnat.password)
+    assert "xnat:subjectData" in interface.inspect.datatypes()
+    assert "xnat:subjectData/DOB" in interface.inspect.datatypes("xnat:subjectData")
+    fields = ["xnat:subjectData/SUBJECT_LABEL", "xnat:subjectData/PROJECT"]
+    women = interface.select("xnat:subjectData", fields).where(
+        [("xnat:subjectData/GENDER_TEXT", "=", "female"), "AND"]
+    )
+    assert sorted(women.get("subject_label")) == ["HIDDEN", "S1"]
+    # AND/OR sets, LIKE and a date comparison.
+    found = interface.select("xnat:subjectData", fields).where(
+        [
+            ("xnat:subjectData/PROJECT", "=", "P"),
+            [
+                ("xnat:subjectData/DOB", "<", "1985-01-01"),
+                ("xnat:subjectData/LABEL", "LIKE", "%2"),
+                "OR",
+            ],
+            "AND",
+        ]
+    )
+    assert sorted(found.get("subject_label")) == ["S1", "S2"]
+    assert set(interface.inspect.field_values("xnat:subjectData/SUBJECT_LABEL")) >= {"S1", "S2"}
+    # Saved searches: store, list, run, delete.
+    interface.manage.search.save(
+        "women",
+        "xnat:subjectData",
+        fields,
+        [("xnat:subjectData/GENDER_TEXT", "=", "female"), "AND"],
+    )
+    assert "women" in interface.manage.search.saved()
+    assert sorted(interface.manage.search.get("women").get("subject_label")) == ["HIDDEN", "S1"]
+    # Another user's search results keep to what that user may read.
+    eve = pyxnat.Interface(minixnat.url, "eve", "pw")
+    assert "women" not in eve.manage.search.saved()
+    assert (
+        eve.select("xnat:subjectData", fields)
+        .where([("xnat:subjectData/GENDER_TEXT", "=", "female"), "AND"])
+        .get("subject_label")
+        == "S1"
+    )
+    interface.manage.search.delete("women")
+    assert "women" not in interface.manage.search.saved()
+    # Bad documents: 400 with a reason; nothing stored.
+    bad = http(minixnat, "POST", "/data/search?format=json", data=b"<xdat:search")
+    assert bad.status_code == 400
+    no_root = b'<xdat:search xmlns:xdat="http://nrg.wustl.edu/security"/>'
+    assert "root element" in http(minixnat, "POST", "/data/search", data=no_root).text
+    bad_op = (
+        b'<xdat:search xmlns:xdat="http://nrg.wustl.edu/security">'
+        b"<xdat:root_element_name>xnat:subjectData</xdat:root_element_name>"
+        b'<xdat:search_where method="AND"><xdat:criteria><xdat:schema_field>xnat:subjectData/ID'
+        b"</xdat:schema_field><xdat:comparison_type>LOOKS</xdat:comparison_type>"
+        b"<xdat:value>x</xdat:value></xdat:criteria></xdat:search_where></xdat:search>"
+    )
+    assert http(minixnat, "POST", "/data/search", data=bad_op).status_code == 400
+    assert http(minixnat, "PUT", "/data/search/saved/x1", data=no_root).status_code == 400
+    assert rows(minixnat, "/data/search/saved") == []

@@ -18,9 +18,8 @@ from typing import Any, Protocol
 from minixnat.http.access import Access
 from minixnat.http.messages import AnyResponse, HttpError, Request, Response, text
 from minixnat.importer.unpack import Limits
-from minixnat.rest import catalogs, imports, reads, sharing, users, writes
+from minixnat.rest import catalogs, imports, reads, search, sharing, users, writes
 from minixnat.rest.resolve import resolve
-from minixnat.rest.tables import Table, render
 from minixnat.store import Store, User
 
 BUILD_INFO = {
@@ -40,6 +39,7 @@ REALM = 'Basic realm="XNAT"'
 READ = frozenset({"GET", "HEAD"})
 WRITE = frozenset({"PUT", "POST", "DELETE"})
 NOT_FOUND = "The requested resource was not found."
+SEARCH_BYTES = 1024 * 1024
 
 
 class Sessions(Protocol):
@@ -318,29 +318,24 @@ async def unknown_service(call: Call) -> AnyResponse:
 
 
 async def search_elements(call: Call) -> AnyResponse:
-    names = [
-        "xnat:projectData",
-        "xnat:subjectData",
-        "xnat:mrSessionData",
-        "xnat:ctSessionData",
-        "xnat:petSessionData",
-        "xnat:qcManualAssessorData",
-    ]
-    if call.rest:
-        table = Table(["FIELD_ID", "HEADER", "TYPE"], [], title=None)
-    else:
-        rows = [
-            {
-                "ELEMENT_NAME": n,
-                "PLURAL": n.split(":")[1],
-                "SINGULAR": n.split(":")[1],
-                "COUNT": "0",
-                "SECURED": "true",
-            }
-            for n in names
-        ]
-        table = Table(["ELEMENT_NAME", "PLURAL", "SINGULAR", "COUNT", "SECURED"], rows)
-    return render(table, call.request)
+    if "element" in call.params:
+        return search.element_fields(call.request, call.params["element"])
+    return search.elements(call.store, call.access, call.request)
+
+
+async def search_service(call: Call) -> AnyResponse:
+    if call.request.method != "POST":
+        raise HttpError(405, "POST an xdat:search document to /data/search.")
+    return search.post_search(
+        call.store, call.access, call.request, await call.request.body(limit=SEARCH_BYTES)
+    )
+
+
+async def saved_searches(call: Call) -> AnyResponse:
+    document = b""
+    if call.request.method == "PUT":
+        document = await call.request.body(limit=SEARCH_BYTES)
+    return search.saved(call.store, call.access, call.request, call.rest, document)
 
 
 # -- xapi and schemas ----------------------------------------------------------------------
@@ -413,7 +408,10 @@ ROUTES: list[Route] = [
     _route("data/services/prearchive/{action}", prearchive_service),
     _route("data/services/*", unknown_service),
     _route("data/version", not_found),
-    _route("data/search/elements/*", search_elements),
+    _route("data/search", search_service),
+    _route("data/search/elements", search_elements, READ),
+    _route("data/search/elements/{element}", search_elements, READ),
+    _route("data/search/saved/*", saved_searches),
     _route("data/user/{login}/sessions", user_sessions),
     _route("data/prearchive/*", prearchive),
     *(_route(f"{base}/projects", shares, READ) for base in SHARED_OBJECTS),

@@ -9,6 +9,7 @@ One module per job, all parts of one :class:`Store`:
 - ``fields``: the XML fields of objects that have no column of their own;
 - ``files``: files in resources and their place on disk;
 - ``catalogs``: stored download selections;
+- ``searches``: saved searches;
 - ``prearchive``: sessions waiting to be archived;
 - ``check``: the consistency check of catalog rows against files on disk;
 - ``records``, ``names``, ``schema``, ``clock``: values, name rules, migrations, time.
@@ -37,10 +38,19 @@ from minixnat.store.records import (
     Subject,
     User,
 )
+from minixnat.store.searches import SearchTables
 from minixnat.store.sharing import SharingTables
 
 
-class Store(AccountTables, SharingTables, FieldTables, FileTables, CatalogTables, PrearchiveTables):
+class Store(
+    AccountTables,
+    SharingTables,
+    FieldTables,
+    FileTables,
+    CatalogTables,
+    SearchTables,
+    PrearchiveTables,
+):
     """One archive root.  Thread-safe: one lock serialises access to the one connection."""
 
     def __init__(self, root: Path) -> None:

@@ -235,6 +235,16 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (kind, key, project),
         UNIQUE (kind, project, label)
     );
+    -- Saved searches (xdat:stored_search): the bundle as sent, and who may run it.
+    CREATE TABLE saved_searches (
+        id TEXT PRIMARY KEY,
+        login TEXT NOT NULL,
+        brief_description TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        root_element TEXT NOT NULL,
+        allowed_users TEXT NOT NULL DEFAULT '',
+        document TEXT NOT NULL
+    );
     """,
 ]
 

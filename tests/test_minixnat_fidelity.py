@@ -5,6 +5,7 @@ users and membership, project settings, fields set by PUT and read back."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyxnat
 import requests
@@ -14,6 +15,13 @@ from lxml import etree
 from minixnat.testing import MiniXnat
 
 NS = {"xnat": "http://nrg.wustl.edu/xnat"}
+
+
+def demographics(item: dict[str, Any]) -> dict[str, Any]:
+    """The demographics child of a subject's JSON item, as XNAT nests it."""
+    child = next(c for c in item["children"] if c["field"] == "demographics")
+    fields: dict[str, Any] = child["items"][0]["data_fields"]
+    return fields
 
 
 def http(server: MiniXnat, method: str, path: str, **kw: object) -> requests.Response:
@@ -138,9 +146,15 @@ def test_fields_set_by_put_come_back(minixnat: MiniXnat) -> None:
     doc = etree.fromstring(http(minixnat, "GET", "/data/projects/P/subjects/S1?format=xml").content)
     assert doc.findtext("xnat:demographics/xnat:gender", namespaces=NS) == "female"
     assert doc.findtext("xnat:demographics/xnat:dob", namespaces=NS) == "1980-02-03"
-    # xnatpy reads the experiment's field from the same document.
+    # xnatpy builds its classes from minixnat's schema and reads the same values.
+    schema = http(minixnat, "GET", "/xapi/schemas/xnat").text
+    assert 'name="demographicData"' in schema
+    assert 'name="addParam"' in schema
     with xnat.connect(minixnat.url, user=minixnat.user, password=minixnat.password) as session:
-        assert session.experiments["E1"].label == "E1"
+        session_subject = session.projects["P"].subjects["S1"]
+        assert session_subject.demographics.gender == "female"
+        assert session_subject.demographics.dob.isoformat() == "1980-02-03"
+        assert session.experiments["E1"].age == 42.0
     # Listing columns by xpath, the key column always given; an unknown column is empty.
     listed = rows(
         minixnat, "/data/projects/P/subjects?columns=xnat:subjectData/investigator/firstname,nosuch"
@@ -193,8 +207,8 @@ def test_xml_documents_create_and_update(minixnat: MiniXnat) -> None:
     posted = http(minixnat, "POST", "/data/projects/P/subjects", data=subject_doc, headers=xml)
     assert posted.status_code == 201, posted.text
     s2 = http(minixnat, "GET", "/data/projects/P/subjects/S2?format=json").json()["items"][0]
-    assert s2["data_fields"]["demographics/gender"] == "female"
-    assert s2["data_fields"]["demographics/handedness"] == "left"
+    assert demographics(s2)["gender"] == "female"
+    assert demographics(s2)["handedness"] == "left"
     assert s2["children"][0]["items"][0]["data_fields"]["field"] == "north"
     # Provenance through pyxnat: steps are stored and replaced by the next document.
     recon = interface.select("/projects/P/subjects/NEWSUBJ/experiments/MR1/reconstructions/R1")

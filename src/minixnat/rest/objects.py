@@ -78,8 +78,8 @@ def project_fields(p: Project) -> dict[str, Any]:
         "name": p.name,
         "description": p.description,
         "keywords": p.keywords,
-        "pi/firstname": p.pi_firstname,
-        "pi/lastname": p.pi_lastname,
+        "PI/firstname": p.pi_firstname,
+        "PI/lastname": p.pi_lastname,
     }
 
 
@@ -172,9 +172,13 @@ def _describe(store: Store, target: Target) -> tuple[str, dict[str, Any], list[d
         assert target.project
         node = Node("project", target.project)
         children = [resource_item(store, r, node.uri()) for r in store.list_resources(*node.owner)]
+        aliases = {
+            f"aliases/alias[{i}]": alias
+            for i, alias in enumerate(store.project_aliases(target.project.id), 1)
+        }
         return (
             "xnat:projectData",
-            project_fields(target.project),
+            {**project_fields(target.project), **aliases},
             [{"field": "resources/resource", "items": children}] if children else [],
         )
     if target.kind == "subject":
@@ -272,7 +276,9 @@ def render_object(store: Store, target: Target, request: Request) -> Response:
     xsi_type, fields, children = describe(store, target)
     fmt = (request.param("format") or "xml").lower()
     if fmt == "json":
-        doc = {"items": [_item(xsi_type, fields, children, _insert_date(target))]}
+        plain, nested = _split_children(fields)
+        item = _item(xsi_type, plain, children + nested, _insert_date(target))
+        doc = {"items": [item]}
         return Response(200, json.dumps(doc).encode(), "application/json;charset=UTF-8")
     if fmt == "xml":
         return Response(200, _to_xml(xsi_type, fields, children).encode(), "text/xml;charset=UTF-8")
@@ -280,6 +286,29 @@ def render_object(store: Store, target: Target, request: Request) -> Response:
 
 
 ATTRIBUTES = {"ID", "project", "label", "type", "UID", "secondary_ID"}
+# Single nested objects that XNAT's JSON gives as children, not as data fields.
+CHILD_TYPES = {
+    "demographics": "xnat:demographicData",
+    "investigator": "xnat:investigatorData",
+    "PI": "xnat:investigatorData",
+}
+
+
+def _split_children(fields: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Data fields, and the child objects (demographics, investigator, PI) among them."""
+    plain: dict[str, Any] = {}
+    grouped: dict[str, dict[str, Any]] = {}
+    for key, value in fields.items():
+        head, sep, rest = key.partition("/")
+        if sep and head in CHILD_TYPES and "/" not in rest:
+            grouped.setdefault(head, {})[rest] = value
+        else:
+            plain[key] = value
+    children = [
+        {"field": head, "items": [_item(CHILD_TYPES[head], values)]}
+        for head, values in grouped.items()
+    ]
+    return plain, children
 
 
 def _to_xml(

@@ -404,3 +404,28 @@ def test_xnatpy_upload_and_import(writable: tuple[Server, Path], tmp_path: Path)
         assert pre.status == "READY"
         archived = pre.archive()
         assert archived.label == "PYPRE"
+
+
+def test_import_ignores_other_resources_of_seed_layout(writable: tuple[Server, Path]) -> None:
+    """Seed 004: only DICOM and ECAT resources are read; NIFTI (even gzipped, which looks
+    like an archive), SNAPSHOTS and the session's own resources are left out, not refused."""
+    server, archive = writable
+    base = archive / "archive" / "DEMO01" / "arc001" / "DEMO01_S001_MR1" / "SCANS"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for path in sorted(base.glob("*/DICOM/*")):
+            scan = path.parent.parent.name
+            zf.write(path, f"SESS/scans/{scan}/resources/DICOM/files/{path.name}")
+        gz = io.BytesIO()
+        with tarfile.open(fileobj=gz, mode="w:gz") as tf:
+            info = tarfile.TarInfo("inner.nii")
+            tf.addfile(info, io.BytesIO(b""))
+        zf.writestr("SESS/scans/1/resources/NIFTI/files/sub/t1.nii.gz", gz.getvalue())
+        zf.writestr("SESS/scans/99/resources/NIFTI/files/only.nii", b"not dicom")
+        zf.writestr("SESS/resources/NOTES/files/readme.txt", b"not dicom")
+    r = _import(server, buf.getvalue(), "PROJECT_ID=NEW&dest=/archive")
+    assert r.status_code == 200, r.text
+    uri = "/data/archive/projects/NEW/subjects/DEMO01_S001/experiments/SESS"
+    assert server_md5s(server, uri) == dicom_md5s(archive, "DEMO01_S001_MR1")
+    scans = call(server, "GET", f"{uri}/scans?format=json").json()["ResultSet"]["Result"]
+    assert "99" not in {s["ID"] for s in scans}  # a scan with no DICOM is no scan

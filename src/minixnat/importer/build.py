@@ -116,6 +116,17 @@ def seed_layout(rel: PurePosixPath) -> tuple[str, str, str, str] | None:
     return None
 
 
+def _session_resource(rel: PurePosixPath, seed_sessions: set[str]) -> bool:
+    """Whether ``rel`` is ``{session}/resources/{label}/files/…`` of a seed-layout session."""
+    parts = rel.parts
+    return any(
+        parts[i] in seed_sessions
+        and parts[i + 1].lower() == "resources"
+        and parts[i + 3].lower() == "files"
+        for i in range(len(parts) - 4)
+    )
+
+
 def _apply_header(session: ImportSession, scan: ImportScan, header: Header) -> None:
     if not session.uid:
         session.uid = header.study_uid
@@ -159,9 +170,13 @@ def build(files: list[tuple[Path, PurePosixPath]], options: Options) -> Built:
     ignored: list[str] = []
     unparsable: list[str] = []
     names: dict[tuple[str, str], set[str]] = {}
+    seed_sessions = {laid[0] for _, rel in files if (laid := seed_layout(rel)) is not None}
     for source, rel in sorted(files, key=lambda pair: str(pair[1])):
         if any(part.startswith(".") or part == "__MACOSX" for part in rel.parts):
             ignored.append(str(rel))  # .DS_Store and resource forks are never data
+            continue
+        if _session_resource(rel, seed_sessions):
+            ignored.append(str(rel))  # {session}/resources/…: not imported, as seed 004 says
             continue
         laid_out = seed_layout(rel)
         if laid_out is not None:

@@ -26,7 +26,15 @@ from minixnat.importer.commit import (
     session_from_prearc,
     to_prearchive,
 )
-from minixnat.importer.unpack import Budget, UnpackError, budget_for, discard, sniff, unpack
+from minixnat.importer.unpack import (
+    Budget,
+    UnpackError,
+    budget_for,
+    discard,
+    is_archive_name,
+    sniff,
+    unpack,
+)
 from minixnat.rest import bodies
 from minixnat.rest.downloads import Member, stream_archive
 from minixnat.rest.tables import Table, render
@@ -145,8 +153,11 @@ def unpack_upload(path: Path, staging: Path, budget: Budget) -> list[tuple[Path,
         outer = unpack(path, staging / "upload", budget)
         files: list[tuple[Path, PurePosixPath]] = []
         for index, item in enumerate(outer):
-            kind = sniff(item)
             rel = PurePosixPath(item.relative_to(staging / "upload").as_posix())
+            # A bundle holds session archives at its top (or in one folder); an archive
+            # deeper down is data (a .nii.gz in a NIFTI resource), never unpacked.
+            nested = len(rel.parts) <= 2 and is_archive_name(rel.name)
+            kind = sniff(item) if nested else None
             if kind is None:
                 files.append((item, rel))
                 continue

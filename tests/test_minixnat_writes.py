@@ -429,3 +429,28 @@ def test_import_ignores_other_resources_of_seed_layout(writable: tuple[Server, P
     assert server_md5s(server, uri) == dicom_md5s(archive, "DEMO01_S001_MR1")
     scans = call(server, "GET", f"{uri}/scans?format=json").json()["ResultSet"]["Result"]
     assert "99" not in {s["ID"] for s in scans}  # a scan with no DICOM is no scan
+
+
+def test_project_prearchive_code_decides_where_uploads_go(writable: tuple[Server, Path]) -> None:
+    server, archive = writable
+    body = session_zip(archive, "DEMO01_S001_MR1", folder="AUTO1")
+    assert call(server, "PUT", "/data/projects/NEW/prearchive_code/4").ok
+    assert call(server, "GET", "/data/projects/NEW/prearchive_code").text == "4"
+    # No destination: code 4 archives.
+    r = _import(server, body, "PROJECT_ID=NEW")
+    assert r.text.startswith("/data/archive/projects/NEW/"), r.text
+    # A destination said out loud wins over the code.
+    r = _import(
+        server,
+        session_zip(archive, "DEMO01_S001_MR2", folder="PRE9"),
+        "PROJECT_ID=NEW&dest=/prearchive",
+    )
+    assert r.text.startswith("/data/prearchive/projects/NEW/"), r.text
+    # Code 5 archives over an existing session (its files replaced) instead of refusing.
+    assert _import(server, body, "PROJECT_ID=NEW").status_code == 409
+    assert call(server, "PUT", "/data/projects/NEW/prearchive_code/5").ok
+    assert _import(server, body, "PROJECT_ID=NEW").status_code == 200
+    # Only owners change it; a bad code is refused.
+    refused = call(server, "PUT", "/data/projects/DEMO01/prearchive_code/4", auth=("mia", "pw"))
+    assert refused.status_code == 403  # a member, not an owner
+    assert call(server, "PUT", "/data/projects/NEW/prearchive_code/9").status_code == 400

@@ -185,9 +185,8 @@ async def import_service(ctx: WriteContext, request: Request) -> Response:
         raise HttpError(
             400, "minixnat keeps no user cache to import from (src=); send the archive itself."
         )
-    auto = any(
-        request.flag(name) for name in ("auto-archive", "AA", "autoArchive", "Direct-Archive")
-    )
+    auto_names = ("auto-archive", "AA", "autoArchive", "Direct-Archive")
+    auto = any(request.flag(name) for name in auto_names)
     dest = parse_dest(request.param("dest"), auto_archive=auto)
     project_id = request.param("PROJECT_ID") or request.param("project") or dest.project
     subject = request.param("SUBJECT_ID") or request.param("subject") or dest.subject
@@ -205,6 +204,13 @@ async def import_service(ctx: WriteContext, request: Request) -> Response:
         ignore_unparsable=request.flag("Ignore-Unparsable") or handler == "SI",
     )
     project = _writable_project(ctx, project_id) if project_id else None
+    said = request.param("dest") or any(request.param(name) for name in auto_names)
+    if project is not None and not said and project.prearchive_code in (4, 5):
+        # The project's prearchive code decides where an upload with no destination goes,
+        # as in XNAT: 4 archives it, 5 archives it replacing files that exist.
+        dest = Destination(True, dest.project, dest.subject, dest.label)
+        if project.prearchive_code == 5 and overwrite == "none":
+            overwrite = "delete"
     if dest.archive and project is None:
         raise HttpError(400, "Name the project to archive into (PROJECT_ID or dest).")
     body = await bodies.receive(request, ctx.tmp_dir)

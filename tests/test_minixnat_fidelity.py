@@ -362,3 +362,22 @@ def test_search_service_with_pyxnat(minixnat: MiniXnat) -> None:
     assert http(minixnat, "POST", "/data/search", data=bad_op).status_code == 400
     assert http(minixnat, "PUT", "/data/search/saved/x1", data=no_root).status_code == 400
     assert rows(minixnat, "/data/search/saved") == []
+
+
+def test_xnatpy_users_sharing_and_inspect(minixnat: MiniXnat) -> None:
+    from minixnat.store import Store
+
+    store = Store(minixnat.root)
+    store.add_user("mia", "pw", firstname="Mia", email="mia@example.org")
+    store.close()
+    for path in ("/data/projects/P", "/data/projects/Q", "/data/projects/P/subjects/S"):
+        assert http(minixnat, "PUT", path).ok
+    with xnat.connect(minixnat.url, user=minixnat.user, password=minixnat.password) as session:
+        assert set(session.users) == {"admin", "mia"}
+        assert session.users["mia"].email == "mia@example.org"
+        assert "xnat:subjectData/DOB" in session.inspect.datafields("xnat:subjectData")
+        assert "xnat:mrSessionData" in session.inspect.datatypes()
+        session.projects["P"].subjects["S"].share("Q", label="S_IN_Q")
+        session.clearcache()
+        assert [s.label for s in session.projects["Q"].subjects.values()] == ["S_IN_Q"]
+    assert [r["login"] for r in rows(minixnat, "/data/projects/Q/users")] == ["admin"]

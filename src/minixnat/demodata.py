@@ -151,123 +151,127 @@ def generate(root: Path, spec: DemoSpec) -> Store:
     store.add_user("admin", "admin", admin=True, firstname="Admin", lastname="Admin")
     rng = random.Random(spec.seed)
     base = date(2019, 1, 7)
+    # One transaction per project: its rows and files appear together, with one journal.
     for p in range(1, spec.projects + 1):
-        pid = f"DEMO{p:02d}"
-        store.add_project(
-            pid,
-            name=f"Demo project {p}",
-            secondary_id=f"DEMO_{p:02d}",
-            description="Synthetic archive made by minixnat demo-data",
-            pi_firstname="Ada",
-            pi_lastname="Lovelace",
-            owner="admin",
-        )
-        docs = store.add_resource(
-            "project", pid, "DOCS", f"{pid}/resources/DOCS", format_="TXT", content="DOCS"
-        )
-        store.write_file(
-            docs,
-            "README.txt",
-            iter([f"Project {pid}: synthetic data, seed {spec.seed}.\n".encode()]),
-            format_="TXT",
-        )
-        quality_index = 0
-        for s in range(1, spec.subjects + 1):
-            label = f"{pid}_S{s:03d}"
-            subject = store.add_subject(
+        with store.transaction():
+            pid = f"DEMO{p:02d}"
+            store.add_project(
                 pid,
-                label,
-                gender="male" if s % 2 else "female",
-                yob=str(1950 + rng.randrange(50)),
-                handedness="right" if s % 5 else "left",
+                name=f"Demo project {p}",
+                secondary_id=f"DEMO_{p:02d}",
+                description="Synthetic archive made by minixnat demo-data",
+                pi_firstname="Ada",
+                pi_lastname="Lovelace",
+                owner="admin",
             )
-            for k in range(1, spec.sessions + 1):
-                modality = ("MR", "MR", "CT", "PT")[(s + k - 2) % 4]
-                suffix = {"MR": "MR", "CT": "CT", "PT": "PET"}[modality]
-                session_label = f"{label}_{suffix}{k}"
-                when = base + timedelta(days=rng.randrange(0, 5 * 365))
-                study_uid = _uid(spec.seed, pid, session_label, "study")
-                session = store.add_experiment(
+            docs = store.add_resource(
+                "project", pid, "DOCS", f"{pid}/resources/DOCS", format_="TXT", content="DOCS"
+            )
+            store.write_file(
+                docs,
+                "README.txt",
+                iter([f"Project {pid}: synthetic data, seed {spec.seed}.\n".encode()]),
+                format_="TXT",
+            )
+            quality_index = 0
+            for s in range(1, spec.subjects + 1):
+                label = f"{pid}_S{s:03d}"
+                subject = store.add_subject(
                     pid,
-                    subject.id,
-                    session_label,
-                    SESSION_TYPE[modality],
-                    date=when.isoformat(),
-                    time_="09:30:00",
-                    modality=modality,
-                    uid=study_uid,
+                    label,
+                    gender="male" if s % 2 else "female",
+                    yob=str(1950 + rng.randrange(50)),
+                    handedness="right" if s % 5 else "left",
                 )
-                session_dir = f"{pid}/arc001/{session_label}"
-                protocols = PROTOCOLS[modality]
-                for j in range(spec.scans):
-                    scan_type, description = protocols[j % len(protocols)]
-                    scan_id = str(j + 1)
-                    series_uid = _uid(spec.seed, study_uid, scan_id)
-                    quality = QUALITIES[quality_index % 3]
-                    quality_index += 1
-                    scan = store.add_scan(
-                        session.id,
-                        scan_id,
-                        SCAN_TYPE[modality],
-                        type_=scan_type,
-                        series_description=description,
-                        quality=quality,
-                        frames=str(spec.files),
-                        uid=series_uid,
+                for k in range(1, spec.sessions + 1):
+                    modality = ("MR", "MR", "CT", "PT")[(s + k - 2) % 4]
+                    suffix = {"MR": "MR", "CT": "CT", "PT": "PET"}[modality]
+                    session_label = f"{label}_{suffix}{k}"
+                    when = base + timedelta(days=rng.randrange(0, 5 * 365))
+                    study_uid = _uid(spec.seed, pid, session_label, "study")
+                    session = store.add_experiment(
+                        pid,
+                        subject.id,
+                        session_label,
+                        SESSION_TYPE[modality],
+                        date=when.isoformat(),
+                        time_="09:30:00",
                         modality=modality,
-                        note="" if quality == "usable" else f"marked {quality} by QC",
+                        uid=study_uid,
                     )
-                    dicom = store.add_resource(
-                        "scan",
-                        str(scan.pk),
-                        "DICOM",
-                        f"{session_dir}/SCANS/{scan_id}/DICOM",
-                        format_="DICOM",
-                        content="RAW",
-                    )
-                    for i in range(1, spec.files + 1):
-                        sop_uid = _uid(spec.seed, series_uid, i)
-                        # CT and PET files carry bare UID names (no extension) as many PACS
-                        # exports do: a client must never rewrite them into collisions.
-                        name = f"{sop_uid}.dcm" if modality == "MR" else sop_uid
-                        data = make_dicom(
-                            seed=spec.seed,
-                            modality=modality,
-                            patient=label,
-                            session_label=session_label,
-                            study_uid=study_uid,
-                            series_uid=series_uid,
-                            sop_uid=sop_uid,
-                            study_date=when.isoformat(),
-                            series_number=j + 1,
-                            instance=i,
+                    session_dir = f"{pid}/arc001/{session_label}"
+                    protocols = PROTOCOLS[modality]
+                    for j in range(spec.scans):
+                        scan_type, description = protocols[j % len(protocols)]
+                        scan_id = str(j + 1)
+                        series_uid = _uid(spec.seed, study_uid, scan_id)
+                        quality = QUALITIES[quality_index % 3]
+                        quality_index += 1
+                        scan = store.add_scan(
+                            session.id,
+                            scan_id,
+                            SCAN_TYPE[modality],
+                            type_=scan_type,
                             series_description=description,
-                            file_kb=spec.file_kb,
+                            quality=quality,
+                            frames=str(spec.files),
+                            uid=series_uid,
+                            modality=modality,
+                            note="" if quality == "usable" else f"marked {quality} by QC",
                         )
-                        store.write_file(dicom, name, iter([data]), format_="DICOM", content="RAW")
-                    if j == 0 and modality == "MR":
-                        nifti = store.add_resource(
+                        dicom = store.add_resource(
                             "scan",
                             str(scan.pk),
-                            "NIFTI",
-                            f"{session_dir}/SCANS/{scan_id}/NIFTI",
-                            format_="NIFTI",
-                            content="NIFTI_RAW",
+                            "DICOM",
+                            f"{session_dir}/SCANS/{scan_id}/DICOM",
+                            format_="DICOM",
+                            content="RAW",
                         )
-                        store.write_file(
-                            nifti,
-                            f"{scan_type}.nii.gz",
-                            iter([_nifti_like(spec.seed, session_label, 4096)]),
-                            format_="NIFTI",
-                        )
-                        sidecar = {"SeriesDescription": description, "RepetitionTime": 2.3}
-                        store.write_file(
-                            nifti,
-                            f"sidecar/{scan_type}.json",
-                            iter([json.dumps(sidecar, sort_keys=True).encode()]),
-                            format_="JSON",
-                        )
-                _session_extras(store, spec, session, session_dir, k)
+                        for i in range(1, spec.files + 1):
+                            sop_uid = _uid(spec.seed, series_uid, i)
+                            # CT and PET files carry bare UID names (no extension) as many PACS
+                            # exports do: a client must never rewrite them into collisions.
+                            name = f"{sop_uid}.dcm" if modality == "MR" else sop_uid
+                            data = make_dicom(
+                                seed=spec.seed,
+                                modality=modality,
+                                patient=label,
+                                session_label=session_label,
+                                study_uid=study_uid,
+                                series_uid=series_uid,
+                                sop_uid=sop_uid,
+                                study_date=when.isoformat(),
+                                series_number=j + 1,
+                                instance=i,
+                                series_description=description,
+                                file_kb=spec.file_kb,
+                            )
+                            store.write_file(
+                                dicom, name, iter([data]), format_="DICOM", content="RAW"
+                            )
+                        if j == 0 and modality == "MR":
+                            nifti = store.add_resource(
+                                "scan",
+                                str(scan.pk),
+                                "NIFTI",
+                                f"{session_dir}/SCANS/{scan_id}/NIFTI",
+                                format_="NIFTI",
+                                content="NIFTI_RAW",
+                            )
+                            store.write_file(
+                                nifti,
+                                f"{scan_type}.nii.gz",
+                                iter([_nifti_like(spec.seed, session_label, 4096)]),
+                                format_="NIFTI",
+                            )
+                            sidecar = {"SeriesDescription": description, "RepetitionTime": 2.3}
+                            store.write_file(
+                                nifti,
+                                f"sidecar/{scan_type}.json",
+                                iter([json.dumps(sidecar, sort_keys=True).encode()]),
+                                format_="JSON",
+                            )
+                    _session_extras(store, spec, session, session_dir, k)
     return store
 
 

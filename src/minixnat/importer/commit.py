@@ -9,13 +9,13 @@ transaction starts, so it holds the database only for renames and inserts.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
 from minixnat.errors import MinixnatError
 from minixnat.importer.build import ImportFile, ImportScan, ImportSession
 from minixnat.store import Experiment, Project, Store
+from minixnat.store.files import md5_of
 from minixnat.store.prearchive import PrearcSession
 
 OVERWRITE_MODES = ("none", "append", "delete", "override")
@@ -25,14 +25,6 @@ class CommitError(MinixnatError):
     """The session cannot be archived (409 unless said otherwise)."""
 
     status = 409
-
-
-def md5_of(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def hash_files(sessions: list[ImportSession]) -> None:

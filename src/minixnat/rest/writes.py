@@ -20,11 +20,11 @@ from pathlib import Path
 from minixnat.http.access import Access
 from minixnat.http.messages import HttpError, Request, Response, text
 from minixnat.importer.build import safe_label
-from minixnat.importer.commit import md5_of
 from minixnat.importer.unpack import Limits, UnpackError, budget_for, discard, sniff, unpack
 from minixnat.rest import bodies, documents, xpaths
 from minixnat.rest.resolve import Node, Target, resolve
 from minixnat.store import Project, Resource, Store, StoreError, User, names
+from minixnat.store.files import md5_of
 
 COLLECTIONS = ("projects", "subjects", "experiments", "scans", "reconstructions", "assessors")
 PROJECT_SETTINGS = ("accessibility", "prearchive_code", "quarantine_code")

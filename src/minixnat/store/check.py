@@ -7,13 +7,13 @@ full check also re-hashes every file against its recorded MD5.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from minixnat.store.files import md5_of
 from minixnat.store.prearchive import PrearcSession
 from minixnat.store.records import FileRow, Resource
 
@@ -52,14 +52,6 @@ class Report:
         return not self.problems
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _walk_files(folder: Path) -> Iterator[Path]:
     for dirpath, _, names in os.walk(folder):
         for name in names:
@@ -92,7 +84,7 @@ def check(store: Checkable, *, full: bool) -> Report:
                 continue
             if size != row.size:
                 problems.append(Problem("size", rel(path), f"catalog {row.size}, disk {size}"))
-            elif full and _md5(path) != row.md5:
+            elif full and md5_of(path) != row.md5:
                 problems.append(Problem("md5", rel(path), f"catalog {row.md5}"))
     for path in sorted(_walk_files(archive)):
         if path.resolve() not in known:

@@ -22,6 +22,15 @@ from minixnat.store.names import check_name
 from minixnat.store.records import FileRow, Resource, StoreError
 
 
+def md5_of(path: Path) -> str:
+    """The MD5 of a file's bytes, read in 1 MiB pieces."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 class FileTables(Database):
     """File rows and their bytes."""
 

@@ -73,12 +73,14 @@ def test_round_trip_download_upload_download(server: Server, tmp_path: Path) -> 
     code, _, _ = cli("download", "-w", server.url, "-p", "COPY", "-o", str(second))
     assert code == 0
     assert local_files(second / "COPY") == local_files(first / "DEMO01")
-    # A second upload of the same tree: the sessions exist, so it is refused without
-    # --overwrite; with it, every file is merged and verified again.
+    # A second upload of the same tree: every session is already there with the same
+    # content, so nothing is sent and everything verifies; one note per session.
     code, out, err = cli("upload", "-w", server.url, "-p", "COPY", str(first / "DEMO01"))
-    assert code == 1
-    assert "already exists" in err
-    assert "--overwrite" in err
+    assert code == 0, err
+    assert out.splitlines()[-1].endswith(f"{files} verified, 0 failed")
+    sessions = {p.parent.name for p in (first / "DEMO01").glob("*/*/scans")}
+    assert err.count("is already on the server, verified") == len(sessions)
+    assert "failed:" not in err
     code, out, err = cli(
         "upload", "-w", server.url, "-p", "COPY", "--overwrite", str(first / "DEMO01")
     )

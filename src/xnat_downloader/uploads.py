@@ -38,10 +38,13 @@ from xnat_downloader.http.session import XnatSession
 from xnat_downloader.plan.upload import (
     SessionFolder,
     archive_type,
+    compare_contents,
+    duplicate_labels,
     find_sessions,
     is_hidden,
     parse_subjects,
     resource_files,
+    staging_label,
 )
 from xnat_downloader.transfer.events import (
     BytesMoved,
@@ -243,8 +246,10 @@ def _session_import(base: Path, found: SessionFolder, subject: str, session: str
 
 
 def _import_params(
-    project: str, item: _Import, dest: str, importer: str, ignore: bool, overwrite: bool
+    project: str, item: _Import, dest: str, importer: str, ignore: bool, mode: str, label: str
 ) -> dict[str, str]:
+    """The import service's parameters; ``mode`` is its ``overwrite`` (``none``, ``append``:
+    add what is missing, ``delete``: replace the files sent)."""
     params = {
         "PROJECT_ID": project,
         "import-handler": importer,
@@ -252,17 +257,21 @@ def _import_params(
     }
     if item.subject:
         params["SUBJECT_ID"] = item.subject
-    if item.label:
-        params["EXPT_LABEL"] = item.label
+    if label:
+        params["EXPT_LABEL"] = label
     if ignore:
         params["Ignore-Unparsable"] = "true"
-    if overwrite:
-        params["overwrite"] = "delete"  # merge, replacing files that are already there
+    if mode != "none":
+        params["overwrite"] = mode
     return params
 
 
-async def _session_digests(xs: XnatSession, uri: str) -> list[tuple[int, str]]:
-    listing = await remote_digests(xs, f"{uri}/scans/ALL/files")
+async def _session_digests(xs: XnatSession, uri: str, resources: str = "") -> list[tuple[int, str]]:
+    """(size, md5) of a session's scan files, of every resource or of those named."""
+    where = (
+        f"{uri}/scans/ALL/resources/{resources}/files" if resources else f"{uri}/scans/ALL/files"
+    )
+    listing = await remote_digests(xs, where)
     return list(listing.values())
 
 
@@ -373,30 +382,134 @@ async def _upload(
                 sum(i.size for i in imports) + sum(extras),
             )
         )
-        for item in imports:
-            await _one_import(
-                xs, project, item, report, sink,
-                dest=dest, importer=importer, ignore=ignore_unparsable, overwrite=overwrite,
-                jobs=jobs,
-            )  # fmt: skip
+        taken = duplicate_labels([i.label for i in imports])
+        if taken:
+            msg = (
+                f"two parts of this upload would both become session {', '.join(taken)} in "
+                f"{project}: upload them one at a time or give each its own --session; "
+                "nothing was sent"
+            )
+            raise UsageError(msg)
+        options = _ImportOptions(project, dest, importer, ignore_unparsable, overwrite, jobs)
+        # Several sessions in flight at once, each verified as it finishes.
+        gate = asyncio.Semaphore(max(1, jobs))
+
+        async def one(item: _Import) -> None:
+            async with gate:
+                await _one_session(xs, item, options, report, sink)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for item in imports:
+                    group.create_task(one(item))
+        except* XnatError as errors:
+            raise errors.exceptions[0] from None
     report.seconds = time.monotonic() - started
     return report
 
 
-async def _one_import(
+@dataclass(frozen=True)
+class _ImportOptions:
+    project: str
+    dest: str
+    importer: str
+    ignore: bool
+    overwrite: bool
+    jobs: int
+
+
+async def _find_session(xs: XnatSession, project: str, label: str) -> str | None:
+    """The URI of ``project``'s session ``label``, if the server has one."""
+    path = f"/data/projects/{quote(project, safe='')}/experiments"
+    listing = await xs.get_json(
+        path, params={"format": "json", "label": label}, what=f"the sessions of {project}"
+    )
+    for row in listing.get("ResultSet", {}).get("Result", []):
+        if row.get("label") == label:
+            return str(row.get("URI") or f"{path}/{quote(label, safe='')}")
+    return None
+
+
+def _fail_session(item: _Import, report: UploadReport, sink: EventSink, error: str) -> None:
+    """One failure for a whole session: each file records it, the display says it once."""
+    for name, size, md5 in item.expected or [(item.name, item.size, "")]:
+        report.outcomes.append(Outcome(item.job(name, size, md5), "failed", 0, md5, True, error))
+    sink(FileFailed(item.name, error))
+
+
+async def _one_session(
+    xs: XnatSession, item: _Import, opts: _ImportOptions, report: UploadReport, sink: EventSink
+) -> None:
+    """Import one session (or archive) so that a re-run after any interruption finishes it.
+
+    A session already on the server is compared with the upload by content: the same →
+    nothing is sent; some of ours missing → only those are sent; other content → refused
+    once, unless ``--overwrite``.  A session that gets more than the import (other
+    resources, scan types) is imported under a staging label and renamed last, so an
+    interrupted upload never leaves one that looks finished.
+    """
+    if opts.dest != "archive" or not item.label:
+        await _import_and_verify(xs, item, opts, report, sink, "overwrite", item.label)
+        return
+    label = item.label
+    staged = item.folder is not None and bool(item.folder.extras or item.folder.scan_types)
+    existing = await _find_session(xs, opts.project, label)
+    current = label
+    if existing is None and staged:
+        current = staging_label(label)
+        existing = await _find_session(xs, opts.project, current)
+    if existing is None:
+        uris = await _import_and_verify(xs, item, opts, report, sink, "none", current)
+    else:
+        # What the importer made of an earlier run: its DICOM and ECAT files only (the
+        # session's other resources are uploaded and compared file by file afterwards).
+        server = await _session_digests(xs, existing, "DICOM,ECAT")
+        comparison = compare_contents([(s, m) for _, s, m in item.expected], server)
+        if comparison.state == "same":
+            outcomes, _ = _verify_import(item, server, sink)
+            report.outcomes += outcomes
+            report.notes.append(f"{item.name}: session {label} is already on the server, verified")
+            uris = [existing]
+        elif comparison.state == "incomplete" or opts.overwrite:
+            mode = "append" if comparison.state == "incomplete" else "delete"
+            uris = await _import_and_verify(xs, item, opts, report, sink, mode, current)
+        else:
+            _fail_session(
+                item,
+                report,
+                sink,
+                f"session {label} is already in {opts.project} with other content "
+                f"({comparison.extra} files there are not in this upload, {comparison.missing} "
+                "of its files are not there); add --overwrite to replace the files it sends",
+            )
+            return
+    if uris is None or len(uris) != 1 or item.folder is None or item.root is None:
+        return
+    await _session_extras(xs, uris[0], item.folder, item.root, report, sink, opts)
+    if current != label:
+        project_path = f"/data/projects/{quote(opts.project, safe='')}"
+        await xs.send(
+            "PUT",
+            f"{project_path}/experiments/{quote(current, safe='')}",
+            params={"label": label},
+            what=f"the label of session {label}",
+        )
+
+
+async def _import_and_verify(
     xs: XnatSession,
-    project: str,
     item: _Import,
+    opts: _ImportOptions,
     report: UploadReport,
     sink: EventSink,
-    *,
-    dest: str,
-    importer: str,
-    ignore: bool,
-    overwrite: bool,
-    jobs: int,
-) -> None:
-    params = _import_params(project, item, dest, importer, ignore, overwrite)
+    mode: str,
+    label: str,
+) -> list[str] | None:
+    """Send ``item`` to the import service and check every file arrived; the session URIs,
+    or None when the import was refused or went to the prearchive."""
+    if mode == "overwrite":  # no comparison was possible: the flag decides
+        mode = "delete" if opts.overwrite else "none"
+    params = _import_params(opts.project, item, opts.dest, opts.importer, opts.ignore, mode, label)
     sink(FileStarted(item.name, item.size))
     sent = [0]
 
@@ -414,15 +527,12 @@ async def _one_import(
         uris = await import_archive(xs, body, item.content_type, params, item.name)
     except ServerError as exc:  # 400 (bad archive), 409 (exists): this item fails, not all
         error = str(exc)
-        if exc.status == 409 and not overwrite:
+        if exc.status == 409 and not opts.overwrite:
             error += " (add --overwrite to add to or replace files in that session)"
-        for name, size, md5 in item.expected or [(item.name, item.size, "")]:
-            job = item.job(name, size, md5)
-            report.outcomes.append(Outcome(job, "failed", 0, md5, True, error))
-        sink(FileFailed(item.name, error))
-        return
+        _fail_session(item, report, sink, error)
+        return None
     report.sessions += uris
-    if dest == "prearchive" or any(u.startswith("/data/prearchive") for u in uris):
+    if opts.dest == "prearchive" or any(u.startswith("/data/prearchive") for u in uris):
         for name, size, md5 in item.expected:
             job = item.job(name, size, md5)
             report.outcomes.append(Outcome(job, "sent", size, md5, False))
@@ -431,7 +541,7 @@ async def _one_import(
                 f"{item.name}: {len(item.folder.extras)} files of other resources were not "
                 "sent: they need the archived session (use --dest archive)"
             )
-        return
+        return None
     server: list[tuple[int, str]] = []
     for uri in uris:
         server += await _session_digests(xs, uri)
@@ -439,8 +549,7 @@ async def _one_import(
     report.outcomes += outcomes
     if note:
         report.notes.append(note)
-    if item.folder is not None and item.root is not None and len(uris) == 1:
-        await _session_extras(xs, uris[0], item.folder, item.root, report, sink, overwrite, jobs)
+    return uris
 
 
 async def _session_extras(
@@ -450,8 +559,7 @@ async def _session_extras(
     root: Path,
     report: UploadReport,
     sink: EventSink,
-    overwrite: bool,
-    jobs: int,
+    opts: _ImportOptions,
 ) -> None:
     if found.scan_types:
         await _set_scan_types(xs, uri, found.scan_types)
@@ -465,7 +573,9 @@ async def _session_extras(
         for (s, label), files in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))
     ]
     if uploads:
-        report.outcomes += await upload_resources(xs, uploads, sink, jobs=jobs, overwrite=overwrite)
+        report.outcomes += await upload_resources(
+            xs, uploads, sink, jobs=opts.jobs, overwrite=opts.overwrite
+        )
     if found.ignored:
         report.notes.append(
             f"{found.folder}: {len(found.ignored)} assessor files were not sent (upload "

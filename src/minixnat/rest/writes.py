@@ -465,6 +465,12 @@ def _put_experiment(
             raise HttpError(
                 409, f"Experiment {label} already exists in {project.id} under another subject."
             )
+        rename = simple.get("label", "")
+        if rename and rename != existing.label:  # ?label=NEW renames, as in XNAT
+            check_label("experiment", rename)
+            if store.resolve_experiment(project.id, rename) is not None:
+                raise HttpError(409, f"Label {rename} is already in use in project {project.id}.")
+            values["label"] = rename
         store.update_row("experiments", "id", existing.id, values)
         return text(existing.id), ("experiment", existing.id)
     if subject is None:

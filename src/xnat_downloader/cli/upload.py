@@ -143,11 +143,7 @@ def _print_report(report: uploads.UploadReport, quiet: bool, out: TextIO, err: T
             print(f"session: {uri}", file=err)
         for note in report.notes:
             print(f"note: {note}", file=err)
-        failures = [o for o in report.outcomes if o.status == "failed"]
-        for outcome in failures[:20]:
-            print(f"failed: {outcome.job.local}: {outcome.error}", file=err)
-        if len(failures) > 20:
-            print(f"… and {len(failures) - 20} more failures", file=err)
+        # Failures were shown as they happened (one line for a refused session).
         if report.sent:
             print(
                 f"{report.sent} files are in the prearchive: they are checked when archived",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import PurePosixPath
@@ -264,3 +265,41 @@ def parse_subjects(text: str) -> tuple[list[SubjectRow], list[RowError]]:
             continue
         rows.append(SubjectRow(line, label, demographics, extra))
     return rows, errors
+
+
+# -- resuming ----------------------------------------------------------------------------
+STAGING_SUFFIX = "_xnatdl_incomplete"
+
+
+def staging_label(label: str) -> str:
+    """The label a session is imported under until every part of it is on the server;
+    renamed to ``label`` last, so an interrupted upload never looks finished."""
+    return f"{label}{STAGING_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A session's files on the server against the files an upload would send (by content:
+    XNAT renames imported DICOM files)."""
+
+    missing: int  # files to send that the server lacks
+    extra: int  # files on the server that the upload does not have
+
+    @property
+    def state(self) -> str:
+        """``same``, ``incomplete`` (only some of ours are there) or ``different``."""
+        if self.extra:
+            return "different"
+        return "incomplete" if self.missing else "same"
+
+
+def compare_contents(local: list[tuple[int, str]], server: list[tuple[int, str]]) -> Comparison:
+    """Compare two multisets of (size, md5)."""
+    want = Counter(local)
+    have = Counter(server)
+    return Comparison(sum((want - have).values()), sum((have - want).values()))
+
+
+def duplicate_labels(labels: list[str]) -> list[str]:
+    """Labels that two or more parts of one upload would give their sessions."""
+    return sorted(label for label, n in Counter(labels).items() if label and n > 1)

@@ -1,0 +1,219 @@
+"""Uploads that finish however they were interrupted (issue 14): ``kill -9`` of the client
+at several points of an upload of a downloaded tree, then the same command again; identical
+and conflicting re-uploads; sessions that would collide.
+
+The server's access log tells the test where the client is; the client is a real process,
+killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import BIN, Server, start_server
+from tests.test_download import ENV, cli, local_files
+
+ADMIN = ("admin", "admin")
+
+
+def api(server: Server, path: str) -> list[dict[str, str]]:
+    answer = requests.get(f"{server.url}{path}", auth=ADMIN, timeout=30)
+    answer.raise_for_status()
+    rows: list[dict[str, str]] = answer.json()["ResultSet"]["Result"]
+    return rows
+
+
+@pytest.fixture
+def tree(archive: Path, tmp_path: Path) -> Path:
+    """DEMO01 as a download (DICOM, NIFTI and session resources), to upload elsewhere."""
+    server = start_server(archive)
+    try:
+        out = tmp_path / "download"
+        code, text, _ = cli("download", "-w", server.url, "-p", "DEMO01", "-o", str(out))
+        assert code == 0, text
+    finally:
+        server.stop()
+    return out / "DEMO01"
+
+
+def upload_process(server: Server, tree: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [BIN / "xnat-downloader", "upload", "-w", server.url, "-p", "COPY", str(tree), "-j", "1"],
+        env={**os.environ, **ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def kill_when(proc: subprocess.Popen[str], log: Path, wanted: str, skip: int = 0) -> bool:
+    """SIGKILL the client once the access log shows ``wanted`` (after ``skip`` earlier
+    matches); False if the upload finished first."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        lines = log.read_text().splitlines() if log.exists() else []
+        if sum(1 for line in lines if wanted in line) > skip:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.01)
+    raise AssertionError(f"no {wanted!r} in the access log within two minutes")
+
+
+def server_state(server: Server) -> tuple[list[str], Counter[str], dict[str, str]]:
+    """(session labels, MD5s of every file of every session, scan types by session/scan)."""
+    labels = sorted(r["label"] for r in api(server, "/data/projects/COPY/experiments"))
+    digests: Counter[str] = Counter()
+    types: dict[str, str] = {}
+    for label in labels:
+        base = f"/data/projects/COPY/experiments/{label}"
+        for scan in api(server, f"{base}/scans"):
+            types[f"{label}/{scan['ID']}"] = scan["type"]
+        for resource_path in (f"{base}/scans/ALL/files", f"{base}/resources/ALL/files"):
+            answer = requests.get(
+                f"{server.url}{resource_path}?format=json", auth=ADMIN, timeout=30
+            )
+            if answer.status_code == 404:
+                continue  # a session with no resources of its own
+            digests.update(r["digest"] for r in answer.json()["ResultSet"]["Result"])
+    return labels, digests, types
+
+
+def expected_state(tree: Path) -> tuple[list[str], Counter[str], dict[str, str]]:
+    labels = sorted({p.parent.name for p in tree.glob("*/*/scans")})
+    digests = Counter(
+        hashlib.md5(p.read_bytes()).hexdigest()
+        for p in tree.rglob("*")
+        if p.is_file() and "/assessors/" not in p.as_posix()
+    )
+    types = {}
+    for folder in tree.glob("*/*/scans/*"):
+        scan_id, _, scan_type = folder.name.partition("-")
+        types[f"{folder.parent.parent.name}/{scan_id}"] = scan_type
+    return labels, digests, types
+
+
+# Where the client dies: during the first import (the server is slowed down), after an import
+# and before its resources, during the resource uploads, and during the scan-type updates.
+KILL_POINTS = [
+    ("POST /data/services/import", 0),
+    ("/resources/", 0),
+    ("/resources/", 3),
+    ("/scans/", 0),
+]
+
+
+@pytest.mark.parametrize(("wanted", "skip"), KILL_POINTS)
+def test_killed_upload_finishes_when_run_again(
+    serve: object, archive: Path, tree: Path, tmp_path: Path, wanted: str, skip: int
+) -> None:
+    log = tmp_path / "access.log"
+    server = start_server(archive, "--access-log", str(log), "--latency-ms", "30")
+    try:
+        assert requests.put(f"{server.url}/data/projects/COPY", auth=ADMIN, timeout=30).ok
+        proc = upload_process(server, tree)
+        if wanted.startswith("/scans/"):
+            wanted = "_xnatdl_incomplete/scans/1?"  # the first scan-type PUT
+        killed = kill_when(proc, log, wanted, skip)
+        assert killed, "the upload finished before the planned kill"
+        # Right after the kill, no session looks finished unless it is: every session
+        # under its own label holds all its DICOM files.
+        labels_now = [r["label"] for r in api(server, "/data/projects/COPY/experiments")]
+        want_labels, _, _ = expected_state(tree)
+        for label in labels_now:
+            if label in want_labels:
+                ours = list(tree.glob(f"*/{label}/scans/*/resources/DICOM/files/*"))
+                there = api(
+                    server,
+                    f"/data/projects/COPY/experiments/{label}/scans/ALL/resources/DICOM/files",
+                )
+                assert len(there) == len(ours), f"{label} looks finished but is not"
+        code, out, err = cli("upload", "-w", server.url, "-p", "COPY", str(tree))
+        assert code == 0, err
+        files = len(local_files(tree)) - len(list(tree.rglob("assessors/*/*/*/files/*")))
+        assert out.splitlines()[-1].endswith(" 0 failed")
+        labels, digests, types = server_state(server)
+        want_labels, want_digests, want_types = expected_state(tree)
+        assert labels == want_labels  # exactly one copy of each session, no staging label
+        assert digests == want_digests  # every file exactly once
+        assert types == want_types
+        assert files > 0
+    finally:
+        server.stop()
+
+
+def test_conflicting_reupload_is_one_line_per_session(
+    archive: Path, tree: Path, tmp_path: Path
+) -> None:
+    server = start_server(archive)
+    try:
+        assert requests.put(f"{server.url}/data/projects/COPY", auth=ADMIN, timeout=30).ok
+        code, _, err = cli("upload", "-w", server.url, "-p", "COPY", str(tree))
+        assert code == 0, err
+        # The same sessions with other content: one DICOM file of each replaced by another's.
+        other = tmp_path / "other" / tree.name
+        shutil.copytree(tree, other)
+        sessions = sorted(other.glob("*/*/scans"))
+        for scans in sessions:
+            files = sorted(scans.glob("*/resources/DICOM/files/*"))
+            label = scans.parent.name
+            donor = sorted(p for p in tree.rglob("*.dcm") if p.parts[-7] != label)[0]
+            shutil.copyfile(donor, files[0])
+        code, out, err = cli("upload", "-w", server.url, "-p", "COPY", str(other))
+        assert code == 1
+        failed = [line for line in err.splitlines() if line.startswith("failed:")]
+        assert len(failed) == len(sessions), err
+        assert all("--overwrite" in line and "other content" in line for line in failed)
+        assert " 0 failed" not in out.splitlines()[-1]
+    finally:
+        server.stop()
+
+
+def test_sessions_that_would_collide_are_refused_before_sending(
+    archive: Path, tree: Path, tmp_path: Path
+) -> None:
+    server = start_server(archive)
+    try:
+        assert requests.put(f"{server.url}/data/projects/COPY", auth=ADMIN, timeout=30).ok
+        session = sorted(tree.glob("*/*/scans"))[0].parent
+        twin = tmp_path / "twin" / "OTHER_SUBJECT" / session.name
+        shutil.copytree(session, twin)
+        code, _, err = cli(
+            "upload", "-w", server.url, "-p", "COPY", str(session.parent), str(twin.parent)
+        )
+        assert code == 2
+        assert f"would both become session {session.name}" in err
+        assert api(server, "/data/projects/COPY/experiments") == []
+    finally:
+        server.stop()
+
+
+def test_resume_is_reported_as_skipped_not_resent(archive: Path, tree: Path) -> None:
+    """An identical re-upload sends no import at all."""
+    log_free = start_server(archive)
+    try:
+        assert requests.put(f"{log_free.url}/data/projects/COPY", auth=ADMIN, timeout=30).ok
+        assert cli("upload", "-w", log_free.url, "-p", "COPY", str(tree))[0] == 0
+        code, _, err = cli("upload", "-w", log_free.url, "-p", "COPY", str(tree))
+        assert code == 0
+        assert "session:" not in err  # no import answered with a session: none was sent
+        assert len(err.splitlines()) < 15  # a handful of lines, not one per file
+    finally:
+        log_free.stop()
+
+
+_ = sys  # the client runs as a real process (BIN), never in-process, for the kill tests

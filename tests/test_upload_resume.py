@@ -217,3 +217,32 @@ def test_resume_is_reported_as_skipped_not_resent(archive: Path, tree: Path) -> 
 
 
 _ = sys  # the client runs as a real process (BIN), never in-process, for the kill tests
+
+
+def test_one_plan_for_the_whole_upload(archive: Path, tree: Path) -> None:
+    """One Planned event whose totals cover every file sent (imports and other resources),
+    so a display shows one bar and never more done than planned."""
+    from xnat_downloader import api, uploads
+    from xnat_downloader.cli.progress import Tally
+    from xnat_downloader.http.credentials import Credentials
+    from xnat_downloader.transfer.events import Event, Planned
+
+    server = start_server(archive)
+    try:
+        assert requests.put(f"{server.url}/data/projects/COPY", auth=ADMIN, timeout=30).ok
+        events: list[Event] = []
+        tally = Tally()
+
+        def sink(event: Event) -> None:
+            events.append(event)
+            tally.update(event)
+            assert tally.done <= tally.files
+
+        conn = api.Connection(server.url, Credentials("admin", "admin", "test"))
+        report = uploads.upload(conn, [tree], "COPY", sink=sink, jobs=3)
+        assert report.ok
+        plans = [e for e in events if isinstance(e, Planned)]
+        assert len(plans) == 1
+        assert tally.done == tally.files == plans[0].files
+    finally:
+        server.stop()

@@ -574,7 +574,7 @@ async def _session_extras(
     ]
     if uploads:
         report.outcomes += await upload_resources(
-            xs, uploads, sink, jobs=opts.jobs, overwrite=opts.overwrite
+            xs, uploads, sink, jobs=opts.jobs, overwrite=opts.overwrite, announce=False
         )
     if found.ignored:
         report.notes.append(

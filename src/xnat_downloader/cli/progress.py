@@ -131,7 +131,13 @@ class RichProgress:
     def __call__(self, event: Event) -> None:
         self.tally.update(event)
         if isinstance(event, Planned):
-            self.bytes_task = self.progress.add_task(self._label(), total=event.bytes or None)
+            # One bar for the whole run: a later plan (a resumed part) updates it.
+            if self.bytes_task is None:
+                self.bytes_task = self.progress.add_task(self._label(), total=event.bytes or None)
+            else:
+                self.progress.update(
+                    self.bytes_task, total=event.bytes or None, description=self._label()
+                )
             return
         if self.bytes_task is None:
             return

@@ -35,6 +35,7 @@ from urllib.parse import quote
 from xnat_downloader.api import Connection
 from xnat_downloader.errors import NotFound, ServerError, UsageError, XnatError
 from xnat_downloader.http.session import XnatSession
+from xnat_downloader.manage import record_prearchived
 from xnat_downloader.plan.upload import (
     SessionFolder,
     archive_type,
@@ -533,6 +534,8 @@ async def _import_and_verify(
         return None
     report.sessions += uris
     if opts.dest == "prearchive" or any(u.startswith("/data/prearchive") for u in uris):
+        if len(uris) == 1:  # what was sent, for 'prearchive archive' to check later
+            record_prearchived(xs.base_url, uris[0], [(s, m) for _, s, m in item.expected])
         for name, size, md5 in item.expected:
             job = item.job(name, size, md5)
             report.outcomes.append(Outcome(job, "sent", size, md5, False))
@@ -615,7 +618,10 @@ async def _check_project(xs: XnatSession, project: str) -> None:
     try:
         await xs.get_json(f"/data/projects/{quote(project, safe='')}", what=f"project {project}")
     except NotFound:
-        msg = f"project {project} does not exist on {xs.base_url}, or you cannot see it"
+        msg = (
+            f"project {project} does not exist on {xs.base_url}, or you cannot see it; "
+            f"create it with: xnat-downloader project create -w {xs.base_url} {project}"
+        )
         raise NotFound(msg) from None
 
 

@@ -1,6 +1,6 @@
 """``xnat-downloader``: download (and list) data from any XNAT server, and upload to it.
 
-Subcommands ``download``, ``ls``, ``upload`` and ``xget`` (CONTRACT §4).  With no
+Subcommands ``download``, ``ls``, ``upload``, ``xget``, ``project`` and ``prearchive``.  With no
 subcommand, the seed tool's invocation ``python -m xnat_downloader -o DIR -w URL -u USER``
 keeps working: it offers the numbered project chooser on a terminal, then downloads the
 chosen projects.
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from xnat_downloader import __version__, api
+from xnat_downloader.cli import manage as manage_cli
 from xnat_downloader.cli import upload as upload_cli
 from xnat_downloader.cli import xget as xget_cli
 from xnat_downloader.cli.common import (
@@ -43,6 +44,7 @@ from xnat_downloader.xnat.parse import catalog_link, server_of_link
 from xnat_downloader.xnat.selection import Selection
 
 SUBCOMMANDS = ("download", "ls")
+MANAGE = {"project": manage_cli.run_project, "prearchive": manage_cli.run_prearchive}
 SECRET_FLAGS = ("--password",)
 
 
@@ -181,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         help="xget's flags and per-session zips (see: xnat-downloader xget -h)",
     )
+    sub.add_parser(
+        "project", add_help=False, help="create a project (see: xnat-downloader project -h)"
+    )
+    sub.add_parser(
+        "prearchive",
+        add_help=False,
+        help="list, archive, move, delete prearchive sessions (see: … prearchive -h)",
+    )
     return parser
 
 
@@ -239,6 +249,9 @@ def run(
         return upload_cli.run(list(argv[1:]), stdout=stdout, stderr=stderr, interactive=interactive)
     if argv and argv[0] == "xget":
         return xget_cli.run(list(argv[1:]), stdout=stdout, stderr=stderr, interactive=interactive)
+    if argv and argv[0] in MANAGE:
+        command = MANAGE[argv[0]]
+        return command(list(argv[1:]), stdout=stdout, stderr=stderr, interactive=interactive)
     if argv and argv[0] in SUBCOMMANDS:
         args = build_parser().parse_args(argv)
     elif argv and argv[0] in ("-h", "--help", "--version"):

@@ -1,0 +1,278 @@
+"""The Python API for managing a server: create projects; list, archive, move and delete
+sessions in the prearchive.
+
+An upload with ``dest="prearchive"`` leaves a record of what it sent (see
+:func:`record_prearchived`); :func:`archive_prearchived` archives a session and, when such a
+record exists, checks every archived file against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from xnat_downloader.api import Connection
+from xnat_downloader.errors import NotFound, ServerError, UsageError
+from xnat_downloader.http.session import XnatSession
+from xnat_downloader.transfer.upload import parse_uri_list, remote_digests
+
+ACCESS = ("private", "protected", "public")
+
+
+# -- projects ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProjectCreated:
+    id: str
+    created: bool  # False: it existed already
+
+
+async def _create_project(
+    conn: Connection, pid: str, name: str, description: str, access: str
+) -> ProjectCreated:
+    if access not in ACCESS:
+        raise UsageError(f"--access must be one of {', '.join(ACCESS)}, not {access!r}")
+    path = f"/data/projects/{quote(pid, safe='')}"
+    async with conn.session() as xs:
+        try:
+            await xs.get_json(path, what=f"project {pid}")
+            return ProjectCreated(pid, created=False)
+        except NotFound:
+            pass
+        params = {"xnat:projectData/name": name or pid}
+        if description:
+            params["xnat:projectData/description"] = description
+        await xs.send("PUT", path, params=params, what=f"project {pid}")
+        await xs.send("PUT", f"{path}/accessibility/{access}", what=f"the access of {pid}")
+    return ProjectCreated(pid, created=True)
+
+
+def create_project(
+    conn: Connection, pid: str, *, name: str = "", description: str = "", access: str = "private"
+) -> ProjectCreated:
+    """Create project ``pid`` (``created=False`` if it exists already; nothing is changed)."""
+    return asyncio.run(_create_project(conn, pid, name, description, access))
+
+
+# -- the prearchive ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PrearchiveSession:
+    project: str
+    timestamp: str
+    folder: str
+    name: str
+    subject: str
+    status: str
+    scan_date: str
+    uploaded: str
+
+    @property
+    def src(self) -> str:
+        return f"/prearchive/projects/{self.project}/{self.timestamp}/{self.folder}"
+
+
+async def _prearchive(xs: XnatSession, project: str | None) -> list[PrearchiveSession]:
+    path = "/data/prearchive/projects" + (f"/{quote(project, safe='')}" if project else "")
+    listing = await xs.get_json(path, what="the prearchive")
+    return [
+        PrearchiveSession(
+            str(r.get("project", "")),
+            str(r.get("timestamp", "")),
+            str(r.get("folderName", "")),
+            str(r.get("name", "")),
+            str(r.get("subject", "")),
+            str(r.get("status", "")),
+            str(r.get("scan_date", "")),
+            str(r.get("uploaded", "")),
+        )
+        for r in listing.get("ResultSet", {}).get("Result", [])
+    ]
+
+
+def list_prearchive(conn: Connection, project: str | None = None) -> list[PrearchiveSession]:
+    """The prearchive sessions the user may see (of ``project`` only, if given)."""
+
+    async def run() -> list[PrearchiveSession]:
+        async with conn.session() as xs:
+            return await _prearchive(xs, project)
+
+    return asyncio.run(run())
+
+
+def choose(sessions: list[PrearchiveSession], wanted: list[str]) -> list[PrearchiveSession]:
+    """The sessions ``wanted`` names, each by its ``src`` path, name or folder; UsageError
+    for a name that matches none, or several."""
+    chosen = []
+    for name in wanted:
+        found = [
+            s for s in sessions if name in (s.src, f"/data{s.src}", s.name, s.folder, s.timestamp)
+        ]
+        if not found:
+            raise UsageError(f"no prearchive session {name!r}: see 'xnat-downloader prearchive ls'")
+        if len(found) > 1:
+            srcs = ", ".join(s.src for s in found)
+            raise UsageError(f"{name!r} names {len(found)} prearchive sessions ({srcs}); name one")
+        chosen.append(found[0])
+    return chosen
+
+
+@dataclass
+class ArchiveResult:
+    session: PrearchiveSession
+    uri: str = ""
+    error: str = ""
+    verified: int = 0
+    failed: int = 0
+    checked: bool = False  # a record of what was sent existed and was compared
+
+
+@dataclass
+class ManageReport:
+    results: list[ArchiveResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(not r.error and not r.failed for r in self.results)
+
+
+async def _archive_one(
+    xs: XnatSession, session: PrearchiveSession, overwrite: bool, records: Path
+) -> ArchiveResult:
+    result = ArchiveResult(session)
+    params = {"src": session.src}
+    if overwrite:
+        params["overwrite"] = "append"
+    try:
+        _, answer = await xs.send(
+            "POST", "/data/services/archive", params=params, what=session.src, idempotent=False
+        )
+    except (ServerError, NotFound) as exc:
+        result.error = str(exc)
+        return result
+    uris = parse_uri_list(answer)
+    result.uri = uris[0] if uris else ""
+    record = _record_path(records, xs.base_url, session)
+    if result.uri and record.exists():
+        sent = Counter(tuple(x) for x in json.loads(record.read_text(encoding="utf-8")))
+        listing = await remote_digests(xs, f"{result.uri}/scans/ALL/files")
+        have = Counter(listing.values())
+        missing = sent - have
+        result.failed = sum(missing.values())
+        result.verified = sum(sent.values()) - result.failed
+        result.checked = True
+        if result.failed:
+            result.error = f"{result.failed} files sent to the prearchive are not in the archive"
+        else:
+            record.unlink()
+    return result
+
+
+def _action(conn: Connection, project: str | None, wanted: list[str], do: Any) -> ManageReport:
+    async def run() -> ManageReport:
+        async with conn.session() as xs:
+            sessions = choose(await _prearchive(xs, project), wanted)
+            report = ManageReport()
+            for session in sessions:
+                report.results.append(await do(xs, session))
+            return report
+
+    return asyncio.run(run())
+
+
+def archive_prearchived(
+    conn: Connection,
+    wanted: list[str],
+    *,
+    project: str | None = None,
+    overwrite: bool = False,
+    records: Path | None = None,
+) -> ManageReport:
+    """Archive the named prearchive sessions; verify each against the record of an upload
+    that sent it, where there is one."""
+    folder = records or records_dir()
+    return _action(conn, project, wanted, lambda xs, s: _archive_one(xs, s, overwrite, folder))
+
+
+def move_prearchived(
+    conn: Connection, wanted: list[str], to: str, *, project: str | None = None
+) -> ManageReport:
+    async def move(xs: XnatSession, session: PrearchiveSession) -> ArchiveResult:
+        result = ArchiveResult(session)
+        try:
+            await xs.send(
+                "POST",
+                "/data/services/prearchive/move",
+                params={"src": session.src, "newProject": to},
+                what=session.src,
+                idempotent=False,
+            )
+        except (ServerError, NotFound) as exc:
+            result.error = str(exc)
+        return result
+
+    return _action(conn, project, wanted, move)
+
+
+def delete_prearchived(
+    conn: Connection, wanted: list[str], *, project: str | None = None
+) -> ManageReport:
+    async def delete(xs: XnatSession, session: PrearchiveSession) -> ArchiveResult:
+        result = ArchiveResult(session)
+        try:
+            await xs.send(
+                "POST",
+                "/data/services/prearchive/delete",
+                params={"src": session.src},
+                what=session.src,
+            )
+        except (ServerError, NotFound) as exc:
+            result.error = str(exc)
+        return result
+
+    return _action(conn, project, wanted, delete)
+
+
+# -- records of what uploads sent to the prearchive ----------------------------------------
+def records_dir() -> Path:
+    """``$XDG_STATE_HOME/xnat-downloader/prearchive`` (``~/.local/state/…`` by default)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "xnat-downloader" / "prearchive"
+
+
+def _record_path(folder: Path, server: str, session: PrearchiveSession) -> Path:
+    host = urlsplit(server).netloc.replace(":", "_") or "server"
+    return folder / host / session.project / f"{session.timestamp}_{session.folder}.json"
+
+
+def record_prearchived(
+    server: str, uri: str, sent: list[tuple[int, str]], folder: Path | None = None
+) -> Path | None:
+    """Remember what an upload sent to the prearchive session ``uri``
+    (``/data/prearchive/projects/P/TIMESTAMP/FOLDER``), for :func:`archive_prearchived`."""
+    parts = [p for p in uri.split("/") if p]
+    if parts[:3] != ["data", "prearchive", "projects"] or len(parts) != 6:
+        return None
+    session = PrearchiveSession(parts[3], parts[4], parts[5], parts[5], "", "", "", "")
+    path = _record_path(folder or records_dir(), server, session)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([list(x) for x in sent]), encoding="utf-8")
+    return path
+
+
+__all__ = [
+    "ArchiveResult",
+    "ManageReport",
+    "PrearchiveSession",
+    "ProjectCreated",
+    "archive_prearchived",
+    "create_project",
+    "delete_prearchived",
+    "list_prearchive",
+    "move_prearchived",
+    "record_prearchived",
+]

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 from xnat_downloader.api import Connection
 from xnat_downloader.errors import NotFound, ServerError, UsageError
 from xnat_downloader.http.session import XnatSession
-from xnat_downloader.transfer.upload import parse_uri_list, remote_digests
+from xnat_downloader.transfer.upload import parse_uri_list, remote_digest_list
 
 ACCESS = ("private", "protected", "public")
 
@@ -159,8 +159,7 @@ async def _archive_one(
     record = _record_path(records, xs.base_url, session)
     if result.uri and record.exists():
         sent = Counter(tuple(x) for x in json.loads(record.read_text(encoding="utf-8")))
-        listing = await remote_digests(xs, f"{result.uri}/scans/ALL/files")
-        have = Counter(listing.values())
+        have = Counter(await remote_digest_list(xs, f"{result.uri}/scans/ALL/files"))
         missing = sent - have
         result.failed = sum(missing.values())
         result.verified = sum(sent.values()) - result.failed

@@ -62,7 +62,7 @@ from xnat_downloader.transfer.upload import (
     file_body,
     import_archive,
     md5_file,
-    remote_digests,
+    remote_digest_list,
     upload_resources,
     zip_body,
 )
@@ -272,8 +272,7 @@ async def _session_digests(xs: XnatSession, uri: str, resources: str = "") -> li
     where = (
         f"{uri}/scans/ALL/resources/{resources}/files" if resources else f"{uri}/scans/ALL/files"
     )
-    listing = await remote_digests(xs, where)
-    return list(listing.values())
+    return await remote_digest_list(xs, where)
 
 
 def _verify_import(
@@ -675,6 +674,33 @@ def upload(
     )
 
 
+async def upload_async(
+    conn: Connection,
+    paths: list[Path],
+    project: str,
+    *,
+    jobs: int = 4,
+    sink: EventSink = ignore,
+) -> UploadReport:
+    """:func:`upload` of download-layout folders into the archive, inside a running event
+    loop (server-to-server copies)."""
+    return await _upload(
+        conn,
+        paths,
+        project,
+        subject="",
+        session="",
+        scan="",
+        dest="archive",
+        importer="DICOM-zip",
+        ignore_unparsable=False,
+        overwrite=False,
+        resource=None,
+        jobs=jobs,
+        sink=sink,
+    )
+
+
 # -- subjects from a spreadsheet -----------------------------------------------------------
 @dataclass
 class SubjectResult:
@@ -729,5 +755,6 @@ __all__ = [
     "XnatError",
     "subject_params",
     "upload",
+    "upload_async",
     "upload_subjects",
 ]

@@ -1,6 +1,7 @@
 """``xnat-downloader``: download (and list) data from any XNAT server, and upload to it.
 
-Subcommands ``download``, ``ls``, ``upload``, ``xget``, ``project`` and ``prearchive``.  With no
+Subcommands ``download``, ``ls``, ``copy``, ``upload``, ``xget``, ``project`` and
+``prearchive``.  With no
 subcommand, the seed tool's invocation ``python -m xnat_downloader -o DIR -w URL -u USER``
 keeps working: it offers the numbered project chooser on a terminal, then downloads the
 chosen projects.
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from xnat_downloader import __version__, api
+from xnat_downloader import copy as copying
 from xnat_downloader.cli import manage as manage_cli
 from xnat_downloader.cli import upload as upload_cli
 from xnat_downloader.cli import xget as xget_cli
@@ -43,7 +45,7 @@ from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.xnat.parse import catalog_link, server_of_link
 from xnat_downloader.xnat.selection import Selection
 
-SUBCOMMANDS = ("download", "ls")
+SUBCOMMANDS = ("download", "ls", "copy")
 MANAGE = {"project": manage_cli.run_project, "prearchive": manage_cli.run_prearchive}
 SECRET_FLAGS = ("--password",)
 
@@ -183,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         help="xget's flags and per-session zips (see: xnat-downloader xget -h)",
     )
+    copying = sub.add_parser(
+        "copy", help="copy sessions from one XNAT to another, every file verified on the target"
+    )
+    _copy_args(copying)
+    _selection_args(copying)
     sub.add_parser(
         "project", add_help=False, help="create a project (see: xnat-downloader project -h)"
     )
@@ -192,6 +199,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="list, archive, move, delete prearchive sessions (see: … prearchive -h)",
     )
     return parser
+
+
+def _copy_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("source and target")
+    g.add_argument(
+        "--from", dest="source", required=True, metavar="URL", help="the XNAT to copy from"
+    )
+    g.add_argument("--to", dest="target", required=True, metavar="URL", help="the XNAT to copy to")
+    g.add_argument("--from-user", help="login on the source (default: ~/.netrc, $XNAT_USER, …)")
+    g.add_argument("--to-user", help="login on the target (default: ~/.netrc, $XNAT_USER, …)")
+    g.add_argument(
+        "--to-project", metavar="PROJECT", help="the target project (default: the same ID)"
+    )
+    g.add_argument("--ca-bundle", metavar="FILE", help="CA certificates to trust for TLS")
+    g.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (warns)")
+    g.add_argument("-j", "--jobs", type=int, default=4, help="parallel transfers (default 4)")
+    g.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
+    g.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
 
 
 def legacy_parser() -> argparse.ArgumentParser:
@@ -262,11 +288,67 @@ def run(
         args.command = "download"
     args.argv = list(argv)
     configure_logging(args.verbose, args.quiet, stderr)
+    if args.command == "copy":
+        return guarded(lambda: _copy(args, stdout, stderr, interactive), stderr)
     url = args.web or os.environ.get("XNAT_HOST", "") or _server_of_catalog(args)
     if not url:
         print("error: no XNAT server given: use -w URL or set XNAT_HOST", file=stderr)
         return EXIT_USAGE
     return guarded(lambda: _command(args, url, stdout, stderr, interactive, ask), stderr)
+
+
+def _copy(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
+    if not 1 <= args.jobs <= MAX_JOBS:
+        raise UsageError(f"--jobs {args.jobs} must be between 1 and {MAX_JOBS}")
+    projects = expand(args.project)
+    if not projects:
+        raise UsageError("name what to copy with -p PROJECT (and any other selection flags)")
+    if args.insecure:
+        warn_insecure(stderr)
+
+    def side(url: str, user: str | None) -> api.Connection:
+        login = argparse.Namespace(user=user, password=None)
+        return api.Connection(
+            url, credentials(login, url, interactive), verify=not args.insecure,
+            ca_bundle=args.ca_bundle,
+        )  # fmt: skip
+
+    source, target = side(args.source, args.from_user), side(args.target, args.to_user)
+    with display(interactive, args.quiet or args.json, stderr) as shown:
+        report = copying.copy(
+            source,
+            target,
+            _selection(args, projects),
+            target_project=args.to_project,
+            jobs=args.jobs,
+            sink=logging_sink(shown),
+        )
+    if args.json:
+        document = {
+            "files": report.files,
+            "bytes": report.bytes,
+            "verified": report.verified,
+            "failed": report.failed,
+            "sessions": report.sessions,
+            "notes": report.notes,
+            "failures": [
+                {"file": o.job.local, "error": o.error} for o in report.outcomes
+                if o.status == "failed"
+            ],
+        }  # fmt: skip
+        print(json.dumps(document), file=stdout)
+    else:
+        if not args.quiet:
+            for session, state in sorted(report.sessions.items()):
+                print(f"{state}: {session}", file=stderr)
+            for note in report.notes:
+                print(f"note: {note}", file=stderr)
+        print(
+            f"done: {report.files} files, {report.bytes} bytes, {report.verified} verified, "
+            f"{report.failed} failed",
+            file=stdout,
+        )
+    return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 
 def _server_of_catalog(args: argparse.Namespace) -> str:

@@ -147,12 +147,23 @@ async def import_archive(
 
 
 async def remote_digests(xs: XnatSession, files_path: str) -> dict[str, tuple[int, str]]:
-    """{path in resource: (size, md5)} from a ``…/files`` listing; empty if none exist."""
+    """{path in resource: (size, md5)} from one resource's ``…/files`` listing; empty if
+    none exist."""
+    return dict(await _listed(xs, files_path))
+
+
+async def remote_digest_list(xs: XnatSession, files_path: str) -> list[tuple[int, str]]:
+    """(size, md5) of every file a ``…/files`` listing names, across resources (where two
+    files may share a path)."""
+    return [digest for _, digest in await _listed(xs, files_path)]
+
+
+async def _listed(xs: XnatSession, files_path: str) -> list[tuple[str, tuple[int, str]]]:
     try:
         listing = await xs.get_json(files_path, what=files_path)
     except NotFound:
-        return {}
-    found: dict[str, tuple[int, str]] = {}
+        return []
+    found: list[tuple[str, tuple[int, str]]] = []
     for row in listing.get("ResultSet", {}).get("Result", []):
         uri = str(row.get("URI", ""))
         _, sep, rel = uri.partition("/files/")
@@ -161,7 +172,7 @@ async def remote_digests(xs: XnatSession, files_path: str) -> dict[str, tuple[in
             size = int(row.get("Size") or 0)
         except ValueError:
             size = 0
-        found[rel] = (size, str(row.get("digest") or "").lower())
+        found.append((rel, (size, str(row.get("digest") or "").lower())))
     return found
 
 

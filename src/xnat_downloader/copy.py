@@ -1,0 +1,160 @@
+"""The Python API for copying sessions from one XNAT to another: :func:`copy`.
+
+Session by session, never the whole selection on disk at once: the session's files are
+fetched (verified against the source's MD5s) into a scratch folder in the download layout,
+uploaded to the target (imported, then its other resources; see :mod:`uploads`), verified
+there, and the scratch folder removed.  A session whose files are all on the target with
+the source's MD5s is neither fetched nor sent, so a re-run after an interruption does only
+what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from xnat_downloader import uploads
+from xnat_downloader.api import Connection, check_output_dir, plan_in, run_planned
+from xnat_downloader.errors import NotFound, UsageError
+from xnat_downloader.plan.layout import Layout, LayoutOptions
+from xnat_downloader.plan.plan import Plan, PlanEntry
+from xnat_downloader.transfer.engine import EngineOptions
+from xnat_downloader.transfer.events import Event, EventSink, FileVerified, Planned, ignore
+from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts
+from xnat_downloader.transfer.state import State
+from xnat_downloader.transfer.upload import remote_digest_list
+from xnat_downloader.xnat.selection import Selection
+
+
+@dataclass
+class CopyReport(OutcomeCounts):
+    """What a copy did: one outcome per file of the selection, verified on the target."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    sessions: dict[str, str] = field(default_factory=dict)  # session → copied | present | failed
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def sessions_of(plan: Plan) -> dict[tuple[str, str, str], list[PlanEntry]]:
+    """The plan's files by (project, subject, session), from their layout paths."""
+    grouped: dict[tuple[str, str, str], list[PlanEntry]] = {}
+    for entry in plan.entries:
+        parts = PurePosixPath(entry.local).parts
+        grouped.setdefault((parts[0], parts[1], parts[2]), []).append(entry)
+    return grouped
+
+
+async def _target_digests(
+    target: Connection, project: str, session: str
+) -> Counter[tuple[int, str]]:
+    found: Counter[tuple[int, str]] = Counter()
+    base = f"/data/projects/{project}/experiments/{session}"
+    async with target.session() as xs:
+        for where in (f"{base}/scans/ALL/files", f"{base}/files"):  # scans', the session's
+            found.update(await remote_digest_list(xs, where))
+    return found
+
+
+async def _copy(
+    source: Connection,
+    target: Connection,
+    selection: Selection,
+    target_project: str | None,
+    jobs: int,
+    scratch: Path,
+    sink: EventSink,
+) -> CopyReport:
+    report = CopyReport()
+    started = time.monotonic()
+    layout = LayoutOptions(Layout.XNAT, include_project=True, include_subject=True)
+    async with source.session() as xs:
+        planned = await plan_in(xs, selection, layout, None)
+    grouped = sessions_of(planned.plan)
+    sink(Planned(len(planned.plan.entries), planned.plan.total_bytes))
+    for (project, _subject, session), entries in sorted(grouped.items()):
+        dest_project = target_project or project
+        wanted = Counter((e.file.size or 0, (e.file.md5 or "").lower()) for e in entries)
+        try:
+            there = await _target_digests(target, dest_project, session)
+        except NotFound:
+            there = Counter()
+        if all(md5 for _, md5 in wanted) and not (wanted - there):
+            report.sessions[session] = "present"
+            for e in entries:
+                job = Job(e.file.uri, e.local, e.file.size, e.file.md5)
+                sink(FileVerified(e.local, e.file.size or 0, e.file.md5 or "", True))
+                md5 = e.file.md5 or ""
+                report.outcomes.append(Outcome(job, "skipped", e.file.size or 0, md5, True))
+            continue
+        folder = scratch / session
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        state = State(folder)
+        try:
+            async with source.session() as xs:
+                part = type(planned)(Plan(entries), [], [], 0, xs.base_url)
+                fetch = [Job(e.file.uri, e.local, e.file.size, e.file.md5) for e in entries]
+                fetched = await run_planned(
+                    xs, part, fetch, folder, state, EngineOptions(jobs=jobs), ignore
+                )
+        finally:
+            state.close()
+        if not fetched.ok:
+            report.outcomes += [o for o in fetched.outcomes if o.status == "failed"]
+            report.sessions[session] = "failed"
+            report.notes.append(f"{session}: {fetched.failed} files could not be fetched")
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        sent = await uploads.upload_async(
+            target, [folder / project], dest_project, jobs=jobs, sink=_without_plans(sink)
+        )
+        report.outcomes += sent.outcomes
+        report.notes += sent.notes
+        report.sessions[session] = "copied" if sent.ok else "failed"
+        shutil.rmtree(folder, ignore_errors=True)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _without_plans(sink: EventSink) -> EventSink:
+    """The copy announced one plan for everything; each session's upload keeps quiet."""
+
+    def forward(event: Event) -> None:
+        if not isinstance(event, Planned):
+            sink(event)
+
+    return forward
+
+
+def copy(
+    source: Connection,
+    target: Connection,
+    selection: Selection,
+    *,
+    target_project: str | None = None,
+    jobs: int = 4,
+    scratch: str | Path | None = None,
+    sink: EventSink = ignore,
+) -> CopyReport:
+    """Copy the sessions ``selection`` names from ``source`` to ``target`` (into the same
+    project IDs, or ``target_project``); every file verified on the target against the
+    source's MD5."""
+    if source.url.rstrip("/") == target.url.rstrip("/") and not target_project:
+        raise UsageError("--from and --to are the same server: name another --to-project")
+    if scratch is None:
+        with tempfile.TemporaryDirectory(prefix="xnatdl-copy-") as tmp:
+            return asyncio.run(
+                _copy(source, target, selection, target_project, jobs, Path(tmp), sink)
+            )
+    work = Path(scratch)
+    check_output_dir(work)
+    return asyncio.run(_copy(source, target, selection, target_project, jobs, work, sink))
+
+
+__all__ = ["CopyReport", "copy", "sessions_of"]

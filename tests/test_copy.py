@@ -1,0 +1,100 @@
+"""``xnat-downloader copy`` between two minixnat servers: every file verified on the target,
+re-runs do only what is left, and a killed copy finishes when run again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+from tests.conftest import BIN, Server, make_archive, start_server
+from tests.test_download import ENV, cli, local_files
+
+ADMIN = ("admin", "admin")
+
+
+def _servers(tmp_path: Path, archive: Path, *target_flags: str) -> tuple[Server, Server]:
+    source = start_server(archive)
+    empty = make_archive(tmp_path / "target", "--projects", "0")
+    target = start_server(empty, *target_flags)
+    assert requests.put(f"{target.url}/data/projects/DEMO01", auth=ADMIN, timeout=30).ok
+    return source, target
+
+
+def _same_trees(source: Server, target: Server, tmp_path: Path) -> None:
+    for name, server in (("a", source), ("b", target)):
+        code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "-o", str(tmp_path / name))
+        assert code == 0, err
+    theirs = local_files(tmp_path / "a" / "DEMO01")
+    ours = local_files(tmp_path / "b" / "DEMO01")
+    # The copy holds every session's scan and session files (assessors are not uploaded).
+    wanted = {k: v for k, v in theirs.items() if "/assessors/" not in k}
+    assert ours == wanted
+
+
+def test_copy_verifies_and_a_rerun_sends_nothing(archive: Path, tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    source, target = _servers(tmp_path, archive, "--access-log", str(log))
+    try:
+        code, out, err = cli("copy", "--from", source.url, "--to", target.url, "-p", "DEMO01",
+                             "--session-resources")  # fmt: skip
+        assert code == 0, err
+        assert out.splitlines()[-1].endswith(" 0 failed")
+        _same_trees(source, target, tmp_path)
+        imports = log.read_text().count("POST /data/services/import")
+        code, out, err = cli("copy", "--from", source.url, "--to", target.url, "-p", "DEMO01",
+                             "--session-resources", "--json")  # fmt: skip
+        assert code == 0, err
+        document = json.loads(out)
+        assert document["failed"] == 0
+        assert set(document["sessions"].values()) == {"present"}
+        assert log.read_text().count("POST /data/services/import") == imports  # none sent
+    finally:
+        source.stop()
+        target.stop()
+
+
+def test_killed_copy_finishes_when_run_again(archive: Path, tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    source, target = _servers(tmp_path, archive, "--access-log", str(log), "--latency-ms", "20")
+    try:
+        proc = subprocess.Popen(
+            [BIN / "xnat-downloader", "copy", "--from", source.url, "--to", target.url,
+             "-p", "DEMO01", "--session-resources", "-j", "1"],
+            env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if log.exists() and log.read_text().count("POST /data/services/import") >= 2:
+                break
+            assert proc.poll() is None, "the copy finished before the planned kill"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        code, out, err = cli("copy", "--from", source.url, "--to", target.url, "-p", "DEMO01",
+                             "--session-resources")  # fmt: skip
+        assert code == 0, err
+        assert out.splitlines()[-1].endswith(" 0 failed")
+        _same_trees(source, target, tmp_path)
+    finally:
+        source.stop()
+        target.stop()
+
+
+def test_copy_refuses_bad_input(archive: Path) -> None:
+    source = start_server(archive)
+    try:
+        code, _, err = cli("copy", "--from", source.url, "--to", source.url, "-p", "DEMO01")
+        assert code == 2
+        assert "same server" in err
+        code, _, err = cli("copy", "--from", source.url, "--to", source.url)
+        assert code == 2
+        assert "-p PROJECT" in err
+    finally:
+        source.stop()

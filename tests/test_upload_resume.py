@@ -212,6 +212,11 @@ def test_resume_is_reported_as_skipped_not_resent(archive: Path, tree: Path) -> 
         assert code == 0
         assert "session:" not in err  # no import answered with a session: none was sent
         assert len(err.splitlines()) < 15  # a handful of lines, not one per file
+        # -v says what happened to each session.
+        code, _, err = cli("upload", "-w", log_free.url, "-p", "COPY", "-v", str(tree))
+        assert code == 0
+        for label in expected_state(tree)[0]:
+            assert f"session {label}: on the server as {label} (same" in err
     finally:
         log_free.stop()
 

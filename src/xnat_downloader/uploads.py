@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import shutil
 import tarfile
@@ -67,6 +68,7 @@ from xnat_downloader.transfer.upload import (
     zip_body,
 )
 
+log = logging.getLogger("xnat_downloader")
 IMPORTERS = ("DICOM-zip", "SI")
 DESTINATIONS = ("archive", "prearchive")
 
@@ -486,6 +488,7 @@ async def _one_session(
     if uris is None or len(uris) != 1 or item.folder is None or item.root is None:
         return
     await _session_extras(xs, uris[0], item.folder, item.root, report, sink, opts)
+    log.info("session %s: other resources and scan types done", label)
     if current != label:
         project_path = f"/data/projects/{quote(opts.project, safe='')}"
         await xs.send(
@@ -494,6 +497,7 @@ async def _one_session(
             params={"label": label},
             what=f"the label of session {label}",
         )
+        log.info("session %s: renamed from %s, complete", label, current)
 
 
 async def _import_and_verify(

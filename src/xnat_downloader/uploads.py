@@ -461,12 +461,17 @@ async def _one_session(
         current = staging_label(label)
         existing = await _find_session(xs, opts.project, current)
     if existing is None:
+        log.info("session %s: importing %d files as %s", label, len(item.expected), current)
         uris = await _import_and_verify(xs, item, opts, report, sink, "none", current)
     else:
         # What the importer made of an earlier run: its DICOM and ECAT files only (the
         # session's other resources are uploaded and compared file by file afterwards).
         server = await _session_digests(xs, existing, "DICOM,ECAT")
         comparison = compare_contents([(s, m) for _, s, m in item.expected], server)
+        log.info(
+            "session %s: on the server as %s (%s: %d of ours missing, %d others there)",
+            label, current, comparison.state, comparison.missing, comparison.extra,
+        )  # fmt: skip
         if comparison.state == "same":
             outcomes, _ = _verify_import(item, server, sink)
             report.outcomes += outcomes

@@ -13,6 +13,10 @@ Run it with the project's venv (``make bench``); it needs Debian's ``nginx``, ``
   by ``curl --parallel`` and ``aria2c`` at the same parallelism, from minixnat with
   ``--latency-ms 20 --conn-mbps 20`` (a remote server) and without (loopback).
 * ``rss``: xnat-downloader's peak RSS over a 5 GiB download.
+* ``upload``: 8 session zips imported by xnat-downloader (4 at once), by xnatpy's
+  ``services.import_`` loop and by ``curl`` POSTs (one after another, and 4 in parallel);
+  300 files of 100 KiB put into a resource by xnat-downloader and by xnatpy's
+  ``resource.upload`` loop; on loopback and with ``--latency-ms 20``.
 
 Every client's output is checked (file count and bytes) so that a fast wrong answer cannot
 win.  Timings are wall-clock seconds of one run each; the machine is shared by client and
@@ -439,6 +443,119 @@ def part_client(
     }
 
 
+def part_upload(work: Path, results: dict[str, object], wan: bool) -> None:
+    """Imports of 8 session zips and uploads of 300 resource files of 100 KiB, by
+    xnat-downloader and by the ways people do it today, into fresh projects each."""
+    import zipfile
+
+    import xnat
+
+    source = work / "archive-upload"
+    if not (source / "minixnat.sqlite").exists():
+        subprocess.run(
+            [str(BIN / "minixnat"), "demo-data", str(source), "--projects", "1",
+             "--subjects", "4", "--sessions", "2", "--scans", "4", "--files", "25",
+             "--file-kb", "300", "--seed", "5"],
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    zips = work / "upload-zips"
+    if not zips.exists():
+        zips.mkdir()
+        for session in sorted((source / "archive" / "DEMO01" / "arc001").iterdir()):
+            with zipfile.ZipFile(zips / f"{session.name}.zip", "w") as zf:
+                for dcm in sorted(session.glob("SCANS/*/DICOM/*")):
+                    scan = dcm.parent.parent.name
+                    zf.write(dcm, f"{session.name}/scans/{scan}/resources/DICOM/files/{dcm.name}")
+    files = work / "upload-files"
+    if not files.exists():
+        files.mkdir()
+        for i in range(300):
+            (files / f"f{i:03d}.bin").write_bytes(os.urandom(100 * 1024))
+    archives = sorted(zips.glob("*.zip"))
+    target = work / f"upload-target-{'wan' if wan else 'loopback'}"
+    shutil.rmtree(target, ignore_errors=True)
+    subprocess.run([str(BIN / "minixnat"), "demo-data", str(target), "--projects", "0"],
+                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    server = start_minixnat(target, *(["--latency-ms", "20"] if wan else []))
+    env = {**os.environ, "XNAT_USER": "admin", "XNAT_PASS": "admin"}
+    timings: dict[str, float] = {}
+    try:
+        s = login(server.url)
+        for project in ("XDL", "XNATPY", "CURL1", "CURL4", "RXDL", "RXNATPY"):
+            s.put(f"{server.url}/data/projects/{project}", timeout=30).raise_for_status()
+        for subject in ("RXDL", "RXNATPY"):
+            s.put(f"{server.url}/data/projects/{subject}/subjects/S", timeout=30)
+        cookie = f"JSESSIONID={s.cookies['JSESSIONID']}"
+
+        def curl(project: str, archive: Path) -> list[str]:
+            url = (f"{server.url}/data/services/import?PROJECT_ID={project}"
+                   f"&dest=/archive/projects/{project}")  # fmt: skip
+            return ["curl", "-sf", "-o", "/dev/null", "-b", cookie,
+                    "-H", "Content-Type: application/zip",
+                    "--data-binary", f"@{archive}", url]  # fmt: skip
+
+        timings["xnat-downloader upload (-j 4)"] = timed(lambda: subprocess.run(
+            [str(BIN / "xnat-downloader"), "upload", "-w", server.url, "-p", "XDL",
+             "-j", "4", "-q", *map(str, archives)],
+            check=True, env=env, stdout=subprocess.DEVNULL))  # fmt: skip
+
+        def xnatpy_imports() -> None:
+            with xnat.connect(server.url, user="admin", password="admin") as conn:
+                for archive in archives:
+                    conn.services.import_(str(archive), project="XNATPY", destination="/archive")
+
+        timings["xnatpy services.import_ loop"] = timed(xnatpy_imports)
+        timings["curl POSTs, one after another"] = timed(
+            lambda: [subprocess.run(curl("CURL1", a), check=True) for a in archives]
+        )
+
+        def curl4() -> None:
+            running = [subprocess.Popen(curl("CURL4", a)) for a in archives[:4]]
+            queue = list(archives[4:])
+            while running:
+                done = running.pop(0)
+                if done.wait() != 0:
+                    raise SystemExit("curl import failed")
+                if queue:
+                    running.append(subprocess.Popen(curl("CURL4", queue.pop(0))))
+
+        timings["curl POSTs, 4 in parallel"] = timed(curl4)
+        for project in ("XDL", "XNATPY", "CURL1", "CURL4"):
+            got = s.get(f"{server.url}/data/projects/{project}/experiments?format=json",
+                        timeout=30).json()["ResultSet"]["Result"]  # fmt: skip
+            if len(got) != len(archives):
+                raise SystemExit(f"{project}: {len(got)} sessions, expected {len(archives)}")
+
+        timings["xnat-downloader upload --resource (-j 8)"] = timed(lambda: subprocess.run(
+            [str(BIN / "xnat-downloader"), "upload", "-w", server.url, "-p", "RXDL",
+             "--subject", "S", "--resource", "FILES", "-j", "8", "-q", str(files)],
+            check=True, env=env, stdout=subprocess.DEVNULL))  # fmt: skip
+
+        def xnatpy_resources() -> None:
+            with xnat.connect(server.url, user="admin", password="admin") as conn:
+                subject = conn.projects["RXNATPY"].subjects["S"]
+                resource = conn.classes.ResourceCatalog(parent=subject, label="FILES")
+                for path in sorted(files.iterdir()):
+                    resource.upload(str(path), path.name)
+
+        timings["xnatpy resource.upload loop"] = timed(xnatpy_resources)
+    finally:
+        server.stop()
+    key = "upload_wan" if wan else "upload_loopback"
+    results[key] = {
+        "sessions": len(archives),
+        "session_bytes": sum(a.stat().st_size for a in archives),
+        "resource_files": 300,
+        "seconds": timings,
+        "imports_vs_curl4": timings["xnat-downloader upload (-j 4)"]
+        / timings["curl POSTs, 4 in parallel"],
+        "imports_speedup_vs_xnatpy": timings["xnatpy services.import_ loop"]
+        / timings["xnat-downloader upload (-j 4)"],
+        "resources_speedup_vs_xnatpy": timings["xnatpy resource.upload loop"]
+        / timings["xnat-downloader upload --resource (-j 8)"],
+    }
+
+
 def part_rss(work: Path, results: dict[str, object], parallel: int) -> None:
     root = work / "archive-5g"
     make_archive(root, 80, 64)
@@ -497,7 +614,7 @@ def svg(results: dict[str, object], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/xnatdl-bench"))
-    ap.add_argument("--parts", default="server,client,rss")
+    ap.add_argument("--parts", default="server,client,rss,upload")
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--file-kb", type=int, default=300)
     ap.add_argument("--jobs", type=int, default=16)
@@ -520,6 +637,9 @@ def main() -> None:
         part_client(args.work, root, results, args.jobs, wan=False)
     if "rss" in parts:
         part_rss(args.work, results, args.jobs)
+    if "upload" in parts:
+        part_upload(args.work, results, wan=False)
+        part_upload(args.work, results, wan=True)
     results["machine"] = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
     results_path.write_text(json.dumps(results, indent=1) + "\n")
     svg(results, HERE / "results.svg")

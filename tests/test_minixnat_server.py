@@ -327,3 +327,9 @@ def test_check_names_each_problem_and_serve_refuses(archive: Path) -> None:
 def test_start_server_fixture_archive_is_consistent(archive: Path) -> None:
     assert start_server  # the demo archive every test starts from passes the check
     assert check(archive).returncode == 0
+
+
+def test_version() -> None:
+    done = subprocess.run([BIN / "minixnat", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stdout.strip().startswith("minixnat ")

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from minixnat import __version__
 from minixnat.store import ACCESS_LEVELS, ROLES, Store, StoreError
 from minixnat.store.check import check
 from minixnat.store.schema import SchemaError
@@ -30,6 +31,7 @@ def _non_negative_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minixnat", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo-data", help="create a deterministic synthetic archive")

@@ -28,6 +28,7 @@ import time
 import zipfile
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -102,6 +103,7 @@ class _Import:
     may_drop: bool = False  # the server may leave files out (archives, --ignore-unparsable)
     folder: SessionFolder | None = None
     root: Path | None = None
+    archive: Path | None = None  # an archive sent as it is
 
     def job(self, name: str, size: int, md5: str) -> Job:
         """The record of one file of this import, as its outcome names it."""
@@ -220,12 +222,20 @@ def _plan_imports(
                 content_type=content_type,
                 body=lambda moved, p=path: file_body(p, moved),  # type: ignore[misc]
                 size=path.stat().st_size,
-                expected=_archive_members(path),
+                expected=[],  # read below, all archives at once
                 subject=subject,
                 label=session,
                 may_drop=True,
+                archive=path,
             )
         )
+    # Every archive is read (and so checked) before anything is sent; several at once,
+    # since hashing releases the interpreter lock.
+    sent_whole = [(i, i.archive) for i in imports if i.archive is not None]
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        read = pool.map(_archive_members, [path for _, path in sent_whole])
+        for (item, _), listed in zip(sent_whole, read, strict=True):
+            item.expected = listed
     return imports, notes
 
 

@@ -19,6 +19,7 @@ from typing import TextIO
 
 from xnat_downloader import __version__, api
 from xnat_downloader import copy as copying
+from xnat_downloader import verify as checking
 from xnat_downloader.cli import manage as manage_cli
 from xnat_downloader.cli import upload as upload_cli
 from xnat_downloader.cli import xget as xget_cli
@@ -45,7 +46,7 @@ from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.xnat.parse import catalog_link, server_of_link
 from xnat_downloader.xnat.selection import Selection
 
-SUBCOMMANDS = ("download", "ls", "copy")
+SUBCOMMANDS = ("download", "ls", "copy", "verify")
 MANAGE = {"project": manage_cli.run_project, "prearchive": manage_cli.run_prearchive}
 SECRET_FLAGS = ("--password",)
 
@@ -185,6 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         help="xget's flags and per-session zips (see: xnat-downloader xget -h)",
     )
+    checking = sub.add_parser(
+        "verify",
+        help="re-hash every file a download recorded in DIR; with a server, ask it too",
+    )
+    connection_args(checking)
+    checking.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                          help="the folder a download wrote")  # fmt: skip
+    checking.add_argument("--offline", action="store_true",
+                          help="only the disk: do not ask the server")  # fmt: skip
+    checking.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    checking.add_argument("--write-md5sum", type=Path, metavar="FILE",
+                          help="write an 'md5sum -c' list of the intact files")  # fmt: skip
     copying = sub.add_parser(
         "copy", help="copy sessions from one XNAT to another, every file verified on the target"
     )
@@ -290,11 +303,52 @@ def run(
     configure_logging(args.verbose, args.quiet, stderr)
     if args.command == "copy":
         return guarded(lambda: _copy(args, stdout, stderr, interactive), stderr)
+    if args.command == "verify":
+        return guarded(lambda: _verify(args, stdout, stderr, interactive), stderr)
     url = args.web or os.environ.get("XNAT_HOST", "") or _server_of_catalog(args)
     if not url:
         print("error: no XNAT server given: use -w URL or set XNAT_HOST", file=stderr)
         return EXIT_USAGE
     return guarded(lambda: _command(args, url, stdout, stderr, interactive, ask), stderr)
+
+
+def _verify(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
+    server, _ = checking.recorded(args.output)
+    url = "" if args.offline else (args.web or server or os.environ.get("XNAT_HOST", ""))
+    conn = None
+    if url:
+        if args.insecure:
+            warn_insecure(stderr)
+        conn = api.Connection(
+            url, credentials(args, url, interactive), verify=not args.insecure,
+            ca_bundle=args.ca_bundle,
+        )  # fmt: skip
+    report = checking.verify(args.output, conn)
+    if args.write_md5sum is not None:
+        checking.write_md5sum(report, args.write_md5sum)
+    problems = [
+        ("missing", report.missing),
+        ("changed", report.changed),
+        ("changed on server", report.changed_on_server),
+        ("gone from server", report.gone),
+        ("extra", report.extra),
+    ]
+    if args.json:
+        document = {
+            "files": report.files,
+            "ok": len(report.ok),
+            "server": url or None,
+            **{name.replace(" ", "_"): paths for name, paths in problems},
+        }
+        print(json.dumps(document), file=stdout)
+    else:
+        for name, paths in problems:
+            for path in paths:
+                print(f"{name}: {path}", file=stdout)
+        if not url:
+            print("note: the server was not asked (--offline, or none recorded)", file=stderr)
+        print(report.line(), file=stdout)
+    return EXIT_OK if report.clean else EXIT_FAILED_FILES
 
 
 def _copy(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:

@@ -1,0 +1,151 @@
+"""The Python API for checking a download later: :func:`verify`.
+
+Every file a download recorded as verified in ``DIR/.xnat-downloader/`` is hashed again and
+compared with the MD5 recorded then; files the last plan names but no run verified are
+missing; files under ``DIR`` that no download put there are extra.  With a server, each
+recorded file is also looked up in its resource's listing: gone from the server, or
+changed there.  Nothing is written, except an ``md5sum -c`` list when asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xnat_downloader.api import Connection
+from xnat_downloader.errors import UsageError
+from xnat_downloader.plan.plan import load_manifest
+from xnat_downloader.transfer.state import STATE_DIR
+from xnat_downloader.transfer.upload import remote_digests
+
+PART_SUFFIX = ".xnatdl-part"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    local: str
+    uri: str
+    size: int | None
+    md5: str | None
+
+
+@dataclass
+class VerifyReport:
+    files: int = 0
+    ok: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)  # no longer on the server
+    changed_on_server: list[str] = field(default_factory=list)
+    server: str = ""
+    digests: dict[str, str] = field(default_factory=dict)  # local → md5 found on disk
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.changed or self.gone or self.changed_on_server)
+
+    def line(self) -> str:
+        return (
+            f"verify: {self.files} files, {len(self.ok)} ok, {len(self.missing)} missing, "
+            f"{len(self.changed) + len(self.changed_on_server)} changed, {len(self.extra)} "
+            f"extra, {len(self.gone)} gone from server"
+        )
+
+
+def recorded(outdir: Path) -> tuple[str, list[Recorded]]:
+    """(server, files) a download recorded in ``outdir``: every verified file, and the last
+    plan's files that no run verified (their MD5 as planned)."""
+    state = outdir / STATE_DIR / "state.sqlite"
+    manifest = outdir / STATE_DIR / "manifest.json"
+    if not state.exists() and not manifest.exists():
+        msg = f"{outdir} holds no download (no {STATE_DIR}/state.sqlite): nothing to verify"
+        raise UsageError(msg)
+    found: dict[str, Recorded] = {}
+    server = ""
+    if manifest.exists():
+        server, plan = load_manifest(manifest)
+        for e in plan.entries:
+            found[e.local] = Recorded(e.local, e.file.uri, e.file.size, e.file.md5)
+    if state.exists():
+        db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT local, uri, size, md5, status FROM files").fetchall()
+        finally:
+            db.close()
+        for local, uri, size, md5, status in rows:
+            if status == "verified":
+                found[local] = Recorded(local, uri, size, md5)
+    return server, sorted(found.values(), key=lambda r: r.local)
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_local(outdir: Path, files: list[Recorded], report: VerifyReport) -> None:
+    for item in files:
+        path = outdir / item.local
+        if not path.is_file():
+            report.missing.append(item.local)
+            continue
+        digest = _md5(path)
+        report.digests[item.local] = digest
+        size_ok = item.size is None or path.stat().st_size == item.size
+        if size_ok and (not item.md5 or digest == item.md5.lower()):
+            report.ok.append(item.local)
+        else:
+            report.changed.append(item.local)
+    known = {f.local for f in files}
+    for dirpath, dirnames, names in os.walk(outdir):
+        dirnames[:] = [d for d in dirnames if d != STATE_DIR]
+        for name in names:
+            rel = (Path(dirpath) / name).relative_to(outdir).as_posix()
+            if rel not in known and not name.endswith(PART_SUFFIX):
+                report.extra.append(rel)
+    report.extra.sort()
+
+
+async def check_server(conn: Connection, files: list[Recorded], report: VerifyReport) -> None:
+    by_listing: dict[str, list[tuple[Recorded, str]]] = {}
+    for item in files:
+        listing, sep, rel = item.uri.partition("/files/")
+        if sep:
+            by_listing.setdefault(f"{listing}/files", []).append((item, rel))
+    async with conn.session() as xs:
+        for listing, items in sorted(by_listing.items()):
+            there = await remote_digests(xs, listing)
+            for item, rel in items:
+                if rel not in there:
+                    report.gone.append(item.local)
+                elif item.md5 and there[rel][1] and there[rel][1] != item.md5.lower():
+                    report.changed_on_server.append(item.local)
+
+
+def verify(outdir: str | Path, conn: Connection | None = None) -> VerifyReport:
+    """Re-hash what a download recorded in ``outdir``; with ``conn``, also ask the server."""
+    out = Path(outdir)
+    server, files = recorded(out)
+    report = VerifyReport(files=len(files), server=server)
+    check_local(out, files, report)
+    if conn is not None:
+        asyncio.run(check_server(conn, files, report))
+    return report
+
+
+def write_md5sum(report: VerifyReport, path: Path) -> int:
+    """An ``md5sum -c`` list of the files found intact; how many lines it has."""
+    lines = [f"{report.digests[local]}  {local}\n" for local in sorted(report.ok)]
+    path.write_text("".join(lines), encoding="utf-8")
+    return len(lines)
+
+
+__all__ = ["VerifyReport", "recorded", "verify", "write_md5sum"]

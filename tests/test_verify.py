@@ -1,0 +1,79 @@
+"""``xnat-downloader verify``: a download checked later, on disk and against the server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import requests
+
+from tests.conftest import start_server
+from tests.test_download import cli
+
+ADMIN = ("admin", "admin")
+
+
+def test_verify_finds_every_kind_of_problem(tmp_path: Path, archive: Path) -> None:
+    server = start_server(archive)
+    try:
+        out = tmp_path / "dl"
+        code, text, err = cli("download", "-w", server.url, "-p", "DEMO01", "-o", str(out))
+        assert code == 0, err
+        code, text, err = cli("verify", "-o", str(out))
+        assert code == 0, err
+        files = len(
+            [p for p in out.rglob("*") if p.is_file() and ".xnat-downloader" not in p.parts]
+        )
+        assert text.strip().splitlines()[-1] == (
+            f"verify: {files} files, {files} ok, 0 missing, 0 changed, 0 extra, 0 gone from server"
+        )
+        # An md5sum -c list that md5sum accepts.
+        listing = tmp_path / "sums.md5"
+        assert cli("verify", "-o", str(out), "--offline", "--write-md5sum", str(listing))[0] == 0
+        checked = subprocess.run(["md5sum", "-c", "--quiet", str(listing)], cwd=out,
+                                 capture_output=True, text=True)  # fmt: skip
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert len(listing.read_text().splitlines()) == files
+        # Damage: one file changed with its size and mtime kept, one deleted, one added,
+        # and one removed on the server.
+        dicoms = sorted(out.rglob("*.dcm"))
+        changed, missing = dicoms[0], dicoms[1]
+        stat = changed.stat()
+        data = bytearray(changed.read_bytes())
+        data[-1] ^= 0xFF
+        changed.write_bytes(bytes(data))
+        os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        missing.unlink()
+        (out / "DEMO01" / "notes.txt").write_text("mine")
+        gone = dicoms[2]
+        rel = gone.relative_to(out).as_posix()
+        manifest = json.loads((out / ".xnat-downloader" / "manifest.json").read_text())
+        uri = next(f["uri"] for f in manifest["files"] if f["local"] == rel)
+        assert requests.delete(server.url + uri, auth=ADMIN, timeout=30).ok
+        code, text, err = cli("verify", "-o", str(out))
+        assert code == 1
+        lines = text.splitlines()
+        assert f"changed: {changed.relative_to(out).as_posix()}" in lines
+        assert f"missing: {missing.relative_to(out).as_posix()}" in lines
+        assert "extra: DEMO01/notes.txt" in lines
+        assert f"gone from server: {rel}" in lines
+        assert lines[-1] == (
+            f"verify: {files} files, {files - 2} ok, 1 missing, 1 changed, 1 extra, "
+            "1 gone from server"
+        )
+        # Offline: the disk only; JSON: one document.
+        code, text, _ = cli("verify", "-o", str(out), "--offline", "--json")
+        assert code == 1
+        document = json.loads(text)
+        assert document["gone_from_server"] == []
+        assert document["missing"] == [missing.relative_to(out).as_posix()]
+    finally:
+        server.stop()
+
+
+def test_verify_needs_a_download(tmp_path: Path) -> None:
+    code, _, err = cli("verify", "-o", str(tmp_path))
+    assert code == 2
+    assert "holds no download" in err

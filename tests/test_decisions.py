@@ -229,13 +229,20 @@ def test_password_values_are_redacted() -> None:
 # -- the resume decision -------------------------------------------------------------------
 sizes = st.one_of(st.none(), st.integers(0, 10**6))
 md5s = st.one_of(st.none(), st.sampled_from(["a" * 32, "b" * 32]))
+mtimes = st.one_of(st.none(), st.sampled_from([1, 2]))
 records = st.one_of(
     st.none(),
     st.builds(
-        Record, st.just("f"), st.just("u"), sizes, md5s, st.sampled_from(["verified", "partial"])
+        Record,
+        st.just("f"),
+        st.just("u"),
+        sizes,
+        md5s,
+        st.sampled_from(["verified", "partial"]),
+        mtimes,
     ),
 )
-facts = st.builds(Facts, sizes, md5s, records, sizes, sizes, st.booleans())
+facts = st.builds(Facts, sizes, md5s, records, sizes, sizes, st.booleans(), mtimes, st.booleans())
 
 
 @settings(max_examples=500)
@@ -250,6 +257,9 @@ def test_decide_properties(f: Facts) -> None:
         assert f.record is not None
         assert f.record.status == "verified"
         assert f.record.size == f.final_size
+        # ... and only while its mtime is as recorded, and without --checksum.
+        assert not f.checksum
+        assert f.record.mtime_ns is None or f.record.mtime_ns == f.final_mtime_ns
         same_digest = bool(f.expected_md5 and f.record.md5 and f.expected_md5 == f.record.md5)
         assert same_digest or (f.expected_size is not None and f.record.size == f.expected_size)
         if f.expected_md5 and f.record.md5:
@@ -264,9 +274,12 @@ def test_decide_properties(f: Facts) -> None:
     else:
         assert offset == 0
     if action == Action.CHECK_EXISTING:
-        # A file we did not verify is hashed, never trusted and never blindly replaced.
+        # A file we did not verify is hashed, never trusted and never blindly replaced; so
+        # is one of ours whose size or mtime moved since, or every one under --checksum.
         assert f.final_size is not None
-        assert f.record is None or f.record.status != "verified"
+        if f.record is not None and f.record.status == "verified":
+            assert f.record.size == f.final_size  # a size that moved is fetched again
+            assert f.checksum or f.record.mtime_ns not in (None, f.final_mtime_ns)
     if f.final_size is None:
         assert action in (Action.DOWNLOAD, Action.RESUME)
 

@@ -77,3 +77,37 @@ def test_verify_needs_a_download(tmp_path: Path) -> None:
     code, _, err = cli("verify", "-o", str(tmp_path))
     assert code == 2
     assert "holds no download" in err
+
+
+def _corrupt(path: Path, *, keep_mtime: bool) -> None:
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    if keep_mtime:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_reruns_trust_cheaply_and_checksum_checks_all(tmp_path: Path, archive: Path) -> None:
+    server = start_server(archive)
+    try:
+        out = tmp_path / "dl"
+        args = ("download", "-w", server.url, "-p", "DEMO01", "-o", str(out))
+        assert cli(*args)[0] == 0
+        dicoms = sorted(out.rglob("*.dcm"))
+        touched, hidden = dicoms[0], dicoms[1]
+        good_touched, good_hidden = touched.read_bytes(), hidden.read_bytes()
+        _corrupt(touched, keep_mtime=False)  # an ordinary edit: the mtime moves
+        _corrupt(hidden, keep_mtime=True)  # same size, mtime put back
+        code, text, err = cli(*args)
+        assert code == 0, err
+        assert text.splitlines()[-1].endswith(" 0 failed")
+        assert touched.read_bytes() == good_touched  # noticed by its mtime, fetched again
+        assert hidden.read_bytes() != good_hidden  # trusted by size and mtime
+        assert cli("verify", "-o", str(out), "--offline")[0] == 1  # verify finds it
+        code, text, err = cli(*args, "--checksum")
+        assert code == 0, err
+        assert hidden.read_bytes() == good_hidden  # --checksum hashed it and fetched it again
+        assert cli("verify", "-o", str(out))[0] == 0
+    finally:
+        server.stop()

@@ -250,6 +250,7 @@ def download(
     saved_plan: Plan | None = None,
     jobs: int = 8,
     overwrite: bool = False,
+    checksum: bool = False,
     max_rate: float | None = None,
     mode: Mode = Mode.AUTO,
     sink: EventSink = ignore,
@@ -257,7 +258,9 @@ def download(
 ) -> Report:
     """Plan and fetch a selection into ``outdir``; every file verified against XNAT's MD5.
 
-    Resumable: a re-run skips verified files and finishes the rest.  ``mode`` chooses, per
+    Resumable: a re-run skips verified files whose size and modification time are as they
+    were when verified (``checksum=True``: whose content still hashes to the MD5), fetches
+    again those that changed, and finishes the rest.  ``mode`` chooses, per
     resource, between one streamed zip and per-file GETs (``AUTO``: zips for many small
     files).  Raises
     :class:`~xnat_downloader.errors.LockedError` if another run uses ``outdir``.
@@ -265,7 +268,9 @@ def download(
     """
     out = Path(outdir)
     check_output_dir(out)
-    options = EngineOptions(jobs=jobs, overwrite=overwrite, max_rate=max_rate, mode=mode)
+    options = EngineOptions(
+        jobs=jobs, overwrite=overwrite, checksum=checksum, max_rate=max_rate, mode=mode
+    )
     return asyncio.run(
         _download(
             _conn(url, user, password),

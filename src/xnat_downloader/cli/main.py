@@ -153,6 +153,12 @@ def _layout_args(p: argparse.ArgumentParser) -> None:
         help="replace existing files instead of keeping verified ones",
     )
     g.add_argument(
+        "--checksum",
+        action="store_true",
+        help="hash files verified by earlier runs before trusting them (default: trust them "
+        "while their size and modification time are unchanged)",
+    )
+    g.add_argument(
         "--manifest",
         type=Path,
         metavar="FILE",
@@ -530,6 +536,7 @@ def _download(
             saved_plan=saved,
             jobs=args.jobs,
             overwrite=args.overwrite,
+            checksum=args.checksum,
             max_rate=args.max_rate * 1_000_000 if args.max_rate else None,
             mode=Mode(args.transfer),
             sink=logging_sink(shown),

@@ -12,7 +12,7 @@ class Action(StrEnum):
     SKIP = "skip"  # verified earlier, and still what the server lists
     DOWNLOAD = "download"  # fetch from the start (any partial file is discarded)
     RESUME = "resume"  # continue a partial file with Range
-    CHECK_EXISTING = "check"  # a file is there that we did not verify: hash it first
+    CHECK_EXISTING = "check"  # a file is there that we cannot trust as it is: hash it first
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class Facts:
     final_size: int | None  # None: no file at the final path
     partial_size: int | None  # None: no partial file
     overwrite: bool
+    final_mtime_ns: int | None = None
+    checksum: bool = False  # --checksum: hash even files that look untouched
 
 
 def _same_remote(record: Record, size: int | None, md5: str | None) -> bool:
@@ -37,14 +39,14 @@ def decide(f: Facts) -> tuple[Action, int]:
         return Action.DOWNLOAD, 0
     record = f.record
     if f.final_size is not None:
-        if (
-            record is not None
-            and record.status == "verified"
-            and _same_remote(record, f.expected_size, f.expected_md5)
-            and record.size == f.final_size
-        ):
-            return Action.SKIP, 0
-        if record is not None and record.status == "verified":
+        ours = record is not None and record.status == "verified"
+        if ours and record is not None and _same_remote(record, f.expected_size, f.expected_md5):
+            if record.size != f.final_size:
+                return Action.DOWNLOAD, 0  # our file, cut or grown since: it cannot match
+            if record.mtime_ns in (None, f.final_mtime_ns) and not f.checksum:
+                return Action.SKIP, 0
+            return Action.CHECK_EXISTING, 0  # written to since it was verified, or --checksum
+        if ours:
             return Action.DOWNLOAD, 0  # our own earlier file, but the remote changed
         return Action.CHECK_EXISTING, 0
     if (

@@ -87,6 +87,7 @@ class Downloader:
         sink: EventSink,
         *,
         overwrite: bool = False,
+        checksum: bool = False,
         limiter: RateLimiter | None = None,
     ) -> None:
         self.xs = xs
@@ -94,6 +95,7 @@ class Downloader:
         self.state = state
         self.sink = sink
         self.overwrite = overwrite
+        self.checksum = checksum
         self.limiter = limiter
 
     async def run(self, job: Job) -> Outcome:
@@ -120,14 +122,25 @@ class Downloader:
     def facts(self, job: Job) -> Facts:
         """What :func:`decide` needs to know about ``job``, read from state and disk."""
         final, part = self.paths(job)
+        try:
+            stat = final.stat()
+        except FileNotFoundError:
+            stat = None
         return Facts(
             job.size,
             job.md5,
             self.state.get(job.local),
-            size_or_none(final),
+            stat.st_size if stat else None,
             size_or_none(part),
             self.overwrite,
+            stat.st_mtime_ns if stat else None,
+            self.checksum,
         )
+
+    def record_verified(self, job: Job, final: Path, size: int, md5: str) -> None:
+        """Record ``final`` as verified, with the size and mtime that let a later run trust
+        it without hashing it again."""
+        self.state.put(job.local, job.uri, size, md5, "verified", final.stat().st_mtime_ns)
 
     def begin(self, job: Job) -> None:
         """Record the expected digest before the first byte (so a kill -9 can resume)."""
@@ -144,7 +157,7 @@ class Downloader:
         """Give a verified partial file its final name and record it."""
         final, part = self.paths(job)
         os.replace(part, final)
-        self.state.put(job.local, job.uri, size, md5, "verified")
+        self.record_verified(job, final, size, md5)
         self.sink(FileVerified(job.local, size, md5, bool(job.md5)))
         return Outcome(job, "verified", size, md5, bool(job.md5))
 
@@ -158,14 +171,19 @@ class Downloader:
         if action == Action.CHECK_EXISTING:
             md5, size = await asyncio.to_thread(_hash_file, final)
             if self.matches(job, size, md5):
-                self.state.put(job.local, job.uri, size, md5, "verified")
+                self.record_verified(job, final, size, md5)
                 self.sink(FileSkipped(job.local, size, "already present and verified"))
                 return Outcome(job, "skipped", size, md5, bool(job.md5))
-            msg = (
-                f"{final} already exists and differs from the server's file; "
-                "use --overwrite to replace it"
-            )
-            raise TransferError(msg)
+            record = facts.record
+            if record is None or record.status != "verified":
+                msg = (
+                    f"{final} already exists and differs from the server's file; "
+                    "use --overwrite to replace it"
+                )
+                raise TransferError(msg)
+            # Our own file, changed on disk since it was verified: fetch it again.
+            log.info("%s changed on disk since it was verified; fetching it again", job.local)
+            action = Action.DOWNLOAD
         if action == Action.DOWNLOAD:
             part.unlink(missing_ok=True)
             offset = 0

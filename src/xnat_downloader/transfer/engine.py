@@ -27,6 +27,7 @@ MAX_JOBS = 32  # a per-server ceiling: more connections only load the user's XNA
 class EngineOptions:
     jobs: int = 8
     overwrite: bool = False
+    checksum: bool = False  # hash files that look untouched before trusting them
     max_rate: float | None = None  # bytes per second, all workers together
     mode: Mode = Mode.AUTO  # per resource: a streamed zip or per-file GETs
 
@@ -46,7 +47,10 @@ async def run_jobs(
     A zip takes one worker slot, like a file."""
     sink(Planned(len(jobs), sum(j.size or 0 for j in jobs)))
     limiter = RateLimiter(options.max_rate) if options.max_rate else None
-    downloader = Downloader(xs, root, state, sink, overwrite=options.overwrite, limiter=limiter)
+    downloader = Downloader(
+        xs, root, state, sink, overwrite=options.overwrite, checksum=options.checksum,
+        limiter=limiter,
+    )  # fmt: skip
     gate = asyncio.Semaphore(max(1, min(options.jobs, MAX_JOBS)))
     batches, singles, reasons = choose(jobs, options.mode)
     for reason in reasons:

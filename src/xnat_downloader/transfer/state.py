@@ -27,6 +27,7 @@ class Record:
     size: int | None
     md5: str | None
     status: str  # "verified" | "partial"
+    mtime_ns: int | None = None  # of the final file when it was verified
 
 
 class State:
@@ -67,6 +68,9 @@ class State:
             "CREATE TABLE IF NOT EXISTS files (local TEXT PRIMARY KEY, uri TEXT NOT NULL, "
             "size INTEGER, md5 TEXT, status TEXT NOT NULL, updated REAL NOT NULL)"
         )
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(files)")}
+        if "mtime_ns" not in columns:  # state written by an earlier release
+            self.db.execute("ALTER TABLE files ADD COLUMN mtime_ns INTEGER")
         self.db.commit()
 
     def close(self) -> None:
@@ -77,14 +81,23 @@ class State:
 
     def get(self, local: str) -> Record | None:
         row = self.db.execute(
-            "SELECT local, uri, size, md5, status FROM files WHERE local=?", (local,)
+            "SELECT local, uri, size, md5, status, mtime_ns FROM files WHERE local=?", (local,)
         ).fetchone()
         return Record(*row) if row else None
 
-    def put(self, local: str, uri: str, size: int | None, md5: str | None, status: str) -> None:
+    def put(
+        self,
+        local: str,
+        uri: str,
+        size: int | None,
+        md5: str | None,
+        status: str,
+        mtime_ns: int | None = None,
+    ) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-            (local, uri, size, md5, status, time.time()),
+            "INSERT OR REPLACE INTO files (local, uri, size, md5, status, updated, mtime_ns) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (local, uri, size, md5, status, time.time(), mtime_ns),
         )
         self.db.commit()
 

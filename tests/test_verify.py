@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.conftest import start_server
@@ -109,5 +110,33 @@ def test_reruns_trust_cheaply_and_checksum_checks_all(tmp_path: Path, archive: P
         assert code == 0, err
         assert hidden.read_bytes() == good_hidden  # --checksum hashed it and fetched it again
         assert cli("verify", "-o", str(out))[0] == 0
+    finally:
+        server.stop()
+
+
+def test_space_is_checked_before_the_first_byte(
+    tmp_path: Path, archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from xnat_downloader.transfer.decide import SPACE_MARGIN, bytes_to_fetch, space_shortfall
+
+    assert bytes_to_fetch([10, 20, None], [None, 5, None]) == 25
+    assert space_shortfall(100, 100 + SPACE_MARGIN) == 0
+    assert space_shortfall(100, 50 + SPACE_MARGIN) == 50
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage(10**6, 10**6, 1000))
+    server = start_server(archive)
+    try:
+        out = tmp_path / "dl"
+        code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "-o", str(out))
+        assert code == 2
+        assert "not enough space on the file system of" in err
+        assert "--no-space-check" in err
+        assert not [p for p in out.rglob("*") if p.is_file() and ".xnat-downloader" not in p.parts]
+        code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "-o", str(out),
+                           "--no-space-check")  # fmt: skip
+        assert code == 0, err
     finally:
         server.stop()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.http.session import XnatSession
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, build_plan, manifest_catalog, manifest_json
+from xnat_downloader.transfer.decide import bytes_to_fetch, space_shortfall
+from xnat_downloader.transfer.download import size_or_none
 from xnat_downloader.transfer.engine import EngineOptions, run_jobs
 from xnat_downloader.transfer.events import EventSink, ignore
 from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts
@@ -209,9 +212,31 @@ async def _download(
             if on_plan is not None:
                 on_plan(planned)
             jobs = [Job(e.file.uri, e.local, e.file.size, e.file.md5) for e in planned.plan.entries]
+            if options.space_check:
+                check_space(outdir, jobs)
             return await run_planned(xs, planned, jobs, outdir, state, options, sink)
     finally:
         state.close()
+
+
+def check_space(outdir: Path, jobs: list[Job]) -> None:
+    """Refuse, before the first byte, a run that cannot fit on the output's file system."""
+    on_disk = []
+    for job in jobs:
+        final = outdir / job.local
+        part = final.with_name(final.name + ".xnatdl-part")
+        on_disk.append(size_or_none(final) or size_or_none(part))
+    needed = bytes_to_fetch([j.size for j in jobs], on_disk)
+    free = shutil.disk_usage(outdir).free
+    short = space_shortfall(needed, free)
+    if short:
+        msg = (
+            f"not enough space on the file system of {outdir}: this run needs "
+            f"{needed / 1e9:.2f} GB more and {free / 1e9:.2f} GB are free (short by "
+            f"{short / 1e9:.2f} GB); free some space, choose another -o, or add "
+            "--no-space-check to start anyway"
+        )
+        raise UsageError(msg)
 
 
 async def run_planned(
@@ -251,6 +276,7 @@ def download(
     jobs: int = 8,
     overwrite: bool = False,
     checksum: bool = False,
+    space_check: bool = True,
     max_rate: float | None = None,
     mode: Mode = Mode.AUTO,
     sink: EventSink = ignore,
@@ -269,7 +295,12 @@ def download(
     out = Path(outdir)
     check_output_dir(out)
     options = EngineOptions(
-        jobs=jobs, overwrite=overwrite, checksum=checksum, max_rate=max_rate, mode=mode
+        jobs=jobs,
+        overwrite=overwrite,
+        checksum=checksum,
+        space_check=space_check,
+        max_rate=max_rate,
+        mode=mode,
     )
     return asyncio.run(
         _download(

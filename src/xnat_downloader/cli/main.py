@@ -159,6 +159,12 @@ def _layout_args(p: argparse.ArgumentParser) -> None:
         "while their size and modification time are unchanged)",
     )
     g.add_argument(
+        "--no-space-check",
+        dest="space_check",
+        action="store_false",
+        help="start even if the plan does not fit in the output's free space",
+    )
+    g.add_argument(
         "--manifest",
         type=Path,
         metavar="FILE",
@@ -537,6 +543,7 @@ def _download(
             jobs=args.jobs,
             overwrite=args.overwrite,
             checksum=args.checksum,
+            space_check=args.space_check,
             max_rate=args.max_rate * 1_000_000 if args.max_rate else None,
             mode=Mode(args.transfer),
             sink=logging_sink(shown),

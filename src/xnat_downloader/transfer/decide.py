@@ -58,3 +58,20 @@ def decide(f: Facts) -> tuple[Action, int]:
     ):
         return Action.RESUME, f.partial_size
     return Action.DOWNLOAD, 0
+
+
+# Room kept free beyond the bytes still to fetch: the state database, logs and reports.
+SPACE_MARGIN = 64 * 1024 * 1024
+
+
+def bytes_to_fetch(expected: list[int | None], on_disk: list[int | None]) -> int:
+    """What a run still has to write: each file's expected size less what is there (a
+    complete file or a partial one); unknown sizes count as nothing."""
+    return sum(
+        max(0, (size or 0) - (have or 0)) for size, have in zip(expected, on_disk, strict=True)
+    )
+
+
+def space_shortfall(needed: int, free: int) -> int:
+    """How many bytes short the disk is (0: enough room, with :data:`SPACE_MARGIN`)."""
+    return max(0, needed + SPACE_MARGIN - free)

@@ -28,6 +28,7 @@ class EngineOptions:
     jobs: int = 8
     overwrite: bool = False
     checksum: bool = False  # hash files that look untouched before trusting them
+    space_check: bool = True  # refuse a run the output's file system cannot hold
     max_rate: float | None = None  # bytes per second, all workers together
     mode: Mode = Mode.AUTO  # per resource: a streamed zip or per-file GETs
 

@@ -140,3 +140,31 @@ def test_space_is_checked_before_the_first_byte(
         assert code == 0, err
     finally:
         server.stop()
+
+
+def test_sessions_without_a_project(tmp_path: Path, archive: Path) -> None:
+    """-s alone finds the sessions' projects in one listing; a label in two projects, or in
+    none, is a clear error."""
+    server = start_server(archive)
+    try:
+        out = tmp_path / "dl"
+        code, _, err = cli("download", "-w", server.url, "-s", "DEMO02_S001_MR1",
+                           "-s", "DEMO01_S002_CT2", "-o", str(out))  # fmt: skip
+        assert code == 0, err
+        sessions = {p.parent.name for p in out.glob("*/*/*/scans")}
+        assert sessions == {"DEMO02_S001_MR1", "DEMO01_S002_CT2"}
+        code, _, err = cli("download", "-w", server.url, "-s", "NO_SUCH", "-o", str(out))
+        assert code == 2
+        assert "no project you can see holds session NO_SUCH" in err
+        # The same label in a second project: ambiguous.
+        requests.put(f"{server.url}/data/projects/DEMO02/subjects/X", auth=ADMIN, timeout=30)
+        made = requests.put(
+            f"{server.url}/data/projects/DEMO02/subjects/X/experiments/DEMO01_S002_CT2",
+            params={"xsiType": "xnat:ctSessionData"}, auth=ADMIN, timeout=30,
+        )  # fmt: skip
+        assert made.status_code == 201
+        code, _, err = cli("download", "-w", server.url, "-s", "DEMO01_S002_CT2", "-o", str(out))
+        assert code == 2
+        assert "DEMO01_S002_CT2 is in DEMO01, DEMO02" in err
+    finally:
+        server.stop()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from xnat_downloader.errors import UsageError
+from xnat_downloader.errors import NotFound, UsageError
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.http.session import XnatSession
 from xnat_downloader.plan.layout import Layout, LayoutOptions
@@ -39,7 +39,7 @@ from xnat_downloader.transfer.state import STATE_DIR, State
 from xnat_downloader.xnat.model import Project, Scan, Session
 from xnat_downloader.xnat.parse import catalog_link, same_server
 from xnat_downloader.xnat.selection import Selection
-from xnat_downloader.xnat.walk import catalog_files, walk
+from xnat_downloader.xnat.walk import catalog_files, projects_of_sessions, walk
 from xnat_downloader.xnat.walk import list_projects as _list_projects
 
 #: A catalog XML: a file, or an http(s) link to one on the same server (the web page's
@@ -171,6 +171,28 @@ def list_projects(
             return await _list_projects(xs)
 
     return asyncio.run(run(_conn(url, user, password)))
+
+
+def projects_for_sessions(conn: Connection, sessions: list[str]) -> list[str]:
+    """The projects holding the sessions named (IDs or labels), found in one request;
+    NotFound for a session no visible project holds, UsageError for a label in several."""
+
+    async def run() -> dict[str, list[str]]:
+        async with conn.session() as xs:
+            return await projects_of_sessions(xs, sessions)
+
+    found = asyncio.run(run())
+    nowhere = [ref for ref, projects in found.items() if not projects]
+    if nowhere:
+        raise NotFound(
+            f"no project you can see holds session {', '.join(nowhere)}; check the ID or "
+            "label, or name the project with -p"
+        )
+    several = {ref: projects for ref, projects in found.items() if len(projects) > 1}
+    if several:
+        named = "; ".join(f"{ref} is in {', '.join(p)}" for ref, p in several.items())
+        raise UsageError(f"{named}: name the project with -p, or use the session's ID")
+    return sorted({projects[0] for projects in found.values()})
 
 
 def check_output_dir(outdir: Path) -> None:

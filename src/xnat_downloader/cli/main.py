@@ -450,6 +450,11 @@ def _command(
         verify=not args.insecure,
         ca_bundle=args.ca_bundle,
     )
+    legacy_menu = interactive and not (args.argv and args.argv[0] in SUBCOMMANDS)
+    if not projects and expand(args.session) and not args.catalog and not legacy_menu:
+        # -s alone: the sessions' projects, from one listing of every visible session.  (The
+        # seed tool's own form on a terminal still offers its project menu.)
+        projects = tuple(api.projects_for_sessions(conn, list(expand(args.session))))
     if not projects and not args.catalog and not getattr(args, "manifest", None):
         if not interactive:
             raise UsageError(

@@ -49,6 +49,20 @@ class WalkResult:
     files: list[RemoteFile] = field(default_factory=list)
 
 
+async def projects_of_sessions(xs: XnatSession, refs: list[str]) -> dict[str, list[str]]:
+    """For each session ID or label in ``refs``, the projects that hold it, from one listing
+    of every experiment the user can see (``/data/experiments``), not a walk per project."""
+    doc = await xs.get_json(
+        "/data/experiments", params={"columns": "ID,label,project"}, what="the session list"
+    )
+    found: dict[str, list[str]] = {ref: [] for ref in refs}
+    for row in result_rows(doc, "experiments"):
+        for ref in refs:
+            if ref in (row.get("ID"), row.get("label")) and row.get("project"):
+                found[ref].append(str(row["project"]))
+    return {ref: sorted(set(projects)) for ref, projects in found.items()}
+
+
 async def list_projects(xs: XnatSession) -> list[Project]:
     doc = await xs.get_json(
         "/data/projects", params={"columns": "ID,name,secondary_ID"}, what="the project list"

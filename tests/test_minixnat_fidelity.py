@@ -381,3 +381,23 @@ def test_xnatpy_users_sharing_and_inspect(minixnat: MiniXnat) -> None:
         session.clearcache()
         assert [s.label for s in session.projects["Q"].subjects.values()] == ["S_IN_Q"]
     assert [r["login"] for r in rows(minixnat, "/data/projects/Q/users")] == ["admin"]
+
+
+def test_listing_shortcut_columns(minixnat: MiniXnat) -> None:
+    for path in (
+        "/data/projects/P?alias=PALIAS",
+        "/data/projects/P/subjects/S",
+        "/data/projects/P/subjects/S/experiments/E?xsiType=xnat:mrSessionData&date=2021-03-04",
+    ):
+        assert http(minixnat, "PUT", path).ok
+    shortcuts = "xsiType,label,project,subject_label,insert_date,last_modified,date"
+    row = rows(minixnat, f"/data/projects/P/experiments?columns={shortcuts}")[0]
+    assert row["xsiType"] == "xnat:mrSessionData"
+    assert (row["label"], row["project"], row["subject_label"]) == ("E", "P", "S")
+    assert row["insert_date"]
+    assert row["last_modified"]
+    assert row["date"] == "2021-03-04"
+    subject = rows(minixnat, "/data/projects/P/subjects?columns=label,project,insert_date")[0]
+    assert (subject["label"], subject["project"]) == ("S", "P")
+    project = rows(minixnat, "/data/projects?columns=ID,alias")
+    assert [(r["ID"], r["alias"]) for r in project] == [("P", "PALIAS")]

@@ -197,16 +197,16 @@ def archive_prearchived(
     return _action(conn, project, wanted, lambda xs, s: _archive_one(xs, s, overwrite, folder))
 
 
-def move_prearchived(
-    conn: Connection, wanted: list[str], to: str, *, project: str | None = None
-) -> ManageReport:
-    async def move(xs: XnatSession, session: PrearchiveSession) -> ArchiveResult:
+def _prearchive_service(service: str, extra: dict[str, str]) -> Any:
+    """One of ``/data/services/prearchive/{move,delete}`` for one session, as an action."""
+
+    async def call(xs: XnatSession, session: PrearchiveSession) -> ArchiveResult:
         result = ArchiveResult(session)
         try:
             await xs.send(
                 "POST",
-                "/data/services/prearchive/move",
-                params={"src": session.src, "newProject": to},
+                f"/data/services/prearchive/{service}",
+                params={"src": session.src, **extra},
                 what=session.src,
                 idempotent=False,
             )
@@ -214,26 +214,21 @@ def move_prearchived(
             result.error = str(exc)
         return result
 
-    return _action(conn, project, wanted, move)
+    return call
+
+
+def move_prearchived(
+    conn: Connection, wanted: list[str], to: str, *, project: str | None = None
+) -> ManageReport:
+    """Move the named prearchive sessions to project ``to``'s prearchive."""
+    return _action(conn, project, wanted, _prearchive_service("move", {"newProject": to}))
 
 
 def delete_prearchived(
     conn: Connection, wanted: list[str], *, project: str | None = None
 ) -> ManageReport:
-    async def delete(xs: XnatSession, session: PrearchiveSession) -> ArchiveResult:
-        result = ArchiveResult(session)
-        try:
-            await xs.send(
-                "POST",
-                "/data/services/prearchive/delete",
-                params={"src": session.src},
-                what=session.src,
-            )
-        except (ServerError, NotFound) as exc:
-            result.error = str(exc)
-        return result
-
-    return _action(conn, project, wanted, delete)
+    """Delete the named prearchive sessions."""
+    return _action(conn, project, wanted, _prearchive_service("delete", {}))
 
 
 # -- records of what uploads sent to the prearchive ----------------------------------------

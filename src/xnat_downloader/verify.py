@@ -10,7 +10,6 @@ changed there.  Nothing is written, except an ``md5sum -c`` list when asked.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import sqlite3
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from xnat_downloader.api import Connection
 from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.plan import load_manifest
 from xnat_downloader.transfer.state import STATE_DIR
-from xnat_downloader.transfer.upload import remote_digests
+from xnat_downloader.transfer.upload import md5_file, remote_digests
 
 PART_SUFFIX = ".xnatdl-part"
 
@@ -83,21 +82,13 @@ def recorded(outdir: Path) -> tuple[str, list[Recorded]]:
     return server, sorted(found.values(), key=lambda r: r.local)
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_local(outdir: Path, files: list[Recorded], report: VerifyReport) -> None:
     for item in files:
         path = outdir / item.local
         if not path.is_file():
             report.missing.append(item.local)
             continue
-        digest = _md5(path)
+        digest = md5_file(path)
         report.digests[item.local] = digest
         size_ok = item.size is None or path.stat().st_size == item.size
         if size_ok and (not item.md5 or digest == item.md5.lower()):

@@ -152,6 +152,12 @@ def run_check(args: argparse.Namespace) -> int:
         print(problem)
     if store.recovered:
         print(f"finished or undid {store.recovered} interrupted transaction(s) first")
+    if not store.exclusive:
+        print(
+            "note: another process (a running server?) has this archive open; writes it has "
+            "under way may show as problems until they finish",
+            file=sys.stderr,
+        )
     print(f"check: {report.files} files, {len(report.problems)} problems")
     return 0 if report.ok else 1
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from minixnat.store import journal
 from minixnat.store.journal import Journal
-from minixnat.store.records import SITE_ID, StoreError
+from minixnat.store.records import SITE_ID
 from minixnat.store.schema import migrate
 
 DB_NAME = "minixnat.sqlite"
@@ -98,10 +98,6 @@ class Database:
         return f"{SITE_ID}_{code}{value:05d}"
 
     # -- transactions ------------------------------------------------------------------
-    @property
-    def in_transaction(self) -> bool:
-        return self._journal is not None
-
     @contextmanager
     def transaction(self) -> Iterator[Journal]:
         """Rows and file moves that become visible together, or not at all."""
@@ -131,12 +127,6 @@ class Database:
                 tx.finish()
                 self._conn.execute("DELETE FROM journal_commits WHERE id=?", (tx.id,))
                 self._prune_ops(tx)
-
-    def _journal_now(self) -> Journal:
-        if self._journal is None:
-            msg = "file changes must happen inside store.transaction()"
-            raise StoreError(msg)
-        return self._journal
 
     def _recover(self) -> int:
         """Finish or undo the transactions a crash interrupted; return how many there were."""

@@ -9,22 +9,7 @@ the datatype; a repeated element carries its position (``processStep[2]/program`
 
 from __future__ import annotations
 
-import re
-
 from minixnat.store.db import Database
-
-_INDEX = re.compile(r"\[\d+\]")
-
-
-def match_key(path: str) -> str:
-    """The path as a listing column asks for it: lower case, positions left out."""
-    return _INDEX.sub("", path).lower()
-
-
-def position(path: str) -> int:
-    """The position of the first repeated element in ``path`` (1 if there is none)."""
-    found = _INDEX.search(path)
-    return int(found.group()[1:-1]) if found else 1
 
 
 class FieldTables(Database):
@@ -69,8 +54,3 @@ class FieldTables(Database):
         for r in rows:
             found.setdefault(str(r["owner_key"]), {})[str(r["path"])] = str(r["value"])
         return found
-
-    def delete_fields(self, owner_kind: str, owner_key: str) -> None:
-        self._exec(
-            "DELETE FROM object_fields WHERE owner_kind=? AND owner_key=?", (owner_kind, owner_key)
-        )

@@ -47,9 +47,6 @@ class SharingTables(HierarchyTables):
         )
         return [str(r["project"]) for r in rows]
 
-    def forget_shares(self, kind: str, key: str) -> None:
-        self._exec("DELETE FROM shares WHERE kind=? AND key=?", (kind, key))
-
     def shared_subjects(self, project: str) -> list[Subject]:
         """Subjects shared into ``project``, each under its label there."""
         rows = self._q(

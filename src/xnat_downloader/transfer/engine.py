@@ -74,8 +74,11 @@ async def run_jobs(
             rest.extend(batch.jobs[p] for p in fresh)
         return outcomes + list(await asyncio.gather(*(one(j) for j in rest)))
 
-    results = await asyncio.gather(
-        asyncio.gather(*(one(j) for j in singles)), *(zipped(b) for b in batches)
-    )
+    try:
+        results = await asyncio.gather(
+            asyncio.gather(*(one(j) for j in singles)), *(zipped(b) for b in batches)
+        )
+    finally:
+        downloader.flush()  # the last group: durable and recorded before the report
     by_local = {o.job.local: o for group in results for o in group}
     return [by_local[j.local] for j in jobs]

@@ -101,6 +101,16 @@ class State:
         )
         self.db.commit()
 
+    def put_verified(self, rows: list[tuple[str, str, int, str, int]]) -> None:
+        """Record files as verified, (local, uri, size, md5, mtime_ns) each, in one commit."""
+        now = time.time()
+        self.db.executemany(
+            "INSERT OR REPLACE INTO files (local, uri, size, md5, status, updated, mtime_ns) "
+            "VALUES (?, ?, ?, ?, 'verified', ?, ?)",
+            [(local, uri, size, md5, now, mtime) for local, uri, size, md5, mtime in rows],
+        )
+        self.db.commit()
+
     def forget(self, local: str) -> None:
         self.db.execute("DELETE FROM files WHERE local=?", (local,))
         self.db.commit()

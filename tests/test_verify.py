@@ -168,3 +168,54 @@ def test_sessions_without_a_project(tmp_path: Path, archive: Path) -> None:
         assert "DEMO01_S002_CT2 is in DEMO01, DEMO02" in err
     finally:
         server.stop()
+
+
+def test_no_silent_gaps(tmp_path: Path, archive: Path) -> None:
+    """A listing row the client cannot use, and a named session that is not there, are
+    failures with a reason: never 'done: … 0 failed' with something missing."""
+    import http.server
+    import threading
+
+    server = start_server(archive)
+    spoiled: list[str] = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            upstream = requests.get(server.url + self.path, headers={
+                "Authorization": self.headers.get("Authorization", ""),
+                "Cookie": self.headers.get("Cookie", ""),
+            }, timeout=30)  # fmt: skip
+            body = upstream.content
+            if "/scans/ALL/files" in self.path and "format=json" in self.path and not spoiled:
+                doc = upstream.json()
+                rows = doc["ResultSet"]["Result"]
+                spoiled.append(rows[0]["Name"])
+                rows[0]["URI"] = "odd:not-a-file-uri"
+                body = json.dumps(doc).encode()
+            self.send_response(upstream.status_code)
+            for key in ("Content-Type", "Set-Cookie"):
+                if key in upstream.headers:
+                    self.send_header(key, upstream.headers[key])
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{proxy.server_address[1]}"
+    try:
+        out = tmp_path / "dl"
+        code, text, err = cli("download", "-w", url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
+                              "-s", "NO_SUCH_SESSION", "-o", str(out))  # fmt: skip
+        assert code == 1, err
+        assert spoiled
+        done = text.splitlines()[-1]
+        assert done.endswith(" 2 failed"), err
+        assert "odd:not-a-file-uri" in err
+        assert "NO_SUCH_SESSION" in err
+    finally:
+        proxy.shutdown()
+        server.stop()

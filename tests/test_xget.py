@@ -100,7 +100,7 @@ def test_constraints_and_longname(shared_server: Server, tmp_path: Path) -> None
         "-host",
         shared_server.url,
         "-s",
-        "DEMO01_S001_MR1,XNAT_E00002",  # a label and an ID, mixed, without -proj
+        "DEMO01_S001_MR1,XNAT_E00003",  # a label and an ID (DEMO01_S001_MR2), without -proj
         "-acq",
         "1,T2*",
         "-q",

@@ -32,14 +32,14 @@ from xnat_downloader.plan.plan import Plan, build_plan, manifest_catalog, manife
 from xnat_downloader.transfer.decide import bytes_to_fetch, space_shortfall
 from xnat_downloader.transfer.download import size_or_none
 from xnat_downloader.transfer.engine import EngineOptions, run_jobs
-from xnat_downloader.transfer.events import EventSink, ignore
+from xnat_downloader.transfer.events import EventSink, FileFailed, ignore
 from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts
 from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.transfer.state import STATE_DIR, State
 from xnat_downloader.xnat.model import Project, Scan, Session
 from xnat_downloader.xnat.parse import catalog_link, same_server
 from xnat_downloader.xnat.selection import Selection
-from xnat_downloader.xnat.walk import catalog_files, projects_of_sessions, walk
+from xnat_downloader.xnat.walk import Gap, catalog_files, projects_of_sessions, walk
 from xnat_downloader.xnat.walk import list_projects as _list_projects
 
 #: A catalog XML: a file, or an http(s) link to one on the same server (the web page's
@@ -74,6 +74,7 @@ class PlanResult:
     scans: list[Scan]
     requests: int
     server: str
+    gaps: list[Gap] = field(default_factory=list)  # selected, but not plannable: failed
 
 
 @dataclass
@@ -131,7 +132,12 @@ async def plan_in(
         return PlanResult(build_plan(files, layout), [], [], xs.request_count, xs.base_url)
     found = await walk(xs, selection)
     return PlanResult(
-        build_plan(found.files, layout), found.sessions, found.scans, xs.request_count, xs.base_url
+        build_plan(found.files, layout),
+        found.sessions,
+        found.scans,
+        xs.request_count,
+        xs.base_url,
+        found.gaps,
     )
 
 
@@ -275,6 +281,10 @@ async def run_planned(
     _save_manifest(outdir, planned)
     started = time.monotonic()
     outcomes = await run_jobs(xs, jobs, outdir, state, sink, options)
+    for gap in planned.gaps:  # what the selection named but no file could stand for
+        sink(FileFailed(gap.what, gap.reason))
+        outcomes.append(Outcome(Job(gap.what, gap.what, None, None), "failed", 0, "", False,
+                                gap.reason))  # fmt: skip
     report = Report(
         outcomes,
         sum(j.size or 0 for j in jobs),

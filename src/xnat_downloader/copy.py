@@ -77,6 +77,9 @@ async def _copy(
         planned = await plan_in(xs, selection, layout, None)
     grouped = sessions_of(planned.plan)
     sink(Planned(len(planned.plan.entries), planned.plan.total_bytes))
+    for gap in planned.gaps:  # named by the selection, but no file could stand for it
+        job = Job(gap.what, gap.what, None, None)
+        report.outcomes.append(Outcome(job, "failed", 0, "", False, gap.reason))
     for (project, _subject, session), entries in sorted(grouped.items()):
         dest_project = target_project or project
         wanted = Counter((e.file.size or 0, (e.file.md5 or "").lower()) for e in entries)

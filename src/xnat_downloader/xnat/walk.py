@@ -13,10 +13,11 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
-from xnat_downloader.errors import NotFound, UsageError
+from xnat_downloader.errors import LoginPageError, NotFound, ServerError, UsageError
 from xnat_downloader.http.session import XnatSession
 from xnat_downloader.xnat.model import Project, RemoteFile, Scan, Session
 from xnat_downloader.xnat.parse import (
@@ -39,14 +40,36 @@ from xnat_downloader.xnat.selection import (
 log = logging.getLogger("xnat_downloader.walk")
 
 
+@dataclass(frozen=True)
+class Gap:
+    """Something the selection names that the walk could not turn into files: it counts as
+    failed, never as silently absent."""
+
+    what: str  # a URI, a session
+    reason: str
+
+
+# The gaps of the walk under way (a list per walk; tasks it starts share it).
+_gaps: ContextVar[list[Gap] | None] = ContextVar("xnat_downloader_gaps", default=None)
+
+
+def _gap(what: str, reason: str) -> None:
+    log.warning("%s: %s", what, reason)
+    gaps = _gaps.get()
+    if gaps is not None:
+        gaps.append(Gap(what, reason))
+
+
 @dataclass
 class WalkResult:
-    """Everything a walk found: the files, plus the sessions and scans for ``ls``."""
+    """Everything a walk found: the files, plus the sessions and scans for ``ls``, and what
+    it could not use."""
 
     projects: list[Project] = field(default_factory=list)
     sessions: list[Session] = field(default_factory=list)
     scans: list[Scan] = field(default_factory=list)
     files: list[RemoteFile] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
 
 
 async def projects_of_sessions(xs: XnatSession, refs: list[str]) -> dict[str, list[str]]:
@@ -156,7 +179,7 @@ def _file(
     uri = row.get("URI", "")
     split = split_file_uri(uri)
     if split is None:
-        log.warning("skipping a listing row with an unusable URI: %r", uri)
+        _gap(uri or f"a file of session {session.label}", "the listing gives no usable file URI")
         return None
     _res, path = split
     return RemoteFile(
@@ -201,7 +224,11 @@ async def _owned_files(
     files: list[RemoteFile] = []
     for row in rows:
         owner = owner_of(row.get("URI", ""))
-        if not owner or owner[0] != collection:
+        if owner is None:
+            _gap(row.get("URI", "") or f"a {collection} file of {session.label}",
+                 "the listing gives no usable file URI")  # fmt: skip
+            continue
+        if owner[0] != collection:
             continue
         name = owner_name(owner[1])
         if name is None or not resource_matches(
@@ -230,7 +257,11 @@ async def session_files(
             )
             for row in rows:
                 owner = owner_of(row.get("URI", ""))
-                scan = by_id.get(owner[1]) if owner and owner[0] == "scans" else None
+                if owner is None:  # no scan can be read from it: a gap, not a skip
+                    _gap(row.get("URI", "") or f"a scan file of {session.label}",
+                         "the listing gives no usable file URI")  # fmt: skip
+                    continue
+                scan = by_id.get(owner[1]) if owner[0] == "scans" else None
                 if scan is None or not resource_matches(
                     row.get("collection", ""), row.get("file_format", ""), sel
                 ):
@@ -296,6 +327,7 @@ async def walk(xs: XnatSession, sel: Selection, *, concurrency: int = 8) -> Walk
     if not sel.projects:
         raise UsageError("no project selected: name one or more with -p PROJECT")
     result = WalkResult()
+    _gaps.set(result.gaps)
     result.projects = match_projects(sel.projects, await list_projects(xs))
     for project in result.projects:
         sessions = [s for s in await list_sessions(xs, project) if session_matches(s, sel)]
@@ -310,12 +342,18 @@ async def walk(xs: XnatSession, sel: Selection, *, concurrency: int = 8) -> Walk
             )
             raise NotFound(msg)
         for ref in missing:
-            log.warning("session %s was not found in the selected projects", ref)
+            _gap(f"session {ref}", "not found in the selected projects")
     gate = asyncio.Semaphore(concurrency)
 
     async def one(session: Session) -> tuple[list[Scan], list[RemoteFile]]:
         async with gate:
-            return await session_files(xs, session, sel)
+            try:
+                return await session_files(xs, session, sel)
+            except LoginPageError:
+                raise  # not this session's fault: the whole run cannot go on
+            except (NotFound, ServerError) as exc:  # this session only; the rest goes on
+                _gap(f"session {session.label} ({session.id})", f"cannot be listed: {exc}")
+                return [], []
 
     for scans, files in await asyncio.gather(*(one(s) for s in result.sessions)):
         result.scans.extend(scans)

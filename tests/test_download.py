@@ -632,6 +632,89 @@ def test_full_disk_leaves_no_partial_file_and_a_rerun_finishes(
     assert again.skipped == report.files - report.failed
 
 
+@pytest.mark.parametrize("mode", ["files", "zip"])
+def test_full_disk_on_the_state_ends_the_run_cleanly(
+    shared_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """The state database cannot be written (SQLite's 'database or disk is full') after
+    some files: one error line naming the file system, exit 1, no traceback, the files
+    recorded so far kept, nothing half-written; with space again a re-run completes."""
+    import sqlite3
+
+    real_connect = sqlite3.connect
+    full = [True]
+
+    class FillsUp:
+        """The state's connection; its second group of verified rows finds the disk full."""
+
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn, self.groups = conn, 0
+
+        def executemany(self, *args: Any) -> Any:
+            self.groups += 1
+            if full[0] and self.groups > 1:
+                raise sqlite3.OperationalError("database or disk is full")
+            return self.conn.executemany(*args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.conn, name)
+
+    import xnat_downloader.transfer.download as download_mod
+
+    monkeypatch.setattr(download_mod, "GROUP_FILES", 3)
+
+    def connect(path: Any, *args: Any, **kwargs: Any) -> Any:
+        conn = real_connect(path, *args, **kwargs)
+        return FillsUp(conn) if Path(path).name == "state.sqlite" else conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    out = tmp_path / "o"
+    args = ("download", "-w", shared_server.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
+            "-o", str(out), "--transfer", mode)  # fmt: skip
+    code, text, err = cli(*args)
+    assert code == 1, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert "disk full" in errors[0]
+    assert "state.sqlite" in errors[0]
+    assert "file system /" in errors[0]
+    assert not list(out.rglob("*.xnatdl-part"))
+    full[0] = False
+    code, text, err = cli(*args)
+    assert code == 0, err
+    done = text.splitlines()[-1]
+    assert done.endswith(" 0 failed"), done
+    total = len(remote_files(shared_server))
+    assert f"{total} files" in done
+    assert f"{total} verified" in done
+
+
+def test_a_log_that_cannot_be_written_is_one_warning(
+    shared_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's log hits a full disk: one warning, no 'Logging error' traceback, and the
+    download itself completes."""
+    from xnat_downloader.cli.common import RunLogHandler
+
+    class FullFile(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(RunLogHandler, "_open", lambda self: FullFile())
+    out = tmp_path / "o"
+    code, text, err = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-s",
+                          "DEMO01_S001_MR1", "-o", str(out))  # fmt: skip
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "Logging error" not in err
+    warnings = [line for line in err.splitlines() if "the run's log stops here" in line]
+    assert len(warnings) == 1, err
+    assert "disk full" in warnings[0]
+    assert "file system /" in warnings[0]
+    assert text.splitlines()[-1].endswith(" 0 failed")
+
+
 def test_no_access_to_a_private_project(
     archive: Path, serve: Callable[..., Server], tmp_path: Path
 ) -> None:

@@ -66,5 +66,10 @@ class TransferError(XnatError):
     """A file could not be transferred."""
 
 
+class LocalWriteError(TransferError):
+    """A local write the run cannot go on without (its state database) failed, most often
+    for a full disk.  The run ends: files already verified stay, a re-run resumes."""
+
+
 class IntegrityError(TransferError):
     """A transferred file's size or MD5 differs from the server's listing."""

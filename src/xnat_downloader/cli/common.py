@@ -16,7 +16,7 @@ from typing import TextIO
 from xnat_downloader import __version__, api
 from xnat_downloader.cli.errors import exit_code_and_message
 from xnat_downloader.cli.progress import PlainProgress, RichProgress, human_bytes
-from xnat_downloader.errors import XnatError
+from xnat_downloader.errors import LocalWriteError, XnatError
 from xnat_downloader.http import credentials as creds_mod
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.transfer.events import (
@@ -29,7 +29,7 @@ from xnat_downloader.transfer.events import (
     FileVerified,
     Planned,
 )
-from xnat_downloader.transfer.state import STATE_DIR
+from xnat_downloader.transfer.state import STATE_DIR, write_failure
 
 LOGGER = "xnat_downloader"
 log = logging.getLogger(LOGGER)
@@ -58,18 +58,46 @@ def configure_logging(verbose: int, quiet: bool, stream: TextIO) -> None:
     logger.propagate = False
 
 
+class RunLogHandler(logging.FileHandler):
+    """The run's debug log.  The log is an aid, not the work: when it cannot be written (a
+    full disk) it says so once on ``stderr`` and stops, and the run goes on."""
+
+    def __init__(self, path: Path, stderr: TextIO) -> None:
+        super().__init__(path, encoding="utf-8")
+        self.path = path
+        self.stderr = stderr
+        self.broken = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.broken:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self.broken:
+            return
+        self.broken = True
+        exc = sys.exc_info()[1]
+        reason = write_failure(self.path, exc) if exc else f"cannot write {self.path}"
+        print(f"warning: the run's log stops here: {reason}", file=self.stderr)
+
+
 @contextmanager
-def debug_log(outdir: Path, argv: list[str], secret_flags: tuple[str, ...]) -> Iterator[Path]:
+def debug_log(
+    outdir: Path, argv: list[str], secret_flags: tuple[str, ...], stderr: TextIO
+) -> Iterator[Path]:
     """Everything the package logs, at DEBUG, in ``DIR/.xnat-downloader/logs/run-*.log``.
 
     ``secret_flags`` name the flags whose values are passwords; those values are written as
     ``***``.  Nothing else that is secret is ever logged (cookies and Authorization headers
-    are not logged at all)."""
+    are not logged at all).  A log that cannot be written is a warning, not a failure."""
     folder = outdir / STATE_DIR / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = folder / f"run-{stamp}-{os.getpid()}.log"
-    handler = logging.FileHandler(path, encoding="utf-8")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handler = RunLogHandler(path, stderr)
+    except OSError as exc:
+        raise LocalWriteError(write_failure(path, exc)) from exc
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger(LOGGER)

@@ -535,7 +535,7 @@ def _download(
         _print_renamed(result.plan, stderr)
 
     with (
-        debug_log(outdir, ["xnat-downloader", *args.argv], SECRET_FLAGS) as log_path,
+        debug_log(outdir, ["xnat-downloader", *args.argv], SECRET_FLAGS, stderr) as log_path,
         display(interactive, args.quiet, stderr) as shown,
     ):
         report = api.download(

@@ -176,7 +176,7 @@ def _run(
         projects = tuple(p.id for p in api.list_projects(conn))
         selection = replace(selection, projects=projects)
     with (
-        debug_log(outdir, ["xnat-downloader", "xget", *argv], SECRET_FLAGS) as log_path,
+        debug_log(outdir, ["xnat-downloader", "xget", *argv], SECRET_FLAGS, stderr) as log_path,
         display(interactive, args.quiet, stderr) as shown,
     ):
         report = xget.xget(

@@ -26,6 +26,7 @@ import aiohttp
 from xnat_downloader.errors import (
     ConnectionFailed,
     IntegrityError,
+    LocalWriteError,
     LoginPageError,
     ServerError,
     TransferError,
@@ -125,6 +126,8 @@ class Downloader:
         final, part = self.paths(job)
         try:
             return await self._run(job, final, part)
+        except LocalWriteError:
+            raise  # the run cannot record anything more: it ends, not just this file
         except XnatError as exc:
             self.sink(FileFailed(job.local, str(exc)))
             return Outcome(job, "failed", 0, "", False, str(exc))

@@ -7,10 +7,12 @@ stops the others, and the caller decides the exit status from the outcomes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from xnat_downloader.errors import LocalWriteError
 from xnat_downloader.http.session import XnatSession
 from xnat_downloader.transfer.download import Downloader, RateLimiter
 from xnat_downloader.transfer.events import EventSink, Planned
@@ -74,11 +76,19 @@ async def run_jobs(
             rest.extend(batch.jobs[p] for p in fresh)
         return outcomes + list(await asyncio.gather(*(one(j) for j in rest)))
 
+    parts = [asyncio.gather(*(one(j) for j in singles)), *map(asyncio.ensure_future,
+             (zipped(b) for b in batches))]  # fmt: skip
     try:
-        results = await asyncio.gather(
-            asyncio.gather(*(one(j) for j in singles)), *(zipped(b) for b in batches)
-        )
-    finally:
-        downloader.flush()  # the last group: durable and recorded before the report
+        results = await asyncio.gather(*parts)
+    except BaseException:
+        # One part failed for the whole run (the state cannot be written) or the run was
+        # cancelled: stop the others before anything else is written, keep what verified.
+        for part in parts:
+            part.cancel()
+        await asyncio.gather(*parts, return_exceptions=True)
+        with contextlib.suppress(LocalWriteError):
+            downloader.flush()
+        raise
+    downloader.flush()  # the last group: durable and recorded before the report
     by_local = {o.job.local: o for group in results for o in group}
     return [by_local[j.local] for j in jobs]

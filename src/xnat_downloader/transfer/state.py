@@ -8,16 +8,47 @@ remote digest it was started for is still the one the server lists.  ``lock`` is
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from xnat_downloader.errors import LockedError, UsageError
+from xnat_downloader.errors import LocalWriteError, LockedError, UsageError
 
 STATE_DIR = ".xnat-downloader"
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the file system that holds ``path`` (or would hold it)."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the quota) is full, from the OS or from SQLite."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()
+
+
+def write_failure(path: Path, exc: BaseException) -> str:
+    """One line for a failed local write: what, where, and what to do."""
+    if is_disk_full(exc):
+        return (
+            f"disk full while writing {path} (file system {mount_point(path)}): free space "
+            "there and run the same command again to resume; verified files are kept"
+        )
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"cannot write {path}: {reason}; fix that and run the same command again to resume"
 
 
 @dataclass(frozen=True)
@@ -61,7 +92,16 @@ class State:
         self._lock.truncate()
         self._lock.write(f"pid {os.getpid()}")
         self._lock.flush()
-        self.db = sqlite3.connect(self.dir / "state.sqlite")
+        self.path = self.dir / "state.sqlite"
+        self.db = sqlite3.connect(self.path)
+        try:
+            with self._writing():
+                self._create()
+        except LocalWriteError:
+            self.close()
+            raise
+
+    def _create(self) -> None:
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute(
@@ -72,6 +112,19 @@ class State:
         if "mtime_ns" not in columns:  # state written by an earlier release
             self.db.execute("ALTER TABLE files ADD COLUMN mtime_ns INTEGER")
         self.db.commit()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write to the state database; its failure ends the run with one clear line
+        (:class:`LocalWriteError`), the database rolled back to its last commit."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            try:
+                self.db.rollback()
+            except sqlite3.Error:
+                pass  # the connection is beyond use; the file keeps its last commit
+            raise LocalWriteError(write_failure(self.path, exc)) from exc
 
     def close(self) -> None:
         self.db.close()
@@ -94,23 +147,26 @@ class State:
         status: str,
         mtime_ns: int | None = None,
     ) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO files (local, uri, size, md5, status, updated, mtime_ns) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (local, uri, size, md5, status, time.time(), mtime_ns),
-        )
-        self.db.commit()
+        with self._writing():
+            self.db.execute(
+                "INSERT OR REPLACE INTO files (local, uri, size, md5, status, updated, mtime_ns) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (local, uri, size, md5, status, time.time(), mtime_ns),
+            )
+            self.db.commit()
 
     def put_verified(self, rows: list[tuple[str, str, int, str, int]]) -> None:
         """Record files as verified, (local, uri, size, md5, mtime_ns) each, in one commit."""
         now = time.time()
-        self.db.executemany(
-            "INSERT OR REPLACE INTO files (local, uri, size, md5, status, updated, mtime_ns) "
-            "VALUES (?, ?, ?, ?, 'verified', ?, ?)",
-            [(local, uri, size, md5, now, mtime) for local, uri, size, md5, mtime in rows],
-        )
-        self.db.commit()
+        with self._writing():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO files (local, uri, size, md5, status, updated, mtime_ns) "
+                "VALUES (?, ?, ?, ?, 'verified', ?, ?)",
+                [(local, uri, size, md5, now, mtime) for local, uri, size, md5, mtime in rows],
+            )
+            self.db.commit()
 
     def forget(self, local: str) -> None:
-        self.db.execute("DELETE FROM files WHERE local=?", (local,))
-        self.db.commit()
+        with self._writing():
+            self.db.execute("DELETE FROM files WHERE local=?", (local,))
+            self.db.commit()

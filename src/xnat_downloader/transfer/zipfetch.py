@@ -19,7 +19,7 @@ import logging
 
 import aiohttp
 
-from xnat_downloader.errors import XnatError
+from xnat_downloader.errors import LocalWriteError, XnatError
 from xnat_downloader.transfer.decide import Action, decide
 from xnat_downloader.transfer.download import (
     Downloader,
@@ -89,6 +89,8 @@ async def fetch_zip(
                     done[path] = outcome
         finally:
             resp.release()
+    except LocalWriteError:
+        raise  # the state cannot be written: the run ends, no per-file fallback
     except (ZipStreamError, XnatError, aiohttp.ClientError, TimeoutError) as exc:
         log.info(
             "zip of %s stopped (%s); fetching its other files one by one",

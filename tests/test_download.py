@@ -715,6 +715,44 @@ def test_a_log_that_cannot_be_written_is_one_warning(
     assert text.splitlines()[-1].endswith(" 0 failed")
 
 
+@pytest.mark.parametrize("target", ["manifest.json", "report"])
+def test_full_disk_on_the_manifest_or_report(
+    shared_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    """No room for the manifest (written before the first file): the run ends with one
+    line, exit 1.  No room for the report (written after the last): the files stay
+    verified, exit 0, one warning.  Neither leaves a half-written file behind."""
+    real = Path.write_text
+
+    def full(self: Path, *args: Any, **kwargs: Any) -> int:
+        wanted = f"{target}.tmp" if target != "report" else ".jsonl.tmp"
+        if self.name.endswith(wanted):
+            real(self, "{")  # a partial file, as a full disk leaves one
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    out = tmp_path / "o"
+    code, text, err = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-s",
+                          "DEMO01_S001_MR1", "-o", str(out))  # fmt: skip
+    assert "Traceback" not in err
+    assert not list(out.rglob("*.tmp"))
+    if target == "report":
+        assert code == 0, err
+        assert text.splitlines()[-1].endswith(" 0 failed")
+        warnings = [line for line in err.splitlines() if line.startswith("warning: no report")]
+        assert len(warnings) == 1, err
+        assert "disk full" in warnings[0]
+        assert not list(out.rglob("*.jsonl"))
+    else:
+        assert code == 1, err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, err
+        assert "disk full" in errors[0]
+        assert "manifest.json" in errors[0]
+        assert not list(out.rglob("*.dcm"))
+
+
 def test_no_access_to_a_private_project(
     archive: Path, serve: Callable[..., Server], tmp_path: Path
 ) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from xnat_downloader.errors import NotFound, UsageError
+from xnat_downloader.errors import LocalWriteError, NotFound, UsageError
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.http.session import XnatSession
 from xnat_downloader.plan.layout import Layout, LayoutOptions
@@ -35,7 +35,7 @@ from xnat_downloader.transfer.engine import EngineOptions, run_jobs
 from xnat_downloader.transfer.events import EventSink, FileFailed, ignore
 from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts
 from xnat_downloader.transfer.modes import Mode
-from xnat_downloader.transfer.state import STATE_DIR, State
+from xnat_downloader.transfer.state import STATE_DIR, State, write_failure
 from xnat_downloader.xnat.model import Project, Scan, Session
 from xnat_downloader.xnat.parse import catalog_link, same_server
 from xnat_downloader.xnat.selection import Selection
@@ -85,6 +85,7 @@ class Report(OutcomeCounts):
     total_bytes: int
     seconds: float
     report_path: Path | None = None
+    report_error: str | None = None  # why the report file could not be written
     renamed: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -291,7 +292,10 @@ async def run_planned(
         time.monotonic() - started,
         renamed=planned.plan.renamed,
     )
-    report.report_path = _write_report(outdir, report)
+    try:
+        report.report_path = _write_report(outdir, report)
+    except LocalWriteError as exc:  # the files are done and recorded; only the report is lost
+        report.report_error = str(exc)
     return report
 
 
@@ -355,30 +359,46 @@ def _stamp() -> str:
 
 def _save_manifest(outdir: Path, planned: PlanResult) -> None:
     folder = outdir / STATE_DIR
-    (folder / "manifest.json").write_text(manifest_json(planned.plan, planned.server))
-    (folder / "manifest.xml").write_text(manifest_catalog(planned.plan, planned.server))
+    _write_whole(folder / "manifest.json", manifest_json(planned.plan, planned.server))
+    _write_whole(folder / "manifest.xml", manifest_catalog(planned.plan, planned.server))
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """``path`` holds ``text`` whole or keeps what it held: written aside, then renamed.
+    A failure (a full disk) is a :class:`LocalWriteError` naming the file system."""
+    temp = path.with_name(path.name + ".tmp")
+    try:
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise LocalWriteError(write_failure(path, exc)) from exc
 
 
 def _write_report(outdir: Path, report: Report) -> Path:
+    """One JSON line per outcome in ``DIR/.xnat-downloader/reports/run-*.jsonl``."""
     folder = outdir / STATE_DIR / "reports"
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"run-{_stamp()}-{os.getpid()}.jsonl"
-    with open(path, "w", encoding="utf-8") as out:
-        for o in report.outcomes:
-            out.write(
-                json.dumps(
-                    {
-                        "local": o.job.local,
-                        "uri": o.job.uri,
-                        "status": o.status,
-                        "size": o.size,
-                        "md5": o.md5,
-                        "server_digest": o.server_digest,
-                        "error": o.error,
-                    }
-                )
-                + "\n"
-            )
+    lines = [
+        json.dumps(
+            {
+                "local": o.job.local,
+                "uri": o.job.uri,
+                "status": o.status,
+                "size": o.size,
+                "md5": o.md5,
+                "server_digest": o.server_digest,
+                "error": o.error,
+            }
+        )
+        + "\n"
+        for o in report.outcomes
+    ]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LocalWriteError(write_failure(path, exc)) from exc
+    _write_whole(path, "".join(lines))
     return path
 
 

@@ -181,7 +181,10 @@ def print_summary(report: api.Report, quiet: bool, stdout: TextIO, stderr: TextI
                 "only their sizes were checked",
                 file=stderr,
             )
-        print(f"report: {report.report_path}", file=stderr)
+        if report.report_path is not None:
+            print(f"report: {report.report_path}", file=stderr)
+    if report.report_error:
+        print(f"warning: no report file: {report.report_error}", file=stderr)
     print(
         f"done: {report.files} files, {report.bytes} bytes, {report.verified} verified, "
         f"{report.failed} failed",

@@ -632,6 +632,44 @@ def test_full_disk_leaves_no_partial_file_and_a_rerun_finishes(
     assert again.skipped == report.files - report.failed
 
 
+@pytest.mark.parametrize("jobs", ["1", "16"])
+@pytest.mark.parametrize("mode", ["files", "zip"])
+def test_full_disk_is_said_once_and_nothing_more_is_started(
+    shared_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, jobs: str
+) -> None:
+    """The first file to find the disk full says so, naming the file system; no other file
+    is started; every file not verified is counted in 'done:' and the exit status is 1."""
+    import xnat_downloader.transfer.download as download_mod
+    import xnat_downloader.transfer.zipfetch as zipfetch_mod
+
+    real = download_mod.write_chunk
+    written = [0]
+
+    def full(handle: Any, md5: Any, data: bytes) -> None:
+        written[0] += len(data)
+        if written[0] > 40_000:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(handle, md5, data)
+
+    monkeypatch.setattr(download_mod, "write_chunk", full)
+    monkeypatch.setattr(zipfetch_mod, "write_chunk", full)
+    out = tmp_path / "o"
+    code, text, err = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-s",
+                          "DEMO01_S001_MR1", "-o", str(out), "--transfer", mode,
+                          "-j", jobs)  # fmt: skip
+    assert code == 1, err
+    failed_lines = [line for line in err.splitlines() if line.startswith("failed:")]
+    assert len(failed_lines) == 1, err
+    assert "disk full" in failed_lines[0]
+    assert "file system /" in failed_lines[0]
+    done = text.splitlines()[-1]
+    verified = len([p for p in out.rglob("*") if p.is_file() and ".xnat-downloader" not in p.parts])
+    total = len(remote_files(shared_server))
+    assert done.endswith(f" {total - verified} failed"), (done, verified)
+    assert total - verified > 1
+    assert not list(out.rglob("*.xnatdl-part"))
+
+
 @pytest.mark.parametrize("mode", ["files", "zip"])
 def test_full_disk_on_the_state_ends_the_run_cleanly(
     shared_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
@@ -679,7 +717,10 @@ def test_full_disk_on_the_state_ends_the_run_cleanly(
     assert "disk full" in errors[0]
     assert "state.sqlite" in errors[0]
     assert "file system /" in errors[0]
-    assert not list(out.rglob("*.xnatdl-part"))
+    # Files cut short stay partial files (continued by the re-run); none looks complete.
+    served = {md5 for _size, md5 in remote_files(shared_server).values()}
+    finished = {k: v for k, v in local_files(out).items() if not k.endswith(".xnatdl-part")}
+    assert all(md5 in served for md5 in finished.values()), finished
     full[0] = False
     code, text, err = cli(*args)
     assert code == 0, err

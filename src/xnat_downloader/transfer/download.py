@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import errno
 import hashlib
 import logging
 import os
@@ -45,7 +44,7 @@ from xnat_downloader.transfer.events import (
     FileVerified,
 )
 from xnat_downloader.transfer.jobs import Job, Outcome
-from xnat_downloader.transfer.state import State
+from xnat_downloader.transfer.state import State, is_disk_full, write_failure
 
 log = logging.getLogger("xnat_downloader.transfer")
 CHUNK = 1024 * 1024
@@ -97,6 +96,10 @@ def sync_filesystem(folder: Path) -> None:
         os.close(fd)
 
 
+class DiskFullStop(TransferError):
+    """A file not started because an earlier one found the disk full."""
+
+
 class Downloader:
     """Downloads jobs into ``root`` through one session, recording state and emitting events."""
 
@@ -120,6 +123,8 @@ class Downloader:
         self.limiter = limiter
         # Verified files waiting for the group's sync: (local, uri, size, md5, mtime_ns).
         self._pending: list[tuple[str, str, int, str, int]] = []
+        # Set by the first file that finds the disk full: no other file is started then.
+        self.disk_full: str | None = None
         self._pending_since = 0.0
 
     async def run(self, job: Job) -> Outcome:
@@ -128,15 +133,18 @@ class Downloader:
             return await self._run(job, final, part)
         except LocalWriteError:
             raise  # the run cannot record anything more: it ends, not just this file
+        except DiskFullStop as exc:  # said once already, by the file that found it
+            return Outcome(job, "failed", 0, "", False, str(exc))
         except XnatError as exc:
             self.sink(FileFailed(job.local, str(exc)))
             return Outcome(job, "failed", 0, "", False, str(exc))
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
+            error = write_failure(final, exc)
+            if is_disk_full(exc):
                 part.unlink(missing_ok=True)  # free the space; nothing half-written remains
-                error = f"disk full while writing {final}: free space and run again to resume"
-            else:
-                error = f"cannot write {final}: {exc.strerror or exc}"
+                if self.disk_full is not None:  # one line says it; the rest are counted
+                    return Outcome(job, "failed", 0, "", False, error)
+                self.disk_full = error
             self.sink(FileFailed(job.local, error))
             return Outcome(job, "failed", 0, "", False, error)
 
@@ -227,6 +235,8 @@ class Downloader:
             # before a crash): fetch it again.
             log.info("%s is not as it was verified; fetching it again", job.local)
             action = Action.DOWNLOAD
+        if self.disk_full is not None:  # no file is started once the disk is full
+            raise DiskFullStop(f"not fetched: {self.disk_full}")
         if action == Action.DOWNLOAD:
             part.unlink(missing_ok=True)
             offset = 0

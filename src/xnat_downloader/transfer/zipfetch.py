@@ -13,7 +13,6 @@ caller as leftovers, to be fetched per file in the same run.
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
 import logging
 
@@ -26,9 +25,10 @@ from xnat_downloader.transfer.download import (
     finish_file,
     write_chunk,
 )
-from xnat_downloader.transfer.events import BytesMoved
+from xnat_downloader.transfer.events import BytesMoved, FileFailed
 from xnat_downloader.transfer.jobs import Job, Outcome
 from xnat_downloader.transfer.modes import ZipBatch, member_path
+from xnat_downloader.transfer.state import is_disk_full, write_failure
 from xnat_downloader.transfer.unzip import (
     Header,
     Source,
@@ -123,7 +123,10 @@ async def _member(d: Downloader, job: Job, src: Source, header: Header) -> Outco
         handle.close()
         d.discard(job)
         d.sink(BytesMoved(job.local, -size))
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            if d.disk_full is None:  # said once; no other file is started after this
+                d.disk_full = write_failure(d.paths(job)[0], exc)
+                d.sink(FileFailed(job.local, d.disk_full))
             raise ZipStreamError("disk full") from exc
         raise
     digest = md5.hexdigest()

@@ -596,12 +596,9 @@ def test_server_restart_mid_run(archive: Path, tmp_path: Path) -> None:
     assert not list(out.rglob("*.xnatdl-part"))
 
 
-@pytest.mark.parametrize("mode", [Mode.FILES, Mode.ZIP])
-def test_full_disk_leaves_no_partial_file_and_a_rerun_finishes(
-    shared_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: Mode
-) -> None:
-    """ENOSPC injected after some bytes: a clear error per file, no partial or final file
-    for what failed, exit status 1; with space again, a re-run completes."""
+def fill_disk_after(monkeypatch: pytest.MonkeyPatch, limit: int) -> Callable[[], None]:
+    """Data writes find the disk full (ENOSPC) once ``limit`` bytes are written; the
+    returned function gives the space back."""
     import xnat_downloader.transfer.download as download_mod
     import xnat_downloader.transfer.zipfetch as zipfetch_mod
 
@@ -610,12 +607,26 @@ def test_full_disk_leaves_no_partial_file_and_a_rerun_finishes(
 
     def full(handle: Any, md5: Any, data: bytes) -> None:
         written[0] += len(data)
-        if written[0] > 40_000:
+        if written[0] > limit:
             raise OSError(errno.ENOSPC, "No space left on device")
         real(handle, md5, data)
 
+    def restore() -> None:
+        monkeypatch.setattr(download_mod, "write_chunk", real)
+        monkeypatch.setattr(zipfetch_mod, "write_chunk", real)
+
     monkeypatch.setattr(download_mod, "write_chunk", full)
     monkeypatch.setattr(zipfetch_mod, "write_chunk", full)
+    return restore
+
+
+@pytest.mark.parametrize("mode", [Mode.FILES, Mode.ZIP])
+def test_full_disk_leaves_no_partial_file_and_a_rerun_finishes(
+    shared_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: Mode
+) -> None:
+    """ENOSPC injected after some bytes: every file not fetched failed with 'disk full', no
+    partial or final file for what failed; with space again, a re-run completes."""
+    restore = fill_disk_after(monkeypatch, 40_000)
     out = tmp_path / "o"
     selection = Selection(projects=("DEMO01",), sessions=("DEMO01_S001_MR1",))
     report = download(shared_server.url, selection, out, user="admin", password="admin", mode=mode)
@@ -625,8 +636,7 @@ def test_full_disk_leaves_no_partial_file_and_a_rerun_finishes(
     assert not list(out.rglob("*.xnatdl-part"))
     failed = {o.job.local for o in report.outcomes if o.status == "failed"}
     assert not [p for p in failed if (out / p).exists()]
-    monkeypatch.setattr(download_mod, "write_chunk", real)
-    monkeypatch.setattr(zipfetch_mod, "write_chunk", real)
+    restore()
     again = download(shared_server.url, selection, out, user="admin", password="admin", mode=mode)
     assert again.ok
     assert again.skipped == report.files - report.failed
@@ -639,20 +649,7 @@ def test_full_disk_is_said_once_and_nothing_more_is_started(
 ) -> None:
     """The first file to find the disk full says so, naming the file system; no other file
     is started; every file not verified is counted in 'done:' and the exit status is 1."""
-    import xnat_downloader.transfer.download as download_mod
-    import xnat_downloader.transfer.zipfetch as zipfetch_mod
-
-    real = download_mod.write_chunk
-    written = [0]
-
-    def full(handle: Any, md5: Any, data: bytes) -> None:
-        written[0] += len(data)
-        if written[0] > 40_000:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(handle, md5, data)
-
-    monkeypatch.setattr(download_mod, "write_chunk", full)
-    monkeypatch.setattr(zipfetch_mod, "write_chunk", full)
+    fill_disk_after(monkeypatch, 40_000)
     out = tmp_path / "o"
     code, text, err = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-s",
                           "DEMO01_S001_MR1", "-o", str(out), "--transfer", mode,

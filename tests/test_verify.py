@@ -37,6 +37,13 @@ def test_verify_finds_every_kind_of_problem(tmp_path: Path, archive: Path) -> No
                                  capture_output=True, text=True)  # fmt: skip
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert len(listing.read_text().splitlines()) == files
+        # A list that cannot be written: one clear line, not a traceback.
+        nowhere = tmp_path / "no-such-dir" / "sums.md5"
+        code, text, err = cli("verify", "-o", str(out), "--offline", "--write-md5sum",
+                              str(nowhere))  # fmt: skip
+        assert code == 1, err
+        assert err.startswith(f"error: cannot write {nowhere}: No such file or directory"), err
+        assert "Traceback" not in err
         # Damage: one file changed with its size and mtime kept, one deleted, one added,
         # and one removed on the server.
         dicoms = sorted(out.rglob("*.dcm"))

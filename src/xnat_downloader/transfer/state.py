@@ -48,7 +48,7 @@ def write_failure(path: Path, exc: BaseException) -> str:
             "there and run the same command again to resume; verified files are kept"
         )
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return f"cannot write {path}: {reason}; fix that and run the same command again to resume"
+    return f"cannot write {path}: {reason}; fix that and run the same command again"
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,9 @@ from xnat_downloader.transfer.download import size_or_none
 from xnat_downloader.transfer.engine import EngineOptions, run_jobs
 from xnat_downloader.transfer.events import EventSink, FileFailed, ignore
 from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts
+from xnat_downloader.transfer.localfs import write_failure, write_whole
 from xnat_downloader.transfer.modes import Mode
-from xnat_downloader.transfer.state import STATE_DIR, State, write_failure
+from xnat_downloader.transfer.state import STATE_DIR, State
 from xnat_downloader.xnat.model import Project, Scan, Session
 from xnat_downloader.xnat.parse import catalog_link, same_server
 from xnat_downloader.xnat.selection import Selection
@@ -359,20 +360,8 @@ def _stamp() -> str:
 
 def _save_manifest(outdir: Path, planned: PlanResult) -> None:
     folder = outdir / STATE_DIR
-    _write_whole(folder / "manifest.json", manifest_json(planned.plan, planned.server))
-    _write_whole(folder / "manifest.xml", manifest_catalog(planned.plan, planned.server))
-
-
-def _write_whole(path: Path, text: str) -> None:
-    """``path`` holds ``text`` whole or keeps what it held: written aside, then renamed.
-    A failure (a full disk) is a :class:`LocalWriteError` naming the file system."""
-    temp = path.with_name(path.name + ".tmp")
-    try:
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise LocalWriteError(write_failure(path, exc)) from exc
+    write_whole(folder / "manifest.json", manifest_json(planned.plan, planned.server))
+    write_whole(folder / "manifest.xml", manifest_catalog(planned.plan, planned.server))
 
 
 def _write_report(outdir: Path, report: Report) -> Path:
@@ -398,7 +387,7 @@ def _write_report(outdir: Path, report: Report) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LocalWriteError(write_failure(path, exc)) from exc
-    _write_whole(path, "".join(lines))
+    write_whole(path, "".join(lines))
     return path
 
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xnat_downloader.api import Connection
-from xnat_downloader.errors import LocalWriteError, UsageError
+from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.plan import load_manifest
-from xnat_downloader.transfer.state import STATE_DIR, write_failure
+from xnat_downloader.transfer.localfs import write_whole
+from xnat_downloader.transfer.state import STATE_DIR
 from xnat_downloader.transfer.upload import md5_file, remote_digests
 
 PART_SUFFIX = ".xnatdl-part"
@@ -135,10 +136,7 @@ def verify(outdir: str | Path, conn: Connection | None = None) -> VerifyReport:
 def write_md5sum(report: VerifyReport, path: Path) -> int:
     """An ``md5sum -c`` list of the files found intact; how many lines it has."""
     lines = [f"{report.digests[local]}  {local}\n" for local in sorted(report.ok)]
-    try:
-        path.write_text("".join(lines), encoding="utf-8")
-    except OSError as exc:
-        raise LocalWriteError(write_failure(path, exc)) from exc
+    write_whole(path, "".join(lines))
     return len(lines)
 
 

@@ -29,7 +29,8 @@ from xnat_downloader.transfer.events import (
     FileVerified,
     Planned,
 )
-from xnat_downloader.transfer.state import STATE_DIR, write_failure
+from xnat_downloader.transfer.localfs import write_failure
+from xnat_downloader.transfer.state import STATE_DIR
 
 LOGGER = "xnat_downloader"
 log = logging.getLogger(LOGGER)

@@ -44,7 +44,8 @@ from xnat_downloader.transfer.events import (
     FileVerified,
 )
 from xnat_downloader.transfer.jobs import Job, Outcome
-from xnat_downloader.transfer.state import State, is_disk_full, write_failure
+from xnat_downloader.transfer.localfs import is_disk_full, write_failure
+from xnat_downloader.transfer.state import State
 
 log = logging.getLogger("xnat_downloader.transfer")
 CHUNK = 1024 * 1024

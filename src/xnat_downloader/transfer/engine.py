@@ -76,8 +76,8 @@ async def run_jobs(
             rest.extend(batch.jobs[p] for p in fresh)
         return outcomes + list(await asyncio.gather(*(one(j) for j in rest)))
 
-    parts = [asyncio.gather(*(one(j) for j in singles)), *map(asyncio.ensure_future,
-             (zipped(b) for b in batches))]  # fmt: skip
+    parts = [asyncio.gather(*(one(j) for j in singles))]
+    parts += [asyncio.ensure_future(zipped(b)) for b in batches]
     try:
         results = await asyncio.gather(*parts)
     except BaseException:

@@ -8,7 +8,6 @@ remote digest it was started for is still the one the server lists.  ``lock`` is
 
 from __future__ import annotations
 
-import errno
 import os
 import sqlite3
 import time
@@ -19,36 +18,9 @@ from pathlib import Path
 from typing import IO
 
 from xnat_downloader.errors import LocalWriteError, LockedError, UsageError
+from xnat_downloader.transfer.localfs import write_failure
 
 STATE_DIR = ".xnat-downloader"
-
-
-def mount_point(path: Path) -> Path:
-    """The mount point of the file system that holds ``path`` (or would hold it)."""
-    path = path.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    while not os.path.ismount(path) and path != path.parent:
-        path = path.parent
-    return path
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` says the disk (or the quota) is full, from the OS or from SQLite."""
-    if isinstance(exc, OSError):
-        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    return isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()
-
-
-def write_failure(path: Path, exc: BaseException) -> str:
-    """One line for a failed local write: what, where, and what to do."""
-    if is_disk_full(exc):
-        return (
-            f"disk full while writing {path} (file system {mount_point(path)}): free space "
-            "there and run the same command again to resume; verified files are kept"
-        )
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return f"cannot write {path}: {reason}; fix that and run the same command again"
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from xnat_downloader.transfer.download import (
 )
 from xnat_downloader.transfer.events import BytesMoved, FileFailed
 from xnat_downloader.transfer.jobs import Job, Outcome
+from xnat_downloader.transfer.localfs import is_disk_full, write_failure
 from xnat_downloader.transfer.modes import ZipBatch, member_path
-from xnat_downloader.transfer.state import is_disk_full, write_failure
 from xnat_downloader.transfer.unzip import (
     Header,
     Source,

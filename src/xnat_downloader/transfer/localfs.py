@@ -1,0 +1,51 @@
+"""Failures of local writes, said so a person can act on them: a full disk names its file
+system.  Also the one way to write a small file whole (written aside, then renamed)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+from pathlib import Path
+
+from xnat_downloader.errors import LocalWriteError
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the file system that holds ``path`` (or would hold it)."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the quota) is full, from the OS or from SQLite."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()
+
+
+def write_failure(path: Path, exc: BaseException) -> str:
+    """One line for a failed local write: what, where, and what to do."""
+    if is_disk_full(exc):
+        return (
+            f"disk full while writing {path} (file system {mount_point(path)}): free space "
+            "there and run the same command again to resume; verified files are kept"
+        )
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"cannot write {path}: {reason}; fix that and run the same command again"
+
+
+def write_whole(path: Path, text: str) -> None:
+    """``path`` holds ``text`` whole or keeps what it held: written aside, then renamed.
+    A failure (a full disk) is a :class:`LocalWriteError` naming the file system."""
+    temp = path.with_name(path.name + ".tmp")
+    try:
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise LocalWriteError(write_failure(path, exc)) from exc

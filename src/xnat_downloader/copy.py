@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from xnat_downloader import uploads
-from xnat_downloader.api import Connection, check_output_dir, plan_in, run_planned
+from xnat_downloader.api import Connection, PlanResult, check_output_dir, plan_in, run_planned
 from xnat_downloader.errors import NotFound, UsageError
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, PlanEntry
@@ -101,7 +101,7 @@ async def _copy(
         state = State(folder)
         try:
             async with source.session() as xs:
-                part = type(planned)(Plan(entries), [], [], 0, xs.base_url)
+                part = PlanResult(Plan(entries), [], [], 0, xs.base_url)
                 fetch = [Job(e.file.uri, e.local, e.file.size, e.file.md5) for e in entries]
                 fetched = await run_planned(
                     xs, part, fetch, folder, state, EngineOptions(jobs=jobs), ignore

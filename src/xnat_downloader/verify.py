@@ -11,26 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from xnat_downloader.api import Connection
 from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.plan import load_manifest
+from xnat_downloader.transfer.download import PART_SUFFIX
 from xnat_downloader.transfer.localfs import write_whole
-from xnat_downloader.transfer.state import STATE_DIR
+from xnat_downloader.transfer.state import STATE_DIR, Record, read_verified
 from xnat_downloader.transfer.upload import md5_file, remote_digests
-
-PART_SUFFIX = ".xnatdl-part"
-
-
-@dataclass(frozen=True)
-class Recorded:
-    local: str
-    uri: str
-    size: int | None
-    md5: str | None
 
 
 @dataclass
@@ -57,7 +47,7 @@ class VerifyReport:
         )
 
 
-def recorded(outdir: Path) -> tuple[str, list[Recorded]]:
+def recorded(outdir: Path) -> tuple[str, list[Record]]:
     """(server, files) a download recorded in ``outdir``: every verified file, and the last
     plan's files that no run verified (their MD5 as planned)."""
     state = outdir / STATE_DIR / "state.sqlite"
@@ -65,25 +55,18 @@ def recorded(outdir: Path) -> tuple[str, list[Recorded]]:
     if not state.exists() and not manifest.exists():
         msg = f"{outdir} holds no download (no {STATE_DIR}/state.sqlite): nothing to verify"
         raise UsageError(msg)
-    found: dict[str, Recorded] = {}
+    found: dict[str, Record] = {}
     server = ""
     if manifest.exists():
         server, plan = load_manifest(manifest)
         for e in plan.entries:
-            found[e.local] = Recorded(e.local, e.file.uri, e.file.size, e.file.md5)
+            found[e.local] = Record(e.local, e.file.uri, e.file.size, e.file.md5, "planned")
     if state.exists():
-        db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
-        try:
-            rows = db.execute("SELECT local, uri, size, md5, status FROM files").fetchall()
-        finally:
-            db.close()
-        for local, uri, size, md5, status in rows:
-            if status == "verified":
-                found[local] = Recorded(local, uri, size, md5)
+        found.update((row.local, row) for row in read_verified(state))
     return server, sorted(found.values(), key=lambda r: r.local)
 
 
-def check_local(outdir: Path, files: list[Recorded], report: VerifyReport) -> None:
+def check_local(outdir: Path, files: list[Record], report: VerifyReport) -> None:
     for item in files:
         path = outdir / item.local
         if not path.is_file():
@@ -106,8 +89,8 @@ def check_local(outdir: Path, files: list[Recorded], report: VerifyReport) -> No
     report.extra.sort()
 
 
-async def check_server(conn: Connection, files: list[Recorded], report: VerifyReport) -> None:
-    by_listing: dict[str, list[tuple[Recorded, str]]] = {}
+async def check_server(conn: Connection, files: list[Record], report: VerifyReport) -> None:
+    by_listing: dict[str, list[tuple[Record, str]]] = {}
     for item in files:
         listing, sep, rel = item.uri.partition("/files/")
         if sep:

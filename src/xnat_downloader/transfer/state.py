@@ -29,8 +29,21 @@ class Record:
     uri: str
     size: int | None
     md5: str | None
-    status: str  # "verified" | "partial"
+    status: str  # "verified" | "partial" (verify also says "planned": in the manifest only)
     mtime_ns: int | None = None  # of the final file when it was verified
+
+
+def read_verified(database: Path) -> list[Record]:
+    """The files a state database records as verified, read without the lock (a reader
+    beside a running download sees its last commit) and without writing anything."""
+    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT local, uri, size, md5 FROM files WHERE status='verified'"
+        ).fetchall()
+    finally:
+        db.close()
+    return [Record(local, uri, size, md5, "verified") for local, uri, size, md5 in rows]
 
 
 class State:

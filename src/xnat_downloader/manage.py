@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 from xnat_downloader.api import Connection
 from xnat_downloader.errors import NotFound, ServerError, UsageError
 from xnat_downloader.http.session import XnatSession
+from xnat_downloader.transfer.localfs import write_whole
 from xnat_downloader.transfer.upload import parse_uri_list, remote_digest_list
 
 ACCESS = ("private", "protected", "public")
@@ -254,7 +255,7 @@ def record_prearchived(
     session = PrearchiveSession(parts[3], parts[4], parts[5], parts[5], "", "", "", "")
     path = _record_path(folder or records_dir(), server, session)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([list(x) for x in sent]), encoding="utf-8")
+    write_whole(path, json.dumps([list(x) for x in sent]))  # never read back half-written
     return path
 
 

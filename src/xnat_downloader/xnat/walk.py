@@ -60,6 +60,11 @@ def _gap(what: str, reason: str) -> None:
         gaps.append(Gap(what, reason))
 
 
+def _unusable_uri(uri: str, where: str) -> None:
+    """A listing row whose URI names no file: a gap, named by the URI (or ``where``)."""
+    _gap(uri or where, "the listing gives no usable file URI")
+
+
 @dataclass
 class WalkResult:
     """Everything a walk found: the files, plus the sessions and scans for ``ls``, and what
@@ -179,7 +184,7 @@ def _file(
     uri = row.get("URI", "")
     split = split_file_uri(uri)
     if split is None:
-        _gap(uri or f"a file of session {session.label}", "the listing gives no usable file URI")
+        _unusable_uri(uri, f"a file of session {session.label}")
         return None
     _res, path = split
     return RemoteFile(
@@ -225,8 +230,7 @@ async def _owned_files(
     for row in rows:
         owner = owner_of(row.get("URI", ""))
         if owner is None:
-            _gap(row.get("URI", "") or f"a {collection} file of {session.label}",
-                 "the listing gives no usable file URI")  # fmt: skip
+            _unusable_uri(row.get("URI", ""), f"a {collection} file of {session.label}")
             continue
         if owner[0] != collection:
             continue
@@ -258,8 +262,7 @@ async def session_files(
             for row in rows:
                 owner = owner_of(row.get("URI", ""))
                 if owner is None:  # no scan can be read from it: a gap, not a skip
-                    _gap(row.get("URI", "") or f"a scan file of {session.label}",
-                         "the listing gives no usable file URI")  # fmt: skip
+                    _unusable_uri(row.get("URI", ""), f"a scan file of {session.label}")
                     continue
                 scan = by_id.get(owner[1]) if owner[0] == "scans" else None
                 if scan is None or not resource_matches(

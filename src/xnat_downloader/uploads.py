@@ -460,8 +460,9 @@ async def _one_session(
     resources, scan types) is imported under a staging label and renamed last, so an
     interrupted upload never leaves one that looks finished.
     """
-    if opts.dest != "archive" or not item.label:
-        await _import_and_verify(xs, item, opts, report, sink, "overwrite", item.label)
+    if opts.dest != "archive" or not item.label:  # nothing to compare with: the flag decides
+        mode = "delete" if opts.overwrite else "none"
+        await _import_and_verify(xs, item, opts, report, sink, mode, item.label)
         return
     label = item.label
     staged = item.folder is not None and bool(item.folder.extras or item.folder.scan_types)
@@ -524,10 +525,9 @@ async def _import_and_verify(
     mode: str,
     label: str,
 ) -> list[str] | None:
-    """Send ``item`` to the import service and check every file arrived; the session URIs,
-    or None when the import was refused or went to the prearchive."""
-    if mode == "overwrite":  # no comparison was possible: the flag decides
-        mode = "delete" if opts.overwrite else "none"
+    """Send ``item`` to the import service (``mode``: its ``overwrite``) and check every
+    file arrived; the session URIs, or None when the import was refused or went to the
+    prearchive."""
     params = _import_params(opts.project, item, opts.dest, opts.importer, opts.ignore, mode, label)
     sink(FileStarted(item.name, item.size))
     sent = [0]

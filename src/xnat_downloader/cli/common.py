@@ -29,6 +29,7 @@ from xnat_downloader.transfer.events import (
     FileVerified,
     Planned,
 )
+from xnat_downloader.transfer.jobs import OutcomeCounts
 from xnat_downloader.transfer.localfs import write_failure
 from xnat_downloader.transfer.state import STATE_DIR
 
@@ -167,6 +168,15 @@ def display(interactive: bool, quiet: bool, stderr: TextIO) -> RichProgress | Pl
     return PlainProgress(stderr, every=5.0)
 
 
+def done_line(counts: OutcomeCounts) -> str:
+    """The last line of a transfer (CONTRACT §4): ``done: N files, B bytes, V verified,
+    F failed``."""
+    return (
+        f"done: {counts.files} files, {counts.bytes} bytes, {counts.verified} verified, "
+        f"{counts.failed} failed"
+    )
+
+
 def print_summary(report: api.Report, quiet: bool, stdout: TextIO, stderr: TextIO) -> None:
     """The human summary (unless quiet) and the contract's ``done:`` line."""
     if not quiet:
@@ -186,11 +196,7 @@ def print_summary(report: api.Report, quiet: bool, stdout: TextIO, stderr: TextI
             print(f"report: {report.report_path}", file=stderr)
     if report.report_error:
         print(f"warning: no report file: {report.report_error}", file=stderr)
-    print(
-        f"done: {report.files} files, {report.bytes} bytes, {report.verified} verified, "
-        f"{report.failed} failed",
-        file=stdout,
-    )
+    print(done_line(report), file=stdout)
 
 
 def guarded(work: Callable[[], int], stderr: TextIO) -> int:

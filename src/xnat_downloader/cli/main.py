@@ -29,6 +29,7 @@ from xnat_downloader.cli.common import (
     credentials,
     debug_log,
     display,
+    done_line,
     guarded,
     logging_sink,
     print_summary,
@@ -409,11 +410,7 @@ def _copy(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive:
                 print(f"{state}: {session}", file=stderr)
             for note in report.notes:
                 print(f"note: {note}", file=stderr)
-        print(
-            f"done: {report.files} files, {report.bytes} bytes, {report.verified} verified, "
-            f"{report.failed} failed",
-            file=stdout,
-        )
+        print(done_line(report), file=stdout)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 

@@ -20,6 +20,7 @@ from xnat_downloader.cli.common import (
     connection_args,
     credentials,
     display,
+    done_line,
     guarded,
     logging_sink,
     warn_insecure,
@@ -155,11 +156,7 @@ def _print_report(report: uploads.UploadReport, quiet: bool, out: TextIO, err: T
             f"{human_bytes(rate)}/s; {report.skipped} were already on the server",
             file=err,
         )
-    print(
-        f"done: {report.files} files, {report.bytes} bytes, {report.verified} verified, "
-        f"{report.failed} failed",
-        file=out,
-    )
+    print(done_line(report), file=out)
 
 
 def _subjects(conn: api.Connection, path: Path, project: str, out: TextIO, err: TextIO) -> int:

@@ -254,3 +254,16 @@ def credentials(args: argparse.Namespace, url: str, interactive: bool) -> Creden
     """Flags, environment, netrc, xnatPass, then a prompt (CONTRACT §4)."""
     found = creds_mod.resolve(url, args.user, args.password, os.environ, creds_mod.default_home())
     return creds_mod.complete(found, interactive=interactive)
+
+
+def connection(
+    args: argparse.Namespace, url: str, interactive: bool, login: argparse.Namespace | None = None
+) -> api.Connection:
+    """A connection to ``url`` as the command's flags say: the credentials of ``login``
+    (default ``args``: ``--user``/``--password``), ``--insecure`` and ``--ca-bundle``."""
+    return api.Connection(
+        url,
+        credentials(login or args, url, interactive),
+        verify=not args.insecure,
+        ca_bundle=args.ca_bundle,
+    )

@@ -25,8 +25,8 @@ from xnat_downloader.cli import upload as upload_cli
 from xnat_downloader.cli import xget as xget_cli
 from xnat_downloader.cli.common import (
     configure_logging,
+    connection,
     connection_args,
-    credentials,
     debug_log,
     display,
     done_line,
@@ -332,10 +332,7 @@ def _verify(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactiv
     if url:
         if args.insecure:
             warn_insecure(stderr)
-        conn = api.Connection(
-            url, credentials(args, url, interactive), verify=not args.insecure,
-            ca_bundle=args.ca_bundle,
-        )  # fmt: skip
+        conn = connection(args, url, interactive)
     report = checking.verify(args.output, conn)
     if args.write_md5sum is not None:
         checking.write_md5sum(report, args.write_md5sum)
@@ -374,11 +371,7 @@ def _copy(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive:
         warn_insecure(stderr)
 
     def side(url: str, user: str | None) -> api.Connection:
-        login = argparse.Namespace(user=user, password=None)
-        return api.Connection(
-            url, credentials(login, url, interactive), verify=not args.insecure,
-            ca_bundle=args.ca_bundle,
-        )  # fmt: skip
+        return connection(args, url, interactive, argparse.Namespace(user=user, password=None))
 
     source, target = side(args.source, args.from_user), side(args.target, args.to_user)
     with display(interactive, args.quiet or args.json, stderr) as shown:
@@ -441,12 +434,7 @@ def _command(
     if outdir is not None and not args.dry_run:
         api.check_output_dir(outdir)  # before any request, as promised
     projects = expand(args.project)
-    conn = api.Connection(
-        url,
-        credentials(args, url, interactive),
-        verify=not args.insecure,
-        ca_bundle=args.ca_bundle,
-    )
+    conn = connection(args, url, interactive)
     legacy_menu = interactive and not (args.argv and args.argv[0] in SUBCOMMANDS)
     if not projects and expand(args.session) and not args.catalog and not legacy_menu:
         # -s alone: the sessions' projects, from one listing of every visible session.  (The

@@ -16,8 +16,8 @@ from typing import TextIO
 from xnat_downloader import api, manage
 from xnat_downloader.cli.common import (
     configure_logging,
+    connection,
     connection_args,
-    credentials,
     guarded,
     warn_insecure,
 )
@@ -82,12 +82,7 @@ def _connect(args: argparse.Namespace, stderr: TextIO, interactive: bool) -> api
         return None
     if args.insecure:
         warn_insecure(stderr)
-    return api.Connection(
-        url,
-        credentials(args, url, interactive),
-        verify=not args.insecure,
-        ca_bundle=args.ca_bundle,
-    )
+    return connection(args, url, interactive)
 
 
 def run_project(argv: list[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:

@@ -17,8 +17,8 @@ from typing import TextIO
 from xnat_downloader import api, uploads
 from xnat_downloader.cli.common import (
     configure_logging,
+    connection,
     connection_args,
-    credentials,
     display,
     done_line,
     guarded,
@@ -106,9 +106,9 @@ def _command(
     if csvs and args.resource is None:
         if len(csvs) != len(paths):
             raise UsageError("upload a subjects .csv on its own, not with archives or folders")
-        conn = _connection(args, url, interactive)
+        conn = connection(args, url, interactive)
         return max(_subjects(conn, p, args.project, stdout, stderr) for p in csvs)
-    conn = _connection(args, url, interactive)
+    conn = connection(args, url, interactive)
     with display(interactive, args.quiet, stderr) as shown:
         report = uploads.upload(
             conn,
@@ -127,15 +127,6 @@ def _command(
         )
     _print_report(report, args.quiet, stdout, stderr)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
-
-
-def _connection(args: argparse.Namespace, url: str, interactive: bool) -> api.Connection:
-    return api.Connection(
-        url,
-        credentials(args, url, interactive),
-        verify=not args.insecure,
-        ca_bundle=args.ca_bundle,
-    )
 
 
 def _print_report(report: uploads.UploadReport, quiet: bool, out: TextIO, err: TextIO) -> None:

@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 
 # The browser tests drive Debian's Chromium (Playwright cannot fetch its own browser here).
 CHROMIUM := /usr/bin/chromium
+# The DICOM tests use dcmtk's echoscu, storescu and storescp as third-party peers.
+DCMTK    := /usr/bin/storescu
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
@@ -20,6 +22,9 @@ $(STAMP): pyproject.toml
 $(CHROMIUM):
 	$(APT) install -y chromium || ($(APT) update && $(APT) install -y chromium)
 
+$(DCMTK):
+	$(APT) install -y dcmtk || ($(APT) update && $(APT) install -y dcmtk)
+
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
@@ -28,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests scripts bench
 	$(BIN)/mypy
 
-test: $(STAMP) $(CHROMIUM) lint
+test: $(STAMP) $(CHROMIUM) $(DCMTK) lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Not part of test: needs Debian's nginx, curl and aria2c, several GB of disk and minutes.

@@ -95,6 +95,39 @@ def build_parser() -> argparse.ArgumentParser:
         "to FILE, or to stdout with '-'; query strings and token secrets are left out",
     )
 
+    dicom = serve.add_argument_group("DICOM receiver (C-ECHO, C-STORE)")
+    dicom.add_argument(
+        "--dicom-port",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="also receive DICOM on port N (0 picks a free one; named on stdout's second line)",
+    )
+    dicom.add_argument(
+        "--dicom-ae", default="MINIXNAT", metavar="TITLE", help="its AE title (default MINIXNAT)"
+    )
+    dicom.add_argument(
+        "--dicom-quiet",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="a study becomes a session once nothing arrived for it for this long (default 5)",
+    )
+    dicom.add_argument(
+        "--dicom-refuse",
+        action="append",
+        default=[],
+        metavar="TITLE",
+        help="reject associations from this calling AE title (repeatable)",
+    )
+    dicom.add_argument(
+        "--dicom-bind",
+        action="append",
+        default=[],
+        metavar="TITLE=PROJECT",
+        help="data sent to called AE TITLE goes to PROJECT when its headers name none",
+    )
+
     check = sub.add_parser(
         "check",
         help="check an archive: every catalog row against its file on disk (size and MD5)",
@@ -201,10 +234,52 @@ def serve(args: argparse.Namespace) -> int:
             f"minixnat: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr
         )
         return 2
+    receiver = None
+    if args.dicom_port is not None:
+        from minixnat.dicom.receiver import Receiver, ReceiverOptions
+
+        bound = _bindings(args.dicom_bind)
+        if bound is None:
+            sock.close()
+            return 2
+        try:
+            receiver = Receiver(
+                store,
+                ReceiverOptions(
+                    ae_title=args.dicom_ae,
+                    host=args.host,
+                    port=args.dicom_port,
+                    quiet=args.dicom_quiet,
+                    refuse=args.dicom_refuse,
+                    bound=bound,
+                ),
+            )
+        except (OSError, ValueError) as exc:
+            sock.close()
+            print(f"minixnat: cannot start the DICOM receiver: {exc}", file=sys.stderr)
+            return 2
     app = App(store, faults, access_log=access_log)
     print(f"minixnat listening on {url_of(sock)}", flush=True)
-    server_for(app).run(sockets=[sock])
+    if receiver is not None:
+        print(receiver.line, flush=True)
+    try:
+        server_for(app).run(sockets=[sock])
+    finally:
+        if receiver is not None:
+            receiver.stop()
     return 0
+
+
+def _bindings(pairs: list[str]) -> dict[str, str] | None:
+    """``TITLE=PROJECT`` flags as a dict; None (after saying why) when one is malformed."""
+    bound: dict[str, str] = {}
+    for pair in pairs:
+        title, sep, project = pair.partition("=")
+        if not sep or not title.strip() or not project.strip():
+            print(f"minixnat: --dicom-bind {pair!r} must be TITLE=PROJECT", file=sys.stderr)
+            return None
+        bound[title.strip()] = project.strip()
+    return bound
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from minixnat.errors import MinixnatError
 from minixnat.importer.build import ImportFile, ImportScan, ImportSession
@@ -200,3 +201,32 @@ def session_from_prearc(store: Store, row: PrearcSession) -> ImportSession:
         uid=meta.get("uid", ""),
         scans=scans,
     )
+
+
+def add_to_prearchive(store: Store, row: PrearcSession, session: ImportSession) -> str:
+    """Add ``session``'s files to the prearchive session ``row`` (the same study arriving
+    later); a file with the same scan, resource and path replaces the earlier one.
+
+    Files, meta and lastmod change in one transaction.  Returns the row's ``/data`` URI.
+    """
+    hash_files([session])
+    meta = row.session()
+    scans: dict[str, Any] = meta.setdefault("scans", {})
+    with store.transaction() as tx:
+        folder = store.prearc_folder(row)
+        for scan in session.scans.values():
+            scan_meta = scans.get(scan.scan_id)
+            if scan_meta is None:
+                scan_meta = scans[scan.scan_id] = {**asdict(scan), "files": []}
+            files: list[dict[str, Any]] = scan_meta["files"]
+            for item in scan.files:
+                inner = (Path("SCANS") / scan.scan_id / item.resource / item.relpath).as_posix()
+                tx.move(item.source, folder / inner)
+                files[:] = [f for f in files if f["source"] != inner]
+                files.append(
+                    {"source": inner, "resource": item.resource, "relpath": item.relpath,
+                     "md5": item.md5}
+                )  # fmt: skip
+        store.set_prearc_meta(row, meta)
+        store.set_prearc_status(row, row.status, row.message)  # touches lastmod
+    return f"/data{row.url}"

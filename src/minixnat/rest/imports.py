@@ -40,11 +40,10 @@ from minixnat.rest.downloads import Member, stream_archive
 from minixnat.rest.tables import Table, render
 from minixnat.rest.writes import WriteContext, check_name
 from minixnat.store import Project, Store
-from minixnat.store.prearchive import PrearcSession
+from minixnat.store.prearchive import UNASSIGNED, PrearcSession
 
 HANDLERS = ("DICOM-zip", "SI")
 KNOWN_HANDLERS = ("gradual-DICOM", "XAR", "inbox", "DICOM-zip", "SI")
-UNASSIGNED = "Unassigned"
 PREARC_COLUMNS = [
     "project",
     "timestamp",

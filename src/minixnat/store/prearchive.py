@@ -16,6 +16,8 @@ from typing import Any
 from minixnat.store.clock import now_stamp, prearchive_timestamp
 from minixnat.store.db import Database
 
+# The prearchive "project" of sessions nobody could place (no project named, or unknown).
+UNASSIGNED = "Unassigned"
 STATUSES = ("RECEIVING", "READY", "CONFLICT", "ERROR", "ARCHIVING", "MOVING", "DELETING")
 
 

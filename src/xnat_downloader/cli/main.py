@@ -1,7 +1,7 @@
 """``xnat-downloader``: download (and list) data from any XNAT server, and upload to it.
 
-Subcommands ``download``, ``ls``, ``copy``, ``upload``, ``xget``, ``project`` and
-``prearchive``.  With no
+Subcommands ``download``, ``ls``, ``copy``, ``verify``, ``upload``, ``xget``, ``project``,
+``prearchive`` and ``dicom-send``.  With no
 subcommand, the seed tool's invocation ``python -m xnat_downloader -o DIR -w URL -u USER``
 keeps working: it offers the numbered project chooser on a terminal, then downloads the
 chosen projects.
@@ -20,6 +20,7 @@ from typing import TextIO
 from xnat_downloader import __version__, api
 from xnat_downloader import copy as copying
 from xnat_downloader import verify as checking
+from xnat_downloader.cli import dicomsend as dicomsend_cli
 from xnat_downloader.cli import manage as manage_cli
 from xnat_downloader.cli import upload as upload_cli
 from xnat_downloader.cli import xget as xget_cli
@@ -48,7 +49,11 @@ from xnat_downloader.xnat.parse import catalog_link, server_of_link
 from xnat_downloader.xnat.selection import Selection
 
 SUBCOMMANDS = ("download", "ls", "copy", "verify")
-MANAGE = {"project": manage_cli.run_project, "prearchive": manage_cli.run_prearchive}
+MANAGE = {
+    "project": manage_cli.run_project,
+    "prearchive": manage_cli.run_prearchive,
+    "dicom-send": dicomsend_cli.run,
+}
 SECRET_FLAGS = ("--password",)
 
 
@@ -223,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
         "prearchive",
         add_help=False,
         help="list, archive, move, delete prearchive sessions (see: … prearchive -h)",
+    )
+    sub.add_parser(
+        "dicom-send",
+        add_help=False,
+        help="send DICOM files to a C-STORE receiver (see: xnat-downloader dicom-send -h)",
     )
     return parser
 

@@ -1,0 +1,134 @@
+"""``xnat-downloader dicom-send``: DICOM files to a C-STORE receiver (CONTRACT §6).
+
+Exit status: 0 when every DICOM file was acknowledged (and, with ``-w``, found on the
+server), 1 when any failed, 2 for usage errors.  The last line on stdout is
+``done: N files, B bytes, V verified, F failed``; with ``--json`` stdout holds one JSON
+document instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TextIO
+
+from xnat_downloader import dicomsend
+from xnat_downloader.cli.common import (
+    configure_logging,
+    connection,
+    connection_args,
+    display,
+    done_line,
+    guarded,
+    logging_sink,
+    warn_insecure,
+)
+from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
+from xnat_downloader.cli.progress import human_bytes
+from xnat_downloader.errors import UsageError
+from xnat_downloader.transfer.engine import MAX_JOBS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xnat-downloader dicom-send",
+        description=(
+            "Send DICOM files to a DICOM receiver (an XNAT's C-STORE SCP, a PACS) over "
+            "C-STORE, several associations at once. Folders are walked; files that are not "
+            "DICOM are listed and left out. A re-run sends only what the receiver has not "
+            "acknowledged. With -w, the session the receiver built is checked on the server."
+        ),
+    )
+    g = parser.add_argument_group("what and where")
+    g.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders")
+    g.add_argument("--to", required=True, metavar="AE@HOST:PORT", help="the receiver")
+    g.add_argument("--project", default="", help="XNAT project to route to (Patient Comments)")
+    g.add_argument("--subject", default="", help="XNAT subject label to route to")
+    g.add_argument("--session", default="", help="XNAT session label to route to")
+    g.add_argument(
+        "-j", "--jobs", type=int, default=4,
+        help=f"parallel associations (1-{MAX_JOBS}, default 4)",
+    )  # fmt: skip
+    g.add_argument("--calling-ae", default="XNATDL", metavar="TITLE",
+                   help="our AE title (default XNATDL)")  # fmt: skip
+    g.add_argument("--resend", action="store_true",
+                   help="send every file, even those acknowledged before")  # fmt: skip
+    g.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
+                   help="with -w: how long to wait for the server to build each study "
+                   "(default 300)")  # fmt: skip
+    g.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    connection_args(parser)
+    return parser
+
+
+def run(argv: list[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose, args.quiet, stderr)
+    return guarded(lambda: _command(args, stdout, stderr, interactive), stderr)
+
+
+def _command(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
+    if not 1 <= args.jobs <= MAX_JOBS:
+        raise UsageError(f"--jobs {args.jobs} must be between 1 and {MAX_JOBS}")
+    paths = [Path(p) for p in args.paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"{', '.join(missing)}: no such file or folder; nothing was sent")
+    conn = None
+    if args.web:  # only when asked: the receiver need not be an XNAT
+        if args.insecure:
+            warn_insecure(stderr)
+        conn = connection(args, args.web, interactive)
+    with display(interactive, args.quiet or args.json, stderr) as shown:
+        report = dicomsend.dicom_send(
+            paths,
+            args.to,
+            project=args.project,
+            subject=args.subject,
+            session=args.session,
+            jobs=args.jobs,
+            conn=conn,
+            wait=args.wait,
+            resend=args.resend,
+            calling_ae=args.calling_ae,
+            sink=logging_sink(shown),
+        )
+    if args.json:
+        print(json.dumps(_document(report)), file=stdout)
+    else:
+        _print_report(report, args.quiet, stdout, stderr)
+    return EXIT_OK if report.ok else EXIT_FAILED_FILES
+
+
+def _document(report: dicomsend.DicomSendReport) -> dict[str, object]:
+    return {
+        "target": report.target,
+        "files": report.files,
+        "bytes": report.bytes,
+        "verified": report.verified,
+        "failed": report.failed,
+        "skipped": report.skipped,
+        "not_dicom": report.not_dicom,
+        "sessions": report.sessions,
+        "failures": [
+            {"path": o.job.local, "error": o.error} for o in report.outcomes if o.status == "failed"
+        ],
+        "seconds": round(report.seconds, 3),
+    }
+
+
+def _print_report(report: dicomsend.DicomSendReport, quiet: bool, out: TextIO, err: TextIO) -> None:
+    if not quiet:
+        for path in report.not_dicom:
+            print(f"skipped (not DICOM): {path}", file=err)
+        for uri in report.sessions:
+            print(f"session: {uri}", file=err)
+        rate = report.bytes / max(report.seconds, 1e-6)
+        print(
+            f"{report.files} files ({human_bytes(report.bytes)}) to {report.target} in "
+            f"{report.seconds:.1f} s, {human_bytes(rate)}/s; {report.skipped} were "
+            "acknowledged before",
+            file=err,
+        )
+    print(done_line(report), file=out)

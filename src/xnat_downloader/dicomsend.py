@@ -1,0 +1,176 @@
+"""The Python API for DICOM send: :func:`dicom_send`.
+
+Example::
+
+    from xnat_downloader.dicomsend import dicom_send
+    report = dicom_send(["scans/"], "XNAT@xnat.example.org:8104", project="P1")
+    assert report.ok
+
+Every DICOM file under the paths goes to the receiver over C-STORE; files that are not
+DICOM are listed in ``report.not_dicom``, not sent and not failures.  ``project``,
+``subject`` and ``session`` route the data on an XNAT receiver through Patient Comments
+in the copies sent.  With ``conn`` (the XNAT behind the receiver) the built session is
+then found and every acknowledged SOP Instance UID is checked to be in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from xnat_downloader.api import Connection
+from xnat_downloader.errors import UsageError
+from xnat_downloader.plan.dicomsend import (
+    DicomFile,
+    Target,
+    check_routing_value,
+    parse_target,
+    routing_comment,
+)
+from xnat_downloader.transfer import dicomsend as transport
+from xnat_downloader.transfer.events import EventSink, FileFailed, ignore
+from xnat_downloader.transfer.jobs import Outcome, OutcomeCounts
+from xnat_downloader.xnat.arrival import Arrived, file_names, find_study, prearchive_counts
+
+
+@dataclass
+class DicomSendReport(OutcomeCounts):
+    """What a send did: an outcome per DICOM file, the files that were not DICOM, and
+    (with a server) the sessions the studies became."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    target: str = ""
+    not_dicom: list[str] = field(default_factory=list)
+    sessions: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    sent_log: str = ""
+
+
+def _check_arrival(
+    outcomes: list[Outcome], files: dict[str, DicomFile], arrived: Arrived,
+    names: dict[str, list[str]] | None, counts: dict[str, int],
+) -> list[Outcome]:  # fmt: skip
+    """The outcomes with every acknowledged file that is not in ``arrived`` failed."""
+    stems = {n.rsplit(".", 1)[0] for listed in (names or {}).values() for n in listed}
+    sent_per_scan = Counter(files[o.job.local].series_number for o in outcomes)
+    checked: list[Outcome] = []
+    for o in outcomes:
+        item = files[o.job.local]
+        if names is not None and stems and _uid_named(stems):
+            missing = item.sop_uid not in stems
+        elif names is not None:
+            missing = len(names.get(item.series_number, [])) < sent_per_scan[item.series_number]
+        else:
+            missing = counts.get(item.series_number, 0) < sent_per_scan[item.series_number]
+        if missing:
+            error = f"acknowledged, but not in {arrived.uri} on the server"
+            checked.append(replace(o, status="failed", error=error))
+        else:
+            checked.append(o)
+    return checked
+
+
+def _uid_named(stems: set[str]) -> bool:
+    """Whether the server names files by SOP Instance UID (minixnat does; XNAT by default
+    names them by study, series, instance number and a hash)."""
+    return all(s.replace(".", "").isdigit() for s in stems)
+
+
+async def _arrivals(
+    conn: Connection, outcomes: list[Outcome], files: dict[str, DicomFile], project: str,
+    wait: float, sink: EventSink,
+) -> tuple[list[Outcome], list[str]]:  # fmt: skip
+    by_study: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        if o.status != "failed":
+            by_study.setdefault(files[o.job.local].study_uid, []).append(o)
+    result = [o for o in outcomes if o.status == "failed"]
+    sessions: list[str] = []
+    async with conn.session() as xs:
+        for study, sent in by_study.items():
+            deadline = time.monotonic() + wait
+            while True:
+                arrived = await find_study(xs, study, project)
+                checked = sent
+                if arrived is not None:
+                    names = await file_names(xs, arrived)
+                    counts = await prearchive_counts(xs, arrived) if names is None else {}
+                    checked = _check_arrival(sent, files, arrived, names, counts)
+                    if all(o.status != "failed" for o in checked):
+                        break
+                if time.monotonic() >= deadline:
+                    if arrived is None:
+                        error = f"acknowledged, but no session of study {study} on the server"
+                        checked = [replace(o, status="failed", error=error) for o in sent]
+                    break
+                await asyncio.sleep(1.0)
+            if arrived is not None:
+                sessions.append(arrived.uri)
+            for o in checked:
+                if o.status == "failed":
+                    sink(FileFailed(o.job.local, o.error))
+            result.extend(checked)
+    return result, sessions
+
+
+def dicom_send(
+    paths: Sequence[str | Path],
+    to: str | Target,
+    *,
+    project: str = "",
+    subject: str = "",
+    session: str = "",
+    jobs: int = 4,
+    conn: Connection | None = None,
+    wait: float = 300.0,
+    resend: bool = False,
+    calling_ae: str = "XNATDL",
+    sink: EventSink = ignore,
+    state_dir: Path | None = None,
+) -> DicomSendReport:
+    """Send the DICOM files under ``paths`` to ``to`` (``AE@HOST:PORT``).
+
+    A re-run skips what the same receiver acknowledged for the same file and routing
+    (``resend=True`` sends everything).  With ``conn``, waits up to ``wait`` seconds per
+    study for the server to build it, then checks each file arrived.  Raises UsageError
+    for a bad target or routing value, or when no DICOM file is found.
+    """
+    target = to if isinstance(to, Target) else parse_target(to)
+    for flag, value in (("--project", project), ("--subject", subject), ("--session", session)):
+        check_routing_value(flag, value)
+    started = time.monotonic()
+    report = DicomSendReport(target=str(target))
+    files: dict[str, DicomFile] = {}
+    for path in transport.walk(Path(p) for p in paths):
+        found = transport.read_dicom(path)
+        if found is None:
+            report.not_dicom.append(str(path))
+        else:
+            files[str(path)] = found
+    if not files:
+        raise UsageError(
+            f"no DICOM files (Part 10, with the DICM prefix) under {', '.join(map(str, paths))}; "
+            "nothing was sent"
+        )
+    comment = routing_comment(project, subject, session)
+    log = None if resend else transport.SentLog(transport.sent_log_path(target, state_dir))
+    try:
+        outcomes = transport.send(
+            list(files.values()), target, comment=comment, jobs=jobs, sink=sink,
+            sent_log=log, calling_ae=calling_ae,
+        )  # fmt: skip
+    finally:
+        if log is not None:
+            report.sent_log = str(log.path)
+            log.close()
+    if conn is not None:
+        outcomes, report.sessions = asyncio.run(
+            _arrivals(conn, outcomes, files, project, wait, sink)
+        )
+    report.outcomes = sorted(outcomes, key=lambda o: o.job.local)
+    report.seconds = time.monotonic() - started
+    return report

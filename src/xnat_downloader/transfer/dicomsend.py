@@ -1,0 +1,291 @@
+"""Send DICOM files over C-STORE (pynetdicom): parallel associations, reused, retried.
+
+``jobs`` worker threads each hold one association to the receiver and send files from a
+shared queue, reconnecting when an association is lost (a file whose C-STORE got no answer
+is sent again, up to ``ATTEMPTS`` times).  Each file's fate comes from its C-STORE status.
+A file is sent as it is on disk (its encoded dataset, byte for byte) unless a routing
+comment must be set: then a copy read into memory carries it, and the user's file is
+never changed.
+
+What a receiver acknowledged is remembered in a :class:`SentLog`, so a re-run sends only
+the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pynetdicom import AE, build_context
+from pynetdicom.association import Association
+
+from xnat_downloader.plan.dicomsend import DicomFile, Target, context_groups, stored
+from xnat_downloader.transfer.events import (
+    BytesMoved,
+    EventSink,
+    FileFailed,
+    FileRetrying,
+    FileSkipped,
+    FileStarted,
+    FileVerified,
+    Planned,
+)
+from xnat_downloader.transfer.jobs import Job, Outcome
+
+log = logging.getLogger("xnat_downloader")
+ATTEMPTS = 3
+Work = queue.SimpleQueue[DicomFile | None]
+HEADER_TAGS = ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+               "SeriesNumber"]  # fmt: skip
+
+
+# -- finding DICOM files -------------------------------------------------------------------
+def walk(paths: Iterable[Path]) -> list[Path]:
+    """Every file under ``paths`` (folders walked in name order, hidden entries left out)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            for folder, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found.extend(Path(folder) / n for n in sorted(names) if not n.startswith("."))
+        else:
+            found.append(path)
+    return found
+
+
+def read_dicom(path: Path) -> DicomFile | None:
+    """The header facts of a DICOM file (Part 10, with its meta), or None if it is not one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+        if len(head) < 132 or head[128:132] != b"DICM":
+            return None
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+        meta = ds.file_meta
+        sop_class = str(ds.get("SOPClassUID", "") or meta.get("MediaStorageSOPClassUID", ""))
+        sop_uid = str(ds.get("SOPInstanceUID", "") or meta.get("MediaStorageSOPInstanceUID", ""))
+        syntax = str(meta.get("TransferSyntaxUID", ""))
+        study, series = str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))
+        if not (sop_class and sop_uid and syntax and study and series):
+            return None
+        return DicomFile(
+            path=path,
+            size=path.stat().st_size,
+            sop_class=sop_class.strip(),
+            sop_uid=sop_uid.strip(),
+            transfer_syntax=syntax.strip(),
+            study_uid=study.strip(),
+            series_uid=series.strip(),
+            series_number=str(ds.get("SeriesNumber", "") or "").strip(),
+        )
+    except Exception:  # pydicom raises many kinds for files that are not DICOM
+        return None
+
+
+# -- what was acknowledged -------------------------------------------------------------------
+def sent_log_path(target: Target, folder: Path | None = None) -> Path:
+    """``$XDG_STATE_HOME/xnat-downloader/dicom-send/{target}.sqlite``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    name = hashlib.sha256(str(target).encode()).hexdigest()[:16]
+    return (folder or Path(base) / "xnat-downloader" / "dicom-send") / f"{name}.sqlite"
+
+
+class SentLog:
+    """Files a receiver acknowledged: (path, size, mtime, routing) -> SOP Instance UID."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS sent (path TEXT, size INTEGER, mtime_ns INTEGER, "
+            "routing TEXT, sop_uid TEXT, PRIMARY KEY (path, routing))"
+        )
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(item: DicomFile) -> tuple[str, int, int]:
+        st = item.path.stat()
+        return str(item.path.resolve()), st.st_size, st.st_mtime_ns
+
+    def acknowledged(self, item: DicomFile, routing: str) -> bool:
+        path, size, mtime = self._key(item)
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT size, mtime_ns, sop_uid FROM sent WHERE path=? AND routing=?",
+                (path, routing),
+            ).fetchone()
+        return row is not None and tuple(row) == (size, mtime, item.sop_uid)
+
+    def record(self, item: DicomFile, routing: str) -> None:
+        path, size, mtime = self._key(item)
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO sent VALUES (?, ?, ?, ?, ?)",
+                (path, size, mtime, routing, item.sop_uid),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+# -- sending -----------------------------------------------------------------------------
+def outcome(item: DicomFile, status: str, error: str = "") -> Outcome:
+    job = Job(uri=item.sop_uid, local=str(item.path), size=item.size, md5=None)
+    return Outcome(job, status, item.size, "", False, error)
+
+
+class _Sender:
+    def __init__(
+        self,
+        target: Target,
+        comment: str,
+        sink: EventSink,
+        calling_ae: str,
+        log_: SentLog | None,
+    ) -> None:
+        self.target = target
+        self.comment = comment
+        self._sink = sink
+        self._sink_lock = threading.Lock()
+        self.calling_ae = calling_ae
+        self.sent_log = log_
+        self.results: list[Outcome] = []
+        self._results_lock = threading.Lock()
+
+    def emit(self, event: Any) -> None:
+        with self._sink_lock:
+            self._sink(event)
+
+    def done(self, item: DicomFile, result: Outcome) -> None:
+        with self._results_lock:
+            self.results.append(result)
+        if result.status == "failed":
+            self.emit(FileFailed(str(item.path), result.error))
+
+    def associate(self, ae: AE, contexts: list[Any]) -> Association:
+        return ae.associate(
+            self.target.host, self.target.port, contexts=contexts, ae_title=self.target.ae_title
+        )
+
+    def payload(self, item: DicomFile) -> Dataset | Path:
+        if not self.comment:
+            return item.path  # the encoded dataset goes out as it is on disk
+        ds = pydicom.dcmread(item.path)
+        ds.PatientComments = self.comment
+        return ds
+
+    def worker(
+        self, ae: AE, contexts: list[Any], work: queue.SimpleQueue[DicomFile | None]
+    ) -> None:
+        assoc: Association | None = None
+        try:
+            while (item := work.get()) is not None:
+                self.emit(FileStarted(str(item.path), item.size))
+                error = ""
+                for attempt in range(1, ATTEMPTS + 1):
+                    if assoc is None or not assoc.is_established:
+                        assoc = self.associate(ae, contexts)
+                        if not assoc.is_established:
+                            error = _refusal(assoc, self.target)
+                            assoc = None
+                            if attempt < ATTEMPTS:
+                                self.emit(FileRetrying(str(item.path), error, 0.0))
+                            continue
+                    try:
+                        status = assoc.send_c_store(self.payload(item))
+                    except (ValueError, AttributeError) as exc:
+                        # No accepted context for the file's SOP class and transfer syntax.
+                        error = f"the receiver does not take it: {exc}"
+                        break
+                    except (OSError, RuntimeError) as exc:
+                        error, assoc = f"association lost: {exc}", None
+                        continue
+                    if "Status" not in status:
+                        # No answer: the association was aborted or timed out.
+                        error, assoc = "no C-STORE response (association lost)", None
+                        if attempt < ATTEMPTS:
+                            self.emit(FileRetrying(str(item.path), error, 0.0))
+                        continue
+                    code = int(status.Status)
+                    if stored(code):
+                        error = ""
+                    else:
+                        comment = str(status.get("ErrorComment", "") or "").strip()
+                        error = f"the receiver refused it: status 0x{code:04X}" + (
+                            f" ({comment})" if comment else ""
+                        )
+                    break
+                if error:
+                    self.done(item, outcome(item, "failed", error))
+                    continue
+                if self.sent_log is not None:
+                    self.sent_log.record(item, self.comment)
+                self.emit(BytesMoved(str(item.path), item.size))
+                self.emit(FileVerified(str(item.path), item.size, "", False))
+                self.done(item, outcome(item, "verified"))
+        finally:
+            if assoc is not None and assoc.is_established:
+                assoc.release()
+
+
+def _refusal(assoc: Association, target: Target) -> str:
+    if assoc.is_rejected:
+        return f"{target} rejected the association"
+    if assoc.is_aborted:
+        return f"{target} aborted the association"
+    return f"no association with {target} (is the receiver running?)"
+
+
+def send(
+    files: list[DicomFile],
+    target: Target,
+    *,
+    comment: str = "",
+    jobs: int = 4,
+    sink: EventSink,
+    sent_log: SentLog | None = None,
+    calling_ae: str = "XNATDL",
+) -> list[Outcome]:
+    """Send ``files``; one outcome per file: verified (acknowledged), skipped (the log says
+    it was acknowledged before) or failed (with the reason)."""
+    sender = _Sender(target, comment, sink, calling_ae, sent_log)
+    todo: list[DicomFile] = []
+    sink(Planned(len(files), sum(f.size for f in files)))
+    for item in files:
+        if sent_log is not None and sent_log.acknowledged(item, comment):
+            sender.results.append(outcome(item, "skipped"))
+            sink(FileSkipped(str(item.path), item.size, "acknowledged by the receiver before"))
+        else:
+            todo.append(item)
+    for group in context_groups(todo):
+        pairs = sorted({f.context for f in group})
+        contexts = [build_context(sop, [syntax]) for sop, syntax in pairs]
+        ae = AE(ae_title=calling_ae)
+        ae.maximum_pdu_size = 0
+        ae.network_timeout = ae.dimse_timeout = ae.acse_timeout = 60
+        work: Work = queue.SimpleQueue()
+        for item in group:
+            work.put(item)
+        threads = [
+            threading.Thread(target=sender.worker, args=(ae, contexts, work), daemon=True)
+            for _ in range(max(1, min(jobs, len(group))))
+        ]
+        for _ in threads:
+            work.put(None)
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    return sender.results

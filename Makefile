@@ -36,7 +36,7 @@ lint: $(STAMP)
 test: $(STAMP) $(CHROMIUM) $(DCMTK) lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-# Not part of test: needs Debian's nginx, curl and aria2c, several GB of disk and minutes.
+# Not part of test: needs Debian's nginx, curl, aria2c and dcmtk, several GB of disk and minutes.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 

@@ -17,6 +17,9 @@ Run it with the project's venv (``make bench``); it needs Debian's ``nginx``, ``
   ``services.import_`` loop and by ``curl`` POSTs (one after another, and 4 in parallel);
   300 files of 100 KiB put into a resource by xnat-downloader and by xnatpy's
   ``resource.upload`` loop; on loopback and with ``--latency-ms 20``.
+* ``dicom``: 2,000 instances of ~300 KiB sent over C-STORE to dcmtk's ``storescp`` (forking,
+  every transfer syntax) by dcmtk's ``storescu`` and by ``xnat-downloader dicom-send``
+  (``-j 1`` and ``-j 4``); then by both to minixnat's receiver (its MB/s).  Needs dcmtk.
 
 Every client's output is checked (file count and bytes) so that a fast wrong answer cannot
 win.  Timings are wall-clock seconds of one run each; the machine is shared by client and
@@ -556,6 +559,99 @@ def part_upload(work: Path, results: dict[str, object], wan: bool) -> None:
     }
 
 
+def part_dicom(work: Path, results: dict[str, object], count: int = 2000) -> None:
+    """C-STORE of ``count`` instances: dcmtk's storescu against dicom-send, into storescp
+    and into minixnat's receiver.  Every run's receiver must hold every instance."""
+    sys.path.insert(0, str(HERE.parent))
+    from pydicom.uid import generate_uid
+    from tests.dicomfiles import instance
+
+    files = work / "dicom-files"
+    if len(list(files.glob("*.dcm"))) != count:
+        shutil.rmtree(files, ignore_errors=True)
+        study = generate_uid(entropy_srcs=["bench"])
+        for i in range(count):  # 388 x 388 x 16 bit: ~300 KiB of pixels each
+            sop = generate_uid(entropy_srcs=[str(i)])
+            instance(files / f"{i:05d}.dcm", study=study, side=388, instance_number=i + 1,
+                     series_number=1 + i // 250, sop=sop)  # fmt: skip
+    paths = sorted(str(p) for p in files.glob("*.dcm"))
+    total = sum(Path(p).stat().st_size for p in paths)
+    env = {**os.environ, "XDG_STATE_HOME": str(work / "dicom-state")}
+    timings: dict[str, float] = {}
+
+    def storescp(out: Path) -> tuple[subprocess.Popen[bytes], int]:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        port = free_port()
+        proc = subprocess.Popen(
+            ["storescp", "--fork", "-aet", "STORESCP", "+xa", "-od", str(out), str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(0.5)
+        return proc, port
+
+    def received(out: Path) -> None:
+        got = len(list(out.iterdir()))
+        if got != count:
+            raise SystemExit(f"storescp holds {got} instances, expected {count}")
+
+    def ours(port: int, title: str, jobs: int) -> None:
+        subprocess.run(
+            [str(BIN / "xnat-downloader"), "dicom-send", "--to", f"{title}@127.0.0.1:{port}",
+             "--resend", "-q", "-j", str(jobs), str(files)],
+            check=True, env=env, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    for name, run in (
+        ("dcmtk storescu -> storescp",
+         lambda port: subprocess.run(["storescu", "-aec", "STORESCP", "127.0.0.1", str(port),
+                                      *paths], check=True)),
+        ("dicom-send -j 1 -> storescp", lambda port: ours(port, "STORESCP", 1)),
+        ("dicom-send -j 4 -> storescp", lambda port: ours(port, "STORESCP", 4)),
+    ):  # fmt: skip
+        out = work / "storescp-out"
+        proc, port = storescp(out)
+        try:
+            timings[name] = timed(lambda run=run, port=port: run(port))  # type: ignore[misc]
+            received(out)
+        finally:
+            proc.terminate()
+            proc.wait()
+
+    def storescu(port: int) -> None:
+        subprocess.run(["storescu", "-aec", "MINIXNAT", "127.0.0.1", str(port), *paths],
+                       check=True)  # fmt: skip
+
+    for name, jobs in (("dcmtk storescu -> minixnat", 0), ("dicom-send -j 4 -> minixnat", 4)):
+        target = work / "dicom-target"
+        shutil.rmtree(target, ignore_errors=True)
+        subprocess.run([str(BIN / "minixnat"), "demo-data", str(target), "--projects", "0"],
+                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        server = start_minixnat(target, "--dicom-port", "0", "--dicom-quiet", "600")
+        assert server.process.stdout is not None
+        port = int(server.process.stdout.readline().decode().strip().rsplit(":", 1)[1])
+        try:
+            if jobs:
+                timings[name] = timed(lambda port=port, jobs=jobs: ours(port, "MINIXNAT", jobs))
+            else:
+                timings[name] = timed(lambda port=port: storescu(port))  # type: ignore[misc]
+            got = len(list((target / "dicom" / "studies").rglob("*.dcm")))
+            if got != count:
+                raise SystemExit(f"minixnat's spool holds {got} instances, expected {count}")
+        finally:
+            server.stop()
+    base = timings["dcmtk storescu -> storescp"]
+    results["dicom"] = {
+        "instances": count,
+        "bytes": total,
+        "seconds": timings,
+        "send_j1_vs_storescu": timings["dicom-send -j 1 -> storescp"] / base,
+        "send_j4_vs_storescu": timings["dicom-send -j 4 -> storescp"] / base,
+        "receiver_mb_s_from_storescu": total / MIB / timings["dcmtk storescu -> minixnat"],
+        "receiver_mb_s_from_dicom_send_j4": total / MIB / timings["dicom-send -j 4 -> minixnat"],
+    }
+
+
 def part_rss(work: Path, results: dict[str, object], parallel: int) -> None:
     root = work / "archive-5g"
     make_archive(root, 80, 64)
@@ -619,17 +715,20 @@ def main() -> None:
     ap.add_argument("--file-kb", type=int, default=300)
     ap.add_argument("--jobs", type=int, default=16)
     args = ap.parse_args()
-    for tool in ("nginx", "curl", "aria2c"):
+    parts = args.parts.split(",")
+    needs = {"server": ("nginx", "curl"), "client": ("curl", "aria2c"), "upload": ("curl",),
+             "dicom": ("storescu", "storescp")}  # fmt: skip
+    for tool in sorted({t for part in parts for t in needs.get(part, ())}):
         if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is needed: apt-get install nginx curl aria2")
+            raise SystemExit(f"{tool} is needed: apt-get install nginx curl aria2 dcmtk")
     args.work.mkdir(parents=True, exist_ok=True)
     root = args.work / "archive"
-    make_archive(root, args.files, args.file_kb)
+    if {"server", "client"} & set(parts):
+        make_archive(root, args.files, args.file_kb)
     results_path = HERE / "results.json"
     results: dict[str, object] = (
         json.loads(results_path.read_text()) if results_path.exists() else {}
     )
-    parts = args.parts.split(",")
     if "server" in parts:
         part_server(args.work, root, results, args.jobs)
     if "client" in parts:
@@ -640,6 +739,8 @@ def main() -> None:
     if "upload" in parts:
         part_upload(args.work, results, wan=False)
         part_upload(args.work, results, wan=True)
+    if "dicom" in parts:
+        part_dicom(args.work, results)
     results["machine"] = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
     results_path.write_text(json.dumps(results, indent=1) + "\n")
     svg(results, HERE / "results.svg")

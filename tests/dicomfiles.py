@@ -19,13 +19,13 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
-    JPEGLossless,
+    JPEGLosslessSV1,
     generate_uid,
 )
 
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
-COMPRESSED = (JPEGBaseline8Bit, JPEGLossless, JPEG2000Lossless)
+COMPRESSED = (JPEGBaseline8Bit, JPEGLosslessSV1, JPEG2000Lossless)
 SYNTAXES = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
             *COMPRESSED)  # fmt: skip
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
+import socket
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -129,6 +130,7 @@ class Receiver:
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_CONN_OPEN, _no_delay),
         ]
         self.ae = ae
         server = ae.start_server((options.host, options.port), block=False, evt_handlers=handlers)
@@ -183,6 +185,13 @@ class Receiver:
         with self._count_lock:
             self.received += 1
         return SUCCESS
+
+
+def _no_delay(event: evt.Event) -> None:
+    """Answer each C-STORE at once (no Nagle wait for the sender's delayed ACK)."""
+    sock = event.assoc.dul.socket
+    if sock is not None and sock.socket is not None:
+        sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _request(event: evt.Event) -> A_ASSOCIATE:

@@ -1,0 +1,204 @@
+"""``xnat-downloader dicom-send`` against dcmtk's storescp and minixnat's receiver."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+import requests
+from pydicom.uid import generate_uid
+
+from tests.conftest import BIN, Server, start_server
+from tests.dicomfiles import (
+    SYNTAXES,
+    archived,
+    dcmtk,
+    get,
+    instance,
+    put,
+    receiver_port,
+    series_files,
+)
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """A Part-10 file's dataset, without preamble and meta group (whose implementation
+    fields every writer fills in its own way)."""
+    data = path.read_bytes()
+    assert data[128:132] == b"DICM"
+    # (0002,0000) UL, explicit VR: tag 4 + VR 2 + length 2 + value 4, then the group.
+    (group_length,) = struct.unpack("<I", data[140:144])
+    return data[144 + group_length :]
+
+
+def md5s(paths: list[Path]) -> dict[Path, str]:
+    return {p: hashlib.md5(p.read_bytes()).hexdigest() for p in paths}
+
+
+def send(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BIN / "xnat-downloader", "dicom-send", *map(str, args)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """dcmtk's storescp accepting every transfer syntax, writing what it gets as received."""
+    port, out = free_port(), tmp_path / "storescp"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [dcmtk("storescp"), "-aet", "STORESCP", "+xa", "--bit-preserving", "-od", str(out),
+         str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    yield port, out
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """A private state folder, so the acknowledged-files log starts empty."""
+    return {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+
+
+def test_dicom_send_to_dcmtk_storescp_delivers_every_dataset_byte_for_byte(
+    storescp: tuple[int, Path], tmp_path: Path, env: dict[str, str]
+) -> None:
+    port, received = storescp
+    study = generate_uid()
+    files = [
+        instance(tmp_path / "in" / f"{i}.dcm", study=study, syntax=syntax, instance_number=i)
+        for i, syntax in enumerate(SYNTAXES)
+    ] + series_files(tmp_path / "in" / "more", 20, study=study, series_number=2)
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    before = md5s(files)
+    done = send("--to", f"STORESCP@127.0.0.1:{port}", tmp_path / "in", "-j", "3", env=env)
+    assert done.returncode == 0, done.stderr
+    total = sum(p.stat().st_size for p in files)
+    assert done.stdout.strip().splitlines()[-1] == (
+        f"done: {len(files)} files, {total} bytes, {len(files)} verified, 0 failed"
+    )
+    assert f"skipped (not DICOM): {tmp_path / 'in' / 'notes.txt'}" in done.stderr
+    got = {str(pydicom.dcmread(p).SOPInstanceUID): p for p in received.iterdir()}
+    assert len(got) == len(files)
+    for path in files:
+        sop = str(pydicom.dcmread(path).SOPInstanceUID)
+        assert dataset_bytes(got[sop]) == dataset_bytes(path)
+    assert md5s(files) == before  # the user's files are never touched
+    # A re-run sends nothing: the receiver acknowledged every file already.
+    for path in received.iterdir():
+        path.unlink()
+    again = send("--to", f"STORESCP@127.0.0.1:{port}", tmp_path / "in", env=env)
+    assert again.returncode == 0, again.stderr
+    assert f"{len(files)} were acknowledged before" in again.stderr
+    assert list(received.iterdir()) == []
+
+
+def test_dicom_send_routes_to_minixnat_and_checks_the_built_session(
+    archive: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    server: Server = start_server(archive, "--dicom-port", "0", "--dicom-quiet", "0.5")
+    try:
+        port = receiver_port(server.process)
+        put(server.url, "/data/projects/DS")
+        study = generate_uid()
+        files = series_files(tmp_path / "a", 4, study=study) + series_files(
+            tmp_path / "a", 3, study=study, series_number=2
+        )
+        before = md5s(files)
+        routed = send(
+            "--to", f"MINIXNAT@127.0.0.1:{port}", tmp_path / "a", "--project", "DS",
+            "--subject", "SUBJ1", "--session", "SESS1", "-w", server.url, "-u", "admin",
+            "--password", "admin", "--wait", "60", "--json", env=env,
+        )  # fmt: skip
+        assert routed.returncode == 0, routed.stderr
+        document = json.loads(routed.stdout)
+        assert (document["files"], document["verified"], document["failed"]) == (7, 7, 0)
+        assert len(document["sessions"]) == 1
+        assert md5s(files) == before  # routing went into copies only
+        rows = get(server.url, "/data/prearchive/projects/DS")["ResultSet"]["Result"]
+        assert [(r["subject"], r["name"], r["tag"]) for r in rows] == [("SUBJ1", "SESS1", study)]
+        # Archived directly when asked for by the project: the -w check finds every UID.
+        put(server.url, "/data/projects/DS/prearchive_code/4")
+        other = generate_uid()
+        series_files(tmp_path / "b", 5, study=other)
+        done = send(
+            "--to", f"MINIXNAT@127.0.0.1:{port}", tmp_path / "b", "--project", "DS",
+            "--subject", "SUBJ2", "--session", "SESS2", "-w", server.url, "-u", "admin",
+            "--password", "admin", env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().endswith("5 verified, 0 failed")
+        assert [r["label"] for r in archived(server.url, other)] == ["SESS2"]
+        # An acknowledged instance the server lost is caught by the -w check.
+        lost = next(archive.joinpath("archive", "DS").rglob("*.dcm"))
+        requests.delete(
+            f"{server.url}/data/projects/DS/subjects/SUBJ2/experiments/SESS2/scans/1/"
+            f"resources/DICOM/files/{lost.name}", auth=("admin", "admin"), timeout=30,
+        ).raise_for_status()  # fmt: skip
+        check = send(
+            "--to", f"MINIXNAT@127.0.0.1:{port}", tmp_path / "b", "--project", "DS",
+            "--subject", "SUBJ2", "--session", "SESS2", "-w", server.url, "-u", "admin",
+            "--password", "admin", "--wait", "2", env=env,
+        )  # fmt: skip
+        assert check.returncode == 1
+        assert check.stdout.strip().endswith("1 failed")
+        assert "acknowledged, but not in /data/experiments/" in check.stderr
+    finally:
+        server.stop()
+
+
+def test_dicom_send_reports_a_refusing_receiver_and_bad_arguments(
+    archive: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    server = start_server(archive, "--dicom-port", "0", "--dicom-refuse", "XNATDL")
+    try:
+        port = receiver_port(server.process)
+        files = series_files(tmp_path / "a", 2)
+        refused = send("--to", f"MINIXNAT@127.0.0.1:{port}", *files, env=env)
+        assert refused.returncode == 1
+        assert refused.stdout.strip().splitlines()[-1].endswith("0 verified, 2 failed")
+        assert "rejected the association" in refused.stderr
+    finally:
+        server.stop()
+    for bad, message in (
+        ("127.0.0.1:104", "give the receiver as AE@HOST:PORT"),
+        ("AE@127.0.0.1", "give the receiver's host and port"),
+        ("A_TITLE_FAR_TOO_LONG@h:1", "must be 1-16 printable ASCII characters"),
+    ):
+        result = send("--to", bad, *files, env=env)
+        assert result.returncode == 2
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+    nothing = tmp_path / "empty"
+    nothing.mkdir()
+    (nothing / "a.txt").write_text("x")
+    result = send("--to", "AE@127.0.0.1:104", nothing, env=env)
+    assert result.returncode == 2
+    assert "no DICOM files" in result.stderr
+    routed = send("--to", "AE@127.0.0.1:104", *files, "--project", "two words", env=env)
+    assert routed.returncode == 2
+    assert "XNAT's routing takes letters" in routed.stderr

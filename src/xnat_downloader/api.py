@@ -20,15 +20,17 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from xnat_downloader.errors import LocalWriteError, NotFound, UsageError
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.http.session import XnatSession
+from xnat_downloader.plan import shard as shards
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, build_plan, manifest_catalog, manifest_json
+from xnat_downloader.plan.shard import Shard
 from xnat_downloader.transfer.decide import bytes_to_fetch, space_shortfall
 from xnat_downloader.transfer.download import size_or_none
 from xnat_downloader.transfer.engine import EngineOptions, run_jobs
@@ -36,7 +38,7 @@ from xnat_downloader.transfer.events import EventSink, FileFailed, ignore
 from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts
 from xnat_downloader.transfer.localfs import write_failure, write_whole
 from xnat_downloader.transfer.modes import Mode
-from xnat_downloader.transfer.state import STATE_DIR, State
+from xnat_downloader.transfer.state import State
 from xnat_downloader.xnat.model import Project, Scan, Session
 from xnat_downloader.xnat.parse import catalog_link, same_server
 from xnat_downloader.xnat.selection import Selection
@@ -231,14 +233,23 @@ async def _download(
     options: EngineOptions,
     sink: EventSink,
     on_plan: Callable[[PlanResult], None] | None,
+    shard: Shard | None = None,
 ) -> Report:
-    state = State(outdir)  # takes the lock first: a second run refuses before any request
+    state = State(outdir, shard)  # the lock first: a second run refuses before any request
     try:
         async with conn.session() as xs:
             if saved_plan is not None:
                 planned = PlanResult(saved_plan, [], [], 0, xs.base_url)
             else:
                 planned = await plan_in(xs, selection, layout, catalog)
+            if shard is not None:
+                # The whole plan first (its names are unique across shards), then this part;
+                # what could not be planned is reported once, by shard 0.
+                planned = replace(
+                    planned,
+                    plan=shards.select(planned.plan, shard),
+                    gaps=planned.gaps if shard.index == 0 else [],
+                )
             if on_plan is not None:
                 on_plan(planned)
             jobs = [Job(e.file.uri, e.local, e.file.size, e.file.md5) for e in planned.plan.entries]
@@ -280,7 +291,7 @@ async def run_planned(
 ) -> Report:
     """Save the manifest, run ``jobs`` (the plan's files, perhaps placed elsewhere) and write
     the per-run report."""
-    _save_manifest(outdir, planned)
+    _save_manifest(state.dir, planned)
     started = time.monotonic()
     outcomes = await run_jobs(xs, jobs, outdir, state, sink, options)
     for gap in planned.gaps:  # what the selection named but no file could stand for
@@ -294,7 +305,7 @@ async def run_planned(
         renamed=planned.plan.renamed,
     )
     try:
-        report.report_path = _write_report(outdir, report)
+        report.report_path = _write_report(state.dir, report)
     except LocalWriteError as exc:  # the files are done and recorded; only the report is lost
         report.report_error = str(exc)
     return report
@@ -318,8 +329,12 @@ def download(
     mode: Mode = Mode.AUTO,
     sink: EventSink = ignore,
     on_plan: Callable[[PlanResult], None] | None = None,
+    shard: Shard | None = None,
 ) -> Report:
     """Plan and fetch a selection into ``outdir``; every file verified against XNAT's MD5.
+
+    With ``shard``, only that shard's sessions of the plan (:mod:`plan.shard`), with the
+    shard's own state, manifest and reports under ``.xnat-downloader/shards/K-of-N/``.
 
     Resumable: a re-run skips verified files whose size and modification time are as they
     were when verified (``checksum=True``: whose content still hashes to the MD5), fetches
@@ -350,6 +365,7 @@ def download(
             options=options,
             sink=sink,
             on_plan=on_plan,
+            shard=shard,
         )
     )
 
@@ -358,15 +374,14 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _save_manifest(outdir: Path, planned: PlanResult) -> None:
-    folder = outdir / STATE_DIR
+def _save_manifest(folder: Path, planned: PlanResult) -> None:
     write_whole(folder / "manifest.json", manifest_json(planned.plan, planned.server))
     write_whole(folder / "manifest.xml", manifest_catalog(planned.plan, planned.server))
 
 
-def _write_report(outdir: Path, report: Report) -> Path:
-    """One JSON line per outcome in ``DIR/.xnat-downloader/reports/run-*.jsonl``."""
-    folder = outdir / STATE_DIR / "reports"
+def _write_report(state_folder: Path, report: Report) -> Path:
+    """One JSON line per outcome in ``{state folder}/reports/run-*.jsonl``."""
+    folder = state_folder / "reports"
     path = folder / f"run-{_stamp()}-{os.getpid()}.jsonl"
     lines = [
         json.dumps(

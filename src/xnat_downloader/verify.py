@@ -19,7 +19,7 @@ from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.plan import load_manifest
 from xnat_downloader.transfer.download import PART_SUFFIX
 from xnat_downloader.transfer.localfs import write_whole
-from xnat_downloader.transfer.state import STATE_DIR, Record, read_verified
+from xnat_downloader.transfer.state import SHARDS_DIR, STATE_DIR, Record, read_verified
 from xnat_downloader.transfer.upload import md5_file, remote_digests
 
 
@@ -47,21 +47,33 @@ class VerifyReport:
         )
 
 
+def _state_folders(outdir: Path) -> list[Path]:
+    """The download's own state folder and every shard's (``shards/K-of-N``)."""
+    base = outdir / STATE_DIR
+    return [base, *sorted((base / SHARDS_DIR).glob("*-of-*"))]
+
+
 def recorded(outdir: Path) -> tuple[str, list[Record]]:
-    """(server, files) a download recorded in ``outdir``: every verified file, and the last
-    plan's files that no run verified (their MD5 as planned)."""
-    state = outdir / STATE_DIR / "state.sqlite"
-    manifest = outdir / STATE_DIR / "manifest.json"
-    if not state.exists() and not manifest.exists():
+    """(server, files) the downloads into ``outdir`` recorded, its shards' included: every
+    verified file, and the last plans' files that no run verified (their MD5 as planned).
+    A Slurm array's saved plan counts as the plan of its shards."""
+    folders = _state_folders(outdir)
+    states = [f / "state.sqlite" for f in folders if (f / "state.sqlite").exists()]
+    manifests = [f / "manifest.json" for f in folders if (f / "manifest.json").exists()]
+    array_plan = outdir / STATE_DIR / "slurm" / "manifest.json"
+    if array_plan.exists():
+        manifests.append(array_plan)
+    if not states and not manifests:
         msg = f"{outdir} holds no download (no {STATE_DIR}/state.sqlite): nothing to verify"
         raise UsageError(msg)
     found: dict[str, Record] = {}
     server = ""
-    if manifest.exists():
-        server, plan = load_manifest(manifest)
+    for manifest in manifests:
+        planned_on, plan = load_manifest(manifest)
+        server = server or planned_on
         for e in plan.entries:
             found[e.local] = Record(e.local, e.file.uri, e.file.size, e.file.md5, "planned")
-    if state.exists():
+    for state in states:
         found.update((row.local, row) for row in read_verified(state))
     return server, sorted(found.values(), key=lambda r: r.local)
 

@@ -1,7 +1,7 @@
 """``xnat-downloader``: download (and list) data from any XNAT server, and upload to it.
 
 Subcommands ``download``, ``ls``, ``copy``, ``verify``, ``upload``, ``xget``, ``project``,
-``prearchive`` and ``dicom-send``.  With no
+``prearchive``, ``dicom-send``, ``slurm`` and ``status``.  With no
 subcommand, the seed tool's invocation ``python -m xnat_downloader -o DIR -w URL -u USER``
 keeps working: it offers the numbered project chooser on a terminal, then downloads the
 chosen projects.
@@ -14,12 +14,14 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 from xnat_downloader import __version__, api
 from xnat_downloader import copy as copying
 from xnat_downloader import verify as checking
+from xnat_downloader.cli import cluster as cluster_cli
 from xnat_downloader.cli import dicomsend as dicomsend_cli
 from xnat_downloader.cli import manage as manage_cli
 from xnat_downloader.cli import upload as upload_cli
@@ -37,145 +39,29 @@ from xnat_downloader.cli.common import (
     warn_insecure,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
-from xnat_downloader.cli.inputs import expand, menu, parse_choice, parse_day
+from xnat_downloader.cli.inputs import expand, menu, parse_choice
 from xnat_downloader.cli.progress import human_bytes
+from xnat_downloader.cli.selection import layout_args, layout_of, selection_args, selection_of
 from xnat_downloader.errors import UsageError
 from xnat_downloader.http import credentials as creds_mod
-from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, load_manifest
+from xnat_downloader.plan.shard import parse_shard
+from xnat_downloader.plan.shard import select as select_shard
 from xnat_downloader.transfer.engine import MAX_JOBS
 from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.xnat.parse import catalog_link, server_of_link
 from xnat_downloader.xnat.selection import Selection
 
 SUBCOMMANDS = ("download", "ls", "copy", "verify")
-MANAGE = {
+# Subcommands with parsers of their own.
+OWN_PARSERS = {
     "project": manage_cli.run_project,
     "prearchive": manage_cli.run_prearchive,
     "dicom-send": dicomsend_cli.run,
+    "slurm": cluster_cli.run_slurm,
+    "status": cluster_cli.run_status,
 }
 SECRET_FLAGS = ("--password",)
-
-
-def _selection_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("selection")
-    g.add_argument(
-        "-p",
-        "--project",
-        action="append",
-        metavar="PROJECT",
-        help="project ID (repeatable; @FILE reads a list)",
-    )
-    g.add_argument(
-        "--subject", action="append", metavar="S", help="subject ID or label (repeatable; @FILE)"
-    )
-    g.add_argument(
-        "-s",
-        "--session",
-        action="append",
-        metavar="SESSION",
-        help="session ID or label, mixed freely (repeatable; @FILE)",
-    )
-    g.add_argument("--since", metavar="YYYY-MM-DD", help="sessions on or after this date")
-    g.add_argument("--until", metavar="YYYY-MM-DD", help="sessions on or before this date")
-    g.add_argument(
-        "--xsi-type",
-        "--modality",
-        dest="xsi_type",
-        action="append",
-        metavar="T",
-        help="session type or modality, e.g. xnat:mrSessionData, MR, PET",
-    )
-    g.add_argument(
-        "--scan-type",
-        action="append",
-        metavar="PATTERN",
-        help="scan ID, type or series description (glob, case-insensitive)",
-    )
-    g.add_argument(
-        "--quality", action="append", metavar="Q", help="scan quality, e.g. usable (repeatable)"
-    )
-    g.add_argument(
-        "--resource",
-        action="append",
-        metavar="LABEL",
-        help="resource label or format, e.g. DICOM (default: every resource)",
-    )
-    g.add_argument("--no-scans", action="store_true", help="skip scan files")
-    g.add_argument(
-        "--session-resources", action="store_true", help="also fetch session-level resources"
-    )
-    g.add_argument("--assessors", action="store_true", help="also fetch assessors")
-    g.add_argument("--recons", action="store_true", help="also fetch reconstructions")
-    g.add_argument(
-        "--catalog",
-        metavar="FILE|URL",
-        help="fetch what an XNAT catalog XML lists: a file saved from the download page, or "
-        "its link on the same server (the page's download-client hand-off)",
-    )
-
-
-def _layout_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("layout and transfer")
-    g.add_argument(
-        "-o",
-        "--output",
-        "--output_dir",
-        dest="output",
-        type=Path,
-        metavar="DIR",
-        help="output directory (default: current directory)",
-    )
-    g.add_argument("--layout", choices=[m.value for m in Layout], default="xnat")
-    g.add_argument(
-        "--include-project",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="a folder per project (default: yes)",
-    )
-    g.add_argument(
-        "--include-subject",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="a folder per subject (default: yes)",
-    )
-    g.add_argument("-j", "--jobs", type=int, default=8, help="parallel transfers (default 8)")
-    g.add_argument(
-        "--max-rate", metavar="MB/S", type=float, help="limit total download speed, in MB/s"
-    )
-    g.add_argument(
-        "--transfer",
-        choices=[m.value for m in Mode],
-        default="auto",
-        help="per resource: a streamed zip for many small files, per-file GETs otherwise "
-        "(auto, the default; -v says which and why), or force one",
-    )
-    g.add_argument("--dry-run", action="store_true", help="print the plan; transfer nothing")
-    g.add_argument("--json", action="store_true", help="machine-readable output")
-    g.add_argument(
-        "--overwrite",
-        "-ow",
-        action="store_true",
-        help="replace existing files instead of keeping verified ones",
-    )
-    g.add_argument(
-        "--checksum",
-        action="store_true",
-        help="hash files verified by earlier runs before trusting them (default: trust them "
-        "while their size and modification time are unchanged)",
-    )
-    g.add_argument(
-        "--no-space-check",
-        dest="space_check",
-        action="store_false",
-        help="start even if the plan does not fit in the output's free space",
-    )
-    g.add_argument(
-        "--manifest",
-        type=Path,
-        metavar="FILE",
-        help="download a manifest saved by an earlier run (manifest.json)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,11 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     download = sub.add_parser("download", help="plan and fetch a selection")
     connection_args(download)
-    _selection_args(download)
-    _layout_args(download)
+    selection_args(download)
+    layout_args(download)
     listing = sub.add_parser("ls", help="list what a selection matches")
     connection_args(listing)
-    _selection_args(listing)
+    selection_args(listing)
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser(
         "upload",
@@ -220,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "copy", help="copy sessions from one XNAT to another, every file verified on the target"
     )
     _copy_args(copying)
-    _selection_args(copying)
+    selection_args(copying)
     sub.add_parser(
         "project", add_help=False, help="create a project (see: xnat-downloader project -h)"
     )
@@ -228,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
         "prearchive",
         add_help=False,
         help="list, archive, move, delete prearchive sessions (see: … prearchive -h)",
+    )
+    sub.add_parser(
+        "slurm",
+        add_help=False,
+        help="write (and submit) a download as a Slurm job array (see: … slurm -h)",
+    )
+    sub.add_parser(
+        "status", add_help=False, help="merge every run's and shard's report (see: … status -h)"
     )
     sub.add_parser(
         "dicom-send",
@@ -260,27 +154,9 @@ def legacy_parser() -> argparse.ArgumentParser:
     """The seed tool's flags: -w, -u, -o/--output_dir, -v, -ow, plus our download flags."""
     parser = argparse.ArgumentParser(prog="xnat-downloader", description=__doc__)
     connection_args(parser)
-    _selection_args(parser)
-    _layout_args(parser)
+    selection_args(parser)
+    layout_args(parser)
     return parser
-
-
-def _selection(args: argparse.Namespace, projects: tuple[str, ...]) -> Selection:
-    return Selection(
-        projects=projects,
-        subjects=expand(args.subject),
-        sessions=expand(args.session),
-        since=parse_day(args.since, "--since") if args.since else None,
-        until=parse_day(args.until, "--until") if args.until else None,
-        xsi_types=expand(args.xsi_type),
-        scan_types=expand(args.scan_type),
-        qualities=expand(args.quality),
-        resources=expand(args.resource),
-        scans=not args.no_scans,
-        session_resources=args.session_resources,
-        assessors=args.assessors,
-        recons=args.recons,
-    )
 
 
 def _choose_projects(
@@ -311,8 +187,8 @@ def run(
         return upload_cli.run(list(argv[1:]), stdout=stdout, stderr=stderr, interactive=interactive)
     if argv and argv[0] == "xget":
         return xget_cli.run(list(argv[1:]), stdout=stdout, stderr=stderr, interactive=interactive)
-    if argv and argv[0] in MANAGE:
-        command = MANAGE[argv[0]]
+    if argv and argv[0] in OWN_PARSERS:
+        command = OWN_PARSERS[argv[0]]
         return command(list(argv[1:]), stdout=stdout, stderr=stderr, interactive=interactive)
     if argv and argv[0] in SUBCOMMANDS:
         args = build_parser().parse_args(argv)
@@ -388,7 +264,7 @@ def _copy(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive:
         report = copying.copy(
             source,
             target,
-            _selection(args, projects),
+            selection_of(args, projects),
             target_project=args.to_project,
             jobs=args.jobs,
             sink=logging_sink(shown),
@@ -456,14 +332,10 @@ def _command(
                 "no project selected: use -p PROJECT (or run on a terminal to choose from a list)"
             )
         projects = _choose_projects(conn, ask, stdout)
-    selection = _selection(args, projects)
+    selection = selection_of(args, projects)
     if args.command == "ls":
         return _ls(conn, selection, args, stdout)
     return _download(conn, selection, args, outdir or Path.cwd(), stdout, stderr, interactive)
-
-
-def _layout(args: argparse.Namespace) -> LayoutOptions:
-    return LayoutOptions(Layout(args.layout), args.include_project, args.include_subject)
 
 
 def _print_plan(result: api.PlanResult, args: argparse.Namespace, out: TextIO) -> None:
@@ -507,14 +379,17 @@ def _download(
     interactive: bool,
 ) -> int:
     saved: Plan | None = None
+    shard = parse_shard(args.shard, os.environ) if args.shard else None
     if args.manifest:
         _server, saved = load_manifest(args.manifest)
     if args.dry_run:
         result = (
             api.PlanResult(saved, [], [], 0, conn.url)
             if saved
-            else api.plan(conn, selection, layout=_layout(args), catalog=args.catalog)
+            else api.plan(conn, selection, layout=layout_of(args), catalog=args.catalog)
         )
+        if shard is not None:
+            result = replace(result, plan=select_shard(result.plan, shard))
         if args.verbose:
             print(f"the plan took {result.requests} requests", file=stderr)
         _print_plan(result, args, stdout)
@@ -537,7 +412,7 @@ def _download(
             conn,
             selection,
             outdir,
-            layout=_layout(args),
+            layout=layout_of(args),
             catalog=args.catalog,
             saved_plan=saved,
             jobs=args.jobs,
@@ -548,7 +423,12 @@ def _download(
             mode=Mode(args.transfer),
             sink=logging_sink(shown),
             on_plan=on_plan,
+            shard=shard,
         )
+    if report.files == 0 and shard is not None and not report.outcomes:
+        print(f"shard {shard}: no sessions fell to this shard; nothing to do", file=stderr)
+        print(done_line(report), file=stdout)
+        return EXIT_OK
     if report.files == 0:
         return _nothing_matched(selection, stdout)
     print_summary(report, args.quiet, stdout, stderr)

@@ -18,9 +18,19 @@ from pathlib import Path
 from typing import IO
 
 from xnat_downloader.errors import LocalWriteError, LockedError, UsageError
+from xnat_downloader.plan.shard import Shard
 from xnat_downloader.transfer.localfs import write_failure
 
 STATE_DIR = ".xnat-downloader"
+SHARDS_DIR = "shards"  # under STATE_DIR: one folder of state per shard (``K-of-N``)
+
+
+def state_dir(outdir: Path, shard: Shard | None = None) -> Path:
+    """Where a run keeps its state, manifest and reports: ``DIR/.xnat-downloader``, or for a
+    shard ``DIR/.xnat-downloader/shards/K-of-N`` (each shard has its own state and lock, so
+    shards can share one output tree)."""
+    base = outdir / STATE_DIR
+    return base if shard is None else base / SHARDS_DIR / shard.folder
 
 
 @dataclass(frozen=True)
@@ -49,8 +59,8 @@ def read_verified(database: Path) -> list[Record]:
 class State:
     """The state database and lock of one output directory.  Close it to release the lock."""
 
-    def __init__(self, outdir: Path) -> None:
-        self.dir = outdir / STATE_DIR
+    def __init__(self, outdir: Path, shard: Shard | None = None) -> None:
+        self.dir = state_dir(outdir, shard)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -69,8 +79,9 @@ class State:
             self._lock.close()
             self._lock = None
             msg = (
-                f"another xnat-downloader run ({holder}) is using {outdir}; wait for it to "
-                "finish or choose another output directory"
+                f"another xnat-downloader run ({holder}) is using {outdir}"
+                + (f" as shard {shard}" if shard is not None else "")
+                + "; wait for it to finish or choose another output directory"
             )
             raise LockedError(msg) from exc
         self._lock.seek(0)

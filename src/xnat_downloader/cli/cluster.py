@@ -1,0 +1,168 @@
+"""``xnat-downloader slurm`` and ``xnat-downloader status`` (CONTRACT §6).
+
+``slurm`` plans once and writes ``DIR/.xnat-downloader/slurm/array.sbatch`` (submitting it
+with ``--submit``); ``status`` merges every run's and shard's report.  Exit status of
+``status``: 0 when every shard (and run) finished with nothing failed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import TextIO
+
+from xnat_downloader import cluster
+from xnat_downloader.cli.common import (
+    configure_logging,
+    connection,
+    connection_args,
+    guarded,
+    warn_insecure,
+)
+from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
+from xnat_downloader.cli.inputs import expand
+from xnat_downloader.cli.progress import human_bytes
+from xnat_downloader.cli.selection import layout_of, selection_args, selection_of
+from xnat_downloader.errors import UsageError
+from xnat_downloader.plan.layout import Layout
+from xnat_downloader.plan.plan import load_manifest
+from xnat_downloader.transfer.engine import MAX_JOBS
+
+
+def slurm_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xnat-downloader slurm",
+        description=(
+            "Plan a download once and write it as a Slurm job array: N tasks, each fetching "
+            "its shard (whole sessions, balanced by bytes) into one output tree, at most M at "
+            "once. No password goes into the script or the job: tasks use your ~/.netrc, or "
+            "an alias token this command writes to a file only you can read."
+        ),
+    )
+    connection_args(parser)
+    selection_args(parser)
+    g = parser.add_argument_group("the array")
+    g.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                   help="the output tree every task writes into")  # fmt: skip
+    g.add_argument("--shards", type=int, required=True, metavar="N", help="number of tasks")
+    g.add_argument("--max-running", type=int, metavar="M",
+                   help="at most M tasks at once (default: all N)")  # fmt: skip
+    g.add_argument("-j", "--jobs", type=int, default=4,
+                   help="connections per task (default 4)")  # fmt: skip
+    g.add_argument("--manifest", type=Path, metavar="FILE",
+                   help="a saved manifest.json instead of a selection")  # fmt: skip
+    g.add_argument("--layout", choices=[m.value for m in Layout], default="xnat")
+    g.add_argument("--include-project", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--include-subject", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--submit", action="store_true", help="submit it with sbatch")
+    g.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    return parser
+
+
+def status_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xnat-downloader status",
+        description="Merge every run's and every shard's latest report under DIR: per shard "
+        "done, failed, running or not started, the totals, and the command that runs the "
+        "unfinished shards again.",
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    return parser
+
+
+def run_slurm(argv: list[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
+    args = slurm_parser().parse_args(argv)
+    configure_logging(args.verbose, args.quiet, stderr)
+    return guarded(lambda: _slurm(args, stdout, stderr, interactive), stderr)
+
+
+def _slurm(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
+    if not 1 <= args.jobs <= MAX_JOBS:
+        raise UsageError(f"--jobs {args.jobs} must be between 1 and {MAX_JOBS}")
+    projects = expand(args.project)
+    url = args.web or os.environ.get("XNAT_HOST", "")
+    if args.manifest is not None and not url:
+        url, _ = load_manifest(args.manifest)
+    if not url:
+        print("error: no XNAT server given: use -w URL or set XNAT_HOST", file=stderr)
+        return EXIT_USAGE
+    if args.manifest is None and not projects and not args.catalog:
+        raise UsageError("say what to download: -p PROJECT (and other selection flags), or "
+                         "--manifest FILE")  # fmt: skip
+    if args.insecure:
+        warn_insecure(stderr)
+    conn = connection(args, url, interactive)
+    job = cluster.prepare_array(
+        conn,
+        selection_of(args, projects),
+        args.output,
+        shards=args.shards,
+        max_running=args.max_running,
+        jobs=args.jobs,
+        layout=layout_of(args),
+        manifest=args.manifest,
+        catalog=args.catalog,
+        submit=args.submit,
+    )
+    for gap in job.not_planned:
+        print(f"not in the plan: {gap}", file=stderr)
+    if args.json:
+        print(json.dumps({
+            "script": str(job.script), "manifest": str(job.manifest), "shards": job.shards,
+            "max_running": job.max_running, "jobs": job.jobs, "connections": job.connections,
+            "files": job.files, "bytes": job.bytes, "empty_shards": job.empty_shards,
+            "login": job.login, "not_planned": job.not_planned, "job_id": job.job_id,
+        }), file=stdout)  # fmt: skip
+    else:
+        print(f"plan: {job.files} files, {job.bytes} bytes ({human_bytes(job.bytes)}), "
+              f"saved to {job.manifest}", file=stdout)  # fmt: skip
+        print(f"script: {job.script}", file=stdout)
+        print(
+            f"array: {job.shards} tasks, at most {job.max_running} at once x {job.jobs} "
+            f"connections = at most {job.connections} connections to {job.server}",
+            file=stdout,
+        )
+        if job.empty_shards:
+            print(f"note: {job.empty_shards} shards get no session (more shards than "
+                  "sessions); they finish at once", file=stderr)  # fmt: skip
+        print(f"tasks log in with: {job.login}", file=stdout)
+        if job.job_id:
+            print(f"submitted: job {job.job_id}", file=stdout)
+        else:
+            print(f"submit it with: sbatch {job.script}", file=stdout)
+        print(f"follow it with: xnat-downloader status -o {args.output}", file=stdout)
+    return EXIT_FAILED_FILES if job.not_planned else EXIT_OK
+
+
+def run_status(argv: list[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
+    args = status_parser().parse_args(argv)
+    return guarded(lambda: _status(args, stdout), stderr)
+
+
+def _status(args: argparse.Namespace, stdout: TextIO) -> int:
+    found = cluster.status(args.output)
+    states = [s.state for s in found.shards]
+    verified = sum(s.verified for s in found.shards)
+    failed = sum(s.failed for s in found.shards)
+    if args.json:
+        print(json.dumps({
+            "output": str(found.outdir),
+            "runs": [vars(s) for s in found.shards],
+            "verified": verified, "failed": failed, "done": found.done, "rerun": found.rerun,
+        }), file=stdout)  # fmt: skip
+        return EXIT_OK if found.done else EXIT_FAILED_FILES
+    for s in found.shards:
+        name = f"shard {s.shard}" if s.shard else "download"
+        print(f"{name}: {s.state}, {s.verified} verified, {s.failed} failed", file=stdout)
+    if found.rerun:
+        print(f"to finish: {found.rerun}", file=stdout)
+    print(
+        f"status: {len(states)} runs, {states.count('done')} done, {states.count('failed')} "
+        f"failed, {states.count('running')} running, {states.count('not started')} not "
+        f"started; {verified} files verified, {failed} failed",
+        file=stdout,
+    )
+    return EXIT_OK if found.done else EXIT_FAILED_FILES

@@ -1,0 +1,161 @@
+"""The selection and layout flags that ``download``, ``ls``, ``copy`` and ``slurm`` share,
+and what they become (a :class:`Selection`, a :class:`LayoutOptions`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from xnat_downloader.cli.inputs import expand, parse_day
+from xnat_downloader.plan.layout import Layout, LayoutOptions
+from xnat_downloader.transfer.modes import Mode
+from xnat_downloader.xnat.selection import Selection
+
+
+def selection_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("selection")
+    g.add_argument(
+        "-p",
+        "--project",
+        action="append",
+        metavar="PROJECT",
+        help="project ID (repeatable; @FILE reads a list)",
+    )
+    g.add_argument(
+        "--subject", action="append", metavar="S", help="subject ID or label (repeatable; @FILE)"
+    )
+    g.add_argument(
+        "-s",
+        "--session",
+        action="append",
+        metavar="SESSION",
+        help="session ID or label, mixed freely (repeatable; @FILE)",
+    )
+    g.add_argument("--since", metavar="YYYY-MM-DD", help="sessions on or after this date")
+    g.add_argument("--until", metavar="YYYY-MM-DD", help="sessions on or before this date")
+    g.add_argument(
+        "--xsi-type",
+        "--modality",
+        dest="xsi_type",
+        action="append",
+        metavar="T",
+        help="session type or modality, e.g. xnat:mrSessionData, MR, PET",
+    )
+    g.add_argument(
+        "--scan-type",
+        action="append",
+        metavar="PATTERN",
+        help="scan ID, type or series description (glob, case-insensitive)",
+    )
+    g.add_argument(
+        "--quality", action="append", metavar="Q", help="scan quality, e.g. usable (repeatable)"
+    )
+    g.add_argument(
+        "--resource",
+        action="append",
+        metavar="LABEL",
+        help="resource label or format, e.g. DICOM (default: every resource)",
+    )
+    g.add_argument("--no-scans", action="store_true", help="skip scan files")
+    g.add_argument(
+        "--session-resources", action="store_true", help="also fetch session-level resources"
+    )
+    g.add_argument("--assessors", action="store_true", help="also fetch assessors")
+    g.add_argument("--recons", action="store_true", help="also fetch reconstructions")
+    g.add_argument(
+        "--catalog",
+        metavar="FILE|URL",
+        help="fetch what an XNAT catalog XML lists: a file saved from the download page, or "
+        "its link on the same server (the page's download-client hand-off)",
+    )
+
+
+def layout_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("layout and transfer")
+    g.add_argument(
+        "-o",
+        "--output",
+        "--output_dir",
+        dest="output",
+        type=Path,
+        metavar="DIR",
+        help="output directory (default: current directory)",
+    )
+    g.add_argument("--layout", choices=[m.value for m in Layout], default="xnat")
+    g.add_argument(
+        "--include-project",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a folder per project (default: yes)",
+    )
+    g.add_argument(
+        "--include-subject",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a folder per subject (default: yes)",
+    )
+    g.add_argument("-j", "--jobs", type=int, default=8, help="parallel transfers (default 8)")
+    g.add_argument(
+        "--max-rate", metavar="MB/S", type=float, help="limit total download speed, in MB/s"
+    )
+    g.add_argument(
+        "--transfer",
+        choices=[m.value for m in Mode],
+        default="auto",
+        help="per resource: a streamed zip for many small files, per-file GETs otherwise "
+        "(auto, the default; -v says which and why), or force one",
+    )
+    g.add_argument("--dry-run", action="store_true", help="print the plan; transfer nothing")
+    g.add_argument("--json", action="store_true", help="machine-readable output")
+    g.add_argument(
+        "--overwrite",
+        "-ow",
+        action="store_true",
+        help="replace existing files instead of keeping verified ones",
+    )
+    g.add_argument(
+        "--checksum",
+        action="store_true",
+        help="hash files verified by earlier runs before trusting them (default: trust them "
+        "while their size and modification time are unchanged)",
+    )
+    g.add_argument(
+        "--no-space-check",
+        dest="space_check",
+        action="store_false",
+        help="start even if the plan does not fit in the output's free space",
+    )
+    g.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="FILE",
+        help="download a manifest saved by an earlier run (manifest.json)",
+    )
+    g.add_argument(
+        "--shard",
+        metavar="K/N|slurm",
+        help="fetch only shard K (0-based) of N: whole sessions, balanced by bytes; 'slurm' "
+        "takes K and N from the Slurm array task (SLURM_ARRAY_TASK_ID/COUNT)",
+    )
+
+
+def selection_of(args: argparse.Namespace, projects: tuple[str, ...]) -> Selection:
+    return Selection(
+        projects=projects,
+        subjects=expand(args.subject),
+        sessions=expand(args.session),
+        since=parse_day(args.since, "--since") if args.since else None,
+        until=parse_day(args.until, "--until") if args.until else None,
+        xsi_types=expand(args.xsi_type),
+        scan_types=expand(args.scan_type),
+        qualities=expand(args.quality),
+        resources=expand(args.resource),
+        scans=not args.no_scans,
+        session_resources=args.session_resources,
+        assessors=args.assessors,
+        recons=args.recons,
+    )
+
+
+def layout_of(args: argparse.Namespace) -> LayoutOptions:
+    return LayoutOptions(Layout(args.layout), args.include_project, args.include_subject)

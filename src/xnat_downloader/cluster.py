@@ -1,0 +1,313 @@
+"""Downloads as a Slurm job array: :func:`prepare_array` and :func:`status`.
+
+``prepare_array`` plans once and saves the plan where every task reads it
+(``DIR/.xnat-downloader/slurm/manifest.json``), so no task walks the server; it then writes
+``array.sbatch``, an array of N tasks of which at most M run at once, each fetching its
+shard (:mod:`xnat_downloader.plan.shard`) with ``-j`` connections.  No password is written:
+tasks log in through the user's ``~/.netrc`` entry for the server when there is one, or
+else through an alias token issued now and kept in a 0600 file beside the script.
+
+``status`` merges what every run and every shard reported into one view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from xnat_downloader.api import Connection, check_output_dir, plan_in
+from xnat_downloader.errors import UsageError
+from xnat_downloader.plan.layout import LayoutOptions
+from xnat_downloader.plan.plan import Plan, load_manifest, manifest_json
+from xnat_downloader.plan.shard import Shard, assign
+from xnat_downloader.transfer.localfs import write_whole
+from xnat_downloader.transfer.state import SHARDS_DIR, STATE_DIR, state_dir
+from xnat_downloader.xnat.selection import Selection
+from xnat_downloader.xnat.tokens import issue_token
+
+SLURM_DIR = "slurm"
+
+
+@dataclass
+class ArrayJob:
+    """What :func:`prepare_array` wrote (and submitted)."""
+
+    script: Path
+    manifest: Path
+    shards: int
+    max_running: int
+    jobs: int
+    server: str
+    files: int
+    bytes: int
+    empty_shards: int  # shards no session fell to (more shards than sessions)
+    login: str  # how tasks log in: "netrc (~/.netrc)", "alias token (FILE)" or "none"
+    not_planned: list[str] = field(default_factory=list)  # selected, but not plannable
+    job_id: str = ""
+
+    @property
+    def connections(self) -> int:
+        """The most connections the array opens to the server at once."""
+        return min(self.max_running, self.shards) * self.jobs
+
+
+def slurm_dir(outdir: Path) -> Path:
+    return outdir / STATE_DIR / SLURM_DIR
+
+
+def _task_command(server: str, manifest: Path, outdir: Path, shards: int, jobs: int) -> str:
+    argv = [sys.executable, "-m", "xnat_downloader", "download", "-w", server,
+            "--manifest", str(manifest), "-o", str(outdir), "-j", str(jobs), "-q"]  # fmt: skip
+    # The task's index is the shell's to expand; N is fixed here, so resubmitting a single
+    # task (sbatch --array=K) still fetches shard K of N.
+    return " ".join(shlex.quote(a) for a in argv) + f' --shard "${{SLURM_ARRAY_TASK_ID}}/{shards}"'
+
+
+def render_script(
+    *, outdir: Path, server: str, manifest: Path, shards: int, max_running: int, jobs: int,
+    netrc: Path | None,
+) -> str:  # fmt: skip
+    """The sbatch script (pure)."""
+    logs = slurm_dir(outdir) / "logs"
+    host = urlsplit(server).netloc
+    lines = [
+        "#!/bin/bash",
+        "#SBATCH --job-name=xnat-downloader",
+        f"#SBATCH --array=0-{shards - 1}%{max_running}",
+        f"#SBATCH --output={logs}/task-%a.out",
+        f"#SBATCH --chdir={outdir}",
+        # The submitting shell's environment, but never its XNAT password.
+        "#SBATCH --export=ALL,XNAT_PASS=,XNAT_USER=",
+        "# Written by 'xnat-downloader slurm'. Each task fetches its shard of the saved plan;",
+        f"# at most {max_running} tasks x {jobs} connections = "
+        f"{min(max_running, shards) * jobs} connections reach {host} at once.",
+        "# Resubmit unfinished shards with: sbatch --array=K[,K...] this-file",
+        "set -u",
+        "unset XNAT_PASS XNAT_USER",
+    ]
+    if netrc is not None:
+        lines.append(f"export NETRC={shlex.quote(str(netrc))}  # an alias token, not a password")
+    lines.append("exec " + _task_command(server, manifest, outdir, shards, jobs))
+    return "\n".join(lines) + "\n"
+
+
+def _write_token(folder: Path, server: str, alias: str, secret: str) -> Path:
+    """A netrc file only the user can read, naming the server's host and the token."""
+    path = folder / "netrc"
+    host = urlsplit(server).hostname or ""
+    text = f"machine {host} login {alias} password {secret}\n"
+    tmp = path.with_name(".netrc.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+async def _plan_and_login(
+    conn: Connection, selection: Selection, layout: LayoutOptions, catalog: str | None,
+    need_plan: bool, need_token: bool,
+) -> tuple[Plan | None, list[str], str, tuple[str, str] | None]:  # fmt: skip
+    async with conn.session() as xs:
+        plan, gaps = None, []
+        if need_plan:
+            planned = await plan_in(xs, selection, layout, catalog)
+            plan, gaps = planned.plan, [f"{g.what}: {g.reason}" for g in planned.gaps]
+        token = await issue_token(xs) if need_token else None
+        return plan, gaps, xs.base_url, (token.alias, token.secret) if token else None
+
+
+def prepare_array(
+    conn: Connection,
+    selection: Selection,
+    outdir: str | Path,
+    *,
+    shards: int,
+    max_running: int | None = None,
+    jobs: int = 4,
+    layout: LayoutOptions | None = None,
+    manifest: Path | None = None,
+    catalog: str | None = None,
+    submit: bool = False,
+) -> ArrayJob:
+    """Plan (or take ``manifest``), then write the array script; ``submit`` runs sbatch."""
+    out = Path(outdir).resolve()
+    if shards < 1:
+        raise UsageError(f"--shards {shards}: give at least 1")
+    running = max_running or shards
+    if running < 1:
+        raise UsageError(f"--max-running {running}: give at least 1")
+    check_output_dir(out)
+    folder = slurm_dir(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "logs").mkdir(exist_ok=True)
+    saved: Plan | None = None
+    server = conn.url
+    if manifest is not None:
+        server_in_file, saved = load_manifest(manifest)
+        server = server_in_file or server
+    source = conn.credentials.source
+    # Files the tasks can read themselves; anything else (flags, environment, a prompt) is
+    # replaced by an alias token, so that no password reaches the script or the job.
+    use_netrc = source.startswith(("netrc", "xnatPass")) or not conn.credentials.complete
+    plan, gaps, base, token = asyncio.run(
+        _plan_and_login(
+            conn, selection, layout or LayoutOptions(), catalog, saved is None, not use_netrc
+        )
+    )
+    plan = saved if saved is not None else plan
+    assert plan is not None
+    server = base if saved is None else server
+    if not plan.entries:
+        raise UsageError(f"nothing matched: {selection.describe()}; no job array was written")
+    manifest_path = folder / "manifest.json"
+    write_whole(manifest_path, manifest_json(plan, server))
+    netrc = _write_token(folder, server, *token) if token is not None else None
+    script = folder / "array.sbatch"
+    write_whole(
+        script,
+        render_script(
+            outdir=out,
+            server=server,
+            manifest=manifest_path,
+            shards=shards,
+            max_running=running,
+            jobs=jobs,
+            netrc=netrc,
+        ),
+    )
+    script.chmod(0o755)
+    used = set(assign(plan, shards).values())
+    job = ArrayJob(
+        script=script,
+        manifest=manifest_path,
+        shards=shards,
+        max_running=running,
+        jobs=jobs,
+        server=server,
+        files=len(plan.entries),
+        bytes=plan.total_bytes,
+        empty_shards=shards - len(used),
+        login=f"alias token ({netrc})" if netrc else (source if conn.credentials.user else "none"),
+        not_planned=gaps,
+    )
+    write_whole(folder / "array.json", json.dumps({"shards": shards, "script": str(script),
+                                                   "server": server}))  # fmt: skip
+    if submit:
+        job.job_id = submit_array(script)
+    return job
+
+
+def submit_array(script: Path, array: str | None = None) -> str:
+    """``sbatch`` the script (``array``: only those task indices); the job ID."""
+    argv = ["sbatch", "--parsable"] + ([f"--array={array}"] if array else []) + [str(script)]
+    env = {k: v for k, v in os.environ.items() if k not in ("XNAT_PASS", "XNAT_USER")}
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    except FileNotFoundError as exc:
+        msg = f"sbatch is not installed here; submit {script} on a Slurm login node"
+        raise UsageError(msg) from exc
+    if done.returncode != 0:
+        msg = f"sbatch refused {script}: {done.stderr.strip() or done.stdout.strip()}"
+        raise UsageError(msg)
+    return done.stdout.strip().split(";")[0]
+
+
+# -- status ---------------------------------------------------------------------------------
+@dataclass
+class ShardStatus:
+    shard: str  # "K/N", or "" for a run without shards
+    state: str  # done | failed | running | not started
+    files: int = 0
+    verified: int = 0
+    failed: int = 0
+    report: str = ""
+
+
+@dataclass
+class Status:
+    outdir: Path
+    shards: list[ShardStatus]
+    rerun: str = ""  # the command that runs the unfinished shards again
+
+    @property
+    def done(self) -> bool:
+        return bool(self.shards) and all(s.state == "done" for s in self.shards)
+
+
+def _held(lock: Path) -> bool:
+    """Whether a running download holds this state folder's lock."""
+    if not lock.exists():
+        return False
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        return False
+
+
+def _latest_report(folder: Path) -> Path | None:
+    reports = sorted((folder / "reports").glob("run-*.jsonl"), key=lambda p: p.stat().st_mtime)
+    return reports[-1] if reports else None
+
+
+def _folder_status(name: str, folder: Path) -> ShardStatus:
+    status = ShardStatus(name, "not started")
+    report = _latest_report(folder)
+    if report is not None:
+        rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
+        status.files = len(rows)
+        status.verified = sum(1 for r in rows if r.get("status") in ("verified", "skipped"))
+        status.failed = sum(1 for r in rows if r.get("status") == "failed")
+        status.report = str(report)
+        status.state = "failed" if status.failed else "done"
+    if _held(folder / "lock"):
+        status.state = "running"
+    return status
+
+
+def status(outdir: str | Path) -> Status:
+    """Every run's and shard's latest report under ``outdir``, merged."""
+    out = Path(outdir)
+    base = out / STATE_DIR
+    if not base.is_dir():
+        raise UsageError(f"{out} holds no download (no {STATE_DIR}/): nothing to report")
+    found: list[ShardStatus] = []
+    if (base / "reports").is_dir() or (base / "lock").exists():
+        found.append(_folder_status("", base))
+    counts: set[int] = set()
+    for folder in (base / SHARDS_DIR).glob("*-of-*") if (base / SHARDS_DIR).is_dir() else []:
+        first, _, total = folder.name.partition("-of-")
+        if first.isdigit() and total.isdigit():
+            counts.add(int(total))
+    array = slurm_dir(out) / "array.json"
+    script = None
+    if array.exists():
+        meta = json.loads(array.read_text())
+        counts.add(int(meta["shards"]))
+        script = meta.get("script")
+    for n in sorted(counts):
+        for k in range(n):
+            shard = Shard(k, n)
+            found.append(_folder_status(str(shard), state_dir(out, shard)))
+    result = Status(out, found)
+    unfinished = [s for s in found if s.shard and s.state in ("failed", "not started")]
+    if unfinished and script:
+        indices = ",".join(s.shard.split("/")[0] for s in unfinished)
+        result.rerun = f"sbatch --array={indices} {shlex.quote(script)}"
+    elif unfinished:
+        result.rerun = "; ".join(
+            f"xnat-downloader download … -o {shlex.quote(str(out))} --shard {s.shard}"
+            for s in unfinished
+        )
+    return result

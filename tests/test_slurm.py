@@ -1,0 +1,171 @@
+"""Sharded downloads, ``slurm`` and ``status``: on a real single-node Slurm (issue 17)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, Server, start_server
+from tests.slurmcluster import Cluster
+from xnat_downloader.errors import UsageError
+from xnat_downloader.plan.plan import Plan, PlanEntry
+from xnat_downloader.plan.shard import Shard, assign, parse_shard, select
+from xnat_downloader.xnat.model import RemoteFile
+
+PASSWORD = "Sh4rd-pa55-word"
+
+
+# -- the shard decision, pure -----------------------------------------------------------------
+def entry(session: str, name: str, size: int) -> PlanEntry:
+    remote = RemoteFile(f"/data/experiments/{session}/scans/1/resources/DICOM/files/{name}",
+                        name, size, None, "P", "S", session, session, "scan", "DICOM")  # fmt: skip
+    return PlanEntry(remote, f"P/S/{session}/{name}")
+
+
+def test_shards_keep_sessions_whole_balance_bytes_and_cover_the_plan_once() -> None:
+    sizes = {"E1": 900, "E2": 500, "E3": 400, "E4": 300, "E5": 200, "E6": 100}
+    plan = Plan([entry(s, f"f{i}", size // 2) for s, size in sizes.items() for i in range(2)])
+    where = assign(plan, 3)
+    assert assign(plan, 3) == where  # every task computes the same
+    loads: Counter[int] = Counter()
+    for e in plan.entries:
+        loads[where[f"P/{e.file.session_id}"]] += e.file.size or 0
+    assert sorted(loads.values()) == [700, 800, 900]  # largest first, to the lightest
+    parts = [select(plan, Shard(k, 3)) for k in range(3)]
+    locals_ = [e.local for part in parts for e in part.entries]
+    assert sorted(locals_) == sorted(e.local for e in plan.entries)  # all, once
+    for part in parts:
+        sessions = {e.file.session_id for e in part.entries}
+        for s in sessions:  # a session's files are all in the same shard
+            assert all(e in part.entries for e in plan.entries if e.file.session_id == s)
+
+
+def test_shard_flags() -> None:
+    assert parse_shard("2/4", {}) == Shard(2, 4)
+    env = {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "3"}
+    assert parse_shard("slurm", env) == Shard(2, 4)
+    for bad, message in (("4/4", "from 0 to N-1"), ("x", "give K/N"), ("slurm", "SLURM_ARRAY")):
+        with pytest.raises(UsageError, match=message):
+            parse_shard(bad, {})
+
+
+# -- on Slurm --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    running = Cluster(tmp_path_factory.mktemp("slurm"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def server(archive: Path) -> Iterator[Server]:
+    subprocess.run([BIN / "minixnat", "user", "add", "--root", str(archive), "carol",
+                    "--password", PASSWORD], check=True)  # fmt: skip
+    subprocess.run([BIN / "minixnat", "project", "member", "--root", str(archive), "DEMO01",
+                    "carol", "member"], check=True)  # fmt: skip
+    running = start_server(archive)
+    yield running
+    running.stop()
+
+
+def xdl(*args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([BIN / "xnat-downloader", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, env=env)  # fmt: skip
+
+
+def verified_by_shard(out: Path) -> Counter[str]:
+    """How many times each local path was reported verified, over every shard's reports."""
+    seen: Counter[str] = Counter()
+    for report in (out / ".xnat-downloader" / "shards").glob("*/reports/*.jsonl"):
+        for line in report.read_text().splitlines():
+            row = json.loads(line)
+            if row["status"] == "verified":
+                seen[row["local"]] += 1
+    return seen
+
+
+def test_a_slurm_array_downloads_the_selection_once_and_a_cancelled_task_is_resubmitted(
+    cluster: Cluster, server: Server, tmp_path: Path
+) -> None:
+    env = {**cluster.env, "XDG_STATE_HOME": str(tmp_path / "state")}
+    env.pop("XNAT_PASS", None)
+    # The reference: the same selection as one ordinary download.
+    whole = tmp_path / "whole"
+    one = xdl("download", "-w", server.url, "-u", "carol", "--password", PASSWORD,
+              "-p", "DEMO01", "-o", whole, "-q", env=env)  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    expected = sorted(
+        p.relative_to(whole).as_posix()
+        for p in whole.rglob("*") if p.is_file() and ".xnat-downloader" not in p.parts
+    )  # fmt: skip
+
+    out = tmp_path / "array"
+    made = xdl("slurm", "-w", server.url, "-u", "carol", "--password", PASSWORD, "-p", "DEMO01",
+               "-o", out, "--shards", "4", "--max-running", "2", "-j", "2", "--submit",
+               "--json", env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    job = json.loads(made.stdout)
+    assert (job["shards"], job["max_running"], job["connections"]) == (4, 2, 4)
+    script = Path(job["script"])
+    assert script == out.resolve() / ".xnat-downloader" / "slurm" / "array.sbatch"
+    text = script.read_text()
+    assert "#SBATCH --array=0-3%2" in text
+    assert PASSWORD not in text  # an alias token in a file only the user reads instead
+    token = out / ".xnat-downloader" / "slurm" / "netrc"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert PASSWORD not in token.read_text()
+    cluster.wait_for_job(job["job_id"])
+    got = sorted(
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*") if p.is_file() and ".xnat-downloader" not in p.parts
+    )  # fmt: skip
+    assert got == expected
+    seen = verified_by_shard(out)
+    assert sorted(seen) == expected
+    assert set(seen.values()) == {1}  # every file verified once, by one shard
+    status = xdl("status", "-o", out, "--json", env=env)
+    assert status.returncode == 0, status.stdout
+    doc = json.loads(status.stdout)
+    assert [r["state"] for r in doc["runs"]] == ["done"] * 4
+    assert doc["verified"] == len(expected)
+
+    # Again into a fresh tree, one task at a time; cancel the last task before it starts.
+    again = tmp_path / "again"
+    made = xdl("slurm", "-w", server.url, "-u", "carol", "--password", PASSWORD, "-p", "DEMO01",
+               "-o", again, "--shards", "4", "--max-running", "1", "--submit", "--json",
+               env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    job_id = json.loads(made.stdout)["job_id"]
+    cancelled = cluster.run("scancel", f"{job_id}_3")
+    assert cancelled.returncode == 0, cancelled.stderr
+    cluster.wait_for_job(job_id)
+    status = xdl("status", "-o", again, env=env)
+    assert status.returncode == 1
+    assert "shard 3/4: not started" in status.stdout
+    rerun = next(line for line in status.stdout.splitlines() if line.startswith("to finish: "))
+    command = rerun.removeprefix("to finish: ")
+    assert command.startswith("sbatch --array=3 ")
+    submitted = subprocess.run(
+        [*command.split(" ", 2)[:2], "--parsable", command.split(" ", 2)[2]],
+        env=cluster.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    cluster.wait_for_job(submitted.stdout.strip().split(";")[0])
+    final = xdl("status", "-o", again, env=env)
+    assert final.returncode == 0, final.stdout
+    assert final.stdout.strip().splitlines()[-1].startswith("status: 4 runs, 4 done, 0 failed")
+    got = sorted(
+        p.relative_to(again).as_posix()
+        for p in again.rglob("*") if p.is_file() and ".xnat-downloader" not in p.parts
+    )  # fmt: skip
+    assert got == expected
+    checked = xdl("verify", "-o", again, "--offline", env=env)
+    assert checked.returncode == 0, checked.stdout
+    assert os.path.exists(again / ".xnat-downloader" / "shards" / "3-of-4" / "state.sqlite")

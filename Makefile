@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 # The DICOM tests use dcmtk's echoscu, storescu and storescp as third-party peers.
 DCMTK    := /usr/bin/storescu
+# The Slurm tests start a real single-node cluster (slurmctld, slurmd, munge).
+SLURM    := /usr/sbin/slurmctld
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
@@ -25,6 +27,9 @@ $(CHROMIUM):
 $(DCMTK):
 	$(APT) install -y dcmtk || ($(APT) update && $(APT) install -y dcmtk)
 
+$(SLURM):
+	$(APT) install -y slurm-wlm munge || ($(APT) update && $(APT) install -y slurm-wlm munge)
+
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
@@ -33,7 +38,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests scripts bench
 	$(BIN)/mypy
 
-test: $(STAMP) $(CHROMIUM) $(DCMTK) lint
+test: $(STAMP) $(CHROMIUM) $(DCMTK) $(SLURM) lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Not part of test: needs Debian's nginx, curl, aria2c and dcmtk, several GB of disk and minutes.

@@ -17,6 +17,9 @@ Run it with the project's venv (``make bench``); it needs Debian's ``nginx``, ``
   ``services.import_`` loop and by ``curl`` POSTs (one after another, and 4 in parallel);
   300 files of 100 KiB put into a resource by xnat-downloader and by xnatpy's
   ``resource.upload`` loop; on loopback and with ``--latency-ms 20``.
+* ``shards``: the same 2,000 files over the remote link, by one xnat-downloader process
+  with ``-j 16`` and by 4 shard processes with ``-j 4`` each from one saved plan (``slurm``
+  plans once; its planning time counts).
 * ``dicom``: 2,000 instances of ~300 KiB sent over C-STORE to dcmtk's ``storescp`` (forking,
   every transfer syntax) by dcmtk's ``storescu`` and by ``xnat-downloader dicom-send``
   (``-j 1`` and ``-j 4``); then by both to minixnat's receiver (its MB/s).  Needs dcmtk.
@@ -652,6 +655,55 @@ def part_dicom(work: Path, results: dict[str, object], count: int = 2000) -> Non
     }
 
 
+def part_shards(work: Path, root: Path, results: dict[str, object]) -> None:
+    """One process with -j 16 against 4 shard processes with -j 4 each, remote link."""
+    server = start_minixnat(root, "--latency-ms", "20", "--conn-mbps", "20")
+    env = {**os.environ, "XNAT_USER": "admin", "XNAT_PASS": "admin"}
+    timings: dict[str, float] = {}
+    try:
+        s = login(server.url)
+        rows = file_rows(server.url, s)
+        expected = (len(rows), sum(int(r["Size"]) for r in rows))
+        xdl = str(BIN / "xnat-downloader")
+        one = work / "out" / "shards" / "one"
+        many = work / "out" / "shards" / "four"
+        for d in (one, many):
+            shutil.rmtree(d, ignore_errors=True)
+        single = [xdl, "download", "-w", server.url, "-p", "DEMO01", "--resource", "DICOM",
+                  "-j", "16", "-o", str(one), "-q"]  # fmt: skip
+        timings["one process, -j 16"] = timed(
+            lambda: subprocess.run(single, check=True, env=env, stdout=subprocess.DEVNULL)
+        )
+        timings["plan once (slurm, no submit)"] = timed(lambda: subprocess.run(
+            [xdl, "slurm", "-w", server.url, "-p", "DEMO01", "--resource", "DICOM",
+             "-o", str(many), "--shards", "4", "-j", "4", "-q"], check=True, env=env,
+            stdout=subprocess.DEVNULL))  # fmt: skip
+        manifest = many / ".xnat-downloader" / "slurm" / "manifest.json"
+
+        def shards() -> None:
+            running = [
+                subprocess.Popen([xdl, "download", "-w", server.url, "--manifest", str(manifest),
+                                  "-o", str(many), "--shard", f"{k}/4", "-j", "4", "-q"],
+                                 env=env, stdout=subprocess.DEVNULL)
+                for k in range(4)
+            ]  # fmt: skip
+            if any(p.wait() != 0 for p in running):
+                raise SystemExit("a shard failed")
+
+        timings["4 shard processes, -j 4 each"] = timed(shards)
+        for name, folder in (("one process", one), ("4 shards", many)):
+            if tree_size(folder) != expected:
+                raise SystemExit(f"{name} fetched {tree_size(folder)}, expected {expected}")
+    finally:
+        server.stop()
+    results["shards_wan"] = {
+        "seconds": timings,
+        "shards_vs_one": (timings["plan once (slurm, no submit)"]
+                          + timings["4 shard processes, -j 4 each"])
+        / timings["one process, -j 16"],
+    }  # fmt: skip
+
+
 def part_rss(work: Path, results: dict[str, object], parallel: int) -> None:
     root = work / "archive-5g"
     make_archive(root, 80, 64)
@@ -710,7 +762,7 @@ def svg(results: dict[str, object], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/xnatdl-bench"))
-    ap.add_argument("--parts", default="server,client,rss,upload")
+    ap.add_argument("--parts", default="server,client,rss,upload,shards,dicom")
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--file-kb", type=int, default=300)
     ap.add_argument("--jobs", type=int, default=16)
@@ -723,7 +775,7 @@ def main() -> None:
             raise SystemExit(f"{tool} is needed: apt-get install nginx curl aria2 dcmtk")
     args.work.mkdir(parents=True, exist_ok=True)
     root = args.work / "archive"
-    if {"server", "client"} & set(parts):
+    if {"server", "client", "shards"} & set(parts):
         make_archive(root, args.files, args.file_kb)
     results_path = HERE / "results.json"
     results: dict[str, object] = (
@@ -739,6 +791,8 @@ def main() -> None:
     if "upload" in parts:
         part_upload(args.work, results, wan=False)
         part_upload(args.work, results, wan=True)
+    if "shards" in parts:
+        part_shards(args.work, root, results)
     if "dicom" in parts:
         part_dicom(args.work, results)
     results["machine"] = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -169,3 +171,42 @@ def test_a_slurm_array_downloads_the_selection_once_and_a_cancelled_task_is_resu
     checked = xdl("verify", "-o", again, "--offline", env=env)
     assert checked.returncode == 0, checked.stdout
     assert os.path.exists(again / ".xnat-downloader" / "shards" / "3-of-4" / "state.sqlite")
+
+
+def test_status_tells_running_unfinished_and_done_shards_apart(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    slow = serve("--latency-ms", "150")
+    env = {**os.environ, "XNAT_USER": "admin", "XNAT_PASS": "admin"}
+    out = tmp_path / "out"
+    first = xdl("download", "-w", slow.url, "-p", "DEMO01", "-o", out, "--shard", "0/2", "-q",
+                env=env)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    second = subprocess.Popen(
+        [BIN / "xnat-downloader", "download", "-w", slow.url, "-p", "DEMO01", "-o", str(out),
+         "--shard", "1/2", "-j", "1", "-q"], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        state = out / ".xnat-downloader" / "shards" / "1-of-2" / "state.sqlite"
+        deadline = time.monotonic() + 60
+        while not state.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running = xdl("status", "-o", out, env=env)
+        assert "shard 0/2: done" in running.stdout
+        assert "shard 1/2: running" in running.stdout
+        assert running.returncode == 1
+    finally:
+        second.send_signal(signal.SIGKILL)
+        second.wait()
+    stopped = xdl("status", "-o", out, "--json", env=env)
+    doc = json.loads(stopped.stdout)
+    assert [(r["shard"], r["state"]) for r in doc["runs"]] == [("0/2", "done"),
+                                                                ("1/2", "unfinished")]  # fmt: skip
+    assert doc["rerun"].endswith("--shard 1/2")
+    resumed = xdl("download", "-w", slow.url, "-p", "DEMO01", "-o", out, "--shard", "1/2", "-q",
+                  env=env)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    done = xdl("status", "-o", out, env=env)
+    assert done.returncode == 0
+    assert done.stdout.strip().splitlines()[-1].startswith("status: 2 runs, 2 done, 0 failed")

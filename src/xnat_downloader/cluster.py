@@ -225,7 +225,7 @@ def submit_array(script: Path, array: str | None = None) -> str:
 @dataclass
 class ShardStatus:
     shard: str  # "K/N", or "" for a run without shards
-    state: str  # done | failed | running | not started
+    state: str  # done | failed | running | unfinished (stopped before its end) | not started
     files: int = 0
     verified: int = 0
     failed: int = 0
@@ -262,7 +262,9 @@ def _latest_report(folder: Path) -> Path | None:
 
 
 def _folder_status(name: str, folder: Path) -> ShardStatus:
-    status = ShardStatus(name, "not started")
+    # A task killed before its end leaves state but no report: some of it is on disk.
+    started = (folder / "state.sqlite").exists()
+    status = ShardStatus(name, "unfinished" if started else "not started")
     report = _latest_report(folder)
     if report is not None:
         rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
@@ -301,7 +303,9 @@ def status(outdir: str | Path) -> Status:
             shard = Shard(k, n)
             found.append(_folder_status(str(shard), state_dir(out, shard)))
     result = Status(out, found)
-    unfinished = [s for s in found if s.shard and s.state in ("failed", "not started")]
+    unfinished = [
+        s for s in found if s.shard and s.state in ("failed", "unfinished", "not started")
+    ]
     if unfinished and script:
         indices = ",".join(s.shard.split("/")[0] for s in unfinished)
         result.rerun = f"sbatch --array={indices} {shlex.quote(script)}"

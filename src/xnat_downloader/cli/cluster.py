@@ -161,8 +161,9 @@ def _status(args: argparse.Namespace, stdout: TextIO) -> int:
         print(f"to finish: {found.rerun}", file=stdout)
     print(
         f"status: {len(states)} runs, {states.count('done')} done, {states.count('failed')} "
-        f"failed, {states.count('running')} running, {states.count('not started')} not "
-        f"started; {verified} files verified, {failed} failed",
+        f"failed, {states.count('running')} running, {states.count('unfinished')} "
+        f"unfinished, {states.count('not started')} not started; {verified} files verified, "
+        f"{failed} failed",
         file=stdout,
     )
     return EXIT_OK if found.done else EXIT_FAILED_FILES

@@ -10,6 +10,7 @@ chosen projects.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -21,11 +22,6 @@ from typing import TextIO
 from xnat_downloader import __version__, api
 from xnat_downloader import copy as copying
 from xnat_downloader import verify as checking
-from xnat_downloader.cli import cluster as cluster_cli
-from xnat_downloader.cli import dicomsend as dicomsend_cli
-from xnat_downloader.cli import manage as manage_cli
-from xnat_downloader.cli import upload as upload_cli
-from xnat_downloader.cli import xget as xget_cli
 from xnat_downloader.cli.common import (
     configure_logging,
     connection,
@@ -55,11 +51,13 @@ from xnat_downloader.xnat.selection import Selection
 SUBCOMMANDS = ("download", "ls", "copy", "verify")
 # Subcommands with parsers of their own.
 OWN_PARSERS = {
-    "project": manage_cli.run_project,
-    "prearchive": manage_cli.run_prearchive,
-    "dicom-send": dicomsend_cli.run,
-    "slurm": cluster_cli.run_slurm,
-    "status": cluster_cli.run_status,
+    "upload": "upload:run",
+    "xget": "xget:run",
+    "project": "manage:run_project",
+    "prearchive": "manage:run_prearchive",
+    "dicom-send": "dicomsend:run",
+    "slurm": "cluster:run_slurm",
+    "status": "cluster:run_status",
 }
 SECRET_FLAGS = ("--password",)
 
@@ -175,6 +173,16 @@ def _choose_projects(
         print(chosen, file=out)
 
 
+def _own_parser(name: str) -> Callable[..., int]:
+    """The subcommand's ``run``, imported when it is used (``dicom-send`` alone brings in
+    pydicom and pynetdicom, 0.15 s that no other command should pay)."""
+    module, _, function = OWN_PARSERS[name].partition(":")
+    found: Callable[..., int] = getattr(
+        importlib.import_module(f"xnat_downloader.cli.{module}"), function
+    )
+    return found
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -183,12 +191,8 @@ def run(
     interactive: bool,
     ask: Callable[[str], str] = input,
 ) -> int:
-    if argv and argv[0] == "upload":
-        return upload_cli.run(list(argv[1:]), stdout=stdout, stderr=stderr, interactive=interactive)
-    if argv and argv[0] == "xget":
-        return xget_cli.run(list(argv[1:]), stdout=stdout, stderr=stderr, interactive=interactive)
     if argv and argv[0] in OWN_PARSERS:
-        command = OWN_PARSERS[argv[0]]
+        command = _own_parser(argv[0])
         return command(list(argv[1:]), stdout=stdout, stderr=stderr, interactive=interactive)
     if argv and argv[0] in SUBCOMMANDS:
         args = build_parser().parse_args(argv)

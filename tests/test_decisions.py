@@ -180,9 +180,14 @@ def test_chooser_answers() -> None:
     projects = ["P1", "P2", "P3"]
     assert parse_choice("1 3", projects) == ["P1", "P3"]
     assert parse_choice("P2 2", projects) == ["P2"]
-    assert "not between 1 and 3" in str(parse_choice("4", projects))
+    assert "not within 1-3" in str(parse_choice("4", projects))
     assert "not in the list" in str(parse_choice("P9", projects))
-    assert "type one or more" in str(parse_choice("  ", projects))
+    assert "type numbers" in str(parse_choice("  ", projects))
+    assert parse_choice("1,3", projects) == ["P1", "P3"]
+    assert parse_choice("2-3", projects) == ["P2", "P3"]
+    assert parse_choice("ALL", projects) == projects
+    assert "not within 1-3" in str(parse_choice("2-5", projects))
+    assert "not within 1-3" in str(parse_choice("3-2", projects))
 
 
 def test_xget_dates() -> None:

@@ -165,7 +165,7 @@ def test_selection_dimensions(shared_server: Server, tmp_path: Path) -> None:
             *flags,
         )
         assert code == 0, err
-        return [e["local"] for e in json.loads(out[: out.rindex("plan:")])]
+        return [e["local"] for e in json.loads(out)]
 
     everything = plan()
     t1 = plan("--scan-type", "t1*")
@@ -208,7 +208,7 @@ def test_list_file_with_bom_crlf_header(shared_server: Server, tmp_path: Path) -
         "--json",
     )
     assert code == 0
-    sessions = {e["local"].split("/")[2] for e in json.loads(out[: out.rindex("plan:")])}
+    sessions = {e["local"].split("/")[2] for e in json.loads(out)}
     assert sessions == {"DEMO01_S001_MR1", "DEMO01_S001_MR2"}
     bad = tmp_path / "bad.txt"
     bad.write_text("DEMO01_S001_MR1\nnot a label\n")
@@ -455,8 +455,11 @@ def test_legacy_seed_invocation_with_chooser(shared_server: Server, tmp_path: Pa
     import pty
 
     env = {**os.environ, "XNAT_PASS": "admin"}
+    out_file = tmp_path / "stdout.txt"
     pid, fd = pty.fork()
-    if pid == 0:  # child: the program under test, on a terminal
+    if pid == 0:  # child: the program under test, on a terminal, its stdout redirected
+        redirected = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(redirected, 1)
         os.execve(
             str(BIN / "python"),
             [
@@ -485,7 +488,7 @@ def test_legacy_seed_invocation_with_chooser(shared_server: Server, tmp_path: Pa
         if not chunk:
             break
         seen += chunk
-        if not answered and b"Choose the project(s): " in seen:
+        if not answered and b"Choose the project(s)" in seen and seen.endswith(b": "):
             os.write(fd, b"2\n")
             answered = True
     _, status = os.waitpid(pid, 0)
@@ -493,6 +496,11 @@ def test_legacy_seed_invocation_with_chooser(shared_server: Server, tmp_path: Pa
     assert b"2) DEMO02" in seen
     assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")[-500:]
     assert (tmp_path / "DEMO02" / "DEMO02_S001" / "DEMO02_S001_MR1").is_dir()
+    # The menu and prompt went to the terminal; stdout (a file here) holds the result.
+    printed = out_file.read_text()
+    assert "DEMO01" not in printed
+    assert "Choose" not in printed
+    assert printed.strip().splitlines()[-1].startswith("done: ")
 
 
 def test_alias_token_login_and_a_revoked_token(shared_server: Server, tmp_path: Path) -> None:

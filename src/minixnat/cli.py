@@ -30,7 +30,11 @@ def _non_negative_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minixnat", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="minixnat",
+        description="A small XNAT-compatible archive server: generate demo data, serve an "
+        "archive over XNAT's REST API (and DICOM), check it, manage users and project access.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -154,11 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     project = sub.add_parser("project", help="manage project access")
     project_sub = project.add_subparsers(dest="project_command", required=True)
     access = project_sub.add_parser("access", help="set a project's accessibility")
-    access.add_argument("--root", type=Path, required=True)
+    access.add_argument("--root", type=Path, required=True, help="the archive folder")
     access.add_argument("project")
     access.add_argument("level", choices=ACCESS_LEVELS)
     member = project_sub.add_parser("member", help="give a user a role in a project")
-    member.add_argument("--root", type=Path, required=True)
+    member.add_argument("--root", type=Path, required=True, help="the archive folder")
     member.add_argument("project")
     member.add_argument("user")
     member.add_argument("role", choices=ROLES)

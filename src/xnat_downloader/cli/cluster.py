@@ -19,10 +19,12 @@ from xnat_downloader.cli.common import (
     connection,
     connection_args,
     guarded,
+    json_out,
     warn_insecure,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
 from xnat_downloader.cli.inputs import expand
+from xnat_downloader.cli.parser import Parser
 from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.cli.selection import layout_of, selection_args, selection_of
 from xnat_downloader.errors import UsageError
@@ -32,7 +34,7 @@ from xnat_downloader.transfer.engine import MAX_JOBS
 
 
 def slurm_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="xnat-downloader slurm",
         description=(
             "Plan a download once and write it as a Slurm job array: N tasks, each fetching "
@@ -53,22 +55,31 @@ def slurm_parser() -> argparse.ArgumentParser:
                    help="connections per task (default 4)")  # fmt: skip
     g.add_argument("--manifest", type=Path, metavar="FILE",
                    help="a saved manifest.json instead of a selection")  # fmt: skip
-    g.add_argument("--layout", choices=[m.value for m in Layout], default="xnat")
-    g.add_argument("--include-project", action=argparse.BooleanOptionalAction, default=True)
-    g.add_argument("--include-subject", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument(
+        "--layout",
+        choices=[m.value for m in Layout],
+        default="xnat",
+        help="folders on disk: xnat (project/subject/session/scans/…, the default), "
+        "simplified or flat",
+    )
+    g.add_argument("--include-project", action=argparse.BooleanOptionalAction, default=True,
+                   help="a folder per project (default: yes)")  # fmt: skip
+    g.add_argument("--include-subject", action=argparse.BooleanOptionalAction, default=True,
+                   help="a folder per subject (default: yes)")  # fmt: skip
     g.add_argument("--submit", action="store_true", help="submit it with sbatch")
     g.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return parser
 
 
 def status_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="xnat-downloader status",
         description="Merge every run's and every shard's latest report under DIR: per shard "
         "done, failed, running or not started, the totals, and the command that runs the "
         "unfinished shards again.",
     )
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                        help="the folder the downloads or the array write into")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return parser
 
@@ -76,7 +87,9 @@ def status_parser() -> argparse.ArgumentParser:
 def run_slurm(argv: list[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
     args = slurm_parser().parse_args(argv)
     configure_logging(args.verbose, args.quiet, stderr)
-    return guarded(lambda: _slurm(args, stdout, stderr, interactive), stderr)
+    return guarded(
+        lambda: _slurm(args, stdout, stderr, interactive), stderr, json_out(args, stdout)
+    )
 
 
 def _slurm(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
@@ -139,7 +152,7 @@ def _slurm(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive
 
 def run_status(argv: list[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
     args = status_parser().parse_args(argv)
-    return guarded(lambda: _status(args, stdout), stderr)
+    return guarded(lambda: _status(args, stdout), stderr, json_out(args, stdout))
 
 
 def _status(args: argparse.Namespace, stdout: TextIO) -> int:

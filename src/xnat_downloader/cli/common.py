@@ -4,8 +4,10 @@ credentials, logging, the per-run debug log, the progress display and the closin
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from xnat_downloader import __version__, api
-from xnat_downloader.cli.errors import exit_code_and_message
+from xnat_downloader.cli.errors import EXIT_USAGE, exit_code_and_message
 from xnat_downloader.cli.progress import PlainProgress, RichProgress, human_bytes
 from xnat_downloader.errors import LocalWriteError, XnatError
 from xnat_downloader.http import credentials as creds_mod
@@ -180,7 +182,8 @@ def done_line(counts: OutcomeCounts) -> str:
 def print_summary(report: api.Report, quiet: bool, stdout: TextIO, stderr: TextIO) -> None:
     """The human summary (unless quiet) and the contract's ``done:`` line."""
     if not quiet:
-        rate = report.bytes / max(report.seconds, 1e-6)
+        moved = sum(o.size for o in report.outcomes if o.status == "verified")
+        rate = moved / max(report.seconds, 1e-6)  # this run's transfers only
         print(
             f"{report.files} files ({human_bytes(report.bytes)}) in {report.seconds:.1f} s, "
             f"{human_bytes(rate)}/s; {report.skipped} already verified",
@@ -199,14 +202,43 @@ def print_summary(report: api.Report, quiet: bool, stdout: TextIO, stderr: TextI
     print(done_line(report), file=stdout)
 
 
-def guarded(work: Callable[[], int], stderr: TextIO) -> int:
+@contextmanager
+def nothing_left_on_usage_error(outdir: Path) -> Iterator[None]:
+    """A run that ends in a usage, login or permission error (exit 2) removes the output
+    folder and the state folder it created: a mistyped password or project leaves no
+    trace on disk.  A folder that was there before is left as it was."""
+    had_dir = outdir.exists()
+    had_state = (outdir / STATE_DIR).exists()
+    try:
+        yield
+    except XnatError as exc:
+        if exit_code_and_message(exc)[0] == EXIT_USAGE:
+            if not had_state:
+                shutil.rmtree(outdir / STATE_DIR, ignore_errors=True)
+            if not had_dir:
+                try:
+                    outdir.rmdir()  # only if nothing else is in it
+                except OSError:
+                    pass
+        raise
+
+
+def json_out(args: argparse.Namespace, stdout: TextIO) -> TextIO | None:
+    """Where an error's JSON document goes: stdout when the command was given ``--json``."""
+    return stdout if getattr(args, "json", False) else None
+
+
+def guarded(work: Callable[[], int], stderr: TextIO, json_out: TextIO | None = None) -> int:
     """Run a command body: package errors become ``error: …`` and their exit code
-    (CONTRACT §4); Ctrl-C says how to resume."""
+    (CONTRACT §4); Ctrl-C says how to resume.  With ``json_out`` (the command's ``--json``),
+    an error is also the one JSON document on it: ``{"ok": false, "error": …, "exit": …}``."""
     try:
         return work()
     except XnatError as exc:
         code, message = exit_code_and_message(exc)
         print(f"error: {message}", file=stderr)
+        if json_out is not None:
+            print(json.dumps({"ok": False, "error": message, "exit": code}), file=json_out)
         return code
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=stderr)

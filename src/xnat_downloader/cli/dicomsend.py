@@ -21,17 +21,19 @@ from xnat_downloader.cli.common import (
     display,
     done_line,
     guarded,
+    json_out,
     logging_sink,
     warn_insecure,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
+from xnat_downloader.cli.parser import Parser
 from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.errors import UsageError
 from xnat_downloader.transfer.engine import MAX_JOBS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="xnat-downloader dicom-send",
         description=(
             "Send DICOM files to a DICOM receiver (an XNAT's C-STORE SCP, a PACS) over "
@@ -65,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: list[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose, args.quiet, stderr)
-    return guarded(lambda: _command(args, stdout, stderr, interactive), stderr)
+    return guarded(
+        lambda: _command(args, stdout, stderr, interactive), stderr, json_out(args, stdout)
+    )
 
 
 def _command(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:

@@ -111,24 +111,26 @@ def expand(values: list[str] | None) -> tuple[str, ...]:
 
 
 def parse_choice(answer: str, projects: list[str]) -> list[str] | str:
-    """The chooser's answer (numbers or IDs, space separated) as project IDs, or an error
-    message to show before asking again."""
-    tokens = answer.split()
+    """The chooser's answer as project IDs, or an error message to show before asking
+    again.  Numbers and IDs separated by spaces or commas, ranges (``2-5``) and ``all``."""
+    tokens = [t for t in answer.replace(",", " ").split() if t]
     if not tokens:
-        return "type one or more numbers or project IDs, separated by spaces"
+        return "type numbers (1 3, 1,3 or 2-5), project IDs, or all"
+    if [t.lower() for t in tokens] == ["all"]:
+        return list(projects)
     chosen: list[str] = []
     for token in tokens:
-        if token.isdigit():
-            index = int(token)
-            if not 1 <= index <= len(projects):
-                return f"the number {index} is not between 1 and {len(projects)}, try again"
-            pick = projects[index - 1]
-        elif token in projects:
-            pick = token
+        first, dash, last = token.partition("-")
+        if token in projects:
+            picks = [token]
+        elif token.isdigit() or (dash and first.isdigit() and last.isdigit()):
+            low, high = (int(first), int(last)) if dash else (int(token), int(token))
+            if low > high or not (low >= 1 and high <= len(projects)):
+                return f"{token} is not within 1-{len(projects)}, try again"
+            picks = projects[low - 1 : high]
         else:
             return f"the project {token} is not in the list, try again"
-        if pick not in chosen:
-            chosen.append(pick)
+        chosen.extend(p for p in picks if p not in chosen)
     return chosen
 
 

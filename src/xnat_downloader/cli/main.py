@@ -10,6 +10,7 @@ chosen projects.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import json
 import os
@@ -30,12 +31,15 @@ from xnat_downloader.cli.common import (
     display,
     done_line,
     guarded,
+    json_out,
     logging_sink,
+    nothing_left_on_usage_error,
     print_summary,
     warn_insecure,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
 from xnat_downloader.cli.inputs import expand, menu, parse_choice
+from xnat_downloader.cli.parser import Parser, xget_flags_in
 from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.cli.selection import layout_args, layout_of, selection_args, selection_of
 from xnat_downloader.errors import UsageError
@@ -60,12 +64,30 @@ OWN_PARSERS = {
     "status": "cluster:run_status",
 }
 SECRET_FLAGS = ("--password",)
+DESCRIPTION = """\
+Parallel, resumable, verified transfers out of and into XNAT.
+
+  download    plan a selection and fetch it, every file checked against XNAT's MD5
+  ls          list what a selection matches
+  verify      check a downloaded folder again (and ask the server what changed)
+  copy        copy sessions from one XNAT to another
+  upload      import sessions, fill resources, add subjects from a CSV
+  xget        xget's flags and per-session zips
+  project     create a project
+  prearchive  list, archive, move or delete prearchive sessions
+  dicom-send  send DICOM files to a C-STORE receiver
+  slurm       write (and submit) a download as a Slurm job array
+  status      merge every run's and shard's report
+
+With no subcommand, the older form 'xnat-downloader -o DIR -w URL -u USER' still works:
+on a terminal it offers a numbered list of projects, then downloads the chosen ones.
+Run 'xnat-downloader COMMAND -h' for a command's flags."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="xnat-downloader",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -150,7 +172,11 @@ def _copy_args(p: argparse.ArgumentParser) -> None:
 
 def legacy_parser() -> argparse.ArgumentParser:
     """The seed tool's flags: -w, -u, -o/--output_dir, -v, -ow, plus our download flags."""
-    parser = argparse.ArgumentParser(prog="xnat-downloader", description=__doc__)
+    parser = Parser(
+        prog="xnat-downloader",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     connection_args(parser)
     selection_args(parser)
     layout_args(parser)
@@ -158,19 +184,36 @@ def legacy_parser() -> argparse.ArgumentParser:
 
 
 def _choose_projects(
-    conn: api.Connection, ask: Callable[[str], str], out: TextIO
+    conn: api.Connection, ask: Callable[[str], str], terminal: TextIO
 ) -> tuple[str, ...]:
+    """The seed tool's numbered chooser, on the terminal (stderr): stdout stays for
+    results even when it is redirected."""
     projects = [p.id for p in api.list_projects(conn)]
     if not projects:
         raise UsageError("this user can see no projects on the server")
-    print(menu(projects), file=out)
+    print(menu(projects), file=terminal)
     while True:
-        answer = ask("Choose the project(s): ")
+        try:
+            answer = ask("Choose the project(s) (e.g. 1 3, 2-5, all): ")
+        except (KeyboardInterrupt, EOFError):
+            raise UsageError("no project chosen: nothing was started") from None
         chosen = parse_choice(answer, projects)
         if isinstance(chosen, list):
-            print(f"projects to download: {', '.join(chosen)}", file=out)
+            print(f"projects to download: {', '.join(chosen)}", file=terminal)
             return tuple(chosen)
-        print(chosen, file=out)
+        print(chosen, file=terminal)
+
+
+def ask_on_stderr(prompt: str) -> str:
+    """``input`` with its prompt on stderr (input() writes it to stdout)."""
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    if sys.stdin.isatty():
+        return input()  # line editing; EOFError on Ctrl-D
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\n")
 
 
 def _own_parser(name: str) -> Callable[..., int]:
@@ -189,11 +232,22 @@ def run(
     stdout: TextIO,
     stderr: TextIO,
     interactive: bool,
-    ask: Callable[[str], str] = input,
+    ask: Callable[[str], str] = ask_on_stderr,
 ) -> int:
     if argv and argv[0] in OWN_PARSERS:
         command = _own_parser(argv[0])
         return command(list(argv[1:]), stdout=stdout, stderr=stderr, interactive=interactive)
+    if argv and not argv[0].startswith("-") and argv[0] not in SUBCOMMANDS:
+        known = [*SUBCOMMANDS, *OWN_PARSERS]
+        close = difflib.get_close_matches(argv[0], known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"the commands: {', '.join(known)}"
+        print(f"error: unknown command {argv[0]!r}; {hint}", file=stderr)
+        return EXIT_USAGE
+    misplaced = xget_flags_in(list(argv))
+    if misplaced:
+        for advice in misplaced:
+            print(f"error: {advice}", file=stderr)
+        return EXIT_USAGE
     if argv and argv[0] in SUBCOMMANDS:
         args = build_parser().parse_args(argv)
     elif argv and argv[0] in ("-h", "--help", "--version"):
@@ -205,14 +259,22 @@ def run(
     args.argv = list(argv)
     configure_logging(args.verbose, args.quiet, stderr)
     if args.command == "copy":
-        return guarded(lambda: _copy(args, stdout, stderr, interactive), stderr)
+        return guarded(
+            lambda: _copy(args, stdout, stderr, interactive), stderr, json_out(args, stdout)
+        )
     if args.command == "verify":
-        return guarded(lambda: _verify(args, stdout, stderr, interactive), stderr)
+        return guarded(
+            lambda: _verify(args, stdout, stderr, interactive), stderr, json_out(args, stdout)
+        )
     url = args.web or os.environ.get("XNAT_HOST", "") or _server_of_catalog(args)
     if not url:
         print("error: no XNAT server given: use -w URL or set XNAT_HOST", file=stderr)
         return EXIT_USAGE
-    return guarded(lambda: _command(args, url, stdout, stderr, interactive, ask), stderr)
+    return guarded(
+        lambda: _command(args, url, stdout, stderr, interactive, ask),
+        stderr,
+        json_out(args, stdout),
+    )
 
 
 def _verify(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
@@ -320,9 +382,24 @@ def _command(
         raise UsageError(f"--max-rate {args.max_rate} must be a positive number of MB/s")
     if args.insecure:
         warn_insecure(stderr)
-    outdir = (getattr(args, "output", None) or Path.cwd()) if args.command == "download" else None
-    if outdir is not None and not args.dry_run:
-        api.check_output_dir(outdir)  # before any request, as promised
+    if args.command != "download":
+        return _select_and_run(args, url, None, stdout, stderr, interactive, ask)
+    outdir: Path = getattr(args, "output", None) or Path.cwd()
+    with nothing_left_on_usage_error(outdir):
+        if not args.dry_run:
+            api.check_output_dir(outdir)  # before any request, as promised
+        return _select_and_run(args, url, outdir, stdout, stderr, interactive, ask)
+
+
+def _select_and_run(
+    args: argparse.Namespace,
+    url: str,
+    outdir: Path | None,
+    stdout: TextIO,
+    stderr: TextIO,
+    interactive: bool,
+    ask: Callable[[str], str],
+) -> int:
     projects = expand(args.project)
     conn = connection(args, url, interactive)
     legacy_menu = interactive and not (args.argv and args.argv[0] in SUBCOMMANDS)
@@ -335,7 +412,7 @@ def _command(
             raise UsageError(
                 "no project selected: use -p PROJECT (or run on a terminal to choose from a list)"
             )
-        projects = _choose_projects(conn, ask, stdout)
+        projects = _choose_projects(conn, ask, stderr)
     selection = selection_of(args, projects)
     if args.command == "ls":
         return _ls(conn, selection, args, stdout)
@@ -343,24 +420,43 @@ def _command(
 
 
 def _print_plan(result: api.PlanResult, args: argparse.Namespace, out: TextIO) -> None:
+    """A dry run: per-session totals (every file with ``--list-files``) and the ``plan:``
+    line; with ``--json`` only the list of planned files."""
     plan = result.plan
+    _print_renamed(plan, sys.stderr)
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {"uri": e.file.uri, "local": e.local, "size": e.file.size, "md5": e.file.md5}
-                    for e in plan.entries
-                ],
-                indent=1,
-            ),
-            file=out,
-        )
-    else:
+        files = [
+            {"uri": e.file.uri, "local": e.local, "size": e.file.size, "md5": e.file.md5}
+            for e in plan.entries
+        ]
+        print(json.dumps(files, indent=1), file=out)
+        return
+    if args.list_files:
         for e in plan.entries:
             size = "?" if e.file.size is None else str(e.file.size)
             print(f"{size:>12}  {e.local}", file=out)
-    _print_renamed(plan, sys.stderr)
+    else:
+        for line in session_totals(plan):
+            print(line, file=out)
     print(f"plan: {len(plan.entries)} files, {plan.total_bytes} bytes", file=out)
+
+
+def session_totals(plan: Plan) -> list[str]:
+    """One line per session: files, bytes, scans and where it goes."""
+    totals: dict[str, list[int]] = {}
+    scans: dict[str, set[str]] = {}
+    for e in plan.entries:
+        f = e.file
+        key = "/".join(x for x in (f.project, f.subject_label, f.session_label) if x) or "other"
+        counts = totals.setdefault(key, [0, 0])
+        counts[0] += 1
+        counts[1] += f.size or 0
+        if f.category == "scan":
+            scans.setdefault(key, set()).add(f.owner)
+    return [
+        f"{n:>7} files {human_bytes(size):>10} {len(scans.get(key, ())):>4} scans  {key}"
+        for key, (n, size) in sorted(totals.items())
+    ]
 
 
 def _print_renamed(plan: Plan, stream: TextIO) -> None:
@@ -410,7 +506,7 @@ def _download(
 
     with (
         debug_log(outdir, ["xnat-downloader", *args.argv], SECRET_FLAGS, stderr) as log_path,
-        display(interactive, args.quiet, stderr) as shown,
+        display(interactive, args.quiet or args.json, stderr) as shown,
     ):
         report = api.download(
             conn,
@@ -429,6 +525,9 @@ def _download(
             on_plan=on_plan,
             shard=shard,
         )
+    if args.json:
+        print(json.dumps(report_document(report, log_path)), file=stdout)
+        return EXIT_OK if report.ok else EXIT_FAILED_FILES
     if report.files == 0 and shard is not None and not report.outcomes:
         print(f"shard {shard}: no sessions fell to this shard; nothing to do", file=stderr)
         print(done_line(report), file=stdout)
@@ -439,6 +538,29 @@ def _download(
     if not args.quiet:
         print(f"debug log: {log_path}", file=stderr)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
+
+
+def report_document(report: api.Report, log_path: Path | None) -> dict[str, object]:
+    """``download --json``: the counts, every failure with its reason, and where the
+    report and the debug log are."""
+    return {
+        "files": report.files,
+        "bytes": report.bytes,
+        "verified": report.verified,
+        "skipped": report.skipped,
+        "failed": report.failed,
+        "ok": report.ok,
+        "seconds": round(report.seconds, 3),
+        "failures": [
+            {"local": o.job.local, "uri": o.job.uri, "error": o.error}
+            for o in report.outcomes
+            if o.status == "failed"
+        ],
+        "renamed": [{"uri": uri, "local": local} for uri, local in report.renamed],
+        "report": str(report.report_path) if report.report_path else None,
+        "report_error": report.report_error,
+        "log": str(log_path) if log_path else None,
+    }
 
 
 def _ls(conn: api.Connection, selection: Selection, args: argparse.Namespace, out: TextIO) -> int:
@@ -472,7 +594,8 @@ def _ls(conn: api.Connection, selection: Selection, args: argparse.Namespace, ou
         return _nothing_matched(selection, out)
     print(f"{'session':<28} {'subject':<20} {'date':<10}  type", file=out)
     for s in result.sessions:
-        print(f"{s.label:<28} {s.subject_label:<20} {s.date or '':<10}  {s.xsi_type}", file=out)
+        day = str(s.date or "")  # a date's own format spec would take "<10" as strftime text
+        print(f"{s.label:<28} {s.subject_label:<20} {day:<10}  {s.xsi_type}", file=out)
     print("\nscan types:", file=out)
     for scan_type, count in counts:
         print(f"  {count:>5}  {scan_type}", file=out)

@@ -19,13 +19,15 @@ from xnat_downloader.cli.common import (
     connection,
     connection_args,
     guarded,
+    json_out,
     warn_insecure,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
+from xnat_downloader.cli.parser import Parser
 
 
 def project_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="xnat-downloader project", description="Manage projects on an XNAT server."
     )
     sub = parser.add_subparsers(dest="action", required=True)
@@ -45,7 +47,7 @@ def project_parser() -> argparse.ArgumentParser:
 
 
 def prearchive_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="xnat-downloader prearchive",
         description="List, archive, move and delete sessions in XNAT's prearchive. A session "
         "is named by its path (/prearchive/projects/P/TIMESTAMP/FOLDER), its name or folder.",
@@ -104,7 +106,7 @@ def run_project(argv: list[str], *, stdout: TextIO, stderr: TextIO, interactive:
             print(f"project {done.id} exists already; nothing was changed", file=stderr)
         return EXIT_OK if done.created else EXIT_FAILED_FILES
 
-    return guarded(command, stderr)
+    return guarded(command, stderr, json_out(args, stdout))
 
 
 def run_prearchive(argv: list[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
@@ -145,7 +147,7 @@ def run_prearchive(argv: list[str], *, stdout: TextIO, stderr: TextIO, interacti
         _print(report, args.action, args.json, stdout, stderr)
         return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
-    return guarded(command, stderr)
+    return guarded(command, stderr, json_out(args, stdout))
 
 
 def _print(

@@ -34,11 +34,25 @@ from xnat_downloader.transfer.events import (
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
+    """Decimal units (kB, MB, GB, TB), as the progress bars, ``--max-rate MB/S`` and the
+    benchmarks use: one family everywhere."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def resuming_line(event: Planned) -> str | None:
+    """What a resumed run says at its start, or None for a fresh one."""
+    if not event.already_files:
+        return None
+    left_files = event.files - event.already_files
+    left_bytes = max(event.bytes - event.already_bytes, 0)
+    return (
+        f"resuming: {event.already_files} files ({human_bytes(event.already_bytes)}) already "
+        f"verified; {left_files} files ({human_bytes(left_bytes)}) to fetch"
+    )
 
 
 class Tally:
@@ -47,7 +61,8 @@ class Tally:
     def __init__(self) -> None:
         self.files = 0
         self.bytes_total = 0
-        self.bytes_done = 0
+        self.bytes_done = 0  # fetched in this run or found verified
+        self.bytes_moved = 0  # fetched in this run only: what a rate is made of
         self.done = 0
         self.failed = 0
         self.retries = 0
@@ -57,6 +72,7 @@ class Tally:
             self.files, self.bytes_total = event.files, event.bytes
         elif isinstance(event, BytesMoved):
             self.bytes_done += event.delta
+            self.bytes_moved += event.delta
         elif isinstance(event, FileSkipped):
             self.bytes_done += event.size
             self.done += 1
@@ -89,11 +105,17 @@ class PlainProgress:
         self.tally.update(event)
         if isinstance(event, FileFailed):
             print(f"failed: {event.local}: {event.error}", file=self.stream, flush=True)
+        if (
+            isinstance(event, Planned)
+            and (line := resuming_line(event))
+            and self.every != float("inf")
+        ):
+            print(line, file=self.stream, flush=True)
         now = time.monotonic()
         if now - self.last >= self.every:
             self.last = now
             t = self.tally
-            rate = t.bytes_done / max(now - self.started, 1e-6)
+            rate = t.bytes_moved / max(now - self.started, 1e-6)
             print(
                 f"progress: {t.done}/{t.files} files, {human_bytes(t.bytes_done)} of "
                 f"{human_bytes(t.bytes_total)}, {human_bytes(rate)}/s",
@@ -111,7 +133,7 @@ class RichProgress:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            DownloadColumn(),
+            DownloadColumn(),  # decimal units, as human_bytes
             TransferSpeedColumn(),
             TimeRemainingColumn(),
             console=self.console,
@@ -131,9 +153,14 @@ class RichProgress:
     def __call__(self, event: Event) -> None:
         self.tally.update(event)
         if isinstance(event, Planned):
-            # One bar for the whole run: a later plan (a resumed part) updates it.
+            # One bar for the whole run: a later plan (a resumed part) updates it.  What
+            # was verified before starts the bar filled, outside the speed's samples.
+            if (line := resuming_line(event)) is not None:
+                self.console.print(line, highlight=False)
             if self.bytes_task is None:
-                self.bytes_task = self.progress.add_task(self._label(), total=event.bytes or None)
+                self.bytes_task = self.progress.add_task(
+                    self._label(), total=event.bytes or None, completed=event.already_bytes
+                )
             else:
                 self.progress.update(
                     self.bytes_task, total=event.bytes or None, description=self._label()
@@ -143,7 +170,7 @@ class RichProgress:
             return
         if isinstance(event, BytesMoved):
             self.progress.advance(self.bytes_task, event.delta)
-        elif isinstance(event, FileSkipped):
+        elif isinstance(event, FileSkipped) and not event.counted:
             self.progress.advance(self.bytes_task, event.size)
         if isinstance(event, FileFailed):
             self.console.print(

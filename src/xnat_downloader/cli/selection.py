@@ -81,7 +81,13 @@ def layout_args(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="output directory (default: current directory)",
     )
-    g.add_argument("--layout", choices=[m.value for m in Layout], default="xnat")
+    g.add_argument(
+        "--layout",
+        choices=[m.value for m in Layout],
+        default="xnat",
+        help="folders on disk: xnat (project/subject/session/scans/…, the default), "
+        "simplified or flat",
+    )
     g.add_argument(
         "--include-project",
         action=argparse.BooleanOptionalAction,
@@ -105,7 +111,14 @@ def layout_args(p: argparse.ArgumentParser) -> None:
         help="per resource: a streamed zip for many small files, per-file GETs otherwise "
         "(auto, the default; -v says which and why), or force one",
     )
-    g.add_argument("--dry-run", action="store_true", help="print the plan; transfer nothing")
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be fetched, per session, and the plan: line; transfer nothing",
+    )
+    g.add_argument(
+        "--list-files", action="store_true", help="with --dry-run: list every planned file"
+    )
     g.add_argument("--json", action="store_true", help="machine-readable output")
     g.add_argument(
         "--overwrite",

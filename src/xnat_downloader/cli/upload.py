@@ -10,6 +10,7 @@ F failed`` (``done: N subjects, C created, U updated, F failed`` for a CSV).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import TextIO
@@ -22,17 +23,19 @@ from xnat_downloader.cli.common import (
     display,
     done_line,
     guarded,
+    json_out,
     logging_sink,
     warn_insecure,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
+from xnat_downloader.cli.parser import Parser
 from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.errors import UsageError
 from xnat_downloader.transfer.engine import MAX_JOBS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="xnat-downloader upload",
         description=(
             "Upload to XNAT. PATH is a session .zip, .tar.gz or .tar; a bundle zip of session "
@@ -78,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "-j", "--jobs", type=int, default=4, help=f"parallel file uploads (1-{MAX_JOBS}, default 4)"
     )  # fmt: skip
+    g.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return parser
 
 
@@ -88,7 +92,9 @@ def run(argv: list[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -
     if not url:
         print("error: no XNAT server given: use -w URL or set XNAT_HOST", file=stderr)
         return EXIT_USAGE
-    return guarded(lambda: _command(args, url, stdout, stderr, interactive), stderr)
+    return guarded(
+        lambda: _command(args, url, stdout, stderr, interactive), stderr, json_out(args, stdout)
+    )
 
 
 def _command(
@@ -107,9 +113,9 @@ def _command(
         if len(csvs) != len(paths):
             raise UsageError("upload a subjects .csv on its own, not with archives or folders")
         conn = connection(args, url, interactive)
-        return max(_subjects(conn, p, args.project, stdout, stderr) for p in csvs)
+        return max(_subjects(conn, p, args.project, stdout, stderr, args.json) for p in csvs)
     conn = connection(args, url, interactive)
-    with display(interactive, args.quiet, stderr) as shown:
+    with display(interactive, args.quiet or args.json, stderr) as shown:
         report = uploads.upload(
             conn,
             list(paths),
@@ -125,8 +131,29 @@ def _command(
             jobs=args.jobs,
             sink=logging_sink(shown),
         )
-    _print_report(report, args.quiet, stdout, stderr)
+    if args.json:
+        print(json.dumps(_document(report)), file=stdout)
+    else:
+        _print_report(report, args.quiet, stdout, stderr)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
+
+
+def _document(report: uploads.UploadReport) -> dict[str, object]:
+    return {
+        "files": report.files,
+        "bytes": report.bytes,
+        "verified": report.verified,
+        "skipped": report.skipped,
+        "failed": report.failed,
+        "in_prearchive": report.sent,
+        "ok": report.ok,
+        "seconds": round(report.seconds, 3),
+        "sessions": report.sessions,
+        "notes": report.notes,
+        "failures": [
+            {"path": o.job.local, "error": o.error} for o in report.outcomes if o.status == "failed"
+        ],
+    }
 
 
 def _print_report(report: uploads.UploadReport, quiet: bool, out: TextIO, err: TextIO) -> None:
@@ -150,8 +177,15 @@ def _print_report(report: uploads.UploadReport, quiet: bool, out: TextIO, err: T
     print(done_line(report), file=out)
 
 
-def _subjects(conn: api.Connection, path: Path, project: str, out: TextIO, err: TextIO) -> int:
+def _subjects(
+    conn: api.Connection, path: Path, project: str, out: TextIO, err: TextIO, as_json: bool
+) -> int:
     results = uploads.upload_subjects(conn, path, project)
+    failed = sum(1 for r in results if r.status == "failed")
+    if as_json:
+        rows = [vars(r) for r in results]
+        print(json.dumps({"csv": str(path), "subjects": rows, "failed": failed}), file=out)
+        return EXIT_FAILED_FILES if failed else EXIT_OK
     for result in results:
         if result.status == "failed":
             print(f"{path}:{result.line}: {result.label or '?'}: {result.message}", file=err)

@@ -9,6 +9,7 @@ alone selects all its sessions, ``-subj`` constrains subjects, ``-j`` sets paral
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -21,6 +22,7 @@ from xnat_downloader.cli.common import (
     debug_log,
     display,
     guarded,
+    json_out,
     logging_sink,
     print_summary,
     warn_insecure,
@@ -30,6 +32,7 @@ from xnat_downloader.cli.errors import (
     EXIT_OK,
 )
 from xnat_downloader.cli.inputs import expand, parse_xget_day, read_list_file
+from xnat_downloader.cli.parser import Parser
 from xnat_downloader.errors import UsageError
 from xnat_downloader.http import credentials as creds_mod
 from xnat_downloader.transfer.engine import MAX_JOBS
@@ -39,8 +42,16 @@ SECRET_FLAGS = ("-p", "--password")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="xnat-downloader xget", description=__doc__, allow_abbrev=False
+    p = Parser(
+        prog="xnat-downloader xget",
+        description=(
+            "xget's command line on xnat-downloader's verified engine: one zip per session "
+            "(or files with -z). Flags are xget's, with a single dash; dates are DDMMYYYY. "
+            "Beyond xget: a project alone selects all its sessions, -subj constrains "
+            "subjects, -j sets parallelism, and NONE for -acq, -ass or -recon leaves that "
+            "kind out."
+        ),
+        allow_abbrev=False,
     )
     p.add_argument("-host", metavar="URL", help="XNAT server (default: $XNAT_HOST or passfile)")
     p.add_argument("-u", metavar="USER", help="user name or alias token")
@@ -59,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-acq", action="append", metavar="SCANS", help="scan IDs, types or series descriptions"
     )
-    p.add_argument("-q", "-quality", dest="q", action="append", metavar="QUALITY")
+    p.add_argument("-q", "-quality", dest="q", action="append", metavar="QUALITY",
+                   help="only scans of this quality (e.g. usable)")  # fmt: skip
     p.add_argument(
         "-ass", action="append", metavar="ASSESSORS", help="assessor IDs, labels or types"
     )
@@ -75,10 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-overwrite", action="store_true", help="replace existing zips")
     p.add_argument("-longname", action="store_true", help="put the constraints in zip names")
     p.add_argument("-j", "-jobs", dest="jobs", type=int, default=8, help="parallel transfers")
-    p.add_argument("--ca-bundle", metavar="FILE")
+    p.add_argument("--ca-bundle", metavar="FILE", help="CA certificates to trust for TLS")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS (warns)")
-    p.add_argument("-v", action="count", default=0, dest="verbose")
-    p.add_argument("-quiet", action="store_true", dest="quiet")
+    p.add_argument("-v", action="count", default=0, dest="verbose", help="more detail (-vv: debug)")
+    p.add_argument("-quiet", action="store_true", dest="quiet", help="only errors and the summary")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return p
 
 
@@ -122,7 +135,9 @@ def host_from_passfile(path: Path | None) -> str:
 def run(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose, args.quiet, stderr)
-    return guarded(lambda: _run(args, list(argv), stdout, stderr, interactive), stderr)
+    return guarded(
+        lambda: _run(args, list(argv), stdout, stderr, interactive), stderr, json_out(args, stdout)
+    )
 
 
 def _run(
@@ -177,7 +192,7 @@ def _run(
         selection = replace(selection, projects=projects)
     with (
         debug_log(outdir, ["xnat-downloader", "xget", *argv], SECRET_FLAGS, stderr) as log_path,
-        display(interactive, args.quiet, stderr) as shown,
+        display(interactive, args.quiet or args.json, stderr) as shown,
     ):
         report = xget.xget(
             conn,
@@ -189,6 +204,18 @@ def _run(
             overwrite=args.overwrite,
             sink=logging_sink(shown),
         )
+    if args.json:
+        files = report.files
+        print(json.dumps({
+            "files": files.files, "bytes": files.bytes, "verified": files.verified,
+            "failed": files.failed, "ok": report.ok,
+            "written": [str(p) for p in report.written], "kept": [str(p) for p in report.kept],
+            "not_written": [{"path": str(p), "error": why} for p, why in report.not_written],
+            "failures": [{"local": o.job.local, "error": o.error}
+                         for o in files.outcomes if o.status == "failed"],
+            "log": str(log_path),
+        }), file=stdout)  # fmt: skip
+        return EXIT_OK if report.ok else EXIT_FAILED_FILES
     if not args.quiet:
         for path in report.kept:
             print(f"kept {path} (it exists; -overwrite replaces it)", file=stderr)

@@ -53,6 +53,17 @@ def normalise_url(url: str) -> str:
         msg = f"{url!r} is not an http(s) URL of an XNAT server"
         raise UsageError(msg)
     path = parts.path.rstrip("/")
+    for marker in ("/app/", "/data/", "/REST/", "/xapi/"):
+        at = (path + "/").find(marker)
+        deep = path[at + len(marker) :] if at >= 0 else ""
+        if at >= 0 and deep and deep not in ("archive", "template/Login.vm"):
+            # A page or API address pasted from the browser: say which root to use.
+            root = urlunsplit((parts.scheme, parts.netloc, path[:at], "", ""))
+            msg = (
+                f"{url!r} is the address of a page or an API path on the server, not the "
+                f"server itself: use -w {root}"
+            )
+            raise UsageError(msg)
     for suffix in ("/data/archive", "/data", "/REST", "/app/template/Login.vm"):
         if path.endswith(suffix):
             path = path[: -len(suffix)]
@@ -144,6 +155,7 @@ class XnatSession:
         retry: RetryPolicy | None = None,
     ) -> None:
         self.base_url = normalise_url(url)
+        self._scheme_guessed = "://" not in url
         self.credentials = credentials
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
@@ -254,9 +266,13 @@ class XnatSession:
             ) as resp:
                 return resp.status, await resp.read()
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise ConnectionFailed(f"cannot reach {self.base_url}: {_reason(exc)}") from exc
+            raise ConnectionFailed(f"cannot reach {self.base_url}: {self._why(exc)}") from exc
         except aiohttp.ClientError as exc:
-            raise ConnectionFailed(f"request to {self.base_url} failed: {_reason(exc)}") from exc
+            raise ConnectionFailed(f"request to {self.base_url} failed: {self._why(exc)}") from exc
+
+    def _why(self, exc: BaseException) -> str:
+        reason = _reason(exc)
+        return reason + connection_hint(reason, self.base_url, self._scheme_guessed)
 
     # -- requests ------------------------------------------------------------------------
     async def open(
@@ -304,7 +320,7 @@ class XnatSession:
                 delay = self.retry.delay(attempt) if (idempotent or refused) else None
                 if delay is None:
                     raise ConnectionFailed(
-                        f"cannot reach {self.base_url}: {_reason(exc)}"
+                        f"cannot reach {self.base_url}: {self._why(exc)}"
                         + ("" if idempotent else " (not retried: the server may have acted on it)")
                     ) from exc
                 log.debug("retrying %s after %s (%.1fs)", what or url, _reason(exc), delay)
@@ -404,6 +420,21 @@ async def _read_some(resp: aiohttp.ClientResponse, limit: int = 4096) -> bytes:
         return await resp.content.read(limit)
     except Exception:
         return b""
+
+
+def connection_hint(reason: str, base_url: str, scheme_guessed: bool) -> str:
+    """What to try after a connection failure (pure): the http/https mix-up, a certificate
+    that is not trusted, a scheme that was guessed."""
+    if "WRONG_VERSION_NUMBER" in reason or "wrong version number" in reason:
+        return "; the server speaks plain HTTP on that port: use http:// instead of https://"
+    if "CERTIFICATE_VERIFY_FAILED" in reason:
+        return (
+            "; its TLS certificate is not trusted here: give its CA with --ca-bundle FILE "
+            "(or, knowing the risk, --insecure)"
+        )
+    if scheme_guessed and base_url.startswith("https://"):
+        return "; no scheme was given, so https:// was tried: write http:// if the server uses it"
+    return ""
 
 
 def _reason(exc: BaseException) -> str:

@@ -217,7 +217,7 @@ class Downloader:
         action, offset = decide(facts)
         if action == Action.SKIP:
             size = facts.final_size or 0
-            self.sink(FileSkipped(job.local, size, "already verified"))
+            self.sink(FileSkipped(job.local, size, "already verified", counted=True))
             return Outcome(job, "skipped", size, job.md5 or "", bool(job.md5))
         if action == Action.CHECK_EXISTING:
             md5, size = await asyncio.to_thread(_hash_file, final)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from xnat_downloader.errors import LocalWriteError
 from xnat_downloader.http.session import XnatSession
+from xnat_downloader.transfer.decide import Action, decide
 from xnat_downloader.transfer.download import Downloader, RateLimiter
 from xnat_downloader.transfer.events import EventSink, Planned
 from xnat_downloader.transfer.jobs import Job, Outcome
@@ -48,12 +49,15 @@ async def run_jobs(
     Resources of many small files go as one streamed zip each (when ``options.mode``
     allows); whatever a zip does not deliver verified is fetched per file in the same run.
     A zip takes one worker slot, like a file."""
-    sink(Planned(len(jobs), sum(j.size or 0 for j in jobs)))
     limiter = RateLimiter(options.max_rate) if options.max_rate else None
     downloader = Downloader(
         xs, root, state, sink, overwrite=options.overwrite, checksum=options.checksum,
         limiter=limiter,
     )  # fmt: skip
+    # What an earlier run verified (the same decision the downloader makes per file).
+    already = [j for j in jobs if decide(downloader.facts(j))[0] == Action.SKIP]
+    sink(Planned(len(jobs), sum(j.size or 0 for j in jobs), len(already),
+                 sum(j.size or 0 for j in already)))  # fmt: skip
     gate = asyncio.Semaphore(max(1, min(options.jobs, MAX_JOBS)))
     batches, singles, reasons = choose(jobs, options.mode)
     for reason in reasons:

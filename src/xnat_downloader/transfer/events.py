@@ -14,6 +14,10 @@ from dataclasses import dataclass
 class Planned:
     files: int
     bytes: int
+    # Of those, verified by an earlier run and to be skipped (their FileSkipped events say
+    # ``counted``): a resumed run can say at its start what is left.
+    already_files: int = 0
+    already_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class FileSkipped:
     local: str
     size: int
     reason: str
+    counted: bool = False  # already in Planned.already_files/already_bytes
 
 
 @dataclass(frozen=True)

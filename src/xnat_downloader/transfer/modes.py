@@ -67,9 +67,9 @@ def choose(jobs: list[Job], mode: Mode) -> tuple[list[ZipBatch], list[Job], list
         elif len(known) != len(sizes):
             use, why = False, "the listing gives no size for some files"
         elif median > ZIP_MAX_MEDIAN or max(known) > ZIP_MAX_FILE:
-            use, why = False, f"large files (median {median / 1024:.0f} KiB)"
+            use, why = False, f"large files (median {median / 1000:.0f} kB)"
         else:
-            use, why = True, f"{len(members)} small files (median {median / 1024:.0f} KiB)"
+            use, why = True, f"{len(members)} small files (median {median / 1000:.0f} kB)"
         reasons.append(f"{'zip' if use else 'per-file'}: {resource} ({why})")
         if use:
             batches.append(ZipBatch(resource, members))

@@ -1,0 +1,78 @@
+"""The argument parser every command uses: argparse, plus help for mistakes.
+
+A mistyped flag gets "did you mean …"; xget's single-dash flags given to another command
+get the flag that does the same there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import sys
+from typing import NoReturn
+
+# xget's flags, and what does the same for download/ls (or where to use them as they are).
+XGET_FLAGS = {
+    "-host": "-w URL",
+    "-proj": "-p PROJECT",
+    "-subj": "--subject S",
+    "-start": "--since YYYY-MM-DD",
+    "-end": "--until YYYY-MM-DD",
+    "-acq": "--scan-type PATTERN",
+    "-ass": "--assessors",
+    "-recon": "--recons",
+    "-format": "--resource LABEL",
+    "-passfile": "~/.xnatPass is read by default",
+    "-overwrite": "--overwrite",
+    "-quiet": "-q",
+    "-longname": "only 'xnat-downloader xget' names zips",
+}
+
+
+def xget_flags_in(argv: list[str]) -> list[str]:
+    """Advice for each of xget's single-dash flags in ``argv`` (argparse would read
+    ``-proj`` as ``-p roj``)."""
+    return [suggestion(t, []) for t in argv if t.split("=", 1)[0] in XGET_FLAGS]
+
+
+def unknown_tokens(message: str) -> list[str]:
+    """The arguments argparse could not place, from its error message."""
+    match = re.search(r"unrecognized arguments: (.*)$", message)
+    return match.group(1).split() if match else []
+
+
+def suggestion(token: str, known: list[str]) -> str:
+    """Advice for one unknown argument (pure)."""
+    flag = token.split("=", 1)[0]
+    if flag in XGET_FLAGS:
+        return (
+            f"{flag} is xget's flag: here use {XGET_FLAGS[flag]} (or run "
+            "'xnat-downloader xget …' to keep xget's flags)"
+        )
+    close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+    return f"{flag}: did you mean {close[0]}?" if close else ""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with suggestions in its errors (exit 2, on stderr, as argparse does)."""
+
+    def option_strings(self) -> list[str]:
+        """Every flag this parser and its subcommands know."""
+        found: list[str] = []
+        for action in self._actions:
+            found.extend(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    if isinstance(sub, Parser):
+                        found.extend(sub.option_strings())
+        return sorted(set(found))
+
+    def error(self, message: str) -> NoReturn:
+        known = self.option_strings()
+        hints = [h for t in unknown_tokens(message) if (h := suggestion(t, known))]
+        self.print_usage(sys.stderr)
+        text = f"{self.prog}: error: {message}"
+        if hints:
+            text += "\n" + "\n".join(f"  {h}" for h in hints)
+        self.exit(2, text + "\n")

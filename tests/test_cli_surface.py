@@ -1,0 +1,151 @@
+"""The command line as a newcomer meets it (issue 19): output, --json, help, mistakes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from minixnat.cli import build_parser as minixnat_parser
+from tests.conftest import BIN, Server
+from tests.test_download import cli
+from xnat_downloader.cli import cluster, dicomsend, manage, upload, xget
+from xnat_downloader.cli.main import build_parser, legacy_parser
+from xnat_downloader.cli.progress import human_bytes, resuming_line
+from xnat_downloader.http.session import connection_hint
+from xnat_downloader.transfer.events import Planned
+
+
+def parsers() -> list[argparse.ArgumentParser]:
+    """Every parser of both programs, subcommands included."""
+    found = [build_parser(), legacy_parser(), upload.build_parser(), xget.build_parser(),
+             dicomsend.build_parser(), cluster.slurm_parser(), cluster.status_parser(),
+             minixnat_parser()]  # fmt: skip
+    found += [manage.project_parser(), manage.prearchive_parser()]
+    queue = list(found)
+    while queue:
+        parser = queue.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                subs = [p for p in action.choices.values() if p not in found]
+                found += subs
+                queue += subs
+    return found
+
+
+def test_help_texts_are_for_users_and_every_option_has_one() -> None:
+    for parser in parsers():
+        text = parser.format_help()
+        for internal in ("CONTRACT", "§", "``", "seed 0"):
+            assert internal not in text, f"{parser.prog} --help shows {internal!r}"
+        for action in parser._actions:
+            if action.option_strings and action.help is None:
+                pytest.fail(f"{parser.prog} {action.option_strings[0]} has no help line")
+
+
+def test_both_programs_print_their_version() -> None:
+    for program in ("xnat-downloader", "minixnat"):
+        done = subprocess.run([BIN / program, "--version"], capture_output=True, text=True)
+        assert done.returncode == 0
+        assert re.fullmatch(rf"{program} \d+\.\d+\.\d+\n", done.stdout)
+
+
+def test_one_unit_family_and_what_a_resumed_run_says() -> None:
+    assert human_bytes(999) == "999 B"
+    assert human_bytes(1_500_000) == "1.5 MB"
+    assert human_bytes(2_000_000_000) == "2.0 GB"
+    assert resuming_line(Planned(10, 1000)) is None
+    assert resuming_line(Planned(10, 5_000_000, 4, 2_000_000)) == (
+        "resuming: 4 files (2.0 MB) already verified; 6 files (3.0 MB) to fetch"
+    )
+
+
+def test_ls_dates_and_a_readable_dry_run(shared_server: Server, tmp_path: Path) -> None:
+    code, out, _ = cli("ls", "-w", shared_server.url, "-p", "DEMO01")
+    assert code == 0
+    assert "<10" not in out
+    assert re.search(r"DEMO01_S001_MR1\s+DEMO01_S001\s+\d{4}-\d\d-\d\d\s", out)
+    code, out, _ = cli("download", "-w", shared_server.url, "-p", "DEMO01", "--dry-run",
+                       "-o", str(tmp_path))  # fmt: skip
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("plan: ")
+    assert any(re.match(r"\s+\d+ files\s+[\d.]+ [kMG]?B\s+\d+ scans\s+DEMO01/", ln) for ln in lines)
+    assert not any(".dcm" in ln for ln in lines)  # per session, not per file
+    code, listed, _ = cli("download", "-w", shared_server.url, "-p", "DEMO01", "--dry-run",
+                          "--list-files", "-o", str(tmp_path))  # fmt: skip
+    files = int(lines[-1].split()[1])
+    assert sum(1 for ln in listed.splitlines() if ln.rstrip().endswith(".dcm")) <= files
+    assert len(listed.strip().splitlines()) == files + 1
+
+
+def test_json_is_one_document_on_stdout_for_results_and_for_errors(
+    shared_server: Server, tmp_path: Path
+) -> None:
+    base = ["-w", shared_server.url, "-p", "DEMO01"]
+    code, out, _ = cli("download", *base, "-o", str(tmp_path / "a"), "--json")
+    assert code == 0
+    doc = json.loads(out)  # the whole of stdout
+    assert doc["ok"] is True
+    assert doc["files"] == doc["verified"] > 0
+    assert doc["failures"] == []
+    assert Path(doc["report"]).is_file()
+    assert Path(doc["log"]).is_file()
+    code, out, _ = cli("download", *base, "--dry-run", "--json", "-o", str(tmp_path / "b"))
+    assert isinstance(json.loads(out), list)
+    code, out, err = cli("download", "-w", shared_server.url, "-p", "NOPE", "--json",
+                         "-o", str(tmp_path / "c"))  # fmt: skip
+    assert code == 2
+    assert json.loads(out) == {"ok": False, "error": err.strip().removeprefix("error: "),
+                               "exit": 2}  # fmt: skip
+    code, out, _ = cli("xget", "-host", shared_server.url, "-proj", "DEMO01", "-o",
+                       str(tmp_path / "x"), "--json")  # fmt: skip
+    assert code == 0
+    assert json.loads(out)["written"]
+    code, out, _ = cli("upload", "-w", shared_server.url, "-p", "DEMO02", "--subject", "NEW",
+                       "--session", "NEW_MR", str(tmp_path / "a" / "DEMO01" / "DEMO01_S001"
+                                                  / "DEMO01_S001_MR1"), "--json")  # fmt: skip
+    doc = json.loads(out)
+    assert code == 0, doc
+    assert doc["failed"] == 0
+    assert doc["verified"] > 0
+
+
+def test_mistakes_get_help_and_leave_nothing_behind(shared_server: Server, tmp_path: Path) -> None:
+    code, _, err = cli("dowload", "-p", "X")
+    assert code == 2
+    assert "did you mean download?" in err
+    code, _, err = cli("download", "-w", shared_server.url, "-proj", "DEMO01")
+    assert code == 2
+    assert "-proj is xget's flag: here use -p PROJECT" in err
+    done = subprocess.run([BIN / "xnat-downloader", "download", "--ouput", "d"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2
+    assert "--ouput: did you mean --output?" in done.stderr
+    code, _, err = cli("ls", "-w", f"{shared_server.url}/data/projects/DEMO01", "-p", "DEMO01")
+    assert code == 2
+    assert f"use -w {shared_server.url}" in err
+    code, _, err = cli("ls", "-w", shared_server.url.replace("http://", "https://"),
+                       "-p", "DEMO01")  # fmt: skip
+    assert code == 2
+    assert "use http:// instead of https://" in err
+    assert "no scheme was given" in connection_hint("refused", "https://h", True)
+    assert connection_hint("refused", "https://h", False) == ""
+    # A wrong password and an unknown project: no output folder, no state, no log.
+    for flags, env in (
+        (["-p", "DEMO01"], {"XNAT_USER": "admin", "XNAT_PASS": "wrong"}),
+        (["-p", "NOPE"], {"XNAT_USER": "admin", "XNAT_PASS": "admin"}),
+    ):
+        out = tmp_path / "never"
+        code, _, _ = cli("download", "-w", shared_server.url, *flags, "-o", str(out), env=env)
+        assert code == 2
+        assert not out.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    code, _, _ = cli("download", "-w", shared_server.url, "-p", "NOPE", "-o", str(kept))
+    assert code == 2
+    assert kept.is_dir()
+    assert list(kept.iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -149,3 +150,50 @@ def test_mistakes_get_help_and_leave_nothing_behind(shared_server: Server, tmp_p
     assert code == 2
     assert kept.is_dir()
     assert list(kept.iterdir()) == []
+
+
+def test_profiles_name_servers_without_passwords(
+    shared_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    config = tmp_path / "xnat-downloader" / "config.toml"
+    config.parent.mkdir()
+    config.write_text(f'[profiles.demo]\nurl = "{shared_server.url}"\nuser = "admin"\njobs = 2\n')
+    code, out, err = cli("ls", "--profile", "demo", "-p", "DEMO01", env={"XNAT_PASS": "admin"})
+    assert code == 0, err
+    assert "DEMO01_S001_MR1" in out
+
+    def program(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([BIN / "xnat-downloader", *args], capture_output=True, text=True,
+                              env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path)})  # fmt: skip
+
+    refused = program("ls", "--profile", "nope", "-p", "DEMO01")
+    assert refused.returncode == 2
+    assert f"no profile 'nope' in {config}" in refused.stderr
+    config.write_text('[profiles.demo]\nurl = "http://x"\npassword = "hunter2"\n')
+    refused = program("ls", "--profile", "demo", "-p", "DEMO01")
+    assert refused.returncode == 2
+    assert "holds a password" in refused.stderr
+    assert "hunter2" not in refused.stderr
+
+
+def test_shell_completion_is_generated_from_the_parsers(tmp_path: Path) -> None:
+    script = tmp_path / "completion.bash"
+    done = subprocess.run([BIN / "xnat-downloader", "--print-completion", "bash"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0
+    script.write_text(done.stdout)
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(("xnat-downloader", *words))
+        probe = (
+            f"source {script}; COMP_WORDS=(xnat-downloader {' '.join(words)}); "
+            f"COMP_CWORD={len(words)}; COMP_LINE='{line}'; COMP_POINT={len(line)}; "
+            '_shtab_xnat_downloader; echo "${COMPREPLY[@]}"'
+        )
+        result = subprocess.run(["bash", "-c", probe], capture_output=True, text=True)
+        return result.stdout.split()
+
+    assert complete("dicom-s") == ["dicom-send"]
+    assert complete("download", "--sha") == ["--shard"]
+    assert complete("dicom-send", "--calling") == ["--calling-ae"]

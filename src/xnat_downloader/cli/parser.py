@@ -10,7 +10,11 @@ import argparse
 import difflib
 import re
 import sys
-from typing import NoReturn
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from xnat_downloader.cli.profiles import load_defaults
+from xnat_downloader.errors import UsageError
 
 # xget's flags, and what does the same for download/ls (or where to use them as they are).
 XGET_FLAGS = {
@@ -67,6 +71,28 @@ class Parser(argparse.ArgumentParser):
                     if isinstance(sub, Parser):
                         found.extend(sub.option_strings())
         return sorted(set(found))
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: None = None
+    ) -> argparse.Namespace:
+        """As argparse does, after a ``--profile``'s settings became the defaults."""
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            defaults = load_defaults(argv)
+        except UsageError as exc:
+            self.error(str(exc))
+        self.apply_defaults(defaults)
+        return super().parse_args(argv, namespace)
+
+    def apply_defaults(self, defaults: dict[str, Any]) -> None:
+        """Set the defaults of the flags these dests belong to, in subcommands too."""
+        for action in self._actions:
+            if action.dest in defaults:
+                action.default = defaults[action.dest]
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    if isinstance(sub, Parser):
+                        sub.apply_defaults(defaults)
 
     def error(self, message: str) -> NoReturn:
         known = self.option_strings()

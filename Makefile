@@ -31,7 +31,7 @@ $(SLURM):
 	$(APT) install -y slurm-wlm munge || ($(APT) update && $(APT) install -y slurm-wlm munge)
 
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/demo.py $(if $(SERVE),--serve)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts bench
@@ -46,4 +46,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) demo-output test-output
+	rm -rf $(VENV) demo-output demo-archive test-output

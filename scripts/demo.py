@@ -1,7 +1,9 @@
 """`make demo`: a synthetic archive, minixnat on a free port, one project downloaded.
 
 Runs the two programs as a user would (as subprocesses): the client and the server never
-import each other.  Exits with the downloader's status; never prompts.
+import each other.  Exits with the downloader's status; never prompts.  The archive stays
+in ``demo-archive/`` and the last lines say what to try next; with ``--serve`` (``make demo
+SERVE=1``) the server stays up, with its web pages, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,10 +18,37 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
+ARCHIVE = Path("demo-archive")
+
+
+def next_steps(url: str, out: Path, serving: bool) -> str:
+    """What to try after the demo (the server's address while it is up)."""
+    login = "XNAT_USER=admin XNAT_PASS=admin"
+    start = (
+        f"  the web pages: {url}/ (admin / admin); Ctrl-C stops the server"
+        if serving
+        else f"  minixnat serve --root {ARCHIVE} --port 8080   # then open "
+        "http://127.0.0.1:8080/ (admin / admin)"
+    )
+    server = url if serving else "http://127.0.0.1:8080"
+    return "\n".join([
+        f"demo: done; the files are in {out}/, the archive in {ARCHIVE}/. Try next:",
+        start,
+        f"  {login} xnat-downloader ls -w {server} -p DEMO02",
+        f"  {login} xnat-downloader download -w {server} -p DEMO02 --modality CT "
+        "--scan-type 'CT HEAD' -o ct-head",
+        f"  xnat-downloader verify -o {out}",
+        "  (the commands are in .venv/bin; 'make demo SERVE=1' keeps this server up)"
+        if not serving else "",
+    ]).rstrip()  # fmt: skip
+
+
 def main() -> int:
+    serving = "--serve" in sys.argv[1:]
     work = Path(tempfile.mkdtemp(prefix="xnat-demo-"))
     out = Path("demo-output")
-    archive = work / "archive"
+    shutil.rmtree(ARCHIVE, ignore_errors=True)
+    archive = ARCHIVE
     subprocess.run(
         [
             BIN / "minixnat",
@@ -74,6 +103,12 @@ def main() -> int:
             stdin=subprocess.DEVNULL,
             check=False,
         )
+        print(next_steps(url, out, serving), flush=True)
+        if serving:
+            try:
+                server.wait()
+            except KeyboardInterrupt:
+                print("\ndemo: server stopped", flush=True)
         return done.returncode
     finally:
         server.terminate()

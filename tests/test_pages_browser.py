@@ -231,6 +231,9 @@ def test_xml_catalog_feeds_xnat_downloader(page: Page, site: Server, tmp_path: P
     text = catalog.read_text()
     assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<cat:Catalog')
     assert 'entrySet ID="RAW"' in text
+    uris = re.findall(r'<cat:entry URI="([^"]+)"', text)
+    assert uris
+    assert all(u.startswith(f"{site.url}/data/experiments/") for u in uris)  # absolute, as XNAT's
     out = tmp_path / "fetched"
     done = subprocess.run(
         [
@@ -273,16 +276,19 @@ def test_download_client_handoff_outlives_the_browser_session(
     shot(page, "download-client-command")
     assert_accessible(page, "the hand-off page")
     command = page.locator("#command").inner_text()
+    secret = page.locator("#secret").inner_text().strip()
     cid = page.locator("#download-id").inner_text()
     words = shlex.split(command)
-    assert words[2:4] == ["xnat-downloader", "download"]
+    assert words[:2] == ["xnat-downloader", "download"]
     assert f"/xapi/archive/download/{cid}/xml" in command
-    assert "admin" not in words[1]  # the token's secret, not the password
+    assert secret not in command  # typed at the prompt, never in the shell's history
+    assert secret != "admin"  # the token's secret, not the password
     # Log out: the command must work without the browser's session.
     page.get_by_role("button", name="Log out").click()
     expect(page.locator("#user_info")).to_contain_text("Guest")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env = {k: v for k, v in env.items() if not k.startswith("XNAT_")}
+    env["XNAT_PASS"] = secret  # what a script gives instead of typing it at the prompt
     want = expected_files(site, TWO, "T1w")
     finished = (
         f"done: {len(want)} files, {sum(s for s, _ in want.values())} bytes, "

@@ -222,15 +222,17 @@ def server_url(request: Request) -> str:
     return f"{request.scheme}://{host}"
 
 
-def handoff_command(server: str, cid: str, alias: str, secret: str, folder: str) -> str:
-    """The shell command that fetches download ``cid`` with xnat-downloader."""
+def handoff_command(server: str, cid: str, alias: str, folder: str) -> str:
+    """The shell command that fetches download ``cid`` with xnat-downloader.  It names the
+    token's alias only: the secret is typed at the password prompt (or given in
+    ``$XNAT_PASS``), so it never lands in the shell's history."""
     words = [
-        f"XNAT_USER={shlex.quote(alias)}",
-        f"XNAT_PASS={shlex.quote(secret)}",
         "xnat-downloader",
         "download",
         "-w",
         shlex.quote(server),
+        "-u",
+        shlex.quote(alias),
         "--catalog",
         shlex.quote(f"{server}/xapi/archive/download/{cid}/xml"),
         "-o",
@@ -262,7 +264,8 @@ def handoff(
     return page(
         "handoff.html",
         visit=visit,
-        command=handoff_command(server_url(visit.request), cid, token.alias, token.secret, folder),
+        command=handoff_command(server_url(visit.request), cid, token.alias, folder),
+        secret=token.secret,
         expires=expires.strftime("%Y-%m-%d %H:%M UTC"),
         folder=folder,
         **summary,

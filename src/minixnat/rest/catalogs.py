@@ -265,7 +265,11 @@ def load_download(
     return found[1], catalog_entries(store, access, found[1])
 
 
-def download_catalog_xml(store: Store, access: Access, cid: str, *, attachment: bool) -> Response:
+def download_catalog_xml(
+    store: Store, access: Access, cid: str, *, attachment: bool, server: str
+) -> Response:
+    """The download's ``cat:Catalog``; entry URIs are absolute (``server`` + ``/data/…``),
+    as in XNAT's own example, so a script can fetch them as they stand."""
     _, entries = load_download(store, access, cid)
     sets: dict[str, list[CatalogEntry]] = {}
     for entry in entries:
@@ -289,8 +293,9 @@ def download_catalog_xml(store: Store, access: Access, cid: str, *, attachment: 
             parts.append(f"\t<cat:entrySet ID={quoteattr(group)}>\n\t<cat:entries>\n")
             for entry in group_entries:
                 size = sum(f.size for _, f in entry.files)
+                absolute = server + "/data" + entry.uri.removeprefix("/archive")
                 parts.append(
-                    f"\t\t<cat:entry URI={quoteattr(entry.uri)} "
+                    f"\t\t<cat:entry URI={quoteattr(absolute)} "
                     f"name={quoteattr(entry.name)} "
                     f"ID={quoteattr(str(entry.resource.pk))} "
                     f"format={quoteattr(entry.resource.format or '')}>"

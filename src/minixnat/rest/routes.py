@@ -390,7 +390,10 @@ async def download_catalog(call: Call) -> AnyResponse:
             call.store, call.access, cid, call.request, placeholders=True
         )
     if tail in ("xml", "") and len(call.rest) <= 1:
-        return catalogs.download_catalog_xml(call.store, call.access, cid, attachment=tail == "xml")
+        server = f"{call.request.scheme}://{call.request.headers.get('host', '127.0.0.1')}"
+        return catalogs.download_catalog_xml(
+            call.store, call.access, cid, attachment=tail == "xml", server=server
+        )
     raise HttpError(404, NOT_FOUND)
 
 

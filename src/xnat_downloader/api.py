@@ -32,6 +32,7 @@ from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, build_plan, manifest_catalog, manifest_json
 from xnat_downloader.plan.shard import Shard
 from xnat_downloader.transfer.decide import bytes_to_fetch, space_shortfall
+from xnat_downloader.transfer.documents import fetch_documents
 from xnat_downloader.transfer.download import size_or_none
 from xnat_downloader.transfer.engine import EngineOptions, run_jobs
 from xnat_downloader.transfer.events import EventSink, FileFailed, ignore
@@ -39,6 +40,7 @@ from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts
 from xnat_downloader.transfer.localfs import write_failure, write_whole
 from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.transfer.state import State
+from xnat_downloader.xnat.documents import document_files
 from xnat_downloader.xnat.model import Project, Scan, Session
 from xnat_downloader.xnat.parse import catalog_link, same_server
 from xnat_downloader.xnat.selection import Selection
@@ -90,10 +92,13 @@ class Report(OutcomeCounts):
     report_path: Path | None = None
     report_error: str | None = None  # why the report file could not be written
     renamed: list[tuple[str, str]] = field(default_factory=list)
+    documents: int = 0  # metadata documents fetched (checked to parse; XNAT lists no MD5)
 
     @property
     def without_server_digest(self) -> int:
-        return sum(1 for o in self.outcomes if o.status != "failed" and not o.server_digest)
+        """Data files the server listed no MD5 for (documents are not counted)."""
+        unlisted = sum(1 for o in self.outcomes if o.status != "failed" and not o.server_digest)
+        return unlisted - self.documents
 
 
 def _conn(url: str | Connection, user: str | None, password: str | None) -> Connection:
@@ -103,10 +108,14 @@ def _conn(url: str | Connection, user: str | None, password: str | None) -> Conn
 
 
 async def _plan(
-    conn: Connection, selection: Selection, layout: LayoutOptions, catalog: Catalog | None
+    conn: Connection,
+    selection: Selection,
+    layout: LayoutOptions,
+    catalog: Catalog | None,
+    metadata: str | None = None,
 ) -> PlanResult:
     async with conn.session() as xs:
-        return await plan_in(xs, selection, layout, catalog)
+        return await plan_in(xs, selection, layout, catalog, metadata)
 
 
 async def read_catalog(xs: XnatSession, catalog: Catalog) -> bytes:
@@ -128,15 +137,24 @@ async def read_catalog(xs: XnatSession, catalog: Catalog) -> bytes:
 
 
 async def plan_in(
-    xs: XnatSession, selection: Selection, layout: LayoutOptions, catalog: Catalog | None
+    xs: XnatSession,
+    selection: Selection,
+    layout: LayoutOptions,
+    catalog: Catalog | None,
+    metadata: str | None = None,
 ) -> PlanResult:
+    """The plan of a selection (or catalog); ``metadata`` (xml or json) adds XNAT's
+    project, subject, session and scan documents to it."""
     if catalog is not None:
         data = await read_catalog(xs, catalog)
         files = await catalog_files(xs, data, str(catalog))
         return PlanResult(build_plan(files, layout), [], [], xs.request_count, xs.base_url)
     found = await walk(xs, selection)
+    files = found.files
+    if metadata:
+        files = [*files, *document_files(found.sessions, found.scans, metadata)]
     return PlanResult(
-        build_plan(found.files, layout),
+        build_plan(files, layout),
         found.sessions,
         found.scans,
         xs.request_count,
@@ -153,10 +171,11 @@ def plan(
     password: str | None = None,
     layout: LayoutOptions | None = None,
     catalog: Catalog | None = None,
+    metadata: str | None = None,
 ) -> PlanResult:
     """Resolve a selection (or a catalog XML) into a plan, transferring nothing."""
     return asyncio.run(
-        _plan(_conn(url, user, password), selection, layout or LayoutOptions(), catalog)
+        _plan(_conn(url, user, password), selection, layout or LayoutOptions(), catalog, metadata)
     )
 
 
@@ -234,6 +253,7 @@ async def _download(
     sink: EventSink,
     on_plan: Callable[[PlanResult], None] | None,
     shard: Shard | None = None,
+    metadata: str | None = None,
 ) -> Report:
     state = State(outdir, shard)  # the lock first: a second run refuses before any request
     try:
@@ -241,7 +261,7 @@ async def _download(
             if saved_plan is not None:
                 planned = PlanResult(saved_plan, [], [], 0, xs.base_url)
             else:
-                planned = await plan_in(xs, selection, layout, catalog)
+                planned = await plan_in(xs, selection, layout, catalog, metadata)
             if shard is not None:
                 # The whole plan first (its names are unique across shards), then this part;
                 # what could not be planned is reported once, by shard 0.
@@ -252,7 +272,11 @@ async def _download(
                 )
             if on_plan is not None:
                 on_plan(planned)
-            jobs = [Job(e.file.uri, e.local, e.file.size, e.file.md5) for e in planned.plan.entries]
+            jobs = [
+                Job(e.file.uri, e.local, e.file.size, e.file.md5)
+                for e in planned.plan.entries
+                if e.file.category != "metadata"  # documents: fetched and parsed apart
+            ]
             if options.space_check:
                 check_space(outdir, jobs)
             return await run_planned(xs, planned, jobs, outdir, state, options, sink)
@@ -294,6 +318,9 @@ async def run_planned(
     _save_manifest(state.dir, planned)
     started = time.monotonic()
     outcomes = await run_jobs(xs, jobs, outdir, state, sink, options)
+    documents = [e for e in planned.plan.entries if e.file.category == "metadata"]
+    fetched = await fetch_documents(xs, documents, outdir, state, sink, options.jobs)
+    outcomes += fetched
     for gap in planned.gaps:  # what the selection named but no file could stand for
         sink(FileFailed(gap.what, gap.reason))
         outcomes.append(Outcome(Job(gap.what, gap.what, None, None), "failed", 0, "", False,
@@ -303,6 +330,7 @@ async def run_planned(
         sum(j.size or 0 for j in jobs),
         time.monotonic() - started,
         renamed=planned.plan.renamed,
+        documents=sum(1 for o in fetched if o.status != "failed"),
     )
     try:
         report.report_path = _write_report(state.dir, report)
@@ -330,9 +358,12 @@ def download(
     sink: EventSink = ignore,
     on_plan: Callable[[PlanResult], None] | None = None,
     shard: Shard | None = None,
+    metadata: str | None = None,
 ) -> Report:
     """Plan and fetch a selection into ``outdir``; every file verified against XNAT's MD5.
 
+    ``metadata`` (``"xml"`` or ``"json"``) also saves XNAT's project, subject, session and
+    scan documents beside the data, each checked to parse.
     With ``shard``, only that shard's sessions of the plan (:mod:`plan.shard`), with the
     shard's own state, manifest and reports under ``.xnat-downloader/shards/K-of-N/``.
 
@@ -366,6 +397,7 @@ def download(
             sink=sink,
             on_plan=on_plan,
             shard=shard,
+            metadata=metadata,
         )
     )
 

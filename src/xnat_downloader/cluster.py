@@ -114,12 +114,12 @@ def _write_token(folder: Path, server: str, alias: str, secret: str) -> Path:
 
 async def _plan_and_login(
     conn: Connection, selection: Selection, layout: LayoutOptions, catalog: str | None,
-    need_plan: bool, need_token: bool,
+    need_plan: bool, need_token: bool, metadata: str | None = None,
 ) -> tuple[Plan | None, list[str], str, tuple[str, str] | None]:  # fmt: skip
     async with conn.session() as xs:
         plan, gaps = None, []
         if need_plan:
-            planned = await plan_in(xs, selection, layout, catalog)
+            planned = await plan_in(xs, selection, layout, catalog, metadata)
             plan, gaps = planned.plan, [f"{g.what}: {g.reason}" for g in planned.gaps]
         token = await issue_token(xs) if need_token else None
         return plan, gaps, xs.base_url, (token.alias, token.secret) if token else None
@@ -136,6 +136,7 @@ def prepare_array(
     layout: LayoutOptions | None = None,
     manifest: Path | None = None,
     catalog: str | None = None,
+    metadata: str | None = None,
     submit: bool = False,
 ) -> ArrayJob:
     """Plan (or take ``manifest``), then write the array script; ``submit`` runs sbatch."""
@@ -160,7 +161,13 @@ def prepare_array(
     use_netrc = source.startswith(("netrc", "xnatPass")) or not conn.credentials.complete
     plan, gaps, base, token = asyncio.run(
         _plan_and_login(
-            conn, selection, layout or LayoutOptions(), catalog, saved is None, not use_netrc
+            conn,
+            selection,
+            layout or LayoutOptions(),
+            catalog,
+            saved is None,
+            not use_netrc,
+            metadata,
         )
     )
     plan = saved if saved is not None else plan

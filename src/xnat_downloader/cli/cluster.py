@@ -66,6 +66,8 @@ def slurm_parser() -> argparse.ArgumentParser:
                    help="a folder per project (default: yes)")  # fmt: skip
     g.add_argument("--include-subject", action=argparse.BooleanOptionalAction, default=True,
                    help="a folder per subject (default: yes)")  # fmt: skip
+    g.add_argument("--metadata", choices=("xml", "json"),
+                   help="also save XNAT's documents beside the data, as download does")  # fmt: skip
     g.add_argument("--submit", action="store_true", help="submit it with sbatch")
     g.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return parser
@@ -118,6 +120,7 @@ def _slurm(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive
         layout=layout_of(args),
         manifest=args.manifest,
         catalog=args.catalog,
+        metadata=args.metadata,
         submit=args.submit,
     )
     for gap in job.not_planned:

@@ -524,7 +524,13 @@ def _download(
         result = (
             api.PlanResult(saved, [], [], 0, conn.url)
             if saved
-            else api.plan(conn, selection, layout=layout_of(args), catalog=args.catalog)
+            else api.plan(
+                conn,
+                selection,
+                layout=layout_of(args),
+                catalog=args.catalog,
+                metadata=args.metadata,
+            )
         )
         if shard is not None:
             result = replace(result, plan=select_shard(result.plan, shard))
@@ -562,6 +568,7 @@ def _download(
             sink=logging_sink(shown),
             on_plan=on_plan,
             shard=shard,
+            metadata=args.metadata,
         )
     if args.json:
         print(json.dumps(report_document(report, log_path)), file=stdout)

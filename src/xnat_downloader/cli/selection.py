@@ -119,6 +119,12 @@ def layout_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--list-files", action="store_true", help="with --dry-run: list every planned file"
     )
+    g.add_argument(
+        "--metadata",
+        choices=("xml", "json"),
+        help="also save XNAT's project, subject, session and scan documents beside the data "
+        "(project.xml, subject.xml, session.xml, scan.xml), each checked to parse",
+    )
     g.add_argument("--json", action="store_true", help="machine-readable output")
     g.add_argument(
         "--overwrite",

@@ -10,9 +10,11 @@
 ``simplified`` drops the ``scans``, ``resources`` and ``files`` folders (seed 000's
 "Simplify downloaded archive structure"): ``{session}/{scan_id}-{type}/{resource}/{path}``.
 ``flat`` puts every file of a session in one folder, named
-``{scan_id}-{type}_{resource}_{path with / as _}``.  The project and subject levels can be
-switched off.  Every component is made safe; file names are kept byte-for-byte when they are
-already safe (DICOM UID names are never rewritten).
+``{scan_id}-{type}_{resource}_{path with / as _}``.  With ``--metadata``, XNAT's documents
+go beside the data: ``project.xml``, ``subject.xml`` and ``session.xml`` in those folders,
+``scan.xml`` in each scan's folder (``{scan}_scan.xml`` in ``flat``).  The project and
+subject levels can be switched off.  Every component is made safe; file names are kept
+byte-for-byte when they are already safe (DICOM UID names are never rewritten).
 """
 
 from __future__ import annotations
@@ -48,8 +50,32 @@ def _owner_folder(f: RemoteFile) -> list[str]:
     return []
 
 
+def _metadata_parts(f: RemoteFile, opts: LayoutOptions) -> list[str]:
+    """Where a project, subject, session or scan document goes: beside the data it describes,
+    in the highest folder of that level the layout has (``project.xml`` in the project
+    folder, or in the subject or session folder when the layout has no project level)."""
+    project = [safe_component(f.project)] if opts.include_project else []
+    subject = [safe_component(f.subject_label)] if opts.include_subject else []
+    session = [*project, *subject, safe_component(f.session_label)]
+    name = safe_component(f.path)
+    if f.resource == "project":
+        return [*(project or subject or session[-1:]), name]
+    if f.resource == "subject":
+        return [*project, *(subject or session[-1:]), name]
+    if f.resource == "session":
+        return [*session, name]
+    scan = safe_component(f"{f.owner}-{f.owner_type}" if f.owner_type else f.owner)
+    if opts.layout == Layout.XNAT:
+        return [*session, "scans", scan, name]
+    if opts.layout == Layout.SIMPLIFIED:
+        return [*session, scan, name]
+    return [*session, safe_component(f"{scan}_{f.path}")]
+
+
 def local_parts(f: RemoteFile, opts: LayoutOptions) -> list[str]:
     """The local relative path of ``f``, as safe components."""
+    if f.category == "metadata":
+        return _metadata_parts(f, opts)
     if f.category == "catalog":
         # A download catalog names each resource's folder itself; keep it.
         return (

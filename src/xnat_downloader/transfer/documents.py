@@ -1,0 +1,92 @@
+"""Fetch the plan's metadata documents (``--metadata xml|json``): small bodies, each checked
+to parse before it is written (aside, then renamed) and recorded as verified.
+
+The server lists no size or digest for a document, so parsing is the check; the MD5 the
+state records is of the bytes received, so that ``verify`` can find a document changed on
+disk later.  Documents are quiet on the progress display (only failures are shown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from xnat_downloader.errors import LocalWriteError, XnatError
+from xnat_downloader.http.session import XnatSession
+from xnat_downloader.plan.plan import PlanEntry
+from xnat_downloader.transfer.events import EventSink, FileFailed
+from xnat_downloader.transfer.jobs import Job, Outcome
+from xnat_downloader.transfer.localfs import write_failure
+from xnat_downloader.transfer.state import State
+
+
+def document_problem(body: bytes, fmt: str) -> str | None:
+    """Why ``body`` is not a usable ``fmt`` (xml or json) document, or None (pure)."""
+    if not body.strip():
+        return "the server sent an empty document"
+    try:
+        if fmt == "json":
+            json.loads(body)
+        else:
+            ET.fromstring(body)
+    except (ValueError, ET.ParseError) as exc:
+        return f"the server's {fmt} does not parse: {exc}"
+    return None
+
+
+def _write(final: Path, body: bytes) -> int:
+    """Write ``body`` to ``final`` durably (aside, fsync, rename); its mtime_ns."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = final.with_name(final.name + ".xnatdl-part")
+    try:
+        with open(temp, "wb") as out:
+            out.write(body)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, final)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise LocalWriteError(write_failure(final, exc)) from exc
+    return final.stat().st_mtime_ns
+
+
+async def fetch_documents(
+    xs: XnatSession,
+    entries: list[PlanEntry],
+    root: Path,
+    state: State,
+    sink: EventSink,
+    jobs: int = 8,
+) -> list[Outcome]:
+    """One outcome per document entry, in the order given."""
+    gate = asyncio.Semaphore(max(1, jobs))
+
+    async def one(entry: PlanEntry) -> Outcome:
+        uri = entry.file.uri
+        job = Job(uri, entry.local, None, None)
+        path, _, query = uri.partition("?")
+        params = dict(parse_qsl(query))
+        fmt = params.get("format", "xml")
+        async with gate:
+            try:
+                body = await xs.get_bytes(path, params=params, what=f"{entry.local}")
+            except LocalWriteError:
+                raise
+            except XnatError as exc:
+                sink(FileFailed(entry.local, str(exc)))
+                return Outcome(job, "failed", 0, "", False, str(exc))
+        problem = document_problem(body, fmt)
+        if problem is not None:
+            sink(FileFailed(entry.local, problem))
+            return Outcome(job, "failed", 0, "", False, problem)
+        mtime = await asyncio.to_thread(_write, root / entry.local, body)
+        md5 = hashlib.md5(body).hexdigest()
+        state.put(entry.local, uri, len(body), md5, "verified", mtime)
+        return Outcome(job, "verified", len(body), md5, False)
+
+    return list(await asyncio.gather(*(one(e) for e in entries)))

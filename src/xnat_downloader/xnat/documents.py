@@ -1,0 +1,56 @@
+"""XNAT's own descriptions of what a download holds: the project, subject, session and scan
+documents (``GET …?format=xml|json``), as plan entries of category ``metadata``.
+
+XNAT lists no size or digest for them; the client checks that each parses instead.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from xnat_downloader.xnat.model import RemoteFile, Scan, Session
+
+FORMATS = ("xml", "json")
+
+
+def _q(text: str) -> str:
+    return quote(text, safe="")
+
+
+def document_files(sessions: list[Session], scans: list[Scan], fmt: str) -> list[RemoteFile]:
+    """One document per project, subject, session and scan of the plan.  ``resource`` says
+    the level (``project``, ``subject``, ``session``, ``scan``); the layout places each."""
+    if fmt not in FORMATS:
+        msg = f"metadata format must be xml or json, not {fmt!r}"
+        raise ValueError(msg)
+    by_id = {s.id: s for s in sessions}
+    out: list[RemoteFile] = []
+
+    def doc(uri: str, level: str, s: Session, owner: str = "", owner_type: str = "") -> None:
+        out.append(
+            RemoteFile(
+                uri=f"{uri}?format={fmt}",
+                path=f"{level}.{fmt}",
+                size=None,
+                md5=None,
+                project=s.project,
+                subject_label=s.subject_label,
+                session_label=s.label,
+                session_id=s.id,
+                category="metadata",
+                resource=level,
+                owner=owner,
+                owner_type=owner_type,
+            )
+        )
+
+    for s in sessions:
+        doc(f"/data/projects/{_q(s.project)}", "project", s)
+        doc(f"/data/projects/{_q(s.project)}/subjects/{_q(s.subject_id)}", "subject", s)
+        doc(f"/data/experiments/{_q(s.id)}", "session", s)
+    for scan in scans:
+        session = by_id.get(scan.session_id)
+        if session is not None:
+            uri = f"/data/experiments/{_q(session.id)}/scans/{_q(scan.id)}"
+            doc(uri, "scan", session, scan.id, scan.type)
+    return out

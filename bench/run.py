@@ -20,6 +20,9 @@ Run it with the project's venv (``make bench``); it needs Debian's ``nginx``, ``
 * ``shards``: the same 2,000 files over the remote link, by one xnat-downloader process
   with ``-j 16`` and by 4 shard processes with ``-j 4`` each from one saved plan (``slurm``
   plans once; its planning time counts).
+* ``sync``: a project of 800 sessions (one small file each) behind ``--latency-ms 20``:
+  the first download, then a re-run with nothing changed; requests counted from the
+  server's access log.
 * ``dicom``: 2,000 instances of ~300 KiB sent over C-STORE to dcmtk's ``storescp`` (forking,
   every transfer syntax) by dcmtk's ``storescu`` and by ``xnat-downloader dicom-send``
   (``-j 1`` and ``-j 4``); then by both to minixnat's receiver (its MB/s).  Needs dcmtk.
@@ -655,6 +658,38 @@ def part_dicom(work: Path, results: dict[str, object], count: int = 2000) -> Non
     }
 
 
+def part_sync(work: Path, results: dict[str, object]) -> None:
+    """A re-run on an unchanged project of 800 sessions costs O(projects) requests."""
+    root = work / "archive-sync"
+    if not (root / "minixnat.sqlite").exists():
+        subprocess.run(
+            [str(BIN / "minixnat"), "demo-data", str(root), "--projects", "1", "--subjects",
+             "400", "--sessions", "2", "--scans", "1", "--files", "1", "--file-kb", "1"],
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    log = work / "sync-access.log"
+    log.unlink(missing_ok=True)
+    server = start_minixnat(root, "--latency-ms", "20", "--access-log", str(log))
+    env = {**os.environ, "XNAT_USER": "admin", "XNAT_PASS": "admin"}
+    out = work / "out" / "sync"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [str(BIN / "xnat-downloader"), "download", "-w", server.url, "-p", "DEMO01",
+           "-o", str(out), "-j", "16", "-q"]  # fmt: skip
+    timings: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    try:
+        for name in ("first download", "re-run, nothing changed"):
+            before = len(log.read_text().splitlines()) if log.exists() else 0
+            timings[name] = timed(
+                lambda: subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+            )
+            time.sleep(0.2)  # the access log is written as each request ends
+            counts[name] = len(log.read_text().splitlines()) - before
+    finally:
+        server.stop()
+    results["sync"] = {"sessions": 800, "seconds": timings, "requests": counts}
+
+
 def part_shards(work: Path, root: Path, results: dict[str, object]) -> None:
     """One process with -j 16 against 4 shard processes with -j 4 each, remote link."""
     server = start_minixnat(root, "--latency-ms", "20", "--conn-mbps", "20")
@@ -762,7 +797,7 @@ def svg(results: dict[str, object], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/xnatdl-bench"))
-    ap.add_argument("--parts", default="server,client,rss,upload,shards,dicom")
+    ap.add_argument("--parts", default="server,client,rss,upload,shards,sync,dicom")
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--file-kb", type=int, default=300)
     ap.add_argument("--jobs", type=int, default=16)
@@ -793,6 +828,8 @@ def main() -> None:
         part_upload(args.work, results, wan=True)
     if "shards" in parts:
         part_shards(args.work, root, results)
+    if "sync" in parts:
+        part_sync(args.work, results)
     if "dicom" in parts:
         part_dicom(args.work, results)
     results["machine"] = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from xnat_downloader.errors import LocalWriteError, NotFound, UsageError
 from xnat_downloader.http.credentials import Credentials
@@ -31,6 +32,14 @@ from xnat_downloader.plan import shard as shards
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, build_plan, manifest_catalog, manifest_json
 from xnat_downloader.plan.shard import Shard
+from xnat_downloader.plan.sync import (
+    SYNC_FILE,
+    Vanished,
+    known_sessions,
+    make_record,
+    selection_key,
+    vanished,
+)
 from xnat_downloader.transfer.decide import bytes_to_fetch, space_shortfall
 from xnat_downloader.transfer.documents import fetch_documents
 from xnat_downloader.transfer.download import size_or_none
@@ -39,12 +48,13 @@ from xnat_downloader.transfer.events import EventSink, FileFailed, ignore
 from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts
 from xnat_downloader.transfer.localfs import write_failure, write_whole
 from xnat_downloader.transfer.modes import Mode
+from xnat_downloader.transfer.prune import prune_files
 from xnat_downloader.transfer.state import State
 from xnat_downloader.xnat.documents import document_files
 from xnat_downloader.xnat.model import Project, Scan, Session
 from xnat_downloader.xnat.parse import catalog_link, same_server
 from xnat_downloader.xnat.selection import Selection
-from xnat_downloader.xnat.walk import Gap, catalog_files, projects_of_sessions, walk
+from xnat_downloader.xnat.walk import Gap, KnownSession, catalog_files, projects_of_sessions, walk
 from xnat_downloader.xnat.walk import list_projects as _list_projects
 
 #: A catalog XML: a file, or an http(s) link to one on the same server (the web page's
@@ -80,6 +90,9 @@ class PlanResult:
     requests: int
     server: str
     gaps: list[Gap] = field(default_factory=list)  # selected, but not plannable: failed
+    reused: int = 0  # sessions taken unchanged from the last run's record (not asked about)
+    vanished: list[Vanished] = field(default_factory=list)  # in the last record, gone now
+    pruned: int = 0  # local files of vanished sessions removed (--prune)
 
 
 @dataclass
@@ -92,6 +105,9 @@ class Report(OutcomeCounts):
     report_path: Path | None = None
     report_error: str | None = None  # why the report file could not be written
     renamed: list[tuple[str, str]] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)  # sessions gone since the last run
+    pruned: int = 0  # their local files removed (prune=True)
+    reused: int = 0  # sessions not asked about again (unchanged since the last run)
     documents: int = 0  # metadata documents fetched (checked to parse; XNAT lists no MD5)
 
     @property
@@ -142,14 +158,16 @@ async def plan_in(
     layout: LayoutOptions,
     catalog: Catalog | None,
     metadata: str | None = None,
+    known: dict[str, KnownSession] | None = None,
 ) -> PlanResult:
     """The plan of a selection (or catalog); ``metadata`` (xml or json) adds XNAT's
-    project, subject, session and scan documents to it."""
+    project, subject, session and scan documents to it; ``known`` sessions whose
+    ``last_modified`` is unchanged are taken as they were (see :mod:`plan.sync`)."""
     if catalog is not None:
         data = await read_catalog(xs, catalog)
         files = await catalog_files(xs, data, str(catalog))
         return PlanResult(build_plan(files, layout), [], [], xs.request_count, xs.base_url)
-    found = await walk(xs, selection)
+    found = await walk(xs, selection, known=known)
     files = found.files
     if metadata:
         files = [*files, *document_files(found.sessions, found.scans, metadata)]
@@ -160,6 +178,7 @@ async def plan_in(
         xs.request_count,
         xs.base_url,
         found.gaps,
+        reused=len(found.reused),
     )
 
 
@@ -254,14 +273,25 @@ async def _download(
     on_plan: Callable[[PlanResult], None] | None,
     shard: Shard | None = None,
     metadata: str | None = None,
+    prune: bool = False,
 ) -> Report:
     state = State(outdir, shard)  # the lock first: a second run refuses before any request
     try:
         async with conn.session() as xs:
             if saved_plan is not None:
                 planned = PlanResult(saved_plan, [], [], 0, xs.base_url)
-            else:
+            elif catalog is not None:
                 planned = await plan_in(xs, selection, layout, catalog, metadata)
+            else:
+                planned = await _synced_plan(xs, selection, layout, metadata, state.dir, prune)
+            if prune and planned.vanished:
+                removed = prune_files(
+                    outdir,
+                    state,
+                    [v.id for v in planned.vanished],
+                    {u for v in planned.vanished for u in v.uris},
+                )
+                planned.pruned = removed
             if shard is not None:
                 # The whole plan first (its names are unique across shards), then this part;
                 # what could not be planned is reported once, by shard 0.
@@ -282,6 +312,34 @@ async def _download(
             return await run_planned(xs, planned, jobs, outdir, state, options, sink)
     finally:
         state.close()
+
+
+async def _synced_plan(
+    xs: XnatSession,
+    selection: Selection,
+    layout: LayoutOptions,
+    metadata: str | None,
+    folder: Path,
+    prune: bool,
+) -> PlanResult:
+    """Plan with the last run's record: unchanged sessions are not asked about again, and
+    sessions the record has but the server no longer lists come back as ``vanished``.
+    The new record is written before anything is fetched."""
+    path = folder / SYNC_FILE
+    try:
+        loaded: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        loaded = {}  # no record (a first run) or a damaged one: walk everything
+    previous: dict[str, Any] = loaded if isinstance(loaded, dict) else {}
+    key = selection_key(selection)
+    planned = await plan_in(xs, selection, layout, None, metadata, known_sessions(previous, key))
+    planned.vanished = vanished(previous, {s.id for s in planned.sessions})
+    files = [e.file for e in planned.plan.entries]
+    # Vanished sessions stay on record until pruned (this run prunes them when asked to).
+    gone = [] if prune else planned.vanished
+    record = make_record(key, planned.sessions, planned.scans, files, planned.gaps, gone)
+    write_whole(path, json.dumps(record))
+    return planned
 
 
 def check_space(outdir: Path, jobs: list[Job]) -> None:
@@ -330,6 +388,9 @@ async def run_planned(
         sum(j.size or 0 for j in jobs),
         time.monotonic() - started,
         renamed=planned.plan.renamed,
+        vanished=[str(v) for v in planned.vanished],
+        pruned=planned.pruned,
+        reused=planned.reused,
         documents=sum(1 for o in fetched if o.status != "failed"),
     )
     try:
@@ -359,9 +420,13 @@ def download(
     on_plan: Callable[[PlanResult], None] | None = None,
     shard: Shard | None = None,
     metadata: str | None = None,
+    prune: bool = False,
 ) -> Report:
     """Plan and fetch a selection into ``outdir``; every file verified against XNAT's MD5.
 
+    A re-run asks the server only about sessions whose ``last_modified`` changed since the
+    last run; sessions that vanished (from the server or the selection) are reported in
+    ``Report.vanished``, and ``prune=True`` removes their local files.
     ``metadata`` (``"xml"`` or ``"json"``) also saves XNAT's project, subject, session and
     scan documents beside the data, each checked to parse.
     With ``shard``, only that shard's sessions of the plan (:mod:`plan.shard`), with the
@@ -398,6 +463,7 @@ def download(
             on_plan=on_plan,
             shard=shard,
             metadata=metadata,
+            prune=prune,
         )
     )
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from minixnat.store.clock import now_stamp
-from minixnat.store.db import Database
+from minixnat.store.modified import ModifiedStamps
 from minixnat.store.names import check_name
 from minixnat.store.records import FileRow, Resource, StoreError
 
@@ -31,7 +31,7 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-class FileTables(Database):
+class FileTables(ModifiedStamps):
     """File rows and their bytes."""
 
     @property
@@ -73,10 +73,12 @@ class FileTables(Database):
         tags: str = "",
     ) -> FileRow:
         row = FileRow(resource_pk, path, size, md5, format_, content, tags, now_stamp())
-        self._exec(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (resource_pk, path, size, md5, format_, content, tags, row.created),
-        )
+        with self.transaction():
+            self._exec(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (resource_pk, path, size, md5, format_, content, tags, row.created),
+            )
+            self._touch_resource(resource_pk)
         return row
 
     def list_files(self, resource_pk: int) -> list[FileRow]:
@@ -155,6 +157,8 @@ class FileTables(Database):
             else:
                 found = self.get_file(resource.pk, relpath)
                 doomed = [found] if found else []
+            if doomed:
+                self._touch_resource(resource.pk)
             for row in doomed:
                 self._exec(
                     "DELETE FROM files WHERE resource_pk=? AND path=?", (resource.pk, row.path)

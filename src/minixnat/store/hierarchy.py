@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from minixnat.store.clock import now_stamp
-from minixnat.store.db import Database
+from minixnat.store.modified import ModifiedStamps
 from minixnat.store.records import (
     ACCESS_LEVELS,
     ROLES,
@@ -42,7 +42,7 @@ UPDATABLE = {
 }
 
 
-class HierarchyTables(Database):
+class HierarchyTables(ModifiedStamps):
     """Projects down to resources.  File rows live in files.py."""
 
     # -- projects --------------------------------------------------------------------------
@@ -320,6 +320,7 @@ class HierarchyTables(Database):
                 ),
             )
             scan = self.get_scan_by_pk(pk)
+            self.touch_owner("experiment", experiment_id)
         assert scan is not None
         return scan
 
@@ -377,6 +378,7 @@ class HierarchyTables(Database):
                 (owner_kind, owner_key, label, format_, content, tags, description, directory),
             )
             resource = self.get_resource(pk)
+            self.touch_owner(owner_kind, owner_key)
         assert resource is not None
         return resource
 
@@ -416,10 +418,13 @@ class HierarchyTables(Database):
         if table in ("subjects", "experiments"):
             values = {**values, "last_modified": now_stamp()}
         assignments = ", ".join(f"{column}=?" for column in values)
-        self._exec(
-            f"UPDATE {table} SET {assignments} WHERE {key}=?",  # names checked above
-            (*values.values(), key_value),
-        )
+        with self.transaction():
+            self._exec(
+                f"UPDATE {table} SET {assignments} WHERE {key}=?",  # names checked above
+                (*values.values(), key_value),
+            )
+            if table in ("scans", "reconstructions") and key == "pk":
+                self.touch_owner("scan" if table == "scans" else "recon", str(key_value))
 
     def delete_resource(self, pk: int) -> None:
         """Delete a resource, its file rows and (after the commit) its folder."""
@@ -428,6 +433,7 @@ class HierarchyTables(Database):
             if resource is None:
                 return
             folder = (self.archive_dir / resource.directory).resolve()
+            self.touch_owner(resource.owner_kind, resource.owner_key)
             self._exec("DELETE FROM files WHERE resource_pk=?", (pk,))
             self._exec("DELETE FROM resources WHERE pk=?", (pk,))
             if self.archive_dir.resolve() in folder.parents and folder.exists():
@@ -443,6 +449,7 @@ class HierarchyTables(Database):
 
     def delete_scan(self, pk: int) -> None:
         with self.transaction():
+            self.touch_owner("scan", str(pk))
             self._delete_owned([("scan", str(pk))])
             self._exec("DELETE FROM scans WHERE pk=?", (pk,))
             self._forget_fields("scan", str(pk))

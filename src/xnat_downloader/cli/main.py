@@ -518,6 +518,11 @@ def _download(
 ) -> int:
     saved: Plan | None = None
     shard = parse_shard(args.shard, os.environ) if args.shard else None
+    if shard is not None and args.prune:
+        raise UsageError(
+            "--prune cannot be used with --shard: a shard sees only its part of the tree; "
+            "prune with a download of the whole selection"
+        )
     if args.manifest:
         _server, saved = load_manifest(args.manifest)
     if args.dry_run:
@@ -543,7 +548,8 @@ def _download(
         if args.verbose:
             print(
                 f"plan: {len(result.plan.entries)} files, {result.plan.total_bytes} bytes "
-                f"({result.requests} requests)",
+                f"({result.requests} requests; {result.reused} sessions unchanged since the "
+                "last run were not asked about)",
                 file=stderr,
             )
         _print_renamed(result.plan, stderr)
@@ -569,10 +575,12 @@ def _download(
             on_plan=on_plan,
             shard=shard,
             metadata=args.metadata,
+            prune=args.prune,
         )
     if args.json:
         print(json.dumps(report_document(report, log_path)), file=stdout)
         return EXIT_OK if report.ok else EXIT_FAILED_FILES
+    _print_vanished(report, args.prune, stderr)
     if report.files == 0 and shard is not None and not report.outcomes:
         print(f"shard {shard}: no sessions fell to this shard; nothing to do", file=stderr)
         print(done_line(report), file=stdout)
@@ -583,6 +591,18 @@ def _download(
     if not args.quiet:
         print(f"debug log: {log_path}", file=stderr)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
+
+
+def _print_vanished(report: api.Report, pruned: bool, err: TextIO) -> None:
+    for session in report.vanished:
+        print(f"vanished: {session} (no longer on the server or in the selection)", file=err)
+    if report.vanished:
+        print(
+            f"pruned {report.pruned} files of those sessions"
+            if pruned
+            else "their files are kept; --prune removes them",
+            file=err,
+        )
 
 
 def report_document(report: api.Report, log_path: Path | None) -> dict[str, object]:
@@ -602,6 +622,9 @@ def report_document(report: api.Report, log_path: Path | None) -> dict[str, obje
             if o.status == "failed"
         ],
         "renamed": [{"uri": uri, "local": local} for uri, local in report.renamed],
+        "vanished": report.vanished,
+        "pruned": report.pruned,
+        "sessions_unchanged": report.reused,
         "report": str(report.report_path) if report.report_path else None,
         "report_error": report.report_error,
         "log": str(log_path) if log_path else None,

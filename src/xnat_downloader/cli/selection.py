@@ -120,6 +120,12 @@ def layout_args(p: argparse.ArgumentParser) -> None:
         "--list-files", action="store_true", help="with --dry-run: list every planned file"
     )
     g.add_argument(
+        "--prune",
+        action="store_true",
+        help="remove the local files of sessions that vanished since the last run (from the "
+        "server or the selection); without it they are only reported",
+    )
+    g.add_argument(
         "--metadata",
         choices=("xml", "json"),
         help="also save XNAT's project, subject, session and scan documents beside the data "

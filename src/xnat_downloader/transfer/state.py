@@ -128,6 +128,12 @@ class State:
             self._lock.close()
             self._lock = None
 
+    def all_records(self) -> list[Record]:
+        rows = self.db.execute(
+            "SELECT local, uri, size, md5, status, mtime_ns FROM files ORDER BY local"
+        ).fetchall()
+        return [Record(*row) for row in rows]
+
     def get(self, local: str) -> Record | None:
         row = self.db.execute(
             "SELECT local, uri, size, md5, status, mtime_ns FROM files WHERE local=?", (local,)

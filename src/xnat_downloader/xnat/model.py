@@ -25,6 +25,7 @@ class Session:
     date: date | None
     xsi_type: str
     modality: str = ""
+    stamp: str = ""  # the listing's last_modified: unchanged means nothing under it changed
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,15 @@ def _unusable_uri(uri: str, where: str) -> None:
     _gap(uri or where, "the listing gives no usable file URI")
 
 
+@dataclass(frozen=True)
+class KnownSession:
+    """What an earlier walk found under a session, and the ``last_modified`` it had then."""
+
+    stamp: str
+    scans: list[Scan]
+    files: list[RemoteFile]
+
+
 @dataclass
 class WalkResult:
     """Everything a walk found: the files, plus the sessions and scans for ``ls``, and what
@@ -75,6 +84,7 @@ class WalkResult:
     scans: list[Scan] = field(default_factory=list)
     files: list[RemoteFile] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
+    reused: set[str] = field(default_factory=set)  # session IDs taken from ``known``
 
 
 async def projects_of_sessions(xs: XnatSession, refs: list[str]) -> dict[str, list[str]]:
@@ -135,7 +145,10 @@ async def list_sessions(xs: XnatSession, project: Project) -> list[Session]:
     }
     doc = await xs.get_json(
         f"/data/projects/{project.id}/experiments",
-        params={"columns": "ID,label,date,xsiType,subject_ID,subject_label,modality,project"},
+        params={
+            "columns": "ID,label,date,xsiType,subject_ID,subject_label,modality,project,"
+            "last_modified"
+        },
         what=f"the sessions of project {project.id}",
     )
     sessions = []
@@ -153,6 +166,7 @@ async def list_sessions(xs: XnatSession, project: Project) -> list[Session]:
                 date=parse_date(r.get("date", "")),
                 xsi_type=r.get("xsiType", ""),
                 modality=r.get("modality", ""),
+                stamp=r.get("last_modified", ""),
             )
         )
     return sessions
@@ -325,8 +339,19 @@ async def session_files(
     return scans, files
 
 
-async def walk(xs: XnatSession, sel: Selection, *, concurrency: int = 8) -> WalkResult:
-    """Resolve ``sel`` into files.  Raises NotFound for an unknown project or session."""
+async def walk(
+    xs: XnatSession,
+    sel: Selection,
+    *,
+    concurrency: int = 8,
+    known: dict[str, KnownSession] | None = None,
+) -> WalkResult:
+    """Resolve ``sel`` into files.  Raises NotFound for an unknown project or session.
+
+    A session in ``known`` whose listing shows the same ``last_modified`` as then is not
+    asked about again: an unchanged re-run costs a few listings per project, not per
+    session.  A session without a ``last_modified`` is always walked."""
+    before_walk = known or {}
     if not sel.projects:
         raise UsageError("no project selected: name one or more with -p PROJECT")
     result = WalkResult()
@@ -336,8 +361,8 @@ async def walk(xs: XnatSession, sel: Selection, *, concurrency: int = 8) -> Walk
         sessions = [s for s in await list_sessions(xs, project) if session_matches(s, sel)]
         result.sessions.extend(sessions)
     if sel.sessions:
-        known = {s.id for s in result.sessions} | {s.label for s in result.sessions}
-        missing = [s for s in sel.sessions if s not in known]
+        listed = {s.id for s in result.sessions} | {s.label for s in result.sessions}
+        missing = [s for s in sel.sessions if s not in listed]
         if missing and not result.sessions:
             msg = (
                 f"no session {', '.join(missing)} in project(s) "
@@ -349,6 +374,10 @@ async def walk(xs: XnatSession, sel: Selection, *, concurrency: int = 8) -> Walk
     gate = asyncio.Semaphore(concurrency)
 
     async def one(session: Session) -> tuple[list[Scan], list[RemoteFile]]:
+        before = before_walk.get(session.id)
+        if before is not None and session.stamp and before.stamp == session.stamp:
+            result.reused.add(session.id)
+            return before.scans, before.files
         async with gate:
             try:
                 return await session_files(xs, session, sel)

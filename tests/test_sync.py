@@ -108,3 +108,14 @@ def test_a_record_is_reused_only_for_the_same_selection() -> None:
     assert known_sessions({"version": 1, "selection": key, "sessions": {"E1": 3}}, key) == {}
     assert [v.id for v in vanished(record, {"E2"})] == ["E1"]
     assert vanished({"version": 99, "sessions": {"E1": {}}}, set()) == []
+
+
+def test_rescan_lists_every_session_again(serve: Callable[..., Server], tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    server = serve("--access-log", str(log))
+    base = ["download", "-w", server.url, "-p", "DEMO02", "-o", str(tmp_path / "o"), "-q"]
+    assert cli(*base)[0] == 0
+    first = len(requests_logged(log))
+    assert cli(*base, "--rescan")[0] == 0
+    rescanned = requests_logged(log)[first:]
+    assert sum("/scans" in r for r in rescanned) >= 4  # each session's scans listed again

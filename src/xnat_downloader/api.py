@@ -274,6 +274,7 @@ async def _download(
     shard: Shard | None = None,
     metadata: str | None = None,
     prune: bool = False,
+    rescan: bool = False,
 ) -> Report:
     state = State(outdir, shard)  # the lock first: a second run refuses before any request
     try:
@@ -283,7 +284,9 @@ async def _download(
             elif catalog is not None:
                 planned = await plan_in(xs, selection, layout, catalog, metadata)
             else:
-                planned = await _synced_plan(xs, selection, layout, metadata, state.dir, prune)
+                planned = await _synced_plan(
+                    xs, selection, layout, metadata, state.dir, prune=prune, rescan=rescan
+                )
             if prune and planned.vanished:
                 removed = prune_files(
                     outdir,
@@ -320,7 +323,9 @@ async def _synced_plan(
     layout: LayoutOptions,
     metadata: str | None,
     folder: Path,
+    *,
     prune: bool,
+    rescan: bool,
 ) -> PlanResult:
     """Plan with the last run's record: unchanged sessions are not asked about again, and
     sessions the record has but the server no longer lists come back as ``vanished``.
@@ -332,7 +337,8 @@ async def _synced_plan(
         loaded = {}  # no record (a first run) or a damaged one: walk everything
     previous: dict[str, Any] = loaded if isinstance(loaded, dict) else {}
     key = selection_key(selection)
-    planned = await plan_in(xs, selection, layout, None, metadata, known_sessions(previous, key))
+    known = {} if rescan else known_sessions(previous, key)
+    planned = await plan_in(xs, selection, layout, None, metadata, known)
     planned.vanished = vanished(previous, {s.id for s in planned.sessions})
     files = [e.file for e in planned.plan.entries]
     # Vanished sessions stay on record until pruned (this run prunes them when asked to).
@@ -421,12 +427,14 @@ def download(
     shard: Shard | None = None,
     metadata: str | None = None,
     prune: bool = False,
+    rescan: bool = False,
 ) -> Report:
     """Plan and fetch a selection into ``outdir``; every file verified against XNAT's MD5.
 
     A re-run asks the server only about sessions whose ``last_modified`` changed since the
     last run; sessions that vanished (from the server or the selection) are reported in
-    ``Report.vanished``, and ``prune=True`` removes their local files.
+    ``Report.vanished``, and ``prune=True`` removes their local files; ``rescan=True``
+    lists every session again.
     ``metadata`` (``"xml"`` or ``"json"``) also saves XNAT's project, subject, session and
     scan documents beside the data, each checked to parse.
     With ``shard``, only that shard's sessions of the plan (:mod:`plan.shard`), with the
@@ -464,6 +472,7 @@ def download(
             shard=shard,
             metadata=metadata,
             prune=prune,
+            rescan=rescan,
         )
     )
 

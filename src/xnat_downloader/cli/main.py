@@ -576,6 +576,7 @@ def _download(
             shard=shard,
             metadata=args.metadata,
             prune=args.prune,
+            rescan=args.rescan,
         )
     if args.json:
         print(json.dumps(report_document(report, log_path)), file=stdout)

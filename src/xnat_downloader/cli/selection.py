@@ -120,6 +120,12 @@ def layout_args(p: argparse.ArgumentParser) -> None:
         "--list-files", action="store_true", help="with --dry-run: list every planned file"
     )
     g.add_argument(
+        "--rescan",
+        action="store_true",
+        help="list every session again, even those unchanged since the last run (for servers "
+        "that do not update last_modified when files change)",
+    )
+    g.add_argument(
         "--prune",
         action="store_true",
         help="remove the local files of sessions that vanished since the last run (from the "

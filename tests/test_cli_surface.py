@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -14,7 +15,6 @@ import pytest
 from minixnat.cli import build_parser as minixnat_parser
 from tests.conftest import BIN, Server
 from tests.test_download import cli
-from xnat_downloader.cli import cluster, dicomsend, manage, upload, xget
 from xnat_downloader.cli.main import build_parser, legacy_parser
 from xnat_downloader.cli.progress import human_bytes, resuming_line
 from xnat_downloader.http.session import connection_hint
@@ -23,10 +23,7 @@ from xnat_downloader.transfer.events import Planned
 
 def parsers() -> list[argparse.ArgumentParser]:
     """Every parser of both programs, subcommands included."""
-    found = [build_parser(), legacy_parser(), upload.build_parser(), xget.build_parser(),
-             dicomsend.build_parser(), cluster.slurm_parser(), cluster.status_parser(),
-             minixnat_parser()]  # fmt: skip
-    found += [manage.project_parser(), manage.prearchive_parser()]
+    found = [build_parser(), legacy_parser(), minixnat_parser()]
     queue = list(found)
     while queue:
         parser = queue.pop()
@@ -197,3 +194,31 @@ def test_shell_completion_is_generated_from_the_parsers(tmp_path: Path) -> None:
     assert complete("dicom-s") == ["dicom-send"]
     assert complete("download", "--sha") == ["--shard"]
     assert complete("dicom-send", "--calling") == ["--calling-ae"]
+
+
+def test_one_command_tree_writes_only_to_the_streams_it_is_given() -> None:
+    from xnat_downloader.cli.main import COMMANDS, run
+
+    def call(*argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = run(list(argv), stdout=out, stderr=err, interactive=False)
+        return code, out.getvalue(), err.getvalue()
+
+    code, out, _ = call("--help")
+    assert code == 0
+    for name in COMMANDS:
+        assert name in out  # every command is in the one tree's help
+    for name in COMMANDS:
+        code, out, err = call(name, "--help")
+        assert code == 0, name
+        assert out.startswith(f"usage: xnat-downloader {name}"), name
+    code, out, err = call("download", "--ouput", "x")
+    assert code == 2  # a usage error is a return value, not SystemExit
+    assert out == ""
+    assert "--ouput: did you mean --output?" in err
+    code, out, _ = call("--version")
+    assert code == 0
+    assert out.startswith("xnat-downloader ")
+    code, _, err = call("dicom-send", "--to", "AE@127.0.0.1:9", "-j", "99", __file__)
+    assert code == 2
+    assert "jobs (-j) must be between 1 and 32, not 99" in err  # checked by the API

@@ -449,7 +449,6 @@ def download(
     Per-file failures do not raise; they are in the returned :class:`Report`.
     """
     out = Path(outdir)
-    check_output_dir(out)
     options = EngineOptions(
         jobs=jobs,
         overwrite=overwrite,
@@ -458,6 +457,7 @@ def download(
         max_rate=max_rate,
         mode=mode,
     )
+    check_output_dir(out)  # after the options: a bad option creates no folder
     return asyncio.run(
         _download(
             _conn(url, user, password),

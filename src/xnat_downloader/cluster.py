@@ -28,6 +28,7 @@ from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.layout import LayoutOptions
 from xnat_downloader.plan.plan import Plan, load_manifest, manifest_json
 from xnat_downloader.plan.shard import Shard, assign
+from xnat_downloader.transfer.engine import check_jobs
 from xnat_downloader.transfer.localfs import write_whole
 from xnat_downloader.transfer.state import SHARDS_DIR, STATE_DIR, state_dir
 from xnat_downloader.xnat.selection import Selection
@@ -141,6 +142,7 @@ def prepare_array(
 ) -> ArrayJob:
     """Plan (or take ``manifest``), then write the array script; ``submit`` runs sbatch."""
     out = Path(outdir).resolve()
+    check_jobs(jobs)
     if shards < 1:
         raise UsageError(f"--shards {shards}: give at least 1")
     running = max_running or shards

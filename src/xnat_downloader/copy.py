@@ -23,7 +23,7 @@ from xnat_downloader.api import Connection, PlanResult, check_output_dir, plan_i
 from xnat_downloader.errors import NotFound, UsageError
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, PlanEntry
-from xnat_downloader.transfer.engine import EngineOptions
+from xnat_downloader.transfer.engine import EngineOptions, check_jobs
 from xnat_downloader.transfer.events import Event, EventSink, FileVerified, Planned, ignore
 from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts
 from xnat_downloader.transfer.state import State
@@ -148,6 +148,7 @@ def copy(
     """Copy the sessions ``selection`` names from ``source`` to ``target`` (into the same
     project IDs, or ``target_project``); every file verified on the target against the
     source's MD5."""
+    check_jobs(jobs)
     if source.url.rstrip("/") == target.url.rstrip("/") and not target_project:
         raise UsageError("--from and --to are the same server: name another --to-project")
     if scratch is None:

@@ -32,6 +32,7 @@ from xnat_downloader.plan.dicomsend import (
     routing_comment,
 )
 from xnat_downloader.transfer import dicomsend as transport
+from xnat_downloader.transfer.engine import check_jobs
 from xnat_downloader.transfer.events import EventSink, FileFailed, ignore
 from xnat_downloader.transfer.jobs import Outcome, OutcomeCounts
 from xnat_downloader.xnat.arrival import Arrived, file_names, find_study, prearchive_counts
@@ -139,6 +140,7 @@ def dicom_send(
     study for the server to build it, then checks each file arrived.  Raises UsageError
     for a bad target or routing value, or when no DICOM file is found.
     """
+    check_jobs(jobs)
     target = to if isinstance(to, Target) else parse_target(to)
     for flag, value in (("--project", project), ("--subject", subject), ("--session", session)):
         check_routing_value(flag, value)

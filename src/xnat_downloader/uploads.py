@@ -49,6 +49,7 @@ from xnat_downloader.plan.upload import (
     resource_files,
     staging_label,
 )
+from xnat_downloader.transfer.engine import check_jobs
 from xnat_downloader.transfer.events import (
     BytesMoved,
     EventSink,
@@ -668,6 +669,7 @@ def upload(
     sink: EventSink = ignore,
 ) -> UploadReport:
     """Import archives and folders into ``project``, or put files into ``resource``."""
+    check_jobs(jobs)
     if dest not in DESTINATIONS:
         raise UsageError(f"dest must be archive or prearchive, not {dest!r}")
     if importer not in IMPORTERS:

@@ -9,40 +9,39 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import TextIO
 
 from xnat_downloader import cluster
 from xnat_downloader.cli.common import (
-    configure_logging,
+    Streams,
     connection,
     connection_args,
-    guarded,
-    json_out,
+    server_url,
     warn_insecure,
 )
-from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
+from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
 from xnat_downloader.cli.inputs import expand
-from xnat_downloader.cli.parser import Parser
 from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.cli.selection import layout_of, selection_args, selection_of
 from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.layout import Layout
 from xnat_downloader.plan.plan import load_manifest
-from xnat_downloader.transfer.engine import MAX_JOBS
+
+SLURM_DESCRIPTION = (
+    "Plan a download once and write it as a Slurm job array: N tasks, each fetching "
+    "its shard (whole sessions, balanced by bytes) into one output tree, at most M at "
+    "once. No password goes into the script or the job: tasks use your ~/.netrc, or "
+    "an alias token this command writes to a file only you can read."
+)
+STATUS_DESCRIPTION = (
+    "Merge every run's and every shard's latest report under DIR: per shard done, failed, "
+    "running, unfinished or not started, the totals, and the command that runs the "
+    "unfinished shards again."
+)
 
 
-def slurm_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="xnat-downloader slurm",
-        description=(
-            "Plan a download once and write it as a Slurm job array: N tasks, each fetching "
-            "its shard (whole sessions, balanced by bytes) into one output tree, at most M at "
-            "once. No password goes into the script or the job: tasks use your ~/.netrc, or "
-            "an alias token this command writes to a file only you can read."
-        ),
-    )
+def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
     connection_args(parser)
     selection_args(parser)
     g = parser.add_argument_group("the array")
@@ -70,40 +69,22 @@ def slurm_parser() -> argparse.ArgumentParser:
                    help="also save XNAT's documents beside the data, as download does")  # fmt: skip
     g.add_argument("--submit", action="store_true", help="submit it with sbatch")
     g.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    return parser
 
 
-def status_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="xnat-downloader status",
-        description="Merge every run's and every shard's latest report under DIR: per shard "
-        "done, failed, running or not started, the totals, and the command that runs the "
-        "unfinished shards again.",
-    )
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
                         help="the folder the downloads or the array write into")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    return parser
 
 
-def run_slurm(argv: list[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
-    args = slurm_parser().parse_args(argv)
-    configure_logging(args.verbose, args.quiet, stderr)
-    return guarded(
-        lambda: _slurm(args, stdout, stderr, interactive), stderr, json_out(args, stdout)
-    )
+def slurm_command(args: argparse.Namespace, io: Streams) -> int:
+    return _slurm(args, io.stdout, io.stderr, io.interactive)
 
 
 def _slurm(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
-    if not 1 <= args.jobs <= MAX_JOBS:
-        raise UsageError(f"--jobs {args.jobs} must be between 1 and {MAX_JOBS}")
     projects = expand(args.project)
-    url = args.web or os.environ.get("XNAT_HOST", "")
-    if args.manifest is not None and not url:
-        url, _ = load_manifest(args.manifest)
-    if not url:
-        print("error: no XNAT server given: use -w URL or set XNAT_HOST", file=stderr)
-        return EXIT_USAGE
+    planned_on = load_manifest(args.manifest)[0] if args.manifest is not None else ""
+    url = server_url(args, planned_on)
     if args.manifest is None and not projects and not args.catalog:
         raise UsageError("say what to download: -p PROJECT (and other selection flags), or "
                          "--manifest FILE")  # fmt: skip
@@ -153,9 +134,8 @@ def _slurm(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive
     return EXIT_FAILED_FILES if job.not_planned else EXIT_OK
 
 
-def run_status(argv: list[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
-    args = status_parser().parse_args(argv)
-    return guarded(lambda: _status(args, stdout), stderr, json_out(args, stdout))
+def status_command(args: argparse.Namespace, io: Streams) -> int:
+    return _status(args, io.stdout)
 
 
 def _status(args: argparse.Namespace, stdout: TextIO) -> int:

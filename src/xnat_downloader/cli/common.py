@@ -11,6 +11,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -18,7 +19,7 @@ from typing import TextIO
 from xnat_downloader import __version__, api
 from xnat_downloader.cli.errors import EXIT_USAGE, exit_code_and_message
 from xnat_downloader.cli.progress import PlainProgress, RichProgress, human_bytes
-from xnat_downloader.errors import LocalWriteError, XnatError
+from xnat_downloader.errors import LocalWriteError, UsageError, XnatError
 from xnat_downloader.http import credentials as creds_mod
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.transfer.events import (
@@ -37,6 +38,27 @@ from xnat_downloader.transfer.state import STATE_DIR
 
 LOGGER = "xnat_downloader"
 log = logging.getLogger(LOGGER)
+
+
+@dataclass(frozen=True)
+class Streams:
+    """A command's I/O, injected: where it writes, and whether (and how) it may ask."""
+
+    stdout: TextIO
+    stderr: TextIO
+    interactive: bool
+    ask: Callable[[str], str]
+
+
+def server_url(args: argparse.Namespace, *fallbacks: str) -> str:
+    """The server, resolved once for every command: ``-w`` (or a ``--profile``'s url), then
+    ``$XNAT_HOST``, then what the command's own inputs name (a catalog link, a manifest).
+    UsageError when none does."""
+    url = getattr(args, "web", None) or os.environ.get("XNAT_HOST", "")
+    url = url or next((f for f in fallbacks if f), "")
+    if not url:
+        raise UsageError("no XNAT server given: use -w URL or set XNAT_HOST")
+    return str(url)
 
 
 def configure_logging(verbose: int, quiet: bool, stream: TextIO) -> None:

@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import importlib
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 from typing import TextIO
 
 from xnat_downloader import __version__, api
 from xnat_downloader import copy as copying
 from xnat_downloader import verify as checking
+from xnat_downloader.cli import cluster as cluster_cli
+from xnat_downloader.cli import dicomsend as dicomsend_cli
+from xnat_downloader.cli import manage as manage_cli
+from xnat_downloader.cli import upload as upload_cli
+from xnat_downloader.cli import xget as xget_cli
 from xnat_downloader.cli.common import (
+    Streams,
     configure_logging,
     connection,
     connection_args,
@@ -35,6 +41,7 @@ from xnat_downloader.cli.common import (
     logging_sink,
     nothing_left_on_usage_error,
     print_summary,
+    server_url,
     warn_insecure,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
@@ -47,22 +54,38 @@ from xnat_downloader.http import credentials as creds_mod
 from xnat_downloader.plan.plan import Plan, load_manifest
 from xnat_downloader.plan.shard import parse_shard
 from xnat_downloader.plan.shard import select as select_shard
-from xnat_downloader.transfer.engine import MAX_JOBS
 from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.xnat.parse import catalog_link, server_of_link
 from xnat_downloader.xnat.selection import Selection
 
-SUBCOMMANDS = ("download", "ls", "copy", "verify")
-# Subcommands with parsers of their own.
-OWN_PARSERS = {
-    "upload": "upload:run",
-    "xget": "xget:run",
-    "project": "manage:run_project",
-    "prearchive": "manage:run_prearchive",
-    "dicom-send": "dicomsend:run",
-    "slurm": "cluster:run_slurm",
-    "status": "cluster:run_status",
+# Subcommands defined in their own modules: (module, add-arguments, command, help, parser
+# options).  Every command is a subparser of one tree (build_parser); its function takes
+# the parsed arguments and the injected streams.
+MODULE_COMMANDS: dict[str, tuple[ModuleType, str, str, str, dict[str, object]]] = {
+    "upload": (upload_cli, "add_arguments", "command",
+               "import sessions, fill resources, add subjects from a CSV", {}),
+    "xget": (xget_cli, "add_arguments", "command", "xget's flags and per-session zips",
+             {"allow_abbrev": False}),
+    "project": (manage_cli, "add_project_arguments", "project_command", "create a project", {}),
+    "prearchive": (manage_cli, "add_prearchive_arguments", "prearchive_command",
+                   "list, archive, move or delete prearchive sessions", {}),
+    "dicom-send": (dicomsend_cli, "add_arguments", "command",
+                   "send DICOM files to a C-STORE receiver", {}),
+    "slurm": (cluster_cli, "add_slurm_arguments", "slurm_command",
+              "write (and submit) a download as a Slurm job array", {}),
+    "status": (cluster_cli, "add_status_arguments", "status_command",
+               "merge every run's and shard's report", {}),
+}  # fmt: skip
+DESCRIPTIONS = {
+    "upload": upload_cli.DESCRIPTION,
+    "xget": xget_cli.DESCRIPTION,
+    "project": manage_cli.PROJECT_DESCRIPTION,
+    "prearchive": manage_cli.PREARCHIVE_DESCRIPTION,
+    "dicom-send": dicomsend_cli.DESCRIPTION,
+    "slurm": cluster_cli.SLURM_DESCRIPTION,
+    "status": cluster_cli.STATUS_DESCRIPTION,
 }
+COMMANDS = ("download", "ls", "verify", "copy", *MODULE_COMMANDS)
 SECRET_FLAGS = ("--password",)
 DESCRIPTION = """\
 Parallel, resumable, verified transfers out of and into XNAT.
@@ -96,20 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     connection_args(download)
     selection_args(download)
     layout_args(download)
+    download.set_defaults(handler=_download_or_ls)
     listing = sub.add_parser("ls", help="list what a selection matches")
     connection_args(listing)
     selection_args(listing)
     listing.add_argument("--json", action="store_true", help="machine-readable output")
-    sub.add_parser(
-        "upload",
-        add_help=False,
-        help="import sessions, fill resources, add subjects (see: xnat-downloader upload -h)",
-    )
-    sub.add_parser(
-        "xget",
-        add_help=False,
-        help="xget's flags and per-session zips (see: xnat-downloader xget -h)",
-    )
+    listing.set_defaults(handler=_download_or_ls)
     checking = sub.add_parser(
         "verify",
         help="re-hash every file a download recorded in DIR; with a server, ask it too",
@@ -122,32 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
     checking.add_argument("--json", action="store_true", help="one JSON document on stdout")
     checking.add_argument("--write-md5sum", type=Path, metavar="FILE",
                           help="write an 'md5sum -c' list of the intact files")  # fmt: skip
+    checking.set_defaults(handler=_verify)
     copying = sub.add_parser(
         "copy", help="copy sessions from one XNAT to another, every file verified on the target"
     )
     _copy_args(copying)
     selection_args(copying)
-    sub.add_parser(
-        "project", add_help=False, help="create a project (see: xnat-downloader project -h)"
-    )
-    sub.add_parser(
-        "prearchive",
-        add_help=False,
-        help="list, archive, move, delete prearchive sessions (see: … prearchive -h)",
-    )
-    sub.add_parser(
-        "slurm",
-        add_help=False,
-        help="write (and submit) a download as a Slurm job array (see: … slurm -h)",
-    )
-    sub.add_parser(
-        "status", add_help=False, help="merge every run's and shard's report (see: … status -h)"
-    )
-    sub.add_parser(
-        "dicom-send",
-        add_help=False,
-        help="send DICOM files to a C-STORE receiver (see: xnat-downloader dicom-send -h)",
-    )
+    copying.set_defaults(handler=_copy)
+    for name, (module, add, command, help_text, options) in MODULE_COMMANDS.items():
+        sub_parser = sub.add_parser(
+            name,
+            help=help_text,
+            description=DESCRIPTIONS[name],
+            **options,  # type: ignore[arg-type]
+        )
+        getattr(module, add)(sub_parser)
+        sub_parser.set_defaults(handler=getattr(module, command))
     return parser
 
 
@@ -216,30 +221,6 @@ def ask_on_stderr(prompt: str) -> str:
     return line.rstrip("\n")
 
 
-# The parser builders of the subcommands that parse their own flags, for completion.
-OWN_PARSER_BUILDERS = {
-    "upload": "upload:build_parser",
-    "xget": "xget:build_parser",
-    "project": "manage:project_parser",
-    "prearchive": "manage:prearchive_parser",
-    "dicom-send": "dicomsend:build_parser",
-    "slurm": "cluster:slurm_parser",
-    "status": "cluster:status_parser",
-}
-
-
-def completion_parser() -> argparse.ArgumentParser:
-    """The whole command tree in one parser (for shell completion)."""
-    parser = build_parser()
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, spec in OWN_PARSER_BUILDERS.items():
-                module, _, function = spec.partition(":")
-                build = getattr(importlib.import_module(f"xnat_downloader.cli.{module}"), function)
-                action.choices[name] = build()
-    return parser
-
-
 def _print_completion(argv: list[str], stdout: TextIO, stderr: TextIO) -> int:
     """``--print-completion bash|zsh|tcsh``: a completion script generated by shtab."""
     import shtab
@@ -248,18 +229,8 @@ def _print_completion(argv: list[str], stdout: TextIO, stderr: TextIO) -> int:
     if len(argv) != 1 or argv[0] not in shells:
         print(f"error: --print-completion takes one of {', '.join(shells)}", file=stderr)
         return EXIT_USAGE
-    print(shtab.complete(completion_parser(), shell=argv[0]), file=stdout)
+    print(shtab.complete(build_parser(), shell=argv[0]), file=stdout)
     return EXIT_OK
-
-
-def _own_parser(name: str) -> Callable[..., int]:
-    """The subcommand's ``run``, imported when it is used (``dicom-send`` alone brings in
-    pydicom and pynetdicom, 0.15 s that no other command should pay)."""
-    module, _, function = OWN_PARSERS[name].partition(":")
-    found: Callable[..., int] = getattr(
-        importlib.import_module(f"xnat_downloader.cli.{module}"), function
-    )
-    return found
 
 
 def run(
@@ -270,52 +241,44 @@ def run(
     interactive: bool,
     ask: Callable[[str], str] = ask_on_stderr,
 ) -> int:
-    if argv and argv[0] in OWN_PARSERS:
-        command = _own_parser(argv[0])
-        return command(list(argv[1:]), stdout=stdout, stderr=stderr, interactive=interactive)
-    if argv and not argv[0].startswith("-") and argv[0] not in SUBCOMMANDS:
-        known = [*SUBCOMMANDS, *OWN_PARSERS]
-        close = difflib.get_close_matches(argv[0], known, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}?" if close else f"the commands: {', '.join(known)}"
+    """The command line, with its streams injected: every word of output goes to ``stdout``
+    or ``stderr``, usage errors included (exit 2, as a return value, never SystemExit)."""
+    argv = list(argv)
+    io = Streams(stdout, stderr, interactive, ask)
+    if argv and argv[0] == "--print-completion":
+        return _print_completion(argv[1:], stdout, stderr)
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"the commands: {', '.join(COMMANDS)}"
         print(f"error: unknown command {argv[0]!r}; {hint}", file=stderr)
         return EXIT_USAGE
-    if argv and argv[0] == "--print-completion":
-        return _print_completion(list(argv[1:]), stdout, stderr)
-    misplaced = xget_flags_in(list(argv))
-    if misplaced:
-        for advice in misplaced:
-            print(f"error: {advice}", file=stderr)
+    if not argv or argv[0] != "xget":
+        misplaced = xget_flags_in(argv)
+        if misplaced:
+            for advice in misplaced:
+                print(f"error: {advice}", file=stderr)
+            return EXIT_USAGE
+    tree = argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version"))
+    # The seed tool's bare form ("-o DIR -w URL -u USER") is a download.
+    parser = build_parser() if tree else legacy_parser()
+    parser.use_streams(stdout, stderr)  # type: ignore[attr-defined]
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if not tree:
+        args.command, args.handler = "download", _download_or_ls
+    if getattr(args, "handler", None) is None:
+        parser.print_help()
         return EXIT_USAGE
-    if argv and argv[0] in SUBCOMMANDS:
-        args = build_parser().parse_args(argv)
-    elif argv and argv[0] in ("-h", "--help", "--version"):
-        build_parser().parse_args(argv)
-        return EXIT_OK
-    else:
-        args = legacy_parser().parse_args(argv)
-        args.command = "download"
-    args.argv = list(argv)
-    configure_logging(args.verbose, args.quiet, stderr)
-    if args.command == "copy":
-        return guarded(
-            lambda: _copy(args, stdout, stderr, interactive), stderr, json_out(args, stdout)
-        )
-    if args.command == "verify":
-        return guarded(
-            lambda: _verify(args, stdout, stderr, interactive), stderr, json_out(args, stdout)
-        )
-    url = args.web or os.environ.get("XNAT_HOST", "") or _server_of_catalog(args)
-    if not url:
-        print("error: no XNAT server given: use -w URL or set XNAT_HOST", file=stderr)
-        return EXIT_USAGE
-    return guarded(
-        lambda: _command(args, url, stdout, stderr, interactive, ask),
-        stderr,
-        json_out(args, stdout),
-    )
+    args.argv, args.legacy = argv, not tree
+    configure_logging(getattr(args, "verbose", 0), getattr(args, "quiet", False), stderr)
+    handler: Callable[[argparse.Namespace, Streams], int] = args.handler
+    return guarded(lambda: handler(args, io), stderr, json_out(args, stdout))
 
 
-def _verify(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
+def _verify(args: argparse.Namespace, io: Streams) -> int:
+    stdout, stderr, interactive = io.stdout, io.stderr, io.interactive
     server, _ = checking.recorded(args.output)
     url = "" if args.offline else (args.web or server or os.environ.get("XNAT_HOST", ""))
     conn = None
@@ -351,9 +314,8 @@ def _verify(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactiv
     return EXIT_OK if report.clean else EXIT_FAILED_FILES
 
 
-def _copy(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
-    if not 1 <= args.jobs <= MAX_JOBS:
-        raise UsageError(f"--jobs {args.jobs} must be between 1 and {MAX_JOBS}")
+def _copy(args: argparse.Namespace, io: Streams) -> int:
+    stdout, stderr, interactive = io.stdout, io.stderr, io.interactive
     projects = expand(args.project)
     if not projects:
         raise UsageError("name what to copy with -p PROJECT (and any other selection flags)")
@@ -403,19 +365,9 @@ def _server_of_catalog(args: argparse.Namespace) -> str:
     return server_of_link(link) if link else ""
 
 
-def _command(
-    args: argparse.Namespace,
-    url: str,
-    stdout: TextIO,
-    stderr: TextIO,
-    interactive: bool,
-    ask: Callable[[str], str],
-) -> int:
-    if args.command == "download" and not 1 <= args.jobs <= MAX_JOBS:
-        raise UsageError(
-            f"--jobs {args.jobs} must be between 1 and {MAX_JOBS} (more connections only "
-            "load the server)"
-        )
+def _download_or_ls(args: argparse.Namespace, io: Streams) -> int:
+    stdout, stderr, interactive, ask = io.stdout, io.stderr, io.interactive, io.ask
+    url = server_url(args, _server_of_catalog(args))
     if getattr(args, "max_rate", None) is not None and args.max_rate <= 0:
         raise UsageError(f"--max-rate {args.max_rate} must be a positive number of MB/s")
     if args.insecure:
@@ -440,7 +392,7 @@ def _select_and_run(
 ) -> int:
     projects = expand(args.project)
     conn = connection(args, url, interactive)
-    legacy_menu = interactive and not (args.argv and args.argv[0] in SUBCOMMANDS)
+    legacy_menu = interactive and args.legacy  # the seed tool's own form, on a terminal
     if not projects and expand(args.session) and not args.catalog and not legacy_menu:
         # -s alone: the sessions' projects, from one listing of every visible session.  (The
         # seed tool's own form on a terminal still offers its project menu.)

@@ -9,27 +9,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import asdict
 from typing import TextIO
 
 from xnat_downloader import api, manage
 from xnat_downloader.cli.common import (
-    configure_logging,
+    Streams,
     connection,
     connection_args,
-    guarded,
-    json_out,
+    server_url,
     warn_insecure,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
-from xnat_downloader.cli.parser import Parser
+
+PROJECT_DESCRIPTION = "Manage projects on an XNAT server."
+PREARCHIVE_DESCRIPTION = (
+    "List, archive, move and delete sessions in XNAT's prearchive. A session is named by its "
+    "path (/prearchive/projects/P/TIMESTAMP/FOLDER), its name or folder."
+)
 
 
-def project_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="xnat-downloader project", description="Manage projects on an XNAT server."
-    )
+def add_project_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     create = sub.add_parser("create", help="create a project (uploads need one)")
     connection_args(create)
@@ -43,15 +43,9 @@ def project_parser() -> argparse.ArgumentParser:
         help="who may see it (default private)",
     )
     create.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    return parser
 
 
-def prearchive_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="xnat-downloader prearchive",
-        description="List, archive, move and delete sessions in XNAT's prearchive. A session "
-        "is named by its path (/prearchive/projects/P/TIMESTAMP/FOLDER), its name or folder.",
-    )
+def add_prearchive_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     for action, text in (
         ("ls", "list the prearchive sessions"),
@@ -74,27 +68,20 @@ def prearchive_parser() -> argparse.ArgumentParser:
             )
         if action == "move":
             p.add_argument("--to", required=True, metavar="PROJECT", help="the project to move to")
-    return parser
 
 
-def _connect(args: argparse.Namespace, stderr: TextIO, interactive: bool) -> api.Connection | None:
-    url = args.web or os.environ.get("XNAT_HOST", "")
-    if not url:
-        print("error: no XNAT server given: use -w URL or set XNAT_HOST", file=stderr)
-        return None
+def _connect(args: argparse.Namespace, stderr: TextIO, interactive: bool) -> api.Connection:
+    url = server_url(args)
     if args.insecure:
         warn_insecure(stderr)
     return connection(args, url, interactive)
 
 
-def run_project(argv: list[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
-    args = project_parser().parse_args(argv)
-    configure_logging(args.verbose, args.quiet, stderr)
+def project_command(args: argparse.Namespace, io: Streams) -> int:
+    stdout, stderr, interactive = io.stdout, io.stderr, io.interactive
 
     def command() -> int:
         conn = _connect(args, stderr, interactive)
-        if conn is None:
-            return EXIT_USAGE
         done = manage.create_project(
             conn, args.project, name=args.name, description=args.description, access=args.access
         )
@@ -106,17 +93,14 @@ def run_project(argv: list[str], *, stdout: TextIO, stderr: TextIO, interactive:
             print(f"project {done.id} exists already; nothing was changed", file=stderr)
         return EXIT_OK if done.created else EXIT_FAILED_FILES
 
-    return guarded(command, stderr, json_out(args, stdout))
+    return command()
 
 
-def run_prearchive(argv: list[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
-    args = prearchive_parser().parse_args(argv)
-    configure_logging(args.verbose, args.quiet, stderr)
+def prearchive_command(args: argparse.Namespace, io: Streams) -> int:
+    stdout, stderr, interactive = io.stdout, io.stderr, io.interactive
 
     def command() -> int:
         conn = _connect(args, stderr, interactive)
-        if conn is None:
-            return EXIT_USAGE
         if args.action == "ls":
             sessions = manage.list_prearchive(conn, args.project)
             if args.json:
@@ -147,7 +131,7 @@ def run_prearchive(argv: list[str], *, stdout: TextIO, stderr: TextIO, interacti
         _print(report, args.action, args.json, stdout, stderr)
         return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
-    return guarded(command, stderr, json_out(args, stdout))
+    return command()
 
 
 def _print(

@@ -11,10 +11,13 @@ import difflib
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from xnat_downloader.cli.profiles import load_defaults
 from xnat_downloader.errors import UsageError
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 # xget's flags, and what does the same for download/ls (or where to use them as they are).
 XGET_FLAGS = {
@@ -59,7 +62,26 @@ def suggestion(token: str, known: list[str]) -> str:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with suggestions in its errors (exit 2, on stderr, as argparse does)."""
+    """argparse with suggestions in its errors (exit 2, on stderr, as argparse does), and
+    its help, usage and errors written to the streams the command was given."""
+
+    streams: tuple[TextIO, TextIO] | None = None  # (stdout, stderr); None: sys's own
+
+    def use_streams(self, stdout: TextIO, stderr: TextIO) -> None:
+        """Write help, usage and errors here, in every subcommand too."""
+        self.streams = (stdout, stderr)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    if isinstance(sub, Parser):
+                        sub.use_streams(stdout, stderr)
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        if self.streams is None or not message:
+            super()._print_message(message, file)
+            return
+        target = self.streams[1] if file is sys.stderr else self.streams[0]
+        target.write(message)
 
     def option_strings(self) -> list[str]:
         """Every flag this parser and its subcommands know."""

@@ -11,39 +11,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import TextIO
 
 from xnat_downloader import api, uploads
 from xnat_downloader.cli.common import (
-    configure_logging,
+    Streams,
     connection,
     connection_args,
     display,
     done_line,
-    guarded,
-    json_out,
     logging_sink,
+    server_url,
     warn_insecure,
 )
-from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
-from xnat_downloader.cli.parser import Parser
+from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
 from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.errors import UsageError
 from xnat_downloader.transfer.engine import MAX_JOBS
 
+DESCRIPTION = (
+    "Upload to XNAT. PATH is a session .zip, .tar.gz or .tar; a bundle zip of session "
+    "zips; a folder (a download-layout tree of sessions, or a folder of DICOM, zipped "
+    "while it streams); or a .csv of subjects. With --resource, PATHs go into that "
+    "resource instead of the import service."
+)
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="xnat-downloader upload",
-        description=(
-            "Upload to XNAT. PATH is a session .zip, .tar.gz or .tar; a bundle zip of session "
-            "zips; a folder (a download-layout tree of sessions, or a folder of DICOM, zipped "
-            "while it streams); or a .csv of subjects. With --resource, PATHs go into that "
-            "resource instead of the import service."
-        ),
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     connection_args(parser)
     g = parser.add_argument_group("what and where")
     g.add_argument("paths", nargs="+", metavar="PATH", help="archives, folders or a .csv")
@@ -82,26 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
         "-j", "--jobs", type=int, default=4, help=f"parallel file uploads (1-{MAX_JOBS}, default 4)"
     )  # fmt: skip
     g.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    return parser
 
 
-def run(argv: list[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(args.verbose, args.quiet, stderr)
-    url = args.web or os.environ.get("XNAT_HOST", "")
-    if not url:
-        print("error: no XNAT server given: use -w URL or set XNAT_HOST", file=stderr)
-        return EXIT_USAGE
-    return guarded(
-        lambda: _command(args, url, stdout, stderr, interactive), stderr, json_out(args, stdout)
-    )
+def command(args: argparse.Namespace, io: Streams) -> int:
+    return _command(args, server_url(args), io.stdout, io.stderr, io.interactive)
 
 
 def _command(
     args: argparse.Namespace, url: str, stdout: TextIO, stderr: TextIO, interactive: bool
 ) -> int:
-    if not 1 <= args.jobs <= MAX_JOBS:
-        raise UsageError(f"--jobs {args.jobs} must be between 1 and {MAX_JOBS}")
     paths = [Path(p) for p in args.paths]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:

@@ -11,18 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 from xnat_downloader import api, xget
 from xnat_downloader.cli.common import (
-    configure_logging,
+    Streams,
     debug_log,
     display,
-    guarded,
-    json_out,
     logging_sink,
     print_summary,
     warn_insecure,
@@ -32,27 +29,24 @@ from xnat_downloader.cli.errors import (
     EXIT_OK,
 )
 from xnat_downloader.cli.inputs import expand, parse_xget_day, read_list_file
-from xnat_downloader.cli.parser import Parser
 from xnat_downloader.errors import UsageError
 from xnat_downloader.http import credentials as creds_mod
-from xnat_downloader.transfer.engine import MAX_JOBS
 from xnat_downloader.xnat.selection import Selection
 
 SECRET_FLAGS = ("-p", "--password")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser(
-        prog="xnat-downloader xget",
-        description=(
-            "xget's command line on xnat-downloader's verified engine: one zip per session "
-            "(or files with -z). Flags are xget's, with a single dash; dates are DDMMYYYY. "
-            "Beyond xget: a project alone selects all its sessions, -subj constrains "
-            "subjects, -j sets parallelism, and NONE for -acq, -ass or -recon leaves that "
-            "kind out."
-        ),
-        allow_abbrev=False,
-    )
+DESCRIPTION = (
+    "xget's command line on xnat-downloader's verified engine: one zip per session "
+    "(or files with -z). Flags are xget's, with a single dash; dates are DDMMYYYY. "
+    "Beyond xget: a project alone selects all its sessions, -subj constrains "
+    "subjects, -j sets parallelism, and NONE for -acq, -ass or -recon leaves that "
+    "kind out."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """xget's flags (single dash; the parser is made with ``allow_abbrev=False``)."""
     p.add_argument("-host", metavar="URL", help="XNAT server (default: $XNAT_HOST or passfile)")
     p.add_argument("-u", metavar="USER", help="user name or alias token")
     p.add_argument("-p", metavar="PASSWORD", help="password (prefer -passfile or $XNAT_PASS)")
@@ -92,7 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", action="count", default=0, dest="verbose", help="more detail (-vv: debug)")
     p.add_argument("-quiet", action="store_true", dest="quiet", help="only errors and the summary")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    return p
 
 
 def session_values(values: list[str] | None) -> tuple[str, ...]:
@@ -132,12 +125,8 @@ def host_from_passfile(path: Path | None) -> str:
     return ""
 
 
-def run(argv: Sequence[str], *, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(args.verbose, args.quiet, stderr)
-    return guarded(
-        lambda: _run(args, list(argv), stdout, stderr, interactive), stderr, json_out(args, stdout)
-    )
+def command(args: argparse.Namespace, io: Streams) -> int:
+    return _run(args, list(args.argv[1:]), io.stdout, io.stderr, io.interactive)
 
 
 def _run(
@@ -146,8 +135,6 @@ def _run(
     url = args.host or os.environ.get("XNAT_HOST") or host_from_passfile(args.passfile)
     if not url:
         raise UsageError("no XNAT server given: use -host URL, $XNAT_HOST or a -passfile")
-    if not 1 <= args.jobs <= MAX_JOBS:
-        raise UsageError(f"-j {args.jobs} must be between 1 and {MAX_JOBS}")
     sessions = session_values(args.s)
     projects = expand(args.proj)
     if not sessions and not projects:

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from xnat_downloader.errors import LocalWriteError
+from xnat_downloader.errors import LocalWriteError, UsageError
 from xnat_downloader.http.session import XnatSession
 from xnat_downloader.transfer.decide import Action, decide
 from xnat_downloader.transfer.download import Downloader, RateLimiter
@@ -34,6 +34,22 @@ class EngineOptions:
     space_check: bool = True  # refuse a run the output's file system cannot hold
     max_rate: float | None = None  # bytes per second, all workers together
     mode: Mode = Mode.AUTO  # per resource: a streamed zip or per-file GETs
+
+    def __post_init__(self) -> None:
+        check_jobs(self.jobs)
+        if self.max_rate is not None and self.max_rate <= 0:
+            raise UsageError(f"the rate limit must be a positive number, not {self.max_rate}")
+
+
+def check_jobs(jobs: int) -> int:
+    """``jobs`` when it is a sensible number of connections to one server; else UsageError."""
+    if not 1 <= jobs <= MAX_JOBS:
+        msg = (
+            f"jobs (-j) must be between 1 and {MAX_JOBS}, not {jobs} (more connections only "
+            "load the server)"
+        )
+        raise UsageError(msg)
+    return jobs
 
 
 async def run_jobs(

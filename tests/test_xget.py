@@ -268,3 +268,10 @@ def test_failed_file_means_no_zip_and_a_rerun_finishes(
     assert zip_members(out / f"{session_label}_acq.zip") == server_members(server, session_label)
     assert "already verified" in err
     assert " 0 already verified" not in err
+
+
+def test_xget_exits_2_when_nothing_matched(shared_server: Server, tmp_path: Path) -> None:
+    code, out, _ = cli("xget", "-host", shared_server.url, "-proj", "DEMO01", "-acq", "NOSUCH*",
+                       "-o", str(tmp_path))  # fmt: skip
+    assert code == 2
+    assert "nothing matched" in out

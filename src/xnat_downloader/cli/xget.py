@@ -27,6 +27,7 @@ from xnat_downloader.cli.common import (
 from xnat_downloader.cli.errors import (
     EXIT_FAILED_FILES,
     EXIT_OK,
+    EXIT_USAGE,
 )
 from xnat_downloader.cli.inputs import expand, parse_xget_day, read_list_file
 from xnat_downloader.errors import UsageError
@@ -211,8 +212,9 @@ def _run(
     for path, why in report.not_written:
         print(f"error: did not write {path}: {why}", file=stderr)
     if report.files.files == 0 and not report.kept:
+        # As xget itself: constraints that match nothing are a mistake to report (exit 2).
         print(f"nothing matched: {selection.describe()}", file=stdout)
-        return EXIT_OK
+        return EXIT_USAGE
     print_summary(report.files, args.quiet, stdout, stderr)
     if not args.quiet:
         print(f"debug log: {log_path}", file=stderr)

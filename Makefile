@@ -37,6 +37,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts bench
 	$(BIN)/ruff format --check src tests scripts bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: $(STAMP) $(CHROMIUM) $(DCMTK) $(SLURM) lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider

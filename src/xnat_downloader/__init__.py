@@ -8,8 +8,7 @@ The public API (everything else is internal)::
     list_projects(url)               the projects a user can see
 """
 
-__version__ = "0.1.0"
-
+from xnat_downloader._version import __version__
 from xnat_downloader.api import (
     Connection,
     PlanResult,
@@ -58,6 +57,7 @@ __all__ = [
     "TransferError",
     "UsageError",
     "XnatError",
+    "__version__",
     "download",
     "list_projects",
     "ls",

@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from xnat_downloader import __version__, api
+from xnat_downloader import api
+from xnat_downloader._version import __version__
 from xnat_downloader.cli.errors import EXIT_USAGE, exit_code_and_message
 from xnat_downloader.cli.progress import PlainProgress, RichProgress, human_bytes
 from xnat_downloader.errors import LocalWriteError, UsageError, XnatError

@@ -16,14 +16,14 @@ import json
 import logging
 import re
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from xnat_downloader import __version__
+from xnat_downloader._version import __version__
 from xnat_downloader.errors import (
     AccessDenied,
     AuthError,
@@ -34,7 +34,7 @@ from xnat_downloader.errors import (
     UsageError,
 )
 from xnat_downloader.http.credentials import Credentials
-from xnat_downloader.http.retry import RETRYABLE_STATUS, RetryPolicy
+from xnat_downloader.http.retry import RetryPolicy, classify
 
 log = logging.getLogger("xnat_downloader.http")
 USER_AGENT = f"xnat-downloader/{__version__}"
@@ -153,9 +153,12 @@ class XnatSession:
         timeouts: Timeouts | None = None,
         max_connections: int = 16,
         retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.base_url = normalise_url(url)
         self._scheme_guessed = "://" not in url
+        self.sleep = sleep  # every wait between tries goes through it (tests inject one)
+        self.answered = False  # the server has answered at least once
         self.credentials = credentials
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
@@ -229,16 +232,14 @@ class XnatSession:
         self.client.cookie_jar.clear()
         attempt = 0
         while True:
-            # A busy server (503, 429) is retried; a 401 never is, and neither is a refused
-            # connection: at login that is nearly always a wrong URL, said at once.
+            # The same decision as every request: a busy server (503, 429) is retried; a 401
+            # never is (accounts lock), nor a refused connection before any answer.
             status, body = await self._raw("GET", self.url("/data/JSESSION"), auth=True)
-            if status not in RETRYABLE_STATUS:
+            decision = classify(self.retry, attempt, status=status)
+            if decision.action != "retry":
                 break
-            delay = self.retry.delay(attempt, status=status)
-            if delay is None:
-                break
-            log.debug("retrying the login in %.1fs", delay)
-            await asyncio.sleep(delay)
+            log.debug("retrying the login in %.1fs", decision.delay)
+            await self.sleep(decision.delay)
             attempt += 1
         if status == 401:
             msg = (
@@ -264,6 +265,7 @@ class XnatSession:
             async with self.client.request(
                 method, url, headers=self._basic() if auth else None
             ) as resp:
+                self.answered = True
                 return resp.status, await resp.read()
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise ConnectionFailed(f"cannot reach {self.base_url}: {self._why(exc)}") from exc
@@ -317,33 +319,41 @@ class XnatSession:
                 )
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 refused = isinstance(exc, aiohttp.ClientConnectorError)
-                delay = self.retry.delay(attempt) if (idempotent or refused) else None
-                if delay is None:
+                decision = classify(
+                    self.retry, attempt, refused=refused, answered_before=self.answered,
+                    idempotent=idempotent,
+                )  # fmt: skip
+                if decision.action != "retry":
                     raise ConnectionFailed(
                         f"cannot reach {self.base_url}: {self._why(exc)}"
                         + ("" if idempotent else " (not retried: the server may have acted on it)")
                     ) from exc
-                log.debug("retrying %s after %s (%.1fs)", what or url, _reason(exc), delay)
-                await asyncio.sleep(delay)
+                log.debug("retrying %s after %s (%.1fs)", what or url, _reason(exc), decision.delay)
+                await self.sleep(decision.delay)
                 attempt += 1
                 continue
+            self.answered = True
             log.debug("%s %s -> %d", method, resp.url, resp.status)
             if resp.status in ok_statuses:
                 return resp
-            if resp.status == 401 and self.logged_in and not relogged:
+            decision = classify(
+                self.retry, attempt, status=resp.status,
+                retry_after=resp.headers.get("Retry-After"), idempotent=idempotent,
+                may_relogin=self.logged_in and not relogged,
+            )  # fmt: skip
+            if decision.action == "relogin":
                 resp.release()
                 await self._relogin(generation)
                 relogged = True
                 continue
-            retry_after = resp.headers.get("Retry-After")
-            if resp.status in RETRYABLE_STATUS and (idempotent or retry_after is not None):
-                delay = self.retry.delay(attempt, status=resp.status, retry_after=retry_after)
-                if delay is not None:
-                    resp.release()
-                    log.debug("retrying %s after HTTP %s (%.1fs)", what or url, resp.status, delay)
-                    await asyncio.sleep(delay)
-                    attempt += 1
-                    continue
+            if decision.action == "retry":
+                resp.release()
+                log.debug(
+                    "retrying %s after HTTP %s (%.1fs)", what or url, resp.status, decision.delay
+                )
+                await self.sleep(decision.delay)
+                attempt += 1
+                continue
             if not 200 <= resp.status < 300:
                 start = await _read_some(resp)
                 resp.release()
@@ -361,12 +371,12 @@ class XnatSession:
             try:
                 body = await resp.read()
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-                delay = self.retry.delay(attempt)
-                if delay is None:
+                decision = classify(self.retry, attempt)
+                if decision.action != "retry":
                     raise ConnectionFailed(
                         f"reading {what or path} failed: {_reason(exc)}"
                     ) from exc
-                await asyncio.sleep(delay)
+                await self.sleep(decision.delay)
                 attempt += 1
                 continue
             finally:

@@ -1,0 +1,84 @@
+"""The one request path: the pure retry decision, and a session that uses it with an
+injected sleep, so faults run in-process and deterministically (no real waits)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import Server
+from xnat_downloader.errors import ConnectionFailed, ServerError
+from xnat_downloader.http.credentials import Credentials
+from xnat_downloader.http.retry import RetryPolicy, classify
+from xnat_downloader.http.session import XnatSession
+
+POLICY = RetryPolicy(attempts=4, base=0.5, cap=30.0)
+
+
+def test_classify_is_the_same_decision_for_every_request() -> None:
+    rng = random.Random(1)
+    # Refused before the server ever answered: a wrong address, said at once.
+    assert classify(POLICY, 0, refused=True, answered_before=False).action == "stop"
+    # Refused after it answered (a restart mid-run): retried with backoff.
+    assert classify(POLICY, 0, refused=True, answered_before=True, rng=rng).action == "retry"
+    # A reset of a request the server may have acted on is not sent twice.
+    assert classify(POLICY, 0, idempotent=False).action == "stop"
+    assert classify(POLICY, 0, refused=True, idempotent=False, rng=rng).action == "retry"
+    assert classify(POLICY, 0, status=503, rng=rng).action == "retry"
+    assert classify(POLICY, 0, status=503, retry_after="2").delay == 2.0
+    assert classify(POLICY, 0, status=503, idempotent=False).action == "stop"
+    assert classify(POLICY, 0, status=503, retry_after="1", idempotent=False).action == "retry"
+    assert classify(POLICY, 0, status=401, may_relogin=True).action == "relogin"
+    assert classify(POLICY, 0, status=401).action == "stop"
+    assert classify(POLICY, 0, status=404).action == "stop"
+    assert classify(POLICY, 3, status=503).action == "stop"  # attempts used up
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("credentials", [Credentials("u", "p", "test"), Credentials(None)])
+def test_a_refused_port_fails_at_once_with_or_without_credentials(
+    credentials: Credentials,
+) -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def go() -> XnatSession:
+        xs = XnatSession(f"http://127.0.0.1:{closed_port()}", credentials, sleep=sleep)
+        with pytest.raises(ConnectionFailed, match="cannot reach"):
+            async with xs:
+                await xs.get_json("/data/projects")
+        return xs
+
+    xs = asyncio.run(go())
+    assert waits == []
+    assert xs.request_count == 1
+
+
+def test_a_busy_server_is_waited_for_through_the_injected_sleep(
+    serve: Callable[..., Server],
+) -> None:
+    started = serve("--error-rate", "1.0")
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def go() -> None:
+        xs = XnatSession(started.url, Credentials(None), sleep=sleep, retry=POLICY)
+        async with xs:
+            with pytest.raises(ServerError, match=r"\b503\b"):
+                await xs.get_json("/data/projects")
+
+    asyncio.run(go())
+    assert waits == [1.0, 1.0, 1.0]  # Retry-After: 1, three times, then it gives up

@@ -27,8 +27,9 @@ from xnat_downloader.transfer.engine import EngineOptions, check_jobs
 from xnat_downloader.transfer.events import Event, EventSink, FileVerified, Planned, ignore
 from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts
 from xnat_downloader.transfer.state import State
-from xnat_downloader.transfer.upload import remote_digest_list
+from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.selection import Selection
+from xnat_downloader.xnat.services import remote_digest_list
 
 
 @dataclass
@@ -54,9 +55,9 @@ async def _target_digests(
     target: Connection, project: str, session: str
 ) -> Counter[tuple[int, str]]:
     found: Counter[tuple[int, str]] = Counter()
-    base = f"/data/projects/{project}/experiments/{session}"
+    base = paths.owner(project, session=session)
     async with target.session() as xs:
-        for where in (f"{base}/scans/ALL/files", f"{base}/files"):  # scans', the session's
+        for where in (paths.session_scan_files(base), paths.session_files(base)):
             found.update(await remote_digest_list(xs, where))
     return found
 

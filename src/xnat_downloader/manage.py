@@ -15,13 +15,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from xnat_downloader.api import Connection
 from xnat_downloader.errors import NotFound, ServerError, UsageError
 from xnat_downloader.http.session import XnatSession
 from xnat_downloader.transfer.localfs import write_whole
-from xnat_downloader.transfer.upload import parse_uri_list, remote_digest_list
+from xnat_downloader.xnat import paths
+from xnat_downloader.xnat.parse import parse_uri_list
+from xnat_downloader.xnat.services import remote_digest_list
 
 ACCESS = ("private", "protected", "public")
 
@@ -38,7 +40,7 @@ async def _create_project(
 ) -> ProjectCreated:
     if access not in ACCESS:
         raise UsageError(f"--access must be one of {', '.join(ACCESS)}, not {access!r}")
-    path = f"/data/projects/{quote(pid, safe='')}"
+    path = paths.project(pid)
     async with conn.session() as xs:
         try:
             await xs.get_json(path, what=f"project {pid}")
@@ -49,7 +51,7 @@ async def _create_project(
         if description:
             params["xnat:projectData/description"] = description
         await xs.send("PUT", path, params=params, what=f"project {pid}")
-        await xs.send("PUT", f"{path}/accessibility/{access}", what=f"the access of {pid}")
+        await xs.send("PUT", paths.accessibility(pid, access), what=f"the access of {pid}")
     return ProjectCreated(pid, created=True)
 
 
@@ -78,7 +80,7 @@ class PrearchiveSession:
 
 
 async def _prearchive(xs: XnatSession, project: str | None) -> list[PrearchiveSession]:
-    path = "/data/prearchive/projects" + (f"/{quote(project, safe='')}" if project else "")
+    path = paths.prearchive(project)
     listing = await xs.get_json(path, what="the prearchive")
     return [
         PrearchiveSession(
@@ -111,7 +113,9 @@ def choose(sessions: list[PrearchiveSession], wanted: list[str]) -> list[Prearch
     chosen = []
     for name in wanted:
         found = [
-            s for s in sessions if name in (s.src, f"/data{s.src}", s.name, s.folder, s.timestamp)
+            s
+            for s in sessions
+            if name in (s.src, paths.under_data(s.src), s.name, s.folder, s.timestamp)
         ]
         if not found:
             raise UsageError(f"no prearchive session {name!r}: see 'xnat-downloader prearchive ls'")
@@ -150,7 +154,7 @@ async def _archive_one(
         params["overwrite"] = "append"
     try:
         _, answer = await xs.send(
-            "POST", "/data/services/archive", params=params, what=session.src, idempotent=False
+            "POST", paths.ARCHIVE_SERVICE, params=params, what=session.src, idempotent=False
         )
     except (ServerError, NotFound) as exc:
         result.error = str(exc)
@@ -206,7 +210,7 @@ def _prearchive_service(service: str, extra: dict[str, str]) -> Any:
         try:
             await xs.send(
                 "POST",
-                f"/data/services/prearchive/{service}",
+                paths.prearchive_service(service),
                 params={"src": session.src, **extra},
                 what=session.src,
                 idempotent=False,

@@ -32,7 +32,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
-from urllib.parse import quote
 
 from xnat_downloader.api import Connection
 from xnat_downloader.errors import NotFound, ServerError, UsageError, XnatError
@@ -63,12 +62,12 @@ from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts
 from xnat_downloader.transfer.upload import (
     ResourceUpload,
     file_body,
-    import_archive,
     md5_file,
-    remote_digest_list,
     upload_resources,
     zip_body,
 )
+from xnat_downloader.xnat import paths
+from xnat_downloader.xnat.services import import_archive, remote_digest_list
 
 log = logging.getLogger("xnat_downloader")
 IMPORTERS = ("DICOM-zip", "SI")
@@ -282,10 +281,7 @@ def _import_params(
 
 async def _session_digests(xs: XnatSession, uri: str, resources: str = "") -> list[tuple[int, str]]:
     """(size, md5) of a session's scan files, of every resource or of those named."""
-    where = (
-        f"{uri}/scans/ALL/resources/{resources}/files" if resources else f"{uri}/scans/ALL/files"
-    )
-    return await remote_digest_list(xs, where)
+    return await remote_digest_list(xs, paths.session_scan_files(uri, resources))
 
 
 def _verify_import(
@@ -343,7 +339,7 @@ async def _set_scan_types(xs: XnatSession, uri: str, wanted: dict[str, str]) -> 
         if scan_id in current and current[scan_id] != scan_type:
             await xs.send(
                 "PUT",
-                f"{uri}/scans/{quote(scan_id, safe='')}",
+                paths.scan_of(uri, scan_id),
                 params={"type": scan_type},
                 what=f"the type of scan {scan_id}",
             )
@@ -433,13 +429,13 @@ class _ImportOptions:
 
 async def _find_session(xs: XnatSession, project: str, label: str) -> str | None:
     """The URI of ``project``'s session ``label``, if the server has one."""
-    path = f"/data/projects/{quote(project, safe='')}/experiments"
+    path = paths.project_experiments(project)
     listing = await xs.get_json(
         path, params={"format": "json", "label": label}, what=f"the sessions of {project}"
     )
     for row in listing.get("ResultSet", {}).get("Result", []):
         if row.get("label") == label:
-            return str(row.get("URI") or f"{path}/{quote(label, safe='')}")
+            return str(row.get("URI") or paths.owner(project, session=label))
     return None
 
 
@@ -507,10 +503,9 @@ async def _one_session(
     await _session_extras(xs, uris[0], item.folder, item.root, report, sink, opts)
     log.info("session %s: other resources and scan types done", label)
     if current != label:
-        project_path = f"/data/projects/{quote(opts.project, safe='')}"
         await xs.send(
             "PUT",
-            f"{project_path}/experiments/{quote(current, safe='')}",
+            paths.owner(opts.project, session=current),
             params={"label": label},
             what=f"the label of session {label}",
         )
@@ -552,7 +547,7 @@ async def _import_and_verify(
         _fail_session(item, report, sink, error)
         return None
     report.sessions += uris
-    if opts.dest == "prearchive" or any(u.startswith("/data/prearchive") for u in uris):
+    if opts.dest == "prearchive" or any(paths.is_prearchive(u) for u in uris):
         if len(uris) == 1:  # what was sent, for 'prearchive archive' to check later
             record_prearchived(xs.base_url, uris[0], [(s, m) for _, s, m in item.expected])
         for name, size, md5 in item.expected:
@@ -591,7 +586,7 @@ async def _session_extras(
             (root / extra.local, extra.relpath)
         )
     uploads = [
-        ResourceUpload(f"{uri}/scans/{quote(s, safe='')}" if s else uri, label, files)
+        ResourceUpload(paths.scan_of(uri, s) if s else uri, label, files)
         for (s, label), files in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))
     ]
     if uploads:
@@ -621,21 +616,14 @@ def _resource_plan(paths: list[Path]) -> list[tuple[Path, str]]:
 
 
 def _owner_base(project: str, subject: str, session: str, scan: str) -> str:
-    base = f"/data/projects/{quote(project, safe='')}"
-    if subject:
-        base += f"/subjects/{quote(subject, safe='')}"
-    if session:
-        base += f"/experiments/{quote(session, safe='')}"
-    if scan:
-        if not session:
-            raise UsageError("--scan needs --session: name the session the scan belongs to")
-        base += f"/scans/{quote(scan, safe='')}"
-    return base
+    if scan and not session:
+        raise UsageError("--scan needs --session: name the session the scan belongs to")
+    return paths.owner(project, subject, session, scan)
 
 
 async def _check_project(xs: XnatSession, project: str) -> None:
     try:
-        await xs.get_json(f"/data/projects/{quote(project, safe='')}", what=f"project {project}")
+        await xs.get_json(paths.project(project), what=f"project {project}")
     except NotFound:
         msg = (
             f"project {project} does not exist on {xs.base_url}, or you cannot see it; "
@@ -750,7 +738,7 @@ async def _subjects(conn: Connection, csv_path: Path, project: str) -> list[Subj
     async with conn.session() as xs:
         await _check_project(xs, project)
         for row in rows:
-            path = f"/data/projects/{quote(project, safe='')}/subjects/{quote(row.label, safe='')}"
+            path = paths.owner(project, row.label)
             try:
                 status, _ = await xs.send(
                     "PUT", path, params=subject_params(row.demographics, row.fields),

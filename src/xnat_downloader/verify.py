@@ -20,7 +20,8 @@ from xnat_downloader.plan.plan import load_manifest
 from xnat_downloader.transfer.download import PART_SUFFIX
 from xnat_downloader.transfer.localfs import write_whole
 from xnat_downloader.transfer.state import SHARDS_DIR, STATE_DIR, Record, read_verified
-from xnat_downloader.transfer.upload import md5_file, remote_digests
+from xnat_downloader.transfer.upload import md5_file
+from xnat_downloader.xnat.services import remote_digests
 
 
 @dataclass

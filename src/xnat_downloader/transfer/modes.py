@@ -7,17 +7,16 @@ plan alone (pure), and explained in ``-v`` output.
 
 from __future__ import annotations
 
-import re
 import statistics
 from dataclasses import dataclass
 from enum import StrEnum
 
 from xnat_downloader.transfer.jobs import Job
+from xnat_downloader.xnat.paths import split_resource_file
 
 ZIP_MIN_FILES = 8  # fewer files than this: a zip saves too few round trips to matter
 ZIP_MAX_MEDIAN = 2 * 1024 * 1024  # larger files: per-file GETs, which resume with Range
 ZIP_MAX_FILE = 64 * 1024 * 1024  # one huge file in a resource keeps it per-file
-_FILE_URI = re.compile(r"^(.*?/resources/[^/]+)/files/(.+)$")
 
 
 class Mode(StrEnum):
@@ -37,8 +36,7 @@ class ZipBatch:
 
 def split_uri(uri: str) -> tuple[str, str] | None:
     """``(…/resources/{label}, path)`` of a file URI, or None if it has no such shape."""
-    match = _FILE_URI.match(uri)
-    return (match.group(1), match.group(2)) if match else None
+    return split_resource_file(uri)
 
 
 def choose(jobs: list[Job], mode: Mode) -> tuple[list[ZipBatch], list[Job], list[str]]:

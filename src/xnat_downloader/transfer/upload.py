@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from xnat_downloader.errors import NotFound, ServerError, XnatError
+from xnat_downloader.errors import XnatError
 from xnat_downloader.http.session import XnatSession
 from xnat_downloader.transfer.events import (
     BytesMoved,
@@ -34,6 +34,8 @@ from xnat_downloader.transfer.events import (
     Planned,
 )
 from xnat_downloader.transfer.jobs import Job, Outcome
+from xnat_downloader.xnat import paths
+from xnat_downloader.xnat.services import remote_digests
 
 CHUNK = 1024 * 1024
 
@@ -116,66 +118,6 @@ async def zip_body(
         await asyncio.sleep(0)
 
 
-def parse_uri_list(body: bytes) -> list[str]:
-    """The URIs of an import's ``text/uri-list`` (or plain text) answer."""
-    text = body.decode("utf-8", "replace")
-    return [line.strip() for line in text.splitlines() if line.strip().startswith("/")]
-
-
-async def import_archive(
-    xs: XnatSession,
-    body: Callable[[], AsyncIterator[bytes]],
-    content_type: str,
-    params: dict[str, str],
-    what: str,
-) -> list[str]:
-    """POST one archive to the import service; the URIs it created."""
-    _status, answer = await xs.send(
-        "POST",
-        "/data/services/import",
-        params=params,
-        headers={"Content-Type": content_type},
-        body=body,
-        what=what,
-        idempotent=False,
-    )
-    uris = parse_uri_list(answer)
-    if not uris:
-        msg = f"the import of {what} answered without the URI of a session: {answer[:200]!r}"
-        raise ServerError(msg)
-    return uris
-
-
-async def remote_digests(xs: XnatSession, files_path: str) -> dict[str, tuple[int, str]]:
-    """{path in resource: (size, md5)} from one resource's ``…/files`` listing; empty if
-    none exist."""
-    return dict(await _listed(xs, files_path))
-
-
-async def remote_digest_list(xs: XnatSession, files_path: str) -> list[tuple[int, str]]:
-    """(size, md5) of every file a ``…/files`` listing names, across resources (where two
-    files may share a path)."""
-    return [digest for _, digest in await _listed(xs, files_path)]
-
-
-async def _listed(xs: XnatSession, files_path: str) -> list[tuple[str, tuple[int, str]]]:
-    try:
-        listing = await xs.get_json(files_path, what=files_path)
-    except NotFound:
-        return []
-    found: list[tuple[str, tuple[int, str]]] = []
-    for row in listing.get("ResultSet", {}).get("Result", []):
-        uri = str(row.get("URI", ""))
-        _, sep, rel = uri.partition("/files/")
-        rel = rel if sep else str(row.get("Name", ""))
-        try:
-            size = int(row.get("Size") or 0)
-        except ValueError:
-            size = 0
-        found.append((rel, (size, str(row.get("digest") or "").lower())))
-    return found
-
-
 @dataclass(frozen=True)
 class ResourceUpload:
     """Files for one resource: ``base`` is the owner's path (``/data/projects/P/…``)."""
@@ -186,7 +128,7 @@ class ResourceUpload:
 
     @property
     def files_path(self) -> str:
-        return f"{self.base}/resources/{quote(self.label, safe='')}/files"
+        return paths.resource_files(self.base, self.label)
 
 
 async def upload_resources(
@@ -272,8 +214,8 @@ async def verify_resources(
         if outcome.status != "sent":
             final.append(outcome)
             continue
-        files_path, _, quoted = outcome.job.uri.partition("/files/")
-        listing = after.get(f"{files_path}/files", {})
+        files_path, quoted = paths.files_listing_of(outcome.job.uri) or ("", "")
+        listing = after.get(files_path, {})
         rel = next((r for r in listing if quote_path(r) == quoted), None)
         size, digest = listing.get(rel, (-1, "")) if rel is not None else (-1, "")
         name = outcome.job.local

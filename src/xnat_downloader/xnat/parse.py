@@ -147,3 +147,9 @@ def parse_catalog(text: bytes | str, source: str) -> list[CatalogEntry]:
         msg = f"{source} lists no cat:entry elements with a URI"
         raise UsageError(msg)
     return entries
+
+
+def parse_uri_list(body: bytes) -> list[str]:
+    """The URIs of an import's ``text/uri-list`` (or plain text) answer."""
+    text = body.decode("utf-8", "replace")
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("/")]

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from xnat_downloader.errors import LoginPageError, NotFound, ServerError, UsageError
 from xnat_downloader.http.session import XnatSession
+from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.model import Project, RemoteFile, Scan, Session
 from xnat_downloader.xnat.parse import (
     CatalogEntry,
@@ -136,7 +137,7 @@ def match_projects(wanted: Iterable[str], available: list[Project]) -> list[Proj
 
 async def list_sessions(xs: XnatSession, project: Project) -> list[Session]:
     subjects_doc = await xs.get_json(
-        f"/data/projects/{project.id}/subjects",
+        paths.project_subjects(project.id),
         params={"columns": "ID,label"},
         what=f"the subjects of project {project.id}",
     )
@@ -144,7 +145,7 @@ async def list_sessions(xs: XnatSession, project: Project) -> list[Session]:
         r["ID"]: r.get("label", "") for r in result_rows(subjects_doc, "subjects") if r.get("ID")
     }
     doc = await xs.get_json(
-        f"/data/projects/{project.id}/experiments",
+        paths.project_experiments(project.id),
         params={
             "columns": "ID,label,date,xsiType,subject_ID,subject_label,modality,project,"
             "last_modified"
@@ -174,7 +175,7 @@ async def list_sessions(xs: XnatSession, project: Project) -> list[Session]:
 
 async def list_scans(xs: XnatSession, session: Session) -> list[Scan]:
     doc = await xs.get_json(
-        f"/data/experiments/{session.id}/scans",
+        f"{paths.experiment(session.id)}/scans",
         params={"columns": "ID,type,series_description,quality,xsiType"},
         what=f"the scans of session {session.label}",
     )
@@ -237,7 +238,7 @@ async def _owned_files(
     listing; ``owner_name`` maps an owner ID to its folder name, or None to leave it out."""
     rows = await _files_listing(
         xs,
-        f"/data/experiments/{session.id}/{collection}/ALL/out/files",
+        f"{paths.experiment(session.id)}/{collection}/ALL/out/files",
         f"the {collection} files of {session.label}",
     )
     files: list[RemoteFile] = []
@@ -270,7 +271,7 @@ async def session_files(
             by_id = {s.id: s for s in scans}
             rows = await _files_listing(
                 xs,
-                f"/data/experiments/{session.id}/scans/ALL/files",
+                paths.session_scan_files(paths.experiment(session.id)),
                 f"the scan files of session {session.label}",
             )
             for row in rows:
@@ -288,7 +289,9 @@ async def session_files(
                     files.append(found)
     if sel.session_resources:
         rows = await _files_listing(
-            xs, f"/data/experiments/{session.id}/files", f"the session resources of {session.label}"
+            xs,
+            paths.session_files(paths.experiment(session.id)),
+            f"the session resources of {session.label}",
         )
         for row in rows:
             if owner_of(row.get("URI", "")) is None and resource_matches(
@@ -299,7 +302,7 @@ async def session_files(
                     files.append(found)
     if sel.assessors:
         doc = await xs.get_json(
-            f"/data/experiments/{session.id}/assessors", what=f"the assessors of {session.label}"
+            f"{paths.experiment(session.id)}/assessors", what=f"the assessors of {session.label}"
         )
         # Owner folders in file URIs name an assessor by ID (or, on some servers, label).
         labels: dict[str, str] = {}
@@ -317,7 +320,7 @@ async def session_files(
         wanted: dict[str, str] | None = None
         if sel.recon_patterns:
             doc = await xs.get_json(
-                f"/data/experiments/{session.id}/reconstructions",
+                f"{paths.experiment(session.id)}/reconstructions",
                 what=f"the reconstructions of {session.label}",
             )
             wanted = {
@@ -405,7 +408,7 @@ async def catalog_files(xs: XnatSession, catalog: bytes, source: str) -> list[Re
 
 async def _session_by_id(xs: XnatSession, eid: str, cache: dict[str, Session]) -> Session:
     if eid not in cache:
-        doc = await xs.get_json(f"/data/experiments/{eid}", what=f"session {eid}")
+        doc = await xs.get_json(paths.experiment(eid), what=f"session {eid}")
         try:
             item = next(i for i in doc["items"] if not i.get("meta", {}).get("isHistory"))
             fields = item["data_fields"]
@@ -417,7 +420,7 @@ async def _session_by_id(xs: XnatSession, eid: str, cache: dict[str, Session]) -
         subject_label = subject_id
         if subject_id and project:
             subject_doc = await xs.get_json(
-                f"/data/projects/{project}/subjects/{subject_id}", what=f"subject {subject_id}"
+                paths.owner(project, subject_id), what=f"subject {subject_id}"
             )
             for item_ in subject_doc.get("items", []):
                 subject_label = str(item_.get("data_fields", {}).get("label", subject_id))

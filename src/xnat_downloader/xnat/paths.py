@@ -1,0 +1,106 @@
+"""XNAT's REST paths, built in one place with every segment quoted.
+
+Everything else in the client receives these as plain strings (``transfer/`` fetches and
+sends to them without knowing what they mean).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+IMPORT_SERVICE = "/data/services/import"
+ARCHIVE_SERVICE = "/data/services/archive"
+PREARCHIVE = "/data/prearchive"
+TOKEN_ISSUE = "/data/services/tokens/issue"
+_RESOURCE_FILE = re.compile(r"^(.*?/resources/[^/]+)/files/(.+)$")
+
+
+def q(segment: str) -> str:
+    """One path segment, quoted (a ``/`` in a label stays inside the segment)."""
+    return quote(segment, safe="")
+
+
+def project(pid: str) -> str:
+    return f"/data/projects/{q(pid)}"
+
+
+def project_subjects(pid: str) -> str:
+    return f"{project(pid)}/subjects"
+
+
+def project_experiments(pid: str) -> str:
+    return f"{project(pid)}/experiments"
+
+
+def accessibility(pid: str, access: str) -> str:
+    return f"{project(pid)}/accessibility/{q(access)}"
+
+
+def owner(pid: str, subject: str = "", session: str = "", scan: str = "") -> str:
+    """The path of a project, subject, session (by label) or scan: where resources hang."""
+    path = project(pid)
+    if subject:
+        path += f"/subjects/{q(subject)}"
+    if session:
+        path += f"/experiments/{q(session)}"
+    if scan:
+        path += f"/scans/{q(scan)}"
+    return path
+
+
+def experiment(eid: str) -> str:
+    return f"/data/experiments/{q(eid)}"
+
+
+def scan_of(session_uri: str, scan: str) -> str:
+    """A scan under a session path (``/data/…/experiments/E``)."""
+    return f"{session_uri}/scans/{q(scan)}"
+
+
+def resource_files(owner_path: str, label: str) -> str:
+    """The ``…/resources/{label}/files`` listing (and upload target) of an owner."""
+    return f"{owner_path}/resources/{q(label)}/files"
+
+
+def session_scan_files(session_uri: str, resource: str = "") -> str:
+    """Every scan file of a session, from one listing (of one resource, if named)."""
+    if resource:
+        return f"{session_uri}/scans/ALL/resources/{q(resource)}/files"
+    return f"{session_uri}/scans/ALL/files"
+
+
+def session_files(session_uri: str) -> str:
+    """The session's own resources' files."""
+    return f"{session_uri}/files"
+
+
+def prearchive(project_id: str | None = None) -> str:
+    return f"{PREARCHIVE}/projects" + (f"/{q(project_id)}" if project_id else "")
+
+
+def prearchive_service(action: str) -> str:
+    """``move`` or ``delete`` of prearchive sessions."""
+    return f"/data/services/prearchive/{q(action)}"
+
+
+def under_data(rel: str) -> str:
+    """A path as the ``/data`` API names it (listings give some, e.g. the prearchive's
+    ``url`` column, without the prefix)."""
+    return f"/data{rel}"
+
+
+def is_prearchive(uri: str) -> bool:
+    return uri.startswith(PREARCHIVE)
+
+
+def split_resource_file(uri: str) -> tuple[str, str] | None:
+    """``(…/resources/{label}, path in the resource)`` of a file URI, or None."""
+    match = _RESOURCE_FILE.match(uri)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def files_listing_of(file_uri: str) -> tuple[str, str] | None:
+    """``(the …/files listing a file is in, its quoted path there)``, or None."""
+    listing, sep, rel = file_uri.partition("/files/")
+    return (f"{listing}/files", rel) if sep else None

@@ -1,0 +1,65 @@
+"""XNAT services the uploads use: the import service and the digest listings that prove
+what a server holds."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from xnat_downloader.errors import NotFound, ServerError
+from xnat_downloader.http.session import XnatSession
+from xnat_downloader.xnat import paths
+from xnat_downloader.xnat.parse import parse_uri_list
+
+
+async def import_archive(
+    xs: XnatSession,
+    body: Callable[[], AsyncIterator[bytes]],
+    content_type: str,
+    params: dict[str, str],
+    what: str,
+) -> list[str]:
+    """POST one archive to the import service; the URIs it created."""
+    _status, answer = await xs.send(
+        "POST",
+        paths.IMPORT_SERVICE,
+        params=params,
+        headers={"Content-Type": content_type},
+        body=body,
+        what=what,
+        idempotent=False,
+    )
+    uris = parse_uri_list(answer)
+    if not uris:
+        msg = f"the import of {what} answered without the URI of a session: {answer[:200]!r}"
+        raise ServerError(msg)
+    return uris
+
+
+async def remote_digests(xs: XnatSession, files_path: str) -> dict[str, tuple[int, str]]:
+    """{path in resource: (size, md5)} from one resource's ``…/files`` listing; empty if
+    none exist."""
+    return dict(await _listed(xs, files_path))
+
+
+async def remote_digest_list(xs: XnatSession, files_path: str) -> list[tuple[int, str]]:
+    """(size, md5) of every file a ``…/files`` listing names, across resources (where two
+    files may share a path)."""
+    return [digest for _, digest in await _listed(xs, files_path)]
+
+
+async def _listed(xs: XnatSession, files_path: str) -> list[tuple[str, tuple[int, str]]]:
+    try:
+        listing = await xs.get_json(files_path, what=files_path)
+    except NotFound:
+        return []
+    found: list[tuple[str, tuple[int, str]]] = []
+    for row in listing.get("ResultSet", {}).get("Result", []):
+        uri = str(row.get("URI", ""))
+        _, sep, rel = uri.partition("/files/")
+        rel = rel if sep else str(row.get("Name", ""))
+        try:
+            size = int(row.get("Size") or 0)
+        except ValueError:
+            size = 0
+        found.append((rel, (size, str(row.get("digest") or "").lower())))
+    return found

@@ -1,12 +1,23 @@
-"""xnat-downloader: parallel, resumable, verified transfers out of XNAT.
+"""xnat-downloader: parallel, resumable, verified transfers out of and into XNAT.
 
-The public API (everything else is internal)::
+The public API is what ``__all__`` names (everything else is internal).  Every call takes
+the server first, as a :class:`Connection` (or, for the download calls, a URL)::
 
-    plan(url, selection, ...)        resolve a selection into files and local paths
-    download(url, selection, dir)    plan, then fetch and verify every file
-    ls(url, selection)               what a selection matches
-    list_projects(url)               the projects a user can see
+    download(conn, selection, dir)      plan, then fetch and verify every file
+    plan(conn, selection) / ls(...)     what a selection matches, transferring nothing
+    list_projects(conn)                 the projects a user can see
+    upload(conn, paths, project)        import sessions or fill a resource, verified
+    upload_subjects(conn, csv, project) subjects and their fields from a spreadsheet
+    create_project(conn, project)       a new project
+    dicom_send(paths, "AE@HOST:PORT")   DICOM files over C-STORE (conn= checks the result)
+    prepare_array(conn, selection, dir, shards=N)   a Slurm job array of a download
+
+Per-file results are :class:`Outcome` records whose ``status`` is a :class:`Status`.
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 from xnat_downloader._version import __version__
 from xnat_downloader.api import (
@@ -19,11 +30,13 @@ from xnat_downloader.api import (
     plan,
     scan_type_counts,
 )
+from xnat_downloader.cluster import ArrayJob, prepare_array
 from xnat_downloader.errors import (
     AccessDenied,
     AuthError,
     ConnectionFailed,
     IntegrityError,
+    LocalWriteError,
     LockedError,
     LoginPageError,
     NotFound,
@@ -33,34 +46,62 @@ from xnat_downloader.errors import (
     XnatError,
 )
 from xnat_downloader.http.credentials import Credentials
+from xnat_downloader.manage import create_project
 from xnat_downloader.plan.layout import Layout, LayoutOptions
+from xnat_downloader.transfer.jobs import Outcome, Status
 from xnat_downloader.transfer.modes import Mode
+from xnat_downloader.uploads import SubjectResult, UploadReport, upload, upload_subjects
 from xnat_downloader.xnat.selection import Selection
+
+# Loaded on first use: they bring in pydicom and pynetdicom (0.15 s), which nothing else needs.
+_LAZY = {"dicom_send": "dicom_send", "DicomSendReport": "DicomSendReport"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from xnat_downloader import dicomsend
+
+        return getattr(dicomsend, _LAZY[name])
+    msg = f"module 'xnat_downloader' has no attribute {name!r}"
+    raise AttributeError(msg)
+
 
 __all__ = [
     "AccessDenied",
+    "ArrayJob",
     "AuthError",
     "Connection",
     "ConnectionFailed",
     "Credentials",
+    "DicomSendReport",
     "IntegrityError",
     "Layout",
     "LayoutOptions",
+    "LocalWriteError",
     "LockedError",
     "LoginPageError",
     "Mode",
     "NotFound",
+    "Outcome",
     "PlanResult",
     "Report",
     "Selection",
     "ServerError",
+    "Status",
+    "SubjectResult",
     "TransferError",
+    "UploadReport",
     "UsageError",
     "XnatError",
     "__version__",
+    "create_project",
+    "dicom_send",
     "download",
     "list_projects",
     "ls",
     "plan",
+    "prepare_array",
     "scan_type_counts",
+    "upload",
+    "upload_subjects",
 ]

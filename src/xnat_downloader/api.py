@@ -45,7 +45,7 @@ from xnat_downloader.transfer.documents import fetch_documents
 from xnat_downloader.transfer.download import size_or_none
 from xnat_downloader.transfer.engine import EngineOptions, run_jobs
 from xnat_downloader.transfer.events import EventSink, FileFailed, ignore
-from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts
+from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts, Status
 from xnat_downloader.transfer.localfs import write_failure, write_whole
 from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.transfer.prune import prune_files
@@ -387,7 +387,7 @@ async def run_planned(
     outcomes += fetched
     for gap in planned.gaps:  # what the selection named but no file could stand for
         sink(FileFailed(gap.what, gap.reason))
-        outcomes.append(Outcome(Job(gap.what, gap.what, None, None), "failed", 0, "", False,
+        outcomes.append(Outcome(Job(gap.what, gap.what, None, None), Status.FAILED, 0, "", False,
                                 gap.reason))  # fmt: skip
     report = Report(
         outcomes,

@@ -25,7 +25,7 @@ from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, PlanEntry
 from xnat_downloader.transfer.engine import EngineOptions, check_jobs
 from xnat_downloader.transfer.events import Event, EventSink, FileVerified, Planned, ignore
-from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts
+from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts, Status
 from xnat_downloader.transfer.state import State
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.selection import Selection
@@ -80,7 +80,7 @@ async def _copy(
     sink(Planned(len(planned.plan.entries), planned.plan.total_bytes))
     for gap in planned.gaps:  # named by the selection, but no file could stand for it
         job = Job(gap.what, gap.what, None, None)
-        report.outcomes.append(Outcome(job, "failed", 0, "", False, gap.reason))
+        report.outcomes.append(Outcome(job, Status.FAILED, 0, "", False, gap.reason))
     for (project, _subject, session), entries in sorted(grouped.items()):
         dest_project = target_project or project
         wanted = Counter((e.file.size or 0, (e.file.md5 or "").lower()) for e in entries)
@@ -94,7 +94,7 @@ async def _copy(
                 job = Job(e.file.uri, e.local, e.file.size, e.file.md5)
                 sink(FileVerified(e.local, e.file.size or 0, e.file.md5 or "", True))
                 md5 = e.file.md5 or ""
-                report.outcomes.append(Outcome(job, "skipped", e.file.size or 0, md5, True))
+                report.outcomes.append(Outcome(job, Status.SKIPPED, e.file.size or 0, md5, True))
             continue
         folder = scratch / session
         shutil.rmtree(folder, ignore_errors=True)

@@ -34,7 +34,7 @@ from xnat_downloader.plan.dicomsend import (
 from xnat_downloader.transfer import dicomsend as transport
 from xnat_downloader.transfer.engine import check_jobs
 from xnat_downloader.transfer.events import EventSink, FileFailed, ignore
-from xnat_downloader.transfer.jobs import Outcome, OutcomeCounts
+from xnat_downloader.transfer.jobs import Outcome, OutcomeCounts, Status
 from xnat_downloader.xnat.arrival import Arrived, file_names, find_study, prearchive_counts
 
 
@@ -69,7 +69,7 @@ def _check_arrival(
             missing = counts.get(item.series_number, 0) < sent_per_scan[item.series_number]
         if missing:
             error = f"acknowledged, but not in {arrived.uri} on the server"
-            checked.append(replace(o, status="failed", error=error))
+            checked.append(replace(o, status=Status.FAILED, error=error))
         else:
             checked.append(o)
     return checked
@@ -106,7 +106,7 @@ async def _arrivals(
                 if time.monotonic() >= deadline:
                     if arrived is None:
                         error = f"acknowledged, but no session of study {study} on the server"
-                        checked = [replace(o, status="failed", error=error) for o in sent]
+                        checked = [replace(o, status=Status.FAILED, error=error) for o in sent]
                     break
                 await asyncio.sleep(1.0)
             if arrived is not None:

@@ -58,7 +58,7 @@ from xnat_downloader.transfer.events import (
     Planned,
     ignore,
 )
-from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts
+from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts, Status
 from xnat_downloader.transfer.upload import (
     ResourceUpload,
     file_body,
@@ -297,11 +297,11 @@ def _verify_import(
         if pool[(size, md5)] > 0:
             pool[(size, md5)] -= 1
             sink(FileVerified(job.local, size, md5, True))
-            outcomes.append(Outcome(job, "verified", size, md5, True))
+            outcomes.append(Outcome(job, Status.VERIFIED, size, md5, True))
         elif by_size[size] > 0 and not any(d for _, d in server):
             by_size[size] -= 1
             sink(FileVerified(job.local, size, md5, False))
-            outcomes.append(Outcome(job, "verified", size, md5, False))
+            outcomes.append(Outcome(job, Status.VERIFIED, size, md5, False))
         elif item.may_drop:
             dropped += 1
         else:
@@ -309,7 +309,7 @@ def _verify_import(
                 "not on the server with the MD5 that was sent (did the server rewrite or drop it?)"
             )
             sink(FileFailed(job.local, error))
-            outcomes.append(Outcome(job, "failed", 0, md5, True, error))
+            outcomes.append(Outcome(job, Status.FAILED, 0, md5, True, error))
     if dropped and not outcomes and item.expected:
         # Nothing sent is on the server as sent: not files left out, but rewritten ones.
         error = (
@@ -318,7 +318,7 @@ def _verify_import(
         )
         for name, size, md5 in item.expected:
             job = item.job(name, size, md5)
-            outcomes.append(Outcome(job, "failed", 0, md5, True, error))
+            outcomes.append(Outcome(job, Status.FAILED, 0, md5, True, error))
         sink(FileFailed(item.name, error))
         return outcomes, None
     note = None
@@ -442,7 +442,9 @@ async def _find_session(xs: XnatSession, project: str, label: str) -> str | None
 def _fail_session(item: _Import, report: UploadReport, sink: EventSink, error: str) -> None:
     """One failure for a whole session: each file records it, the display says it once."""
     for name, size, md5 in item.expected or [(item.name, item.size, "")]:
-        report.outcomes.append(Outcome(item.job(name, size, md5), "failed", 0, md5, True, error))
+        report.outcomes.append(
+            Outcome(item.job(name, size, md5), Status.FAILED, 0, md5, True, error)
+        )
     sink(FileFailed(item.name, error))
 
 
@@ -552,7 +554,7 @@ async def _import_and_verify(
             record_prearchived(xs.base_url, uris[0], [(s, m) for _, s, m in item.expected])
         for name, size, md5 in item.expected:
             job = item.job(name, size, md5)
-            report.outcomes.append(Outcome(job, "sent", size, md5, False))
+            report.outcomes.append(Outcome(job, Status.SENT, size, md5, False))
         if item.folder is not None and item.folder.extras:
             report.notes.append(
                 f"{item.name}: {len(item.folder.extras)} files of other resources were not "

@@ -51,7 +51,7 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Decision:
     """What to do after one try: ``retry`` after ``delay`` seconds, ``relogin`` (once, then
     try again), or ``stop`` (give the caller the answer or the error)."""
 
@@ -59,7 +59,7 @@ class Outcome:
     delay: float = 0.0
 
 
-STOP = Outcome("stop")
+STOP = Decision("stop")
 
 
 def classify(
@@ -73,7 +73,7 @@ def classify(
     idempotent: bool = True,
     may_relogin: bool = False,
     rng: random.Random | None = None,
-) -> Outcome:
+) -> Decision:
     """The one decision every request makes (login, listing, file, zip, upload).
 
     ``status`` is None for a transport error; ``refused``: the connection was never made
@@ -86,12 +86,12 @@ def classify(
         if not idempotent and not refused:
             return STOP  # the request may have reached the server: not sent twice
         delay = policy.delay(attempt, rng=rng)
-        return STOP if delay is None else Outcome("retry", delay)
+        return STOP if delay is None else Decision("retry", delay)
     if status == 401 and may_relogin:
-        return Outcome("relogin")
+        return Decision("relogin")
     if status in RETRYABLE_STATUS and (idempotent or retry_after is not None):
         delay = policy.delay(attempt, status=status, retry_after=retry_after, rng=rng)
-        return STOP if delay is None else Outcome("retry", delay)
+        return STOP if delay is None else Decision("retry", delay)
     return STOP
 
 

@@ -40,7 +40,7 @@ from xnat_downloader.transfer.events import (
     FileVerified,
     Planned,
 )
-from xnat_downloader.transfer.jobs import Job, Outcome
+from xnat_downloader.transfer.jobs import Job, Outcome, Status
 
 log = logging.getLogger("xnat_downloader")
 ATTEMPTS = 3
@@ -142,7 +142,7 @@ class SentLog:
 
 
 # -- sending -----------------------------------------------------------------------------
-def outcome(item: DicomFile, status: str, error: str = "") -> Outcome:
+def outcome(item: DicomFile, status: Status, error: str = "") -> Outcome:
     job = Job(uri=item.sop_uid, local=str(item.path), size=item.size, md5=None)
     return Outcome(job, status, item.size, "", False, error)
 
@@ -234,13 +234,13 @@ class _Sender:
                         )
                     break
                 if error:
-                    self.done(item, outcome(item, "failed", error))
+                    self.done(item, outcome(item, Status.FAILED, error))
                     continue
                 if self.sent_log is not None:
                     self.sent_log.record(item, self.comment)
                 self.emit(BytesMoved(str(item.path), item.size))
                 self.emit(FileVerified(str(item.path), item.size, "", False))
-                self.done(item, outcome(item, "verified"))
+                self.done(item, outcome(item, Status.VERIFIED))
         finally:
             if assoc is not None and assoc.is_established:
                 assoc.release()
@@ -279,7 +279,7 @@ def send(
     sink(Planned(len(files), sum(f.size for f in files)))
     for item in files:
         if sent_log is not None and sent_log.acknowledged(item, comment):
-            sender.results.append(outcome(item, "skipped"))
+            sender.results.append(outcome(item, Status.SKIPPED))
             sink(FileSkipped(str(item.path), item.size, "acknowledged by the receiver before"))
         else:
             todo.append(item)

@@ -20,7 +20,7 @@ from xnat_downloader.errors import LocalWriteError, XnatError
 from xnat_downloader.http.session import XnatSession
 from xnat_downloader.plan.plan import PlanEntry
 from xnat_downloader.transfer.events import EventSink, FileFailed
-from xnat_downloader.transfer.jobs import Job, Outcome
+from xnat_downloader.transfer.jobs import Job, Outcome, Status
 from xnat_downloader.transfer.localfs import write_failure
 from xnat_downloader.transfer.state import State
 
@@ -79,14 +79,14 @@ async def fetch_documents(
                 raise
             except XnatError as exc:
                 sink(FileFailed(entry.local, str(exc)))
-                return Outcome(job, "failed", 0, "", False, str(exc))
+                return Outcome(job, Status.FAILED, 0, "", False, str(exc))
         problem = document_problem(body, fmt)
         if problem is not None:
             sink(FileFailed(entry.local, problem))
-            return Outcome(job, "failed", 0, "", False, problem)
+            return Outcome(job, Status.FAILED, 0, "", False, problem)
         mtime = await asyncio.to_thread(_write, root / entry.local, body)
         md5 = hashlib.md5(body).hexdigest()
         state.put(entry.local, uri, len(body), md5, "verified", mtime)
-        return Outcome(job, "verified", len(body), md5, False)
+        return Outcome(job, Status.VERIFIED, len(body), md5, False)
 
     return list(await asyncio.gather(*(one(e) for e in entries)))

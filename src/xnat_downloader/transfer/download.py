@@ -43,7 +43,7 @@ from xnat_downloader.transfer.events import (
     FileStarted,
     FileVerified,
 )
-from xnat_downloader.transfer.jobs import Job, Outcome
+from xnat_downloader.transfer.jobs import Job, Outcome, Status
 from xnat_downloader.transfer.localfs import is_disk_full, write_failure
 from xnat_downloader.transfer.state import State
 
@@ -135,19 +135,19 @@ class Downloader:
         except LocalWriteError:
             raise  # the run cannot record anything more: it ends, not just this file
         except DiskFullStop as exc:  # said once already, by the file that found it
-            return Outcome(job, "failed", 0, "", False, str(exc))
+            return Outcome(job, Status.FAILED, 0, "", False, str(exc))
         except XnatError as exc:
             self.sink(FileFailed(job.local, str(exc)))
-            return Outcome(job, "failed", 0, "", False, str(exc))
+            return Outcome(job, Status.FAILED, 0, "", False, str(exc))
         except OSError as exc:
             error = write_failure(final, exc)
             if is_disk_full(exc):
                 part.unlink(missing_ok=True)  # free the space; nothing half-written remains
                 if self.disk_full is not None:  # one line says it; the rest are counted
-                    return Outcome(job, "failed", 0, "", False, error)
+                    return Outcome(job, Status.FAILED, 0, "", False, error)
                 self.disk_full = error
             self.sink(FileFailed(job.local, error))
-            return Outcome(job, "failed", 0, "", False, error)
+            return Outcome(job, Status.FAILED, 0, "", False, error)
 
     def paths(self, job: Job) -> tuple[Path, Path]:
         """The job's final path and its partial file beside it."""
@@ -210,7 +210,7 @@ class Downloader:
         os.replace(part, final)
         self.record_verified(job, final, size, md5)
         self.sink(FileVerified(job.local, size, md5, bool(job.md5)))
-        return Outcome(job, "verified", size, md5, bool(job.md5))
+        return Outcome(job, Status.VERIFIED, size, md5, bool(job.md5))
 
     async def _run(self, job: Job, final: Path, part: Path) -> Outcome:
         facts = self.facts(job)
@@ -218,13 +218,13 @@ class Downloader:
         if action == Action.SKIP:
             size = facts.final_size or 0
             self.sink(FileSkipped(job.local, size, "already verified", counted=True))
-            return Outcome(job, "skipped", size, job.md5 or "", bool(job.md5))
+            return Outcome(job, Status.SKIPPED, size, job.md5 or "", bool(job.md5))
         if action == Action.CHECK_EXISTING:
             md5, size = await asyncio.to_thread(_hash_file, final)
             if self.matches(job, size, md5):
                 self.record_verified(job, final, size, md5)
                 self.sink(FileSkipped(job.local, size, "already present and verified"))
-                return Outcome(job, "skipped", size, md5, bool(job.md5))
+                return Outcome(job, Status.SKIPPED, size, md5, bool(job.md5))
             record = facts.record
             if record is None:  # not a file of ours: never replaced without --overwrite
                 msg = (

@@ -4,6 +4,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """What became of one file.  (A StrEnum: it compares equal to, and serialises as, its
+    value, so reports and JSON keep the plain words.)"""
+
+    VERIFIED = "verified"  # fetched or sent, and checked against the server's size and MD5
+    SKIPPED = "skipped"  # verified by an earlier run, and still as it was
+    SENT = "sent"  # uploaded into the prearchive: checked when it is archived
+    FAILED = "failed"  # with the reason in ``error``
 
 
 @dataclass(frozen=True)
@@ -19,7 +30,7 @@ class Job:
 @dataclass(frozen=True)
 class Outcome:
     job: Job
-    status: str  # verified | skipped | failed
+    status: Status
     size: int
     md5: str
     server_digest: bool

@@ -33,7 +33,7 @@ from xnat_downloader.transfer.events import (
     FileVerified,
     Planned,
 )
-from xnat_downloader.transfer.jobs import Job, Outcome
+from xnat_downloader.transfer.jobs import Job, Outcome, Status
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.services import remote_digests
 
@@ -160,11 +160,11 @@ async def upload_resources(
         there = before[upload.files_path].get(rel)
         if there is not None and there[1] == md5:
             sink(FileSkipped(name, size, "already on the server with the same MD5"))
-            return Outcome(job, "skipped", size, md5, True)
+            return Outcome(job, Status.SKIPPED, size, md5, True)
         if there is not None and not overwrite:
             error = "a different file with this name is already on the server; use --overwrite"
             sink(FileFailed(name, error))
-            return Outcome(job, "failed", 0, md5, True, error)
+            return Outcome(job, Status.FAILED, 0, md5, True, error)
         async with gate:
             sink(FileStarted(name, size))
             sent = [0]
@@ -191,12 +191,12 @@ async def upload_resources(
                 )
             except XnatError as exc:
                 sink(FileFailed(name, str(exc)))
-                return Outcome(job, "failed", 0, md5, True, str(exc))
+                return Outcome(job, Status.FAILED, 0, md5, True, str(exc))
             if answer.lstrip().startswith(b'{"duplicates"'):
                 error = f"the server kept its own copy: {json.loads(answer)['duplicates']}"
                 sink(FileFailed(name, error))
-                return Outcome(job, "failed", 0, md5, True, error)
-            return Outcome(job, "sent", size, md5, True)
+                return Outcome(job, Status.FAILED, 0, md5, True, error)
+            return Outcome(job, Status.SENT, size, md5, True)
 
     first = await asyncio.gather(*(one(*w) for w in work))
     return await verify_resources(xs, uploads, first, sink)
@@ -227,8 +227,10 @@ async def verify_resources(
             error = f"the server holds {size} bytes, not {outcome.size} as sent"
         else:
             sink(FileVerified(name, outcome.size, outcome.md5, bool(digest)))
-            final.append(Outcome(outcome.job, "verified", outcome.size, outcome.md5, bool(digest)))
+            final.append(
+                Outcome(outcome.job, Status.VERIFIED, outcome.size, outcome.md5, bool(digest))
+            )
             continue
         sink(FileFailed(name, error))
-        final.append(Outcome(outcome.job, "failed", 0, outcome.md5, True, error))
+        final.append(Outcome(outcome.job, Status.FAILED, 0, outcome.md5, True, error))
     return final

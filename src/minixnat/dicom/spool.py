@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from minixnat.store.journal import fsync_dir
+
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
@@ -97,7 +99,7 @@ class Spool:
                 folder.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, final)
                 if self.durable:
-                    _fsync_dir(folder)
+                    fsync_dir(folder)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -121,11 +123,3 @@ class Spool:
             study.path.rmdir()
         except OSError:
             pass  # something arrived meanwhile: it is built next time
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

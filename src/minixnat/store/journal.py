@@ -76,7 +76,7 @@ class Journal:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.path)
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
 
     def apply(self) -> None:
         """Carry out every operation; on failure the caller undoes what was done."""
@@ -124,7 +124,8 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a folder's entries (a rename into it) durable."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

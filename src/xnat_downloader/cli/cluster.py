@@ -23,9 +23,8 @@ from xnat_downloader.cli.common import (
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
 from xnat_downloader.cli.inputs import expand
 from xnat_downloader.cli.progress import human_bytes
-from xnat_downloader.cli.selection import layout_of, selection_args, selection_of
+from xnat_downloader.cli.selection import layout_of, selection_args, selection_of, tree_args
 from xnat_downloader.errors import UsageError
-from xnat_downloader.plan.layout import Layout
 from xnat_downloader.plan.plan import load_manifest
 
 SLURM_DESCRIPTION = (
@@ -54,19 +53,7 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
                    help="connections per task (default 4)")  # fmt: skip
     g.add_argument("--manifest", type=Path, metavar="FILE",
                    help="a saved manifest.json instead of a selection")  # fmt: skip
-    g.add_argument(
-        "--layout",
-        choices=[m.value for m in Layout],
-        default="xnat",
-        help="folders on disk: xnat (project/subject/session/scans/…, the default), "
-        "simplified or flat",
-    )
-    g.add_argument("--include-project", action=argparse.BooleanOptionalAction, default=True,
-                   help="a folder per project (default: yes)")  # fmt: skip
-    g.add_argument("--include-subject", action=argparse.BooleanOptionalAction, default=True,
-                   help="a folder per subject (default: yes)")  # fmt: skip
-    g.add_argument("--metadata", choices=("xml", "json"),
-                   help="also save XNAT's documents beside the data, as download does")  # fmt: skip
+    tree_args(g)
     g.add_argument("--submit", action="store_true", help="submit it with sbatch")
     g.add_argument("--json", action="store_true", help="one JSON document on stdout")
 

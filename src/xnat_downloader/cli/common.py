@@ -33,7 +33,7 @@ from xnat_downloader.transfer.events import (
     FileVerified,
     Planned,
 )
-from xnat_downloader.transfer.jobs import OutcomeCounts
+from xnat_downloader.transfer.jobs import OutcomeCounts, Status
 from xnat_downloader.transfer.localfs import write_failure
 from xnat_downloader.transfer.state import STATE_DIR
 
@@ -49,6 +49,16 @@ class Streams:
     stderr: TextIO
     interactive: bool
     ask: Callable[[str], str]
+
+
+def existing_paths(given: list[str]) -> list[Path]:
+    """The PATH arguments of a command that sends files; UsageError naming any that do not
+    exist (before anything is sent)."""
+    paths = [Path(p) for p in given]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"{', '.join(missing)}: no such file or folder; nothing was sent")
+    return paths
 
 
 def server_url(args: argparse.Namespace, *fallbacks: str) -> str:
@@ -191,6 +201,24 @@ def display(interactive: bool, quiet: bool, stderr: TextIO) -> RichProgress | Pl
     if interactive and stderr.isatty():
         return RichProgress()
     return PlainProgress(stderr, every=5.0)
+
+
+def counts_document(counts: OutcomeCounts) -> dict[str, object]:
+    """What every transfer's ``--json`` document starts with: the counts, and each failed
+    file (``local``: its path here, ``uri``: on the server or receiver) with the reason."""
+    return {
+        "files": counts.files,
+        "bytes": counts.bytes,
+        "verified": counts.verified,
+        "skipped": counts.skipped,
+        "failed": counts.failed,
+        "ok": counts.ok,
+        "failures": [
+            {"local": o.job.local, "uri": o.job.uri, "error": o.error}
+            for o in counts.outcomes
+            if o.status == Status.FAILED
+        ],
+    }
 
 
 def done_line(counts: OutcomeCounts) -> str:

@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from xnat_downloader.cli.common import (
     Streams,
     connection,
     connection_args,
+    counts_document,
     display,
     done_line,
+    existing_paths,
     logging_sink,
     warn_insecure,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
 from xnat_downloader.cli.progress import human_bytes
-from xnat_downloader.errors import UsageError
 from xnat_downloader.transfer.engine import MAX_JOBS
 
 if TYPE_CHECKING:
@@ -69,10 +69,7 @@ def _command(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interacti
     # pydicom and pynetdicom load here, only for this command (0.15 s).
     from xnat_downloader import dicomsend
 
-    paths = [Path(p) for p in args.paths]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise UsageError(f"{', '.join(missing)}: no such file or folder; nothing was sent")
+    paths = existing_paths(args.paths)
     conn = None
     if args.web:  # only when asked: the receiver need not be an XNAT
         if args.insecure:
@@ -101,17 +98,10 @@ def _command(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interacti
 
 def _document(report: DicomSendReport) -> dict[str, object]:
     return {
+        **counts_document(report),
         "target": report.target,
-        "files": report.files,
-        "bytes": report.bytes,
-        "verified": report.verified,
-        "failed": report.failed,
-        "skipped": report.skipped,
         "not_dicom": report.not_dicom,
         "sessions": report.sessions,
-        "failures": [
-            {"path": o.job.local, "error": o.error} for o in report.outcomes if o.status == "failed"
-        ],
         "seconds": round(report.seconds, 3),
     }
 

@@ -34,6 +34,7 @@ from xnat_downloader.cli.common import (
     configure_logging,
     connection,
     connection_args,
+    counts_document,
     debug_log,
     display,
     done_line,
@@ -337,18 +338,8 @@ def _copy(args: argparse.Namespace, io: Streams) -> int:
             sink=logging_sink(shown),
         )
     if args.json:
-        document = {
-            "files": report.files,
-            "bytes": report.bytes,
-            "verified": report.verified,
-            "failed": report.failed,
-            "sessions": report.sessions,
-            "notes": report.notes,
-            "failures": [
-                {"file": o.job.local, "error": o.error} for o in report.outcomes
-                if o.status == "failed"
-            ],
-        }  # fmt: skip
+        document = {**counts_document(report), "sessions": report.sessions,
+                    "notes": report.notes}  # fmt: skip
         print(json.dumps(document), file=stdout)
     else:
         if not args.quiet:
@@ -563,18 +554,8 @@ def report_document(report: api.Report, log_path: Path | None) -> dict[str, obje
     """``download --json``: the counts, every failure with its reason, and where the
     report and the debug log are."""
     return {
-        "files": report.files,
-        "bytes": report.bytes,
-        "verified": report.verified,
-        "skipped": report.skipped,
-        "failed": report.failed,
-        "ok": report.ok,
+        **counts_document(report),
         "seconds": round(report.seconds, 3),
-        "failures": [
-            {"local": o.job.local, "uri": o.job.uri, "error": o.error}
-            for o in report.outcomes
-            if o.status == "failed"
-        ],
         "renamed": [{"uri": uri, "local": local} for uri, local in report.renamed],
         "vanished": report.vanished,
         "pruned": report.pruned,

@@ -70,17 +70,8 @@ def selection_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def layout_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("layout and transfer")
-    g.add_argument(
-        "-o",
-        "--output",
-        "--output_dir",
-        dest="output",
-        type=Path,
-        metavar="DIR",
-        help="output directory (default: current directory)",
-    )
+def tree_args(g: argparse._ActionsContainer) -> None:
+    """The flags that shape the folders on disk (download and slurm)."""
     g.add_argument(
         "--layout",
         choices=[m.value for m in Layout],
@@ -100,6 +91,26 @@ def layout_args(p: argparse.ArgumentParser) -> None:
         default=True,
         help="a folder per subject (default: yes)",
     )
+    g.add_argument(
+        "--metadata",
+        choices=("xml", "json"),
+        help="also save XNAT's project, subject, session and scan documents beside the data "
+        "(project.xml, subject.xml, session.xml, scan.xml), each checked to parse",
+    )
+
+
+def layout_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("layout and transfer")
+    g.add_argument(
+        "-o",
+        "--output",
+        "--output_dir",
+        dest="output",
+        type=Path,
+        metavar="DIR",
+        help="output directory (default: current directory)",
+    )
+    tree_args(g)
     g.add_argument("-j", "--jobs", type=int, default=8, help="parallel transfers (default 8)")
     g.add_argument(
         "--max-rate", metavar="MB/S", type=float, help="limit total download speed, in MB/s"
@@ -130,12 +141,6 @@ def layout_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="remove the local files of sessions that vanished since the last run (from the "
         "server or the selection); without it they are only reported",
-    )
-    g.add_argument(
-        "--metadata",
-        choices=("xml", "json"),
-        help="also save XNAT's project, subject, session and scan documents beside the data "
-        "(project.xml, subject.xml, session.xml, scan.xml), each checked to parse",
     )
     g.add_argument("--json", action="store_true", help="machine-readable output")
     g.add_argument(

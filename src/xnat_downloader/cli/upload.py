@@ -19,8 +19,10 @@ from xnat_downloader.cli.common import (
     Streams,
     connection,
     connection_args,
+    counts_document,
     display,
     done_line,
+    existing_paths,
     logging_sink,
     server_url,
     warn_insecure,
@@ -86,10 +88,7 @@ def command(args: argparse.Namespace, io: Streams) -> int:
 def _command(
     args: argparse.Namespace, url: str, stdout: TextIO, stderr: TextIO, interactive: bool
 ) -> int:
-    paths = [Path(p) for p in args.paths]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise UsageError(f"{', '.join(missing)}: no such file or folder; nothing was sent")
+    paths = existing_paths(args.paths)
     if args.insecure:
         warn_insecure(stderr)
     csvs = [p for p in paths if p.suffix.lower() == ".csv" and p.is_file()]
@@ -124,19 +123,11 @@ def _command(
 
 def _document(report: uploads.UploadReport) -> dict[str, object]:
     return {
-        "files": report.files,
-        "bytes": report.bytes,
-        "verified": report.verified,
-        "skipped": report.skipped,
-        "failed": report.failed,
+        **counts_document(report),
         "in_prearchive": report.sent,
-        "ok": report.ok,
         "seconds": round(report.seconds, 3),
         "sessions": report.sessions,
         "notes": report.notes,
-        "failures": [
-            {"path": o.job.local, "error": o.error} for o in report.outcomes if o.status == "failed"
-        ],
     }
 
 

@@ -18,6 +18,7 @@ from typing import TextIO
 from xnat_downloader import api, xget
 from xnat_downloader.cli.common import (
     Streams,
+    counts_document,
     debug_log,
     display,
     logging_sink,
@@ -193,14 +194,10 @@ def _run(
             sink=logging_sink(shown),
         )
     if args.json:
-        files = report.files
         print(json.dumps({
-            "files": files.files, "bytes": files.bytes, "verified": files.verified,
-            "failed": files.failed, "ok": report.ok,
+            **counts_document(report.files), "ok": report.ok,
             "written": [str(p) for p in report.written], "kept": [str(p) for p in report.kept],
             "not_written": [{"path": str(p), "error": why} for p, why in report.not_written],
-            "failures": [{"local": o.job.local, "error": o.error}
-                         for o in files.outcomes if o.status == "failed"],
             "log": str(log_path),
         }), file=stdout)  # fmt: skip
         return EXIT_OK if report.ok else EXIT_FAILED_FILES

@@ -17,7 +17,7 @@ from tests.conftest import BIN, Server
 from tests.test_download import cli
 from xnat_downloader.cli.main import build_parser, legacy_parser
 from xnat_downloader.cli.progress import human_bytes, resuming_line
-from xnat_downloader.http.session import connection_hint
+from xnat_downloader.http.client import connection_hint
 from xnat_downloader.transfer.events import Planned
 
 

@@ -12,9 +12,9 @@ import pytest
 
 from tests.conftest import Server
 from xnat_downloader.errors import ConnectionFailed, ServerError
+from xnat_downloader.http.client import XnatClient
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.http.retry import RetryPolicy, classify
-from xnat_downloader.http.session import XnatSession
 
 POLICY = RetryPolicy(attempts=4, base=0.5, cap=30.0)
 
@@ -53,8 +53,8 @@ def test_a_refused_port_fails_at_once_with_or_without_credentials(
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    async def go() -> XnatSession:
-        xs = XnatSession(f"http://127.0.0.1:{closed_port()}", credentials, sleep=sleep)
+    async def go() -> XnatClient:
+        xs = XnatClient(f"http://127.0.0.1:{closed_port()}", credentials, sleep=sleep)
         with pytest.raises(ConnectionFailed, match="cannot reach"):
             async with xs:
                 await xs.get_json("/data/projects")
@@ -75,7 +75,7 @@ def test_a_busy_server_is_waited_for_through_the_injected_sleep(
         waits.append(seconds)
 
     async def go() -> None:
-        xs = XnatSession(started.url, Credentials(None), sleep=sleep, retry=POLICY)
+        xs = XnatClient(started.url, Credentials(None), sleep=sleep, retry=POLICY)
         async with xs:
             with pytest.raises(ServerError, match=r"\b503\b"):
                 await xs.get_json("/data/projects")

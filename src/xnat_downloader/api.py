@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from xnat_downloader.errors import LocalWriteError, NotFound, UsageError
+from xnat_downloader.http.client import XnatClient
 from xnat_downloader.http.credentials import Credentials
-from xnat_downloader.http.session import XnatSession
 from xnat_downloader.plan import shard as shards
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, build_plan, manifest_catalog, manifest_json
@@ -72,8 +72,9 @@ class Connection:
     ca_bundle: str | None = None
     max_connections: int = 32  # the engine's per-server ceiling; --jobs sets the real number
 
-    def session(self) -> XnatSession:
-        return XnatSession(
+    def client(self) -> XnatClient:
+        """An HTTP client for the server, which logs in on entering (``async with``)."""
+        return XnatClient(
             self.url,
             self.credentials,
             verify=self.verify,
@@ -130,11 +131,11 @@ async def _plan(
     catalog: Catalog | None,
     metadata: str | None = None,
 ) -> PlanResult:
-    async with conn.session() as xs:
+    async with conn.client() as xs:
         return await plan_in(xs, selection, layout, catalog, metadata)
 
 
-async def read_catalog(xs: XnatSession, catalog: Catalog) -> bytes:
+async def read_catalog(xs: XnatClient, catalog: Catalog) -> bytes:
     """A catalog's XML: from a file, or from a link on the server ``xs`` is logged in to."""
     link = catalog_link(catalog) if isinstance(catalog, str) else None
     if link is None:
@@ -153,7 +154,7 @@ async def read_catalog(xs: XnatSession, catalog: Catalog) -> bytes:
 
 
 async def plan_in(
-    xs: XnatSession,
+    xs: XnatClient,
     selection: Selection,
     layout: LayoutOptions,
     catalog: Catalog | None,
@@ -215,7 +216,7 @@ def list_projects(
     """The projects this user can see."""
 
     async def run(conn: Connection) -> list[Project]:
-        async with conn.session() as xs:
+        async with conn.client() as xs:
             return await _list_projects(xs)
 
     return asyncio.run(run(_conn(url, user, password)))
@@ -226,7 +227,7 @@ def projects_for_sessions(conn: Connection, sessions: list[str]) -> list[str]:
     NotFound for a session no visible project holds, UsageError for a label in several."""
 
     async def run() -> dict[str, list[str]]:
-        async with conn.session() as xs:
+        async with conn.client() as xs:
             return await projects_of_sessions(xs, sessions)
 
     found = asyncio.run(run())
@@ -278,7 +279,7 @@ async def _download(
 ) -> Report:
     state = State(outdir, shard)  # the lock first: a second run refuses before any request
     try:
-        async with conn.session() as xs:
+        async with conn.client() as xs:
             if saved_plan is not None:
                 planned = PlanResult(saved_plan, [], [], 0, xs.base_url)
             elif catalog is not None:
@@ -318,7 +319,7 @@ async def _download(
 
 
 async def _synced_plan(
-    xs: XnatSession,
+    xs: XnatClient,
     selection: Selection,
     layout: LayoutOptions,
     metadata: str | None,
@@ -369,7 +370,7 @@ def check_space(outdir: Path, jobs: list[Job]) -> None:
 
 
 async def run_planned(
-    xs: XnatSession,
+    xs: XnatClient,
     planned: PlanResult,
     jobs: list[Job],
     outdir: Path,

@@ -117,7 +117,7 @@ async def _plan_and_login(
     conn: Connection, selection: Selection, layout: LayoutOptions, catalog: str | None,
     need_plan: bool, need_token: bool, metadata: str | None = None,
 ) -> tuple[Plan | None, list[str], str, tuple[str, str] | None]:  # fmt: skip
-    async with conn.session() as xs:
+    async with conn.client() as xs:
         plan, gaps = None, []
         if need_plan:
             planned = await plan_in(xs, selection, layout, catalog, metadata)

@@ -56,7 +56,7 @@ async def _target_digests(
 ) -> Counter[tuple[int, str]]:
     found: Counter[tuple[int, str]] = Counter()
     base = paths.owner(project, session=session)
-    async with target.session() as xs:
+    async with target.client() as xs:
         for where in (paths.session_scan_files(base), paths.session_files(base)):
             found.update(await remote_digest_list(xs, where))
     return found
@@ -74,7 +74,7 @@ async def _copy(
     report = CopyReport()
     started = time.monotonic()
     layout = LayoutOptions(Layout.XNAT, include_project=True, include_subject=True)
-    async with source.session() as xs:
+    async with source.client() as xs:
         planned = await plan_in(xs, selection, layout, None)
     grouped = sessions_of(planned.plan)
     sink(Planned(len(planned.plan.entries), planned.plan.total_bytes))
@@ -101,7 +101,7 @@ async def _copy(
         folder.mkdir(parents=True)
         state = State(folder)
         try:
-            async with source.session() as xs:
+            async with source.client() as xs:
                 part = PlanResult(Plan(entries), [], [], 0, xs.base_url)
                 fetch = [Job(e.file.uri, e.local, e.file.size, e.file.md5) for e in entries]
                 fetched = await run_planned(

@@ -91,7 +91,7 @@ async def _arrivals(
             by_study.setdefault(files[o.job.local].study_uid, []).append(o)
     result = [o for o in outcomes if o.status == "failed"]
     sessions: list[str] = []
-    async with conn.session() as xs:
+    async with conn.client() as xs:
         for study, sent in by_study.items():
             deadline = time.monotonic() + wait
             while True:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from xnat_downloader.api import Connection
 from xnat_downloader.errors import NotFound, ServerError, UsageError
-from xnat_downloader.http.session import XnatSession
+from xnat_downloader.http.client import XnatClient
 from xnat_downloader.transfer.localfs import write_whole
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.parse import parse_uri_list
@@ -41,7 +41,7 @@ async def _create_project(
     if access not in ACCESS:
         raise UsageError(f"--access must be one of {', '.join(ACCESS)}, not {access!r}")
     path = paths.project(pid)
-    async with conn.session() as xs:
+    async with conn.client() as xs:
         try:
             await xs.get_json(path, what=f"project {pid}")
             return ProjectCreated(pid, created=False)
@@ -79,7 +79,7 @@ class PrearchiveSession:
         return f"/prearchive/projects/{self.project}/{self.timestamp}/{self.folder}"
 
 
-async def _prearchive(xs: XnatSession, project: str | None) -> list[PrearchiveSession]:
+async def _prearchive(xs: XnatClient, project: str | None) -> list[PrearchiveSession]:
     path = paths.prearchive(project)
     listing = await xs.get_json(path, what="the prearchive")
     return [
@@ -101,7 +101,7 @@ def list_prearchive(conn: Connection, project: str | None = None) -> list[Prearc
     """The prearchive sessions the user may see (of ``project`` only, if given)."""
 
     async def run() -> list[PrearchiveSession]:
-        async with conn.session() as xs:
+        async with conn.client() as xs:
             return await _prearchive(xs, project)
 
     return asyncio.run(run())
@@ -146,7 +146,7 @@ class ManageReport:
 
 
 async def _archive_one(
-    xs: XnatSession, session: PrearchiveSession, overwrite: bool, records: Path
+    xs: XnatClient, session: PrearchiveSession, overwrite: bool, records: Path
 ) -> ArchiveResult:
     result = ArchiveResult(session)
     params = {"src": session.src}
@@ -178,7 +178,7 @@ async def _archive_one(
 
 def _action(conn: Connection, project: str | None, wanted: list[str], do: Any) -> ManageReport:
     async def run() -> ManageReport:
-        async with conn.session() as xs:
+        async with conn.client() as xs:
             sessions = choose(await _prearchive(xs, project), wanted)
             report = ManageReport()
             for session in sessions:
@@ -205,7 +205,7 @@ def archive_prearchived(
 def _prearchive_service(service: str, extra: dict[str, str]) -> Any:
     """One of ``/data/services/prearchive/{move,delete}`` for one session, as an action."""
 
-    async def call(xs: XnatSession, session: PrearchiveSession) -> ArchiveResult:
+    async def call(xs: XnatClient, session: PrearchiveSession) -> ArchiveResult:
         result = ArchiveResult(session)
         try:
             await xs.send(

@@ -35,7 +35,7 @@ from typing import IO
 
 from xnat_downloader.api import Connection
 from xnat_downloader.errors import NotFound, ServerError, UsageError, XnatError
-from xnat_downloader.http.session import XnatSession
+from xnat_downloader.http.client import XnatClient
 from xnat_downloader.manage import record_prearchived
 from xnat_downloader.plan.upload import (
     SessionFolder,
@@ -279,7 +279,7 @@ def _import_params(
     return params
 
 
-async def _session_digests(xs: XnatSession, uri: str, resources: str = "") -> list[tuple[int, str]]:
+async def _session_digests(xs: XnatClient, uri: str, resources: str = "") -> list[tuple[int, str]]:
     """(size, md5) of a session's scan files, of every resource or of those named."""
     return await remote_digest_list(xs, paths.session_scan_files(uri, resources))
 
@@ -330,7 +330,7 @@ def _verify_import(
     return outcomes, note
 
 
-async def _set_scan_types(xs: XnatSession, uri: str, wanted: dict[str, str]) -> None:
+async def _set_scan_types(xs: XnatClient, uri: str, wanted: dict[str, str]) -> None:
     """Give imported scans the types their folder names record (the importer uses the
     series description)."""
     listing = await xs.get_json(f"{uri}/scans", what=f"{uri}/scans")
@@ -363,7 +363,7 @@ async def _upload(
 ) -> UploadReport:
     report = UploadReport()
     started = time.monotonic()
-    async with conn.session() as xs:
+    async with conn.client() as xs:
         await _check_project(xs, project)
         if resource is not None:
             base = _owner_base(project, subject, session, scan)
@@ -427,7 +427,7 @@ class _ImportOptions:
     jobs: int
 
 
-async def _find_session(xs: XnatSession, project: str, label: str) -> str | None:
+async def _find_session(xs: XnatClient, project: str, label: str) -> str | None:
     """The URI of ``project``'s session ``label``, if the server has one."""
     path = paths.project_experiments(project)
     listing = await xs.get_json(
@@ -449,7 +449,7 @@ def _fail_session(item: _Import, report: UploadReport, sink: EventSink, error: s
 
 
 async def _one_session(
-    xs: XnatSession, item: _Import, opts: _ImportOptions, report: UploadReport, sink: EventSink
+    xs: XnatClient, item: _Import, opts: _ImportOptions, report: UploadReport, sink: EventSink
 ) -> None:
     """Import one session (or archive) so that a re-run after any interruption finishes it.
 
@@ -515,7 +515,7 @@ async def _one_session(
 
 
 async def _import_and_verify(
-    xs: XnatSession,
+    xs: XnatClient,
     item: _Import,
     opts: _ImportOptions,
     report: UploadReport,
@@ -572,7 +572,7 @@ async def _import_and_verify(
 
 
 async def _session_extras(
-    xs: XnatSession,
+    xs: XnatClient,
     uri: str,
     found: SessionFolder,
     root: Path,
@@ -623,7 +623,7 @@ def _owner_base(project: str, subject: str, session: str, scan: str) -> str:
     return paths.owner(project, subject, session, scan)
 
 
-async def _check_project(xs: XnatSession, project: str) -> None:
+async def _check_project(xs: XnatClient, project: str) -> None:
     try:
         await xs.get_json(paths.project(project), what=f"project {project}")
     except NotFound:
@@ -634,7 +634,7 @@ async def _check_project(xs: XnatSession, project: str) -> None:
         raise NotFound(msg) from None
 
 
-async def _check_owner(xs: XnatSession, base: str) -> None:
+async def _check_owner(xs: XnatClient, base: str) -> None:
     try:
         await xs.get_json(base, what=base)
     except NotFound:
@@ -737,7 +737,7 @@ async def _subjects(conn: Connection, csv_path: Path, project: str) -> list[Subj
         raise UsageError(f"cannot read {csv_path}: {exc}") from exc
     rows, errors = parse_subjects(text)
     results = [SubjectResult(e.line, e.label, "failed", e.message) for e in errors]
-    async with conn.session() as xs:
+    async with conn.client() as xs:
         await _check_project(xs, project)
         for row in rows:
             path = paths.owner(project, row.label)

@@ -108,7 +108,7 @@ async def check_server(conn: Connection, files: list[Record], report: VerifyRepo
         listing, sep, rel = item.uri.partition("/files/")
         if sep:
             by_listing.setdefault(f"{listing}/files", []).append((item, rel))
-    async with conn.session() as xs:
+    async with conn.client() as xs:
         for listing, items in sorted(by_listing.items()):
             there = await remote_digests(xs, listing)
             for item, rel in items:

@@ -147,7 +147,7 @@ async def _xget(
 ) -> XgetReport:
     state = State(outdir)  # held until the zips are written: no other run may interleave
     try:
-        async with conn.session() as xs:
+        async with conn.client() as xs:
             planned = await plan_in(xs, selection, MEMBER_LAYOUT, None)
             if on_plan is not None:
                 on_plan(planned)

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from xnat_downloader.errors import LocalWriteError, XnatError
-from xnat_downloader.http.session import XnatSession
+from xnat_downloader.http.client import XnatClient
 from xnat_downloader.plan.plan import PlanEntry
 from xnat_downloader.transfer.events import EventSink, FileFailed
 from xnat_downloader.transfer.jobs import Job, Outcome, Status
@@ -56,7 +56,7 @@ def _write(final: Path, body: bytes) -> int:
 
 
 async def fetch_documents(
-    xs: XnatSession,
+    xs: XnatClient,
     entries: list[PlanEntry],
     root: Path,
     state: State,

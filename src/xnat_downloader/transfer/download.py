@@ -31,8 +31,8 @@ from xnat_downloader.errors import (
     TransferError,
     XnatError,
 )
-from xnat_downloader.http.retry import RETRYABLE_STATUS
-from xnat_downloader.http.session import XnatSession, looks_like_html
+from xnat_downloader.http.client import XnatClient, looks_like_html
+from xnat_downloader.http.retry import RETRYABLE_STATUS, classify
 from xnat_downloader.transfer.decide import Action, Facts, decide
 from xnat_downloader.transfer.events import (
     BytesMoved,
@@ -106,7 +106,7 @@ class Downloader:
 
     def __init__(
         self,
-        xs: XnatSession,
+        xs: XnatClient,
         root: Path,
         state: State,
         sink: EventSink,
@@ -282,11 +282,8 @@ class Downloader:
             ) as exc:
                 if isinstance(exc, LoginPageError):
                     raise
-                if (
-                    isinstance(exc, ServerError)
-                    and exc.status is not None
-                    and exc.status not in RETRYABLE_STATUS
-                ):
+                status = exc.status if isinstance(exc, ServerError) else None
+                if status is not None and status not in RETRYABLE_STATUS:
                     raise
                 reached = size_or_none(part) or 0
                 if reached > best:
@@ -294,14 +291,17 @@ class Downloader:
                     # budget (a flaky link that keeps making progress should finish).
                     best = reached
                     attempt = 0
-                delay = self.xs.retry.delay(attempt)
-                if delay is None:
+                # The same decision as every request (http/retry.classify): the server has
+                # answered this run before, so a dropped body is worth another try.
+                decision = classify(self.xs.retry, attempt, status=status)
+                if decision.action != "retry":
                     msg = f"{job.local}: gave up after {attempt + 1} attempts: {exc}"
                     raise TransferError(msg) from exc
                 attempt += 1
                 offset = reached
-                self.sink(FileRetrying(job.local, str(exc) or type(exc).__name__, delay))
-                await asyncio.sleep(delay)
+                reason = str(exc) or type(exc).__name__
+                self.sink(FileRetrying(job.local, reason, decision.delay))
+                await self.xs.sleep(decision.delay)
                 continue
             digest = md5.hexdigest()
             if (

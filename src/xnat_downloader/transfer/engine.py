@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xnat_downloader.errors import LocalWriteError, UsageError
-from xnat_downloader.http.session import XnatSession
+from xnat_downloader.http.client import XnatClient
 from xnat_downloader.transfer.decide import Action, decide
 from xnat_downloader.transfer.download import Downloader, RateLimiter
 from xnat_downloader.transfer.events import EventSink, Planned
@@ -53,7 +53,7 @@ def check_jobs(jobs: int) -> int:
 
 
 async def run_jobs(
-    xs: XnatSession,
+    xs: XnatClient,
     jobs: list[Job],
     root: Path,
     state: State,

@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from xnat_downloader.errors import XnatError
-from xnat_downloader.http.session import XnatSession
+from xnat_downloader.http.client import XnatClient
 from xnat_downloader.transfer.events import (
     BytesMoved,
     EventSink,
@@ -132,7 +132,7 @@ class ResourceUpload:
 
 
 async def upload_resources(
-    xs: XnatSession,
+    xs: XnatClient,
     uploads: list[ResourceUpload],
     sink: EventSink,
     *,
@@ -203,7 +203,7 @@ async def upload_resources(
 
 
 async def verify_resources(
-    xs: XnatSession, uploads: list[ResourceUpload], outcomes: list[Outcome], sink: EventSink
+    xs: XnatClient, uploads: list[ResourceUpload], outcomes: list[Outcome], sink: EventSink
 ) -> list[Outcome]:
     """Turn each ``sent`` outcome into verified or failed, by the server's listing."""
     after: dict[str, dict[str, tuple[int, str]]] = {}

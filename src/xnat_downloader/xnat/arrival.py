@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from xnat_downloader.http.session import XnatSession
+from xnat_downloader.http.client import XnatClient
 from xnat_downloader.xnat.parse import result_rows
 
 
@@ -23,7 +23,7 @@ class Arrived:
     label: str
 
 
-async def find_study(xs: XnatSession, study_uid: str, project: str = "") -> Arrived | None:
+async def find_study(xs: XnatClient, study_uid: str, project: str = "") -> Arrived | None:
     """The session built from ``study_uid`` (archive first, then prearchive), or None."""
     where = (
         f"/data/projects/{quote(project, safe='')}/experiments" if project else "/data/experiments"
@@ -44,7 +44,7 @@ async def find_study(xs: XnatSession, study_uid: str, project: str = "") -> Arri
     return None
 
 
-async def file_names(xs: XnatSession, arrived: Arrived) -> dict[str, list[str]] | None:
+async def file_names(xs: XnatClient, arrived: Arrived) -> dict[str, list[str]] | None:
     """Scan ID -> the names of its DICOM files, for an archived session; for a prearchive
     session (whose files XNAT does not list) None."""
     if arrived.prearchive:
@@ -60,7 +60,7 @@ async def file_names(xs: XnatSession, arrived: Arrived) -> dict[str, list[str]] 
     return found
 
 
-async def prearchive_counts(xs: XnatSession, arrived: Arrived) -> dict[str, int]:
+async def prearchive_counts(xs: XnatClient, arrived: Arrived) -> dict[str, int]:
     """Scan ID -> number of files, from a prearchive session's scan listing."""
     listing = await xs.get_json(f"{arrived.uri}/scans", what="the prearchive session's scans")
     counts: dict[str, int] = {}

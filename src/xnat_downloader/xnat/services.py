@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 from xnat_downloader.errors import NotFound, ServerError
-from xnat_downloader.http.session import XnatSession
+from xnat_downloader.http.client import XnatClient
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.parse import parse_uri_list
 
 
 async def import_archive(
-    xs: XnatSession,
+    xs: XnatClient,
     body: Callable[[], AsyncIterator[bytes]],
     content_type: str,
     params: dict[str, str],
@@ -35,19 +35,19 @@ async def import_archive(
     return uris
 
 
-async def remote_digests(xs: XnatSession, files_path: str) -> dict[str, tuple[int, str]]:
+async def remote_digests(xs: XnatClient, files_path: str) -> dict[str, tuple[int, str]]:
     """{path in resource: (size, md5)} from one resource's ``…/files`` listing; empty if
     none exist."""
     return dict(await _listed(xs, files_path))
 
 
-async def remote_digest_list(xs: XnatSession, files_path: str) -> list[tuple[int, str]]:
+async def remote_digest_list(xs: XnatClient, files_path: str) -> list[tuple[int, str]]:
     """(size, md5) of every file a ``…/files`` listing names, across resources (where two
     files may share a path)."""
     return [digest for _, digest in await _listed(xs, files_path)]
 
 
-async def _listed(xs: XnatSession, files_path: str) -> list[tuple[str, tuple[int, str]]]:
+async def _listed(xs: XnatClient, files_path: str) -> list[tuple[str, tuple[int, str]]]:
     try:
         listing = await xs.get_json(files_path, what=files_path)
     except NotFound:

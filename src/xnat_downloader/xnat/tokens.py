@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xnat_downloader.errors import ServerError
-from xnat_downloader.http.session import XnatSession
+from xnat_downloader.http.client import XnatClient
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class AliasToken:
     expires: str  # as the server said it, "" if it did not
 
 
-async def issue_token(xs: XnatSession) -> AliasToken:
+async def issue_token(xs: XnatClient) -> AliasToken:
     """A new alias token for the logged-in user."""
     doc = await xs.get_json("/data/services/tokens/issue", what="a new alias token")
     alias = doc.get("alias") if isinstance(doc, dict) else None

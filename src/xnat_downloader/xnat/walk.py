@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from xnat_downloader.errors import LoginPageError, NotFound, ServerError, UsageError
-from xnat_downloader.http.session import XnatSession
+from xnat_downloader.http.client import XnatClient
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.model import Project, RemoteFile, Scan, Session
 from xnat_downloader.xnat.parse import (
@@ -88,7 +88,7 @@ class WalkResult:
     reused: set[str] = field(default_factory=set)  # session IDs taken from ``known``
 
 
-async def projects_of_sessions(xs: XnatSession, refs: list[str]) -> dict[str, list[str]]:
+async def projects_of_sessions(xs: XnatClient, refs: list[str]) -> dict[str, list[str]]:
     """For each session ID or label in ``refs``, the projects that hold it, from one listing
     of every experiment the user can see (``/data/experiments``), not a walk per project."""
     doc = await xs.get_json(
@@ -102,7 +102,7 @@ async def projects_of_sessions(xs: XnatSession, refs: list[str]) -> dict[str, li
     return {ref: sorted(set(projects)) for ref, projects in found.items()}
 
 
-async def list_projects(xs: XnatSession) -> list[Project]:
+async def list_projects(xs: XnatClient) -> list[Project]:
     doc = await xs.get_json(
         "/data/projects", params={"columns": "ID,name,secondary_ID"}, what="the project list"
     )
@@ -135,7 +135,7 @@ def match_projects(wanted: Iterable[str], available: list[Project]) -> list[Proj
     return chosen
 
 
-async def list_sessions(xs: XnatSession, project: Project) -> list[Session]:
+async def list_sessions(xs: XnatClient, project: Project) -> list[Session]:
     subjects_doc = await xs.get_json(
         paths.project_subjects(project.id),
         params={"columns": "ID,label"},
@@ -173,7 +173,7 @@ async def list_sessions(xs: XnatSession, project: Project) -> list[Session]:
     return sessions
 
 
-async def list_scans(xs: XnatSession, session: Session) -> list[Scan]:
+async def list_scans(xs: XnatClient, session: Session) -> list[Scan]:
     doc = await xs.get_json(
         f"{paths.experiment(session.id)}/scans",
         params={"columns": "ID,type,series_description,quality,xsiType"},
@@ -218,7 +218,7 @@ def _file(
     )
 
 
-async def _files_listing(xs: XnatSession, path: str, what: str) -> list[dict[str, str]]:
+async def _files_listing(xs: XnatClient, path: str, what: str) -> list[dict[str, str]]:
     try:
         doc = await xs.get_json(path, what=what)
     except NotFound:
@@ -227,7 +227,7 @@ async def _files_listing(xs: XnatSession, path: str, what: str) -> list[dict[str
 
 
 async def _owned_files(
-    xs: XnatSession,
+    xs: XnatClient,
     session: Session,
     sel: Selection,
     collection: str,
@@ -261,7 +261,7 @@ async def _owned_files(
 
 
 async def session_files(
-    xs: XnatSession, session: Session, sel: Selection
+    xs: XnatClient, session: Session, sel: Selection
 ) -> tuple[list[Scan], list[RemoteFile]]:
     files: list[RemoteFile] = []
     scans: list[Scan] = []
@@ -343,7 +343,7 @@ async def session_files(
 
 
 async def walk(
-    xs: XnatSession,
+    xs: XnatClient,
     sel: Selection,
     *,
     concurrency: int = 8,
@@ -396,7 +396,7 @@ async def walk(
     return result
 
 
-async def catalog_files(xs: XnatSession, catalog: bytes, source: str) -> list[RemoteFile]:
+async def catalog_files(xs: XnatClient, catalog: bytes, source: str) -> list[RemoteFile]:
     """The files an XNAT catalog XML names (download page catalogs and ``format=xcat``)."""
     entries = parse_catalog(catalog, source)
     files: list[RemoteFile] = []
@@ -406,7 +406,7 @@ async def catalog_files(xs: XnatSession, catalog: bytes, source: str) -> list[Re
     return files
 
 
-async def _session_by_id(xs: XnatSession, eid: str, cache: dict[str, Session]) -> Session:
+async def _session_by_id(xs: XnatClient, eid: str, cache: dict[str, Session]) -> Session:
     if eid not in cache:
         doc = await xs.get_json(paths.experiment(eid), what=f"session {eid}")
         try:
@@ -438,7 +438,7 @@ async def _session_by_id(xs: XnatSession, eid: str, cache: dict[str, Session]) -
 
 
 async def _entry_files(
-    xs: XnatSession, entry: CatalogEntry, cache: dict[str, Session]
+    xs: XnatClient, entry: CatalogEntry, cache: dict[str, Session]
 ) -> list[RemoteFile]:
     parts = urlsplit(entry.uri)
     path = parts.path

@@ -1,6 +1,7 @@
-"""One authenticated HTTP session per run, shared by every worker.
+"""One authenticated HTTP client per run, shared by every worker.
 
-``XnatSession`` owns an aiohttp connection pool and the XNAT login: it logs in once
+(Named a client, not a session: in this package a session is always an imaging session.)
+``XnatClient`` owns an aiohttp connection pool and the XNAT login: it logs in once
 (``GET /data/JSESSION`` with Basic credentials, which works for passwords and alias tokens
 alike), then sends only the ``JSESSIONID`` cookie; when the server answers 401 because the
 session expired it logs in again, once, and repeats the request.  Every response goes
@@ -140,7 +141,7 @@ def make_ssl(verify: bool, ca_bundle: str | None) -> ssl.SSLContext | bool:
     return ssl.create_default_context()
 
 
-class XnatSession:
+class XnatClient:
     """An authenticated connection pool to one XNAT server.  Use as an async context manager."""
 
     def __init__(
@@ -171,7 +172,7 @@ class XnatSession:
         self.logged_in = False
 
     # -- lifecycle -----------------------------------------------------------------------
-    async def __aenter__(self) -> XnatSession:
+    async def __aenter__(self) -> XnatClient:
         connector = aiohttp.TCPConnector(
             limit=self.max_connections, ssl=self._ssl, enable_cleanup_closed=True
         )
@@ -205,7 +206,7 @@ class XnatSession:
     @property
     def client(self) -> aiohttp.ClientSession:
         if self._client is None:
-            raise RuntimeError("XnatSession used outside 'async with'")
+            raise RuntimeError("XnatClient used outside 'async with'")
         return self._client
 
     def url(self, path: str) -> str:

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xnat_downloader.api.xget import ZipNaming, group_by_zip, zip_name
 from xnat_downloader.cli.common import redact
 from xnat_downloader.cli.inputs import parse_choice, parse_xget_day, read_list_file
 from xnat_downloader.errors import UsageError
@@ -22,7 +23,6 @@ from xnat_downloader.plan.sanitize import MAX_COMPONENT, safe_component, safe_re
 from xnat_downloader.transfer.decide import Action, Facts, decide
 from xnat_downloader.transfer.download import RateLimiter
 from xnat_downloader.transfer.state import Record
-from xnat_downloader.xget import ZipNaming, group_by_zip, zip_name
 from xnat_downloader.xnat.model import RemoteFile
 
 RESERVED = {

@@ -227,7 +227,8 @@ _ = sys  # the client runs as a real process (BIN), never in-process, for the ki
 def test_one_plan_for_the_whole_upload(archive: Path, tree: Path) -> None:
     """One Planned event whose totals cover every file sent (imports and other resources),
     so a display shows one bar and never more done than planned."""
-    from xnat_downloader import api, uploads
+    from xnat_downloader import api
+    from xnat_downloader.api import upload as uploads
     from xnat_downloader.cli.progress import Tally
     from xnat_downloader.http.credentials import Credentials
     from xnat_downloader.transfer.events import Event, Planned

@@ -20,8 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 from xnat_downloader._version import __version__
-from xnat_downloader.api import (
-    Connection,
+from xnat_downloader.api.cluster import ArrayJob, prepare_array
+from xnat_downloader.api.connection import Connection
+from xnat_downloader.api.download import (
     PlanResult,
     Report,
     download,
@@ -30,7 +31,8 @@ from xnat_downloader.api import (
     plan,
     scan_type_counts,
 )
-from xnat_downloader.cluster import ArrayJob, prepare_array
+from xnat_downloader.api.manage import create_project
+from xnat_downloader.api.upload import SubjectResult, UploadReport, upload, upload_subjects
 from xnat_downloader.errors import (
     AccessDenied,
     AuthError,
@@ -46,11 +48,9 @@ from xnat_downloader.errors import (
     XnatError,
 )
 from xnat_downloader.http.credentials import Credentials
-from xnat_downloader.manage import create_project
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.transfer.jobs import Outcome, Status
 from xnat_downloader.transfer.modes import Mode
-from xnat_downloader.uploads import SubjectResult, UploadReport, upload, upload_subjects
 from xnat_downloader.xnat.selection import Selection
 
 # Loaded on first use: they bring in pydicom and pynetdicom (0.15 s), which nothing else needs.
@@ -59,7 +59,7 @@ _LAZY = {"dicom_send": "dicom_send", "DicomSendReport": "DicomSendReport"}
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from xnat_downloader import dicomsend
+        from xnat_downloader.api import dicom as dicomsend
 
         return getattr(dicomsend, _LAZY[name])
     msg = f"module 'xnat_downloader' has no attribute {name!r}"

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import TextIO
 
-from xnat_downloader import cluster
+from xnat_downloader.api import cluster
 from xnat_downloader.cli.common import (
     Streams,
     connection,

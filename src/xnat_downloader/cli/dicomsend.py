@@ -28,7 +28,7 @@ from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.transfer.engine import MAX_JOBS
 
 if TYPE_CHECKING:
-    from xnat_downloader.dicomsend import DicomSendReport
+    from xnat_downloader.api.dicom import DicomSendReport
 
 
 DESCRIPTION = (
@@ -67,7 +67,7 @@ def command(args: argparse.Namespace, io: Streams) -> int:
 
 def _command(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
     # pydicom and pynetdicom load here, only for this command (0.15 s).
-    from xnat_downloader import dicomsend
+    from xnat_downloader.api import dicom as dicomsend
 
     paths = existing_paths(args.paths)
     conn = None

@@ -21,9 +21,9 @@ from types import ModuleType
 from typing import TextIO
 
 from xnat_downloader import api
-from xnat_downloader import copy as copying
-from xnat_downloader import verify as checking
 from xnat_downloader._version import __version__
+from xnat_downloader.api import copy as copying
+from xnat_downloader.api import verify as checking
 from xnat_downloader.cli import cluster as cluster_cli
 from xnat_downloader.cli import dicomsend as dicomsend_cli
 from xnat_downloader.cli import manage as manage_cli

@@ -12,7 +12,8 @@ import json
 from dataclasses import asdict
 from typing import TextIO
 
-from xnat_downloader import api, manage
+from xnat_downloader import api
+from xnat_downloader.api import manage
 from xnat_downloader.cli.common import (
     Streams,
     connection,

@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 from typing import TextIO
 
-from xnat_downloader import api, uploads
+from xnat_downloader import api
+from xnat_downloader.api import upload as uploads
 from xnat_downloader.cli.common import (
     Streams,
     connection,

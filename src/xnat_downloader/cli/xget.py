@@ -15,7 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from xnat_downloader import api, xget
+from xnat_downloader import api
+from xnat_downloader.api import xget
 from xnat_downloader.cli.common import (
     Streams,
     counts_document,

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xnat_downloader.api import (
+from xnat_downloader.api.download import (
     Connection,
     PlanResult,
     Report,

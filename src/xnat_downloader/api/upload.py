@@ -2,9 +2,9 @@
 
 Example::
 
-    from xnat_downloader.api import Connection
+    from xnat_downloader.api.connection import Connection
     from xnat_downloader.http.credentials import Credentials
-    from xnat_downloader.uploads import upload
+    from xnat_downloader.api.upload import upload
     conn = Connection("https://xnat.example.org", Credentials("me", "secret", "api"))
     report = upload(conn, ["session1.zip"], "P1")          # into the archive
     report = upload(conn, ["results/"], "P1", resource="STATS", session="MR1")
@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from xnat_downloader.api import Connection
+from xnat_downloader.api.connection import Connection
+from xnat_downloader.api.manage import record_prearchived
 from xnat_downloader.errors import NotFound, ServerError, UsageError, XnatError
 from xnat_downloader.http.client import XnatClient
-from xnat_downloader.manage import record_prearchived
 from xnat_downloader.plan.upload import (
     SessionFolder,
     archive_type,

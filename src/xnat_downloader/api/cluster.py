@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from xnat_downloader.api import Connection, check_output_dir, plan_in
+from xnat_downloader.api.connection import Connection
+from xnat_downloader.api.download import check_output_dir, plan_in
 from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.layout import LayoutOptions
 from xnat_downloader.plan.plan import Plan, load_manifest, manifest_json

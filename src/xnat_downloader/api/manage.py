@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from xnat_downloader.api import Connection
+from xnat_downloader.api.connection import Connection
 from xnat_downloader.errors import NotFound, ServerError, UsageError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.transfer.localfs import write_whole

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from xnat_downloader.api.connection import Connection
 from xnat_downloader.errors import LocalWriteError, NotFound, UsageError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.http.credentials import Credentials
@@ -60,27 +61,6 @@ from xnat_downloader.xnat.walk import list_projects as _list_projects
 #: A catalog XML: a file, or an http(s) link to one on the same server (the web page's
 #: hand-off, ``/xapi/archive/download/{id}/xml``).
 Catalog = Path | str
-
-
-@dataclass(frozen=True)
-class Connection:
-    """How to reach a server.  ``verify=False`` turns TLS verification off (the CLI warns)."""
-
-    url: str
-    credentials: Credentials = field(default_factory=lambda: Credentials(None))
-    verify: bool = True
-    ca_bundle: str | None = None
-    max_connections: int = 32  # the engine's per-server ceiling; --jobs sets the real number
-
-    def client(self) -> XnatClient:
-        """An HTTP client for the server, which logs in on entering (``async with``)."""
-        return XnatClient(
-            self.url,
-            self.credentials,
-            verify=self.verify,
-            ca_bundle=self.ca_bundle,
-            max_connections=self.max_connections,
-        )
 
 
 @dataclass

@@ -18,8 +18,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from xnat_downloader import uploads
-from xnat_downloader.api import Connection, PlanResult, check_output_dir, plan_in, run_planned
+from xnat_downloader.api import upload as uploads
+from xnat_downloader.api.connection import Connection
+from xnat_downloader.api.download import (
+    PlanResult,
+    check_output_dir,
+    plan_in,
+    run_planned,
+)
 from xnat_downloader.errors import NotFound, UsageError
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, PlanEntry

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xnat_downloader.api import Connection
+from xnat_downloader.api.connection import Connection
 from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.plan import load_manifest
 from xnat_downloader.transfer.download import PART_SUFFIX

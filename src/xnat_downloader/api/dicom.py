@@ -2,7 +2,7 @@
 
 Example::
 
-    from xnat_downloader.dicomsend import dicom_send
+    from xnat_downloader.api.dicom import dicom_send
     report = dicom_send(["scans/"], "XNAT@xnat.example.org:8104", project="P1")
     assert report.ok
 
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from xnat_downloader.api import Connection
+from xnat_downloader.api.connection import Connection
 from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.dicomsend import (
     DicomFile,

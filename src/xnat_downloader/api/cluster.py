@@ -29,13 +29,12 @@ from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.layout import LayoutOptions
 from xnat_downloader.plan.plan import Plan, load_manifest, manifest_json
 from xnat_downloader.plan.shard import Shard, assign
+from xnat_downloader.transfer import workdir
 from xnat_downloader.transfer.engine import check_jobs
 from xnat_downloader.transfer.localfs import write_whole
-from xnat_downloader.transfer.state import SHARDS_DIR, STATE_DIR, state_dir
+from xnat_downloader.transfer.workdir import StateFolder
 from xnat_downloader.xnat.selection import Selection
 from xnat_downloader.xnat.tokens import issue_token
-
-SLURM_DIR = "slurm"
 
 
 @dataclass
@@ -62,7 +61,7 @@ class ArrayJob:
 
 
 def slurm_dir(outdir: Path) -> Path:
-    return outdir / STATE_DIR / SLURM_DIR
+    return workdir.slurm(outdir)
 
 
 def _task_command(server: str, manifest: Path, outdir: Path, shards: int, jobs: int) -> str:
@@ -243,7 +242,7 @@ class ShardStatus:
 
 
 @dataclass
-class Status:
+class DownloadStatus:
     outdir: Path
     shards: list[ShardStatus]
     rerun: str = ""  # the command that runs the unfinished shards again
@@ -266,16 +265,12 @@ def _held(lock: Path) -> bool:
         return False
 
 
-def _latest_report(folder: Path) -> Path | None:
-    reports = sorted((folder / "reports").glob("run-*.jsonl"), key=lambda p: p.stat().st_mtime)
-    return reports[-1] if reports else None
-
-
-def _folder_status(name: str, folder: Path) -> ShardStatus:
+def _folder_status(name: str, folder: StateFolder) -> ShardStatus:
     # A task killed before its end leaves state but no report: some of it is on disk.
-    started = (folder / "state.sqlite").exists()
+    started = folder.database.exists()
     status = ShardStatus(name, "unfinished" if started else "not started")
-    report = _latest_report(folder)
+    reports = folder.report_files()
+    report = reports[-1] if reports else None
     if report is not None:
         rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
         status.files = len(rows)
@@ -283,23 +278,23 @@ def _folder_status(name: str, folder: Path) -> ShardStatus:
         status.failed = sum(1 for r in rows if r.get("status") == "failed")
         status.report = str(report)
         status.state = "failed" if status.failed else "done"
-    if _held(folder / "lock"):
+    if _held(folder.lock):
         status.state = "running"
     return status
 
 
-def status(outdir: str | Path) -> Status:
+def status(outdir: str | Path) -> DownloadStatus:
     """Every run's and shard's latest report under ``outdir``, merged."""
     out = Path(outdir)
-    base = out / STATE_DIR
-    if not base.is_dir():
-        raise UsageError(f"{out} holds no download (no {STATE_DIR}/): nothing to report")
+    if not workdir.root(out).is_dir():
+        raise UsageError(f"{out} holds no download (no {workdir.ROOT}/): nothing to report")
     found: list[ShardStatus] = []
-    if (base / "reports").is_dir() or (base / "lock").exists():
-        found.append(_folder_status("", base))
+    own = workdir.state_folder(out)
+    if own.reports.is_dir() or own.lock.exists():
+        found.append(_folder_status("", own))
     counts: set[int] = set()
-    for folder in (base / SHARDS_DIR).glob("*-of-*") if (base / SHARDS_DIR).is_dir() else []:
-        first, _, total = folder.name.partition("-of-")
+    for folder in workdir.shard_folders(out):
+        first, _, total = folder.path.name.partition("-of-")
         if first.isdigit() and total.isdigit():
             counts.add(int(total))
     array = slurm_dir(out) / "array.json"
@@ -311,8 +306,8 @@ def status(outdir: str | Path) -> Status:
     for n in sorted(counts):
         for k in range(n):
             shard = Shard(k, n)
-            found.append(_folder_status(str(shard), state_dir(out, shard)))
-    result = Status(out, found)
+            found.append(_folder_status(str(shard), workdir.state_folder(out, shard)))
+    result = DownloadStatus(out, found)
     unfinished = [
         s for s in found if s.shard and s.state in ("failed", "unfinished", "not started")
     ]

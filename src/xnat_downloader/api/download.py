@@ -34,7 +34,6 @@ from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, build_plan, manifest_catalog, manifest_json
 from xnat_downloader.plan.shard import Shard
 from xnat_downloader.plan.sync import (
-    SYNC_FILE,
     Vanished,
     known_sessions,
     make_record,
@@ -51,6 +50,7 @@ from xnat_downloader.transfer.localfs import write_failure, write_whole
 from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.transfer.prune import prune_files
 from xnat_downloader.transfer.state import State
+from xnat_downloader.transfer.workdir import StateFolder
 from xnat_downloader.xnat.documents import document_files
 from xnat_downloader.xnat.model import Project, Scan, Session
 from xnat_downloader.xnat.parse import catalog_link, same_server
@@ -266,7 +266,7 @@ async def _download(
                 planned = await plan_in(xs, selection, layout, catalog, metadata)
             else:
                 planned = await _synced_plan(
-                    xs, selection, layout, metadata, state.dir, prune=prune, rescan=rescan
+                    xs, selection, layout, metadata, state.folder, prune=prune, rescan=rescan
                 )
             if prune and planned.vanished:
                 removed = prune_files(
@@ -303,7 +303,7 @@ async def _synced_plan(
     selection: Selection,
     layout: LayoutOptions,
     metadata: str | None,
-    folder: Path,
+    folder: StateFolder,
     *,
     prune: bool,
     rescan: bool,
@@ -311,7 +311,7 @@ async def _synced_plan(
     """Plan with the last run's record: unchanged sessions are not asked about again, and
     sessions the record has but the server no longer lists come back as ``vanished``.
     The new record is written before anything is fetched."""
-    path = folder / SYNC_FILE
+    path = folder.sync
     try:
         loaded: Any = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -360,7 +360,7 @@ async def run_planned(
 ) -> Report:
     """Save the manifest, run ``jobs`` (the plan's files, perhaps placed elsewhere) and write
     the per-run report."""
-    _save_manifest(state.dir, planned)
+    _save_manifest(state.folder, planned)
     started = time.monotonic()
     outcomes = await run_jobs(xs, jobs, outdir, state, sink, options)
     documents = [e for e in planned.plan.entries if e.file.category == "metadata"]
@@ -381,7 +381,7 @@ async def run_planned(
         documents=sum(1 for o in fetched if o.status != "failed"),
     )
     try:
-        report.report_path = _write_report(state.dir, report)
+        report.report_path = _write_report(state.folder, report)
     except LocalWriteError as exc:  # the files are done and recorded; only the report is lost
         report.report_error = str(exc)
     return report
@@ -462,14 +462,14 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _save_manifest(folder: Path, planned: PlanResult) -> None:
-    write_whole(folder / "manifest.json", manifest_json(planned.plan, planned.server))
-    write_whole(folder / "manifest.xml", manifest_catalog(planned.plan, planned.server))
+def _save_manifest(folder: StateFolder, planned: PlanResult) -> None:
+    write_whole(folder.manifest_json, manifest_json(planned.plan, planned.server))
+    write_whole(folder.manifest_xml, manifest_catalog(planned.plan, planned.server))
 
 
-def _write_report(state_folder: Path, report: Report) -> Path:
+def _write_report(state_folder: StateFolder, report: Report) -> Path:
     """One JSON line per outcome in ``{state folder}/reports/run-*.jsonl``."""
-    folder = state_folder / "reports"
+    folder = state_folder.reports
     path = folder / f"run-{_stamp()}-{os.getpid()}.jsonl"
     lines = [
         json.dumps(

@@ -17,9 +17,10 @@ from pathlib import Path
 from xnat_downloader.api.connection import Connection
 from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.plan import load_manifest
+from xnat_downloader.transfer import workdir
 from xnat_downloader.transfer.download import PART_SUFFIX
 from xnat_downloader.transfer.localfs import write_whole
-from xnat_downloader.transfer.state import SHARDS_DIR, STATE_DIR, Record, read_verified
+from xnat_downloader.transfer.state import Record, read_verified
 from xnat_downloader.transfer.upload import md5_file
 from xnat_downloader.xnat.services import remote_digests
 
@@ -48,24 +49,18 @@ class VerifyReport:
         )
 
 
-def _state_folders(outdir: Path) -> list[Path]:
-    """The download's own state folder and every shard's (``shards/K-of-N``)."""
-    base = outdir / STATE_DIR
-    return [base, *sorted((base / SHARDS_DIR).glob("*-of-*"))]
-
-
 def recorded(outdir: Path) -> tuple[str, list[Record]]:
     """(server, files) the downloads into ``outdir`` recorded, its shards' included: every
     verified file, and the last plans' files that no run verified (their MD5 as planned).
     A Slurm array's saved plan counts as the plan of its shards."""
-    folders = _state_folders(outdir)
-    states = [f / "state.sqlite" for f in folders if (f / "state.sqlite").exists()]
-    manifests = [f / "manifest.json" for f in folders if (f / "manifest.json").exists()]
-    array_plan = outdir / STATE_DIR / "slurm" / "manifest.json"
+    folders = [workdir.state_folder(outdir), *workdir.shard_folders(outdir)]
+    states = [f.database for f in folders if f.database.exists()]
+    manifests = [f.manifest_json for f in folders if f.manifest_json.exists()]
+    array_plan = workdir.slurm(outdir) / "manifest.json"
     if array_plan.exists():
         manifests.append(array_plan)
     if not states and not manifests:
-        msg = f"{outdir} holds no download (no {STATE_DIR}/state.sqlite): nothing to verify"
+        msg = f"{outdir} holds no download (no {workdir.ROOT}/state.sqlite): nothing to verify"
         raise UsageError(msg)
     found: dict[str, Record] = {}
     server = ""
@@ -94,7 +89,7 @@ def check_local(outdir: Path, files: list[Record], report: VerifyReport) -> None
             report.changed.append(item.local)
     known = {f.local for f in files}
     for dirpath, dirnames, names in os.walk(outdir):
-        dirnames[:] = [d for d in dirnames if d != STATE_DIR]
+        dirnames[:] = [d for d in dirnames if d != workdir.ROOT]
         for name in names:
             rel = (Path(dirpath) / name).relative_to(outdir).as_posix()
             if rel not in known and not name.endswith(PART_SUFFIX):

@@ -41,14 +41,15 @@ from xnat_downloader.api.download import (
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import PlanEntry
 from xnat_downloader.plan.sanitize import safe_component
+from xnat_downloader.transfer import workdir
 from xnat_downloader.transfer.download import PART_SUFFIX
 from xnat_downloader.transfer.engine import EngineOptions
 from xnat_downloader.transfer.events import EventSink, ignore
 from xnat_downloader.transfer.jobs import Job
-from xnat_downloader.transfer.state import STATE_DIR, State
+from xnat_downloader.transfer.state import State
 from xnat_downloader.xnat.selection import Selection
 
-STAGING = f"{STATE_DIR}/xget"
+STAGING = workdir.XGET_STAGING
 KIND = {"scan": "acq", "assessor": "ass", "recon": "recon"}
 MEMBER_LAYOUT = LayoutOptions(Layout.XNAT, include_project=False, include_subject=False)
 

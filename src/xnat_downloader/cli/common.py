@@ -23,6 +23,7 @@ from xnat_downloader.cli.progress import PlainProgress, RichProgress, human_byte
 from xnat_downloader.errors import LocalWriteError, UsageError, XnatError
 from xnat_downloader.http import credentials as creds_mod
 from xnat_downloader.http.credentials import Credentials
+from xnat_downloader.transfer import workdir
 from xnat_downloader.transfer.events import (
     BytesMoved,
     Event,
@@ -35,7 +36,6 @@ from xnat_downloader.transfer.events import (
 )
 from xnat_downloader.transfer.jobs import OutcomeCounts, Status
 from xnat_downloader.transfer.localfs import write_failure
-from xnat_downloader.transfer.state import STATE_DIR
 
 LOGGER = "xnat_downloader"
 log = logging.getLogger(LOGGER)
@@ -127,7 +127,7 @@ def debug_log(
     ``secret_flags`` name the flags whose values are passwords; those values are written as
     ``***``.  Nothing else that is secret is ever logged (cookies and Authorization headers
     are not logged at all).  A log that cannot be written is a warning, not a failure."""
-    folder = outdir / STATE_DIR / "logs"
+    folder = workdir.logs(outdir)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = folder / f"run-{stamp}-{os.getpid()}.log"
     try:
@@ -259,13 +259,13 @@ def nothing_left_on_usage_error(outdir: Path) -> Iterator[None]:
     folder and the state folder it created: a mistyped password or project leaves no
     trace on disk.  A folder that was there before is left as it was."""
     had_dir = outdir.exists()
-    had_state = (outdir / STATE_DIR).exists()
+    had_state = workdir.root(outdir).exists()
     try:
         yield
     except XnatError as exc:
         if exit_code_and_message(exc)[0] == EXIT_USAGE:
             if not had_state:
-                shutil.rmtree(outdir / STATE_DIR, ignore_errors=True)
+                shutil.rmtree(workdir.root(outdir), ignore_errors=True)
             if not had_dir:
                 try:
                     outdir.rmdir()  # only if nothing else is in it

@@ -19,7 +19,6 @@ from xnat_downloader.xnat.selection import Selection
 from xnat_downloader.xnat.walk import Gap, KnownSession
 
 SYNC_VERSION = 1
-SYNC_FILE = "sync.json"
 
 
 @dataclass(frozen=True)

@@ -19,18 +19,8 @@ from typing import IO
 
 from xnat_downloader.errors import LocalWriteError, LockedError, UsageError
 from xnat_downloader.plan.shard import Shard
+from xnat_downloader.transfer import workdir
 from xnat_downloader.transfer.localfs import write_failure
-
-STATE_DIR = ".xnat-downloader"
-SHARDS_DIR = "shards"  # under STATE_DIR: one folder of state per shard (``K-of-N``)
-
-
-def state_dir(outdir: Path, shard: Shard | None = None) -> Path:
-    """Where a run keeps its state, manifest and reports: ``DIR/.xnat-downloader``, or for a
-    shard ``DIR/.xnat-downloader/shards/K-of-N`` (each shard has its own state and lock, so
-    shards can share one output tree)."""
-    base = outdir / STATE_DIR
-    return base if shard is None else base / SHARDS_DIR / shard.folder
 
 
 @dataclass(frozen=True)
@@ -60,13 +50,14 @@ class State:
     """The state database and lock of one output directory.  Close it to release the lock."""
 
     def __init__(self, outdir: Path, shard: Shard | None = None) -> None:
-        self.dir = state_dir(outdir, shard)
+        self.folder = workdir.state_folder(outdir, shard)
+        self.dir = self.folder.path
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             msg = f"cannot create {self.dir}: {exc.strerror}"
             raise UsageError(msg) from exc
-        self._lock: IO[str] | None = open(self.dir / "lock", "a+")  # noqa: SIM115
+        self._lock: IO[str] | None = open(self.folder.lock, "a+")  # noqa: SIM115
         try:
             import fcntl
 
@@ -88,7 +79,7 @@ class State:
         self._lock.truncate()
         self._lock.write(f"pid {os.getpid()}")
         self._lock.flush()
-        self.path = self.dir / "state.sqlite"
+        self.path = self.folder.database
         self.db = sqlite3.connect(self.path)
         try:
             with self._writing():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -99,3 +100,42 @@ def test_a_wrong_password_is_tried_once_and_never_retried() -> None:
 
     asyncio.run(go())
     assert logins == 1
+
+
+def test_the_transport_is_injectable_a_fake_host_reaches_an_in_process_server() -> None:
+    """With a connector whose resolver maps a made-up host name to the test server, the
+    client talks to ``http://xnat.invalid`` without DNS or a real network."""
+    from aiohttp.abc import AbstractResolver
+
+    async def projects(request: web.Request) -> web.Response:
+        return web.json_response({"ResultSet": {"Result": [{"ID": request.host}]}})
+
+    app = web.Application()
+    app.router.add_get("/data/projects", projects)
+
+    async def go() -> Any:
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+
+        class ToTestServer(AbstractResolver):
+            async def resolve(self, host: str, port: int = 0, family: int = 0) -> Any:
+                assert host == "xnat.invalid"
+                return [{"hostname": host, "host": "127.0.0.1", "port": server.port,
+                         "family": family, "proto": 0, "flags": 0}]  # fmt: skip
+
+            async def close(self) -> None:
+                return None
+
+        try:
+            client = XnatClient(
+                "http://xnat.invalid",
+                Credentials(None),
+                transport=lambda: aiohttp.TCPConnector(resolver=ToTestServer()),
+            )
+            async with client:
+                return await client.get_json("/data/projects")
+        finally:
+            await server.close()
+
+    doc = asyncio.run(go())
+    assert doc["ResultSet"]["Result"][0]["ID"].startswith("xnat.invalid")

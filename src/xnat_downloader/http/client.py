@@ -155,7 +155,11 @@ class XnatClient:
         max_connections: int = 16,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        transport: Callable[[], aiohttp.BaseConnector] | None = None,
     ) -> None:
+        """``sleep`` is every wait between tries; ``transport`` makes the connector the
+        requests go through (default: a TCP pool of ``max_connections`` with the TLS
+        settings).  Both are seams for tests: a fake resolver, an in-process server."""
         self.base_url = normalise_url(url)
         self._scheme_guessed = "://" not in url
         self.sleep = sleep  # every wait between tries goes through it (tests inject one)
@@ -165,6 +169,7 @@ class XnatClient:
         self.retry = retry or RetryPolicy()
         self.max_connections = max_connections
         self._ssl = make_ssl(verify, ca_bundle)
+        self._transport = transport
         self._client: aiohttp.ClientSession | None = None
         self._login_lock = asyncio.Lock()
         self._login_generation = 0
@@ -173,8 +178,12 @@ class XnatClient:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def __aenter__(self) -> XnatClient:
-        connector = aiohttp.TCPConnector(
-            limit=self.max_connections, ssl=self._ssl, enable_cleanup_closed=True
+        connector = (
+            self._transport()
+            if self._transport is not None
+            else aiohttp.TCPConnector(
+                limit=self.max_connections, ssl=self._ssl, enable_cleanup_closed=True
+            )
         )
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.timeouts.connect, sock_read=self.timeouts.read

@@ -23,7 +23,7 @@ from xnat_downloader.http.client import XnatClient
 from xnat_downloader.transfer.localfs import write_whole
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.parse import parse_uri_list
-from xnat_downloader.xnat.services import remote_digest_list
+from xnat_downloader.xnat.services import prearchive_rows, remote_digest_list
 
 ACCESS = ("private", "protected", "public")
 
@@ -80,8 +80,7 @@ class PrearchiveSession:
 
 
 async def _prearchive(xs: XnatClient, project: str | None) -> list[PrearchiveSession]:
-    path = paths.prearchive(project)
-    listing = await xs.get_json(path, what="the prearchive")
+    rows = await prearchive_rows(xs, project)
     return [
         PrearchiveSession(
             str(r.get("project", "")),
@@ -93,7 +92,7 @@ async def _prearchive(xs: XnatClient, project: str | None) -> list[PrearchiveSes
             str(r.get("scan_date", "")),
             str(r.get("uploaded", "")),
         )
-        for r in listing.get("ResultSet", {}).get("Result", [])
+        for r in rows
     ]
 
 

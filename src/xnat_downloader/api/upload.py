@@ -67,7 +67,12 @@ from xnat_downloader.transfer.upload import (
     zip_body,
 )
 from xnat_downloader.xnat import paths
-from xnat_downloader.xnat.services import import_archive, remote_digest_list
+from xnat_downloader.xnat.services import (
+    find_session,
+    import_archive,
+    remote_digest_list,
+    set_scan_types,
+)
 
 log = logging.getLogger("xnat_downloader")
 IMPORTERS = ("DICOM-zip", "SI")
@@ -330,21 +335,6 @@ def _verify_import(
     return outcomes, note
 
 
-async def _set_scan_types(xs: XnatClient, uri: str, wanted: dict[str, str]) -> None:
-    """Give imported scans the types their folder names record (the importer uses the
-    series description)."""
-    listing = await xs.get_json(f"{uri}/scans", what=f"{uri}/scans")
-    current = {str(r.get("ID")): str(r.get("type", "")) for r in listing["ResultSet"]["Result"]}
-    for scan_id, scan_type in wanted.items():
-        if scan_id in current and current[scan_id] != scan_type:
-            await xs.send(
-                "PUT",
-                paths.scan_of(uri, scan_id),
-                params={"type": scan_type},
-                what=f"the type of scan {scan_id}",
-            )
-
-
 async def _upload(
     conn: Connection,
     paths: list[Path],
@@ -427,18 +417,6 @@ class _ImportOptions:
     jobs: int
 
 
-async def _find_session(xs: XnatClient, project: str, label: str) -> str | None:
-    """The URI of ``project``'s session ``label``, if the server has one."""
-    path = paths.project_experiments(project)
-    listing = await xs.get_json(
-        path, params={"format": "json", "label": label}, what=f"the sessions of {project}"
-    )
-    for row in listing.get("ResultSet", {}).get("Result", []):
-        if row.get("label") == label:
-            return str(row.get("URI") or paths.owner(project, session=label))
-    return None
-
-
 def _fail_session(item: _Import, report: UploadReport, sink: EventSink, error: str) -> None:
     """One failure for a whole session: each file records it, the display says it once."""
     for name, size, md5 in item.expected or [(item.name, item.size, "")]:
@@ -465,11 +443,11 @@ async def _one_session(
         return
     label = item.label
     staged = item.folder is not None and bool(item.folder.extras or item.folder.scan_types)
-    existing = await _find_session(xs, opts.project, label)
+    existing = await find_session(xs, opts.project, label)
     current = label
     if existing is None and staged:
         current = staging_label(label)
-        existing = await _find_session(xs, opts.project, current)
+        existing = await find_session(xs, opts.project, current)
     if existing is None:
         log.info("session %s: importing %d files as %s", label, len(item.expected), current)
         uris = await _import_and_verify(xs, item, opts, report, sink, "none", current)
@@ -581,7 +559,7 @@ async def _session_extras(
     opts: _ImportOptions,
 ) -> None:
     if found.scan_types:
-        await _set_scan_types(xs, uri, found.scan_types)
+        await set_scan_types(xs, uri, found.scan_types)
     groups: dict[tuple[str | None, str], list[tuple[Path, str]]] = {}
     for extra in found.extras:
         groups.setdefault((extra.scan, extra.resource), []).append(

@@ -32,6 +32,29 @@ def result_rows(doc: Any, what: str) -> list[dict[str, str]]:
     ]
 
 
+def item_fields(doc: Any, what: str) -> dict[str, Any]:
+    """The ``data_fields`` of an ``{"items": [...]}`` document's current item (the one
+    that is not a history entry); ServerError when there is none."""
+    try:
+        item = next(i for i in doc["items"] if not i.get("meta", {}).get("isHistory"))
+        fields = item["data_fields"]
+    except (KeyError, StopIteration, TypeError, AttributeError) as exc:
+        msg = f"the server's description of {what} has no data fields"
+        raise ServerError(msg) from exc
+    if not isinstance(fields, dict):
+        msg = f"the server's description of {what} has no data fields"
+        raise ServerError(msg)
+    return fields
+
+
+def item_type(doc: Any) -> str:
+    """The ``xsi:type`` of an items document's current item ("" if it says none)."""
+    for item in doc.get("items", []) if isinstance(doc, dict) else []:
+        if not item.get("meta", {}).get("isHistory"):
+            return str(item.get("meta", {}).get("xsi:type", ""))
+    return ""
+
+
 def parse_date(text: str) -> date | None:
     text = text.strip()[:10]
     if not text:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from xnat_downloader.errors import NotFound, ServerError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.xnat import paths
-from xnat_downloader.xnat.parse import parse_uri_list
+from xnat_downloader.xnat.parse import parse_uri_list, result_rows
 
 
 async def import_archive(
@@ -53,7 +53,7 @@ async def _listed(xs: XnatClient, files_path: str) -> list[tuple[str, tuple[int,
     except NotFound:
         return []
     found: list[tuple[str, tuple[int, str]]] = []
-    for row in listing.get("ResultSet", {}).get("Result", []):
+    for row in result_rows(listing, files_path):
         uri = str(row.get("URI", ""))
         _, sep, rel = uri.partition("/files/")
         rel = rel if sep else str(row.get("Name", ""))
@@ -63,3 +63,33 @@ async def _listed(xs: XnatClient, files_path: str) -> list[tuple[str, tuple[int,
             size = 0
         found.append((rel, (size, str(row.get("digest") or "").lower())))
     return found
+
+
+async def find_session(xs: XnatClient, project: str, label: str) -> str | None:
+    """The URI of ``project``'s session ``label``, if the server has one."""
+    path = paths.project_experiments(project)
+    listing = await xs.get_json(path, params={"label": label}, what=f"the sessions of {project}")
+    for row in result_rows(listing, f"the sessions of {project}"):
+        if row.get("label") == label:
+            return row.get("URI") or paths.owner(project, session=label)
+    return None
+
+
+async def set_scan_types(xs: XnatClient, session_uri: str, wanted: dict[str, str]) -> None:
+    """Give a session's scans the types ``wanted`` names (scan ID → type), where they differ."""
+    listing = await xs.get_json(f"{session_uri}/scans", what=f"{session_uri}/scans")
+    current = {r.get("ID", ""): r.get("type", "") for r in result_rows(listing, "scans")}
+    for scan_id, scan_type in wanted.items():
+        if scan_id in current and current[scan_id] != scan_type:
+            await xs.send(
+                "PUT",
+                paths.scan_of(session_uri, scan_id),
+                params={"type": scan_type},
+                what=f"the type of scan {scan_id}",
+            )
+
+
+async def prearchive_rows(xs: XnatClient, project: str | None) -> list[dict[str, str]]:
+    """The prearchive listing (of ``project`` only, if given), a row per session."""
+    listing = await xs.get_json(paths.prearchive(project), what="the prearchive")
+    return result_rows(listing, "the prearchive")

@@ -23,6 +23,8 @@ from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.model import Project, RemoteFile, Scan, Session
 from xnat_downloader.xnat.parse import (
     CatalogEntry,
+    item_fields,
+    item_type,
     owner_of,
     parse_catalog,
     parse_date,
@@ -410,11 +412,9 @@ async def _session_by_id(xs: XnatClient, eid: str, cache: dict[str, Session]) ->
     if eid not in cache:
         doc = await xs.get_json(paths.experiment(eid), what=f"session {eid}")
         try:
-            item = next(i for i in doc["items"] if not i.get("meta", {}).get("isHistory"))
-            fields = item["data_fields"]
-        except (KeyError, StopIteration, TypeError) as exc:
-            msg = f"the server's description of session {eid} has no data fields"
-            raise NotFound(msg) from exc
+            fields = item_fields(doc, f"session {eid}")
+        except ServerError as exc:
+            raise NotFound(str(exc)) from exc
         subject_id = str(fields.get("subject_ID", ""))
         project = str(fields.get("project", ""))
         subject_label = subject_id
@@ -422,9 +422,8 @@ async def _session_by_id(xs: XnatClient, eid: str, cache: dict[str, Session]) ->
             subject_doc = await xs.get_json(
                 paths.owner(project, subject_id), what=f"subject {subject_id}"
             )
-            for item_ in subject_doc.get("items", []):
-                subject_label = str(item_.get("data_fields", {}).get("label", subject_id))
-                break
+            subject_label = str(item_fields(subject_doc, f"subject {subject_id}").get("label")
+                                or subject_id)  # fmt: skip
         cache[eid] = Session(
             eid,
             str(fields.get("label", eid)),
@@ -432,7 +431,7 @@ async def _session_by_id(xs: XnatClient, eid: str, cache: dict[str, Session]) ->
             subject_id,
             subject_label,
             parse_date(str(fields.get("date", ""))),
-            str(item.get("meta", {}).get("xsi:type", "")),
+            item_type(doc),
         )
     return cache[eid]
 

@@ -163,7 +163,7 @@ async def _archive_one(
     record = _record_path(records, xs.base_url, session)
     if result.uri and record.exists():
         sent = Counter(tuple(x) for x in json.loads(record.read_text(encoding="utf-8")))
-        have = Counter(await remote_digest_list(xs, f"{result.uri}/scans/ALL/files"))
+        have = Counter(await remote_digest_list(xs, paths.session_scan_files(result.uri)))
         missing = sent - have
         result.failed = sum(missing.values())
         result.verified = sum(sent.values()) - result.failed

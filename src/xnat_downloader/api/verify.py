@@ -22,6 +22,7 @@ from xnat_downloader.transfer.download import PART_SUFFIX
 from xnat_downloader.transfer.localfs import write_whole
 from xnat_downloader.transfer.state import Record, read_verified
 from xnat_downloader.transfer.upload import md5_file
+from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.services import remote_digests
 
 
@@ -100,9 +101,10 @@ def check_local(outdir: Path, files: list[Record], report: VerifyReport) -> None
 async def check_server(conn: Connection, files: list[Record], report: VerifyReport) -> None:
     by_listing: dict[str, list[tuple[Record, str]]] = {}
     for item in files:
-        listing, sep, rel = item.uri.partition("/files/")
-        if sep:
-            by_listing.setdefault(f"{listing}/files", []).append((item, rel))
+        found = paths.files_listing_of(item.uri)
+        if found is not None:
+            listing, rel = found
+            by_listing.setdefault(listing, []).append((item, rel))
     async with conn.client() as xs:
         for listing, items in sorted(by_listing.items()):
             there = await remote_digests(xs, listing)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from xnat_downloader.transfer.jobs import Job
-from xnat_downloader.xnat.paths import split_resource_file
+from xnat_downloader.xnat.paths import path_in_resource_zip, split_resource_file
 
 ZIP_MIN_FILES = 8  # fewer files than this: a zip saves too few round trips to matter
 ZIP_MAX_MEDIAN = 2 * 1024 * 1024  # larger files: per-file GETs, which resume with Range
@@ -85,10 +85,9 @@ def member_path(
     name = name.replace("\\", "/")
     if name.startswith("/") or ".." in name.split("/"):
         return None  # a path trick: such a zip is not trusted for this member
-    if "/files/" in name:
-        candidate = name.split("/files/", 1)[1]
-        if candidate in expected:
-            return candidate
+    candidate = path_in_resource_zip(name)
+    if candidate is not None and candidate in expected:
+        return candidate
     best: str | None = None
     for path in by_basename.get(name.rsplit("/", 1)[-1], []):
         if (name == path or name.endswith("/" + path)) and (best is None or len(path) > len(best)):

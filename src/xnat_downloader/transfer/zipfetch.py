@@ -37,6 +37,7 @@ from xnat_downloader.transfer.unzip import (
     read_header,
     skip_member,
 )
+from xnat_downloader.xnat import paths
 
 log = logging.getLogger("xnat_downloader.transfer")
 
@@ -61,13 +62,9 @@ async def fetch_zip(
     done: dict[str, Outcome] = {}
     failed_here: set[str] = set()
     try:
+        zip_path, zip_params = paths.resource_zip(batch.resource_uri)
         resp = await d.xs.open(
-            "GET",
-            batch.resource_uri + "/files",
-            # Stored, not deflated: DICOM barely compresses, and deflating costs the
-            # server a core per stream.  Real XNAT honours compression=0 too.
-            params={"format": "zip", "compression": "0"},
-            what=f"the zip of {batch.resource_uri}",
+            "GET", zip_path, params=zip_params, what=f"the zip of {batch.resource_uri}"
         )
         try:
             src = Source(resp.content.read)

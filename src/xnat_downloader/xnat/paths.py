@@ -104,3 +104,15 @@ def files_listing_of(file_uri: str) -> tuple[str, str] | None:
     """``(the …/files listing a file is in, its quoted path there)``, or None."""
     listing, sep, rel = file_uri.partition("/files/")
     return (f"{listing}/files", rel) if sep else None
+
+
+def resource_zip(resource_uri: str) -> tuple[str, dict[str, str]]:
+    """The request for a whole resource as one zip: stored, not deflated (DICOM barely
+    compresses, and deflating costs the server a core per stream; XNAT honours it too)."""
+    return f"{resource_uri}/files", {"format": "zip", "compression": "0"}
+
+
+def path_in_resource_zip(member: str) -> str | None:
+    """The path inside the resource that a member of XNAT's resource zip names (XNAT's zip
+    structures put it after ``/files/``), or None when the name does not say."""
+    return member.split("/files/", 1)[1] if "/files/" in member else None

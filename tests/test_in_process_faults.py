@@ -139,3 +139,54 @@ def test_the_transport_is_injectable_a_fake_host_reaches_an_in_process_server() 
 
     doc = asyncio.run(go())
     assert doc["ResultSet"]["Result"][0]["ID"].startswith("xnat.invalid")
+
+
+def test_a_body_cut_short_is_resumed_with_range_in_process(tmp_path: Any) -> None:
+    """The download engine against an in-process server that drops the first response
+    half-way: the file is resumed from where it stopped (a Range request), verified, and
+    the wait before the second try goes through the injected sleep."""
+    import hashlib
+
+    from xnat_downloader.transfer.engine import EngineOptions, run_jobs
+    from xnat_downloader.transfer.events import Event
+    from xnat_downloader.transfer.jobs import Job, Status
+    from xnat_downloader.transfer.state import State
+
+    body = bytes(range(256)) * 4096  # 1 MiB
+    uri = "/data/experiments/E1/scans/1/resources/DICOM/files/a.dcm"
+    ranges: list[str | None] = []
+
+    async def file(request: web.Request) -> web.StreamResponse:
+        wanted = request.headers.get("Range")
+        ranges.append(wanted)
+        if wanted is None:
+            response = web.StreamResponse(headers={"Content-Length": str(len(body))})
+            await response.prepare(request)
+            await response.write(body[: len(body) // 2])
+            assert request.transport is not None
+            request.transport.close()  # the connection drops half-way
+            return response
+        start = int(wanted.removeprefix("bytes=").split("-")[0])
+        headers = {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"}
+        return web.Response(status=206, body=body[start:], headers=headers)
+
+    app = web.Application()
+    app.router.add_get(uri, file)
+    events: list[Event] = []
+
+    async def work(xs: XnatClient) -> Any:
+        state = State(tmp_path)
+        try:
+            job = Job(uri, "a.dcm", len(body), hashlib.md5(body).hexdigest())
+            return await run_jobs(xs, [job], tmp_path, state, events.append, EngineOptions())
+        finally:
+            state.close()
+
+    outcomes, waits = asyncio.run(serve(app, Credentials(None), work))
+    assert [o.status for o in outcomes] == [Status.VERIFIED]
+    assert (tmp_path / "a.dcm").read_bytes() == body
+    assert ranges[0] is None
+    assert ranges[1] is not None
+    assert ranges[1].startswith("bytes=")
+    assert int(ranges[1].removeprefix("bytes=").split("-")[0]) > 0  # resumed, not restarted
+    assert len(waits) == 1

@@ -8,6 +8,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -317,3 +318,33 @@ def test_bad_bind_flag_is_refused(archive: Path) -> None:
     assert proc.returncode == 2
     assert "--dicom-bind 'NOEQUALS' must be TITLE=PROJECT" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_a_study_that_cannot_be_built_stays_spooled_and_is_not_retried_in_a_loop(
+    archive: Path,
+) -> None:
+    from minixnat.dicom.builder import Builder
+    from minixnat.dicom.spool import Spool, ae_name
+    from minixnat.store import Store
+
+    store = Store(archive)
+    try:
+        spool = Spool(archive, durable=False)
+        folder = spool.studies_dir / ae_name("SCANNER") / "1.2.3"
+        folder.mkdir(parents=True)
+        (folder / "1.2.3.4.dcm").write_bytes(b"not DICOM at all")  # planted, never received
+        builder = Builder(store, spool, quiet=0)
+        tries: list[str] = []
+        build = builder.build_study
+
+        def counted(study: Any) -> Any:
+            tries.append(study.key)
+            return build(study)
+
+        builder.build_study = counted  # type: ignore[method-assign]
+        assert builder.build_due() == []
+        assert builder.build_due() == []
+        assert len(tries) == 1  # failed once; not again until something new arrives
+        assert (folder / "1.2.3.4.dcm").exists()  # kept, not lost
+    finally:
+        store.close()

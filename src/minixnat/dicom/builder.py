@@ -98,6 +98,7 @@ class Builder:
         self.bound = dict(bound or {})
         self.clock = clock
         self._stop = threading.Event()
+        self._failed: dict[str, float] = {}  # study key -> its last arrival when it failed
         self._thread: threading.Thread | None = None
 
     # -- the loop ----------------------------------------------------------------------
@@ -121,11 +122,18 @@ class Builder:
         for study in self.spool.studies():
             if not force and now - study.last_arrival < self.quiet:
                 continue
+            if self._failed.get(study.key) == study.last_arrival:
+                continue  # failed as it is now: tried again when something new arrives
             try:
                 built = self.build_study(study)
-            except Exception:  # one bad study must not stop the others; it stays spooled
-                log.exception("could not build the study in %s; it stays in the spool", study.path)
+            except Exception as exc:  # one bad study must not stop the others
+                self._failed[study.key] = study.last_arrival
+                log.error(
+                    "could not build the study in %s (%s: %s); it stays in the spool and is "
+                    "tried again when more of it arrives", study.path, type(exc).__name__, exc,
+                )  # fmt: skip
                 continue
+            self._failed.pop(study.key, None)
             if built is not None:
                 done.append(built)
         return done

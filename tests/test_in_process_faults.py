@@ -15,6 +15,7 @@ from xnat_downloader.errors import AuthError, ServerError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.http.retry import RetryPolicy
+from xnat_downloader.xnat.paths import LOGIN
 
 
 async def serve(
@@ -29,7 +30,11 @@ async def serve(
 
     try:
         client = XnatClient(
-            str(server.make_url("")), credentials, sleep=sleep, retry=RetryPolicy(attempts=4)
+            str(server.make_url("")),
+            credentials,
+            sleep=sleep,
+            retry=RetryPolicy(attempts=4),
+            login_path=LOGIN,
         )
         async with client:
             return await work(client), waits
@@ -91,7 +96,9 @@ def test_a_wrong_password_is_tried_once_and_never_retried() -> None:
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         try:
-            client = XnatClient(str(server.make_url("")), Credentials("u", "wrong", "test"))
+            client = XnatClient(
+                str(server.make_url("")), Credentials("u", "wrong", "test"), login_path=LOGIN
+            )
             with pytest.raises(AuthError, match="tried once"):
                 async with client:
                     pass
@@ -131,6 +138,7 @@ def test_the_transport_is_injectable_a_fake_host_reaches_an_in_process_server() 
                 "http://xnat.invalid",
                 Credentials(None),
                 transport=lambda: aiohttp.TCPConnector(resolver=ToTestServer()),
+                login_path=LOGIN,
             )
             async with client:
                 return await client.get_json("/data/projects")

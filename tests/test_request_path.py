@@ -15,6 +15,7 @@ from xnat_downloader.errors import ConnectionFailed, ServerError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.http.retry import RetryPolicy, classify
+from xnat_downloader.xnat.paths import LOGIN
 
 POLICY = RetryPolicy(attempts=4, base=0.5, cap=30.0)
 
@@ -54,7 +55,9 @@ def test_a_refused_port_fails_at_once_with_or_without_credentials(
         waits.append(seconds)
 
     async def go() -> XnatClient:
-        xs = XnatClient(f"http://127.0.0.1:{closed_port()}", credentials, sleep=sleep)
+        xs = XnatClient(
+            f"http://127.0.0.1:{closed_port()}", credentials, sleep=sleep, login_path=LOGIN
+        )
         with pytest.raises(ConnectionFailed, match="cannot reach"):
             async with xs:
                 await xs.get_json("/data/projects")
@@ -75,7 +78,7 @@ def test_a_busy_server_is_waited_for_through_the_injected_sleep(
         waits.append(seconds)
 
     async def go() -> None:
-        xs = XnatClient(started.url, Credentials(None), sleep=sleep, retry=POLICY)
+        xs = XnatClient(started.url, Credentials(None), sleep=sleep, retry=POLICY, login_path=LOGIN)
         async with xs:
             with pytest.raises(ServerError, match=r"\b503\b"):
                 await xs.get_json("/data/projects")

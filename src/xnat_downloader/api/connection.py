@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.http.credentials import Credentials
+from xnat_downloader.xnat import paths
 
 
 @dataclass(frozen=True)
@@ -21,9 +22,11 @@ class Connection:
     def client(self) -> XnatClient:
         """An HTTP client for the server, which logs in on entering (``async with``)."""
         return XnatClient(
-            self.url,
+            paths.server_root(self.url),
             self.credentials,
             verify=self.verify,
             ca_bundle=self.ca_bundle,
             max_connections=self.max_connections,
+            login_path=paths.LOGIN,
+            scheme_guessed="://" not in self.url,
         )

@@ -20,7 +20,6 @@ import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -40,36 +39,6 @@ from xnat_downloader.http.retry import RetryPolicy, classify
 log = logging.getLogger("xnat_downloader.http")
 USER_AGENT = f"xnat-downloader/{__version__}"
 HTML_PREFIXES = (b"<html", b"<!doctype")
-
-
-def normalise_url(url: str) -> str:
-    """``https://host[:port][/context]`` from what a user types (trailing /, /data, no scheme)."""
-    text = url.strip()
-    if not text:
-        raise UsageError("no XNAT server given: use -w URL or set XNAT_HOST")
-    if "://" not in text:
-        text = f"https://{text}"
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        msg = f"{url!r} is not an http(s) URL of an XNAT server"
-        raise UsageError(msg)
-    path = parts.path.rstrip("/")
-    for marker in ("/app/", "/data/", "/REST/", "/xapi/"):
-        at = (path + "/").find(marker)
-        deep = path[at + len(marker) :] if at >= 0 else ""
-        if at >= 0 and deep and deep not in ("archive", "template/Login.vm"):
-            # A page or API address pasted from the browser: say which root to use.
-            root = urlunsplit((parts.scheme, parts.netloc, path[:at], "", ""))
-            msg = (
-                f"{url!r} is the address of a page or an API path on the server, not the "
-                f"server itself: use -w {root}"
-            )
-            raise UsageError(msg)
-    for suffix in ("/data/archive", "/data", "/REST", "/app/template/Login.vm"):
-        if path.endswith(suffix):
-            path = path[: -len(suffix)]
-            break
-    return urlunsplit((parts.scheme, parts.netloc, path.rstrip("/"), "", ""))
 
 
 def h3_message(body: bytes) -> str:
@@ -154,14 +123,20 @@ class XnatClient:
         timeouts: Timeouts | None = None,
         max_connections: int = 16,
         retry: RetryPolicy | None = None,
+        login_path: str,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         transport: Callable[[], aiohttp.BaseConnector] | None = None,
+        scheme_guessed: bool = False,
     ) -> None:
-        """``sleep`` is every wait between tries; ``transport`` makes the connector the
+        """``url`` is the server's root (``xnat/paths.server_root`` makes one from what a
+        user types); ``login_path`` is where Basic credentials buy a session cookie (GET) and
+        give it back (DELETE).  ``sleep`` is every wait between tries; ``transport`` makes
+        the connector the
         requests go through (default: a TCP pool of ``max_connections`` with the TLS
         settings).  Both are seams for tests: a fake resolver, an in-process server."""
-        self.base_url = normalise_url(url)
-        self._scheme_guessed = "://" not in url
+        self.base_url = url.rstrip("/")
+        self.login_path = login_path
+        self._scheme_guessed = scheme_guessed
         self.sleep = sleep  # every wait between tries goes through it (tests inject one)
         self.answered = False  # the server has answered at least once
         self.credentials = credentials
@@ -206,7 +181,7 @@ class XnatClient:
         assert self._client is not None
         try:
             if self.logged_in:
-                await self._raw("DELETE", self.url("/data/JSESSION"), auth=False)
+                await self._raw("DELETE", self.url(self.login_path), auth=False)
         except Exception:  # logging out is a courtesy; a dead server must not mask errors
             log.debug("logout failed", exc_info=True)
         finally:
@@ -244,7 +219,7 @@ class XnatClient:
         while True:
             # The same decision as every request: a busy server (503, 429) is retried; a 401
             # never is (accounts lock), nor a refused connection before any answer.
-            status, body = await self._raw("GET", self.url("/data/JSESSION"), auth=True)
+            status, body = await self._raw("GET", self.url(self.login_path), auth=True)
             decision = classify(self.retry, attempt, status=status)
             if decision.action != "retry":
                 break
@@ -257,7 +232,7 @@ class XnatClient:
                 f"{self.base_url} (tried once: XNAT locks accounts after a few failures)"
             )
             raise AuthError(msg)
-        check_response(status, body, self.url("/data/JSESSION"), what="the login request")
+        check_response(status, body, self.url(self.login_path), what="the login request")
         self.logged_in = True
         self._login_generation += 1
         log.debug("logged in to %s as %s", self.base_url, self.credentials.user)

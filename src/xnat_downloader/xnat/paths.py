@@ -7,8 +7,11 @@ sends to them without knowing what they mean).
 from __future__ import annotations
 
 import re
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
+from xnat_downloader.errors import UsageError
+
+LOGIN = "/data/JSESSION"  # GET with Basic credentials: a session cookie; DELETE: log out
 IMPORT_SERVICE = "/data/services/import"
 ARCHIVE_SERVICE = "/data/services/archive"
 PREARCHIVE = "/data/prearchive"
@@ -116,3 +119,33 @@ def path_in_resource_zip(member: str) -> str | None:
     """The path inside the resource that a member of XNAT's resource zip names (XNAT's zip
     structures put it after ``/files/``), or None when the name does not say."""
     return member.split("/files/", 1)[1] if "/files/" in member else None
+
+
+def server_root(url: str) -> str:
+    """``https://host[:port][/context]`` from what a user types (trailing /, /data, no scheme)."""
+    text = url.strip()
+    if not text:
+        raise UsageError("no XNAT server given: use -w URL or set XNAT_HOST")
+    if "://" not in text:
+        text = f"https://{text}"
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        msg = f"{url!r} is not an http(s) URL of an XNAT server"
+        raise UsageError(msg)
+    path = parts.path.rstrip("/")
+    for marker in ("/app/", "/data/", "/REST/", "/xapi/"):
+        at = (path + "/").find(marker)
+        deep = path[at + len(marker) :] if at >= 0 else ""
+        if at >= 0 and deep and deep not in ("archive", "template/Login.vm"):
+            # A page or API address pasted from the browser: say which root to use.
+            root = urlunsplit((parts.scheme, parts.netloc, path[:at], "", ""))
+            msg = (
+                f"{url!r} is the address of a page or an API path on the server, not the "
+                f"server itself: use -w {root}"
+            )
+            raise UsageError(msg)
+    for suffix in ("/data/archive", "/data", "/REST", "/app/template/Login.vm"):
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+            break
+    return urlunsplit((parts.scheme, parts.netloc, path.rstrip("/"), "", ""))

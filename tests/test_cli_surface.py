@@ -222,3 +222,9 @@ def test_one_command_tree_writes_only_to_the_streams_it_is_given() -> None:
     code, _, err = call("dicom-send", "--to", "AE@127.0.0.1:9", "-j", "99", __file__)
     assert code == 2
     assert "jobs (-j) must be between 1 and 32, not 99" in err  # checked by the API
+    code, out, err = call("status", "--json")
+    assert code == 2
+    assert json.loads(out) == {
+        "ok": False, "error": "the following arguments are required: -o/--output", "exit": 2
+    }  # fmt: skip
+    assert "required" in err

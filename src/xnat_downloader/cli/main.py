@@ -264,10 +264,15 @@ def run(
     # The seed tool's bare form ("-o DIR -w URL -u USER") is a download.
     parser = build_parser() if tree else legacy_parser()
     parser.use_streams(stdout, stderr)  # type: ignore[attr-defined]
+    Parser.last_error = ""
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # help, --version, or a usage error already printed
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        code = exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        if code != EXIT_OK and "--json" in argv:  # stdout still holds one JSON document
+            error = Parser.last_error or "usage error"
+            print(json.dumps({"ok": False, "error": error, "exit": code}), file=stdout)
+        return code
     if not tree:
         args.command, args.handler = "download", _download_or_ls
     if getattr(args, "handler", None) is None:

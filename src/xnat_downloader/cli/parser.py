@@ -116,7 +116,10 @@ class Parser(argparse.ArgumentParser):
                     if isinstance(sub, Parser):
                         sub.apply_defaults(defaults)
 
+    last_error = ""  # the message of the last usage error, for a --json document
+
     def error(self, message: str) -> NoReturn:
+        Parser.last_error = message
         known = self.option_strings()
         hints = [h for t in unknown_tokens(message) if (h := suggestion(t, known))]
         self.print_usage(sys.stderr)

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import TextIO
 
 from xnat_downloader.api import cluster
+from xnat_downloader.api.connection import Connection
 from xnat_downloader.cli.common import (
     Streams,
     connection,
     connection_args,
+    nothing_left_on_usage_error,
     server_url,
     warn_insecure,
 )
@@ -78,19 +80,10 @@ def _slurm(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive
     if args.insecure:
         warn_insecure(stderr)
     conn = connection(args, url, interactive)
-    job = cluster.prepare_array(
-        conn,
-        selection_of(args, projects),
-        args.output,
-        shards=args.shards,
-        max_running=args.max_running,
-        jobs=args.jobs,
-        layout=layout_of(args),
-        manifest=args.manifest,
-        catalog=args.catalog,
-        metadata=args.metadata,
-        submit=args.submit,
-    )
+    with nothing_left_on_usage_error(args.output):  # a refused plan leaves nothing behind
+        job = _prepare(args, conn, projects)
+    if args.submit:  # outside: a refused sbatch keeps the script, to submit by hand
+        job.job_id = cluster.submit_array(job.script)
     for gap in job.not_planned:
         print(f"not in the plan: {gap}", file=stderr)
     if args.json:
@@ -119,6 +112,23 @@ def _slurm(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive
             print(f"submit it with: sbatch {job.script}", file=stdout)
         print(f"follow it with: xnat-downloader status -o {args.output}", file=stdout)
     return EXIT_FAILED_FILES if job.not_planned else EXIT_OK
+
+
+def _prepare(
+    args: argparse.Namespace, conn: Connection, projects: tuple[str, ...]
+) -> cluster.ArrayJob:
+    return cluster.prepare_array(
+        conn,
+        selection_of(args, projects),
+        args.output,
+        shards=args.shards,
+        max_running=args.max_running,
+        jobs=args.jobs,
+        layout=layout_of(args),
+        manifest=args.manifest,
+        catalog=args.catalog,
+        metadata=args.metadata,
+    )
 
 
 def status_command(args: argparse.Namespace, io: Streams) -> int:

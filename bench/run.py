@@ -726,7 +726,16 @@ def part_shards(work: Path, root: Path, results: dict[str, object]) -> None:
                 raise SystemExit("a shard failed")
 
         timings["4 shard processes, -j 4 each"] = timed(shards)
-        for name, folder in (("one process", one), ("4 shards", many)):
+        # The same saved plan fetched by one process with the same total -j: planning is
+        # paid once in both, so this is the like-for-like comparison.
+        single_from_plan = work / "out" / "shards" / "one-from-plan"
+        shutil.rmtree(single_from_plan, ignore_errors=True)
+        timings["one process from the plan, -j 16"] = timed(lambda: subprocess.run(
+            [xdl, "download", "-w", server.url, "--manifest", str(manifest),
+             "-o", str(single_from_plan), "-j", "16", "-q"],
+            check=True, env=env, stdout=subprocess.DEVNULL))  # fmt: skip
+        for name, folder in (("one process", one), ("4 shards", many),
+                             ("one process from the plan", single_from_plan)):  # fmt: skip
             if tree_size(folder) != expected:
                 raise SystemExit(f"{name} fetched {tree_size(folder)}, expected {expected}")
     finally:
@@ -736,6 +745,8 @@ def part_shards(work: Path, root: Path, results: dict[str, object]) -> None:
         "shards_vs_one": (timings["plan once (slurm, no submit)"]
                           + timings["4 shard processes, -j 4 each"])
         / timings["one process, -j 16"],
+        "shards_vs_one_from_plan": timings["4 shard processes, -j 4 each"]
+        / timings["one process from the plan, -j 16"],
     }  # fmt: skip
 
 

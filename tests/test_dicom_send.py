@@ -138,6 +138,10 @@ def test_dicom_send_routes_to_minixnat_and_checks_the_built_session(
         document = json.loads(routed.stdout)
         assert (document["files"], document["verified"], document["failed"]) == (7, 7, 0)
         assert len(document["sessions"]) == 1
+        # A report, as downloads write: one JSON line per file, with its status.
+        lines = Path(document["report"]).read_text().splitlines()
+        assert sorted(json.loads(line)["local"] for line in lines) == sorted(map(str, files))
+        assert {json.loads(line)["status"] for line in lines} == {"verified"}
         assert md5s(files) == before  # routing went into copies only
         rows = get(server.url, "/data/prearchive/projects/DS")["ResultSet"]["Result"]
         assert [(r["subject"], r["name"], r["tag"]) for r in rows] == [("SUBJ1", "SESS1", study)]

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from xnat_downloader.api.connection import Connection
-from xnat_downloader.errors import UsageError
+from xnat_downloader.api.download import write_report
+from xnat_downloader.errors import LocalWriteError, UsageError
 from xnat_downloader.plan.dicomsend import (
     DicomFile,
     Target,
@@ -49,6 +50,8 @@ class DicomSendReport(OutcomeCounts):
     sessions: list[str] = field(default_factory=list)
     seconds: float = 0.0
     sent_log: str = ""
+    report_path: Path | None = None  # one JSON line per file, as downloads write
+    report_error: str | None = None  # why that report could not be written
 
 
 def _check_arrival(
@@ -175,4 +178,9 @@ def dicom_send(
         )
     report.outcomes = sorted(outcomes, key=lambda o: o.job.local)
     report.seconds = time.monotonic() - started
+    reports = transport.sent_log_path(target, state_dir).parent / "reports"
+    try:
+        report.report_path = write_report(reports, report.outcomes)
+    except LocalWriteError as exc:  # the files are sent and logged; only the report is lost
+        report.report_error = str(exc)
     return report

@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -381,7 +381,7 @@ async def run_planned(
         documents=sum(1 for o in fetched if o.status != "failed"),
     )
     try:
-        report.report_path = _write_report(state.folder, report)
+        report.report_path = write_report(state.folder.reports, report.outcomes)
     except LocalWriteError as exc:  # the files are done and recorded; only the report is lost
         report.report_error = str(exc)
     return report
@@ -467,9 +467,9 @@ def _save_manifest(folder: StateFolder, planned: PlanResult) -> None:
     write_whole(folder.manifest_xml, manifest_catalog(planned.plan, planned.server))
 
 
-def _write_report(state_folder: StateFolder, report: Report) -> Path:
-    """One JSON line per outcome in ``{state folder}/reports/run-*.jsonl``."""
-    folder = state_folder.reports
+def write_report(folder: Path, outcomes: Sequence[Outcome]) -> Path:
+    """One JSON line per outcome in ``{folder}/run-*.jsonl``, written whole (downloads put it
+    in their state folder's ``reports/``; dicom-send beside its log of acknowledged files)."""
     path = folder / f"run-{_stamp()}-{os.getpid()}.jsonl"
     lines = [
         json.dumps(
@@ -484,7 +484,7 @@ def _write_report(state_folder: StateFolder, report: Report) -> Path:
             }
         )
         + "\n"
-        for o in report.outcomes
+        for o in outcomes
     ]
     try:
         folder.mkdir(parents=True, exist_ok=True)

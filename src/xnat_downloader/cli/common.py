@@ -221,6 +221,20 @@ def counts_document(counts: OutcomeCounts) -> dict[str, object]:
     }
 
 
+def run_rate(counts: OutcomeCounts, seconds: float) -> float:
+    """Bytes per second moved by this run: files skipped as done before do not count."""
+    moved = sum(o.size for o in counts.outcomes if o.status == Status.VERIFIED)
+    return moved / max(seconds, 1e-6)
+
+
+def report_lines(path: Path | None, error: str | None, stderr: TextIO) -> None:
+    """Where a run's report went, or the one warning that says it could not be written."""
+    if path is not None:
+        print(f"report: {path}", file=stderr)
+    if error:
+        print(f"warning: no report file: {error}", file=stderr)
+
+
 def done_line(counts: OutcomeCounts) -> str:
     """The last line of a transfer (CONTRACT §4): ``done: N files, B bytes, V verified,
     F failed``."""
@@ -233,8 +247,7 @@ def done_line(counts: OutcomeCounts) -> str:
 def print_summary(report: api.Report, quiet: bool, stdout: TextIO, stderr: TextIO) -> None:
     """The human summary (unless quiet) and the contract's ``done:`` line."""
     if not quiet:
-        moved = sum(o.size for o in report.outcomes if o.status == "verified")
-        rate = moved / max(report.seconds, 1e-6)  # this run's transfers only
+        rate = run_rate(report, report.seconds)
         print(
             f"{report.files} files ({human_bytes(report.bytes)}) in {report.seconds:.1f} s, "
             f"{human_bytes(rate)}/s; {report.skipped} already verified",
@@ -246,10 +259,7 @@ def print_summary(report: api.Report, quiet: bool, stdout: TextIO, stderr: TextI
                 "only their sizes were checked",
                 file=stderr,
             )
-        if report.report_path is not None:
-            print(f"report: {report.report_path}", file=stderr)
-    if report.report_error:
-        print(f"warning: no report file: {report.report_error}", file=stderr)
+    report_lines(report.report_path if not quiet else None, report.report_error, stderr)
     print(done_line(report), file=stdout)
 
 

@@ -21,6 +21,8 @@ from xnat_downloader.cli.common import (
     done_line,
     existing_paths,
     logging_sink,
+    report_lines,
+    run_rate,
     warn_insecure,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
@@ -103,6 +105,8 @@ def _document(report: DicomSendReport) -> dict[str, object]:
         "not_dicom": report.not_dicom,
         "sessions": report.sessions,
         "seconds": round(report.seconds, 3),
+        "report": str(report.report_path) if report.report_path else None,
+        "report_error": report.report_error,
     }
 
 
@@ -112,11 +116,12 @@ def _print_report(report: DicomSendReport, quiet: bool, out: TextIO, err: TextIO
             print(f"skipped (not DICOM): {path}", file=err)
         for uri in report.sessions:
             print(f"session: {uri}", file=err)
-        rate = report.bytes / max(report.seconds, 1e-6)
+        rate = run_rate(report, report.seconds)
         print(
             f"{report.files} files ({human_bytes(report.bytes)}) to {report.target} in "
             f"{report.seconds:.1f} s, {human_bytes(rate)}/s; {report.skipped} were "
             "acknowledged before",
             file=err,
         )
+    report_lines(report.report_path if not quiet else None, report.report_error, err)
     print(done_line(report), file=out)

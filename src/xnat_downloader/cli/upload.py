@@ -25,6 +25,7 @@ from xnat_downloader.cli.common import (
     done_line,
     existing_paths,
     logging_sink,
+    run_rate,
     server_url,
     warn_insecure,
 )
@@ -144,7 +145,7 @@ def _print_report(report: uploads.UploadReport, quiet: bool, out: TextIO, err: T
                 f"{report.sent} files are in the prearchive: they are checked when archived",
                 file=err,
             )
-        rate = report.bytes / max(report.seconds, 1e-6)
+        rate = run_rate(report, report.seconds)
         print(
             f"{report.files} files ({human_bytes(report.bytes)}) in {report.seconds:.1f} s, "
             f"{human_bytes(rate)}/s; {report.skipped} were already on the server",

@@ -858,3 +858,36 @@ def test_login_page_is_an_error_never_data(tmp_path: Path) -> None:
     assert code == 2
     assert "HTML page" in err
     assert not local_files(tmp_path / "o")
+
+
+def test_ctrl_c_at_the_chooser_starts_nothing(shared_server: Server, tmp_path: Path) -> None:
+    """On a real pty: Ctrl-C at the project prompt says nothing was started and leaves no
+    output folder."""
+    import pty
+
+    out = tmp_path / "never"
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the seed tool's form, on a terminal
+        os.execve(
+            str(BIN / "xnat-downloader"),
+            [str(BIN / "xnat-downloader"), "-o", str(out), "-w", shared_server.url, "-u", "admin"],
+            {**os.environ, "XNAT_PASS": "admin"},
+        )
+    seen, interrupted = b"", False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if not interrupted and b"Choose the project(s)" in seen and seen.endswith(b": "):
+            os.write(fd, b"\x03")
+            interrupted = True
+    _, status = os.waitpid(pid, 0)
+    assert interrupted
+    assert b"nothing was started" in seen
+    assert os.waitstatus_to_exitcode(status) == 2
+    assert not out.exists()

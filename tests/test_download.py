@@ -450,35 +450,18 @@ def test_catalog_from_download_page_round_trip(shared_server: Server, tmp_path: 
     assert saved.count("<cat:entry ") == len(got)
 
 
-def test_legacy_seed_invocation_with_chooser(shared_server: Server, tmp_path: Path) -> None:
-    """``python -m xnat_downloader -o DIR -w URL -u USER`` with the menu, on a real pty."""
+def on_pty(argv: list[str], env: dict[str, str], reply: bytes, stdout: Path | None = None
+           ) -> tuple[bytes, int]:  # fmt: skip
+    """Run ``argv`` on a pseudo-terminal (stdout to the file ``stdout`` if given), answer
+    the project chooser's prompt with ``reply``; what the terminal showed, and the exit."""
     import pty
 
-    env = {**os.environ, "XNAT_PASS": "admin"}
-    out_file = tmp_path / "stdout.txt"
     pid, fd = pty.fork()
-    if pid == 0:  # child: the program under test, on a terminal, its stdout redirected
-        redirected = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(redirected, 1)
-        os.execve(
-            str(BIN / "python"),
-            [
-                str(BIN / "python"),
-                "-m",
-                "xnat_downloader",
-                "-o",
-                str(tmp_path),
-                "-w",
-                shared_server.url,
-                "-u",
-                "admin",
-                "-s",
-                "DEMO02_S001_MR1",
-            ],
-            env,
-        )
-    seen = b""
-    answered = False
+    if pid == 0:  # child: the program under test, on a terminal
+        if stdout is not None:
+            os.dup2(os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 1)
+        os.execve(argv[0], argv, env)
+    seen, answered = b"", False
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -489,12 +472,22 @@ def test_legacy_seed_invocation_with_chooser(shared_server: Server, tmp_path: Pa
             break
         seen += chunk
         if not answered and b"Choose the project(s)" in seen and seen.endswith(b": "):
-            os.write(fd, b"2\n")
+            os.write(fd, reply)
             answered = True
     _, status = os.waitpid(pid, 0)
+    assert answered, seen.decode(errors="replace")[-500:]
+    return seen, os.waitstatus_to_exitcode(status)
+
+
+def test_legacy_seed_invocation_with_chooser(shared_server: Server, tmp_path: Path) -> None:
+    """``python -m xnat_downloader -o DIR -w URL -u USER`` with the menu, on a real pty."""
+    out_file = tmp_path / "stdout.txt"
+    argv = [str(BIN / "python"), "-m", "xnat_downloader", "-o", str(tmp_path), "-w",
+            shared_server.url, "-u", "admin", "-s", "DEMO02_S001_MR1"]  # fmt: skip
+    seen, code = on_pty(argv, {**os.environ, "XNAT_PASS": "admin"}, b"2\n", out_file)
     assert b"1) DEMO01" in seen
     assert b"2) DEMO02" in seen
-    assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")[-500:]
+    assert code == 0, seen.decode(errors="replace")[-500:]
     assert (tmp_path / "DEMO02" / "DEMO02_S001" / "DEMO02_S001_MR1").is_dir()
     # The menu and prompt went to the terminal; stdout (a file here) holds the result.
     printed = out_file.read_text()
@@ -863,31 +856,9 @@ def test_login_page_is_an_error_never_data(tmp_path: Path) -> None:
 def test_ctrl_c_at_the_chooser_starts_nothing(shared_server: Server, tmp_path: Path) -> None:
     """On a real pty: Ctrl-C at the project prompt says nothing was started and leaves no
     output folder."""
-    import pty
-
     out = tmp_path / "never"
-    pid, fd = pty.fork()
-    if pid == 0:  # child: the seed tool's form, on a terminal
-        os.execve(
-            str(BIN / "xnat-downloader"),
-            [str(BIN / "xnat-downloader"), "-o", str(out), "-w", shared_server.url, "-u", "admin"],
-            {**os.environ, "XNAT_PASS": "admin"},
-        )
-    seen, interrupted = b"", False
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-        if not interrupted and b"Choose the project(s)" in seen and seen.endswith(b": "):
-            os.write(fd, b"\x03")
-            interrupted = True
-    _, status = os.waitpid(pid, 0)
-    assert interrupted
+    argv = [str(BIN / "xnat-downloader"), "-o", str(out), "-w", shared_server.url, "-u", "admin"]
+    seen, code = on_pty(argv, {**os.environ, "XNAT_PASS": "admin"}, b"\x03")
     assert b"nothing was started" in seen
-    assert os.waitstatus_to_exitcode(status) == 2
+    assert code == 2
     assert not out.exists()

@@ -111,7 +111,7 @@ async def _arrivals(
                         error = f"acknowledged, but no session of study {study} on the server"
                         checked = [replace(o, status=Status.FAILED, error=error) for o in sent]
                     break
-                await asyncio.sleep(1.0)
+                await xs.sleep(1.0)  # the client's clock, as every other wait
             if arrived is not None:
                 sessions.append(arrived.uri)
             for o in checked:

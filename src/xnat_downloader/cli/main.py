@@ -15,9 +15,8 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from types import ModuleType
 from typing import TextIO
 
 from xnat_downloader import api
@@ -60,52 +59,48 @@ from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.xnat.parse import catalog_link, server_of_link
 from xnat_downloader.xnat.selection import Selection
 
-# Subcommands defined in their own modules: (module, add-arguments, command, help, parser
-# options).  Every command is a subparser of one tree (build_parser); its function takes
-# the parsed arguments and the injected streams.
-MODULE_COMMANDS: dict[str, tuple[ModuleType, str, str, str, dict[str, object]]] = {
-    "upload": (upload_cli, "add_arguments", "command",
-               "import sessions, fill resources, add subjects from a CSV", {}),
-    "xget": (xget_cli, "add_arguments", "command", "xget's flags and per-session zips",
-             {"allow_abbrev": False}),
-    "project": (manage_cli, "add_project_arguments", "project_command", "create a project", {}),
-    "prearchive": (manage_cli, "add_prearchive_arguments", "prearchive_command",
-                   "list, archive, move or delete prearchive sessions", {}),
-    "dicom-send": (dicomsend_cli, "add_arguments", "command",
-                   "send DICOM files to a C-STORE receiver", {}),
-    "slurm": (cluster_cli, "add_slurm_arguments", "slurm_command",
-              "write (and submit) a download as a Slurm job array", {}),
-    "status": (cluster_cli, "add_status_arguments", "status_command",
-               "merge every run's and shard's report", {}),
+
+@dataclass(frozen=True)
+class ModuleCommand:
+    """A subcommand defined in its own module: its flags, its body, and its help."""
+
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Streams], int]
+    help: str
+    description: str
+    abbreviations: bool = True  # xget's single-dash flags must not be read as prefixes
+
+
+MODULE_COMMANDS = {
+    "upload": ModuleCommand(upload_cli.add_arguments, upload_cli.command,
+                            "import sessions, fill resources, add subjects from a CSV",
+                            upload_cli.DESCRIPTION),
+    "xget": ModuleCommand(xget_cli.add_arguments, xget_cli.command,
+                          "xget's flags and per-session zips", xget_cli.DESCRIPTION,
+                          abbreviations=False),
+    "project": ModuleCommand(manage_cli.add_project_arguments, manage_cli.project_command,
+                             "create a project", manage_cli.PROJECT_DESCRIPTION),
+    "prearchive": ModuleCommand(manage_cli.add_prearchive_arguments,
+                                manage_cli.prearchive_command,
+                                "list, archive, move or delete prearchive sessions",
+                                manage_cli.PREARCHIVE_DESCRIPTION),
+    "dicom-send": ModuleCommand(dicomsend_cli.add_arguments, dicomsend_cli.command,
+                                "send DICOM files to a C-STORE receiver",
+                                dicomsend_cli.DESCRIPTION),
+    "slurm": ModuleCommand(cluster_cli.add_slurm_arguments, cluster_cli.slurm_command,
+                           "write (and submit) a download as a Slurm job array",
+                           cluster_cli.SLURM_DESCRIPTION),
+    "status": ModuleCommand(cluster_cli.add_status_arguments, cluster_cli.status_command,
+                            "merge every run's and shard's report",
+                            cluster_cli.STATUS_DESCRIPTION),
 }  # fmt: skip
-DESCRIPTIONS = {
-    "upload": upload_cli.DESCRIPTION,
-    "xget": xget_cli.DESCRIPTION,
-    "project": manage_cli.PROJECT_DESCRIPTION,
-    "prearchive": manage_cli.PREARCHIVE_DESCRIPTION,
-    "dicom-send": dicomsend_cli.DESCRIPTION,
-    "slurm": cluster_cli.SLURM_DESCRIPTION,
-    "status": cluster_cli.STATUS_DESCRIPTION,
-}
 COMMANDS = ("download", "ls", "verify", "copy", *MODULE_COMMANDS)
 SECRET_FLAGS = ("--password",)
 DESCRIPTION = """\
 Parallel, resumable, verified transfers out of and into XNAT.
 
-  download    plan a selection and fetch it, every file checked against XNAT's MD5
-  ls          list what a selection matches
-  verify      check a downloaded folder again (and ask the server what changed)
-  copy        copy sessions from one XNAT to another
-  upload      import sessions, fill resources, add subjects from a CSV
-  xget        xget's flags and per-session zips
-  project     create a project
-  prearchive  list, archive, move or delete prearchive sessions
-  dicom-send  send DICOM files to a C-STORE receiver
-  slurm       write (and submit) a download as a Slurm job array
-  status      merge every run's and shard's report
-
-With no subcommand, the older form 'xnat-downloader -o DIR -w URL -u USER' still works:
-on a terminal it offers a numbered list of projects, then downloads the chosen ones.
+With no command, the older form 'xnat-downloader -o DIR -w URL -u USER' still works: on a
+terminal it offers a numbered list of projects, then downloads the chosen ones.
 Run 'xnat-downloader COMMAND -h' for a command's flags."""
 
 
@@ -146,15 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     _copy_args(copying)
     selection_args(copying)
     copying.set_defaults(handler=_copy)
-    for name, (module, add, command, help_text, options) in MODULE_COMMANDS.items():
+    for name, command in MODULE_COMMANDS.items():
         sub_parser = sub.add_parser(
             name,
-            help=help_text,
-            description=DESCRIPTIONS[name],
-            **options,  # type: ignore[arg-type]
+            help=command.help,
+            description=command.description,
+            allow_abbrev=command.abbreviations,
         )
-        getattr(module, add)(sub_parser)
-        sub_parser.set_defaults(handler=getattr(module, command))
+        command.add_arguments(sub_parser)
+        sub_parser.set_defaults(handler=command.run)
     return parser
 
 

@@ -206,16 +206,21 @@ def _choose_projects(
         print(chosen, file=terminal)
 
 
-def ask_on_stderr(prompt: str) -> str:
-    """``input`` with its prompt on stderr (input() writes it to stdout)."""
-    sys.stderr.write(prompt)
-    sys.stderr.flush()
-    if sys.stdin.isatty():
-        return input()  # line editing; EOFError on Ctrl-D
-    line = sys.stdin.readline()
-    if not line:
-        raise EOFError
-    return line.rstrip("\n")
+def terminal_prompt(terminal: TextIO) -> Callable[[str], str]:
+    """``input`` with its prompt on ``terminal`` (the command's stderr: ``input()`` itself
+    would write it to stdout)."""
+
+    def ask(prompt: str) -> str:
+        terminal.write(prompt)
+        terminal.flush()
+        if sys.stdin.isatty():
+            return input()  # line editing; EOFError on Ctrl-D
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\n")
+
+    return ask
 
 
 def _print_completion(argv: list[str], stdout: TextIO, stderr: TextIO) -> int:
@@ -236,12 +241,12 @@ def run(
     stdout: TextIO,
     stderr: TextIO,
     interactive: bool,
-    ask: Callable[[str], str] = ask_on_stderr,
+    ask: Callable[[str], str] | None = None,
 ) -> int:
     """The command line, with its streams injected: every word of output goes to ``stdout``
     or ``stderr``, usage errors included (exit 2, as a return value, never SystemExit)."""
     argv = list(argv)
-    io = Streams(stdout, stderr, interactive, ask)
+    io = Streams(stdout, stderr, interactive, ask or terminal_prompt(stderr))
     if argv and argv[0] == "--print-completion":
         return _print_completion(argv[1:], stdout, stderr)
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:

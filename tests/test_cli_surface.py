@@ -228,3 +228,14 @@ def test_one_command_tree_writes_only_to_the_streams_it_is_given() -> None:
         "ok": False, "error": "the following arguments are required: -o/--output", "exit": 2
     }  # fmt: skip
     assert "required" in err
+
+
+def test_insecure_is_warned_once_whatever_the_command(
+    shared_server: Server, tmp_path: Path
+) -> None:
+    for argv in (["ls", "-w", shared_server.url, "-p", "DEMO01"],
+                 ["xget", "-host", shared_server.url, "-proj", "DEMO01", "-o", str(tmp_path)],
+                 ["prearchive", "ls", "-w", shared_server.url]):  # fmt: skip
+        code, _, err = cli(*argv, "--insecure")
+        assert code == 0, err
+        assert err.count("TLS certificate verification is OFF") == 1, argv

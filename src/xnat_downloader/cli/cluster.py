@@ -20,7 +20,6 @@ from xnat_downloader.cli.common import (
     connection_args,
     nothing_left_on_usage_error,
     server_url,
-    warn_insecure,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
 from xnat_downloader.cli.inputs import expand
@@ -77,8 +76,6 @@ def _slurm(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive
     if args.manifest is None and not projects and not args.catalog:
         raise UsageError("say what to download: -p PROJECT (and other selection flags), or "
                          "--manifest FILE")  # fmt: skip
-    if args.insecure:
-        warn_insecure(stderr)
     conn = connection(args, url, interactive)
     with nothing_left_on_usage_error(args.output):  # a refused plan leaves nothing behind
         job = _prepare(args, conn, projects)

@@ -23,7 +23,6 @@ from xnat_downloader.cli.common import (
     logging_sink,
     report_lines,
     run_rate,
-    warn_insecure,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
 from xnat_downloader.cli.progress import human_bytes
@@ -74,8 +73,6 @@ def _command(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interacti
     paths = existing_paths(args.paths)
     conn = None
     if args.web:  # only when asked: the receiver need not be an XNAT
-        if args.insecure:
-            warn_insecure(stderr)
         conn = connection(args, args.web, interactive)
     with display(interactive, args.quiet or args.json, stderr) as shown:
         report = dicomsend.dicom_send(

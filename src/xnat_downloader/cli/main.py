@@ -280,6 +280,8 @@ def run(
         return EXIT_USAGE
     args.argv, args.legacy = argv, not tree
     configure_logging(getattr(args, "verbose", 0), getattr(args, "quiet", False), stderr)
+    if getattr(args, "insecure", False):  # said once, for every command, before any request
+        warn_insecure(stderr)
     handler: Callable[[argparse.Namespace, Streams], int] = args.handler
     return guarded(lambda: handler(args, io), stderr, json_out(args, stdout))
 
@@ -290,8 +292,6 @@ def _verify(args: argparse.Namespace, io: Streams) -> int:
     url = "" if args.offline else (args.web or server or os.environ.get("XNAT_HOST", ""))
     conn = None
     if url:
-        if args.insecure:
-            warn_insecure(stderr)
         conn = connection(args, url, interactive)
     report = checking.verify(args.output, conn)
     if args.write_md5sum is not None:
@@ -326,8 +326,6 @@ def _copy(args: argparse.Namespace, io: Streams) -> int:
     projects = expand(args.project)
     if not projects:
         raise UsageError("name what to copy with -p PROJECT (and any other selection flags)")
-    if args.insecure:
-        warn_insecure(stderr)
 
     def side(url: str, user: str | None) -> api.Connection:
         return connection(args, url, interactive, argparse.Namespace(user=user, password=None))
@@ -367,8 +365,6 @@ def _download_or_ls(args: argparse.Namespace, io: Streams) -> int:
     url = server_url(args, _server_of_catalog(args))
     if getattr(args, "max_rate", None) is not None and args.max_rate <= 0:
         raise UsageError(f"--max-rate {args.max_rate} must be a positive number of MB/s")
-    if args.insecure:
-        warn_insecure(stderr)
     if args.command != "download":
         return _select_and_run(args, url, None, stdout, stderr, interactive, ask)
     outdir: Path = getattr(args, "output", None) or Path.cwd()

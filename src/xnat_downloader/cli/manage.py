@@ -19,7 +19,6 @@ from xnat_downloader.cli.common import (
     connection,
     connection_args,
     server_url,
-    warn_insecure,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
 
@@ -73,8 +72,6 @@ def add_prearchive_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _connect(args: argparse.Namespace, stderr: TextIO, interactive: bool) -> api.Connection:
     url = server_url(args)
-    if args.insecure:
-        warn_insecure(stderr)
     return connection(args, url, interactive)
 
 

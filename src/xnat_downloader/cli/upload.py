@@ -27,7 +27,6 @@ from xnat_downloader.cli.common import (
     logging_sink,
     run_rate,
     server_url,
-    warn_insecure,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
 from xnat_downloader.cli.progress import human_bytes
@@ -91,8 +90,6 @@ def _command(
     args: argparse.Namespace, url: str, stdout: TextIO, stderr: TextIO, interactive: bool
 ) -> int:
     paths = existing_paths(args.paths)
-    if args.insecure:
-        warn_insecure(stderr)
     csvs = [p for p in paths if p.suffix.lower() == ".csv" and p.is_file()]
     if csvs and args.resource is None:
         if len(csvs) != len(paths):

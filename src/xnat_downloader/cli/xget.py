@@ -24,7 +24,6 @@ from xnat_downloader.cli.common import (
     display,
     logging_sink,
     print_summary,
-    warn_insecure,
 )
 from xnat_downloader.cli.errors import (
     EXIT_FAILED_FILES,
@@ -165,8 +164,6 @@ def _run(
     naming = xget.ZipNaming(args.longname, acq, ass, recon, quality, formats)
     outdir: Path = args.o or Path.cwd()
     api.check_output_dir(outdir)
-    if args.insecure:
-        warn_insecure(stderr)
     found = creds_mod.resolve(
         url, args.u, args.p, os.environ, creds_mod.default_home(), passfile=args.passfile
     )

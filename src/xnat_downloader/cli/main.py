@@ -361,45 +361,36 @@ def _server_of_catalog(args: argparse.Namespace) -> str:
 
 
 def _download_or_ls(args: argparse.Namespace, io: Streams) -> int:
-    stdout, stderr, interactive, ask = io.stdout, io.stderr, io.interactive, io.ask
     url = server_url(args, _server_of_catalog(args))
     if getattr(args, "max_rate", None) is not None and args.max_rate <= 0:
         raise UsageError(f"--max-rate {args.max_rate} must be a positive number of MB/s")
     if args.command != "download":
-        return _select_and_run(args, url, None, stdout, stderr, interactive, ask)
+        return _select_and_run(args, url, None, io)
     outdir: Path = getattr(args, "output", None) or Path.cwd()
     with nothing_left_on_usage_error(outdir):
         if not args.dry_run:
             api.check_output_dir(outdir)  # before any request, as promised
-        return _select_and_run(args, url, outdir, stdout, stderr, interactive, ask)
+        return _select_and_run(args, url, outdir, io)
 
 
-def _select_and_run(
-    args: argparse.Namespace,
-    url: str,
-    outdir: Path | None,
-    stdout: TextIO,
-    stderr: TextIO,
-    interactive: bool,
-    ask: Callable[[str], str],
-) -> int:
+def _select_and_run(args: argparse.Namespace, url: str, outdir: Path | None, io: Streams) -> int:
     projects = expand(args.project)
-    conn = connection(args, url, interactive)
-    legacy_menu = interactive and args.legacy  # the seed tool's own form, on a terminal
+    conn = connection(args, url, io.interactive)
+    legacy_menu = io.interactive and args.legacy  # the seed tool's own form, on a terminal
     if not projects and expand(args.session) and not args.catalog and not legacy_menu:
         # -s alone: the sessions' projects, from one listing of every visible session.  (The
         # seed tool's own form on a terminal still offers its project menu.)
         projects = tuple(api.projects_for_sessions(conn, list(expand(args.session))))
     if not projects and not args.catalog and not getattr(args, "manifest", None):
-        if not interactive:
+        if not io.interactive:
             raise UsageError(
                 "no project selected: use -p PROJECT (or run on a terminal to choose from a list)"
             )
-        projects = _choose_projects(conn, ask, stderr)
+        projects = _choose_projects(conn, io.ask, io.stderr)
     selection = selection_of(args, projects)
     if args.command == "ls":
-        return _ls(conn, selection, args, stdout)
-    return _download(conn, selection, args, outdir or Path.cwd(), stdout, stderr, interactive)
+        return _ls(conn, selection, args, io.stdout)
+    return _download(conn, selection, args, outdir or Path.cwd(), io)
 
 
 def _print_plan(result: api.PlanResult, args: argparse.Namespace, out: TextIO) -> None:
@@ -453,14 +444,10 @@ def _nothing_matched(selection: Selection, out: TextIO) -> int:
 
 
 def _download(
-    conn: api.Connection,
-    selection: Selection,
-    args: argparse.Namespace,
-    outdir: Path,
-    stdout: TextIO,
-    stderr: TextIO,
-    interactive: bool,
-) -> int:
+    conn: api.Connection, selection: Selection, args: argparse.Namespace, outdir: Path,
+    io: Streams,
+) -> int:  # fmt: skip
+    stdout, stderr, interactive = io.stdout, io.stderr, io.interactive
     saved: Plan | None = None
     shard = parse_shard(args.shard, os.environ) if args.shard else None
     if shard is not None and args.prune:

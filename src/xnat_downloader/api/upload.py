@@ -43,7 +43,6 @@ from xnat_downloader.plan.upload import (
     compare_contents,
     duplicate_labels,
     find_sessions,
-    is_hidden,
     parse_subjects,
     resource_files,
     staging_label,
@@ -59,6 +58,7 @@ from xnat_downloader.transfer.events import (
     ignore,
 )
 from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts, Status
+from xnat_downloader.transfer.localfs import files_under
 from xnat_downloader.transfer.upload import (
     ResourceUpload,
     file_body,
@@ -115,18 +115,6 @@ class _Import:
         return Job(self.name, f"{self.name}:{name}", size, md5)
 
 
-def _walk(folder: Path) -> list[PurePosixPath]:
-    found: list[PurePosixPath] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel_dir = Path(dirpath).relative_to(folder)
-        for name in sorted(filenames):
-            rel = PurePosixPath((rel_dir / name).as_posix())
-            if not is_hidden(rel):
-                found.append(rel)
-    return found
-
-
 def _archive_members(path: Path) -> list[tuple[str, int, str]]:
     """(name, size, md5) of an archive's files, read locally; nested archives opened too."""
 
@@ -181,7 +169,7 @@ def _plan_imports(
     notes: list[str] = []
     for path in paths:
         if path.is_dir():
-            rels = _walk(path)
+            rels = files_under(path)
             if not rels:
                 raise UsageError(f"{path} holds no files; nothing was sent")
             # Relative to the parent, so the folder itself may be a session.
@@ -584,7 +572,7 @@ def _resource_plan(paths: list[Path]) -> list[tuple[Path, str]]:
     roots: list[tuple[PurePosixPath, list[PurePosixPath]]] = []
     for path in paths:
         if path.is_dir():
-            roots.append((PurePosixPath(path.as_posix()), _walk(path)))
+            roots.append((PurePosixPath(path.as_posix()), files_under(path)))
         elif path.is_file():
             roots.append((PurePosixPath(path.as_posix()), []))
         else:

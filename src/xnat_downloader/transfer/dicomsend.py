@@ -41,6 +41,7 @@ from xnat_downloader.transfer.events import (
     Planned,
 )
 from xnat_downloader.transfer.jobs import Job, Outcome, Status
+from xnat_downloader.transfer.localfs import files_under
 
 log = logging.getLogger("xnat_downloader")
 ATTEMPTS = 3
@@ -55,9 +56,7 @@ def walk(paths: Iterable[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            for folder, dirs, names in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found.extend(Path(folder) / n for n in sorted(names) if not n.startswith("."))
+            found.extend(path / rel for rel in files_under(path))
         else:
             found.append(path)
     return found

@@ -6,9 +6,10 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from xnat_downloader.errors import LocalWriteError
+from xnat_downloader.plan.upload import is_hidden
 
 
 def mount_point(path: Path) -> Path:
@@ -49,3 +50,17 @@ def write_whole(path: Path, text: str) -> None:
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise LocalWriteError(write_failure(path, exc)) from exc
+
+
+def files_under(folder: Path) -> list[PurePosixPath]:
+    """Every file under ``folder``, relative to it, in name order; dot-files, dot-folders
+    (our own ``.xnat-downloader`` among them) and macOS forks are left out."""
+    found: list[PurePosixPath] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = Path(dirpath).relative_to(folder)
+        for name in sorted(filenames):
+            rel = PurePosixPath((rel_dir / name).as_posix())
+            if not is_hidden(rel):
+                found.append(rel)
+    return found

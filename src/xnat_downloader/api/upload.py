@@ -18,7 +18,6 @@ lists one); a session sent to the prearchive is verified when it is archived, no
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import shutil
@@ -58,7 +57,7 @@ from xnat_downloader.transfer.events import (
     ignore,
 )
 from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts, Status
-from xnat_downloader.transfer.localfs import files_under
+from xnat_downloader.transfer.localfs import digest_stream, files_under
 from xnat_downloader.transfer.upload import (
     ResourceUpload,
     file_body,
@@ -119,12 +118,8 @@ def _archive_members(path: Path) -> list[tuple[str, int, str]]:
     """(name, size, md5) of an archive's files, read locally; nested archives opened too."""
 
     def digest(reader: IO[bytes]) -> tuple[int, str]:
-        h = hashlib.md5()
-        size = 0
-        while chunk := reader.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-        return size, h.hexdigest()
+        md5, size = digest_stream(reader)
+        return size, md5
 
     out: list[tuple[str, int, str]] = []
     try:

@@ -44,7 +44,7 @@ from xnat_downloader.transfer.events import (
     FileVerified,
 )
 from xnat_downloader.transfer.jobs import Job, Outcome, Status
-from xnat_downloader.transfer.localfs import is_disk_full, write_failure
+from xnat_downloader.transfer.localfs import digest_file, is_disk_full, write_failure
 from xnat_downloader.transfer.state import State
 
 log = logging.getLogger("xnat_downloader.transfer")
@@ -60,16 +60,6 @@ def size_or_none(path: Path) -> int | None:
         return path.stat().st_size
     except FileNotFoundError:
         return None
-
-
-def _hash_file(path: Path) -> tuple[str, int]:
-    md5 = hashlib.md5()
-    size = 0
-    with open(path, "rb") as handle:
-        while data := handle.read(CHUNK):
-            md5.update(data)
-            size += len(data)
-    return md5.hexdigest(), size
 
 
 def write_chunk(handle: IO[bytes], md5: hashlib._Hash, data: bytes) -> None:
@@ -220,7 +210,7 @@ class Downloader:
             self.sink(FileSkipped(job.local, size, "already verified", counted=True))
             return Outcome(job, Status.SKIPPED, size, job.md5 or "", bool(job.md5))
         if action == Action.CHECK_EXISTING:
-            md5, size = await asyncio.to_thread(_hash_file, final)
+            md5, size = await asyncio.to_thread(digest_file, final)
             if self.matches(job, size, md5):
                 self.record_verified(job, final, size, md5)
                 self.sink(FileSkipped(job.local, size, "already present and verified"))

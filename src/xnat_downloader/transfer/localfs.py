@@ -4,9 +4,11 @@ system.  Also the one way to write a small file whole (written aside, then renam
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import sqlite3
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from xnat_downloader.errors import LocalWriteError
 from xnat_downloader.plan.upload import is_hidden
@@ -64,3 +66,19 @@ def files_under(folder: Path) -> list[PurePosixPath]:
             if not is_hidden(rel):
                 found.append(rel)
     return found
+
+
+def digest_stream(reader: IO[bytes], chunk: int = 1 << 20) -> tuple[str, int]:
+    """(MD5, size) of everything ``reader`` yields."""
+    md5 = hashlib.md5()
+    size = 0
+    while data := reader.read(chunk):
+        md5.update(data)
+        size += len(data)
+    return md5.hexdigest(), size
+
+
+def digest_file(path: Path) -> tuple[str, int]:
+    """(MD5, size) of a file's bytes."""
+    with open(path, "rb") as handle:
+        return digest_stream(handle)

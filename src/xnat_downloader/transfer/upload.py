@@ -14,7 +14,6 @@ sending, a second listing must show every file with the MD5 computed locally.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import zipfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -34,6 +33,7 @@ from xnat_downloader.transfer.events import (
     Planned,
 )
 from xnat_downloader.transfer.jobs import Job, Outcome, Status
+from xnat_downloader.transfer.localfs import digest_file
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.services import remote_digests
 
@@ -41,11 +41,7 @@ CHUNK = 1024 * 1024
 
 
 def md5_file(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return digest_file(path)[0]
 
 
 def quote_path(relpath: str) -> str:

@@ -119,3 +119,26 @@ def test_rescan_lists_every_session_again(serve: Callable[..., Server], tmp_path
     assert cli(*base, "--rescan")[0] == 0
     rescanned = requests_logged(log)[first:]
     assert sum("/scans" in r for r in rescanned) >= 4  # each session's scans listed again
+
+
+def test_an_unchanged_rerun_with_metadata_asks_only_for_project_and_subject_documents(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    log = tmp_path / "access.log"
+    server = serve("--access-log", str(log))
+    out = tmp_path / "out"
+    base = ["download", "-w", server.url, "-p", "DEMO01", "-o", str(out), "--metadata", "xml",
+            "--json"]  # fmt: skip
+    code, first, _ = cli(*base)
+    assert code == 0
+    walked = len(requests_logged(log))
+    code, again, _ = cli(*base)
+    assert code == 0
+    doc = json.loads(again)
+    assert doc["failed"] == 0
+    assert doc["files"] == json.loads(first)["files"]
+    rerun = requests_logged(log)[walked:]
+    assert not any(" /data/experiments/" in r for r in rerun), rerun  # no session or scan
+    assert any(r.startswith("GET /data/projects/DEMO01?") for r in rerun)  # project doc again
+    code, checked, _ = cli("verify", "-o", str(out), "--offline")
+    assert code == 0, checked

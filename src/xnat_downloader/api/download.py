@@ -71,7 +71,13 @@ class PlanResult:
     requests: int
     server: str
     gaps: list[Gap] = field(default_factory=list)  # selected, but not plannable: failed
-    reused: int = 0  # sessions taken unchanged from the last run's record (not asked about)
+    # Sessions taken unchanged from the last run's record (not asked about again).
+    unchanged: frozenset[str] = frozenset()
+
+    @property
+    def reused(self) -> int:
+        return len(self.unchanged)
+
     vanished: list[Vanished] = field(default_factory=list)  # in the last record, gone now
     pruned: int = 0  # local files of vanished sessions removed (--prune)
 
@@ -159,7 +165,7 @@ async def plan_in(
         xs.request_count,
         xs.base_url,
         found.gaps,
-        reused=len(found.reused),
+        unchanged=frozenset(found.reused),
     )
 
 
@@ -364,7 +370,14 @@ async def run_planned(
     started = time.monotonic()
     outcomes = await run_jobs(xs, jobs, outdir, state, sink, options)
     documents = [e for e in planned.plan.entries if e.file.category == "metadata"]
-    fetched = await fetch_documents(xs, documents, outdir, state, sink, options.jobs)
+    # A session unchanged since the last run has the same session and scan documents: kept
+    # while they are on disk as verified (project and subject documents are asked again).
+    reusable = {
+        e.local
+        for e in documents
+        if e.file.resource in ("session", "scan") and e.file.session_id in planned.unchanged
+    }
+    fetched = await fetch_documents(xs, documents, outdir, state, sink, options.jobs, reusable)
     outcomes += fetched
     for gap in planned.gaps:  # what the selection named but no file could stand for
         sink(FileFailed(gap.what, gap.reason))

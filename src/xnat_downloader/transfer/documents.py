@@ -62,11 +62,30 @@ async def fetch_documents(
     state: State,
     sink: EventSink,
     jobs: int = 8,
+    reusable: set[str] | None = None,
 ) -> list[Outcome]:
-    """One outcome per document entry, in the order given."""
+    """One outcome per document entry, in the order given.  A document whose local path is
+    in ``reusable`` is not fetched again while the state records it verified and the file
+    keeps the size and modification time it had then (skipped)."""
     gate = asyncio.Semaphore(max(1, jobs))
 
+    def intact(entry: PlanEntry) -> Outcome | None:
+        record = state.get(entry.local)
+        if record is None or record.status != "verified" or entry.local not in (reusable or ()):
+            return None
+        try:
+            st = (root / entry.local).stat()
+        except OSError:
+            return None
+        if st.st_size != record.size or st.st_mtime_ns != record.mtime_ns:
+            return None
+        job = Job(entry.file.uri, entry.local, None, None)
+        return Outcome(job, Status.SKIPPED, st.st_size, record.md5 or "", False)
+
     async def one(entry: PlanEntry) -> Outcome:
+        kept = intact(entry)
+        if kept is not None:
+            return kept
         uri = entry.file.uri
         job = Job(uri, entry.local, None, None)
         path, _, query = uri.partition("?")

@@ -348,3 +348,20 @@ def test_a_study_that_cannot_be_built_stays_spooled_and_is_not_retried_in_a_loop
         assert (folder / "1.2.3.4.dcm").exists()  # kept, not lost
     finally:
         store.close()
+
+
+def test_a_study_whose_label_is_taken_waits_in_the_prearchive_as_conflict(
+    receiver: Callable[..., tuple[Server, int]], tmp_path: Path
+) -> None:
+    server, port = receiver()
+    put(server.url, "/data/projects/ROUTE")
+    routing = "Project:ROUTE Subject:S1 Session:E1 AA:TRUE"
+    first, second = generate_uid(), generate_uid()
+    assert storescu(port, *series_files(tmp_path / "a", 1, study=first,
+                                        PatientComments=routing)).returncode == 0  # fmt: skip
+    wait_for(lambda: archived(server.url, first), "the first study archived")
+    assert storescu(port, *series_files(tmp_path / "b", 1, study=second,
+                                        PatientComments=routing)).returncode == 0  # fmt: skip
+    rows = wait_for(lambda: prearchived(server.url, second), "the second study kept aside")
+    assert [(r["project"], r["name"], r["status"]) for r in rows] == [("ROUTE", "E1", "CONFLICT")]
+    assert archived(server.url, second) == []

@@ -207,15 +207,13 @@ class Builder:
             if waiting:
                 uri = add_to_prearchive(self.store, waiting[-1], session)
             else:
-                uri = to_prearchive(self.store, target, session, login=LOGIN)
+                uri = f"/data{to_prearchive(self.store, target, session, login=LOGIN).url}"
         return Built(uri, "prearchive", count)
 
     def _conflict(self, session: ImportSession, project: str, reason: str) -> Built:
         with self.store.transaction():
-            uri = to_prearchive(self.store, project, session, login=LOGIN)
-            parts = uri.split("/")  # /data/prearchive/projects/P/TIMESTAMP/FOLDER
-            row = self.store.get_prearc(parts[4], parts[5], parts[6])
-            if row is not None:
-                self.store.set_prearc_status(row, "CONFLICT", reason)
+            row = to_prearchive(self.store, project, session, login=LOGIN)
+            self.store.set_prearc_status(row, "CONFLICT", reason)
+        uri = f"/data{row.url}"
         log.warning("DICOM study %s: %s; it waits in the prearchive", session.uid, reason)
         return Built(uri, "conflict", session.file_count())

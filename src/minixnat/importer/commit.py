@@ -142,8 +142,11 @@ def _archive_scan(
 
 
 # -- the prearchive ------------------------------------------------------------------------
-def to_prearchive(store: Store, project: str, session: ImportSession, *, login: str) -> str:
-    """Move ``session``'s files into ``project``'s prearchive; return its ``/data`` URI.
+def to_prearchive(
+    store: Store, project: str, session: ImportSession, *, login: str
+) -> PrearcSession:
+    """Move ``session``'s files into ``project``'s prearchive; return its row (its ``/data``
+    URI is ``"/data" + row.url``).
 
     The row appears READY with every file in its folder, or not at all.
     """
@@ -168,7 +171,7 @@ def to_prearchive(store: Store, project: str, session: ImportSession, *, login: 
                 tx.move(item.source, folder / inner)
                 file_meta["source"] = inner.as_posix()
         store.set_prearc_meta(row, meta)
-    return f"/data{row.url}"
+    return row
 
 
 def session_from_prearc(store: Store, row: PrearcSession) -> ImportSession:

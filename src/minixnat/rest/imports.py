@@ -271,7 +271,8 @@ def _import(
         else:
             where = project.id if project else UNASSIGNED
             for session in built.sessions:
-                uris.append(to_prearchive(ctx.store, where, session, login=login))
+                row = to_prearchive(ctx.store, where, session, login=login)
+                uris.append(f"/data{row.url}")
     return _uri_list(request, uris)
 
 

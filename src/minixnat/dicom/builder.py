@@ -31,10 +31,12 @@ from minixnat.dicom.routing import Fields, Route, route
 from minixnat.dicom.spool import Spool, StudyFolder
 from minixnat.importer.build import BuildError, ImportSession, Options, build, safe_label
 from minixnat.importer.commit import (
+    DICOM_RECEIVER,
     CommitError,
     add_to_prearchive,
     archive_session,
     hash_files,
+    record_failure,
     to_prearchive,
 )
 from minixnat.store import Store
@@ -192,7 +194,7 @@ class Builder:
             try:
                 uri = archive_session(
                     self.store, project, session, login=LOGIN,
-                    overwrite="override" if same else "none",
+                    overwrite="override" if same else "none", how=DICOM_RECEIVER,
                 )  # fmt: skip
             except CommitError as exc:
                 return self._conflict(session, project.id, str(exc))
@@ -211,6 +213,11 @@ class Builder:
         return Built(uri, "prearchive", count)
 
     def _conflict(self, session: ImportSession, project: str, reason: str) -> Built:
+        owner = self.store.get_project(project)
+        if owner is not None:  # the session it would have changed records the refusal
+            record_failure(
+                self.store, owner, session.label, reason, login=LOGIN, how=DICOM_RECEIVER
+            )
         with self.store.transaction():
             row = to_prearchive(self.store, project, session, login=LOGIN)
             self.store.set_prearc_status(row, "CONFLICT", reason)

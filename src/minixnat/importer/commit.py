@@ -18,8 +18,11 @@ from minixnat.importer.build import ImportFile, ImportScan, ImportSession
 from minixnat.store import Experiment, Project, Store
 from minixnat.store.files import md5_of
 from minixnat.store.prearchive import PrearcSession
+from minixnat.store.workflows import COMPLETE, FAILED, TRANSFER
 
 OVERWRITE_MODES = ("none", "append", "delete", "override")
+# What archived a session, as its Transfer workflow record says.
+IMPORT, PREARCHIVE, DICOM_RECEIVER = "import service", "prearchive", "DICOM receiver"
 
 
 class CommitError(MinixnatError):
@@ -81,9 +84,19 @@ def check_conflicts(store: Store, project: Project, session: ImportSession, over
 
 
 def archive_session(
-    store: Store, project: Project, session: ImportSession, *, login: str, overwrite: str
+    store: Store,
+    project: Project,
+    session: ImportSession,
+    *,
+    login: str,
+    overwrite: str,
+    how: str = IMPORT,
 ) -> str:
-    """Archive ``session`` into ``project`` in one transaction; return its archive URI."""
+    """Archive ``session`` into ``project`` in one transaction; return its archive URI.
+
+    The same transaction writes the ``Transfer`` workflow record (``how``: what archived
+    it) and, unless the store says not to, queues the session's snapshots.
+    """
     hash_files([session])
     with store.transaction():
         check_conflicts(store, project, session, overwrite)
@@ -105,7 +118,31 @@ def archive_session(
             )
         for scan in session.scans.values():
             _archive_scan(store, project, experiment, scan, replace=overwrite != "append")
+        files = session.file_count()
+        store.add_workflow(
+            experiment,
+            TRANSFER,
+            COMPLETE,
+            user=login,
+            step="Archived",
+            src=how,
+            details=f"{files} file{'' if files == 1 else 's'} archived by the {how}",
+        )
+        if store.auto_snapshots:
+            store.queue_snapshots(experiment, user=login, why=f"archived by the {how}")
     return archive_uri(project.id, subject.label, experiment.label)
+
+
+def record_failure(
+    store: Store, project: Project, label: str, reason: str, *, login: str, how: str
+) -> None:
+    """A ``Failed`` Transfer record on ``project``'s session ``label`` (when it exists: a
+    refused overwrite of it), saying why.  Call it after the failed transaction ended."""
+    existing = _existing_session(store, project, label)
+    if existing is not None:
+        store.add_workflow(
+            existing, TRANSFER, FAILED, user=login, step="Refused", src=how, details=reason
+        )
 
 
 def _archive_scan(

@@ -18,11 +18,14 @@ from pathlib import Path, PurePosixPath
 from minixnat.http.messages import AnyResponse, HttpError, Request, Response
 from minixnat.importer.build import BuildError, Built, Options, build
 from minixnat.importer.commit import (
+    IMPORT,
     OVERWRITE_MODES,
+    PREARCHIVE,
     CommitError,
     archive_session,
     check_conflicts,
     hash_files,
+    record_failure,
     session_from_prearc,
     to_prearchive,
 )
@@ -253,26 +256,31 @@ def _import(
     login = ctx.user.login
     hash_files(built.sessions)
     uris: list[str] = []
-    # One transaction for the whole upload: every session of a bundle, or none of them.
-    with ctx.store.transaction():
-        if archive:
-            assert project is not None
-            try:
+    if archive:
+        assert project is not None
+        failing = ""
+        try:
+            # One transaction for the whole upload: every session of a bundle, or none.
+            with ctx.store.transaction():
                 for session in built.sessions:
+                    failing = session.label
                     check_conflicts(ctx.store, project, session, overwrite)
                 for session in built.sessions:
+                    failing = session.label
                     uris.append(
                         archive_session(
                             ctx.store, project, session, login=login, overwrite=overwrite
                         )
                     )
-            except CommitError as exc:
-                raise HttpError(exc.status, str(exc)) from exc
-        else:
-            where = project.id if project else UNASSIGNED
-            for session in built.sessions:
-                row = to_prearchive(ctx.store, where, session, login=login)
-                uris.append(f"/data{row.url}")
+        except CommitError as exc:
+            record_failure(ctx.store, project, failing, str(exc), login=login, how=IMPORT)
+            raise HttpError(exc.status, str(exc)) from exc
+        return _uri_list(request, uris)
+    where = project.id if project else UNASSIGNED
+    with ctx.store.transaction():
+        for session in built.sessions:
+            row = to_prearchive(ctx.store, where, session, login=login)
+            uris.append(f"/data{row.url}")
     return _uri_list(request, uris)
 
 
@@ -432,11 +440,19 @@ def _archive(ctx: WriteContext, request: Request, row: PrearcSession) -> str:
         # The archived session appears and the prearchive entry goes in one transaction.
         with ctx.store.transaction():
             uri = archive_session(
-                ctx.store, project, session, login=ctx.user.login, overwrite=overwrite
+                ctx.store,
+                project,
+                session,
+                login=ctx.user.login,
+                overwrite=overwrite,
+                how=PREARCHIVE,
             )
             ctx.store.delete_prearc(row)
     except CommitError as exc:
         ctx.store.set_prearc_status(row, "CONFLICT" if exc.status == 409 else "ERROR", str(exc))
+        record_failure(
+            ctx.store, project, session.label, str(exc), login=ctx.user.login, how=PREARCHIVE
+        )
         raise HttpError(exc.status, str(exc)) from exc
     except Exception as exc:
         ctx.store.set_prearc_status(row, "ERROR", str(exc))

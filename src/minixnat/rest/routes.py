@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from minixnat.http.access import Access
 from minixnat.http.messages import AnyResponse, HttpError, Request, Response, text
 from minixnat.importer.unpack import Limits
-from minixnat.rest import catalogs, imports, reads, search, sharing, users, writes
+from minixnat.rest import catalogs, imports, reads, search, sharing, users, workflows, writes
 from minixnat.rest.resolve import resolve
 from minixnat.store import Store, User
 
@@ -338,6 +338,35 @@ async def saved_searches(call: Call) -> AnyResponse:
     return search.saved(call.store, call.access, call.request, call.rest, document)
 
 
+# -- workflows and pipelines ---------------------------------------------------------------
+async def workflow_service(call: Call) -> AnyResponse:
+    names = "/".join(call.rest)
+    return workflows.service(call.store, call.access, call.request, names)
+
+
+async def workflow_record(call: Call) -> AnyResponse:
+    return workflows.one(call.store, call.access, call.request, call.params["id"])
+
+
+async def project_pipelines(call: Call) -> AnyResponse:
+    p = call.params
+    return workflows.pipelines(
+        call.access, call.store, call.request, p["project"], p.get("name", "")
+    )
+
+
+async def archive_spec(call: Call) -> AnyResponse:
+    return workflows.archive_spec(call.store, call.access, call.params["project"])
+
+
+async def launch_pipeline(call: Call) -> AnyResponse:
+    user = call.require_user()
+    p = call.params
+    return workflows.launch(
+        call.store, call.access, user.login, p["project"], p["name"], p["experiment"]
+    )
+
+
 # -- xapi and schemas ----------------------------------------------------------------------
 async def build_info(call: Call) -> AnyResponse:
     if "key" in call.params:
@@ -409,6 +438,7 @@ ROUTES: list[Route] = [
     _route("data/services/import", import_service),
     _route("data/services/archive", archive_service),
     _route("data/services/prearchive/{action}", prearchive_service),
+    _route("data/services/workflows/*", workflow_service, READ),
     _route("data/services/*", unknown_service),
     _route("data/version", not_found),
     _route("data/search", search_service),
@@ -423,6 +453,15 @@ ROUTES: list[Route] = [
     _route("data/users/{login}", site_users, READ),
     _route("data/projects/{project}/users", project_users, READ),
     _route("data/projects/{project}/users/{group}/{login}", membership, WRITE),
+    _route("data/workflows/{id}", workflow_record, READ),
+    _route("data/projects/{project}/pipelines", project_pipelines, READ),
+    _route("data/projects/{project}/pipelines/{name}", project_pipelines, READ),
+    _route("data/projects/{project}/archive_spec", archive_spec, READ),
+    _route(
+        "data/projects/{project}/pipelines/{name}/experiments/{experiment}",
+        launch_pipeline,
+        frozenset({"POST", "PUT"}),
+    ),
     _route("data/*", archive_write, WRITE),
     _route("data/*", archive_read, READ),
     _route("data/*", method_not_allowed),

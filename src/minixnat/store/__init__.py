@@ -11,6 +11,7 @@ One module per job, all parts of one :class:`Store`:
 - ``catalogs``: stored download selections;
 - ``searches``: saved searches;
 - ``prearchive``: sessions waiting to be archived;
+- ``workflows``: workflow records (archiving, snapshots), also the snapshot worker's queue;
 - ``check``: the consistency check of catalog rows against files on disk;
 - ``records``, ``names``, ``schema``, ``clock``: values, name rules, migrations, time.
 """
@@ -40,6 +41,7 @@ from minixnat.store.records import (
 )
 from minixnat.store.searches import SearchTables
 from minixnat.store.sharing import SharingTables
+from minixnat.store.workflows import Workflow, WorkflowTables
 
 
 class Store(
@@ -50,6 +52,7 @@ class Store(
     CatalogTables,
     SearchTables,
     PrearchiveTables,
+    WorkflowTables,
 ):
     """One archive root.  Thread-safe: one lock serialises access to the one connection."""
 
@@ -72,4 +75,5 @@ __all__ = [
     "StoreError",
     "Subject",
     "User",
+    "Workflow",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Each entry upgrades the schema from version ``index`` to ``index + 1``.
 MIGRATIONS: list[str] = [
@@ -245,6 +245,34 @@ MIGRATIONS: list[str] = [
         allowed_users TEXT NOT NULL DEFAULT '',
         document TEXT NOT NULL
     );
+    """,
+    # 4 -> 5: workflow records (XNAT's wrk:workflowData): one row per step of processing
+    # of an experiment, archiving ("Transfer") and snapshot generation.  Rows that are
+    # Queued or In Progress are the snapshot worker's queue, so it survives a restart.
+    """
+    CREATE TABLE workflows (
+        wrk_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        experiment_id TEXT NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+        project TEXT NOT NULL,
+        data_type TEXT NOT NULL,
+        pipeline_name TEXT NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status IN ('Queued', 'In Progress', 'Complete', 'Failed')),
+        launch_time TEXT NOT NULL,
+        current_step_launch_time TEXT NOT NULL,
+        current_step_id TEXT NOT NULL DEFAULT '',
+        step_description TEXT NOT NULL DEFAULT '',
+        percentage_complete TEXT NOT NULL DEFAULT '0.0',
+        create_user TEXT NOT NULL,
+        category TEXT NOT NULL DEFAULT 'SIDE_ADMIN',
+        type TEXT NOT NULL DEFAULT 'PROCESS',
+        src TEXT NOT NULL DEFAULT '',
+        comments TEXT NOT NULL DEFAULT '',
+        details TEXT NOT NULL DEFAULT '',
+        justification TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX workflows_experiment ON workflows(experiment_id);
+    CREATE INDEX workflows_status ON workflows(status);
     """,
 ]
 

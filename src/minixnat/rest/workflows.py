@@ -1,0 +1,225 @@
+"""Workflow records and the built-in pipelines, over XNAT's REST paths.
+
+- ``GET /data/services/workflows[/{PIPELINE[,PIPELINE…]}]?experiment=&project=&status=
+  &display=LATEST|ALL``: XNAT's workflow service.  Pipeline names match as substrings of
+  the recorded name, as XNAT's ``LIKE`` does.  For one experiment, ``display=LATEST`` (the
+  default) answers its newest record as an item document, ``ALL`` a table of all of them;
+  without an experiment the table holds the newest record of each experiment (XNAT needs
+  a pipeline name there; minixnat then lists every pipeline).
+- ``GET /data/workflows/{wrk_workflowData_id}``: one record (XML, or ``format=json``).
+- ``GET /data/projects/{P}/pipelines[/{NAME}]``, ``GET /data/projects/{P}/archive_spec``:
+  the pipelines a project offers, as pyxnat reads them.
+- ``POST /data/projects/{P}/pipelines/{NAME}/experiments/{E}``: launch a pipeline for one
+  session.  minixnat has one, the snapshot generator (``WebBasedQCImageCreator``).
+
+Records are shown only for experiments in projects the caller may read.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+from minixnat.http.access import Access
+from minixnat.http.messages import HttpError, Request, Response, text
+from minixnat.rest.tables import Table, render
+from minixnat.store import Experiment, Project, Store, Workflow
+from minixnat.store.workflows import SNAPSHOTS, SNAPSHOTS_STEP, STATES
+
+DATATYPE = "wrk:workflowData"
+NAMESPACE = "http://nrg.wustl.edu/workflow"
+# The pipelines a project offers: step name -> (descriptor path, description).
+PIPELINES = {
+    SNAPSHOTS_STEP: (SNAPSHOTS, "Makes a snapshot and a thumbnail of each scan (GIF)"),
+}
+# Record fields in XNAT's names, with how to read each from a Workflow.
+FIELDS: list[tuple[str, str]] = [
+    ("wrk_workflowData_id", "wrk_id"),
+    ("ID", "experiment_id"),
+    ("ExternalID", "project"),
+    ("data_type", "data_type"),
+    ("pipeline_name", "pipeline_name"),
+    ("status", "status"),
+    ("launch_time", "launch_time"),
+    ("current_step_launch_time", "current_step_launch_time"),
+    ("current_step_id", "current_step_id"),
+    ("step_description", "step_description"),
+    ("percentageComplete", "percentage_complete"),
+    ("create_user", "create_user"),
+    ("category", "category"),
+    ("type", "type"),
+    ("src", "src"),
+    ("comments", "comments"),
+    ("details", "details"),
+    ("justification", "justification"),
+]
+
+
+def fields_of(workflow: Workflow) -> dict[str, str]:
+    return {name: str(getattr(workflow, attr)) for name, attr in FIELDS}
+
+
+def service(store: Store, access: Access, request: Request, names: str) -> Response:
+    """``/data/services/workflows[/{names}]``."""
+    pipelines = [n.strip() for n in names.split(",") if n.strip()]
+    status = request.param("status") or None
+    if status is not None and status not in STATES:
+        raise HttpError(400, f"status must be one of {', '.join(STATES)}, not {status!r}.")
+    display = (request.param("display") or "LATEST").upper()
+    if display not in ("LATEST", "ALL"):
+        raise HttpError(400, f"display must be LATEST or ALL, not {display!r}.")
+    project_ref = request.param("project") or None
+    experiment_ref = request.param("experiment") or None
+    if experiment_ref is not None:
+        experiment = _experiment(store, access, project_ref, experiment_ref)
+        found = store.list_workflows(
+            experiment_id=experiment.id, pipelines=pipelines, status=status
+        )
+        if display == "LATEST":
+            if not found:
+                raise HttpError(
+                    404,
+                    f"Unable to find workflow entry for pipeline {names or '(any)'} and "
+                    f"experiment {experiment.id}.",
+                )
+            return item(found[0], request)
+        return render(_table(store, found, "All workflows"), request)
+    projects = _readable_projects(store, access, project_ref)
+    found = store.list_workflows(projects=projects, pipelines=pipelines, status=status)
+    latest: dict[str, Workflow] = {}
+    for workflow in found:  # newest first: keep the first of each experiment
+        latest.setdefault(workflow.experiment_id, workflow)
+    title = f"All {status or ''} workflows".replace("  ", " ")
+    return render(_table(store, list(latest.values()), title), request)
+
+
+def one(store: Store, access: Access, request: Request, wrk_id: str) -> Response:
+    """``/data/workflows/{id}``."""
+    workflow = store.get_workflow(int(wrk_id)) if wrk_id.isdigit() else None
+    project = store.get_project(workflow.project) if workflow else None
+    if workflow is None or project is None or not access.can_read(project):
+        raise HttpError(404, f"No workflow {wrk_id}.")
+    return item(workflow, request)
+
+
+def item(workflow: Workflow, request: Request) -> Response:
+    """One record as an item document: XML (``<wrk:Workflow …/>``) or ``format=json``."""
+    fields = fields_of(workflow)
+    fmt = (request.param("format") or "xml").lower()
+    if fmt == "json":
+        doc = {
+            "items": [
+                {
+                    "children": [],
+                    "meta": {"xsi:type": DATATYPE, "isHistory": False},
+                    "data_fields": fields,
+                }
+            ]
+        }
+        return Response(200, json.dumps(doc).encode(), "application/json;charset=UTF-8")
+    if fmt != "xml":
+        raise HttpError(400, f"Unsupported format {fmt!r} for a single object: use json or xml")
+    attrs = " ".join(
+        f"{name}={quoteattr(value)}"
+        for name, value in fields.items()
+        if value and name != "wrk_workflowData_id"
+    )
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<wrk:Workflow {attrs} xmlns:wrk="{NAMESPACE}" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"/>'
+    )
+    return Response(200, body.encode(), "text/xml;charset=UTF-8")
+
+
+def pipelines(
+    access: Access, store: Store, request: Request, project_ref: str, name: str
+) -> Response:
+    """``/data/projects/{P}/pipelines[/{name}]``."""
+    _project(store, access, project_ref)
+    if name:
+        if name not in PIPELINES:
+            raise HttpError(404, f"No pipeline {name} in project {project_ref}.")
+        path, description = PIPELINES[name]
+        body = {"Name": name, "Path": path, "Description": description, "Datatype": "All Datatypes"}
+        return Response(200, json.dumps(body).encode(), "application/json")
+    rows: list[dict[str, Any]] = [
+        {"Name": step, "Path": path, "Description": desc, "Datatype": "All Datatypes"}
+        for step, (path, desc) in PIPELINES.items()
+    ]
+    return render(Table(["Name", "Path", "Description", "Datatype"], rows), request)
+
+
+def archive_spec(store: Store, access: Access, project_ref: str) -> Response:
+    """``/data/projects/{P}/archive_spec``: the project's pipelines and their step ids."""
+    project = _project(store, access, project_ref)
+    steps = "".join(
+        f'<arc:descendant xsi:type="xnat:imageSessionData"><arc:pipeline stepId={quoteattr(step)}>'
+        f"<arc:name>{escape(step)}</arc:name><arc:location>{escape(path)}</arc:location>"
+        "</arc:pipeline></arc:descendant>"
+        for step, (path, _) in PIPELINES.items()
+    )
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<arc:project id={quoteattr(project.id)} xmlns:arc="http://nrg.wustl.edu/arc" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+        f"<arc:pipelines><arc:descendants>{steps}</arc:descendants></arc:pipelines></arc:project>"
+    )
+    return Response(200, body.encode(), "text/xml;charset=UTF-8")
+
+
+def launch(
+    store: Store, access: Access, login: str, project_ref: str, name: str, ref: str
+) -> Response:
+    """``POST /data/projects/{P}/pipelines/{name}/experiments/{E}``: queue a run; answers
+    the new record's ``wrk_workflowData_id``."""
+    project = _project(store, access, project_ref)
+    if name not in PIPELINES:
+        known = ", ".join(PIPELINES)
+        raise HttpError(404, f"No pipeline {name} in project {project.id}; minixnat has {known}.")
+    if not access.can_edit(project):
+        raise HttpError(403, f"You may not launch pipelines in project {project.id}.")
+    experiment = _experiment(store, access, project.id, ref)
+    if experiment.is_assessor:
+        raise HttpError(400, f"{experiment.label} is an assessor; snapshots are of image sessions.")
+    workflow = store.queue_snapshots(experiment, user=login, why="launched through the REST API")
+    return text(str(workflow.wrk_id))
+
+
+def _project(store: Store, access: Access, ref: str) -> Project:
+    project = store.get_project(ref)
+    if project is None or not access.can_read(project):
+        raise HttpError(404, f"No project {ref}.")
+    return project
+
+
+def _experiment(store: Store, access: Access, project_ref: str | None, ref: str) -> Experiment:
+    """An experiment by ID, or by label within ``project_ref``; 404 unless readable."""
+    found = store.get_experiment(ref)
+    if found is None and project_ref:
+        project = store.get_project(project_ref)
+        if project is not None:
+            found = store.resolve_experiment(project.id, ref)
+    project = store.get_project(found.project) if found else None
+    if found is None or project is None or not access.can_read(project):
+        raise HttpError(404, f"No experiment {ref}.")
+    return found
+
+
+def _readable_projects(store: Store, access: Access, ref: str | None) -> list[str]:
+    if ref is not None:
+        return [_project(store, access, ref).id]
+    return [p.id for p in store.list_projects() if access.can_read(p)]
+
+
+def _table(store: Store, found: list[Workflow], title: str) -> Table:
+    labels: dict[str, str] = {}
+    rows = []
+    for workflow in found:
+        if workflow.experiment_id not in labels:
+            experiment = store.get_experiment(workflow.experiment_id)
+            labels[workflow.experiment_id] = experiment.label if experiment else ""
+        rows.append({**fields_of(workflow), "label": labels[workflow.experiment_id]})
+    columns = [name for name, _ in FIELDS] + ["label"]
+    return Table(columns, rows, title=title)

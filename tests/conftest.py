@@ -56,7 +56,12 @@ class Server:
                 self.process.kill()
 
 
-def start_server(root: Path, *flags: str) -> Server:
+def start_server(root: Path, *flags: str, snapshots: bool = False) -> Server:
+    """``minixnat serve`` on a free port.  Without ``snapshots`` it makes none (the flag
+    ``--no-snapshots``): tests that compare a session's files with what they sent must not
+    meet a SNAPSHOTS resource that appears a moment after the import."""
+    if not snapshots:
+        flags = (*flags, "--no-snapshots")
     proc = subprocess.Popen(
         [BIN / "minixnat", "serve", "--root", str(root), "--port", "0", *flags],
         stdout=subprocess.PIPE,

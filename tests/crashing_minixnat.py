@@ -5,7 +5,9 @@ no cleanup, no flush beyond what already reached the kernel):
 
 - ``rename:N``: instead of the journal's (N+1)-th rename;
 - ``applied``: after every file move of a transaction, before SQLite commits;
-- ``finish``: after the commit, before the backups and the journal are removed.
+- ``finish``: after the commit, before the backups and the journal are removed;
+- ``snapshot:N``: in a snapshot run, as it stores the N-th scan's pictures (its files
+  written, the transaction not committed).
 
 Run as ``python -m tests.crashing_minixnat serve --root ROOT --port 0``.
 """
@@ -51,6 +53,19 @@ def plant(point: str) -> None:
             os._exit(KILLED)
 
         journal.Journal.apply = apply_then_die  # type: ignore[method-assign]
+    elif kind == "snapshot":
+        from minixnat.snapshots import generate
+
+        store_pictures = generate._store_pictures
+        calls = [0]
+
+        def store_then_die(*args: Any) -> None:
+            store_pictures(*args)
+            calls[0] += 1
+            if calls[0] >= int(count):
+                os._exit(KILLED)
+
+        generate._store_pictures = store_then_die  # type: ignore[assignment]
     elif kind == "finish":
         journal.Journal.finish = lambda self: os._exit(KILLED)  # type: ignore[method-assign]
     else:

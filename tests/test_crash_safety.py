@@ -35,10 +35,12 @@ RESOURCE = "/data/projects/NEW/resources/STATS"
 CRASH_POINTS = ["rename:0", "rename:4", "rename:8", "applied", "finish"]
 
 
-def crashing_server(root: Path, point: str) -> subprocess.Popen[str]:
+def crashing_server(root: Path, point: str, *, snapshots: bool = False) -> subprocess.Popen[str]:
+    """A server that dies at ``point``; no snapshots unless asked for (a snapshot run's own
+    file moves would meet the crash planted for the request)."""
     command = [sys.executable, "-m", "tests.crashing_minixnat", "serve", "--root", str(root)]
     proc = subprocess.Popen(
-        [*command, "--port", "0"],
+        [*command, "--port", "0", *([] if snapshots else ["--no-snapshots"])],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "CRASH_AT": point},

@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         demo.add_argument(
             f"--{name}", type=_non_negative_int, default=default, help=f"(default {default})"
         )
+    demo.add_argument(
+        "--snapshots",
+        action="store_true",
+        help="queue a snapshot run for every session (made when the archive is served)",
+    )
 
     serve = sub.add_parser("serve", help="serve an archive over XNAT's REST API")
     serve.add_argument("--root", type=Path, required=True, help="the archive folder to serve")
@@ -97,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write one line per request (time, client, method, path, status, bytes, ms) "
         "to FILE, or to stdout with '-'; query strings and token secrets are left out",
+    )
+
+    serve.add_argument(
+        "--no-snapshots",
+        action="store_true",
+        help="do not make snapshots of sessions as they are archived (a pipeline launch "
+        "through the REST API still makes them for one session)",
     )
 
     dicom = serve.add_argument_group("DICOM receiver (C-ECHO, C-STORE)")
@@ -262,7 +274,7 @@ def serve(args: argparse.Namespace) -> int:
             sock.close()
             print(f"minixnat: cannot start the DICOM receiver: {exc}", file=sys.stderr)
             return 2
-    app = App(store, faults, access_log=access_log)
+    app = App(store, faults, access_log=access_log, snapshots=not args.no_snapshots)
     print(f"minixnat listening on {url_of(sock)}", flush=True)
     if receiver is not None:
         print(receiver.line, flush=True)
@@ -271,6 +283,7 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         if receiver is not None:
             receiver.stop()
+        app.close()
     return 0
 
 
@@ -307,7 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file_kb=args.file_kb,
                 seed=args.seed,
             )
-            generate(args.root, spec).close()
+            store = generate(args.root, spec)
+            if args.snapshots:
+                for experiment in store.list_experiments(sessions_only=True):
+                    store.queue_snapshots(experiment, user="admin", why="demo data")
+            store.close()
             print(f"demo archive written to {args.root} (admin / admin)")
             return 0
         if args.command == "serve":

@@ -56,10 +56,15 @@ def start(
     password: str = ADMIN_PASSWORD,
     host: str = "127.0.0.1",
     port: int = 0,
+    snapshots: bool = False,
     **faults: Any,
 ) -> MiniXnat:
     """Serve ``root`` (created if needed, with ``user`` as site admin) in a background
-    thread.  ``faults`` are the fault switches of ``minixnat serve`` (``latency_ms=…``)."""
+    thread.  ``faults`` are the fault switches of ``minixnat serve`` (``latency_ms=…``).
+
+    Unlike ``minixnat serve``, sessions get no snapshots when archived unless
+    ``snapshots=True``: a SNAPSHOTS resource appearing some time after an import would
+    make a test's listings depend on timing."""
     # Imported here: loading the plugin must not need the server's dependencies.
     from minixnat.server.app import App
     from minixnat.server.faults import Faults
@@ -71,7 +76,7 @@ def start(
     if store.check_password(user, password) is None:
         store.add_user(user, password, admin=True)
     sock = listening_socket(host, port)
-    running = Background(App(store, Faults(**faults)), sock)
+    running = Background(App(store, Faults(**faults), snapshots=snapshots), sock)
     return MiniXnat(url_of(sock), user, password, root, (running, store))
 
 

@@ -37,6 +37,7 @@ from minixnat.rest import catalogs, routes
 from minixnat.server.accesslog import AccessLog, loggable_path
 from minixnat.server.auth import Authenticator, Caller
 from minixnat.server.faults import Chaos, Faults, send_response
+from minixnat.snapshots.worker import SnapshotWorker
 from minixnat.store import Store
 from minixnat.store.clock import Clock
 
@@ -55,8 +56,13 @@ class App:
         *,
         clock: Clock | None = None,
         access_log: AccessLog | None = None,
+        snapshots: bool = True,
     ) -> None:
         self.store = store
+        # Archiving queues snapshot runs unless turned off; the worker also does runs
+        # launched through the REST API, so it runs either way.
+        store.auto_snapshots = snapshots
+        self.snapshots = SnapshotWorker(store)
         self.faults = faults or Faults()
         self.limits = limits or Limits()
         self.chaos = Chaos(self.faults)
@@ -69,6 +75,10 @@ class App:
         # Signs the pages' form tokens; kept in the archive, so forms rendered before a
         # restart still work after it.
         self.pages = Pages(store, self.auth, store.site_secret("pages"), catalogs)
+
+    def close(self) -> None:
+        """Stop the background work (a snapshot run under way is finished first)."""
+        self.snapshots.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

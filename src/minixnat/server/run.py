@@ -52,6 +52,7 @@ class Background:
     """A server answering on ``sock`` from a daemon thread until :meth:`stop`."""
 
     def __init__(self, app: App, sock: socket.socket) -> None:
+        self.app = app
         self.server = server_for(app)
         self.sock = sock
         self.thread = threading.Thread(
@@ -69,3 +70,4 @@ class Background:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.sock.close()
+        self.app.close()

@@ -405,3 +405,64 @@ def test_keyboard_alone_prepares_a_download(page: Page, site: Server) -> None:
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", level=1)).to_have_text("Your download is ready")
     expect(page.get_by_role("link", name="Download XML catalog")).to_be_visible()
+
+
+@pytest.fixture(scope="module")
+def snapshot_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A demo archive served with snapshots on, once every session's run is Complete."""
+    import time
+
+    from tests.conftest import make_archive
+
+    root = make_archive(tmp_path_factory.mktemp("snapshots") / "archive", "--snapshots")
+    server = start_server(root, snapshots=True)
+    sessions = [
+        r["ID"] for r in api(server, "/data/experiments?format=json") if "_QC" not in r["label"]
+    ]
+    deadline = time.monotonic() + 120
+    while True:
+        runs = api(server, "/data/services/workflows/WebBasedQCImageCreator?format=json")
+        if len(runs) == len(sessions) and all(r["status"] == "Complete" for r in runs):
+            break
+        assert time.monotonic() < deadline, f"snapshots not done: {runs}"
+        time.sleep(0.2)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("width", ["laptop", "tablet"])
+def test_session_page_shows_each_scans_snapshot(
+    page: Page, snapshot_site: Server, width: str
+) -> None:
+    """Issue 21: each scan's thumbnail on the session page, linking to the full image; one
+    thumbnail per scan type on the download page; accessible and without sideways scroll."""
+    site = snapshot_site
+    page.set_viewport_size(LAPTOP if width == "laptop" else TABLET)
+    log_in(page, site)
+    eid = next(
+        r["ID"]
+        for r in api(site, "/data/experiments?format=json")
+        if r["label"] == "DEMO01_S001_MR1"
+    )
+    scans = api(site, f"/data/experiments/{eid}/scans?format=json")
+    page.goto(f"{site.url}/app/experiments/{eid}")
+    thumbs = page.locator("img.thumb")
+    expect(thumbs).to_have_count(len(scans))
+    page.wait_for_load_state("networkidle")
+    sizes = thumbs.evaluate_all("imgs => imgs.map(i => [i.complete, i.naturalWidth])")
+    assert all(done and natural > 0 for done, natural in sizes), sizes
+    expect(page.get_by_role("rowheader", name="WebBasedQCImageCreator")).to_be_visible()
+    assert_accessible(page, "session page with snapshots")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the session page scrolls sideways by {overflow}px"
+    shot(page, f"{width}-session-snapshots")
+    first = thumbs.first.locator("xpath=ancestor::a").get_attribute("href")
+    assert first is not None
+    assert first.endswith("_qc.gif")
+    full = requests.get(site.url + first, auth=ADMIN, timeout=30)
+    assert full.headers["content-type"].startswith("image/gif")
+    page.goto(f"{site.url}/app/download?project=DEMO01")
+    pictures = page.locator("fieldset[data-kind=type] img.type-thumb")
+    expect(pictures).to_have_count(page.locator("fieldset[data-kind=type] li").count())
+    assert_accessible(page, "download page with snapshots")
+    shot(page, f"{width}-download-snapshots")

@@ -2,11 +2,11 @@
 
 For one ``seed`` and the same counts, every file has the same bytes (so the same MD5) on every
 machine: UIDs come from :func:`pydicom.uid.generate_uid` with fixed entropy sources, pixel
-data from a seeded PRNG, and nothing reads the clock.  Each project gets MR, CT and PET
-sessions over a spread of dates; each session several scans of different types and series
-descriptions; scan qualities ``usable``, ``questionable`` and ``unusable``; a session resource,
-an assessor and a reconstruction; a NIFTI resource with a file in a sub-folder; and the site
-admin ``admin`` / ``admin``.
+data is a drawn phantom with noise from a seeded PRNG, and nothing reads the clock.  Each
+project gets MR, CT and PET sessions over a spread of dates; each session several scans of
+different types and series descriptions; scan qualities ``usable``, ``questionable`` and
+``unusable``; a session resource, an assessor and a reconstruction; a NIFTI resource with a
+file in a sub-folder; and the site admin ``admin`` / ``admin``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
@@ -131,11 +132,39 @@ def make_dicom(
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 0
-    rng = random.Random(f"{seed}:{sop_uid}")
-    ds.PixelData = rng.randbytes(rows * columns * 2)
+    ds.PixelData = phantom(rows, columns, modality, instance, random.Random(f"{seed}:{sop_uid}"))
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+# Intensities of the phantom's parts per modality: background, scalp and skull, brain,
+# ventricles.  MR shows soft tissue, CT bone, PET a bright cortex.
+PHANTOM_LEVELS = {
+    "MR": (0, 300, 900, 1800),
+    "CT": (0, 2400, 1040, 1010),
+    "PT": (0, 200, 1500, 300),
+}
+
+
+def phantom(rows: int, columns: int, modality: str, instance: int, rng: random.Random) -> bytes:
+    """16-bit little-endian pixels of a head-like phantom (an oval skull around a brain with
+    two ventricles that grow with the slice number) plus a little seeded noise: a picture a
+    person recognises in a snapshot, and bytes that depend only on the arguments."""
+    background, skull, brain, ventricle = PHANTOM_LEVELS.get(modality, PHANTOM_LEVELS["MR"])
+    y, x = np.mgrid[0:rows, 0:columns].astype(np.float64)
+    u = (x - columns / 2) / (columns * 0.42)
+    v = (y - rows / 2) / (rows * 0.46)
+    radius = u * u + v * v
+    image = np.full((rows, columns), float(background))
+    image[radius <= 1.0] = skull
+    image[radius <= 0.8] = brain
+    size = 0.04 + 0.02 * (instance % 5)
+    for side in (-0.18, 0.18):
+        image[((u - side) / 0.5) ** 2 + (v / 1.6) ** 2 <= size] = ventricle
+    noise = np.frombuffer(rng.randbytes(rows * columns), dtype=np.uint8).reshape(rows, columns)
+    pixels = image + noise.astype(np.float64) * (0.1 * max(brain, 1) / 255)
+    return np.clip(pixels, 0, 65535).astype("<u2").tobytes()
 
 
 def _nifti_like(seed: int, name: str, size: int) -> bytes:

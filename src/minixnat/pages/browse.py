@@ -11,7 +11,8 @@ from minixnat.http.access import Access
 from minixnat.http.messages import HttpError, Response
 from minixnat.pages.render import page
 from minixnat.pages.visit import LoginNeeded, Visit, readable_project
-from minixnat.store import Experiment, Project, Resource, Scan, Store, Subject
+from minixnat.store import Experiment, Project, Resource, Scan, Store, Subject, Workflow
+from minixnat.store.workflows import SNAPSHOTS
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,39 @@ class ResourceView:
     @property
     def size(self) -> int:
         return sum(f[1] for f in self.files)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A scan's snapshot pictures, by the API URLs they download from."""
+
+    thumbnail: str
+    full: str
+
+
+def scan_snapshot(store: Store, session: Experiment, scan: Scan) -> Snapshot | None:
+    """The scan's SNAPSHOTS thumbnail and full-size picture, if it has both."""
+    resource = store.get_resource_by_label("scan", str(scan.pk), "SNAPSHOTS")
+    if resource is None:
+        return None
+    by_content = {row.content: row.path for row in store.list_files(resource.pk)}
+    if "THUMBNAIL" not in by_content or "ORIGINAL" not in by_content:
+        return None
+    owner = f"/data/experiments/{_seg(session.id)}/scans/{_seg(scan.scan_id)}"
+    return Snapshot(
+        file_url(owner, resource, by_content["THUMBNAIL"]),
+        file_url(owner, resource, by_content["ORIGINAL"]),
+    )
+
+
+def _snapshot_state(records: list[Workflow]) -> str:
+    """What a scan without pictures shows: why there are none (yet)."""
+    runs = [w for w in records if w.pipeline_name == SNAPSHOTS]
+    if not runs:
+        return "none made"
+    return {"Queued": "queued", "In Progress": "being made", "Failed": "failed"}.get(
+        runs[0].status, "no image"
+    )
 
 
 def _seg(text: str) -> str:
@@ -131,7 +165,11 @@ def _scan_resources(store: Store, scan: Scan) -> list[tuple[Resource, int, int]]
 
 def session(store: Store, access: Access, visit: Visit, eid: str) -> Response:
     found, proj = readable_session(store, access, eid)
-    scans = [(scan, _scan_resources(store, scan)) for scan in store.list_scans(found.id)]
+    records = store.list_workflows(experiment_id=found.id)
+    scans = [
+        (scan, _scan_resources(store, scan), scan_snapshot(store, found, scan))
+        for scan in store.list_scans(found.id)
+    ]
     resources = [
         (res, *store.resource_stats(res.pk)) for res in store.list_resources("experiment", found.id)
     ]
@@ -145,6 +183,8 @@ def session(store: Store, access: Access, visit: Visit, eid: str) -> Response:
         resources=resources,
         assessors=store.list_experiments(session_id=found.id),
         recons=store.list_recons(found.id),
+        workflows=records,
+        no_snapshot=_snapshot_state(records),
     )
 
 

@@ -28,6 +28,7 @@ PATH_OPTIONS = {
 class ScanChoice:
     type: str
     formats: tuple[str, ...]
+    snapshot: str = ""  # the URL of its snapshot thumbnail, if it has one
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class SessionChoices:
 class Option:
     value: str
     count: int
+    picture: str = ""  # a thumbnail of one scan of this type
 
     @property
     def label(self) -> str:
@@ -70,9 +72,15 @@ class Tallies:
     recons: list[Option] = field(default_factory=list)
 
 
-def _options(listed: Iterable[str], counted: Iterable[str]) -> list[Option]:
+def _options(
+    listed: Iterable[str], counted: Iterable[str], pictures: dict[str, str] | None = None
+) -> list[Option]:
     counts = Counter(counted)
-    return [Option(value, counts[value]) for value in sorted(set(listed), key=str.lower)]
+    pictures = pictures or {}
+    return [
+        Option(value, counts[value], pictures.get(value, ""))
+        for value in sorted(set(listed), key=str.lower)
+    ]
 
 
 def tally(sessions: Sequence[SessionChoices], chosen: set[str]) -> Tallies:
@@ -90,6 +98,7 @@ def tally(sessions: Sequence[SessionChoices], chosen: set[str]) -> Tallies:
         types=_options(
             (sc.type or NO_TYPE for s in sessions for sc in s.scans),
             (sc.type or NO_TYPE for s in picked for sc in s.scans),
+            _first_pictures(sessions),
         ),
         resources=_options(
             (r for s in sessions for r in s.resources),
@@ -102,6 +111,16 @@ def tally(sessions: Sequence[SessionChoices], chosen: set[str]) -> Tallies:
             (r for s in sessions for r in s.recons), (r for s in picked for r in s.recons)
         ),
     )
+
+
+def _first_pictures(sessions: Sequence[SessionChoices]) -> dict[str, str]:
+    """One snapshot thumbnail per scan type: the first listed scan of the type with one."""
+    found: dict[str, str] = {}
+    for s in sessions:
+        for sc in s.scans:
+            if sc.snapshot:
+                found.setdefault(sc.type or NO_TYPE, sc.snapshot)
+    return found
 
 
 class FormError(ValueError):

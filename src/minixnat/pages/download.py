@@ -21,7 +21,7 @@ from typing import Protocol
 
 from minixnat.http.access import Access
 from minixnat.http.messages import HttpError, Request, Response
-from minixnat.pages.browse import readable_session
+from minixnat.pages.browse import readable_session, scan_snapshot
 from minixnat.pages.choices import (
     METHODS,
     NO_TYPE,
@@ -69,7 +69,11 @@ DEFAULT_OPTIONS = ("include_project", "include_subject")
 def session_choices(store: Store, session: Experiment) -> SessionChoices:
     subject = store.get_subject(session.subject_id)
     scans = tuple(
-        ScanChoice(scan.type, tuple(r.label for r in store.list_resources("scan", str(scan.pk))))
+        ScanChoice(
+            scan.type,
+            tuple(r.label for r in store.list_resources("scan", str(scan.pk))),
+            snapshot.thumbnail if (snapshot := scan_snapshot(store, session, scan)) else "",
+        )
         for scan in store.list_scans(session.id)
     )
     return SessionChoices(

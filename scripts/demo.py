@@ -8,11 +8,15 @@ SERVE=1``) the server stays up, with its web pages, until Ctrl-C.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -43,6 +47,23 @@ def next_steps(url: str, out: Path, serving: bool) -> str:
     ]).rstrip()  # fmt: skip
 
 
+def snapshots_done(url: str, timeout: float = 60.0) -> bool:
+    """Wait until the server has made every queued snapshot run (so the download that
+    follows sees each session whole, pictures included)."""
+    request = urllib.request.Request(
+        f"{url}/data/services/workflows/WebBasedQCImageCreator?format=json",
+        headers={"Authorization": "Basic " + base64.b64encode(b"admin:admin").decode()},
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            rows = json.load(answer)["ResultSet"]["Result"]
+        if rows and all(r["status"] in ("Complete", "Failed") for r in rows):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def main() -> int:
     serving = "--serve" in sys.argv[1:]
     work = Path(tempfile.mkdtemp(prefix="xnat-demo-"))
@@ -66,6 +87,7 @@ def main() -> int:
             "8",
             "--file-kb",
             "128",
+            "--snapshots",
         ],
         check=True,
     )
@@ -81,7 +103,11 @@ def main() -> int:
             print(f"demo: minixnat did not start: {line!r}", file=sys.stderr)
             return 1
         url = line.rsplit(" ", 1)[1]
-        print(f"demo: {line}; downloading project DEMO01 into {out}/", flush=True)
+        print(f"demo: {line}; making snapshots of every scan", flush=True)
+        if not snapshots_done(url):
+            print("demo: the snapshots did not finish within a minute", file=sys.stderr)
+            return 1
+        print(f"demo: downloading project DEMO01 into {out}/", flush=True)
         env = {**os.environ, "XNAT_USER": "admin", "XNAT_PASS": "admin"}
         done = subprocess.run(
             [

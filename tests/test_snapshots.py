@@ -424,3 +424,56 @@ def test_a_crash_mid_generation_is_finished_after_restart(tmp_path: Path) -> Non
         server.stop()
     assert_consistent(root)
     assert not os.listdir(root / "tmp")
+
+
+def test_the_client_downloads_snapshots_and_reports_workflow_state(
+    snap_server: Server, tmp_path: Path
+) -> None:
+    """``download --resource SNAPSHOTS`` fetches the GIFs, verified; ``ls --json`` says per
+    session whether its newest workflow is complete."""
+    import hashlib
+    import json
+
+    from tests.test_download import cli
+
+    server = snap_server
+    good = import_zip(server, study_zip(tmp_path / "good"))
+    assert wait_done(server, good)["status"] == "Complete"
+    code, out, err = cli(
+        "download", "-w", server.url, "-p", "SNAP", "--resource", "SNAPSHOTS",
+        "-o", str(tmp_path / "out"), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["verified"] == 8  # scans 1 to 4, two pictures each
+    served = {r["Name"]: r["digest"] for scan in "1234" for r in snapshot_rows(server, good, scan)}
+    fetched = {
+        p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in (tmp_path / "out").rglob("*.gif")
+    }
+    assert fetched == served
+    # the broken session's snapshot run failed: not complete; a demo session has no records
+    requests.put(f"{server.url}/data/projects/SNAP2", auth=ADMIN, timeout=30)
+    body = study_zip(tmp_path / "broken", broken=True)
+    done = requests.post(
+        f"{server.url}/data/services/import?PROJECT_ID=SNAP2&SUBJECT_ID=S2&EXPT_LABEL=S2_MR"
+        "&dest=/archive",
+        data=body,
+        headers={"Content-Type": "application/zip"},
+        auth=ADMIN,
+        timeout=60,
+    )
+    assert done.status_code == 200, done.text
+    broken = get(server, "/data/projects/SNAP2/experiments/S2_MR", format="json").json()
+    broken_id = broken["items"][0]["data_fields"]["ID"]
+    assert wait_done(server, broken_id)["status"] == "Failed"
+    states = {}
+    for project in ("SNAP", "SNAP2", "DEMO01"):
+        code, out, err = cli("ls", "-w", server.url, "-p", project, "--json")
+        assert code == 0, err
+        states.update({s["id"]: s["workflows"] for s in json.loads(out)["sessions"]})
+    assert states[good]["complete"] is True
+    assert states[good]["latest"]["pipeline"] == SNAPSHOTS
+    assert states[broken_id]["complete"] is False
+    assert states[broken_id]["latest"]["status"] == "Failed"
+    demo = [s for eid, s in states.items() if eid not in (good, broken_id)]
+    assert demo
+    assert all(s == {"complete": True, "latest": None} for s in demo)

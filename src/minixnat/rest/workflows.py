@@ -1,11 +1,11 @@
 """Workflow records and the built-in pipelines, over XNAT's REST paths.
 
 - ``GET /data/services/workflows[/{PIPELINE[,PIPELINE…]}]?experiment=&project=&status=
-  &display=LATEST|ALL``: XNAT's workflow service.  Pipeline names match as substrings of
-  the recorded name, as XNAT's ``LIKE`` does.  For one experiment, ``display=LATEST`` (the
-  default) answers its newest record as an item document, ``ALL`` a table of all of them;
-  without an experiment the table holds the newest record of each experiment (XNAT needs
-  a pipeline name there; minixnat then lists every pipeline).
+  &display=LATEST|ALL``: XNAT's workflow service.  Pipeline names match the recorded name
+  as XNAT's ``LIKE '%name%'`` does (``%`` matches them all).  For one experiment,
+  ``display=LATEST`` (the default) answers its newest record as an item document, ``ALL``
+  a table of all of them; without an experiment the table holds the newest record of each
+  experiment (XNAT needs a pipeline name there; minixnat then lists every pipeline).
 - ``GET /data/workflows/{wrk_workflowData_id}``: one record (XML, or ``format=json``).
 - ``GET /data/projects/{P}/pipelines[/{NAME}]``, ``GET /data/projects/{P}/archive_spec``:
   the pipelines a project offers, as pyxnat reads them.

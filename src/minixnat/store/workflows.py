@@ -139,8 +139,8 @@ class WorkflowTables(Database):
         pipelines: list[str] | None = None,
         status: str | None = None,
     ) -> list[Workflow]:
-        """Workflows, newest launch first.  ``pipelines`` match as substrings of the
-        pipeline name (XNAT's ``LIKE '%name%'``)."""
+        """Workflows, newest launch first.  ``pipelines`` match the pipeline name as
+        XNAT's ``LIKE '%name%'`` does (so ``%`` matches every pipeline)."""
         where: list[str] = []
         args: list[object] = []
         if experiment_id is not None:
@@ -150,8 +150,9 @@ class WorkflowTables(Database):
             where.append(f"project IN ({','.join('?' * len(projects))})")
             args.extend(projects)
         if pipelines:
-            where.append("(" + " OR ".join("instr(pipeline_name, ?) > 0" for _ in pipelines) + ")")
-            args.extend(pipelines)
+            like = " OR ".join("pipeline_name LIKE ? ESCAPE '\\'" for _ in pipelines)
+            where.append(f"({like})")
+            args.extend(f"%{_like_text(name)}%" for name in pipelines)
         if status is not None:
             where.append("status=?")
             args.append(status)
@@ -169,3 +170,9 @@ class WorkflowTables(Database):
             (pipeline, QUEUED, IN_PROGRESS),
         )
         return [Workflow(**dict(r)) for r in rows]
+
+
+def _like_text(name: str) -> str:
+    """A pipeline name in a LIKE pattern: ``_`` and ``\\`` literal (pipeline names hold
+    underscores), ``%`` a wildcard as in XNAT's query."""
+    return name.replace("\\", "\\\\").replace("_", "\\_")

@@ -1,7 +1,8 @@
 """The Python API, one module per job, every call taking the server first:
 
 - :mod:`.connection`: :class:`Connection`, how to reach a server;
-- :mod:`.download`: :func:`plan`, :func:`download`, :func:`ls`, :func:`list_projects`;
+- :mod:`.download`: :func:`plan`, :func:`download`, :func:`ls`, :func:`list_projects`,
+  :func:`session_workflows`;
 - :mod:`.upload`: :func:`upload`, :func:`upload_subjects`;
 - :mod:`.xget`, :mod:`.copy`, :mod:`.verify`, :mod:`.manage` (projects, the prearchive);
 - :mod:`.cluster`: Slurm job arrays and their status;
@@ -22,12 +23,15 @@ from xnat_downloader.api.download import (
     plan,
     projects_for_sessions,
     scan_type_counts,
+    session_workflows,
 )
+from xnat_downloader.xnat.model import WorkflowState
 
 __all__ = [
     "Connection",
     "PlanResult",
     "Report",
+    "WorkflowState",
     "check_output_dir",
     "download",
     "list_projects",
@@ -35,4 +39,5 @@ __all__ = [
     "plan",
     "projects_for_sessions",
     "scan_type_counts",
+    "session_workflows",
 ]

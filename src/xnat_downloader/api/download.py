@@ -52,9 +52,10 @@ from xnat_downloader.transfer.prune import prune_files
 from xnat_downloader.transfer.state import State
 from xnat_downloader.transfer.workdir import StateFolder
 from xnat_downloader.xnat.documents import document_files
-from xnat_downloader.xnat.model import Project, Scan, Session
+from xnat_downloader.xnat.model import Project, Scan, Session, WorkflowState
 from xnat_downloader.xnat.parse import catalog_link, same_server
 from xnat_downloader.xnat.selection import Selection
+from xnat_downloader.xnat.services import latest_workflows
 from xnat_downloader.xnat.walk import Gap, KnownSession, catalog_files, projects_of_sessions, walk
 from xnat_downloader.xnat.walk import list_projects as _list_projects
 
@@ -194,6 +195,30 @@ def ls(
 ) -> PlanResult:
     """What a selection matches: sessions, scans (with types) and files, with sizes."""
     return plan(url, selection, user=user, password=password)
+
+
+def session_workflows(
+    url: str | Connection,
+    projects: Sequence[str],
+    *,
+    user: str | None = None,
+    password: str | None = None,
+) -> dict[str, WorkflowState] | None:
+    """The newest workflow record of each session of ``projects`` (archiving, snapshots,
+    pipelines), by session ID; a session with none is absent.  None when the server has no
+    workflow service.  One request per project."""
+
+    async def run(conn: Connection) -> dict[str, WorkflowState] | None:
+        found: dict[str, WorkflowState] = {}
+        async with conn.client() as xs:
+            for project in dict.fromkeys(projects):
+                states = await latest_workflows(xs, project)
+                if states is None:
+                    return None
+                found.update(states)
+        return found
+
+    return asyncio.run(run(_conn(url, user, password)))
 
 
 def list_projects(

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from xnat_downloader import api
 from xnat_downloader._version import __version__
@@ -558,6 +558,7 @@ def _ls(conn: api.Connection, selection: Selection, args: argparse.Namespace, ou
     result = api.ls(conn, selection)
     counts = api.scan_type_counts(result.scans)
     if args.json:
+        states = api.session_workflows(conn, [s.project for s in result.sessions])
         print(
             json.dumps(
                 {
@@ -569,6 +570,7 @@ def _ls(conn: api.Connection, selection: Selection, args: argparse.Namespace, ou
                             "subject": s.subject_label,
                             "date": str(s.date or ""),
                             "xsiType": s.xsi_type,
+                            "workflows": _workflows_entry(states, s.id),
                         }
                         for s in result.sessions
                     ],
@@ -597,6 +599,20 @@ def _ls(conn: api.Connection, selection: Selection, args: argparse.Namespace, ou
         file=out,
     )
     return EXIT_OK
+
+
+def _workflows_entry(states: dict[str, api.WorkflowState] | None, session: str) -> Any:
+    """``ls --json``'s per-session workflow state: ``complete`` is true when the session's
+    newest workflow record is Complete or it has none (nothing is waiting); null when the
+    server has no workflow service."""
+    if states is None:
+        return None
+    state = states.get(session)
+    if state is None:
+        return {"complete": True, "latest": None}
+    latest = {"pipeline": state.pipeline, "status": state.status, "step": state.step,
+              "launched": state.launched}  # fmt: skip
+    return {"complete": state.complete, "latest": latest}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,6 +29,21 @@ class Session:
 
 
 @dataclass(frozen=True)
+class WorkflowState:
+    """A session's newest workflow record (XNAT's ``wrk:workflowData``): what processing
+    (archiving, snapshots, pipelines) last did to it."""
+
+    pipeline: str  # the name without folder and extension, e.g. WebBasedQCImageCreator
+    status: str  # Queued, In Progress, Complete, Failed (or a pipeline's own word)
+    step: str = ""
+    launched: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.status.lower() == "complete"
+
+
+@dataclass(frozen=True)
 class Scan:
     session_id: str
     id: str

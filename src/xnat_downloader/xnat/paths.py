@@ -28,6 +28,11 @@ def project(pid: str) -> str:
     return f"/data/projects/{q(pid)}"
 
 
+# XNAT's workflow service matches the pipeline name with SQL ``LIKE '%name%'`` and needs a
+# name when no experiment is given: ``%`` names every pipeline.
+ALL_WORKFLOWS = "/data/services/workflows/%25"
+
+
 def project_subjects(pid: str) -> str:
     return f"{project(pid)}/subjects"
 

@@ -1,5 +1,5 @@
-"""XNAT services the uploads use: the import service and the digest listings that prove
-what a server holds."""
+"""XNAT services: the import service and the digest listings that prove what a server
+holds (for uploads), and the workflow service (what processing did to each session)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from xnat_downloader.errors import NotFound, ServerError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.xnat import paths
+from xnat_downloader.xnat.model import WorkflowState
 from xnat_downloader.xnat.parse import parse_uri_list, result_rows
 
 
@@ -93,3 +94,26 @@ async def prearchive_rows(xs: XnatClient, project: str | None) -> list[dict[str,
     """The prearchive listing (of ``project`` only, if given), a row per session."""
     listing = await xs.get_json(paths.prearchive(project), what="the prearchive")
     return result_rows(listing, "the prearchive")
+
+
+async def latest_workflows(xs: XnatClient, project: str) -> dict[str, WorkflowState] | None:
+    """The newest workflow record of each of ``project``'s experiments, by experiment ID;
+    None when the server has no workflow service."""
+    what = f"the workflows of {project}"
+    try:
+        listing = await xs.get_json(paths.ALL_WORKFLOWS, params={"project": project}, what=what)
+    except NotFound:
+        return None
+    found: dict[str, WorkflowState] = {}
+    for row in result_rows(listing, what):
+        eid = row.get("ID") or row.get("id") or ""
+        if not eid or eid in found:
+            continue
+        name = row.get("pipeline_name", "")
+        found[eid] = WorkflowState(
+            pipeline=name.rsplit("/", 1)[-1].removesuffix(".xml"),
+            status=row.get("status", ""),
+            step=row.get("step_description", ""),
+            launched=row.get("launch_time", ""),
+        )
+    return found

@@ -75,9 +75,12 @@ class Running:
         return int(match.group(1)) / 1024
 
 
-def start_minixnat(root: Path, *flags: str) -> Running:
+def start_minixnat(root: Path, *flags: str, snapshots: bool = False) -> Running:
+    """Without ``snapshots`` the server makes none: a snapshot run after each import would
+    share the CPU with the transfers being measured (part_snapshots measures that)."""
+    more = [] if snapshots else ["--no-snapshots"]
     proc = subprocess.Popen(
-        [str(BIN / "minixnat"), "serve", "--root", str(root), "--port", "0", *flags],
+        [str(BIN / "minixnat"), "serve", "--root", str(root), "--port", "0", *flags, *more],
         stdout=subprocess.PIPE,
     )
     assert proc.stdout is not None
@@ -750,6 +753,72 @@ def part_shards(work: Path, root: Path, results: dict[str, object]) -> None:
     }  # fmt: skip
 
 
+def part_snapshots(work: Path, results: dict[str, object]) -> None:
+    """CPU time of the snapshots of one 200-slice series (256 x 256, 16 bit), and the wall
+    time of importing 2,000 files with snapshots on against off (they are made after the
+    import has answered, so the import should not wait for them)."""
+    import statistics
+    import zipfile
+
+    from minixnat.snapshots import generate
+    from minixnat.store import Store
+
+    series = work / "archive-snap-series"
+    shutil.rmtree(series, ignore_errors=True)
+    subprocess.run(
+        [str(BIN / "minixnat"), "demo-data", str(series), "--projects", "1", "--subjects", "1",
+         "--sessions", "1", "--scans", "1", "--files", "200", "--file-kb", "128"],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    store = Store(series)
+    scan = store.list_scans(store.list_experiments(sessions_only=True)[0].id)[0]
+    cpu = []
+    for _ in range(5):
+        started = time.process_time()
+        assert generate.pictures_of(*generate.image_files(store, scan)) is not None
+        cpu.append(time.process_time() - started)
+    store.close()
+    source = work / "archive-snap-import"
+    if not (source / "minixnat.sqlite").exists():
+        subprocess.run(
+            [str(BIN / "minixnat"), "demo-data", str(source), "--projects", "1", "--subjects",
+             "1", "--sessions", "1", "--scans", "4", "--files", "500", "--file-kb", "16"],
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    archive = work / "snap-import.zip"
+    if not archive.exists():
+        with zipfile.ZipFile(archive, "w") as zf:
+            for dcm in sorted(source.glob("archive/DEMO01/arc001/*/SCANS/*/DICOM/*")):
+                zf.write(dcm, f"s/{dcm.parent.parent.name}/{dcm.name}")
+    walls: dict[str, list[float]] = {"snapshots off": [], "snapshots on": []}
+    # One import into a fresh, idle server per sample, the two modes alternated: the
+    # machine's drift (page cache, writeback) lands on both sides.
+    for mode, on in [("snapshots off", False), ("snapshots on", True)] * 5:
+        target = work / "snap-target"
+        shutil.rmtree(target, ignore_errors=True)
+        subprocess.run([str(BIN / "minixnat"), "demo-data", str(target), "--projects", "0"],
+                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        server = start_minixnat(target, snapshots=on)
+        try:
+            s = login(server.url)
+            s.put(f"{server.url}/data/projects/P", timeout=30).raise_for_status()
+            url = f"{server.url}/data/services/import?PROJECT_ID=P&SUBJECT_ID=S&EXPT_LABEL=E"
+            zip_type = {"Content-Type": "application/zip"}
+            with open(archive, "rb") as body:
+                started = time.perf_counter()
+                s.post(f"{url}&dest=/archive", data=body, timeout=600, headers=zip_type)
+                walls[mode].append(time.perf_counter() - started)
+        finally:
+            server.stop()
+    imports = {mode: statistics.median(times) for mode, times in walls.items()}
+    results["snapshots"] = {
+        "series_200_slices_cpu_s": round(min(cpu), 3),
+        "import_2000_files_s": {k: round(v, 2) for k, v in imports.items()},
+        "import_slowdown": round(imports["snapshots on"] / imports["snapshots off"], 3),
+    }
+    print(json.dumps(results["snapshots"]), flush=True)
+
+
 def part_rss(work: Path, results: dict[str, object], parallel: int) -> None:
     root = work / "archive-5g"
     make_archive(root, 80, 64)
@@ -808,7 +877,7 @@ def svg(results: dict[str, object], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/xnatdl-bench"))
-    ap.add_argument("--parts", default="server,client,rss,upload,shards,sync,dicom")
+    ap.add_argument("--parts", default="server,client,rss,upload,shards,sync,dicom,snapshots")
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--file-kb", type=int, default=300)
     ap.add_argument("--jobs", type=int, default=16)
@@ -843,6 +912,8 @@ def main() -> None:
         part_sync(args.work, results)
     if "dicom" in parts:
         part_dicom(args.work, results)
+    if "snapshots" in parts:
+        part_snapshots(args.work, results)
     results["machine"] = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
     results_path.write_text(json.dumps(results, indent=1) + "\n")
     svg(results, HERE / "results.svg")

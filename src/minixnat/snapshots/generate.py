@@ -18,6 +18,7 @@ the other scans still get their pictures.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -43,6 +44,9 @@ _HEADER_TAGS = [
 ]
 
 
+Renderer = Callable[[list[Path], list[Path]], "tuple[bytes, bytes] | None"]
+
+
 class SnapshotError(Exception):
     """A scan's images exist but cannot be turned into a picture; the message says why."""
 
@@ -59,8 +63,12 @@ def file_names(session_id: str, scan_id: str) -> tuple[str, str]:
     return f"{session_id}_{scan_id}_qc.gif", f"{session_id}_{scan_id}_qc_t.gif"
 
 
-def run(store: Store, workflow: Workflow) -> str:
-    """Make ``workflow``'s session's snapshots; return the status it ended with."""
+def run(store: Store, workflow: Workflow, render_scan: Renderer | None = None) -> str:
+    """Make ``workflow``'s session's snapshots; return the status it ended with.
+
+    ``render_scan`` turns a scan's files into its pictures (default :func:`pictures_of`,
+    in this process; the worker runs it in a process of its own)."""
+    render_scan = render_scan or pictures_of
     store.set_workflow_status(workflow.wrk_id, IN_PROGRESS, step="Generating snapshots")
     experiment = store.get_experiment(workflow.experiment_id)
     if experiment is None:  # deleted meanwhile; its records went with it
@@ -69,12 +77,12 @@ def run(store: Store, workflow: Workflow) -> str:
     problems: list[str] = []
     for scan in store.list_scans(experiment.id):
         try:
-            pictures = scan_pictures(store, scan)
+            found = render_scan(*image_files(store, scan))
         except SnapshotError as exc:
             problems.append(f"scan {scan.scan_id}: {exc}")
             continue
-        if pictures is not None:
-            made.append(pictures)
+        if found is not None:
+            made.append(Pictures(scan, *found))
     status = FAILED if problems else COMPLETE
     shown = f"{len(made)} scan{'' if len(made) == 1 else 's'} with snapshots"
     with store.transaction():
@@ -88,19 +96,7 @@ def run(store: Store, workflow: Workflow) -> str:
     return status
 
 
-def scan_pictures(store: Store, scan: Scan) -> Pictures | None:
-    """The scan's two GIFs, or None when it holds no image."""
-    dicom, nifti = _image_files(store, scan)
-    pixels = _dicom_middle(dicom) if dicom else None
-    if pixels is None and nifti:
-        pixels = _nifti_middle(nifti)
-    if pixels is None:
-        return None
-    full, thumbnail = render.gifs(pixels)
-    return Pictures(scan, full, thumbnail)
-
-
-def _image_files(store: Store, scan: Scan) -> tuple[list[Path], list[Path]]:
+def image_files(store: Store, scan: Scan) -> tuple[list[Path], list[Path]]:
     """The files of the scan's DICOM resources, and its NIfTI files."""
     dicom: list[Path] = []
     nifti: list[Path] = []
@@ -113,6 +109,18 @@ def _image_files(store: Store, scan: Scan) -> tuple[list[Path], list[Path]]:
             elif "NIFTI" in kinds and row.path.endswith((".nii", ".nii.gz")):
                 nifti.append(path)
     return dicom, sorted(nifti)
+
+
+def pictures_of(dicom: list[Path], nifti: list[Path]) -> tuple[bytes, bytes] | None:
+    """A scan's snapshot and thumbnail (GIF bytes) from its DICOM files, or from its NIfTI
+    files when none of those is an image; None when it holds no image.  Reads only the
+    files named, so it can run in another process."""
+    pixels = _dicom_middle(dicom) if dicom else None
+    if pixels is None and nifti:
+        pixels = _nifti_middle(nifti)
+    if pixels is None:
+        return None
+    return render.gifs(pixels)
 
 
 def _dicom_middle(paths: list[Path]) -> np.ndarray[Any, Any] | None:

@@ -169,6 +169,9 @@ def test_aa_true_and_prearchive_code_archive_directly_and_a_resend_replaces(
     assert storescu(port, *files).returncode == 0
     rows = wait_for(lambda: archived(server.url, study), "the archived session")
     assert [(r["project"], r["label"]) for r in rows] == [("ROUTE", "E1")]
+    records = get(server.url, "/data/services/workflows/Transfer", experiment=rows[0]["ID"],
+                  display="ALL")["ResultSet"]["Result"]  # fmt: skip
+    assert [(r["status"], r["src"]) for r in records] == [("Complete", "DICOM receiver")]
     # The same instance sent again, changed: it replaces the archived file (one file still).
     changed = instance(
         tmp_path / "again.dcm", study=study, sop=str(pydicom.dcmread(files[0]).SOPInstanceUID),
@@ -365,3 +368,9 @@ def test_a_study_whose_label_is_taken_waits_in_the_prearchive_as_conflict(
     rows = wait_for(lambda: prearchived(server.url, second), "the second study kept aside")
     assert [(r["project"], r["name"], r["status"]) for r in rows] == [("ROUTE", "E1", "CONFLICT")]
     assert archived(server.url, second) == []
+    # the session the study would have changed records the refusal, with the reason
+    session = archived(server.url, first)[0]["ID"]
+    latest = get(server.url, "/data/services/workflows/Transfer", experiment=session,
+                 format="json")["items"][0]["data_fields"]  # fmt: skip
+    assert latest["status"] == "Failed"
+    assert "holds another study" in latest["details"]

@@ -477,3 +477,90 @@ def test_the_client_downloads_snapshots_and_reports_workflow_state(
     demo = [s for eid, s in states.items() if eid not in (good, broken_id)]
     assert demo
     assert all(s == {"complete": True, "latest": None} for s in demo)
+
+
+def test_a_nifti_only_scan_and_an_archive_from_the_prearchive(
+    snap_server: Server, tmp_path: Path
+) -> None:
+    """A scan with only a NIfTI image gets the middle axial slice; a session archived from
+    the prearchive gets a Transfer record saying so, and its snapshots."""
+    import nibabel
+
+    server = snap_server
+    volume = np.tile(np.linspace(0, 1000, 40)[:, None, None], (1, 30, 9)).astype(np.float32)
+    nifti = tmp_path / "t1.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), nifti)
+    base = "/data/projects/SNAP/subjects/N1/experiments/N1_MR"
+    for path, query in (
+        ("/data/projects/SNAP/subjects/N1", ""),
+        (base, "?xsiType=xnat:mrSessionData"),
+        (f"{base}/scans/1", "?xsiType=xnat:mrScanData&type=T1w"),
+        (f"{base}/scans/1/resources/NIFTI", "?format=NIFTI"),
+    ):
+        requests.put(server.url + path + query, auth=ADMIN, timeout=30).raise_for_status()
+    requests.put(
+        f"{server.url}{base}/scans/1/resources/NIFTI/files/t1.nii.gz",
+        data=nifti.read_bytes(),
+        auth=ADMIN,
+        timeout=30,
+    ).raise_for_status()
+    eid = get(server, base, format="json").json()["items"][0]["data_fields"]["ID"]
+    assert workflows(server, eid) == []  # made through REST: not archived by an operation
+    requests.post(
+        f"{server.url}/data/projects/SNAP/pipelines/{SNAPSHOTS}/experiments/{eid}",
+        auth=ADMIN,
+        timeout=30,
+    ).raise_for_status()
+    assert wait_done(server, eid)["status"] == "Complete"
+    image = picture(server, eid, "1", f"{eid}_1_qc.gif").convert("L")
+    assert image.size == (40, 30)
+    pixels = np.asarray(image, dtype=float)
+    assert pixels[:, :10].mean() + 100 < pixels[:, -10:].mean()
+
+    body = study_zip(tmp_path / "study")
+    sent = requests.post(
+        f"{server.url}/data/services/import?PROJECT_ID=SNAP&SUBJECT_ID=P1&EXPT_LABEL=P1_MR"
+        "&dest=/prearchive",
+        data=body,
+        headers={"Content-Type": "application/zip"},
+        auth=ADMIN,
+        timeout=60,
+    )
+    assert sent.status_code == 200, sent.text
+    src = sent.text.strip().removeprefix("/data")
+    archived = requests.post(
+        f"{server.url}/data/services/archive", params={"src": src}, auth=ADMIN, timeout=60
+    )
+    assert archived.status_code == 200, archived.text
+    found = get(server, "/data/projects/SNAP/experiments/P1_MR", format="json").json()
+    pid = found["items"][0]["data_fields"]["ID"]
+    assert [(r["status"], r["src"]) for r in workflows(server, pid, "Transfer")] == [
+        ("Complete", "prearchive")
+    ]
+    assert wait_done(server, pid)["status"] == "Complete"
+
+
+def test_workflow_records_are_searchable(snap_server: Server, tmp_path: Path) -> None:
+    """``wrk:workflowData`` through /data/search (pyxnat's select), and xnatpy's class for
+    it from the schema minixnat lists."""
+    import pyxnat
+    import xnat
+
+    server = snap_server
+    good = import_zip(server, study_zip(tmp_path / "good"))
+    wait_done(server, good)
+    interface = pyxnat.Interface(server.url, "admin", "admin")
+    table = interface.select(
+        "wrk:workflowData", ["wrk:workflowData/ID", "wrk:workflowData/status",
+                             "wrk:workflowData/pipeline_name"],
+    ).where([("wrk:workflowData/status", "=", "Complete"), "AND"])  # fmt: skip
+    rows = list(table)
+    assert {(r["id"], r["pipeline_name"]) for r in rows} == {
+        (good, "Transfer"), (good, "xnat_tools/WebBasedQCImageCreator.xml"),
+    }  # fmt: skip
+    none = interface.select("wrk:workflowData", ["wrk:workflowData/ID"]).where(
+        [("wrk:workflowData/status", "=", "Failed"), "AND"]
+    )
+    assert list(none) == []
+    with xnat.connect(server.url, user="admin", password="admin") as session:
+        assert session.XNAT_CLASS_LOOKUP["wrk:workflowData"].__name__ == "WrkWorkflowData"

@@ -34,7 +34,8 @@ BUILD_INFO = {
     "shaFull": "",
     "timestamp": "0",
 }
-SCHEMAS = ("xnat", "xdat")
+# The schemas clients may fetch (``/xapi/schemas/{name}``), and the file of each.
+SCHEMAS = {"xnat": "xnat.xsd", "xdat": "xdat.xsd", "pipeline/workflow": "workflow.xsd"}
 REALM = 'Basic realm="XNAT"'
 READ = frozenset({"GET", "HEAD"})
 WRITE = frozenset({"PUT", "POST", "DELETE"})
@@ -383,12 +384,15 @@ async def schema_names(call: Call) -> AnyResponse:
 
 
 async def schema(call: Call) -> AnyResponse:
+    """``/xapi/schemas/[namespace/]name`` and ``/schemas/namespace/name.xsd``."""
     if "file" in call.params and not call.params["file"].endswith(".xsd"):
         raise HttpError(404, NOT_FOUND)
     name = (call.params.get("file") or call.params["name"]).removesuffix(".xsd")
-    if name not in SCHEMAS:
+    namespace = call.params.get("namespace", "")
+    key = f"{namespace}/{name}" if f"{namespace}/{name}" in SCHEMAS else name
+    if key not in SCHEMAS:
         raise HttpError(404, f"No schema named {name}.")
-    body = resources.files("minixnat.schemas").joinpath(f"{name}.xsd").read_bytes()
+    body = resources.files("minixnat.schemas").joinpath(SCHEMAS[key]).read_bytes()
     return Response(200, body, "application/xml")
 
 

@@ -4,7 +4,9 @@ document, the search elements and their fields, and saved searches.
 A search names a root datatype, the fields to show and a tree of criteria (AND/OR sets of
 ``schema_field comparison value``).  Every object of the root type that the user may read
 is a candidate row; its values are its columns, XNAT's display fields for the type
-(``SUBJECT_ID``, ``LABEL``, ``DOB``, …) and any field stored for it.  Results are a listing
+(``SUBJECT_ID``, ``LABEL``, ``DOB``, …) and any field stored for it.  Workflow records
+(``wrk:workflowData``) are searchable too, by their own fields (``status``, ``pipeline_name``,
+``ID`` for the experiment, …).  Results are a listing
 table (json, csv, xml, html) whose columns are the field IDs in lower case.
 """
 
@@ -19,6 +21,7 @@ from minixnat.http.access import Access
 from minixnat.http.messages import AnyResponse, HttpError, Request, Response, text
 from minixnat.rest.listings import is_a
 from minixnat.rest.tables import Table, apply_query, render
+from minixnat.rest.workflows import fields_of
 from minixnat.store import Experiment, Store
 from minixnat.store.searches import SavedSearch
 
@@ -38,6 +41,7 @@ ELEMENTS = [
     "xnat:ctScanData",
     "xnat:petScanData",
     "xnat:imageScanData",
+    "wrk:workflowData",
 ]
 # Display fields per kind: FIELD_ID → (header, type, the row key it reads).
 DISPLAY: dict[str, list[tuple[str, str, str, str]]] = {
@@ -89,6 +93,20 @@ DISPLAY: dict[str, list[tuple[str, str, str, str]]] = {
         ("INSERT_USER", "Creator", "string", "insert_user"),
         ("LAST_MODIFIED", "Last modified", "date", "last_modified"),
     ],
+    "workflow": [
+        ("WRK_WORKFLOWDATA_ID", "Workflow", "integer", "wrk_workflowdata_id"),
+        ("ID", "Experiment", "string", "id"),
+        ("EXTERNALID", "Project", "string", "externalid"),
+        ("DATA_TYPE", "Data type", "string", "data_type"),
+        ("PIPELINE_NAME", "Pipeline", "string", "pipeline_name"),
+        ("STATUS", "Status", "string", "status"),
+        ("STEP_DESCRIPTION", "Step", "string", "step_description"),
+        ("PERCENTAGECOMPLETE", "Percent complete", "float", "percentagecomplete"),
+        ("LAUNCH_TIME", "Launched", "date", "launch_time"),
+        ("CURRENT_STEP_LAUNCH_TIME", "Step launched", "date", "current_step_launch_time"),
+        ("CREATE_USER", "Creator", "string", "create_user"),
+        ("DETAILS", "Details", "string", "details"),
+    ],
     "scan": [
         ("ID", "ID", "string", "id"),
         ("TYPE", "Type", "string", "type"),
@@ -138,6 +156,8 @@ def kind_of(xsi_type: str) -> str:
         return "project"
     if xsi_type == "xnat:subjectData":
         return "subject"
+    if xsi_type == "wrk:workflowData":
+        return "workflow"
     if xsi_type.endswith("ScanData"):
         return "scan"
     if xsi_type in ELEMENTS or xsi_type.endswith("Data"):
@@ -272,6 +292,8 @@ def candidate_rows(store: Store, access: Access, element: str) -> list[dict[str,
         for s in store.list_subjects():
             if s.project in readable:
                 rows.append({**_lower(fields.get(s.id, {})), **_lower(vars(s))})
+    elif kind == "workflow":
+        rows.extend(_lower(fields_of(w)) for w in store.list_workflows(projects=sorted(readable)))
     elif kind == "experiment":
         for e in store.list_experiments():
             if e.project in readable and is_a(e.xsi_type, element):

@@ -564,3 +564,20 @@ def test_workflow_records_are_searchable(snap_server: Server, tmp_path: Path) ->
     assert list(none) == []
     with xnat.connect(server.url, user="admin", password="admin") as session:
         assert session.XNAT_CLASS_LOOKUP["wrk:workflowData"].__name__ == "WrkWorkflowData"
+
+
+def test_a_slice_that_claims_to_be_huge_is_refused_before_decoding(tmp_path: Path) -> None:
+    """An RLE frame of a few bytes whose header claims 60,000 x 60,000 pixels would decode
+    into gigabytes: refused with the reason, and a file with a broken header is no image."""
+    from minixnat.snapshots.generate import SnapshotError, pictures_of
+
+    path = tmp_path / "bomb.dcm"
+    image_file(path, generate_uid(), 1, 1, RLELossless, rows=8, cols=8)
+    ds = pydicom.dcmread(path)
+    ds.Rows = ds.Columns = 60000
+    ds.save_as(path)
+    with pytest.raises(SnapshotError, match="larger than snapshots are made of"):
+        pictures_of([path], [])
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64)
+    assert pictures_of([broken], []) is None

@@ -129,8 +129,11 @@ def _dicom_middle(paths: list[Path]) -> np.ndarray[Any, Any] | None:
     for path in paths:
         try:
             head = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-        except (InvalidDicomError, OSError, ValueError, EOFError):
+        except (InvalidDicomError, OSError, EOFError):
             continue  # not DICOM (a text file in the resource): not an image
+        except Exception:  # a header pydicom cannot parse: not an image we can draw
+            log.info("snapshots: %s has an unreadable header", path.name)
+            continue
         if render.has_pixels(head):
             images.append((_slice_key(head, path), path, render.frame_count(head)))
     if not images:

@@ -21,10 +21,23 @@ Gray = NDArray[np.uint8]
 # The share of the darkest and brightest pixels clipped when no window is given.
 PERCENTILES = (1.0, 99.0)
 THUMBNAIL_SCALE = 0.5
+# The largest slice drawn (a 8192 x 8192 image): headers are the uploader's word, and a
+# compressed frame that claims 60,000 x 60,000 pixels would decode into gigabytes.
+MAX_PIXELS = 8192 * 8192
 
 
 class NoPixels(Exception):
     """The object holds no image (a structured report, a presentation state, …)."""
+
+
+class TooLarge(ValueError):
+    """The slice is larger than snapshots are made of (:data:`MAX_PIXELS`)."""
+
+
+def check_size(rows: int, columns: int) -> None:
+    if rows * columns > MAX_PIXELS:
+        msg = f"a slice of {columns} x {rows} pixels is larger than snapshots are made of"
+        raise TooLarge(msg)
 
 
 def has_pixels(ds: Dataset) -> bool:
@@ -48,6 +61,7 @@ def dicom_slice(ds: Dataset, frame: int = 0) -> Gray | NDArray[np.uint8]:
     """
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise NoPixels("no pixel data")
+    check_size(int(ds.get("Rows") or 0), int(ds.get("Columns") or 0))
     arr = pixel_array(ds, index=frame if frame_count(ds) > 1 else None)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if samples == 3 or arr.ndim == 3:
@@ -65,6 +79,7 @@ def nifti_slice(image: Any) -> Gray:
     shape = image.shape
     if len(shape) < 2:
         raise NoPixels(f"a NIfTI image of shape {shape} has no slices")
+    check_size(int(shape[0]), int(shape[1]))
     index: tuple[Any, ...] = (slice(None), slice(None))
     if len(shape) >= 3:
         index += (shape[2] // 2,)

@@ -235,6 +235,53 @@ def test_random_kills_during_imports(new_project: Path) -> None:
         server.stop()
 
 
+def test_random_kills_while_snapshots_are_made(new_project: Path) -> None:
+    """``serve`` as it runs by default, snapshots on: SIGKILLs at random moments of imports
+    and of the snapshot runs after them.  The archive stays consistent, and after a restart
+    every run finishes with exactly one set of pictures per scan."""
+    archive = new_project
+    body = _bundle(archive)
+    rng = random.Random(7)
+    for _ in range(4):
+        server = start_server(archive, snapshots=True)
+        try:
+            call(server, "POST", IMPORT + "&overwrite=delete", data=body,
+                 headers={"Content-Type": "application/zip"})  # fmt: skip
+        except requests.ConnectionError:
+            pass
+        time.sleep(rng.uniform(0.0, 0.4))  # within the run (it takes about a second)
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(timeout=10)
+        assert_consistent(archive)
+    server = start_server(archive, snapshots=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            runs = call(server, "GET", "/data/services/workflows/WebBasedQCImageCreator",
+                        params={"project": "NEW", "format": "json"}).json()  # fmt: skip
+            states = [r["status"] for r in runs["ResultSet"]["Result"]]
+            if states and all(s == "Complete" for s in states):
+                break
+            assert time.monotonic() < deadline, states
+            time.sleep(0.1)
+        for session in ("DEMO01_S001_MR1", "DEMO01_S001_MR2"):
+            uri = f"/data/archive/projects/NEW/subjects/DEMO01_S001/experiments/{session}"
+            dicom = call(server, "GET", f"{uri}/scans/ALL/resources/DICOM/files?format=json")
+            assert sorted(r["digest"] for r in dicom.json()["ResultSet"]["Result"]) == (
+                dicom_md5s(archive, session)
+            )
+            for scan in call(server, "GET", f"{uri}/scans?format=json").json()["ResultSet"][
+                "Result"
+            ]:
+                pictures = call(
+                    server, "GET", f"{uri}/scans/{scan['ID']}/resources/SNAPSHOTS/files?format=json"
+                ).json()["ResultSet"]["Result"]
+                assert sorted(p["file_content"] for p in pictures) == ["ORIGINAL", "THUMBNAIL"]
+    finally:
+        server.stop()
+    assert_consistent(archive)
+
+
 def _bundle(archive: Path) -> bytes:
     """A bundle zip of two session zips."""
     buf = io.BytesIO()

@@ -137,6 +137,12 @@ http {{
 
 
 # -- data -------------------------------------------------------------------------------
+def demo_data(root: Path, *counts: str) -> None:
+    """``minixnat demo-data ROOT COUNTS…`` (quietly)."""
+    subprocess.run([str(BIN / "minixnat"), "demo-data", str(root), *counts],
+                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+
+
 def make_archive(root: Path, files: int, file_kb: int) -> None:
     """About ``files`` DICOM files of ``file_kb`` KiB: 10 subjects x 2 sessions x 4 scans."""
     if (root / "minixnat.sqlite").exists():
@@ -464,12 +470,8 @@ def part_upload(work: Path, results: dict[str, object], wan: bool) -> None:
 
     source = work / "archive-upload"
     if not (source / "minixnat.sqlite").exists():
-        subprocess.run(
-            [str(BIN / "minixnat"), "demo-data", str(source), "--projects", "1",
-             "--subjects", "4", "--sessions", "2", "--scans", "4", "--files", "25",
-             "--file-kb", "300", "--seed", "5"],
-            check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        demo_data(source, "--projects", "1", "--subjects", "4", "--sessions", "2", "--scans",
+                  "4", "--files", "25", "--file-kb", "300", "--seed", "5")  # fmt: skip
     zips = work / "upload-zips"
     if not zips.exists():
         zips.mkdir()
@@ -486,8 +488,7 @@ def part_upload(work: Path, results: dict[str, object], wan: bool) -> None:
     archives = sorted(zips.glob("*.zip"))
     target = work / f"upload-target-{'wan' if wan else 'loopback'}"
     shutil.rmtree(target, ignore_errors=True)
-    subprocess.run([str(BIN / "minixnat"), "demo-data", str(target), "--projects", "0"],
-                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    demo_data(target, "--projects", "0")
     server = start_minixnat(target, *(["--latency-ms", "20"] if wan else []))
     env = {**os.environ, "XNAT_USER": "admin", "XNAT_PASS": "admin"}
     timings: dict[str, float] = {}
@@ -634,8 +635,7 @@ def part_dicom(work: Path, results: dict[str, object], count: int = 2000) -> Non
     for name, jobs in (("dcmtk storescu -> minixnat", 0), ("dicom-send -j 4 -> minixnat", 4)):
         target = work / "dicom-target"
         shutil.rmtree(target, ignore_errors=True)
-        subprocess.run([str(BIN / "minixnat"), "demo-data", str(target), "--projects", "0"],
-                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        demo_data(target, "--projects", "0")
         server = start_minixnat(target, "--dicom-port", "0", "--dicom-quiet", "600")
         assert server.process.stdout is not None
         port = int(server.process.stdout.readline().decode().strip().rsplit(":", 1)[1])
@@ -665,11 +665,8 @@ def part_sync(work: Path, results: dict[str, object]) -> None:
     """A re-run on an unchanged project of 800 sessions costs O(projects) requests."""
     root = work / "archive-sync"
     if not (root / "minixnat.sqlite").exists():
-        subprocess.run(
-            [str(BIN / "minixnat"), "demo-data", str(root), "--projects", "1", "--subjects",
-             "400", "--sessions", "2", "--scans", "1", "--files", "1", "--file-kb", "1"],
-            check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        demo_data(root, "--projects", "1", "--subjects", "400", "--sessions", "2", "--scans",
+                  "1", "--files", "1", "--file-kb", "1")  # fmt: skip
     log = work / "sync-access.log"
     log.unlink(missing_ok=True)
     server = start_minixnat(root, "--latency-ms", "20", "--access-log", str(log))
@@ -765,11 +762,8 @@ def part_snapshots(work: Path, results: dict[str, object]) -> None:
 
     series = work / "archive-snap-series"
     shutil.rmtree(series, ignore_errors=True)
-    subprocess.run(
-        [str(BIN / "minixnat"), "demo-data", str(series), "--projects", "1", "--subjects", "1",
-         "--sessions", "1", "--scans", "1", "--files", "200", "--file-kb", "128"],
-        check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    demo_data(series, "--projects", "1", "--subjects", "1", "--sessions", "1", "--scans", "1",
+              "--files", "200", "--file-kb", "128")  # fmt: skip
     store = Store(series)
     scan = store.list_scans(store.list_experiments(sessions_only=True)[0].id)[0]
     cpu = []
@@ -780,11 +774,8 @@ def part_snapshots(work: Path, results: dict[str, object]) -> None:
     store.close()
     source = work / "archive-snap-import"
     if not (source / "minixnat.sqlite").exists():
-        subprocess.run(
-            [str(BIN / "minixnat"), "demo-data", str(source), "--projects", "1", "--subjects",
-             "1", "--sessions", "1", "--scans", "4", "--files", "500", "--file-kb", "16"],
-            check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        demo_data(source, "--projects", "1", "--subjects", "1", "--sessions", "1", "--scans",
+                  "4", "--files", "500", "--file-kb", "16")  # fmt: skip
     archive = work / "snap-import.zip"
     if not archive.exists():
         with zipfile.ZipFile(archive, "w") as zf:
@@ -796,8 +787,7 @@ def part_snapshots(work: Path, results: dict[str, object]) -> None:
     for mode, on in [("snapshots off", False), ("snapshots on", True)] * 5:
         target = work / "snap-target"
         shutil.rmtree(target, ignore_errors=True)
-        subprocess.run([str(BIN / "minixnat"), "demo-data", str(target), "--projects", "0"],
-                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        demo_data(target, "--projects", "0")
         server = start_minixnat(target, snapshots=on)
         try:
             s = login(server.url)

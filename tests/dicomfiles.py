@@ -87,6 +87,11 @@ def instance(
     else:
         ds.PixelData = pixels
         ds["PixelData"].VR = "OW"
+    return save(ds, path, syntax)
+
+
+def save(ds: Dataset, path: Path, syntax: str = ExplicitVRLittleEndian) -> Path:
+    """Write ``ds`` as a DICOM Part 10 file in ``syntax`` (its file meta from its UIDs)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

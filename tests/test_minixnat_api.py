@@ -195,8 +195,11 @@ def test_errors_are_status_pages_never_html_success(shared_server: Server) -> No
     assert "<h3>" in r.text
     assert get(shared_server, "/data/version").status_code == 404
     assert get(shared_server, "/xapi/siteConfig/buildInfo").json()["version"].startswith("1.8")
-    assert get(shared_server, "/xapi/schemas").json() == ["xnat", "xdat"]
+    assert get(shared_server, "/xapi/schemas").json() == ["xnat", "xdat", "pipeline/workflow"]
     assert "complexType" in get(shared_server, "/xapi/schemas/xnat").text
+    assert 'name="workflowData"' in get(shared_server, "/xapi/schemas/pipeline/workflow").text
+    assert get(shared_server, "/schemas/pipeline/workflow.xsd").status_code == 200
+    assert get(shared_server, "/xapi/schemas/workflow").status_code == 404
 
 
 def test_auth_flows(shared_server: Server) -> None:

@@ -21,7 +21,7 @@ import pydicom
 import pytest
 import requests
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     ExplicitVRLittleEndian,
@@ -32,6 +32,7 @@ from pydicom.uid import (
 )
 
 from tests.conftest import BIN, Server, make_archive, start_server
+from tests.dicomfiles import save
 from tests.test_crash_safety import assert_consistent, crashing_server
 
 ADMIN = ("admin", "admin")
@@ -100,21 +101,27 @@ def gradient(rows: int, cols: int, top: int) -> np.ndarray[Any, Any]:
     )
 
 
-def image_file(
-    path: Path, study: str, series: int, instance: int, syntax: str, *, rows: int, cols: int
-) -> None:
-    """One MR image in ``syntax`` whose pixels are :func:`gradient`."""
+def _study_object(sop_class: str, study: str, series: int, instance: int, modality: str) -> Dataset:
+    """The identifying part of one object of the SNAP01 test study."""
     ds = Dataset()
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = generate_uid()
     ds.StudyInstanceUID = study
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[study, str(series)])
     ds.SeriesNumber, ds.InstanceNumber = series, instance
     ds.PatientName = ds.PatientID = "SNAP01"
     ds.PatientComments = "Project:SNAP Subject:SNAP01 Session:SNAP01_MR"
-    ds.Modality = "MR"
-    ds.SeriesDescription = f"series {series} {syntax.name}"
+    ds.Modality = modality
     ds.StudyDate, ds.StudyTime = "20240102", "101500"
+    return ds
+
+
+def image_file(
+    path: Path, study: str, series: int, instance: int, syntax: str, *, rows: int, cols: int
+) -> None:
+    """One MR image in ``syntax`` whose pixels are :func:`gradient`."""
+    ds = _study_object("1.2.840.10008.5.1.4.1.1.4", study, series, instance, "MR")
+    ds.SeriesDescription = f"series {series} {syntax.name}"
     ds.Rows, ds.Columns = rows, cols
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -123,11 +130,6 @@ def image_file(
     ds.BitsAllocated = ds.BitsStored = 8 if eight else 16
     ds.HighBit = ds.BitsStored - 1
     pixels = gradient(rows, cols, 255 if eight else 4000)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
     if syntax == RLELossless:
         ds.compress(RLELossless, pixels)
     elif eight:
@@ -137,32 +139,14 @@ def image_file(
         Image.fromarray(pixels, "L").save(out, format=fmt, **extra)
         ds.PixelData = encapsulate([out.getvalue()])
         ds["PixelData"].VR = "OB"
-        meta.TransferSyntaxUID = syntax
     else:
         ds.PixelData = pixels.tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    save(ds, path, syntax)
 
 
 def report_file(path: Path, study: str, series: int) -> None:
     """A Basic Text SR: DICOM with no pixel data."""
-    ds = Dataset()
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
-    ds.SOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID = study
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[study, str(series)])
-    ds.SeriesNumber, ds.InstanceNumber = series, 1
-    ds.PatientName = ds.PatientID = "SNAP01"
-    ds.PatientComments = "Project:SNAP Subject:SNAP01 Session:SNAP01_MR"
-    ds.Modality = "SR"
-    ds.StudyDate, ds.StudyTime = "20240102", "101500"
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    save(_study_object("1.2.840.10008.5.1.4.1.1.88.11", study, series, 1, "SR"), path)
 
 
 def study_zip(folder: Path, *, broken: bool = False) -> bytes:
@@ -189,19 +173,32 @@ def study_zip(folder: Path, *, broken: bool = False) -> bytes:
     return buffer.getvalue()
 
 
-def import_zip(server: Server, body: bytes, *extra: str) -> str:
-    query = "&".join(
-        ["PROJECT_ID=SNAP", "SUBJECT_ID=SNAP01", "EXPT_LABEL=SNAP01_MR", "dest=/archive", *extra]
-    )
-    done = requests.post(
-        f"{server.url}/data/services/import?{query}",
+def post_import(
+    server: Server,
+    body: bytes,
+    *,
+    project: str = "SNAP",
+    subject: str = "SNAP01",
+    label: str = "SNAP01_MR",
+    dest: str = "/archive",
+) -> requests.Response:
+    """The session zip ``body`` through the import service."""
+    return requests.post(
+        f"{server.url}/data/services/import",
+        params={"PROJECT_ID": project, "SUBJECT_ID": subject, "EXPT_LABEL": label, "dest": dest},
         data=body,
         headers={"Content-Type": "application/zip"},
         auth=ADMIN,
         timeout=120,
     )
+
+
+def import_zip(server: Server, body: bytes, *, project: str = "SNAP", **where: str) -> str:
+    """Import ``body`` into the archive; the new session's ID."""
+    done = post_import(server, body, project=project, **where)
     assert done.status_code == 200, done.text
-    found = get(server, "/data/projects/SNAP/experiments/SNAP01_MR", format="json").json()
+    label = where.get("label", "SNAP01_MR")
+    found = get(server, f"/data/projects/{project}/experiments/{label}", format="json").json()
     return str(found["items"][0]["data_fields"]["ID"])
 
 
@@ -339,13 +336,7 @@ def test_a_refused_overwrite_is_a_failed_transfer_record(snap_server: Server) ->
     server = snap_server
     body = study_zip(Path(server.root).parent / "study")
     eid = import_zip(server, body)
-    again = requests.post(
-        f"{server.url}/data/services/import?PROJECT_ID=SNAP&SUBJECT_ID=SNAP01&EXPT_LABEL=SNAP01_MR&dest=/archive",
-        data=body,
-        headers={"Content-Type": "application/zip"},
-        auth=ADMIN,
-        timeout=60,
-    )
+    again = post_import(server, body)
     assert again.status_code == 409
     latest = get(server, "/data/services/workflows/Transfer", experiment=eid, format="json").json()[
         "items"
@@ -453,17 +444,7 @@ def test_the_client_downloads_snapshots_and_reports_workflow_state(
     # the broken session's snapshot run failed: not complete; a demo session has no records
     requests.put(f"{server.url}/data/projects/SNAP2", auth=ADMIN, timeout=30)
     body = study_zip(tmp_path / "broken", broken=True)
-    done = requests.post(
-        f"{server.url}/data/services/import?PROJECT_ID=SNAP2&SUBJECT_ID=S2&EXPT_LABEL=S2_MR"
-        "&dest=/archive",
-        data=body,
-        headers={"Content-Type": "application/zip"},
-        auth=ADMIN,
-        timeout=60,
-    )
-    assert done.status_code == 200, done.text
-    broken = get(server, "/data/projects/SNAP2/experiments/S2_MR", format="json").json()
-    broken_id = broken["items"][0]["data_fields"]["ID"]
+    broken_id = import_zip(server, body, project="SNAP2", subject="S2", label="S2_MR")
     assert wait_done(server, broken_id)["status"] == "Failed"
     states = {}
     for project in ("SNAP", "SNAP2", "DEMO01"):
@@ -518,14 +499,7 @@ def test_a_nifti_only_scan_and_an_archive_from_the_prearchive(
     assert pixels[:, :10].mean() + 100 < pixels[:, -10:].mean()
 
     body = study_zip(tmp_path / "study")
-    sent = requests.post(
-        f"{server.url}/data/services/import?PROJECT_ID=SNAP&SUBJECT_ID=P1&EXPT_LABEL=P1_MR"
-        "&dest=/prearchive",
-        data=body,
-        headers={"Content-Type": "application/zip"},
-        auth=ADMIN,
-        timeout=60,
-    )
+    sent = post_import(server, body, subject="P1", label="P1_MR", dest="/prearchive")
     assert sent.status_code == 200, sent.text
     src = sent.text.strip().removeprefix("/data")
     archived = requests.post(

@@ -67,6 +67,15 @@ def wait_done(server: Server, experiment: str, timeout: float = 60) -> dict[str,
         time.sleep(0.1)
 
 
+def launch(server: Server, experiment: str, pipeline: str = SNAPSHOTS) -> requests.Response:
+    """XNAT's pipeline launch for one session of project SNAP."""
+    return requests.post(
+        f"{server.url}/data/projects/SNAP/pipelines/{pipeline}/experiments/{experiment}",
+        auth=ADMIN,
+        timeout=30,
+    )
+
+
 def experiments(server: Server, project: str) -> list[dict[str, str]]:
     rows = get(server, f"/data/projects/{project}/experiments", format="json").json()
     return [r for r in rows["ResultSet"]["Result"] if "Session" in r["xsiType"]]
@@ -288,11 +297,7 @@ def test_launching_again_leaves_one_set(snap_server: Server) -> None:
     eid = import_zip(server, study_zip(Path(server.root).parent / "study"))
     first = wait_done(server, eid)
     before = {r["Name"]: r["digest"] for r in snapshot_rows(server, eid, "1")}
-    launched = requests.post(
-        f"{server.url}/data/projects/SNAP/pipelines/{SNAPSHOTS}/experiments/SNAP01_MR",
-        auth=ADMIN,
-        timeout=30,
-    )
+    launched = launch(server, "SNAP01_MR")  # by label, within the project
     assert launched.status_code == 200, launched.text
     assert launched.text.strip() != first["wrk_workflowData_id"]
     deadline = time.monotonic() + 60
@@ -314,18 +319,10 @@ def test_no_snapshots_flag_and_a_launch_through_rest(tmp_path: Path) -> None:
         assert [r["pipeline_name"] for r in workflows(server, eid)] == ["Transfer"]
         time.sleep(1.5)  # two looks of the worker at its queue
         assert snapshot_rows(server, eid, "1") == []
-        missing = requests.post(
-            f"{server.url}/data/projects/SNAP/pipelines/NoSuchPipe/experiments/{eid}",
-            auth=ADMIN,
-            timeout=30,
-        )
+        missing = launch(server, eid, "NoSuchPipe")
         assert missing.status_code == 404
         assert "WebBasedQCImageCreator" in missing.text
-        requests.post(
-            f"{server.url}/data/projects/SNAP/pipelines/{SNAPSHOTS}/experiments/{eid}",
-            auth=ADMIN,
-            timeout=30,
-        ).raise_for_status()
+        launch(server, eid).raise_for_status()
         assert wait_done(server, eid)["status"] == "Complete"
         assert len(snapshot_rows(server, eid, "1")) == 2
     finally:
@@ -487,11 +484,7 @@ def test_a_nifti_only_scan_and_an_archive_from_the_prearchive(
     ).raise_for_status()
     eid = get(server, base, format="json").json()["items"][0]["data_fields"]["ID"]
     assert workflows(server, eid) == []  # made through REST: not archived by an operation
-    requests.post(
-        f"{server.url}/data/projects/SNAP/pipelines/{SNAPSHOTS}/experiments/{eid}",
-        auth=ADMIN,
-        timeout=30,
-    ).raise_for_status()
+    launch(server, eid).raise_for_status()
     assert wait_done(server, eid)["status"] == "Complete"
     image = picture(server, eid, "1", f"{eid}_1_qc.gif").convert("L")
     assert image.size == (40, 30)

@@ -198,3 +198,60 @@ def test_a_body_cut_short_is_resumed_with_range_in_process(tmp_path: Any) -> Non
     assert ranges[1].startswith("bytes=")
     assert int(ranges[1].removeprefix("bytes=").split("-")[0]) > 0  # resumed, not restarted
     assert len(waits) == 1
+
+
+def test_workflow_states_fall_back_to_one_request_per_session() -> None:
+    """A server whose project-wide workflow query fails (404, as on some XNAT versions) is
+    asked per session; a session with no record (404) is absent; the answers are read from
+    XNAT's item documents."""
+    import threading
+
+    from xnat_downloader.api.connection import Connection
+    from xnat_downloader.api.download import session_workflows
+    from xnat_downloader.xnat.model import Session
+
+    asked: list[str] = []
+
+    async def workflows(request: web.Request) -> web.Response:
+        asked.append(request.query_string)
+        if request.match_info["names"] != "%" or "experiment" not in request.query:
+            raise web.HTTPNotFound(text="Unable to find workflow entry")
+        if request.query["experiment"] == "E2":
+            raise web.HTTPNotFound(text="Unable to find workflow entry")
+        fields = {
+            "ID": "E1",
+            "pipeline_name": "xnat_tools/AutoRun.xml",
+            "status": "Failed",
+            "step_description": "dcm2nii",
+            "launch_time": "2026-01-02 03:04:05.000",
+        }
+        return web.json_response({"items": [{"data_fields": fields}]})
+
+    app = web.Application()
+    app.router.add_get("/data/services/workflows/{names}", workflows)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        sessions = [
+            Session(eid, eid, "P", "S", "S", None, "xnat:mrSessionData") for eid in ("E1", "E2")
+        ]
+        states = session_workflows(
+            Connection(f"http://127.0.0.1:{port}", Credentials(None)), sessions
+        )
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+    assert set(states) == {"E1"}
+    assert states["E1"].pipeline == "AutoRun"
+    assert states["E1"].status == "Failed"
+    assert not states["E1"].complete
+    assert sum("project=P" in q for q in asked) == 1
+    assert sum("experiment=" in q for q in asked) == 2

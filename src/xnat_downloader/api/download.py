@@ -55,7 +55,7 @@ from xnat_downloader.xnat.documents import document_files
 from xnat_downloader.xnat.model import Project, Scan, Session, WorkflowState
 from xnat_downloader.xnat.parse import catalog_link, same_server
 from xnat_downloader.xnat.selection import Selection
-from xnat_downloader.xnat.services import latest_workflows
+from xnat_downloader.xnat.services import latest_workflow, latest_workflows
 from xnat_downloader.xnat.walk import Gap, KnownSession, catalog_files, projects_of_sessions, walk
 from xnat_downloader.xnat.walk import list_projects as _list_projects
 
@@ -199,23 +199,35 @@ def ls(
 
 def session_workflows(
     url: str | Connection,
-    projects: Sequence[str],
+    sessions: Sequence[Session],
     *,
     user: str | None = None,
     password: str | None = None,
-) -> dict[str, WorkflowState] | None:
-    """The newest workflow record of each session of ``projects`` (archiving, snapshots,
-    pipelines), by session ID; a session with none is absent.  None when the server has no
-    workflow service.  One request per project."""
+    jobs: int = 8,
+) -> dict[str, WorkflowState]:
+    """The newest workflow record of each of ``sessions`` (archiving, snapshots, pipelines),
+    by session ID; a session with none is absent.  One request per project, or, where the
+    server cannot list a project's workflows at once, one per session (``jobs`` at a time).
+    """
 
-    async def run(conn: Connection) -> dict[str, WorkflowState] | None:
+    async def run(conn: Connection) -> dict[str, WorkflowState]:
+        by_project: dict[str, list[str]] = {}
+        for session in sessions:
+            by_project.setdefault(session.project, []).append(session.id)
         found: dict[str, WorkflowState] = {}
+        gate = asyncio.Semaphore(max(1, jobs))
         async with conn.client() as xs:
-            for project in dict.fromkeys(projects):
+
+            async def one(eid: str) -> tuple[str, WorkflowState | None]:
+                async with gate:
+                    return eid, await latest_workflow(xs, eid)
+
+            for project, ids in by_project.items():
                 states = await latest_workflows(xs, project)
                 if states is None:
-                    return None
-                found.update(states)
+                    answers = await asyncio.gather(*(one(eid) for eid in ids))
+                    states = {eid: state for eid, state in answers if state is not None}
+                found.update({eid: states[eid] for eid in ids if eid in states})
         return found
 
     return asyncio.run(run(_conn(url, user, password)))

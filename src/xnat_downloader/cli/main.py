@@ -558,7 +558,7 @@ def _ls(conn: api.Connection, selection: Selection, args: argparse.Namespace, ou
     result = api.ls(conn, selection)
     counts = api.scan_type_counts(result.scans)
     if args.json:
-        states = api.session_workflows(conn, [s.project for s in result.sessions])
+        states = api.session_workflows(conn, result.sessions)
         print(
             json.dumps(
                 {
@@ -601,12 +601,9 @@ def _ls(conn: api.Connection, selection: Selection, args: argparse.Namespace, ou
     return EXIT_OK
 
 
-def _workflows_entry(states: dict[str, api.WorkflowState] | None, session: str) -> Any:
+def _workflows_entry(states: dict[str, api.WorkflowState], session: str) -> dict[str, Any]:
     """``ls --json``'s per-session workflow state: ``complete`` is true when the session's
-    newest workflow record is Complete or it has none (nothing is waiting); null when the
-    server has no workflow service."""
-    if states is None:
-        return None
+    newest workflow record is Complete, or when it has none (nothing is waiting)."""
     state = states.get(session)
     if state is None:
         return {"complete": True, "latest": None}

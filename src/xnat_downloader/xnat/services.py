@@ -97,8 +97,9 @@ async def prearchive_rows(xs: XnatClient, project: str | None) -> list[dict[str,
 
 
 async def latest_workflows(xs: XnatClient, project: str) -> dict[str, WorkflowState] | None:
-    """The newest workflow record of each of ``project``'s experiments, by experiment ID;
-    None when the server has no workflow service."""
+    """The newest workflow record of each of ``project``'s experiments, by experiment ID,
+    in one request; None when the server cannot answer that (XNAT's project-wide workflow
+    query is broken on some versions: ask per experiment with :func:`latest_workflow`)."""
     what = f"the workflows of {project}"
     try:
         listing = await xs.get_json(paths.ALL_WORKFLOWS, params={"project": project}, what=what)
@@ -107,13 +108,33 @@ async def latest_workflows(xs: XnatClient, project: str) -> dict[str, WorkflowSt
     found: dict[str, WorkflowState] = {}
     for row in result_rows(listing, what):
         eid = row.get("ID") or row.get("id") or ""
-        if not eid or eid in found:
-            continue
-        name = row.get("pipeline_name", "")
-        found[eid] = WorkflowState(
-            pipeline=name.rsplit("/", 1)[-1].removesuffix(".xml"),
-            status=row.get("status", ""),
-            step=row.get("step_description", ""),
-            launched=row.get("launch_time", ""),
-        )
+        if eid and eid not in found:
+            found[eid] = _workflow_state(row)
     return found
+
+
+async def latest_workflow(xs: XnatClient, experiment: str) -> WorkflowState | None:
+    """The newest workflow record of one experiment (a query every XNAT answers); None when
+    it has none (XNAT then answers 404)."""
+    what = f"the workflows of {experiment}"
+    try:
+        doc = await xs.get_json(
+            paths.ALL_WORKFLOWS, params={"experiment": experiment, "display": "LATEST"}, what=what
+        )
+    except NotFound:
+        return None
+    try:
+        fields = doc["items"][0]["data_fields"]
+    except (KeyError, IndexError, TypeError) as exc:
+        msg = f"the server's answer for {what} is not an XNAT item document"
+        raise ServerError(msg) from exc
+    return _workflow_state({k: str(v) for k, v in fields.items()})
+
+
+def _workflow_state(fields: dict[str, str]) -> WorkflowState:
+    return WorkflowState(
+        pipeline=fields.get("pipeline_name", "").rsplit("/", 1)[-1].removesuffix(".xml"),
+        status=fields.get("status", ""),
+        step=fields.get("step_description", ""),
+        launched=fields.get("launch_time", ""),
+    )

@@ -378,6 +378,10 @@ def test_workflow_records_through_xnatpy_and_pyxnat(snap_server: Server) -> None
     pipelines = Pipelines(interface.select.project("SNAP"), interface)
     assert pipelines.aliases() == {SNAPSHOTS: SNAPSHOTS}
     pipeline = pipelines.pipeline(SNAPSHOTS)
+    assert set(pipeline.info()) == {  # XNAT's pipeline descriptor, as pyxnat's own test reads it
+        "appliesTo", "authors", "description", "inputParameters", "path",
+        "resourceRequirements", "steps", "version",
+    }  # fmt: skip
     pipeline.run("SNAP01_MR")
     status = pipeline.status(eid)
     assert status is not None

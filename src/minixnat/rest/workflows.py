@@ -142,7 +142,17 @@ def pipelines(
         if name not in PIPELINES:
             raise HttpError(404, f"No pipeline {name} in project {project_ref}.")
         path, description = PIPELINES[name]
-        body = {"Name": name, "Path": path, "Description": description, "Datatype": "All Datatypes"}
+        # the keys of XNAT's pipeline descriptor, as pyxnat's Pipeline.info() reads them
+        body = {
+            "path": path,
+            "description": description,
+            "version": "1",
+            "authors": [{"firstname": "minixnat", "lastname": ""}],
+            "appliesTo": "xnat:imageSessionData",
+            "inputParameters": [],
+            "resourceRequirements": {},
+            "steps": [{"id": "1", "description": description}],
+        }
         return Response(200, json.dumps(body).encode(), "application/json")
     rows: list[dict[str, Any]] = [
         {"Name": step, "Path": path, "Description": desc, "Datatype": "All Datatypes"}

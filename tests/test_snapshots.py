@@ -552,3 +552,50 @@ def test_a_slice_that_claims_to_be_huge_is_refused_before_decoding(tmp_path: Pat
     broken = tmp_path / "broken.dcm"
     broken.write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64)
     assert pictures_of([broken], []) is None
+
+
+def test_a_session_deleted_while_its_pictures_are_drawn_gets_none(tmp_path: Path) -> None:
+    """The run's renderer is a seam: here it deletes the session (or one scan) as the
+    pictures are drawn.  Nothing lands in a deleted scan, and the archive stays consistent."""
+    from minixnat.demodata import DemoSpec, generate
+    from minixnat.snapshots.generate import pictures_of, run
+    from minixnat.store.check import check
+
+    store = generate(tmp_path / "archive", DemoSpec(projects=1, subjects=1, sessions=2))
+    try:
+        first, second = store.list_experiments(sessions_only=True)[:2]
+        doomed_scan = store.list_scans(second.id)[0]
+
+        def deleting(victim: Any, *, at: int = 1) -> Any:
+            """A renderer that calls ``victim`` as it draws the ``at``-th scan."""
+            calls = [0]
+
+            def render(dicom: list[Path], nifti: list[Path]) -> tuple[bytes, bytes] | None:
+                calls[0] += 1
+                if calls[0] == at:
+                    victim()
+                return pictures_of(dicom, nifti)
+
+            return render
+
+        queued = store.queue_snapshots(first, user="admin", why="test")
+        assert run(store, queued, deleting(lambda: store.delete_experiment(first.id))) == "Failed"
+        assert store.get_experiment(first.id) is None
+        queued = store.queue_snapshots(second, user="admin", why="test")
+        # the first scan is drawn, then deleted while the last one is drawn
+        last = len(store.list_scans(second.id))
+        status = run(store, queued, deleting(lambda: store.delete_scan(doomed_scan.pk), at=last))
+        record = store.get_workflow(queued.wrk_id)
+        assert record is not None
+        assert status == "Complete", record.details
+        kept = store.list_scans(second.id)
+        assert kept
+        assert all(store.get_resource_by_label("scan", str(s.pk), "SNAPSHOTS") for s in kept)
+        orphans = [
+            r for r in store.all_resources() if r.owner_kind == "scan" and r.label == "SNAPSHOTS"
+            and store.get_scan_by_pk(int(r.owner_key)) is None
+        ]  # fmt: skip
+        assert orphans == []
+        assert check(store, full=True).ok
+    finally:
+        store.close()

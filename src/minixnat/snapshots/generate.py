@@ -74,25 +74,33 @@ def run(store: Store, workflow: Workflow, render_scan: Renderer | None = None) -
     if experiment is None:  # deleted meanwhile; its records went with it
         return FAILED
     made: list[Pictures] = []
-    problems: list[str] = []
+    problems: list[tuple[Scan, str]] = []
     for scan in store.list_scans(experiment.id):
         try:
             found = render_scan(*image_files(store, scan))
         except SnapshotError as exc:
-            problems.append(f"scan {scan.scan_id}: {exc}")
+            problems.append((scan, f"scan {scan.scan_id}: {exc}"))
             continue
         if found is not None:
             made.append(Pictures(scan, *found))
-    status = FAILED if problems else COMPLETE
-    shown = f"{len(made)} scan{'' if len(made) == 1 else 's'} with snapshots"
     with store.transaction():
-        for pictures in made:
+        # Decoding took a while: the session, or some of its scans, may have been deleted
+        # meanwhile.  Checked inside the transaction, so no picture lands in a scan (or a
+        # folder) that is gone, and a scan that is gone reports nothing; a deleted session
+        # took its workflow records with it.
+        if store.get_experiment(experiment.id) is None:
+            return FAILED
+        stored = [p for p in made if store.get_scan_by_pk(p.scan.pk) is not None]
+        for pictures in stored:
             _store_pictures(store, experiment, pictures)
+        reasons = [why for scan, why in problems if store.get_scan_by_pk(scan.pk) is not None]
+        status = FAILED if reasons else COMPLETE
+        shown = f"{len(stored)} scan{'' if len(stored) == 1 else 's'} with snapshots"
         store.set_workflow_status(
-            workflow.wrk_id, status, step=shown, details="; ".join(problems) or shown
+            workflow.wrk_id, status, step=shown, details="; ".join(reasons) or shown
         )
-    if problems:
-        log.warning("snapshots of %s: %s", experiment.id, "; ".join(problems))
+    if reasons:
+        log.warning("snapshots of %s: %s", experiment.id, "; ".join(reasons))
     return status
 
 

@@ -12,7 +12,7 @@ from minixnat.http.messages import HttpError, Response
 from minixnat.pages.render import page
 from minixnat.pages.visit import LoginNeeded, Visit, readable_project
 from minixnat.store import Experiment, Project, Resource, Scan, Store, Subject, Workflow
-from minixnat.store.workflows import SNAPSHOTS
+from minixnat.store.workflows import SNAPSHOTS, SNAPSHOTS_RESOURCE
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Snapshot:
 
 def scan_snapshot(store: Store, session: Experiment, scan: Scan) -> Snapshot | None:
     """The scan's SNAPSHOTS thumbnail and full-size picture, if it has both."""
-    resource = store.get_resource_by_label("scan", str(scan.pk), "SNAPSHOTS")
+    resource = store.get_resource_by_label("scan", str(scan.pk), SNAPSHOTS_RESOURCE)
     if resource is None:
         return None
     by_content = {row.content: row.path for row in store.list_files(resource.pk)}

@@ -29,11 +29,10 @@ from pydicom.errors import InvalidDicomError
 
 from minixnat.snapshots import render
 from minixnat.store import Experiment, Scan, Store
-from minixnat.store.workflows import COMPLETE, FAILED, IN_PROGRESS, Workflow
+from minixnat.store.workflows import COMPLETE, FAILED, IN_PROGRESS, SNAPSHOTS_RESOURCE, Workflow
 
 log = logging.getLogger("minixnat.snapshots")
 
-RESOURCE = "SNAPSHOTS"
 _HEADER_TAGS = [
     "InstanceNumber",
     "ImagePositionPatient",
@@ -195,7 +194,7 @@ def _nifti_middle(paths: list[Path]) -> np.ndarray[Any, Any] | None:
 def _store_pictures(store: Store, experiment: Experiment, pictures: Pictures) -> None:
     """Write one scan's pictures into its SNAPSHOTS resource (inside the run's transaction)."""
     scan = pictures.scan
-    resource = store.get_resource_by_label("scan", str(scan.pk), RESOURCE)
+    resource = store.get_resource_by_label("scan", str(scan.pk), SNAPSHOTS_RESOURCE)
     if resource is None:
         siblings = store.list_resources("scan", str(scan.pk))
         base = (
@@ -208,10 +207,10 @@ def _store_pictures(store: Store, experiment: Experiment, pictures: Pictures) ->
         resource = store.add_resource(
             "scan",
             str(scan.pk),
-            RESOURCE,
-            str(base / RESOURCE),
+            SNAPSHOTS_RESOURCE,
+            str(base / SNAPSHOTS_RESOURCE),
             format_="GIF",
-            content=RESOURCE,
+            content=SNAPSHOTS_RESOURCE,
             description=f"Snapshots for session {experiment.id} scan {scan.scan_id}",
         )
     full, thumbnail = file_names(experiment.id, scan.scan_id)

@@ -33,7 +33,7 @@ PR_SET_PDEATHSIG = 1  # prctl(2)
 
 class SnapshotWorker:
     """Runs queued snapshot work until :meth:`stop`.  ``poll``: seconds between looks at
-    the queue when idle (:meth:`wake` looks at once)."""
+    the queue when idle (a run queued by a request starts within that)."""
 
     def __init__(self, store: Store, *, poll: float = 0.5) -> None:
         self.store = store
@@ -43,9 +43,6 @@ class SnapshotWorker:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="minixnat-snapshots", daemon=True)
         self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop after the run under way (an unfinished one is done after a restart)."""

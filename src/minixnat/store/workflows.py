@@ -21,6 +21,8 @@ from minixnat.store.records import Experiment
 TRANSFER = "Transfer"
 SNAPSHOTS = "xnat_tools/WebBasedQCImageCreator.xml"
 SNAPSHOTS_STEP = "WebBasedQCImageCreator"
+# The scan resource a snapshot run fills (XNAT's name).
+SNAPSHOTS_RESOURCE = "SNAPSHOTS"
 QUEUED, IN_PROGRESS, COMPLETE, FAILED = "Queued", "In Progress", "Complete", "Failed"
 STATES = (QUEUED, IN_PROGRESS, COMPLETE, FAILED)
 

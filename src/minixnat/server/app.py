@@ -59,10 +59,6 @@ class App:
         snapshots: bool = True,
     ) -> None:
         self.store = store
-        # Archiving queues snapshot runs unless turned off; the worker also does runs
-        # launched through the REST API, so it runs either way.
-        store.auto_snapshots = snapshots
-        self.snapshots = SnapshotWorker(store)
         self.faults = faults or Faults()
         self.limits = limits or Limits()
         self.chaos = Chaos(self.faults)
@@ -75,6 +71,11 @@ class App:
         # Signs the pages' form tokens; kept in the archive, so forms rendered before a
         # restart still work after it.
         self.pages = Pages(store, self.auth, store.site_secret("pages"), catalogs)
+        # Archiving queues snapshot runs unless turned off; the worker also does runs
+        # launched through the REST API, so it runs either way.  Started last: runs left
+        # pending by a crash write into ROOT/tmp, which is emptied above.
+        store.auto_snapshots = snapshots
+        self.snapshots = SnapshotWorker(store)
 
     def close(self) -> None:
         """Stop the background work (a snapshot run under way is finished first)."""

@@ -51,9 +51,13 @@ class Snapshot:
     full: str
 
 
-def scan_snapshot(store: Store, session: Experiment, scan: Scan) -> Snapshot | None:
-    """The scan's SNAPSHOTS thumbnail and full-size picture, if it has both."""
-    resource = store.get_resource_by_label("scan", str(scan.pk), SNAPSHOTS_RESOURCE)
+def scan_snapshot(
+    store: Store, session: Experiment, scan: Scan, resources: list[Resource]
+) -> Snapshot | None:
+    """The scan's SNAPSHOTS thumbnail and full-size picture, if it has both.  ``resources``
+    are the scan's, which the pages list anyway: only a scan with a SNAPSHOTS resource
+    costs a query here."""
+    resource = next((r for r in resources if r.label == SNAPSHOTS_RESOURCE), None)
     if resource is None:
         return None
     by_content = {row.content: row.path for row in store.list_files(resource.pk)}
@@ -166,10 +170,11 @@ def _scan_resources(store: Store, scan: Scan) -> list[tuple[Resource, int, int]]
 def session(store: Store, access: Access, visit: Visit, eid: str) -> Response:
     found, proj = readable_session(store, access, eid)
     records = store.list_workflows(experiment_id=found.id)
-    scans = [
-        (scan, _scan_resources(store, scan), scan_snapshot(store, found, scan))
-        for scan in store.list_scans(found.id)
-    ]
+    scans = []
+    for scan in store.list_scans(found.id):
+        listed = _scan_resources(store, scan)
+        snapshot = scan_snapshot(store, found, scan, [res for res, _, _ in listed])
+        scans.append((scan, listed, snapshot))
     resources = [
         (res, *store.resource_stats(res.pk)) for res in store.list_resources("experiment", found.id)
     ]

@@ -68,14 +68,16 @@ DEFAULT_OPTIONS = ("include_project", "include_subject")
 
 def session_choices(store: Store, session: Experiment) -> SessionChoices:
     subject = store.get_subject(session.subject_id)
-    scans = tuple(
-        ScanChoice(
-            scan.type,
-            tuple(r.label for r in store.list_resources("scan", str(scan.pk))),
-            snapshot.thumbnail if (snapshot := scan_snapshot(store, session, scan)) else "",
+    choices = []
+    for scan in store.list_scans(session.id):
+        resources = store.list_resources("scan", str(scan.pk))
+        snapshot = scan_snapshot(store, session, scan, resources)
+        choices.append(
+            ScanChoice(
+                scan.type, tuple(r.label for r in resources), snapshot.thumbnail if snapshot else ""
+            )
         )
-        for scan in store.list_scans(session.id)
-    )
+    scans = tuple(choices)
     return SessionChoices(
         id=session.id,
         project=session.project,

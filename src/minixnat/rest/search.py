@@ -279,7 +279,9 @@ def candidate_rows(store: Store, access: Access, element: str) -> list[dict[str,
     """Every readable object of ``element`` as lower-case field → value."""
     kind = kind_of(element)
     readable = {p.id for p in store.list_projects() if access.can_read(p)}
-    fields = store.fields_of_kind({"project": "project", "subject": "subject"}.get(kind, kind))
+    if kind == "workflow":  # workflow records have no stored fields of their own
+        return [_lower(fields_of(w)) for w in store.list_workflows(projects=sorted(readable))]
+    fields = store.fields_of_kind(kind)
     rows: list[dict[str, str]] = []
     if kind == "project":
         for p in store.list_projects():
@@ -292,8 +294,6 @@ def candidate_rows(store: Store, access: Access, element: str) -> list[dict[str,
         for s in store.list_subjects():
             if s.project in readable:
                 rows.append({**_lower(fields.get(s.id, {})), **_lower(vars(s))})
-    elif kind == "workflow":
-        rows.extend(_lower(fields_of(w)) for w in store.list_workflows(projects=sorted(readable)))
     elif kind == "experiment":
         for e in store.list_experiments():
             if e.project in readable and is_a(e.xsi_type, element):

@@ -12,11 +12,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
 from minixnat.errors import MinixnatError
 from minixnat.store.names import control_characters
+
+if TYPE_CHECKING:
+    from minixnat.http.bodies import Body
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -40,6 +43,11 @@ class Request:
     client: str
     receive: Receive
     scheme: str = "http"
+    #: Set only for the server's own calls (the pages' upload form): a body already
+    #: received to disk, which :func:`minixnat.http.bodies.receive` hands over, and the
+    #: activity-tracker record the import belongs to.
+    spooled: Body | None = None
+    activity: int = 0
 
     def param(self, name: str, default: str = "") -> str:
         """A query parameter, matched case-insensitively as Restlet forms do."""

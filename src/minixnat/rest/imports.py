@@ -15,6 +15,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from minixnat.errors import MinixnatError
+from minixnat.http import bodies
 from minixnat.http.messages import AnyResponse, HttpError, Request, Response
 from minixnat.importer.build import BuildError, Built, Options, build
 from minixnat.importer.commit import (
@@ -38,11 +40,11 @@ from minixnat.importer.unpack import (
     sniff,
     unpack,
 )
-from minixnat.rest import bodies
 from minixnat.rest.downloads import Member, stream_archive
 from minixnat.rest.tables import Table, render
 from minixnat.rest.writes import WriteContext, check_name
 from minixnat.store import Project, Store
+from minixnat.store.activity import DONE, FAILED
 from minixnat.store.prearchive import UNASSIGNED, PrearcSession
 
 HANDLERS = ("DICOM-zip", "SI")
@@ -174,8 +176,25 @@ def unpack_upload(path: Path, staging: Path, budget: Budget) -> list[tuple[Path,
 
 
 async def import_service(ctx: WriteContext, request: Request) -> Response:
+    """Receive and import one archive, recorded in the caller's activity tracker: from
+    receiving to done, or failed with the message the caller is given."""
     if request.method != "POST":
         raise HttpError(405, "POST an archive to the import service.")
+    store = ctx.store
+    activity = request.activity or store.start_activity(
+        ctx.user.login, project=request.param("PROJECT_ID") or request.param("project")
+    )
+    try:
+        return await _import_service(ctx, request, activity)
+    except MinixnatError as exc:
+        store.end_activity(activity, FAILED, message=exc.message)
+        raise
+    except BaseException:
+        store.end_activity(activity, FAILED, message="The import stopped on a server error.")
+        raise
+
+
+async def _import_service(ctx: WriteContext, request: Request, activity: int) -> Response:
     handler = request.param("import-handler") or request.param("import_handler") or "DICOM-zip"
     if handler not in KNOWN_HANDLERS:
         raise HttpError(404, f"Unknown importer implementation specified: {handler}")
@@ -223,6 +242,13 @@ async def import_service(ctx: WriteContext, request: Request) -> Response:
         if not body.uploads:
             raise HttpError(400, bodies.NO_DATA)
         upload = body.uploads[0]
+        ctx.store.received_activity(
+            activity,
+            filename=upload.filename,
+            size=upload.size,
+            project=project.id if project else "",
+            destination="archive" if dest.archive else "prearchive",
+        )
         declared = upload_format(upload)
         actual = sniff(upload.path)
         if actual is None or (declared == "zip") != (actual == "zip"):
@@ -231,7 +257,16 @@ async def import_service(ctx: WriteContext, request: Request) -> Response:
                 f"The upload is not a readable {declared} archive (truncated or corrupt?).",
             )
         return await asyncio.to_thread(
-            _import, ctx, request, upload.path, staging, project, dest.archive, options, overwrite
+            _import,
+            ctx,
+            request,
+            upload.path,
+            staging,
+            project,
+            dest.archive,
+            options,
+            overwrite,
+            activity,
         )
     finally:
         body.discard()
@@ -247,6 +282,7 @@ def _import(
     archive: bool,
     options: Options,
     overwrite: str,
+    activity: int,
 ) -> Response:
     files = unpack_upload(path, staging, budget_for(path, ctx.limits))
     try:
@@ -255,6 +291,7 @@ def _import(
         raise HttpError(exc.status, str(exc)) from exc
     login = ctx.user.login
     hash_files(built.sessions)
+    count = sum(session.file_count() for session in built.sessions)
     uris: list[str] = []
     if archive:
         assert project is not None
@@ -272,6 +309,8 @@ def _import(
                             ctx.store, project, session, login=login, overwrite=overwrite
                         )
                     )
+                # The tracker says done in the transaction that makes the sessions.
+                ctx.store.end_activity(activity, DONE, files=count, uris=uris)
         except CommitError as exc:
             record_failure(ctx.store, project, failing, str(exc), login=login, how=IMPORT)
             raise HttpError(exc.status, str(exc)) from exc
@@ -281,6 +320,7 @@ def _import(
         for session in built.sessions:
             row = to_prearchive(ctx.store, where, session, login=login)
             uris.append(f"/data{row.url}")
+        ctx.store.end_activity(activity, DONE, files=count, uris=uris)
     return _uri_list(request, uris)
 
 

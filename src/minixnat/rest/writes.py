@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from minixnat.http import bodies
 from minixnat.http.access import Access
 from minixnat.http.messages import HttpError, Request, Response, text
 from minixnat.importer.build import safe_label
 from minixnat.importer.unpack import Limits, UnpackError, budget_for, discard, sniff, unpack
-from minixnat.rest import bodies, documents, xpaths
+from minixnat.rest import documents, xpaths
 from minixnat.rest.resolve import Node, Target, resolve
 from minixnat.store import Project, Resource, Store, StoreError, User, names
 from minixnat.store.files import md5_of

@@ -12,6 +12,7 @@ One module per job, all parts of one :class:`Store`:
 - ``searches``: saved searches;
 - ``prearchive``: sessions waiting to be archived;
 - ``workflows``: workflow records (archiving, snapshots), also the snapshot worker's queue;
+- ``activity``: the activity tracker's record of each user's imports;
 - ``check``: the consistency check of catalog rows against files on disk;
 - ``records``, ``names``, ``schema``, ``clock``: values, name rules, migrations, time.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from minixnat.store.accounts import AccountTables
+from minixnat.store.activity import Activity, ActivityTables
 from minixnat.store.catalogs import CatalogTables
 from minixnat.store.fields import FieldTables
 from minixnat.store.files import FileTables
@@ -53,6 +55,7 @@ class Store(
     SearchTables,
     PrearchiveTables,
     WorkflowTables,
+    ActivityTables,
 ):
     """One archive root.  Thread-safe: one lock serialises access to the one connection."""
 
@@ -64,6 +67,7 @@ class Store(
 __all__ = [
     "ACCESS_LEVELS",
     "ROLES",
+    "Activity",
     "AliasToken",
     "Experiment",
     "FileRow",

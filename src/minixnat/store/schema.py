@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Each entry upgrades the schema from version ``index`` to ``index + 1``.
 MIGRATIONS: list[str] = [
@@ -273,6 +273,25 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX workflows_experiment ON workflows(experiment_id);
     CREATE INDEX workflows_status ON workflows(status);
+    """,
+    # 5 -> 6: the activity tracker: each user's imports and how they ended.
+    """
+    CREATE TABLE activities (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        login TEXT NOT NULL,
+        project TEXT NOT NULL DEFAULT '',
+        filename TEXT NOT NULL DEFAULT '',
+        destination TEXT NOT NULL,
+        state TEXT NOT NULL
+            CHECK (state IN ('receiving', 'processing', 'done', 'failed')),
+        size INTEGER NOT NULL DEFAULT 0,
+        files INTEGER NOT NULL DEFAULT 0,
+        message TEXT NOT NULL DEFAULT '',
+        uris TEXT NOT NULL DEFAULT '',
+        started TEXT NOT NULL,
+        updated TEXT NOT NULL
+    );
+    CREATE INDEX activities_login ON activities(login, id);
     """,
 ]
 

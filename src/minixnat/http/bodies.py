@@ -67,6 +67,9 @@ class _Sink:
 
 async def receive(request: Request, tmp_dir: Path) -> Body:
     """Read the whole body to disk.  A body with no data gives an empty ``uploads``."""
+    if request.spooled is not None:  # received already, by the pages' upload form
+        body, request.spooled = request.spooled, None
+        return body
     content_type = request.headers.get("content-type", "")
     ctype, params = parse_options_header(content_type)
     if ctype == b"multipart/form-data":

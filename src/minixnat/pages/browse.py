@@ -3,6 +3,7 @@ search over sessions.  Each page shows only what the visitor may read (``Access`
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date
 from urllib.parse import quote
@@ -141,6 +142,7 @@ def project(store: Store, access: Access, visit: Visit, ref: str) -> Response:
         project=proj,
         readable=True,
         role=access.role(proj) or ("admin" if access.is_admin else ""),
+        editable=access.can_edit(proj),
         subjects=[(s, per_subject.get(s.id, 0)) for s in subjects],
         sessions=session_rows(store, sessions),
     )
@@ -157,6 +159,8 @@ def subject(store: Store, access: Access, visit: Visit, project_ref: str, ref: s
         visit=visit,
         project=proj,
         subject=found,
+        editable=access.can_edit(proj),
+        custom=sorted(json.loads(found.fields or "{}").items()),
         sessions=session_rows(store, sessions),
     )
 

@@ -13,15 +13,33 @@ import hmac
 import secrets
 from typing import Protocol
 
+from minixnat.http import bodies
 from minixnat.http.access import Access
 from minixnat.http.messages import HttpError, Request, Response
-from minixnat.pages import browse, download
+from minixnat.pages import browse, download, prearchive, subjects, upload
+from minixnat.pages.api import Api
 from minixnat.pages.render import page, redirect, static
-from minixnat.pages.visit import Visit, safe_next, to_login
+from minixnat.pages.visit import STALE_FORM, Visit, safe_next, to_login
 from minixnat.store import Store, User
 
 LOGIN_FAILED = "Login attempt failed. Please try again."
-STALE_FORM = "This form is out of date or came from another site; reload the page."
+#: Pages that bring data in (login required): ``/app/{upload,activity,prearchive}…``, and
+#: under a project ``add-subject``, ``spreadsheet[.csv]``, ``upload-xml``, ``subjects/S/edit``.
+WRITING_PAGES = ("upload", "activity", "prearchive")
+PROJECT_EDITS = ("add-subject", "spreadsheet", "spreadsheet.csv", "upload-xml")
+
+
+def _writes(rest: list[str]) -> bool:
+    """Whether ``/app/{rest}`` is one of the pages that bring data in."""
+    if rest[0] in WRITING_PAGES:
+        return True
+    if rest[0] != "projects":
+        return False
+    return (len(rest) == 3 and rest[2] in PROJECT_EDITS) or (
+        len(rest) == 5 and rest[2] == "subjects" and rest[4] == "edit"
+    )
+
+
 # The login form's own token (login CSRF): a random value in a cookie that other sites'
 # form posts do not carry (SameSite=Lax), and its HMAC in the form.
 LOGIN_COOKIE = "XNAT_LOGIN_FORM"
@@ -41,12 +59,18 @@ class Pages:
     """Server-rendered HTML pages over one store."""
 
     def __init__(
-        self, store: Store, keeper: SessionKeeper, secret: bytes, catalogs: download.Catalogs
+        self,
+        store: Store,
+        keeper: SessionKeeper,
+        secret: bytes,
+        catalogs: download.Catalogs,
+        api: Api,
     ) -> None:
         self.store = store
         self.keeper = keeper
         self.secret = secret
         self.catalogs = catalogs
+        self.api = api
 
     def csrf_for(self, sid: str | None) -> str:
         if not sid:
@@ -62,7 +86,8 @@ class Pages:
         *,
         expired: bool = False,
     ) -> Visit:
-        return Visit(request, user, sid, cookies, expired, self.csrf_for(sid))
+        running = self.store.running_activities(user.login) if user else 0
+        return Visit(request, user, sid, cookies, expired, self.csrf_for(sid), running)
 
     async def handle(self, visit: Visit, rest: list[str]) -> Response:
         """Answer ``/`` (``rest`` empty) or ``/app/{rest}``."""
@@ -84,6 +109,10 @@ class Pages:
         access = Access(self.store, visit.user)
         if not rest:
             return browse.home(self.store, access, visit)
+        if _writes(rest):
+            if visit.user is None:
+                return to_login(visit)
+            return await self._writing(visit, visit.user, access, rest)
         if method == "POST":
             form = await self._checked_form(visit)
         else:
@@ -110,6 +139,67 @@ class Pages:
             if len(rest) == 3 and rest[2] == "handoff" and form is not None:
                 return download.handoff(self.catalogs, self.store, access, visit, rest[1], form)
         raise HttpError(404, "The requested page was not found.")
+
+    async def _writing(self, visit: Visit, user: User, access: Access, rest: list[str]) -> Response:
+        """The pages that bring data in: upload, activity, prearchive, subjects."""
+        store, api, post = self.store, self.api, visit.request.method == "POST"
+        head, n = rest[0], len(rest)
+        if head == "upload" and n == 1:
+            if post:
+                return await upload.receive(store, api, access, visit, user)
+            return upload.form(store, access, visit)
+        if head == "activity" and n == 1 and not post:
+            return upload.tracker(store, visit, user)
+        if head == "activity" and n == 2 and not post:
+            return upload.one(store, visit, user, rest[1])
+        if head == "prearchive" and n in (1, 4):
+            where = rest[1:]
+            if not post:
+                if n == 1:
+                    return await prearchive.listing(store, api, access, visit, user)
+                return await prearchive.details(store, api, access, visit, user, where)
+            form = await self._checked_form(visit)
+            if n == 1:
+                return await prearchive.bulk(store, api, visit, user, form)
+            return await prearchive.act_on_one(store, api, access, visit, user, where, form)
+        if head == "projects" and n == 3 and rest[2] == "spreadsheet.csv" and not post:
+            return subjects.sheet_template(store, access, rest[1])
+        if head == "projects" and n == 3 and rest[2] in ("spreadsheet", "upload-xml"):
+            sheet = rest[2] == "spreadsheet"
+            if not post:
+                if sheet:
+                    return subjects.sheet_form(store, access, visit, rest[1])
+                return subjects.xml_form(store, access, visit, rest[1])
+            body = await self._checked_upload(visit)
+            try:
+                if sheet:
+                    return await subjects.sheet_upload(
+                        store, api, access, visit, user, rest[1], body
+                    )
+                return await subjects.xml_upload(store, api, access, visit, user, rest[1], body)
+            finally:
+                body.discard()
+        subject = rest[3] if n == 5 and rest[2] == "subjects" and rest[4] == "edit" else ""
+        if head == "projects" and (subject or (n == 3 and rest[2] == "add-subject")):
+            if not post:
+                return subjects.subject_form(store, access, visit, rest[1], subject)
+            form = await self._checked_form(visit)
+            return await subjects.save_subject(
+                store, api, access, visit, user, rest[1], subject, form
+            )
+        raise HttpError(404, "The requested page was not found.")
+
+    async def _checked_upload(self, visit: Visit) -> bodies.Body:
+        """A posted multipart form (streamed to disk), refused unless it carries this
+        session's token; its files are the caller's to discard."""
+        kind = visit.request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if kind != "multipart/form-data":
+            raise HttpError(415, "This form sends multipart/form-data.")
+        body = await bodies.receive(visit.request, self.store.tmp_dir)
+        if not visit.sid or not hmac.compare_digest(body.form.get("csrf", ""), visit.csrf):
+            body.discard()
+            raise HttpError(403, STALE_FORM)
+        return body
 
     # -- logging in and out ------------------------------------------------------------------
     def _login_token(self, nonce: str) -> str:

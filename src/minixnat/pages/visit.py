@@ -10,6 +10,8 @@ from minixnat.http.messages import HttpError, Request, Response
 from minixnat.pages.render import redirect
 from minixnat.store import Project, Store, User
 
+STALE_FORM = "This form is out of date or came from another site; reload the page."
+
 
 @dataclass
 class Visit:
@@ -21,6 +23,8 @@ class Visit:
     expired: bool
     #: The token this visitor's forms must carry (empty without a login session).
     csrf: str
+    #: How many of the visitor's imports are receiving or processing (the header shows it).
+    imports_running: int = 0
 
 
 class LoginNeeded(Exception):

@@ -37,6 +37,7 @@ from minixnat.rest import catalogs, routes
 from minixnat.server.accesslog import AccessLog, loggable_path
 from minixnat.server.auth import Authenticator, Caller
 from minixnat.server.faults import Chaos, Faults, send_response
+from minixnat.server.internal import InternalApi
 from minixnat.snapshots.worker import SnapshotWorker
 from minixnat.store import Store
 from minixnat.store.clock import Clock
@@ -67,10 +68,18 @@ class App:
         # a rename.  Anything left there by a previous run was never committed: clear it.
         shutil.rmtree(store.tmp_dir, ignore_errors=True)
         store.tmp_dir.mkdir(parents=True, exist_ok=True)
+        # Imports that were under way then are gone with it: the tracker says so.
+        store.end_interrupted()
         self.auth = Authenticator(store, self.faults.session_ttl, clock)
         # Signs the pages' form tokens; kept in the archive, so forms rendered before a
         # restart still work after it.
-        self.pages = Pages(store, self.auth, store.site_secret("pages"), catalogs)
+        self.pages = Pages(
+            store,
+            self.auth,
+            store.site_secret("pages"),
+            catalogs,
+            InternalApi(store, self.auth, self.limits),
+        )
         # Archiving queues snapshot runs unless turned off; the worker also does runs
         # launched through the REST API, so it runs either way.  Started last: runs left
         # pending by a crash write into ROOT/tmp, which is emptied above.

@@ -1,0 +1,485 @@
+"""The pages that bring data in, over plain HTTP: the compressed uploader and its activity
+tracker, the prearchive page, and the subject form, spreadsheet and XML upload.  Each page
+writes through the REST API as its visitor, so its refusals are the API's, word for word;
+these tests hold the pages to that.  The browser walk-through is in
+``test_pages_upload_browser.py``.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from minixnat.pages import spreadsheet
+from minixnat.store import Store
+from minixnat.store.activity import INTERRUPTED
+from tests.conftest import Server
+from tests.test_minixnat_api import _admin
+from tests.test_minixnat_writes import call, dicom_md5s, server_md5s, session_zip
+from tests.test_pages import csrf_of, login
+from xnat_downloader.errors import UsageError
+from xnat_downloader.plan.upload import parse_subjects
+
+
+@pytest.fixture
+def site(serve: Callable[..., Server], archive: Path) -> Server:
+    _admin(archive, "user", "add", "mia", "--password", "pw")
+    _admin(archive, "user", "add", "cole", "--password", "pw")
+    _admin(archive, "project", "member", "DEMO01", "mia", "member")
+    _admin(archive, "project", "member", "DEMO01", "cole", "collaborator")
+    return serve()
+
+
+def upload(
+    browser: requests.Session,
+    server: Server,
+    data: bytes,
+    *,
+    project: str = "DEMO01",
+    destination: str = "archive",
+    name: str = "session.zip",
+    as_json: bool = False,
+    csrf: str | None = None,
+) -> requests.Response:
+    """Post the upload form as a browser does: the fields, then the file."""
+    token = csrf if csrf is not None else csrf_of(browser.get(server.url + "/app/upload").text)
+    return browser.post(
+        server.url + "/app/upload",
+        data={
+            "csrf": token,
+            "project": project,
+            "importer": "DICOM-zip",
+            "destination": destination,
+        },
+        files={"file": (name, data, "application/zip")},
+        headers={"Accept": "application/json"} if as_json else {},
+        allow_redirects=False,
+        timeout=120,
+    )
+
+
+def api_message(answer: requests.Response) -> str:
+    """The message of the REST API's status page."""
+    found = re.search(r"<h3>(.*?)</h3>", answer.text, re.S)
+    assert found, answer.text
+    return html.unescape(found.group(1))
+
+
+def activities(browser: requests.Session, server: Server) -> list[dict[str, Any]]:
+    answer = browser.get(server.url + "/app/activity?format=json", timeout=30)
+    assert answer.status_code == 200
+    rows: list[dict[str, Any]] = answer.json()["activities"]
+    return rows
+
+
+# -- the compressed uploader ---------------------------------------------------------------
+def test_upload_targets_are_the_projects_the_user_may_write(site: Server) -> None:
+    mia = login(site, "mia", "pw").get(site.url + "/app/upload").text
+    assert re.findall(r'<option value="(DEMO\d+)"', mia) == ["DEMO01"]
+    admin = login(site, "admin", "admin").get(site.url + "/app/upload").text
+    assert re.findall(r'<option value="(DEMO\d+)"', admin) == ["DEMO01", "DEMO02"]
+    cole = login(site, "cole", "pw").get(site.url + "/app/upload").text
+    assert 'id="no-targets"' in cole
+    assert "<select" not in cole
+    guest = requests.get(site.url + "/app/upload", allow_redirects=False, timeout=30)
+    assert guest.status_code == 303
+    assert guest.headers["Location"].startswith("/app/login")
+
+
+def test_upload_into_the_archive_lands_on_the_tracker_page(site: Server, archive: Path) -> None:
+    mia = login(site, "mia", "pw")
+    data = session_zip(archive, "DEMO01_S001_MR1", folder="FORMS1")
+    answer = upload(mia, site, data)
+    assert answer.status_code == 303
+    where = answer.headers["Location"]
+    assert re.fullmatch(r"/app/activity/\d+", where)
+    tracker = mia.get(site.url + where).text
+    files = len(dicom_md5s(archive, "DEMO01_S001_MR1"))
+    assert f"done: {files} files in 1 session" in tracker
+    link = re.search(r'href="(/app/experiments/[^"]+)"', tracker)
+    assert link, tracker
+    uri = "/data/projects/DEMO01/experiments/FORMS1"
+    assert server_md5s(site, uri) == dicom_md5s(archive, "DEMO01_S001_MR1")
+    (row,) = activities(mia, site)
+    assert row["state"] == "done"
+    assert row["files"] == files
+    assert row["filename"] == "session.zip"
+    assert row["destination"] == "archive"
+    assert row["links"][0]["href"] == link.group(1)
+
+
+def test_upload_with_script_answers_json_and_goes_to_the_prearchive(
+    site: Server, archive: Path
+) -> None:
+    mia = login(site, "mia", "pw")
+    data = session_zip(archive, "DEMO01_S001_MR1", folder="PRE1")
+    answer = upload(mia, site, data, destination="prearchive", as_json=True)
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert result["ok"]
+    assert result["state"] == "done"
+    (link,) = result["links"]
+    assert link["href"].startswith("/app/prearchive/DEMO01/")
+    listing = mia.get(site.url + "/app/prearchive").text
+    assert "PRE1" in listing
+    assert link["href"] in listing
+    assert call(site, "GET", "/data/projects/DEMO01/experiments/PRE1").status_code == 404
+
+
+def test_refused_uploads_keep_nothing_and_say_why(site: Server, archive: Path) -> None:
+    data = session_zip(archive, "DEMO01_S001_MR1", folder="NOPE1")
+    mia = login(site, "mia", "pw")
+    forged = upload(mia, site, data, csrf="0" * 32)
+    assert forged.status_code == 403
+    assert "out of date" in forged.text
+    empty = upload(mia, site, b"", as_json=True)
+    assert empty.status_code == 400
+    assert empty.json()["message"].startswith("Choose a .zip")
+    # A collaborator may not upload: the page says what the import service says.
+    cole = login(site, "cole", "pw")
+    token = csrf_of(cole.get(site.url + "/").text)
+    refused = upload(cole, site, data, as_json=True, csrf=token)
+    api = call(
+        site,
+        "POST",
+        "/data/services/import?PROJECT_ID=DEMO01&dest=/archive",
+        auth=("cole", "pw"),
+        data=data,
+        headers={"Content-Type": "application/zip"},
+    )
+    assert refused.status_code == api.status_code == 403
+    assert refused.json()["message"] == api_message(api)
+    assert [a["state"] for a in activities(cole, site)] == ["failed", "failed"]
+    # Not a zip at all: the import service's message, and the tracker keeps it.
+    broken = upload(mia, site, b"not a zip", as_json=True)
+    assert broken.status_code == 400
+    assert "not a readable zip archive" in broken.json()["message"]
+    states = [(a["state"], a["message"]) for a in activities(mia, site)]
+    assert states[0] == ("failed", broken.json()["message"])
+    assert len(states) == 3
+    assert all(s == "failed" for s, _ in states)
+    assert call(site, "GET", "/data/projects/DEMO01/experiments/NOPE1").status_code == 404
+    assert list((archive / "tmp").iterdir()) == []
+
+
+def test_imports_through_the_api_are_tracked_too(site: Server, archive: Path) -> None:
+    data = session_zip(archive, "DEMO01_S001_MR1", folder="API1")
+    answer = call(
+        site,
+        "POST",
+        "/data/services/import?PROJECT_ID=DEMO01&dest=/prearchive",
+        auth=("mia", "pw"),
+        data=data,
+        headers={"Content-Type": "application/zip"},
+    )
+    assert answer.status_code == 200
+    mia = login(site, "mia", "pw")
+    (row,) = activities(mia, site)
+    assert row["state"] == "done"
+    assert row["destination"] == "prearchive"
+    assert row["filename"] == ""  # a raw body has no name
+    assert activities(login(site, "admin", "admin"), site) == []  # one's own only
+    page = mia.get(site.url + "/").text
+    assert 'id="activity-indicator" data-running="0"' in page
+
+
+def test_an_import_cut_off_by_a_stop_is_failed_at_the_next_start(
+    serve: Callable[..., Server], archive: Path
+) -> None:
+    store = Store(archive)
+    running = store.start_activity("admin", project="DEMO01")
+    store.close()
+    server = serve()
+    admin = login(server, "admin", "admin")
+    (row,) = activities(admin, server)
+    assert row["activity"] == running
+    assert (row["state"], row["message"]) == ("failed", INTERRUPTED)
+
+
+# -- the prearchive page -------------------------------------------------------------------
+def _to_prearchive(site: Server, archive: Path, *folders: str) -> list[str]:
+    """Import sessions into DEMO01's prearchive through the API; their page links."""
+    links = []
+    for folder in folders:
+        data = session_zip(archive, "DEMO01_S001_MR1", folder=folder)
+        answer = call(
+            site,
+            "POST",
+            "/data/services/import?PROJECT_ID=DEMO01&dest=/prearchive",
+            data=data,
+            headers={"Content-Type": "application/zip"},
+        )
+        assert answer.status_code == 200, answer.text
+        links.append(
+            "/app"
+            + answer.text.strip()
+            .removeprefix("/data")
+            .replace("/prearchive/projects/", "/prearchive/")
+        )
+    return links
+
+
+def test_prearchive_page_archives_with_new_labels(site: Server, archive: Path) -> None:
+    (link,) = _to_prearchive(site, archive, "PA1")
+    mia = login(site, "mia", "pw")
+    details = mia.get(site.url + link)
+    assert details.status_code == 200
+    assert re.search(r"<th scope=\"row\">\d+</th>", details.text)  # its scans
+    token = csrf_of(details.text)
+    form = {
+        "csrf": token,
+        "action": "archive",
+        "project": "DEMO01",
+        "subject": "NEWSUBJ",
+        "session": "RELABELLED",
+    }
+    done = mia.post(site.url + link, data=form, allow_redirects=False)
+    assert done.status_code == 303
+    assert done.headers["Location"].startswith("/app/experiments/")
+    found = call(site, "GET", "/data/projects/DEMO01/subjects/NEWSUBJ/experiments/RELABELLED")
+    assert found.status_code == 200
+    assert "PA1" not in mia.get(site.url + "/app/prearchive").text
+
+
+def test_prearchive_page_refuses_as_the_api_does(site: Server, archive: Path) -> None:
+    first, second = _to_prearchive(site, archive, "DUP1", "DUP2")
+    mia = login(site, "mia", "pw")
+    token = csrf_of(mia.get(site.url + first).text)
+    form = {
+        "csrf": token,
+        "action": "archive",
+        "project": "DEMO01",
+        "subject": "S9",
+        "session": "SAME",
+    }
+    assert mia.post(site.url + first, data=form, allow_redirects=False).status_code == 303
+    # The same label again: the API answers 409, and the page shows its message.
+    src = "/prearchive/" + second.removeprefix("/app/prearchive/").replace(
+        "DEMO01/", "projects/DEMO01/", 1
+    )
+    api = call(site, "POST", f"/data/services/archive?src={src}&subject=S9&session=SAME")
+    assert api.status_code == 409
+    refused = mia.post(site.url + second, data=form, allow_redirects=False)
+    assert refused.status_code == 409
+    assert html.escape(api_message(api)) in refused.text
+    # Moving to a project mia may not write: the API's 403, on the page.
+    move = {"csrf": token, "action": "move", "newProject": "DEMO02"}
+    moved = mia.post(site.url + second, data=move, allow_redirects=False)
+    assert moved.status_code == 404
+    assert "DEMO02" in moved.text
+
+
+def test_prearchive_bulk_actions_report_each_session(site: Server, archive: Path) -> None:
+    links = _to_prearchive(site, archive, "B1", "B2", "B3")
+    admin = login(site, "admin", "admin")
+    listing = admin.get(site.url + "/app/prearchive").text
+    sources = re.findall(r'name="src" value="([^"]+)"', listing)
+    assert len(sources) == 3
+    token = csrf_of(listing)
+    moved = admin.post(
+        site.url + "/app/prearchive",
+        data={"csrf": token, "action": "move", "newProject": "DEMO02", "src": sources[:1]},
+    )
+    assert moved.status_code == 200
+    assert "1 of 1 done" in moved.text
+    deleted = admin.post(
+        site.url + "/app/prearchive", data={"csrf": token, "action": "delete", "src": sources[1:]}
+    )
+    assert "2 of 2 done" in deleted.text
+    rows = call(site, "GET", "/data/prearchive/projects?format=json").json()["ResultSet"]["Result"]
+    assert [(r["project"], r["name"]) for r in rows] == [("DEMO02", "B1")]
+    stale = admin.post(
+        site.url + "/app/prearchive", data={"csrf": token, "action": "delete", "src": sources[1:2]}
+    )
+    assert stale.status_code == 400
+    assert "refused: No prearchive session" in stale.text
+    assert links  # the import links were prearchive pages
+
+
+# -- subjects ------------------------------------------------------------------------------
+def _subject(site: Server, label: str) -> dict[str, Any]:
+    """A subject's fields, demographics and custom fields (``field:NAME``) from the API."""
+    answer = call(site, "GET", f"/data/projects/DEMO01/subjects/{label}?format=json")
+    assert answer.status_code == 200, answer.text
+    item = answer.json()["items"][0]
+    fields: dict[str, Any] = dict(item["data_fields"])
+    for child in item["children"]:
+        for sub in child["items"]:
+            if child["field"] == "demographics":
+                fields.update(sub["data_fields"])
+            else:
+                fields[f"field:{sub['data_fields']['name']}"] = sub["data_fields"]["field"]
+    return fields
+
+
+def test_subject_form_creates_validates_and_edits(site: Server) -> None:
+    mia = login(site, "mia", "pw")
+    form_page = mia.get(site.url + "/app/projects/DEMO01/add-subject")
+    assert form_page.status_code == 200
+    token = csrf_of(form_page.text)
+    base = {
+        "csrf": token,
+        "label": "FORM01",
+        "gender": "female",
+        "dob": "",
+        "yob": "1980",
+        "handedness": "left",
+        "new_field": "site",
+        "new_value": "north",
+    }
+    bad = mia.post(
+        site.url + "/app/projects/DEMO01/add-subject", data={**base, "dob": "1980-13-40"}
+    )
+    api = call(site, "PUT", "/data/projects/DEMO01/subjects/X?dob=1980-13-40")
+    assert bad.status_code == api.status_code == 400
+    assert "Invalid date of birth &#39;1980-13-40&#39;: use YYYY-MM-DD." in bad.text
+    assert 'value="FORM01"' in bad.text  # what was typed stays
+    made = mia.post(site.url + "/app/projects/DEMO01/add-subject", data=base, allow_redirects=False)
+    assert made.status_code == 303, made.text
+    assert made.headers["Location"] == "/app/projects/DEMO01/subjects/FORM01"
+    fields = _subject(site, "FORM01")
+    assert (fields["gender"], fields["yob"], fields["handedness"]) == ("female", "1980", "left")
+    assert fields["field:site"] == "north"
+    again = mia.post(site.url + "/app/projects/DEMO01/add-subject", data=base)
+    assert again.status_code == 409
+    assert "already has a subject FORM01" in again.text
+    edit = mia.get(site.url + "/app/projects/DEMO01/subjects/FORM01/edit").text
+    assert 'name="field:site" id="field-1" value="north"' in edit
+    changed = mia.post(
+        site.url + "/app/projects/DEMO01/subjects/FORM01/edit",
+        data={
+            "csrf": token,
+            "label": "FORM02",
+            "gender": "",
+            "yob": "1981",
+            "handedness": "left",
+            "field:site": "south",
+        },
+        allow_redirects=False,
+    )
+    assert changed.headers["Location"] == "/app/projects/DEMO01/subjects/FORM02"
+    fields = _subject(site, "FORM02")
+    assert (fields.get("gender", ""), fields["yob"], fields["field:site"]) == ("", "1981", "south")
+    assert "south" in mia.get(site.url + "/app/projects/DEMO01/subjects/FORM02").text
+    cole = login(site, "cole", "pw")
+    assert cole.get(site.url + "/app/projects/DEMO01/add-subject").status_code == 403
+
+
+SHEET = (
+    "label,gender,dob,handedness,site\n"
+    + "".join(
+        f"SHEET{i:02d},{'mf'[i % 2]},19{60 + i}-01-0{1 + i % 9},right,north\n" for i in range(20)
+    )
+    + "SHEET99,banana,,,\n"
+)
+
+
+def test_spreadsheet_creates_subjects_and_reports_each_row(site: Server) -> None:
+    mia = login(site, "mia", "pw")
+    page = mia.get(site.url + "/app/projects/DEMO01/spreadsheet").text
+    template = mia.get(site.url + "/app/projects/DEMO01/spreadsheet.csv")
+    assert template.text.splitlines()[0].startswith("label,gender,dob,yob,handedness")
+    answer = mia.post(
+        site.url + "/app/projects/DEMO01/spreadsheet",
+        data={"csrf": csrf_of(page)},
+        files={"file": ("subjects.csv", SHEET.encode(), "text/csv")},
+    )
+    assert answer.status_code == 200, answer.text
+    assert "20 created, 0 updated, 1 refused." in answer.text
+    refused = re.search(
+        r'<tr class="refused"><td class="num">(\d+)</td>.*?<td>([^<]*)</td></tr>', answer.text
+    )
+    assert refused
+    assert refused.group(1) == "22"
+    assert "Invalid gender &#39;banana&#39;" in refused.group(2)
+    assert (_subject(site, "SHEET07")["gender"], _subject(site, "SHEET08")["gender"]) == (
+        "female",
+        "male",
+    )
+    again = mia.post(
+        site.url + "/app/projects/DEMO01/spreadsheet",
+        data={"csrf": csrf_of(page)},
+        files={"file": ("s.csv", b"label,site\nSHEET01,south\n", "text/csv")},
+    )
+    assert "0 created, 1 updated, 0 refused." in again.text
+    headless = mia.post(
+        site.url + "/app/projects/DEMO01/spreadsheet",
+        data={"csrf": csrf_of(page)},
+        files={"file": ("s.csv", b"name,site\nA,b\n", "text/csv")},
+    )
+    assert headless.status_code == 400
+    assert "no label column" in headless.text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        SHEET,
+        "Subject,GENDER,yob,extra\nA1,m,1970,x\nA1,f,1971,y\nbad label,,,\n,,,\nB2,,20x0,z,too\n",
+        "\ufeffid;site\nC1;n\n",
+        "label\n.dot\n_ok\n",
+    ],
+)
+def test_spreadsheet_rules_are_the_clients(text: str) -> None:
+    """Which rows the page refuses, and what the others set, as ``upload subjects.csv``."""
+    try:
+        rows, errors = parse_subjects(text)
+    except UsageError:
+        with pytest.raises(spreadsheet.SheetError, match="no label column"):
+            spreadsheet.read(text)
+        return
+    ours = spreadsheet.read(text)
+    assert [(r.line, r.refused) for r in ours if r.refused] == [
+        (e.line, e.message) for e in errors if "label" in e.message or "cells" in e.message
+    ]
+    accepted = {r.line: (r.label, r.fields) for r in ours if not r.refused}
+    assert {r.line: (r.label, r.fields) for r in rows}.items() <= accepted.items()
+
+
+def test_xml_upload_creates_a_subject_and_a_session(site: Server) -> None:
+    mia = login(site, "mia", "pw")
+    page = mia.get(site.url + "/app/projects/DEMO01/upload-xml").text
+    subject = (
+        b'<?xml version="1.0"?>\n<!-- a subject -->\n<xnat:Subject label="XMLSUB" '
+        b'xmlns:xnat="http://nrg.wustl.edu/xnat"><xnat:demographics '
+        b'xsi:type="xnat:demographicData" xmlns:xsi="http://www.w3.org/2001/'
+        b'XMLSchema-instance"><xnat:gender>male</xnat:gender></xnat:demographics>'
+        b"</xnat:Subject>"
+    )
+    made = mia.post(
+        site.url + "/app/projects/DEMO01/upload-xml",
+        data={"csrf": csrf_of(page)},
+        files={"file": ("s.xml", subject, "text/xml")},
+        allow_redirects=False,
+    )
+    assert made.status_code == 303, made.text
+    assert made.headers["Location"] == "/app/projects/DEMO01/subjects/XMLSUB"
+    assert _subject(site, "XMLSUB")["gender"] == "male"
+    session = (
+        b'<xnat:MRSession label="XMLSESS" xmlns:xnat="http://nrg.wustl.edu/xnat">'
+        b"<xnat:date>2020-02-03</xnat:date><xnat:subject_ID>XMLSUB</xnat:subject_ID>"
+        b"</xnat:MRSession>"
+    )
+    made = mia.post(
+        site.url + "/app/projects/DEMO01/upload-xml",
+        data={"csrf": csrf_of(page)},
+        files={"file": ("e.xml", session, "text/xml")},
+        allow_redirects=False,
+    )
+    assert made.status_code == 303
+    assert made.headers["Location"].startswith("/app/experiments/")
+    found = call(site, "GET", "/data/projects/DEMO01/subjects/XMLSUB/experiments/XMLSESS")
+    assert found.status_code == 200
+    junk = mia.post(
+        site.url + "/app/projects/DEMO01/upload-xml",
+        data={"csrf": csrf_of(page)},
+        files={"file": ("j.xml", b"hello", "text/xml")},
+    )
+    assert junk.status_code == 400
+    assert "not an XML document" in junk.text

@@ -8,8 +8,10 @@ these tests hold the pages to that.  The browser walk-through is in
 from __future__ import annotations
 
 import html
+import io
 import re
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -483,3 +485,71 @@ def test_xml_upload_creates_a_subject_and_a_session(site: Server) -> None:
     )
     assert junk.status_code == 400
     assert "not an XML document" in junk.text
+
+
+# -- a large upload ------------------------------------------------------------------------
+def _peak_rss_kib(pid: int) -> int:
+    """The process's peak resident memory so far (``VmHWM``), KiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+    assert found, status
+    return int(found.group(1))
+
+
+def test_a_1_gib_upload_keeps_the_servers_memory_flat(site: Server, tmp_path: Path) -> None:
+    """A session zip holding 1 GiB besides its DICOM goes through the page's form as a
+    browser streams it; the server's peak memory grows by far less than the upload."""
+    zipped = tmp_path / "big.zip"
+    dicom = session_zip(site.root, "DEMO01_S001_MR1", folder="BIG1")
+    with zipfile.ZipFile(io.BytesIO(dicom)) as small, zipfile.ZipFile(zipped, "w") as zf:
+        for info in small.infolist():
+            zf.writestr(info, small.read(info))
+        with zf.open("BIG1/notes/filler.bin", "w", force_zip64=True) as filler:
+            block = bytes(range(256)) * 4096  # 1 MiB, stored as it is
+            for _ in range(1024):
+                filler.write(block)
+    size = zipped.stat().st_size
+    assert size > 1024**3
+    mia = login(site, "mia", "pw")
+    token = csrf_of(mia.get(site.url + "/app/upload").text)
+    boundary = "----minixnat-test-boundary"
+    head = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+        for k, v in [
+            ("csrf", token),
+            ("project", "DEMO01"),
+            ("importer", "DICOM-zip"),
+            ("destination", "archive"),
+            ("ignore", "true"),
+        ]
+    ) + (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.zip"\r\n'
+        "Content-Type: application/zip\r\n\r\n"
+    )
+
+    def body() -> Iterator[bytes]:
+        yield head.encode()
+        with zipped.open("rb") as source:
+            while chunk := source.read(1024 * 1024):
+                yield chunk
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    before = _peak_rss_kib(site.process.pid)
+    answer = mia.post(
+        site.url + "/app/upload",
+        data=body(),
+        headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Accept": "application/json",
+        },
+        timeout=600,
+    )
+    grown = _peak_rss_kib(site.process.pid) - before
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert result["state"] == "done"
+    assert result["summary"].startswith("done: ")  # the DICOM files; the filler is passed over
+    assert grown < 100 * 1024, f"the server's peak memory grew by {grown // 1024} MiB"
+    (row,) = activities(mia, site)
+    assert row["activity"] == result["activity"]
+    assert list((site.root / "tmp").iterdir()) == []  # nothing of the upload is left behind

@@ -23,9 +23,11 @@ _ENV = Environment(
 HTML = "text/html;charset=UTF-8"
 # Pages show private data and, after a hand-off, an alias token: never cache them.
 NO_STORE = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")]
-# The pages load nothing from elsewhere; their one script and one stylesheet are ours.
+# The pages load nothing from elsewhere; their scripts and one stylesheet are ours, and the
+# scripts talk only to this server (upload progress, the activity tracker).
 CSP = (
     "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "
+    "connect-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 

@@ -30,10 +30,7 @@ from minixnat.store import Activity, Project, Store, User
 from minixnat.store.activity import FAILED
 
 #: The importers the form offers: XNAT's value, and what the page calls it.
-IMPORTERS = {
-    "DICOM-zip": "DICOM-zip: an archive of DICOM files, sorted into sessions by their headers",
-    "SI": "Classic (SI): as DICOM-zip, for XNAT's session folder layout (ECAT is refused)",
-}
+IMPORTERS = {"DICOM-zip": "DICOM-zip", "SI": "Classic (DICOM; ECAT is refused)"}
 DESTINATIONS = {"prearchive": "Prearchive (review before archiving)", "archive": "Archive"}
 ACCEPT = ".zip,.tar.gz,.tgz,.tar"
 NO_FILE = "Choose a .zip, .tar.gz or .tar file to upload."

@@ -1,10 +1,11 @@
-// Every page: the "Uploads" indicator in the header follows running imports, and the
-// tracker's table updates in place.  The upload form sends its file with a progress bar.
+// Every page: the "Uploads" indicator in the header follows running imports; the tracker
+// page keeps watching (more often while one runs) and updates its table in place.  The upload form sends its file with a progress bar.
 // Without this script everything still works: the indicator is right when the page is
 // drawn, and the upload form posts normally and lands on the import's own page.
 "use strict";
 
-const POLL_MS = 1500;
+const POLL_MS = 1500; // while an import runs
+const IDLE_MS = 3000; // the tracker page, waiting for imports started elsewhere
 
 function cell(row, text, header) {
   const el = document.createElement(header ? "th" : "td");
@@ -37,6 +38,8 @@ function showActivities(data) {
       indicator.append(" ", badge);
     }
   }
+  const empty = document.getElementById("activity-empty");
+  if (empty) empty.hidden = data.activities.length > 0;
   const table = document.querySelector("#activity-table tbody");
   if (table) {
     table.replaceChildren();
@@ -70,8 +73,9 @@ async function poll() {
       if (!answer.ok) return;
       const data = await answer.json();
       showActivities(data);
-      if (!data.running) return;
-      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      const watching = document.getElementById("activity-table");
+      if (!data.running && !watching) return;
+      await new Promise((resolve) => setTimeout(resolve, data.running ? POLL_MS : IDLE_MS));
     }
   } finally {
     polling = false;
@@ -141,4 +145,6 @@ function setupUpload(form) {
 const uploadForm = document.getElementById("upload-form");
 if (uploadForm) setupUpload(uploadForm);
 const indicator = document.getElementById("activity-indicator");
-if (indicator && indicator.dataset.running !== "0") poll();
+if ((indicator && indicator.dataset.running !== "0") || document.getElementById("activity-table")) {
+  poll();
+}

@@ -10,8 +10,11 @@ from __future__ import annotations
 import html
 import io
 import re
+import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -361,14 +364,17 @@ def test_subject_form_creates_validates_and_edits(site: Server) -> None:
             "gender": "",
             "yob": "1981",
             "handedness": "left",
-            "field:site": "south",
+            "field:site": "<i>south</i>",
         },
         allow_redirects=False,
     )
     assert changed.headers["Location"] == "/app/projects/DEMO01/subjects/FORM02"
     fields = _subject(site, "FORM02")
-    assert (fields.get("gender", ""), fields["yob"], fields["field:site"]) == ("", "1981", "south")
-    assert "south" in mia.get(site.url + "/app/projects/DEMO01/subjects/FORM02").text
+    assert (fields.get("gender", ""), fields["yob"]) == ("", "1981")
+    assert fields["field:site"] == "<i>south</i>"
+    shown = mia.get(site.url + "/app/projects/DEMO01/subjects/FORM02").text
+    assert "<dd>&lt;i&gt;south&lt;/i&gt;</dd>" in shown  # escaped, never markup
+    assert "<i>south" not in shown
     cole = login(site, "cole", "pw")
     assert cole.get(site.url + "/app/projects/DEMO01/add-subject").status_code == 403
 
@@ -527,23 +533,40 @@ def test_a_1_gib_upload_keeps_the_servers_memory_flat(site: Server, tmp_path: Pa
         "Content-Type: application/zip\r\n\r\n"
     )
 
+    halfway = threading.Event()
+
     def body() -> Iterator[bytes]:
         yield head.encode()
         with zipped.open("rb") as source:
             while chunk := source.read(1024 * 1024):
+                if source.tell() > size // 2:
+                    halfway.wait(60)  # the tracker is looked at with the body half sent
                 yield chunk
         yield f"\r\n--{boundary}--\r\n".encode()
 
     before = _peak_rss_kib(site.process.pid)
-    answer = mia.post(
-        site.url + "/app/upload",
-        data=body(),
-        headers={
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-            "Accept": "application/json",
-        },
-        timeout=600,
-    )
+    with ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(
+            mia.post,
+            site.url + "/app/upload",
+            data=body(),
+            headers={
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+                "Accept": "application/json",
+            },
+            timeout=600,
+        )
+        watcher = login(site, "mia", "pw")
+        for _ in range(200):
+            running = activities(watcher, site)
+            if running and running[0]["state"] == "receiving":
+                break
+            time.sleep(0.05)
+        page = watcher.get(site.url + "/app/sessions").text
+        halfway.set()
+        answer = sent.result()
+    assert running[0]["state"] == "receiving"
+    assert 'data-running="1">Uploads <span class="badge">1 running</span>' in page
     grown = _peak_rss_kib(site.process.pid) - before
     assert answer.status_code == 200, answer.text
     result = answer.json()

@@ -222,3 +222,38 @@ def test_upload_pages_fit(page: Page, site: Server, viewport: dict[str, int]) ->
     ):
         page.goto(site.url + path)
         fits(page, f"{path} at {viewport['width']}px")
+
+
+def test_keyboard_alone_uploads_into_the_archive(page: Page, site: Server, tmp_path: Path) -> None:
+    zipped = tmp_path / "keys.zip"
+    zipped.write_bytes(session_zip(site.root, "DEMO01_S002_MR1", folder="WEB_KEYS"))
+    log_in(page, site)
+    page.goto(site.url + "/app/upload")
+    page.keyboard.press("Tab")  # the skip link comes first
+    project = page.get_by_label("1. Project")
+    project.focus()
+    page.keyboard.type("DEMO01")  # a select's type-ahead
+    expect(project).to_have_value("DEMO01")
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("2. Importer")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Ignore unparsable files")).to_be_focused()
+    page.keyboard.press("Space")
+    expect(page.get_by_label("Ignore unparsable files")).to_be_checked()
+    page.keyboard.press("Tab")  # into the destination group, at its checked radio
+    expect(page.get_by_label(re.compile("^Prearchive"))).to_be_focused()
+    page.keyboard.press("ArrowDown")
+    expect(page.get_by_label("Archive", exact=True)).to_be_checked()
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("4. Archive file")).to_be_focused()
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Space")
+    chooser.value.set_files(str(zipped))
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Begin upload")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#upload-status")).to_contain_text("Import done:", timeout=60_000)
+    page.keyboard.press("Tab")  # the result link follows the button
+    expect(page.get_by_role("link", name=re.compile("WEB_KEYS$"))).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("WEB_KEYS")

@@ -15,6 +15,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from minixnat.pages import spreadsheet
 from minixnat.store import Store
 from minixnat.store.activity import INTERRUPTED
 from tests.conftest import Server
+from tests.ecatfiles import ecat7
 from tests.test_minixnat_api import _admin
 from tests.test_minixnat_writes import call, dicom_md5s, server_md5s, session_zip
 from tests.test_pages import csrf_of, login
@@ -576,3 +578,79 @@ def test_a_1_gib_upload_keeps_the_servers_memory_flat(site: Server, tmp_path: Pa
     (row,) = activities(mia, site)
     assert row["activity"] == result["activity"]
     assert list((site.root / "tmp").iterdir()) == []  # nothing of the upload is left behind
+
+
+# -- ECAT through the classic importer -----------------------------------------------------
+def _ecat_zip() -> bytes:
+    """Three ECAT files of one patient: two scans on one day, one the next day."""
+    day = datetime(2021, 3, 4, 9, 30, tzinfo=UTC)
+    files = [
+        ("p7_fdg", day, "FDG brain"),
+        ("p7_tx", day.replace(hour=10), "transmission"),
+        ("p7_later", day.replace(day=5), "FDG brain"),
+    ]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, started, description in files:
+            made = ecat7("P7", started, patient_name="Pat^Seven", description=description)
+            zf.writestr(f"pet/{name}.v", made)
+    return buf.getvalue()
+
+
+def test_the_classic_importer_takes_ecat_and_dicom_zip_says_so(site: Server) -> None:
+    data = _ecat_zip()
+    refused = call(
+        site,
+        "POST",
+        "/data/services/import?PROJECT_ID=DEMO01&dest=/archive",
+        data=data,
+        headers={"Content-Type": "application/zip"},
+    )
+    assert refused.status_code == 400
+    assert "pet/p7_fdg.v: ECAT files are imported by the classic importer" in api_message(refused)
+    mia = login(site, "mia", "pw")
+    token = csrf_of(mia.get(site.url + "/app/upload").text)
+    answer = mia.post(
+        site.url + "/app/upload",
+        data={"csrf": token, "project": "DEMO01", "importer": "SI", "destination": "archive"},
+        files={"file": ("pet.zip", data, "application/zip")},
+        headers={"Accept": "application/json"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["summary"] == "done: 3 files in 2 sessions"
+    sessions = call(site, "GET", "/data/projects/DEMO01/subjects/Pat_Seven/experiments?format=json")
+    rows = sessions.json()["ResultSet"]["Result"]
+    assert sorted((r["date"], r["xsiType"]) for r in rows) == [
+        ("2021-03-04", "xnat:petSessionData"),
+        ("2021-03-05", "xnat:petSessionData"),
+    ]
+    first = next(r for r in rows if r["date"] == "2021-03-04")
+    scans = call(site, "GET", f"/data/experiments/{first['ID']}/scans?format=json")
+    found = sorted((s["ID"], s["type"], s["xsiType"]) for s in scans.json()["ResultSet"]["Result"])
+    assert found == [
+        ("p7_fdg", "FDG brain", "xnat:petScanData"),
+        ("p7_tx", "transmission", "xnat:petScanData"),
+    ]
+    files = call(site, "GET", f"/data/experiments/{first['ID']}/scans/p7_fdg/resources?format=json")
+    (resource,) = files.json()["ResultSet"]["Result"]
+    assert (resource["label"], resource["format"]) == ("ECAT", "ECAT")
+
+
+def test_ecat_in_the_upload_layout_keeps_its_folder_names(site: Server) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        started = datetime(2020, 1, 2, 8, 0, tzinfo=UTC)
+        zf.writestr("PETSESS/scans/3/resources/ECAT/files/a.v", ecat7("P8", started))
+    answer = call(
+        site,
+        "POST",
+        "/data/services/import?import-handler=SI&PROJECT_ID=DEMO01&dest=/archive",
+        data=buf.getvalue(),
+        headers={"Content-Type": "application/zip"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.text.strip() == "/data/archive/projects/DEMO01/subjects/P8/experiments/PETSESS"
+    listed = call(
+        site, "GET", "/data/projects/DEMO01/experiments/PETSESS/scans/3/files?format=json"
+    )
+    assert [r["Name"] for r in listed.json()["ResultSet"]["Result"]] == ["a.v"]

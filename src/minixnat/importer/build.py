@@ -8,6 +8,10 @@ Two layouts are understood:
 - anything else: every file is read as DICOM and sorted by its header (one session per
   StudyInstanceUID, one scan per SeriesNumber).
 
+The classic importer (``SI``) also takes ECAT 7 PET files, which have no UIDs: one session
+per patient and scan day, one scan per file (or per scan folder in seed 004's layout), in an
+``ECAT`` resource.  DICOM-zip refuses them, naming the importer that takes them.
+
 Session, scan and subject facts come from the headers: modality picks the xsiType, the
 series description becomes the scan type, and the UIDs are kept.  Nothing here touches the
 archive; errors are :class:`BuildError` with a message fit for the HTTP response.
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from minixnat.errors import MinixnatError
-from minixnat.importer.headers import Header, is_ecat, read_header
+from minixnat.importer.headers import Header, is_ecat, read_ecat, read_header
 
 SESSION_TYPES = {
     "MR": "xnat:mrSessionData",
@@ -88,6 +92,8 @@ class Options:
     subject: str = ""
     label: str = ""
     ignore_unparsable: bool = False
+    #: ECAT files are read (the classic importer) rather than refused (DICOM-zip).
+    ecat: bool = False
 
 
 @dataclass
@@ -128,7 +134,7 @@ def _session_resource(rel: PurePosixPath, seed_sessions: set[str]) -> bool:
 
 
 def _apply_header(session: ImportSession, scan: ImportScan, header: Header) -> None:
-    if not session.uid:
+    if not (session.uid or session.modality):  # the first file's header names it
         session.uid = header.study_uid
         session.modality = header.modality
         session.xsi_type = SESSION_TYPES.get(header.modality, session.xsi_type)
@@ -136,7 +142,7 @@ def _apply_header(session: ImportSession, scan: ImportScan, header: Header) -> N
         session.time = header.study_time
         session.subject = session.subject or safe_label(header.patient_name or header.patient_id)
         session.label = session.label or safe_label(header.patient_id)
-    if not scan.uid:
+    if not (scan.uid or scan.modality):
         scan.uid = header.series_uid
         scan.modality = header.modality
         scan.xsi_type = SCAN_TYPES.get(header.modality, scan.xsi_type)
@@ -144,14 +150,16 @@ def _apply_header(session: ImportSession, scan: ImportScan, header: Header) -> N
         scan.type = header.series_description
 
 
-def _read(source: Path, rel: PurePosixPath, *, ecat_folder: bool) -> Header | None:
-    """The file's DICOM header, None if it is not DICOM; ECAT is refused outright."""
-    if ecat_folder or is_ecat(source):
+def _read(source: Path, rel: PurePosixPath, options: Options) -> Header | None:
+    """The file's DICOM or ECAT header; None if it is neither (or ECAT to DICOM-zip)."""
+    if not is_ecat(source):
+        return read_header(source)
+    if not options.ecat:
         raise BuildError(
-            f"{rel}: ECAT files are not supported by minixnat's importer; "
-            "upload ECAT data into a resource instead"
+            f"{rel}: ECAT files are imported by the classic importer: send "
+            "import-handler=SI, or choose it on the upload page"
         )
-    return read_header(source)
+    return read_ecat(source)
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -185,22 +193,26 @@ def build(files: list[tuple[Path, PurePosixPath]], options: Options) -> Built:
             if resource not in IMPORTED_RESOURCES:
                 ignored.append(str(rel))
                 continue
-            header = _read(source, rel, ecat_folder=resource == "ECAT")
-            if header is None:
+            header = _read(source, rel, options)
+            if header is None or header.kind != resource:
                 unparsable.append(str(rel))
                 continue
             key = f"folder:{folder}"
             session = sessions.setdefault(key, ImportSession(key, label=safe_label(folder)))
             scan_key = safe_label(scan_id)
         else:
-            header = _read(source, rel, ecat_folder=False)
+            header = _read(source, rel, options)
             if header is None:
                 unparsable.append(str(rel))
                 continue
-            key = f"study:{header.study_uid}"
+            if header.kind == "ECAT":
+                key = f"ecat:{header.patient_id}:{header.study_date}"
+                scan_key = safe_label(PurePosixPath(rel.name).stem)
+            else:
+                key = f"study:{header.study_uid}"
+                scan_key = safe_label(header.series_number) or safe_label(header.series_uid)
             session = sessions.setdefault(key, ImportSession(key))
-            scan_key = safe_label(header.series_number) or safe_label(header.series_uid)
-            resource, relpath = "DICOM", rel.name
+            resource, relpath = header.kind, rel.name
         if not scan_key:
             raise BuildError(f"{rel}: the scan folder name has no usable characters")
         scan = session.scans.setdefault(scan_key, ImportScan(scan_key))
@@ -212,7 +224,8 @@ def build(files: list[tuple[Path, PurePosixPath]], options: Options) -> Built:
     if unparsable and not options.ignore_unparsable:
         shown = ", ".join(unparsable[:5]) + (" …" if len(unparsable) > 5 else "")
         raise BuildError(
-            f"{len(unparsable)} file(s) are not DICOM: {shown}. Remove them, or send "
+            f"{len(unparsable)} file(s) are not DICOM{' or ECAT' if options.ecat else ''}: "
+            f"{shown}. Remove them, or send "
             "Ignore-Unparsable=true to leave them out"
         )
     ignored += unparsable

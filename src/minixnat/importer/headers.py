@@ -1,8 +1,10 @@
-"""Read the DICOM header fields the importer builds sessions from (pydicom, no pixels)."""
+"""Read the header fields the importer builds sessions from: DICOM (pydicom, no pixels),
+and ECAT 7's main header for the classic importer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pydicom
@@ -33,12 +35,62 @@ class Header:
     patient_id: str
     study_date: str  # YYYY-MM-DD or ""
     study_time: str  # HH:MM:SS or ""
+    #: The resource the file goes into, and its format.
+    kind: str = "DICOM"
 
 
 def is_ecat(path: Path) -> bool:
     """ECAT 7 files start with ``MATRIX7``; ECAT 6 has no magic and is not recognised."""
     with open(path, "rb") as f:
         return f.read(6) == b"MATRIX"
+
+
+# ECAT 7's 512-byte big-endian main header: (offset, length) of the text fields read, and
+# the offset of the scan start time (a 32-bit count of seconds since 1970, UTC).
+ECAT_MAIN_HEADER = 512
+ECAT_ORIGINAL_FILE_NAME = (14, 32)
+ECAT_SCAN_START_TIME = 62
+ECAT_RADIOPHARMACEUTICAL = (78, 32)
+ECAT_PATIENT_ID = (166, 16)
+ECAT_PATIENT_NAME = (182, 32)
+ECAT_STUDY_DESCRIPTION = (296, 32)
+
+
+def _ecat_text(block: bytes, where: tuple[int, int]) -> str:
+    start, length = where
+    return block[start : start + length].split(b"\0", 1)[0].decode("latin-1").strip()
+
+
+def read_ecat(path: Path) -> Header | None:
+    """A PET header from an ECAT 7 file's main header, or None if it has none.
+
+    ECAT has no UIDs: the session is the patient on the scan's day, each file a scan
+    (named by the upload's folders, or by the file), its type the study description (or
+    the radiopharmaceutical when that is empty).
+    """
+    with open(path, "rb") as f:
+        block = f.read(ECAT_MAIN_HEADER)
+    if len(block) < ECAT_MAIN_HEADER or not block.startswith(b"MATRIX7"):
+        return None
+    seconds = int.from_bytes(block[ECAT_SCAN_START_TIME : ECAT_SCAN_START_TIME + 4], "big")
+    started = datetime.fromtimestamp(seconds, UTC) if seconds else None
+    patient_id = _ecat_text(block, ECAT_PATIENT_ID)
+    day = started.date().isoformat() if started else ""
+    description = _ecat_text(block, ECAT_STUDY_DESCRIPTION) or _ecat_text(
+        block, ECAT_RADIOPHARMACEUTICAL
+    )
+    return Header(
+        study_uid="",
+        series_uid="",
+        series_number="",
+        series_description=description,
+        modality="PT",
+        patient_name=_ecat_text(block, ECAT_PATIENT_NAME),
+        patient_id=patient_id,
+        study_date=day,
+        study_time=started.time().isoformat() if started else "",
+        kind="ECAT",
+    )
 
 
 def _text(ds: pydicom.Dataset, name: str) -> str:

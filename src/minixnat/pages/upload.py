@@ -30,7 +30,7 @@ from minixnat.store import Activity, Project, Store, User
 from minixnat.store.activity import FAILED
 
 #: The importers the form offers: XNAT's value, and what the page calls it.
-IMPORTERS = {"DICOM-zip": "DICOM-zip", "SI": "Classic (DICOM; ECAT is refused)"}
+IMPORTERS = {"DICOM-zip": "DICOM-zip", "SI": "Classic: DICOM or ECAT"}
 DESTINATIONS = {"prearchive": "Prearchive (review before archiving)", "archive": "Archive"}
 ACCEPT = ".zip,.tar.gz,.tgz,.tar"
 NO_FILE = "Choose a .zip, .tar.gz or .tar file to upload."

@@ -223,6 +223,7 @@ async def _import_service(ctx: WriteContext, request: Request, activity: int) ->
         subject=subject,
         label=label,
         ignore_unparsable=request.flag("Ignore-Unparsable") or handler == "SI",
+        ecat=handler == "SI",
     )
     project = _writable_project(ctx, project_id) if project_id else None
     said = request.param("dest") or any(request.param(name) for name in auto_names)

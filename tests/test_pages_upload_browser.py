@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from playwright.sync_api import Page, expect
 
 from tests.conftest import BIN, LAPTOP, Server, start_server
@@ -142,8 +143,6 @@ def test_upload_to_archive_and_prearchive_then_download_back(
 def test_tracker_follows_a_running_import_without_reloading(page: Page, site: Server) -> None:
     """An import through the API while the tracker is open: the row appears and reaches
     done in place (the tracker page keeps asking the server)."""
-    import requests
-
     log_in(page, site)
     page.goto(site.url + "/app/activity")
     before = page.locator("#activity-table tbody tr").count()
@@ -213,8 +212,24 @@ def test_collaborator_sees_no_upload_target(page: Page, site: Server) -> None:
 @pytest.mark.parametrize("viewport", [LAPTOP, TABLET], ids=["laptop", "tablet"])
 def test_upload_pages_fit(page: Page, site: Server, viewport: dict[str, int]) -> None:
     page.set_viewport_size(viewport)
+    data = session_zip(site.root, "DEMO01_S002_MR1", folder=f"FIT_{viewport['width']}")
+    imported = requests.post(
+        site.url + "/data/services/import?PROJECT_ID=DEMO01&dest=/prearchive",
+        auth=("admin", "admin"),
+        data=data,
+        headers={"Content-Type": "application/zip"},
+        timeout=60,
+    )
+    assert imported.status_code == 200
     log_in(page, site)
+    listed = page.context.request.get(site.url + "/app/prearchive").text()
+    held = re.findall(r'href="(/app/prearchive/[^"]+)"', listed)
+    tracked = page.context.request.get(site.url + "/app/activity").text()
+    imports = re.findall(r'href="(/app/activity/\d+)"', tracked)
     for path in (
+        *held[:1],
+        *imports[:1],
+        "/app/projects/DEMO01/subjects/DEMO01_S001/edit",
         "/app/upload",
         "/app/activity",
         "/app/prearchive",
@@ -224,6 +239,8 @@ def test_upload_pages_fit(page: Page, site: Server, viewport: dict[str, int]) ->
     ):
         page.goto(site.url + path)
         fits(page, f"{path} at {viewport['width']}px")
+    assert held, "the prearchive lists no session to look at"
+    assert imports, "the tracker lists no import"
 
 
 def test_keyboard_alone_uploads_into_the_archive(page: Page, site: Server, tmp_path: Path) -> None:

@@ -7,10 +7,17 @@
 const POLL_MS = 1500; // while an import runs
 const IDLE_MS = 3000; // the tracker page, waiting for imports started elsewhere
 
-function cell(row, text, header) {
-  const el = document.createElement(header ? "th" : "td");
-  if (header) el.scope = "row";
-  el.textContent = text;
+function cell(row, text, href) {
+  const el = document.createElement(href ? "th" : "td");
+  if (href) {
+    el.scope = "row";
+    const a = document.createElement("a");
+    a.href = href;
+    a.textContent = text;
+    el.appendChild(a);
+  } else {
+    el.textContent = text;
+  }
   row.appendChild(el);
   return el;
 }
@@ -48,7 +55,7 @@ function showActivities(data) {
       row.id = "activity-" + a.activity;
       row.dataset.state = a.state;
       cell(row, a.started);
-      cell(row, a.filename || "(receiving)", true);
+      cell(row, a.filename || "(no name)", "/app/activity/" + a.activity);
       cell(row, a.project);
       cell(row, a.destination);
       cell(row, a.summary).className = "state";

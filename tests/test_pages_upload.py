@@ -71,6 +71,25 @@ def upload(
     )
 
 
+def api_import(
+    site: Server,
+    data: bytes,
+    dest: str,
+    *,
+    auth: tuple[str, str] = ("admin", "admin"),
+    handler: str = "DICOM-zip",
+) -> requests.Response:
+    """A zip POSTed to the REST import service into DEMO01, as a script sends it."""
+    return requests.post(
+        f"{site.url}/data/services/import",
+        params={"import-handler": handler, "PROJECT_ID": "DEMO01", "dest": dest},
+        auth=auth,
+        data=data,
+        headers={"Content-Type": "application/zip"},
+        timeout=120,
+    )
+
+
 def api_message(answer: requests.Response) -> str:
     """The message of the REST API's status page."""
     found = re.search(r"<h3>(.*?)</h3>", answer.text, re.S)
@@ -152,14 +171,7 @@ def test_refused_uploads_keep_nothing_and_say_why(site: Server, archive: Path) -
     cole = login(site, "cole", "pw")
     token = csrf_of(cole.get(site.url + "/").text)
     refused = upload(cole, site, data, as_json=True, csrf=token)
-    api = call(
-        site,
-        "POST",
-        "/data/services/import?PROJECT_ID=DEMO01&dest=/archive",
-        auth=("cole", "pw"),
-        data=data,
-        headers={"Content-Type": "application/zip"},
-    )
+    api = api_import(site, data, "/archive", auth=("cole", "pw"))
     assert refused.status_code == api.status_code == 403
     assert refused.json()["message"] == api_message(api)
     assert [a["state"] for a in activities(cole, site)] == ["failed", "failed"]
@@ -177,14 +189,7 @@ def test_refused_uploads_keep_nothing_and_say_why(site: Server, archive: Path) -
 
 def test_imports_through_the_api_are_tracked_too(site: Server, archive: Path) -> None:
     data = session_zip(archive, "DEMO01_S001_MR1", folder="API1")
-    answer = call(
-        site,
-        "POST",
-        "/data/services/import?PROJECT_ID=DEMO01&dest=/prearchive",
-        auth=("mia", "pw"),
-        data=data,
-        headers={"Content-Type": "application/zip"},
-    )
+    answer = api_import(site, data, "/prearchive", auth=("mia", "pw"))
     assert answer.status_code == 200
     mia = login(site, "mia", "pw")
     (row,) = activities(mia, site)
@@ -215,13 +220,7 @@ def _to_prearchive(site: Server, archive: Path, *folders: str) -> list[str]:
     links = []
     for folder in folders:
         data = session_zip(archive, "DEMO01_S001_MR1", folder=folder)
-        answer = call(
-            site,
-            "POST",
-            "/data/services/import?PROJECT_ID=DEMO01&dest=/prearchive",
-            data=data,
-            headers={"Content-Type": "application/zip"},
-        )
+        answer = api_import(site, data, "/prearchive")
         assert answer.status_code == 200, answer.text
         links.append(
             "/app"
@@ -452,9 +451,19 @@ def test_spreadsheet_rules_are_the_clients(text: str) -> None:
     assert {r.line: (r.label, r.fields) for r in rows}.items() <= accepted.items()
 
 
+def post_xml(browser: requests.Session, site: Server, document: bytes) -> requests.Response:
+    """The Upload XML form, sent with one document."""
+    page = browser.get(site.url + "/app/projects/DEMO01/upload-xml").text
+    return browser.post(
+        site.url + "/app/projects/DEMO01/upload-xml",
+        data={"csrf": csrf_of(page)},
+        files={"file": ("document.xml", document, "text/xml")},
+        allow_redirects=False,
+    )
+
+
 def test_xml_upload_creates_a_subject_and_a_session(site: Server) -> None:
     mia = login(site, "mia", "pw")
-    page = mia.get(site.url + "/app/projects/DEMO01/upload-xml").text
     subject = (
         b'<?xml version="1.0"?>\n<!-- a subject -->\n<xnat:Subject label="XMLSUB" '
         b'xmlns:xnat="http://nrg.wustl.edu/xnat"><xnat:demographics '
@@ -462,12 +471,7 @@ def test_xml_upload_creates_a_subject_and_a_session(site: Server) -> None:
         b'XMLSchema-instance"><xnat:gender>male</xnat:gender></xnat:demographics>'
         b"</xnat:Subject>"
     )
-    made = mia.post(
-        site.url + "/app/projects/DEMO01/upload-xml",
-        data={"csrf": csrf_of(page)},
-        files={"file": ("s.xml", subject, "text/xml")},
-        allow_redirects=False,
-    )
+    made = post_xml(mia, site, subject)
     assert made.status_code == 303, made.text
     assert made.headers["Location"] == "/app/projects/DEMO01/subjects/XMLSUB"
     assert _subject(site, "XMLSUB")["gender"] == "male"
@@ -476,21 +480,12 @@ def test_xml_upload_creates_a_subject_and_a_session(site: Server) -> None:
         b"<xnat:date>2020-02-03</xnat:date><xnat:subject_ID>XMLSUB</xnat:subject_ID>"
         b"</xnat:MRSession>"
     )
-    made = mia.post(
-        site.url + "/app/projects/DEMO01/upload-xml",
-        data={"csrf": csrf_of(page)},
-        files={"file": ("e.xml", session, "text/xml")},
-        allow_redirects=False,
-    )
+    made = post_xml(mia, site, session)
     assert made.status_code == 303
     assert made.headers["Location"].startswith("/app/experiments/")
     found = call(site, "GET", "/data/projects/DEMO01/subjects/XMLSUB/experiments/XMLSESS")
     assert found.status_code == 200
-    junk = mia.post(
-        site.url + "/app/projects/DEMO01/upload-xml",
-        data={"csrf": csrf_of(page)},
-        files={"file": ("j.xml", b"hello", "text/xml")},
-    )
+    junk = post_xml(mia, site, b"hello")
     assert junk.status_code == 400
     assert "not an XML document" in junk.text
 
@@ -599,13 +594,7 @@ def _ecat_zip() -> bytes:
 
 def test_the_classic_importer_takes_ecat_and_dicom_zip_says_so(site: Server) -> None:
     data = _ecat_zip()
-    refused = call(
-        site,
-        "POST",
-        "/data/services/import?PROJECT_ID=DEMO01&dest=/archive",
-        data=data,
-        headers={"Content-Type": "application/zip"},
-    )
+    refused = api_import(site, data, "/archive")
     assert refused.status_code == 400
     assert "pet/p7_fdg.v: ECAT files are imported by the classic importer" in api_message(refused)
     mia = login(site, "mia", "pw")
@@ -641,13 +630,7 @@ def test_ecat_in_the_upload_layout_keeps_its_folder_names(site: Server) -> None:
     with zipfile.ZipFile(buf, "w") as zf:
         started = datetime(2020, 1, 2, 8, 0, tzinfo=UTC)
         zf.writestr("PETSESS/scans/3/resources/ECAT/files/a.v", ecat7("P8", started))
-    answer = call(
-        site,
-        "POST",
-        "/data/services/import?import-handler=SI&PROJECT_ID=DEMO01&dest=/archive",
-        data=buf.getvalue(),
-        headers={"Content-Type": "application/zip"},
-    )
+    answer = api_import(site, buf.getvalue(), "/archive", handler="SI")
     assert answer.status_code == 200, answer.text
     assert answer.text.strip() == "/data/archive/projects/DEMO01/subjects/P8/experiments/PETSESS"
     listed = call(

@@ -18,14 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from playwright.sync_api import Page, expect
 
 from tests.conftest import BIN, LAPTOP, Server, start_server
 from tests.test_minixnat_api import _admin
 from tests.test_minixnat_writes import dicom_md5s, session_zip
 from tests.test_pages_browser import TABLET, assert_accessible, log_in, shot
-from tests.test_pages_upload import SHEET
+from tests.test_pages_upload import SHEET, api_import
 
 
 @pytest.fixture(scope="module")
@@ -148,14 +147,7 @@ def test_tracker_follows_a_running_import_without_reloading(page: Page, site: Se
     before = page.locator("#activity-table tbody tr").count()
     page.evaluate("window.drawnOnce = true")  # gone if the page were reloaded
     data = session_zip(site.root, "DEMO01_S002_MR1", folder="WEB_API")
-    answer = requests.post(
-        site.url + "/data/services/import?PROJECT_ID=DEMO01&dest=/prearchive",
-        auth=("admin", "admin"),
-        data=data,
-        headers={"Content-Type": "application/zip"},
-        timeout=60,
-    )
-    assert answer.status_code == 200
+    assert api_import(site, data, "/prearchive").status_code == 200
     # The page was drawn before the import began; it shows it without being reloaded.
     rows = page.locator("#activity-table tbody tr")
     expect(rows).to_have_count(before + 1, timeout=15_000)
@@ -213,14 +205,7 @@ def test_collaborator_sees_no_upload_target(page: Page, site: Server) -> None:
 def test_upload_pages_fit(page: Page, site: Server, viewport: dict[str, int]) -> None:
     page.set_viewport_size(viewport)
     data = session_zip(site.root, "DEMO01_S002_MR1", folder=f"FIT_{viewport['width']}")
-    imported = requests.post(
-        site.url + "/data/services/import?PROJECT_ID=DEMO01&dest=/prearchive",
-        auth=("admin", "admin"),
-        data=data,
-        headers={"Content-Type": "application/zip"},
-        timeout=60,
-    )
-    assert imported.status_code == 200
+    assert api_import(site, data, "/prearchive").status_code == 200
     log_in(page, site)
     listed = page.context.request.get(site.url + "/app/prearchive").text()
     held = re.findall(r'href="(/app/prearchive/[^"]+)"', listed)

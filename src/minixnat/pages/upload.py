@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from minixnat.errors import MinixnatError
 from minixnat.http import bodies
 from minixnat.http.access import Access
 from minixnat.http.messages import HttpError, Response
@@ -83,14 +82,8 @@ async def receive(store: Store, api: Api, access: Access, visit: Visit, user: Us
     if kind != "multipart/form-data":
         raise HttpError(415, "The upload form sends multipart/form-data.")
     activity = store.start_activity(user.login)
-    try:
+    with store.failing_activity(activity, otherwise="The upload was cut off."):
         body = await bodies.receive(visit.request, store.tmp_dir)
-    except MinixnatError as exc:
-        store.end_activity(activity, FAILED, message=exc.message)
-        raise
-    except BaseException:
-        store.end_activity(activity, FAILED, message="The upload was cut off.")
-        raise
     fields = body.form
     problem = ""
     if not visit.sid or not hmac.compare_digest(fields.get("csrf", ""), visit.csrf):

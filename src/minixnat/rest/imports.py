@@ -15,7 +15,6 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from minixnat.errors import MinixnatError
 from minixnat.http import bodies
 from minixnat.http.messages import AnyResponse, HttpError, Request, Response
 from minixnat.importer.build import BuildError, Built, Options, build
@@ -44,7 +43,7 @@ from minixnat.rest.downloads import Member, stream_archive
 from minixnat.rest.tables import Table, render
 from minixnat.rest.writes import WriteContext, check_name
 from minixnat.store import Project, Store
-from minixnat.store.activity import DONE, FAILED
+from minixnat.store.activity import DONE
 from minixnat.store.prearchive import UNASSIGNED, PrearcSession
 
 HANDLERS = ("DICOM-zip", "SI")
@@ -184,14 +183,8 @@ async def import_service(ctx: WriteContext, request: Request) -> Response:
     activity = request.activity or store.start_activity(
         ctx.user.login, project=request.param("PROJECT_ID") or request.param("project")
     )
-    try:
+    with store.failing_activity(activity, otherwise="The import stopped on a server error."):
         return await _import_service(ctx, request, activity)
-    except MinixnatError as exc:
-        store.end_activity(activity, FAILED, message=exc.message)
-        raise
-    except BaseException:
-        store.end_activity(activity, FAILED, message="The import stopped on a server error.")
-        raise
 
 
 async def _import_service(ctx: WriteContext, request: Request, activity: int) -> Response:

@@ -10,8 +10,11 @@ stop is marked failed when the server starts again (:meth:`ActivityTables.end_in
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+from minixnat.errors import MinixnatError
 from minixnat.store.clock import now_stamp
 from minixnat.store.db import Database
 
@@ -82,6 +85,19 @@ class ActivityTables(Database):
             "WHERE id=? AND state IN (?, ?)",
             (state, files, message, "\n".join(uris or []), now_stamp(), activity_id, *RUNNING),
         )
+
+    @contextmanager
+    def failing_activity(self, activity_id: int, *, otherwise: str) -> Iterator[None]:
+        """End the import failed if the block raises: with a refusal's own message (the one
+        its caller gets), else with ``otherwise``.  An import that ended stays as it is."""
+        try:
+            yield
+        except MinixnatError as exc:
+            self.end_activity(activity_id, FAILED, message=exc.message)
+            raise
+        except BaseException:
+            self.end_activity(activity_id, FAILED, message=otherwise)
+            raise
 
     def get_activity(self, activity_id: int) -> Activity | None:
         row = self._one("SELECT * FROM activities WHERE id=?", (activity_id,))

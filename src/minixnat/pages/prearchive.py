@@ -17,7 +17,7 @@ from minixnat.http.access import Access
 from minixnat.http.messages import HttpError, Response
 from minixnat.pages.api import Answer, Api
 from minixnat.pages.render import page, redirect
-from minixnat.pages.upload import upload_targets
+from minixnat.pages.upload import session_href, upload_targets
 from minixnat.pages.visit import Visit
 from minixnat.store import Store, User
 
@@ -105,15 +105,6 @@ async def _act(
         answer = await api(user, "POST", "/data/services/prearchive/delete", [("src", src)])
         return answer, Outcome(src, answer.ok, answer.message or "deleted")
     raise HttpError(400, f"Unknown action {action!r}: use {', '.join(ACTIONS)}.")
-
-
-def session_href(store: Store, uri: str) -> str:
-    """The session page of an archived session's URI (``/data/archive/projects/P/…/L``)."""
-    parts = [p for p in uri.split("/") if p]
-    if len(parts) < 8 or parts[-2] != "experiments":
-        return ""
-    found = store.resolve_experiment(parts[3], parts[-1])
-    return f"/app/experiments/{quote(found.id, safe='')}" if found else ""
 
 
 async def bulk(

@@ -46,8 +46,15 @@ def upload_targets(store: Store, access: Access) -> list[Project]:
     return [p for p in store.list_projects() if access.can_see(p) and access.can_edit(p)]
 
 
-def form(store: Store, access: Access, visit: Visit, *, error: str = "", status: int = 200,
-         chosen: dict[str, str] | None = None) -> Response:  # fmt: skip
+def form(
+    store: Store,
+    access: Access,
+    visit: Visit,
+    *,
+    error: str = "",
+    status: int = 200,
+    chosen: dict[str, str] | None = None,
+) -> Response:
     """``GET /app/upload``: project, importer, options, destination and the file."""
     chosen = chosen or {}
     return page(
@@ -121,20 +128,34 @@ async def receive(store: Store, api: Api, access: Access, visit: Visit, user: Us
 
 
 # -- the activity tracker ------------------------------------------------------------------
+def _segments(uri: str) -> list[str]:
+    """A ``/data[/archive]/…`` URI's segments after ``data``."""
+    parts = [p for p in uri.split("/") if p]
+    if parts[:1] == ["data"]:
+        parts = parts[1:]
+    return parts[1:] if parts[:1] == ["archive"] else parts
+
+
+def session_href(store: Store, uri: str) -> str:
+    """The page of an archived session the import service or the archive service named
+    (``/data/archive/projects/P/subjects/S/experiments/L``); empty if it names none."""
+    parts = _segments(uri)
+    if len(parts) != 6 or parts[0] != "projects" or parts[4] != "experiments":
+        return ""
+    found = store.resolve_experiment(parts[1], parts[5])
+    return f"/app/experiments/{quote(found.id, safe='')}" if found else ""
+
+
 def result_links(store: Store, activity: Activity) -> list[Link]:
     """Page links for what an import made: its sessions, or its prearchive entries."""
     links = []
     for uri in activity.uris:
-        parts = [p for p in uri.split("/") if p]
-        if parts[:2] == ["data", "archive"]:
-            parts = ["data", *parts[2:]]
-        if parts[1:2] == ["prearchive"] and len(parts) == 6:
-            href = "/app/prearchive/" + "/".join(quote(p, safe="") for p in parts[3:6])
-            links.append(Link(href, f"{parts[3]} prearchive: {parts[5]}"))
-        elif len(parts) == 7 and parts[1] == "projects" and parts[5] == "experiments":
-            found = store.resolve_experiment(parts[2], parts[6])
-            href = f"/app/experiments/{quote(found.id, safe='')}" if found else "/app/sessions"
-            links.append(Link(href, f"{parts[2]} / {parts[4]} / {parts[6]}"))
+        parts = _segments(uri)
+        if parts[:2] == ["prearchive", "projects"] and len(parts) == 5:
+            href = "/app/prearchive/" + "/".join(quote(p, safe="") for p in parts[2:])
+            links.append(Link(href, f"{parts[2]} prearchive: {parts[4]}"))
+        elif href := session_href(store, uri):
+            links.append(Link(href, f"{parts[1]} / {parts[3]} / {parts[5]}"))
     return links
 
 

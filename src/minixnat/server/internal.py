@@ -59,7 +59,7 @@ class InternalApi:
         request = build_request(scope, receive)
         request.spooled, request.activity = spooled, activity
         call = routes.Call(
-            request, self.store, self.sessions, user, None, "", [], self.limits, False
+            request, self.store, self.sessions, user, None, "", [], self.limits, no_range=False
         )
         try:
             response = await routes.dispatch(call)

@@ -491,7 +491,7 @@ def test_xml_upload_creates_a_subject_and_a_session(site: Server) -> None:
 
 
 # -- a large upload ------------------------------------------------------------------------
-def _peak_rss_kib(pid: int) -> int:
+def peak_rss_kib(pid: int) -> int:
     """The process's peak resident memory so far (``VmHWM``), KiB."""
     status = Path(f"/proc/{pid}/status").read_text()
     found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
@@ -499,20 +499,28 @@ def _peak_rss_kib(pid: int) -> int:
     return int(found.group(1))
 
 
-def test_a_1_gib_upload_keeps_the_servers_memory_flat(site: Server, tmp_path: Path) -> None:
-    """A session zip holding 1 GiB besides its DICOM goes through the page's form as a
-    browser streams it; the server's peak memory grows by far less than the upload."""
-    zipped = tmp_path / "big.zip"
-    dicom = session_zip(site.root, "DEMO01_S001_MR1", folder="BIG1")
+def big_session_zip(site: Server, zipped: Path, folder: str) -> int:
+    """A session zip holding 1 GiB of filler beside its DICOM (passed over by the importer
+    with Ignore-Unparsable); its size."""
+    dicom = session_zip(site.root, "DEMO01_S001_MR1", folder=folder)
     with zipfile.ZipFile(io.BytesIO(dicom)) as small, zipfile.ZipFile(zipped, "w") as zf:
         for info in small.infolist():
             zf.writestr(info, small.read(info))
-        with zf.open("BIG1/notes/filler.bin", "w", force_zip64=True) as filler:
+        with zf.open(f"{folder}/notes/filler.bin", "w", force_zip64=True) as filler:
             block = bytes(range(256)) * 4096  # 1 MiB, stored as it is
             for _ in range(1024):
                 filler.write(block)
     size = zipped.stat().st_size
     assert size > 1024**3
+    return size
+
+
+def test_a_1_gib_upload_keeps_the_servers_memory_flat(site: Server, tmp_path: Path) -> None:
+    """A session zip holding 1 GiB besides its DICOM goes through the page's form as a
+    chunked stream; the server's peak memory grows by far less than the upload, and the
+    tracker shows it receiving while it arrives."""
+    zipped = tmp_path / "big.zip"
+    size = big_session_zip(site, zipped, "BIG1")
     mia = login(site, "mia", "pw")
     token = csrf_of(mia.get(site.url + "/app/upload").text)
     boundary = "----minixnat-test-boundary"
@@ -541,7 +549,7 @@ def test_a_1_gib_upload_keeps_the_servers_memory_flat(site: Server, tmp_path: Pa
                 yield chunk
         yield f"\r\n--{boundary}--\r\n".encode()
 
-    before = _peak_rss_kib(site.process.pid)
+    before = peak_rss_kib(site.process.pid)
     with ThreadPoolExecutor(1) as pool:
         sent = pool.submit(
             mia.post,
@@ -564,7 +572,7 @@ def test_a_1_gib_upload_keeps_the_servers_memory_flat(site: Server, tmp_path: Pa
         answer = sent.result()
     assert running[0]["state"] == "receiving"
     assert 'data-running="1">Uploads <span class="badge">1 running</span>' in page
-    grown = _peak_rss_kib(site.process.pid) - before
+    grown = peak_rss_kib(site.process.pid) - before
     assert answer.status_code == 200, answer.text
     result = answer.json()
     assert result["state"] == "done"

@@ -645,3 +645,17 @@ def test_ecat_in_the_upload_layout_keeps_its_folder_names(site: Server) -> None:
         site, "GET", "/data/projects/DEMO01/experiments/PETSESS/scans/3/files?format=json"
     )
     assert [r["Name"] for r in listed.json()["ResultSet"]["Result"]] == ["a.v"]
+
+
+def test_a_logged_out_upload_script_gets_a_message_not_the_login_page(site: Server) -> None:
+    answer = requests.post(
+        site.url + "/app/upload",
+        files={"file": ("s.zip", b"PK", "application/zip")},
+        headers={"Accept": "application/json"},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert answer.status_code == 401
+    assert answer.json()["message"].startswith("You are not logged in")
+    page = requests.get(site.url + "/app/upload", allow_redirects=False, timeout=30)
+    assert page.status_code == 303  # a browser without the script is sent to log in

@@ -23,6 +23,7 @@ from minixnat.pages.visit import STALE_FORM, Visit, safe_next, to_login
 from minixnat.store import Store, User
 
 LOGIN_FAILED = "Login attempt failed. Please try again."
+LOGGED_OUT = "You are not logged in (or your session has ended): log in, then try again."
 #: Pages that bring data in (login required): ``/app/{upload,activity,prearchive}…``, and
 #: under a project ``add-subject``, ``spreadsheet[.csv]``, ``upload-xml``, ``subjects/S/edit``.
 WRITING_PAGES = ("upload", "activity", "prearchive")
@@ -111,6 +112,8 @@ class Pages:
             return browse.home(self.store, access, visit)
         if _writes(rest):
             if visit.user is None:
+                if upload.wants_json(visit):  # the upload script or the tracker's poll
+                    return upload.json_response({"ok": False, "message": LOGGED_OUT}, 401)
                 return to_login(visit)
             return await self._writing(visit, visit.user, access, rest)
         if method == "POST":

@@ -122,7 +122,7 @@ function setupUpload(form) {
         status.textContent = "The server answered " + xhr.status + " without a result.";
         return;
       }
-      status.textContent = data.ok ? "Import " + data.summary + "." : "Import failed: " + data.message;
+      status.textContent = data.ok ? "Import " + data.summary + "." : "Not imported: " + data.message;
       result.replaceChildren();
       for (const link of data.links || []) {
         const li = document.createElement("li");

@@ -24,7 +24,7 @@ import requests
 
 from minixnat.pages import spreadsheet
 from minixnat.store import Store
-from minixnat.store.activity import INTERRUPTED
+from minixnat.store.activity import INTERRUPTED, KEEP
 from tests.conftest import Server
 from tests.ecatfiles import ecat7
 from tests.test_minixnat_api import _admin
@@ -659,3 +659,20 @@ def test_a_logged_out_upload_script_gets_a_message_not_the_login_page(site: Serv
     assert answer.json()["message"].startswith("You are not logged in")
     page = requests.get(site.url + "/app/upload", allow_redirects=False, timeout=30)
     assert page.status_code == 303  # a browser without the script is sent to log in
+
+
+def test_the_tracker_keeps_a_recent_history(tmp_path: Path) -> None:
+    """Each user's ended imports beyond the newest KEEP are dropped; running ones stay."""
+    store = Store(tmp_path / "archive")
+    try:
+        running = store.start_activity("mia")
+        for _ in range(KEEP + 5):
+            store.end_activity(store.start_activity("mia"), "done", files=1)
+        store.end_activity(store.start_activity("cole"), "failed", message="no")
+        mine = store.recent_activities("mia", limit=10 * KEEP)
+        assert len(mine) == KEEP + 1  # the newest KEEP ended ones, and the running one
+        assert running in [a.id for a in mine]
+        assert mine[0].id > mine[-2].id
+        assert len(store.recent_activities("cole")) == 1
+    finally:
+        store.close()

@@ -21,6 +21,8 @@ from minixnat.store.db import Database
 RECEIVING, PROCESSING, DONE, FAILED = "receiving", "processing", "done", "failed"
 STATES = (RECEIVING, PROCESSING, DONE, FAILED)
 RUNNING = (RECEIVING, PROCESSING)
+#: How many ended imports are kept per user (the tracker lists the newest).
+KEEP = 200
 INTERRUPTED = "The server stopped before this import finished; nothing of it was kept."
 
 
@@ -51,11 +53,19 @@ class ActivityTables(Database):
         """Record an import whose body is about to arrive; its id.  Project and destination
         may be filled in when the body is in (:meth:`received_activity`)."""
         now = now_stamp()
-        return self._exec(
-            "INSERT INTO activities (login, project, destination, state, started, updated) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (login, project, destination, RECEIVING, now, now),
-        )
+        with self.transaction():
+            # The oldest ended imports beyond the KEEP newest go: the tracker is a recent
+            # history, not an archive (running ones always stay).
+            self._exec(
+                "DELETE FROM activities WHERE login=? AND state IN (?, ?) AND id <= "
+                "(SELECT id FROM activities WHERE login=? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (login, DONE, FAILED, login, KEEP - 1),
+            )
+            return self._exec(
+                "INSERT INTO activities (login, project, destination, state, started, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (login, project, destination, RECEIVING, now, now),
+            )
 
     def received_activity(
         self, activity_id: int, *, filename: str, size: int, project: str, destination: str

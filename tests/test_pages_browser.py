@@ -114,6 +114,20 @@ def expected_files(
     return out
 
 
+def download_as_admin(site: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    """``xnat-downloader download -w SITE -u admin ARGS…`` as a user runs it; it must
+    succeed."""
+    done = subprocess.run(
+        [BIN / "xnat-downloader", "download", "-w", site.url, "-u", "admin", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "XNAT_PASS": "admin"},
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def tree(folder: Path) -> dict[str, tuple[int, str]]:
     return {
         p.relative_to(folder).as_posix(): (
@@ -201,26 +215,7 @@ def test_xml_catalog_feeds_xnat_downloader(page: Page, site: Server, tmp_path: P
     assert uris
     assert all(u.startswith(f"{site.url}/data/experiments/") for u in uris)  # absolute, as XNAT's
     out = tmp_path / "fetched"
-    done = subprocess.run(
-        [
-            BIN / "xnat-downloader",
-            "download",
-            "-w",
-            site.url,
-            "-u",
-            "admin",
-            "--password",
-            "admin",
-            "--catalog",
-            str(catalog),
-            "-o",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
+    done = download_as_admin(site, "--catalog", str(catalog), "-o", str(out))
     want = expected_files(site, TWO, "T1w")
     assert tree(out) == want
     total = sum(size for size, _ in want.values())

@@ -13,17 +13,16 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.conftest import BIN, LAPTOP, Server, start_server
+from tests.conftest import LAPTOP, Server, start_server
 from tests.test_minixnat_api import _admin
 from tests.test_minixnat_writes import dicom_md5s, session_zip
-from tests.test_pages_browser import TABLET, assert_accessible, log_in, shot
+from tests.test_pages_browser import TABLET, assert_accessible, download_as_admin, log_in, shot
 from tests.test_pages_upload import SHEET, api_import, big_session_zip, peak_rss_kib
 
 
@@ -67,28 +66,7 @@ def upload_zip(page: Page, site: Server, zipped: Path, destination: str) -> None
 
 def download(site: Server, session: str, out: Path) -> dict[str, str]:
     """``xnat-downloader download`` of one session; file name → MD5 of what landed."""
-    done = subprocess.run(
-        [
-            BIN / "xnat-downloader",
-            "download",
-            "-w",
-            site.url,
-            "-u",
-            "admin",
-            "--password",
-            "admin",
-            "-p",
-            "DEMO01",
-            "-s",
-            session,
-            "-o",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
+    done = download_as_admin(site, "-p", "DEMO01", "-s", session, "-o", str(out))
     assert done.stdout.strip().splitlines()[-1].endswith(" 0 failed")
     return {
         p.name: hashlib.md5(p.read_bytes()).hexdigest()

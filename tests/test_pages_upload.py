@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import io
 import re
+import tarfile
 import threading
 import time
 import zipfile
@@ -676,3 +677,18 @@ def test_the_tracker_keeps_a_recent_history(tmp_path: Path) -> None:
         assert len(store.recent_activities("cole")) == 1
     finally:
         store.close()
+
+
+def test_a_tar_gz_goes_through_the_page_too(site: Server, archive: Path) -> None:
+    base = archive / "archive" / "DEMO01" / "arc001" / "DEMO01_S001_MR1" / "SCANS"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for path in sorted(base.glob("*/DICOM/*")):
+            scan = path.parent.parent.name
+            tf.add(path, f"TARGZ1/scans/{scan}/resources/DICOM/files/{path.name}")
+    mia = login(site, "mia", "pw")
+    answer = upload(mia, site, buf.getvalue(), name="session.tar.gz", as_json=True)
+    assert answer.status_code == 200, answer.text
+    sent = dicom_md5s(archive, "DEMO01_S001_MR1")
+    assert answer.json()["summary"] == f"done: {len(sent)} files in 1 session"
+    assert server_md5s(site, "/data/projects/DEMO01/experiments/TARGZ1") == sent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,41 @@ def test_pyxnat_file_get_and_scans_download(shared_server: Server, tmp_path: Pat
             assert got[rel.rsplit("/", 1)[-1]] == digest, rel
     finally:
         iface.disconnect()
+
+
+def test_pyxnat_custom_variables_and_the_subject_form(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    """pyxnat's ``add_custom_variables`` edits the project document's study protocols and
+    PUTs it back; the definitions come back, survive a plain project PUT, and the Create
+    Subject page offers them with their types."""
+    import requests
+    from pyxnat import Interface
+
+    from tests.test_pages import login
+
+    server = serve()
+    config = tmp_path / "pyxnat.cfg"
+    config.write_text(f'{{"server": "{server.url}", "user": "admin", "password": "admin"}}')
+    project = Interface(config=str(config)).select.project("DEMO01")
+    assert project.get_custom_variables()["Subjects"] == {}
+    project.add_custom_variables({"Subjects": {"visits": {"site": "string", "visit_no": "int"}}})
+    project.add_custom_variables({"MR Sessions": {"scanner": {"coil": "string"}}})
+    assert project.get_custom_variables() == {
+        "Subjects": {"visits": {"site": "string", "visit_no": "int"}},
+        "MR Sessions": {"scanner": {"coil": "string"}},
+        "PET Sessions": {},
+        "CT Sessions": {},
+    }
+    renamed = requests.put(
+        server.url + "/data/projects/DEMO01?xnat:projectData/description=kept",
+        auth=("admin", "admin"),
+        timeout=30,
+    )
+    assert renamed.status_code == 200
+    assert project.get_custom_variables()["Subjects"] == {
+        "visits": {"site": "string", "visit_no": "int"}
+    }
+    form = login(server, "admin", "admin").get(server.url + "/app/projects/DEMO01/add-subject")
+    assert 'name="field:site"' in form.text
+    assert 'visit_no <span class="muted">(int)</span>' in form.text

@@ -53,12 +53,19 @@ def editable_project(store: Store, access: Access, ref: str) -> Project:
     return project
 
 
-def custom_field_names(store: Store, project: Project) -> list[str]:
-    """The custom fields the project's subjects use, in name order."""
-    names: set[str] = set()
+def custom_fields(store: Store, project: Project) -> dict[str, str]:
+    """The project's custom fields for subjects, name → type: those its custom variable
+    definitions name (with their datatype), then any other its subjects use (``string``)."""
+    fields = {
+        v.name: v.datatype
+        for v in store.custom_variables(project.id)
+        if v.data_type == "xnat:subjectData"
+    }
+    used: set[str] = set()
     for subject in store.list_subjects(project.id):
-        names.update(json.loads(subject.fields or "{}"))
-    return sorted(names)
+        used.update(json.loads(subject.fields or "{}"))
+    fields.update(dict.fromkeys(sorted(used - set(fields)), "string"))
+    return fields
 
 
 def subject_params(demographics: dict[str, str], fields: dict[str, str]) -> list[tuple[str, str]]:
@@ -92,7 +99,7 @@ def subject_form(
     """``GET /app/projects/{P}/add-subject`` or ``…/subjects/{S}/edit``."""
     project = editable_project(store, access, project_ref)
     subject = _existing(store, project, subject_ref) if subject_ref else None
-    names = custom_field_names(store, project)
+    custom = custom_fields(store, project)
     if values is None:
         values = _values_of(subject) if subject else {}
     return page(
@@ -102,7 +109,7 @@ def subject_form(
         project=project,
         subject=subject,
         values=values,
-        custom=names,
+        custom=custom,
         genders=GENDERS,
         handedness=HANDEDNESS,
         error=error,
@@ -185,7 +192,7 @@ def sheet_template(store: Store, access: Access, project_ref: str) -> Response:
     name = f"{project.id}_subjects.csv"
     return Response(
         200,
-        spreadsheet.template(custom_field_names(store, project)).encode(),
+        spreadsheet.template(list(custom_fields(store, project))).encode(),
         "text/csv;charset=UTF-8",
         [("Content-Disposition", f'attachment; filename="{name}"'), ("Cache-Control", "no-store")],
     )

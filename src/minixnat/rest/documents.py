@@ -16,6 +16,8 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
 
+from minixnat.store import CustomVariable
+
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
 # Root elements and the datatypes they stand for (an xsi:type attribute wins).
 ELEMENTS = {
@@ -49,6 +51,9 @@ class Document:
     custom: dict[str, str] = field(default_factory=dict)
     scans: list[Document] = field(default_factory=list)
     reconstructions: list[Document] = field(default_factory=list)
+    #: A project's custom variable definitions (its ``studyProtocol`` elements); None when
+    #: the document has none, so that it leaves the stored ones as they are.
+    protocols: list[CustomVariable] | None = None
 
     def pairs(self) -> list[tuple[str, str]]:
         """As a PUT's parameters: ``xsiType``, then ``{datatype}/{path}=value``."""
@@ -114,6 +119,9 @@ def _walk(element: ET.Element, prefix: str, doc: Document) -> None:
         if not prefix and tag == "reconstructions":
             doc.reconstructions += [_document(r, "xnat:reconstructedImageData") for r in child]
             continue
+        if not prefix and tag == "studyProtocol":
+            doc.protocols = (doc.protocols or []) + _definitions(child)
+            continue
         if not prefix and tag == "fields":
             for custom in child:
                 name = custom.get("name")
@@ -136,3 +144,31 @@ def _walk(element: ET.Element, prefix: str, doc: Document) -> None:
             if child.get("name") is not None:
                 path += "/addField"  # a named parameter's value is its text
             doc.fields.append((path, text.strip()))
+
+
+def _definitions(protocol: ET.Element) -> list[CustomVariable]:
+    """The custom fields a ``studyProtocol`` defines: ``definitions/definition[@ID]/fields/
+    field[@type=custom]``, each with its datatype."""
+    found = []
+    for definitions in protocol:
+        if _local(definitions.tag) != "definitions":
+            continue
+        for definition in definitions:
+            group = definition.get("ID", "")
+            data_type = definition.get("data-type") or protocol.get("data-type", "")
+            for fields in definition:
+                if _local(fields.tag) != "fields":
+                    continue
+                for item in fields:
+                    name = item.get("name", "")
+                    if group and data_type and name and item.get("type", "custom") == "custom":
+                        found.append(
+                            CustomVariable(
+                                data_type,
+                                group,
+                                name,
+                                item.get("datatype") or "string",
+                                item.get("required") in ("1", "true"),
+                            )
+                        )
+    return found

@@ -281,7 +281,9 @@ def render_object(store: Store, target: Target, request: Request) -> Response:
         doc = {"items": [item]}
         return Response(200, json.dumps(doc).encode(), "application/json;charset=UTF-8")
     if fmt == "xml":
-        return Response(200, _to_xml(xsi_type, fields, children).encode(), "text/xml;charset=UTF-8")
+        extra = protocols_xml(store, target.project) if target.kind == "project" else ""
+        body = _to_xml(xsi_type, fields, children, extra=extra)
+        return Response(200, body.encode(), "text/xml;charset=UTF-8")
     raise HttpError(400, f"Unsupported format {fmt!r} for a single object: use json or xml")
 
 
@@ -311,11 +313,58 @@ def _split_children(fields: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
     return plain, children
 
 
+# The study protocols a project's document lists (XNAT's names for them), beside those of
+# any other datatype its sessions have or its definitions name.
+PROTOCOL_NAMES = {
+    "xnat:subjectData": "Subjects",
+    "xnat:mrSessionData": "MR Sessions",
+    "xnat:petSessionData": "PET Sessions",
+    "xnat:ctSessionData": "CT Sessions",
+}
+
+
+def protocols_xml(store: Store, project: Project | None) -> str:
+    """The project's ``xnat:studyProtocol`` elements with its custom variable definitions,
+    as XNAT's project document has them (pyxnat's ``add_custom_variables`` edits these)."""
+    if project is None:
+        return ""
+    variables = store.custom_variables(project.id)
+    sessions = {e.xsi_type for e in store.list_experiments(project=project.id, sessions_only=True)}
+    data_types = list(PROTOCOL_NAMES)
+    data_types += sorted((sessions | {v.data_type for v in variables}) - set(PROTOCOL_NAMES))
+    out = []
+    for data_type in data_types:
+        name = PROTOCOL_NAMES.get(data_type, data_type.split(":")[-1])
+        groups: dict[str, list[str]] = {}
+        for v in (v for v in variables if v.data_type == data_type):
+            path = f"{data_type}/fields/field[name={v.name}]/field"
+            groups.setdefault(v.group_id, []).append(
+                f'<xnat:field name={quoteattr(v.name)} type="custom" '
+                f'datatype={quoteattr(v.datatype)} required="{int(v.required)}" '
+                f"xmlPath={quoteattr(path)}/>"
+            )
+        definitions = "".join(
+            f"<xnat:definition ID={quoteattr(group)} data-type={quoteattr(data_type)} "
+            f'description="" project-specific="1"><xnat:fields>{"".join(fields)}'
+            "</xnat:fields></xnat:definition>"
+            for group, fields in groups.items()
+        )
+        inner = f"<xnat:definitions>{definitions}</xnat:definitions>" if definitions else ""
+        protocol_id = quoteattr(f"{project.id}_{data_type.replace(':', '_')}")
+        out.append(
+            f"<xnat:studyProtocol ID={protocol_id} name={quoteattr(name)} "
+            f"data-type={quoteattr(data_type)}>{inner}</xnat:studyProtocol>"
+        )
+    return "".join(out)
+
+
 def _to_xml(
     xsi_type: str,
     fields: dict[str, Any],
     children: list[dict[str, Any]],
     element: str | None = None,
+    *,
+    extra: str = "",
 ) -> str:
     name = element or ROOT_ELEMENTS.get(xsi_type, "xnat:Item")
     attrs = " ".join(
@@ -339,6 +388,7 @@ def _to_xml(
             inner.append(f"<xnat:{parts[0]}>{items}</xnat:{parts[0]}>")
         else:
             inner.append(items)
+    inner.append(extra)
     head = f"<{name} {attrs} {NAMESPACES}" if element is None else f"<{name} {attrs}"
     # Children always name their type; the root does where its element name does not.
     named = element is None and xsi_type in ROOT_ELEMENTS

@@ -217,6 +217,10 @@ def _put_document(
         with ctx.store.transaction():
             response = _put_project(ctx, name, simple, [])
             ctx.store.set_fields("project", name, extra)
+            if doc.protocols is not None:  # its study protocols name every definition
+                for variable in doc.protocols:
+                    check_name("custom variable", f"{variable.group_id}/{variable.name}")
+                ctx.store.set_custom_variables(name, doc.protocols)
         return response
     store = ctx.store
     with store.transaction():

@@ -6,7 +6,8 @@ One module per job, all parts of one :class:`Store`:
 - ``accounts``: users, passwords, alias tokens, login sessions;
 - ``hierarchy``: projects, roles, subjects, experiments, scans, reconstructions, resources;
 - ``sharing``: subjects and experiments shared into other projects;
-- ``fields``: the XML fields of objects that have no column of their own;
+- ``fields``: the XML fields of objects that have no column of their own, and projects'
+  custom variable definitions;
 - ``files``: files in resources and their place on disk;
 - ``catalogs``: stored download selections;
 - ``searches``: saved searches;
@@ -24,7 +25,7 @@ from pathlib import Path
 from minixnat.store.accounts import AccountTables
 from minixnat.store.activity import Activity, ActivityTables
 from minixnat.store.catalogs import CatalogTables
-from minixnat.store.fields import FieldTables
+from minixnat.store.fields import CustomVariable, FieldTables
 from minixnat.store.files import FileTables
 from minixnat.store.prearchive import PrearchiveTables
 from minixnat.store.records import (
@@ -69,6 +70,7 @@ __all__ = [
     "ROLES",
     "Activity",
     "AliasToken",
+    "CustomVariable",
     "Experiment",
     "FileRow",
     "Project",

@@ -5,11 +5,27 @@ XNAT's datatypes have hundreds of optional fields (``xnat:mrSessionData/age``,
 sets them with ``PUT ?{xpath}=value`` or in an XML document and reads them back through
 listing ``columns=`` and the object's XML.  They are kept here by owner and path relative to
 the datatype; a repeated element carries its position (``processStep[2]/program``).
+
+A project's custom variable definitions (XNAT's study protocols) are kept here too: the
+custom fields its subjects or sessions of a datatype carry, in named groups, with a type.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from minixnat.store.db import Database
+
+
+@dataclass(frozen=True)
+class CustomVariable:
+    """One custom field a project defines for a datatype, in a group (a definition)."""
+
+    data_type: str  # xnat:subjectData, xnat:mrSessionData, …
+    group_id: str
+    name: str
+    datatype: str = "string"  # string, int, float, date, boolean, as XNAT names them
+    required: bool = False
 
 
 class FieldTables(Database):
@@ -54,3 +70,36 @@ class FieldTables(Database):
         for r in rows:
             found.setdefault(str(r["owner_key"]), {})[str(r["path"])] = str(r["value"])
         return found
+
+    def set_custom_variables(self, project: str, variables: list[CustomVariable]) -> None:
+        """Replace the project's custom variable definitions (a project document names them
+        all, as XNAT's does)."""
+        with self.transaction():
+            self._exec("DELETE FROM custom_variables WHERE project=?", (project,))
+            for position, v in enumerate(variables):
+                self._exec(
+                    "INSERT OR REPLACE INTO custom_variables VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        project,
+                        v.data_type,
+                        v.group_id,
+                        v.name,
+                        v.datatype,
+                        int(v.required),
+                        position,
+                    ),
+                )
+
+    def custom_variables(self, project: str) -> list[CustomVariable]:
+        """The project's definitions, in the order they were given."""
+        rows = self._q(
+            "SELECT data_type, group_id, name, datatype, required FROM custom_variables "
+            "WHERE project=? ORDER BY position",
+            (project,),
+        )
+        return [
+            CustomVariable(
+                r["data_type"], r["group_id"], r["name"], r["datatype"], bool(r["required"])
+            )
+            for r in rows
+        ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Each entry upgrades the schema from version ``index`` to ``index + 1``.
 MIGRATIONS: list[str] = [
@@ -292,6 +292,20 @@ MIGRATIONS: list[str] = [
         updated TEXT NOT NULL
     );
     CREATE INDEX activities_login ON activities(login, id);
+    """,
+    # 6 -> 7: a project's custom variable definitions (XNAT's study protocols): which
+    # custom fields its subjects or sessions carry, in named groups, with their types.
+    """
+    CREATE TABLE custom_variables (
+        project TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        data_type TEXT NOT NULL,
+        group_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        datatype TEXT NOT NULL DEFAULT 'string',
+        required INTEGER NOT NULL DEFAULT 0,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (project, data_type, group_id, name)
+    );
     """,
 ]
 

@@ -11,7 +11,7 @@ from urllib.parse import quote
 from minixnat.http.access import Access
 from minixnat.http.messages import HttpError, Response
 from minixnat.pages.render import page
-from minixnat.pages.visit import LoginNeeded, Visit, readable_project
+from minixnat.pages.visit import LoginNeeded, Visit, project_subject, readable_project
 from minixnat.store import Experiment, Project, Resource, Scan, Store, Subject, Workflow
 from minixnat.store.workflows import SNAPSHOTS, SNAPSHOTS_RESOURCE
 
@@ -150,9 +150,7 @@ def project(store: Store, access: Access, visit: Visit, ref: str) -> Response:
 
 def subject(store: Store, access: Access, visit: Visit, project_ref: str, ref: str) -> Response:
     proj = readable_project(store, access, project_ref)
-    found = store.resolve_subject(proj.id, ref)
-    if found is None:
-        raise HttpError(404, f"Project {proj.id} has no subject {ref}.")
+    found = project_subject(store, proj, ref)
     sessions = store.list_experiments(subject_id=found.id, sessions_only=True)
     return page(
         "subject.html",

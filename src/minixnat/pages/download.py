@@ -35,7 +35,7 @@ from minixnat.pages.choices import (
     tally,
 )
 from minixnat.pages.render import page, redirect
-from minixnat.pages.visit import Visit, readable_project
+from minixnat.pages.visit import Visit, project_subject, readable_project
 from minixnat.store import Experiment, FileRow, Resource, Store
 
 
@@ -100,9 +100,7 @@ def _listed(store: Store, access: Access, request: Request) -> list[Experiment] 
     if request.param("project"):
         proj = readable_project(store, access, request.param("project"))
         subject_ref = request.param("subject")
-        subject = store.resolve_subject(proj.id, subject_ref) if subject_ref else None
-        if subject_ref and subject is None:
-            raise HttpError(404, f"Project {proj.id} has no subject {subject_ref}.")
+        subject = project_subject(store, proj, subject_ref) if subject_ref else None
         return store.list_experiments(
             project=proj.id, subject_id=subject.id if subject else None, sessions_only=True
         )

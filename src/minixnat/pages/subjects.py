@@ -22,11 +22,12 @@ from minixnat.http.messages import HttpError, Response
 from minixnat.pages import spreadsheet
 from minixnat.pages.api import Answer, Api
 from minixnat.pages.render import page, redirect
-from minixnat.pages.visit import Visit, readable_project
+from minixnat.pages.visit import Visit, project_subject, readable_project
 from minixnat.store import Project, Store, Subject, User
+from minixnat.store.records import GENDERS, HANDEDNESS
 
-GENDERS = ("male", "female", "other", "unknown")
-HANDEDNESS = ("right", "left", "ambidextrous", "unknown")
+# The form offers the stored spellings only (the API also takes m, f, o, u).
+GENDER_CHOICES = tuple(dict.fromkeys(GENDERS.values()))
 #: What a form sends for a new custom field: its name and its value.
 NEW_FIELD, NEW_VALUE = "new_field", "new_value"
 SHEET_BYTES = 4 * 1024 * 1024
@@ -98,7 +99,7 @@ def subject_form(
 ) -> Response:
     """``GET /app/projects/{P}/add-subject`` or ``…/subjects/{S}/edit``."""
     project = editable_project(store, access, project_ref)
-    subject = _existing(store, project, subject_ref) if subject_ref else None
+    subject = project_subject(store, project, subject_ref) if subject_ref else None
     custom = custom_fields(store, project)
     if values is None:
         values = _values_of(subject) if subject else {}
@@ -110,17 +111,10 @@ def subject_form(
         subject=subject,
         values=values,
         custom=custom,
-        genders=GENDERS,
+        genders=GENDER_CHOICES,
         handedness=HANDEDNESS,
         error=error,
     )
-
-
-def _existing(store: Store, project: Project, ref: str) -> Subject:
-    found = store.resolve_subject(project.id, ref)
-    if found is None:
-        raise HttpError(404, f"Project {project.id} has no subject {ref}.")
-    return found
 
 
 def _values_of(subject: Subject) -> dict[str, str]:
@@ -149,7 +143,7 @@ async def save_subject(
     project = editable_project(store, access, project_ref)
     values = {k: v.strip() for k, v in form if k != "csrf"}
     label = values.get("label", "")
-    subject = _existing(store, project, subject_ref) if subject_ref else None
+    subject = project_subject(store, project, subject_ref) if subject_ref else None
 
     def again(error: str, status: int) -> Response:
         return subject_form(

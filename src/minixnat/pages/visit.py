@@ -8,7 +8,7 @@ from urllib.parse import quote, urlsplit
 from minixnat.http.access import Access
 from minixnat.http.messages import HttpError, Request, Response
 from minixnat.pages.render import redirect
-from minixnat.store import Project, Store, User
+from minixnat.store import Project, Store, Subject, User
 
 STALE_FORM = "This form is out of date or came from another site; reload the page."
 
@@ -61,3 +61,11 @@ def readable_project(store: Store, access: Access, ref: str) -> Project:
     if access.user is None:
         raise LoginNeeded
     raise HttpError(404, f"Unable to find project {ref}, or you may not read it.")
+
+
+def project_subject(store: Store, project: Project, ref: str) -> Subject:
+    """A subject of ``project`` by label or ID; 404 if it has none such."""
+    found = store.resolve_subject(project.id, ref)
+    if found is None:
+        raise HttpError(404, f"Project {project.id} has no subject {ref}.")
+    return found

@@ -26,14 +26,12 @@ from minixnat.rest import documents, xpaths
 from minixnat.rest.resolve import Node, Target, resolve
 from minixnat.store import Project, Resource, Store, StoreError, User, names
 from minixnat.store.files import md5_of
+from minixnat.store.records import GENDERS, HANDEDNESS
 
 COLLECTIONS = ("projects", "subjects", "experiments", "scans", "reconstructions", "assessors")
 PROJECT_SETTINGS = ("accessibility", "prearchive_code", "quarantine_code")
 _LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _CUSTOM_FIELD = re.compile(r"fields/field\[name=([^\]]+)\]/field$", re.IGNORECASE)
-GENDERS = {"m": "male", "male": "male", "f": "female", "female": "female", "o": "other",
-           "other": "other", "u": "unknown", "unknown": "unknown"}  # fmt: skip
-HANDEDNESS = ("right", "left", "ambidextrous", "unknown")
 SESSION_MODALITY = {
     "xnat:mrSessionData": "MR",
     "xnat:ctSessionData": "CT",

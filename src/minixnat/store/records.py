@@ -42,6 +42,13 @@ class Project:
     quarantine_code: int = 0
 
 
+# The values a subject's demographics take: gender (each spelling a client may send → the
+# one stored) and handedness, as XNAT's demographicData has them.
+GENDERS = {"m": "male", "male": "male", "f": "female", "female": "female", "o": "other",
+           "other": "other", "u": "unknown", "unknown": "unknown"}  # fmt: skip
+HANDEDNESS = ("right", "left", "ambidextrous", "unknown")
+
+
 @dataclass(frozen=True)
 class Subject:
     id: str

@@ -87,8 +87,7 @@ class Pages:
         *,
         expired: bool = False,
     ) -> Visit:
-        running = self.store.running_activities(user.login) if user else 0
-        return Visit(request, user, sid, cookies, expired, self.csrf_for(sid), running)
+        return Visit(request, user, sid, cookies, expired, self.csrf_for(sid))
 
     async def handle(self, visit: Visit, rest: list[str]) -> Response:
         """Answer ``/`` (``rest`` empty) or ``/app/{rest}``."""
@@ -99,6 +98,9 @@ class Pages:
             if found is None:
                 raise HttpError(404, "No such file.")
             return found
+        # Only pages show the header's "N running" (not the stylesheet and scripts).
+        if visit.user is not None:
+            visit.imports_running = self.store.running_activities(visit.user.login)
         if head == "login" and len(rest) == 1:
             if method == "POST":
                 return await self._login(visit)

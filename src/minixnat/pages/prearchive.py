@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from minixnat.http.access import Access
 from minixnat.http.messages import HttpError, Response
-from minixnat.pages.api import Answer, Api
+from minixnat.pages.api import Api
 from minixnat.pages.render import page, redirect
 from minixnat.pages.upload import session_href, upload_targets
 from minixnat.pages.visit import Visit
@@ -51,9 +51,13 @@ class Outcome:
     """What one action did to one session: a link to the result, or the API's refusal."""
 
     src: str
-    ok: bool
+    status: int  # the API's
     message: str
     href: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
 
 
 def _entry(store: Store, row: dict[str, str]) -> Entry:
@@ -83,7 +87,7 @@ async def listing(store: Store, api: Api, access: Access, visit: Visit, user: Us
 
 async def _act(
     store: Store, api: Api, user: User, action: str, src: str, values: dict[str, str]
-) -> tuple[Answer, Outcome]:
+) -> Outcome:
     """One action on one session through the REST API."""
     if action == "archive":
         query = [("src", src)] + [
@@ -91,19 +95,18 @@ async def _act(
         ]
         answer = await api(user, "POST", "/data/services/archive", query)
         uri = answer.body.decode().strip() if answer.ok else ""
-        return answer, Outcome(
-            src, answer.ok, answer.message or "archived", session_href(store, uri)
-        )
+        href = session_href(store, uri)
+        return Outcome(src, answer.status, answer.message or "archived", href)
     if action == "move":
         target = values.get("newProject", "")
         query = [("action", "move"), ("newProject", target)]
         answer = await api(user, "POST", f"/data{src}", query)
         moved = answer.location.removeprefix("/data")
         href = _href(moved) if answer.ok and moved.startswith("/prearchive/") else ""
-        return answer, Outcome(src, answer.ok, answer.message or f"moved to {target}", href)
+        return Outcome(src, answer.status, answer.message or f"moved to {target}", href)
     if action == "delete":
         answer = await api(user, "POST", "/data/services/prearchive/delete", [("src", src)])
-        return answer, Outcome(src, answer.ok, answer.message or "deleted")
+        return Outcome(src, answer.status, answer.message or "deleted")
     raise HttpError(400, f"Unknown action {action!r}: use {', '.join(ACTIONS)}.")
 
 
@@ -118,7 +121,7 @@ async def bulk(
         raise HttpError(400, f"Choose an action: {', '.join(ACTIONS).lower()}.")
     if not sources:
         raise HttpError(400, "Tick the sessions to act on.")
-    outcomes = [(await _act(store, api, user, action, src, values))[1] for src in sources]
+    outcomes = [await _act(store, api, user, action, src, values) for src in sources]
     failed = sum(not o.ok for o in outcomes)
     return page(
         "prearchive_done.html",
@@ -175,14 +178,11 @@ async def act_on_one(
     """``POST /app/prearchive/{P}/{timestamp}/{folder}``: archive, move or delete it."""
     values = dict(form)
     action = values.get("action", "")
-    answer, outcome = await _act(store, api, user, action, _src(*where), values)
-    if not answer.ok:
+    outcome = await _act(store, api, user, action, _src(*where), values)
+    if not outcome.ok:
         return await details(
             store, api, access, visit, user, where,
-            error=answer.message, status=answer.status, values=values,
+            error=outcome.message, status=outcome.status, values=values,
         )  # fmt: skip
-    if action == "archive":
-        return redirect(outcome.href or "/app/prearchive")
-    if action == "move":
-        return redirect(outcome.href or "/app/prearchive")
-    return redirect("/app/prearchive")
+    # The archived session's page, the moved entry's, or (deleted) the prearchive.
+    return redirect(outcome.href or "/app/prearchive")

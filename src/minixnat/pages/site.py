@@ -19,7 +19,14 @@ from minixnat.http.messages import HttpError, Request, Response
 from minixnat.pages import browse, download, prearchive, subjects, upload
 from minixnat.pages.api import Api
 from minixnat.pages.render import page, redirect, static
-from minixnat.pages.visit import STALE_FORM, Visit, safe_next, to_login
+from minixnat.pages.visit import (
+    STALE_FORM,
+    Visit,
+    posted_type,
+    require_multipart,
+    safe_next,
+    to_login,
+)
 from minixnat.store import Store, User
 
 LOGIN_FAILED = "Login attempt failed. Please try again."
@@ -197,11 +204,9 @@ class Pages:
     async def _checked_upload(self, visit: Visit) -> bodies.Body:
         """A posted multipart form (streamed to disk), refused unless it carries this
         session's token; its files are the caller's to discard."""
-        kind = visit.request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if kind != "multipart/form-data":
-            raise HttpError(415, "This form sends multipart/form-data.")
+        require_multipart(visit.request)
         body = await bodies.receive(visit.request, self.store.tmp_dir)
-        if not visit.sid or not hmac.compare_digest(body.form.get("csrf", ""), visit.csrf):
+        if not visit.carries_token(body.form):
             body.discard()
             raise HttpError(403, STALE_FORM)
         return body
@@ -260,14 +265,12 @@ class Pages:
     async def _checked_form(self, visit: Visit) -> list[tuple[str, str]]:
         """A posted form, refused unless it carries this session's token."""
         form = await _form(visit.request)
-        sent = dict(form).get("csrf", "")
-        if not visit.sid or not hmac.compare_digest(sent, visit.csrf):
+        if not visit.carries_token(dict(form)):
             raise HttpError(403, STALE_FORM)
         return form
 
 
 async def _form(request: Request) -> list[tuple[str, str]]:
-    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if kind != "application/x-www-form-urlencoded":
+    if posted_type(request) != "application/x-www-form-urlencoded":
         raise HttpError(415, "Pages accept HTML form posts only.")
     return await request.form()

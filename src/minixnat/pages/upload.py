@@ -13,7 +13,6 @@ links to the result in place; without it, the browser is sent to the import's tr
 
 from __future__ import annotations
 
-import hmac
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,7 @@ from minixnat.http.access import Access
 from minixnat.http.messages import HttpError, Response
 from minixnat.pages.api import Api
 from minixnat.pages.render import NO_STORE, page, redirect
-from minixnat.pages.visit import STALE_FORM, Visit
+from minixnat.pages.visit import STALE_FORM, Visit, require_multipart
 from minixnat.store import Activity, Project, Store, User
 from minixnat.store.activity import FAILED
 
@@ -85,15 +84,13 @@ def json_response(value: Any, status: int = 200) -> Response:
 
 async def receive(store: Store, api: Api, access: Access, visit: Visit, user: User) -> Response:
     """``POST /app/upload`` (multipart): receive, check, then import through the API."""
-    kind = visit.request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if kind != "multipart/form-data":
-        raise HttpError(415, "The upload form sends multipart/form-data.")
+    require_multipart(visit.request)
     activity = store.start_activity(user.login)
     with store.failing_activity(activity, otherwise="The upload was cut off."):
         body = await bodies.receive(visit.request, store.tmp_dir)
     fields = body.form
     problem = ""
-    if not visit.sid or not hmac.compare_digest(fields.get("csrf", ""), visit.csrf):
+    if not visit.carries_token(fields):
         problem = STALE_FORM
     elif fields.get("importer") not in IMPORTERS:
         problem = f"Choose an importer: {', '.join(IMPORTERS)}."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -25,6 +27,21 @@ class Visit:
     csrf: str
     #: How many of the visitor's imports are receiving or processing (the header shows it).
     imports_running: int = 0
+
+    def carries_token(self, form: Mapping[str, str]) -> bool:
+        """Whether a posted form carries this login session's token (its ``csrf`` field)."""
+        return bool(self.sid) and hmac.compare_digest(form.get("csrf", ""), self.csrf)
+
+
+def posted_type(request: Request) -> str:
+    """The media type of a request's body, lower-cased, without its parameters."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def require_multipart(request: Request) -> None:
+    """415 unless the body is a multipart form (the forms that send files)."""
+    if posted_type(request) != "multipart/form-data":
+        raise HttpError(415, "This form sends multipart/form-data.")
 
 
 class LoginNeeded(Exception):

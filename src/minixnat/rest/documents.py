@@ -150,25 +150,13 @@ def _definitions(protocol: ET.Element) -> list[CustomVariable]:
     """The custom fields a ``studyProtocol`` defines: ``definitions/definition[@ID]/fields/
     field[@type=custom]``, each with its datatype."""
     found = []
-    for definitions in protocol:
-        if _local(definitions.tag) != "definitions":
-            continue
-        for definition in definitions:
-            group = definition.get("ID", "")
-            data_type = definition.get("data-type") or protocol.get("data-type", "")
-            for fields in definition:
-                if _local(fields.tag) != "fields":
-                    continue
-                for item in fields:
-                    name = item.get("name", "")
-                    if group and data_type and name and item.get("type", "custom") == "custom":
-                        found.append(
-                            CustomVariable(
-                                data_type,
-                                group,
-                                name,
-                                item.get("datatype") or "string",
-                                item.get("required") in ("1", "true"),
-                            )
-                        )
+    for definition in protocol.iterfind("{*}definitions/{*}definition"):
+        group = definition.get("ID", "")
+        data_type = definition.get("data-type") or protocol.get("data-type", "")
+        for item in definition.iterfind("{*}fields/{*}field"):
+            name = item.get("name", "")
+            if group and data_type and name and item.get("type", "custom") == "custom":
+                datatype = item.get("datatype") or "string"
+                required = item.get("required") in ("1", "true")
+                found.append(CustomVariable(data_type, group, name, datatype, required))
     return found

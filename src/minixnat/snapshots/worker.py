@@ -12,23 +12,21 @@ are done after the next start.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from minixnat.lifetime import end_with_parent
 from minixnat.snapshots import generate
 from minixnat.store import Store
 from minixnat.store.workflows import FAILED, SNAPSHOTS, Workflow
 
 log = logging.getLogger("minixnat.snapshots")
-PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 class SnapshotWorker:
@@ -105,8 +103,4 @@ def _child_setup(server: int) -> None:
         os.nice(10)
     except OSError:
         pass
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != server:  # the server died before the request took effect
-            os._exit(0)
+    end_with_parent(server, signal.SIGTERM)

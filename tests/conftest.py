@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 from playwright.sync_api import Browser, Page, sync_playwright
 
 BIN = Path(sys.executable).parent
@@ -98,6 +99,16 @@ def archive(base_archive: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "archive"
     shutil.copytree(base_archive, copy)
     return copy
+
+
+@pytest.fixture
+def new_project(archive: Path) -> Path:
+    """The test's private archive with an empty project NEW, for imports to land in."""
+    server = start_server(archive)
+    created = requests.put(server.url + "/data/projects/NEW", auth=("admin", "admin"), timeout=60)
+    server.stop()
+    assert created.status_code == 200, created.text
+    return archive
 
 
 @pytest.fixture(scope="session")

@@ -85,14 +85,6 @@ def session_state(server: Server, expected: list[str]) -> str:
     return "whole"
 
 
-@pytest.fixture
-def new_project(archive: Path) -> Path:
-    server = start_server(archive)
-    assert call(server, "PUT", "/data/projects/NEW").status_code == 200
-    server.stop()
-    return archive
-
-
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_import_killed_is_whole_or_absent_and_resends(new_project: Path, point: str) -> None:
     archive = new_project

@@ -6,17 +6,29 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from minixnat import __version__
 from minixnat.store import ACCESS_LEVELS, ROLES, Store, StoreError
 from minixnat.store.check import check
 from minixnat.store.schema import SchemaError
 
+if TYPE_CHECKING:
+    from minixnat.dicom.receiver import Receiver
+
 
 def _probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         msg = f"{text} is not a probability between 0 and 1"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        msg = f"{text} must be 1 or more"
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -104,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         "to FILE, or to stdout with '-'; query strings and token secrets are left out",
     )
 
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="serve from N processes (default 1); one per core serves many small files "
+        "faster.  The fault switches then draw their chances in each process apart",
+    )
     serve.add_argument(
         "--no-snapshots",
         action="store_true",
@@ -213,9 +233,9 @@ def run_check(args: argparse.Namespace) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     from minixnat.server.accesslog import AccessLog
-    from minixnat.server.app import App
+    from minixnat.server.app import App, clear_leftovers
     from minixnat.server.faults import Faults
-    from minixnat.server.run import listening_socket, server_for, url_of
+    from minixnat.server.run import listening_sockets, run_workers, url_of
 
     store = _open(args.root)
     report = check(store, full=False)
@@ -238,53 +258,69 @@ def serve(args: argparse.Namespace) -> int:
         session_ttl=args.session_ttl,
         conn_mbps=args.conn_mbps,
     )
+    bound = _bindings(args.dicom_bind)
+    if bound is None:
+        return 2
     try:
         access_log = AccessLog(args.access_log) if args.access_log else None
     except OSError as exc:
         print(f"minixnat: cannot write the access log {args.access_log}: {exc}", file=sys.stderr)
         return 2
     try:
-        sock = listening_socket(args.host, args.port)
+        socks = listening_sockets(args.host, args.port, args.workers)
     except OSError as exc:
         print(
             f"minixnat: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr
         )
         return 2
-    receiver = None
-    if args.dicom_port is not None:
-        from minixnat.dicom.receiver import Receiver, ReceiverOptions
+    clear_leftovers(store)
+    if args.workers > 1:
+        store.close()  # each process opens its own, after the fork
+    receiver: Receiver | None = None
 
-        bound = _bindings(args.dicom_bind)
-        if bound is None:
-            sock.close()
-            return 2
-        try:
-            receiver = Receiver(
-                store,
-                ReceiverOptions(
-                    ae_title=args.dicom_ae,
-                    host=args.host,
-                    port=args.dicom_port,
-                    quiet=args.dicom_quiet,
-                    refuse=args.dicom_refuse,
-                    bound=bound,
-                ),
+    def app(primary: bool) -> App:
+        own = store if args.workers == 1 else _open(args.root)
+        return App(
+            own, faults, access_log=access_log, snapshots=not args.no_snapshots, primary=primary
+        )
+
+    def primary() -> App:
+        nonlocal receiver
+        made = app(primary=True)
+        if args.dicom_port is not None:
+            from minixnat.dicom.receiver import Receiver, ReceiverOptions
+
+            options = ReceiverOptions(
+                ae_title=args.dicom_ae,
+                host=args.host,
+                port=args.dicom_port,
+                quiet=args.dicom_quiet,
+                refuse=args.dicom_refuse,
+                bound=bound,
             )
-        except (OSError, ValueError) as exc:
-            sock.close()
-            print(f"minixnat: cannot start the DICOM receiver: {exc}", file=sys.stderr)
-            return 2
-    app = App(store, faults, access_log=access_log, snapshots=not args.no_snapshots)
-    print(f"minixnat listening on {url_of(sock)}", flush=True)
-    if receiver is not None:
-        print(receiver.line, flush=True)
+            try:
+                receiver = Receiver(made.store, options)
+            except (OSError, ValueError) as exc:
+                made.close()
+                raise CannotServe(f"cannot start the DICOM receiver: {exc}") from exc
+        print(f"minixnat listening on {url_of(socks[0])}", flush=True)
+        if receiver is not None:
+            print(receiver.line, flush=True)
+        return made
+
     try:
-        server_for(app).run(sockets=[sock])
+        run_workers(socks, primary, lambda: app(primary=False))
+    except CannotServe as exc:
+        print(f"minixnat: {exc}", file=sys.stderr)
+        return 2
     finally:
         if receiver is not None:
             receiver.stop()
-        app.close()
     return 0
+
+
+class CannotServe(Exception):
+    """The server could not start; the message says why."""
 
 
 def _bindings(pairs: list[str]) -> dict[str, str] | None:

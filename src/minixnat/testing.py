@@ -66,7 +66,7 @@ def start(
     ``snapshots=True``: a SNAPSHOTS resource appearing some time after an import would
     make a test's listings depend on timing."""
     # Imported here: loading the plugin must not need the server's dependencies.
-    from minixnat.server.app import App
+    from minixnat.server.app import App, clear_leftovers
     from minixnat.server.faults import Faults
     from minixnat.server.run import Background, listening_socket, url_of
     from minixnat.store import Store
@@ -75,6 +75,7 @@ def start(
     store = Store(root)
     if store.check_password(user, password) is None:
         store.add_user(user, password, admin=True)
+    clear_leftovers(store)
     sock = listening_socket(host, port)
     running = Background(App(store, Faults(**faults), snapshots=snapshots), sock)
     return MiniXnat(url_of(sock), user, password, root, (running, store))

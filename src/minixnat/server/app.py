@@ -47,7 +47,9 @@ BAD_PATH = "Invalid path: '..', encoded slashes, control characters and absolute
 
 
 class App:
-    """The ASGI callable.  One instance serves one archive root."""
+    """The ASGI callable.  One instance serves one archive root in one process; with
+    ``serve --workers N``, each worker process has its own, and only the ``primary`` one
+    runs the snapshot worker.  Call :func:`clear_leftovers` once before the first request."""
 
     def __init__(
         self,
@@ -58,18 +60,15 @@ class App:
         clock: Clock | None = None,
         access_log: AccessLog | None = None,
         snapshots: bool = True,
+        primary: bool = True,
     ) -> None:
         self.store = store
         self.faults = faults or Faults()
         self.limits = limits or Limits()
         self.chaos = Chaos(self.faults)
         self.access_log = access_log
-        # Uploads are received in ROOT/tmp, on the archive's file system, so storing one is
-        # a rename.  Anything left there by a previous run was never committed: clear it.
-        shutil.rmtree(store.tmp_dir, ignore_errors=True)
+        # Uploads are received here; clear_leftovers() empties it before a server starts.
         store.tmp_dir.mkdir(parents=True, exist_ok=True)
-        # Imports that were under way then are gone with it: the tracker says so.
-        store.end_interrupted()
         self.auth = Authenticator(store, self.faults.session_ttl, clock)
         # Signs the pages' form tokens; kept in the archive, so forms rendered before a
         # restart still work after it.
@@ -81,14 +80,16 @@ class App:
             InternalApi(store, self.auth, self.limits),
         )
         # Archiving queues snapshot runs unless turned off; the worker also does runs
-        # launched through the REST API, so it runs either way.  Started last: runs left
-        # pending by a crash write into ROOT/tmp, which is emptied above.
+        # launched through the REST API, so it runs either way, in the primary process
+        # only (the queue is the database: runs queued by the other worker processes of
+        # ``serve --workers`` are found by its polling).
         store.auto_snapshots = snapshots
-        self.snapshots = SnapshotWorker(store)
+        self.snapshots = SnapshotWorker(store) if primary else None
 
     def close(self) -> None:
         """Stop the background work (a snapshot run under way is finished first)."""
-        self.snapshots.stop()
+        if self.snapshots is not None:
+            self.snapshots.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -171,6 +172,16 @@ class App:
                 reason=_reason(err.status),
                 message=err.message,
             )
+
+
+def clear_leftovers(store: Store) -> None:
+    """What a server does once as it starts, before any request: uploads are received in
+    ROOT/tmp, on the archive's file system, so that storing one is a rename; anything left
+    there by a previous run was never committed, so it goes.  Imports that were under way
+    then are gone with it: the activity tracker says so."""
+    shutil.rmtree(store.tmp_dir, ignore_errors=True)
+    store.tmp_dir.mkdir(parents=True, exist_ok=True)
+    store.end_interrupted()
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -1,22 +1,35 @@
 """Run the app under uvicorn: the listening socket and the server, in the foreground (the
-``serve`` command) or in a thread (the pytest fixture)."""
+``serve`` command, in one process or several) or in a thread (the pytest fixture)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
 
+from minixnat.lifetime import end_with_parent
 from minixnat.server.app import App
 
+log = logging.getLogger("minixnat")
+WORKERS_STOP_S = 30.0
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A bound, listening TCP socket (port 0: a free one).  OSError if it cannot bind."""
+
+def listening_socket(host: str, port: int, *, shared: bool = False) -> socket.socket:
+    """A bound, listening TCP socket (port 0: a free one).  OSError if it cannot bind.
+    ``shared``: other sockets may listen on the same port (see :func:`listening_sockets`)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     # Accepted connections inherit this: a response's head and body go out as two writes,
     # and with Nagle's algorithm the second waited for the client's delayed ACK (~40 ms
     # on every request after the first of a keep-alive connection).
@@ -28,6 +41,24 @@ def listening_socket(host: str, port: int) -> socket.socket:
         raise
     sock.listen(256)
     return sock
+
+
+def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one port, one per worker process.  With one socket
+    shared by all, the process that wakes first accepts a whole burst of connections and
+    the others idle; with a socket each (``SO_REUSEPORT``), the kernel spreads new
+    connections over them evenly."""
+    if count == 1:
+        return [listening_socket(host, port)]
+    socks = [listening_socket(host, port, shared=True)]
+    try:
+        chosen = socks[0].getsockname()[1]  # port 0: all share the one picked first
+        socks += [listening_socket(host, chosen, shared=True) for _ in range(count - 1)]
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
 def url_of(sock: socket.socket) -> str:
@@ -46,6 +77,106 @@ def server_for(app: App) -> uvicorn.Server:
             timeout_keep_alive=30,
         )
     )
+
+
+def run_workers(
+    socks: list[socket.socket],
+    primary: Callable[[], App],
+    worker: Callable[[], App],
+) -> None:
+    """Serve on ``socks`` with one process each, until SIGINT or SIGTERM.
+
+    This process serves ``socks[0]`` with the app ``primary()`` makes; for each other
+    socket a forked process serves it with ``worker()``'s app.  Forked before anything
+    else starts (the callers make their apps, database connections and threads after the
+    fork), so no process inherits another's.  A signal to this process is passed on to
+    the workers, which finish their requests as it does; it returns once they have ended.
+    A worker also ends when this process dies without cleaning up (``kill -9``): the
+    kernel kills it, so a dead server never leaves processes answering on its port.
+    """
+    parent = os.getpid()
+    pids: list[int] = []
+    for sock in socks[1:]:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                end_with_parent(parent, signal.SIGKILL)
+                for other in socks:
+                    if other is not sock:
+                        other.close()
+                app = worker()
+                try:
+                    server_for(app).run(sockets=[sock])
+                finally:
+                    app.close()
+                code = 0
+            except BaseException:
+                log.exception("minixnat worker %d failed", os.getpid())
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    for sock in socks[1:]:
+        sock.close()  # a worker that dies takes its socket with it: the others take over
+    try:
+        app = primary()
+    except BaseException:
+        _signal(pids, signal.SIGTERM)
+        _reap(pids, WORKERS_STOP_S)
+        socks[0].close()
+        raise
+    try:
+        _Primary(server_for(app).config, pids).run(sockets=socks[:1])
+    finally:
+        _signal(pids, signal.SIGTERM)
+        _reap(pids, WORKERS_STOP_S)
+        app.close()
+
+
+class _Primary(uvicorn.Server):
+    """The first process's server: passes its stop signals on to the worker processes
+    and, once its own requests are done, waits for theirs."""
+
+    def __init__(self, config: uvicorn.Config, workers: list[int]) -> None:
+        super().__init__(config)
+        self.workers = workers
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        _signal(self.workers, signal.Signals(sig))
+        super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        # Waited for here, not after run(): uvicorn re-raises the stop signal when run()
+        # ends, and this process then dies at once, taking the workers with it.
+        await asyncio.to_thread(_reap, self.workers, WORKERS_STOP_S)
+
+
+def _signal(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _reap(pids: list[int], timeout: float) -> None:
+    """Wait for the worker processes to end, removing each from ``pids`` (so that no
+    signal goes to a reused pid later); kill those still running after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while pids:
+        for pid in list(pids):
+            try:
+                ended = os.waitpid(pid, os.WNOHANG)[0] == pid
+            except ChildProcessError:
+                ended = True
+            if ended:
+                pids.remove(pid)
+        if pids and time.monotonic() > deadline:
+            _signal(pids, signal.SIGKILL)
+            deadline = float("inf")
+        if pids:
+            time.sleep(0.02)
 
 
 class Background:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
 from minixnat.errors import MinixnatError
-from minixnat.store.names import control_characters
+from minixnat.store.names import has_control_characters
 
 if TYPE_CHECKING:
     from minixnat.http.bodies import Body
@@ -96,14 +96,10 @@ def split_path(raw: str) -> list[str]:
     lowered = raw.lower()
     if "%2f" in lowered or "%5c" in lowered or "%00" in lowered or "\\" in raw:
         raise BadPath(raw)
-    segments = []
-    for part in raw.split("/"):
-        if part == "":
-            continue
-        decoded = unquote(part)
-        if decoded in (".", "..") or control_characters(decoded):
-            raise BadPath(raw)
-        segments.append(decoded)
+    parts = [part for part in raw.split("/") if part]
+    segments = [unquote(part) for part in parts] if "%" in raw else parts
+    if "." in segments or ".." in segments or has_control_characters("".join(segments)):
+        raise BadPath(raw)
     return segments
 
 

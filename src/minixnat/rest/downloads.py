@@ -190,7 +190,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
-async def _read_file(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
+async def _read_file(path: str, start: int, length: int) -> AsyncIterator[bytes]:
     """``length`` bytes of ``path`` from ``start``, in chunks (no read past the end)."""
     remaining = length
     with open(path, "rb", buffering=0) as handle:
@@ -208,16 +208,16 @@ def serve_file(
     store: Store, target: Target, request: Request, *, allow_range: bool
 ) -> Response | StreamResponse:
     _node, res, f = find_single_file(store, target)
-    path = store.file_path(res, f.path)
+    path = store.file_location(res, f.path)
     try:
-        stat = path.stat()
+        stat = os.stat(path)
     except OSError:
         stat = None
     if stat is None or not S_ISREG(stat.st_mode):
         raise HttpError(404, "Unable to find file: the catalog lists it but it is not on disk.")
     fmt = request.param("format").lower()
     if fmt in ARCHIVE_FORMATS and not f.path.lower().endswith("." + fmt):
-        members = [Member(path, basename(f.path), f.size, stat.st_mtime)]
+        members = [Member(Path(path), basename(f.path), f.size, stat.st_mtime)]
         return stream_archive(members, fmt, basename(f.path), request)
     name = basename(f.path)
     headers = [

@@ -115,6 +115,11 @@ def _require_read(access: Access, project: Project, what: str) -> None:
 
 
 def _select_scans(store: Store, session: Experiment, selector: str) -> list[Scan]:
+    if "," not in selector and selector not in ("ALL", "*"):
+        # One scan by its ID, the usual case (every file URL names one): a row, not a list.
+        scan = store.get_scan(session.id, selector.replace("[COMMA]", ",").replace("[SLASH]", "/"))
+        if scan is not None:
+            return [scan]
     scans = store.list_scans(session.id)
     if selector in ("ALL", "*"):
         return scans
@@ -152,8 +157,15 @@ def _select_resources(
 ) -> list[tuple[Node, Resource]]:
     found: list[tuple[Node, Resource]] = []
     wanted = selector.split(",") if selector is not None else None
+    one = selector is not None and not any(c in selector for c in ",*") and selector != "NULL"
     for node in nodes:
-        for res in store.list_resources(*node.owner):
+        # One label or ID, the usual case (every file URL names one): matched in the query.
+        listed = (
+            store.resources_named(*node.owner, selector)
+            if one and selector is not None
+            else store.list_resources(*node.owner)
+        )
+        for res in listed:
             if (
                 wanted is None
                 or res.label in wanted

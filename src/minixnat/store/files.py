@@ -43,19 +43,35 @@ class FileTables(ModifiedStamps):
         """The on-disk path of a file; refuses anything that would leave the resource folder.
 
         Purely lexical (no symlinks are followed: the archive holds none, since uploads
-        refuse links), and plain string work: it runs on every file GET.
+        refuse links).
         """
+        return Path(self.file_location(resource, relpath))
+
+    def file_location(self, resource: Resource, relpath: str) -> str:
+        """:meth:`file_path` as a string: plain string work, for the file GET (it runs on
+        every one)."""
         parts = [p for p in relpath.split("/") if p not in ("", ".")]
         if relpath.startswith("/") or "\\" in relpath or ".." in parts or not parts:
             msg = f"unsafe file path {relpath!r}"
             raise StoreError(msg)
         check_name("file path", relpath)
-        archive = self._archive_abs
-        base = os.path.normpath(os.path.join(archive, resource.directory))
-        if not base.startswith(archive + os.sep):
-            msg = f"resource folder {resource.directory!r} is outside the archive"
-            raise StoreError(msg)
-        return Path(os.path.join(base, *parts))
+        return os.path.join(self._resource_folder(resource.directory), *parts)
+
+    def _resource_folder(self, directory: str) -> str:
+        """A resource folder's absolute path; remembered, as it depends on nothing else."""
+        base = self._folders.get(directory)
+        if base is None:
+            archive = self._archive_abs
+            base = os.path.normpath(os.path.join(archive, directory))
+            if not base.startswith(archive + os.sep):
+                msg = f"resource folder {directory!r} is outside the archive"
+                raise StoreError(msg)
+            self._folders[directory] = base
+        return base
+
+    @functools.cached_property
+    def _folders(self) -> dict[str, str]:
+        return {}
 
     @functools.cached_property
     def _archive_abs(self) -> str:

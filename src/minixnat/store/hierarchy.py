@@ -393,6 +393,15 @@ class HierarchyTables(ModifiedStamps):
         )
         return [Resource(**dict(r)) for r in rows]
 
+    def resources_named(self, owner_kind: str, owner_key: str, name: str) -> list[Resource]:
+        """The owner's resources whose label or ID is ``name``, in ID order."""
+        rows = self._q(
+            "SELECT * FROM resources WHERE owner_kind=? AND owner_key=? "
+            "AND (label=? OR CAST(pk AS TEXT)=?) ORDER BY pk",
+            (owner_kind, owner_key, name, name),
+        )
+        return [Resource(**dict(r)) for r in rows]
+
     def all_resources(self) -> list[Resource]:
         return [Resource(**dict(r)) for r in self._q("SELECT * FROM resources ORDER BY pk")]
 

@@ -21,6 +21,10 @@ def control_characters(text: str) -> list[str]:
     return [f"U+{ord(c):04X}" for c in _CONTROL.findall(text)]
 
 
+def has_control_characters(text: str) -> bool:
+    return _CONTROL.search(text) is not None
+
+
 def check_name(kind: str, text: str) -> None:
     """Raise :class:`StoreError` naming the characters if ``text`` holds control characters."""
     bad = control_characters(text)

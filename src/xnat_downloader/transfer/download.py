@@ -117,6 +117,8 @@ class Downloader:
         # Set by the first file that finds the disk full: no other file is started then.
         self.disk_full: str | None = None
         self._pending_since = 0.0
+        # Folders made this run: a folder of many files is made once, not once per file.
+        self._folders: set[Path] = set()
 
     async def run(self, job: Job) -> Outcome:
         final, part = self.paths(job)
@@ -162,12 +164,16 @@ class Downloader:
             self.checksum,
         )
 
-    def record_verified(self, job: Job, final: Path, size: int, md5: str) -> None:
-        """Record ``final`` as verified, with the size and mtime that let a later run trust
-        it without hashing it again: in a group, once the group's bytes are durable."""
+    def record_verified(
+        self, job: Job, final: Path, size: int, md5: str, mtime_ns: int | None = None
+    ) -> None:
+        """Record ``final`` as verified, with the size and mtime (``mtime_ns`` if the caller
+        has it, else read now) that let a later run trust it without hashing it again: in
+        a group, once the group's bytes are durable."""
         if not self._pending:
             self._pending_since = time.monotonic()
-        self._pending.append((job.local, job.uri, size, md5, final.stat().st_mtime_ns))
+        mtime = mtime_ns if mtime_ns is not None else final.stat().st_mtime_ns
+        self._pending.append((job.local, job.uri, size, md5, mtime))
         if (
             len(self._pending) >= GROUP_FILES
             or time.monotonic() - self._pending_since > GROUP_SECONDS
@@ -183,10 +189,22 @@ class Downloader:
         self.state.put_verified(self._pending)
         self._pending = []
 
-    def begin(self, job: Job) -> None:
-        """Record the expected digest before the first byte (so a kill -9 can resume)."""
-        self.paths(job)[0].parent.mkdir(parents=True, exist_ok=True)
-        self.state.put(job.local, job.uri, job.size, job.md5, "partial")
+    def make_folder(self, job: Job) -> None:
+        """Make the job's folder (once per folder and run: a folder holds many files).
+        Safe from worker threads."""
+        folder = self.paths(job)[0].parent
+        if folder not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
+
+    def begin(self, job: Job, *, resumable: bool = True) -> None:
+        """Announce the job's start and, if ``resumable``, record the expected digest
+        before the first byte (so that a kill -9 can resume).  A file that is not (a small
+        zip member) costs no commit here: after a kill its partial file, with no record
+        that vouches for it, is fetched again from the start.  The caller makes the
+        folder (:meth:`make_folder`)."""
+        if resumable:
+            self.state.put(job.local, job.uri, job.size, job.md5, "partial")
         self.sink(FileStarted(job.local, job.size))
 
     def discard(self, job: Job) -> None:
@@ -198,7 +216,12 @@ class Downloader:
         """Give a verified partial file its final name and record it."""
         final, part = self.paths(job)
         os.replace(part, final)
-        self.record_verified(job, final, size, md5)
+        return self.committed(job, size, md5)
+
+    def committed(self, job: Job, size: int, md5: str, mtime_ns: int | None = None) -> Outcome:
+        """Record a verified file already under its final name (``mtime_ns``: its mtime
+        then, if the caller has it)."""
+        self.record_verified(job, self.paths(job)[0], size, md5, mtime_ns)
         self.sink(FileVerified(job.local, size, md5, bool(job.md5)))
         return Outcome(job, Status.VERIFIED, size, md5, bool(job.md5))
 
@@ -231,6 +254,7 @@ class Downloader:
         if action == Action.DOWNLOAD:
             part.unlink(missing_ok=True)
             offset = 0
+        self.make_folder(job)
         self.begin(job)
         md5, size = await self._fetch(job, part, offset)
         if not self.matches(job, size, md5):

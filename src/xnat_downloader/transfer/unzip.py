@@ -118,9 +118,10 @@ async def read_header(src: Source) -> Header | None:
 
 
 async def member_data(
-    src: Source, header: Header, expected_size: int | None
+    src: Source, header: Header, expected_size: int | None, *, check_crc: bool = True
 ) -> AsyncIterator[bytes]:
-    """The member's uncompressed bytes, then its CRC checked (a mismatch raises).
+    """The member's uncompressed bytes, then its CRC checked (a mismatch raises; without
+    ``check_crc``, for a caller that checks a stronger digest, it is read, not computed).
     ``expected_size`` is used only for a stored member whose size comes after its data."""
     crc = 0
     if header.method == 8:
@@ -135,7 +136,8 @@ async def member_data(
                 msg = f"corrupt deflate data in {header.name!r}: {exc}"
                 raise ZipStreamError(msg) from exc
             if out:
-                crc = zlib.crc32(out, crc)
+                if check_crc:
+                    crc = zlib.crc32(out, crc)
                 yield out
         if inflater.unused_data:
             src.push_back(inflater.unused_data)
@@ -149,7 +151,8 @@ async def member_data(
             if not data:
                 raise ZipStreamError(f"the zip ends inside {header.name!r}")
             left -= len(data)
-            crc = zlib.crc32(data, crc)
+            if check_crc:
+                crc = zlib.crc32(data, crc)
             yield data
     expected_crc = header.crc
     if header.flags & 0x8:
@@ -158,7 +161,7 @@ async def member_data(
             first = await src.exactly(4)
         expected_crc = struct.unpack("<I", first)[0]
         await src.exactly(16 if header.zip64 else 8)  # the sizes; the CRC and MD5 decide
-    if crc != expected_crc:
+    if check_crc and crc != expected_crc:
         msg = f"CRC mismatch in {header.name!r}"
         raise ZipStreamError(msg)
 

@@ -143,6 +143,37 @@ def test_archive_kinds(server: Server, archive: Path, tmp_path: Path) -> None:
     assert [r["name"] for r in rows.json()["ResultSet"]["Result"]] == ["P1"]
 
 
+def test_a_zip_with_a_damaged_member_fails_alone(
+    server: Server, archive: Path, tmp_path: Path
+) -> None:
+    """A zip whose listing reads but whose data does not is found when its files are
+    hashed, just before it would be sent: that session fails, named, with nothing of it on
+    the server; the other archives of the upload are imported and verified."""
+    good = tmp_path / "good.zip"
+    good.write_bytes(_session_zip(archive, "DEMO01_S001_MR1", "G1"))
+    damaged = bytearray(_session_zip(archive, "DEMO01_S001_MR2", "D1"))
+    with zipfile.ZipFile(io.BytesIO(bytes(damaged))) as zf:
+        first = zf.infolist()[0]
+    start = first.header_offset + 30 + len(first.filename.encode())  # its data, stored
+    damaged[start + 1000 : start + 1010] = b"0123456789"
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(bytes(damaged))
+    code, out, err = cli(
+        "upload", "-w", server.url, "-p", "COPY", "--subject", "subD", str(good), str(bad)
+    )  # fmt: skip
+    assert code == 1, err
+    failed = [line for line in err.splitlines() if line.startswith("failed:")]
+    assert len(failed) == 1, err
+    assert "bad.zip" in failed[0]
+    assert "not a readable" in failed[0]
+    assert "nothing from it was sent" in failed[0]
+    assert md5s(scan_dicoms(archive, "DEMO01_S001_MR1")) == session_md5s(server, "COPY", "G1")
+    gone = requests.get(f"{server.url}/data/projects/COPY/experiments/D1", auth=ADMIN, timeout=30)
+    assert gone.status_code == 404
+    n = len(scan_dicoms(archive, "DEMO01_S001_MR1"))
+    assert out.splitlines()[-1].endswith(f"{n} verified, 1 failed")
+
+
 def test_bad_uploads(server: Server, archive: Path, tmp_path: Path) -> None:
     truncated = tmp_path / "cut.zip"
     truncated.write_bytes(_session_zip(archive, "DEMO01_S001_MR1", "C1")[:5000])

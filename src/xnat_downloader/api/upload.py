@@ -108,6 +108,7 @@ class _Import:
     folder: SessionFolder | None = None
     root: Path | None = None
     archive: Path | None = None  # an archive sent as it is
+    files: int = 0  # for an archive not read yet: how many files its listing names
 
     def job(self, name: str, size: int, md5: str) -> Job:
         """The record of one file of this import, as its outcome names it."""
@@ -145,7 +146,9 @@ def _archive_members(path: Path) -> list[tuple[str, int, str]]:
                 if extracted is not None:
                     out.append((member.name, *digest(extracted)))
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
-        msg = f"{path} is not a readable zip, tar or tar.gz archive ({exc}); nothing was sent"
+        msg = (
+            f"{path} is not a readable zip, tar or tar.gz archive ({exc}); nothing from it was sent"
+        )
         raise UsageError(msg) from exc
     return out
 
@@ -217,14 +220,43 @@ def _plan_imports(
                 archive=path,
             )
         )
-    # Every archive is read (and so checked) before anything is sent; several at once,
-    # since hashing releases the interpreter lock.
-    sent_whole = [(i, i.archive) for i in imports if i.archive is not None]
+    # Every archive is checked before anything is sent.  A plain zip's listing (its central
+    # directory) is enough for that, and its files are hashed just before it is sent, while
+    # other sessions are on their way; the others (tar files, whose listing is their whole
+    # content, and zips of archives) are read whole now, several at once, since hashing
+    # releases the interpreter lock.
+    read_now: list[_Import] = []
+    for item in imports:
+        if item.archive is not None:
+            item.files = _zip_files(item.archive) or 0
+            if not item.files:
+                read_now.append(item)
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        read = pool.map(_archive_members, [path for _, path in sent_whole])
-        for (item, _), listed in zip(sent_whole, read, strict=True):
+        read = pool.map(_archive_members, [i.archive for i in read_now])
+        for item, listed in zip(read_now, read, strict=True):
             item.expected = listed
     return imports, notes
+
+
+def _zip_files(path: Path) -> int | None:
+    """How many files a zip holds, from its central directory alone (no member is read);
+    None for anything else, or a zip that holds archives (they are counted by opening them).
+    A zip without a readable directory (a cut-off one) is a :class:`UsageError`."""
+    if not zipfile.is_zipfile(path):
+        if path.name.lower().endswith(".zip"):
+            _archive_members(path)  # raises, naming the archive
+        return None
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [i.filename for i in zf.infolist() if not i.is_dir()]
+    except (zipfile.BadZipFile, OSError) as exc:
+        msg = (
+            f"{path} is not a readable zip, tar or tar.gz archive ({exc}); nothing from it was sent"
+        )
+        raise UsageError(msg) from exc
+    if not names or any(archive_type(n) for n in names):
+        return None
+    return len(names)
 
 
 def _session_import(base: Path, found: SessionFolder, subject: str, session: str) -> _Import:
@@ -360,7 +392,7 @@ async def _upload(
         ]
         sink(
             Planned(
-                sum(len(i.expected) for i in imports) + len(extras),
+                sum(len(i.expected) or i.files for i in imports) + len(extras),
                 sum(i.size for i in imports) + sum(extras),
             )
         )
@@ -378,6 +410,12 @@ async def _upload(
 
         async def one(item: _Import) -> None:
             async with gate:
+                if item.archive is not None and not item.expected:
+                    try:
+                        item.expected = await asyncio.to_thread(_archive_members, item.archive)
+                    except UsageError as exc:  # its listing was whole, some member is not
+                        _fail_session(item, report, sink, str(exc))
+                        return
                 await _one_session(xs, item, options, report, sink)
 
         try:

@@ -333,3 +333,68 @@ def test_version() -> None:
     done = subprocess.run([BIN / "minixnat", "--version"], capture_output=True, text=True)
     assert done.returncode == 0
     assert done.stdout.strip().startswith("minixnat ")
+
+
+# -- lookups remembered while the database is unchanged --------------------------------------
+def test_remembered_answers_last_until_any_connection_writes(archive: Path) -> None:
+    store, other = Store(archive), Store(archive)
+    try:
+        calls: list[str] = []
+
+        def look() -> str:
+            calls.append("computed")
+            project = store.get_project("DEMO01")
+            assert project is not None
+            return project.name
+
+        first = store.remembered(("name",), look)
+        assert store.remembered(("name",), look) == first
+        assert len(calls) == 1
+        # A write through this connection...
+        store.update_row("projects", "id", "DEMO01", {"name": "Renamed here"})
+        assert store.remembered(("name",), look) == "Renamed here"
+        assert len(calls) == 2
+        # ...and through another one (another process would be the same) are both seen.
+        other.update_row("projects", "id", "DEMO01", {"name": "Renamed elsewhere"})
+        assert store.remembered(("name",), look) == "Renamed elsewhere"
+        assert len(calls) == 3
+
+        def failing() -> str:
+            calls.append("failed")
+            raise StoreError("no")
+
+        for _ in range(2):
+            with pytest.raises(StoreError):
+                store.remembered(("bad",), failing)
+        assert calls.count("failed") == 2  # an error is never remembered
+    finally:
+        store.close()
+        other.close()
+
+
+def test_file_gets_follow_every_change_made_elsewhere(archive: Path) -> None:
+    """Served from two processes: a file replaced through one, and a project made private
+    by another program, are seen by the very next request to either."""
+    _admin(archive, "user", "add", "mia", "--password", "pw")  # not a member of DEMO01
+    _admin(archive, "project", "access", "DEMO01", "public")
+    server = start_server(archive, "--workers", "2")
+    try:
+        mia = ("mia", "pw")
+        base = f"{server.url}/data/projects/DEMO01/resources/NOTES/files/a.txt"
+        assert call(server, "PUT", "/data/projects/DEMO01/resources/NOTES").status_code == 200
+        for version in (b"one", b"two", b"three"):
+            put = requests.put(
+                base, params={"inbody": "true", "overwrite": "true"}, data=version, auth=ADMIN,
+                timeout=30,
+            )  # fmt: skip
+            assert put.status_code == 200, put.text
+            # New connections each time: both workers answer some of them.
+            for _ in range(6):
+                got = requests.get(base, auth=mia, timeout=30)
+                assert got.status_code == 200
+                assert got.content == version
+        _admin(archive, "project", "access", "DEMO01", "private")
+        for _ in range(6):
+            assert requests.get(base, auth=mia, timeout=30).status_code in (403, 404)
+    finally:
+        server.stop()

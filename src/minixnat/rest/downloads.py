@@ -207,7 +207,11 @@ async def _read_file(path: str, start: int, length: int) -> AsyncIterator[bytes]
 def serve_file(
     store: Store, target: Target, request: Request, *, allow_range: bool
 ) -> Response | StreamResponse:
-    _node, res, f = find_single_file(store, target)
+    assert target.file_path is not None
+    res, f = store.remembered(
+        ("file", tuple(res.pk for _, res in target.resources), target.file_path),
+        lambda: find_single_file(store, target)[1:],
+    )
     path = store.file_location(res, f.path)
     try:
         stat = os.stat(path)

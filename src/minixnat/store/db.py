@@ -21,9 +21,10 @@ import fcntl
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from minixnat.store import journal
 from minixnat.store.journal import Journal
@@ -31,6 +32,8 @@ from minixnat.store.records import SITE_ID
 from minixnat.store.schema import migrate
 
 DB_NAME = "minixnat.sqlite"
+REMEMBER_AT_MOST = 20_000
+T = TypeVar("T")
 
 
 class Database:
@@ -54,6 +57,8 @@ class Database:
             self._conn.execute(f"PRAGMA {pragma}")
         self._lock = threading.RLock()
         self._journal: Journal | None = None
+        self._remembered: dict[Hashable, object] = {}
+        self._remembered_at: tuple[int, int] | None = None
         migrate(self._conn)
         # Every open store holds a shared lock on ROOT/minixnat.lock.  Only an opener that
         # can take it exclusively (nobody else has the archive open) recovers journals:
@@ -96,6 +101,36 @@ class Database:
             value = (row[0] if row else 0) + 1
             self._exec("INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)", (code, value))
         return f"{SITE_ID}_{code}{value:05d}"
+
+    # -- answers remembered while nothing changes ----------------------------------------
+    def remembered(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``, remembered under ``key`` for as long as the database is unchanged:
+        forgotten as soon as anything is written to it, by this process or any other.
+
+        ``key`` must name everything ``compute`` depends on besides the database (the
+        caller, the path asked for); its result must be read-only to its users.  An error
+        it raises is not remembered.  For lookups every request repeats, such as the path
+        of a file GET: one cheap check of the database's version instead of a query for
+        each level of the path."""
+        with self._lock:
+            version = self._version()
+            if version != self._remembered_at:
+                self._remembered.clear()
+                self._remembered_at = version
+            if key in self._remembered:
+                return self._remembered[key]  # type: ignore[return-value]
+        value = compute()
+        with self._lock:
+            # Kept only if nothing changed meanwhile, and the memory stays bounded.
+            if self._remembered_at == version and len(self._remembered) < REMEMBER_AT_MOST:
+                self._remembered[key] = value
+        return value
+
+    def _version(self) -> tuple[int, int]:
+        """Changes so far: ``data_version`` moves when another connection commits, and
+        ``total_changes`` counts this connection's own writes."""
+        row = self._conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0]), self._conn.total_changes
 
     # -- transactions ------------------------------------------------------------------
     @contextmanager

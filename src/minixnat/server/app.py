@@ -104,6 +104,7 @@ class App:
         try:
             request = build_request(scope, receive)
             self.chaos.maybe_refuse()
+            self.store.look_once()  # one check of the database's version per request
             if not request.segments or request.segments[0] == "app":
                 response = await self._page(request, cookies)
             else:

@@ -23,6 +23,7 @@ import threading
 import uuid
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TypeVar
 
@@ -59,6 +60,8 @@ class Database:
         self._journal: Journal | None = None
         self._remembered: dict[Hashable, object] = {}
         self._remembered_at: tuple[int, int] | None = None
+        # The data_version a request read as it began (see look_once), per asyncio task.
+        self._looked: ContextVar[int | None] = ContextVar("minixnat_data_version", default=None)
         migrate(self._conn)
         # Every open store holds a shared lock on ROOT/minixnat.lock.  Only an opener that
         # can take it exclusively (nobody else has the archive open) recovers journals:
@@ -110,10 +113,14 @@ class Database:
         ``key`` must name everything ``compute`` depends on besides the database (the
         caller, the path asked for); its result must be read-only to its users.  An error
         it raises is not remembered.  For lookups every request repeats, such as the path
-        of a file GET: one cheap check of the database's version instead of a query for
-        each level of the path."""
+        of a file GET: one cheap check of the database's version (once per request, see
+        :meth:`look_once`) instead of a query for each level of the path."""
         with self._lock:
-            version = self._version()
+            looked = self._looked.get()
+            version = (
+                looked if looked is not None else self._data_version(),
+                self._conn.total_changes,
+            )
             if version != self._remembered_at:
                 self._remembered.clear()
                 self._remembered_at = version
@@ -126,11 +133,19 @@ class Database:
                 self._remembered[key] = value
         return value
 
-    def _version(self) -> tuple[int, int]:
-        """Changes so far: ``data_version`` moves when another connection commits, and
-        ``total_changes`` counts this connection's own writes."""
+    def look_once(self) -> None:
+        """For the request under way (its asyncio task, and threads it starts): read the
+        database's version once, now; :meth:`remembered` then goes by it for the rest of
+        the request instead of asking again.  The request sees every change committed
+        before it began, by any process; this process's own writes are seen at once."""
+        with self._lock:
+            self._looked.set(self._data_version())
+
+    def _data_version(self) -> int:
+        """Moves whenever another connection (another process) commits a change; this
+        connection's own writes are counted by ``total_changes``."""
         row = self._conn.execute("PRAGMA data_version").fetchone()
-        return int(row[0]), self._conn.total_changes
+        return int(row[0])
 
     # -- transactions ------------------------------------------------------------------
     @contextmanager

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import requests
 
+from minixnat.store import Store
+from minixnat.store.workflows import SNAPSHOTS
 from tests.conftest import start_server
 from tests.test_crash_safety import IMPORT, _bundle, assert_consistent
 from tests.test_minixnat_writes import ADMIN, call, dicom_md5s, server_md5s
+from tests.test_snapshots import snapshot_rows, wait_done
 
 
 def workers_of(pid: int) -> list[int]:
@@ -159,5 +162,31 @@ def test_imports_killed_with_workers_are_whole_or_absent(new_project: Path) -> N
             uri = f"/data/archive/projects/NEW/subjects/DEMO01_S001/experiments/{session}"
             if call(server, "GET", f"{uri}?format=json").status_code == 200:
                 assert server_md5s(server, uri) == dicom_md5s(archive, session)
+    finally:
+        server.stop()
+
+
+def test_snapshot_runs_queued_elsewhere_are_made_by_the_first_process(archive: Path) -> None:
+    """Only the first process draws snapshots; a run that another process queues (here a
+    second connection to the database, as a worker's is) is found in the queue and made."""
+    server = start_server(archive, "--workers", "2", snapshots=True)
+    try:
+        other = Store(archive)
+        try:
+            session = next(e for e in other.list_experiments(sessions_only=True))
+            assert not other.pending_workflows(SNAPSHOTS)
+            queued = other.queue_snapshots(session, user="admin", why="queued elsewhere")
+        finally:
+            other.close()
+        done = wait_done(server, session.id)
+        assert done["wrk_workflowData_id"] == str(queued.wrk_id), done
+        assert done["status"] == "Complete", done
+        scans = requests.get(
+            f"{server.url}/data/experiments/{session.id}/scans",
+            params={"format": "json"},
+            auth=ADMIN,
+            timeout=30,
+        ).json()["ResultSet"]["Result"]
+        assert any(snapshot_rows(server, session.id, scan["ID"]) for scan in scans)
     finally:
         server.stop()

@@ -231,6 +231,10 @@ def run_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+class CannotServe(Exception):
+    """The server could not start; the message says why."""
+
+
 def serve(args: argparse.Namespace) -> int:
     from minixnat.server.accesslog import AccessLog
     from minixnat.server.app import App, clear_leftovers
@@ -317,10 +321,6 @@ def serve(args: argparse.Namespace) -> int:
         if receiver is not None:
             receiver.stop()
     return 0
-
-
-class CannotServe(Exception):
-    """The server could not start; the message says why."""
 
 
 def _bindings(pairs: list[str]) -> dict[str, str] | None:

@@ -67,15 +67,17 @@ def url_of(sock: socket.socket) -> str:
 
 
 def server_for(app: App) -> uvicorn.Server:
-    return uvicorn.Server(
-        uvicorn.Config(
-            app,
-            http="httptools",
-            lifespan="on",
-            log_level="warning",
-            access_log=False,
-            timeout_keep_alive=30,
-        )
+    return uvicorn.Server(config_for(app))
+
+
+def config_for(app: App) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        http="httptools",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=30,
     )
 
 
@@ -111,7 +113,7 @@ def run_workers(
                 finally:
                     app.close()
                 code = 0
-            except BaseException:
+            except Exception:  # a bug: said, and the worker ends (the others go on)
                 log.exception("minixnat worker %d failed", os.getpid())
             finally:
                 os._exit(code)
@@ -126,7 +128,7 @@ def run_workers(
         socks[0].close()
         raise
     try:
-        _Primary(server_for(app).config, pids).run(sockets=socks[:1])
+        _Primary(config_for(app), pids).run(sockets=socks[:1])
     finally:
         _signal(pids, signal.SIGTERM)
         _reap(pids, WORKERS_STOP_S)

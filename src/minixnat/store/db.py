@@ -128,8 +128,13 @@ class Database:
                 return self._remembered[key]  # type: ignore[return-value]
         value = compute()
         with self._lock:
-            # Kept only if nothing changed meanwhile, and the memory stays bounded.
-            if self._remembered_at == version and len(self._remembered) < REMEMBER_AT_MOST:
+            # Kept only if nothing changed meanwhile, nothing is uncommitted (a rollback
+            # would not show in the change count), and the memory stays bounded.
+            if (
+                self._remembered_at == version == (version[0], self._conn.total_changes)
+                and not self._conn.in_transaction
+                and len(self._remembered) < REMEMBER_AT_MOST
+            ):
                 self._remembered[key] = value
         return value
 

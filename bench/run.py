@@ -315,24 +315,38 @@ def part_server(work: Path, root: Path, results: dict[str, object], parallel: in
 
         rows = file_rows(mx.url, s)
         paths = archive_paths(root)
-        # Bodies go to /dev/null: this measures the servers, not the disk.
-        null = Path("/dev/null")
-        mx_urls = [(mx.url + r["URI"], null) for r in rows]
-        ng_urls = [(f"{ngx.url}/{paths[r['URI'].rsplit('/', 1)[1]]}", null) for r in rows]
-        expected = sum(int(r["Size"]) for r in rows)
-        got: list[int] = []
-        t_mx = timed(
-            lambda: got.append(run_curl(curl_config(mx_urls, cookie, work / "c1.cfg"), parallel))
-        )
-        t_ng = timed(
-            lambda: got.append(run_curl(curl_config(ng_urls, "", work / "c2.cfg"), parallel))
-        )
-        assert got == [expected, expected], (got, expected)
         mx.stop()
+        # Bodies go to /dev/null: this measures the servers, not the disk.  Each the best
+        # of three runs: one run takes well under a second, and this machine's noise is
+        # of that order.  nginx runs 2 worker processes; minixnat runs with 1 and with 2.
+        null = Path("/dev/null")
+        expected = sum(int(r["Size"]) for r in rows)
+
+        def best_of_3(base: str, urls: list[str], cookie: str) -> float:
+            config = curl_config([(base + u, null) for u in urls], cookie, work / "c.cfg")
+            got: list[int] = []
+            best = min(timed(lambda: got.append(run_curl(config, parallel))) for _ in range(3))
+            assert got == [expected] * 3, (got, expected)
+            return best
+
+        files_per_s: dict[str, float] = {}
+        for workers in (1, 2):
+            server = start_minixnat(root, "--workers", str(workers))
+            try:
+                session = login(server.url)
+                cookie = f"JSESSIONID={session.cookies['JSESSIONID']}"
+                t = best_of_3(server.url, [r["URI"] for r in rows], cookie)
+                name = "minixnat" if workers == 1 else f"minixnat --workers {workers}"
+                files_per_s[name] = len(rows) / t
+            finally:
+                server.stop()
+        t_ng = best_of_3(ngx.url, [f"/{paths[r['URI'].rsplit('/', 1)[1]]}" for r in rows], "")
+        files_per_s["nginx"] = len(rows) / t_ng
         out["small_files"] = {
             "count": len(rows),
-            "files_per_s": {"minixnat": len(rows) / t_mx, "nginx": len(rows) / t_ng},
-            "minixnat_to_nginx": t_ng / t_mx,
+            "files_per_s": files_per_s,
+            "minixnat_to_nginx": files_per_s["minixnat --workers 2"] / files_per_s["nginx"],
+            "one_worker_to_nginx": files_per_s["minixnat"] / files_per_s["nginx"],
             "parallel": parallel,
         }
 
@@ -383,6 +397,15 @@ def part_client(
             if got != expected:
                 raise SystemExit(f"{name} fetched {got}, expected {expected}")
 
+        # The parallel clients, each the best of three runs into a fresh folder: one run
+        # takes a few seconds, and this machine's disk makes the same run vary by a second.
+        def best_of_3(name: str, run: Callable[[Path], object]) -> None:
+            for _ in range(3):
+                d = fresh(name.replace(" ", "_"))
+                took = timed(lambda d=d: run(d))
+                check(name, d)
+                timings[name] = min(took, timings.get(name, took))
+
         # xnat-downloader: the default (auto: a streamed zip per resource of small files),
         # and forced per-file GETs.  Every file is checked against the server's MD5.
         env = {**os.environ, "XNAT_USER": "admin", "XNAT_PASS": "admin"}
@@ -390,31 +413,23 @@ def part_client(
             ("xnat-downloader", []),
             ("xnat-downloader --transfer files", ["--transfer", "files"]),
         ):
-            d = fresh(name.replace(" ", "_"))
-            cmd = [
-                str(BIN / "xnat-downloader"), "download", "-w", server.url, "-p", "DEMO01",
-                "--resource", "DICOM", "-j", str(parallel), "-o", str(d), "-q", *extra,
-            ]  # fmt: skip
-            timings[name] = timed(
-                lambda cmd=cmd: subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-            )
-            check(name, d)
+            best_of_3(name, lambda d, extra=extra: subprocess.run(
+                [str(BIN / "xnat-downloader"), "download", "-w", server.url, "-p", "DEMO01",
+                 "--resource", "DICOM", "-j", str(parallel), "-o", str(d), "-q", *extra],
+                check=True, env=env, stdout=subprocess.DEVNULL))  # fmt: skip
 
         # curl --parallel and aria2c on the same URLs, same parallelism, no verification.
-        d = fresh("curl")
-        urls = [
-            (server.url + r["URI"], d / r["session"] / r["URI"].split("/files/")[1]) for r in rows
-        ]
-        timings["curl --parallel"] = timed(
-            lambda: run_curl(curl_config(urls, cookie, work / "c.cfg"), parallel)
+        def urls_into(d: Path) -> list[tuple[str, Path]]:
+            return [
+                (server.url + r["URI"], d / r["session"] / r["URI"].split("/files/")[1])
+                for r in rows
+            ]
+
+        best_of_3(
+            "curl --parallel",
+            lambda d: run_curl(curl_config(urls_into(d), cookie, work / "c.cfg"), parallel),
         )
-        check("curl", d)
-        d = fresh("aria2c")
-        urls = [
-            (server.url + r["URI"], d / r["session"] / r["URI"].split("/files/")[1]) for r in rows
-        ]
-        timings["aria2c"] = timed(lambda: run_aria2(urls, cookie, parallel, work))
-        check("aria2c", d)
+        best_of_3("aria2c", lambda d: run_aria2(urls_into(d), cookie, parallel, work))
 
         # The sequential per-file client: one GET after another, as the seed tool does.
         d = fresh("sequential")
@@ -466,8 +481,6 @@ def part_upload(work: Path, results: dict[str, object], wan: bool) -> None:
     xnat-downloader and by the ways people do it today, into fresh projects each."""
     import zipfile
 
-    import xnat
-
     source = work / "archive-upload"
     if not (source / "minixnat.sqlite").exists():
         demo_data(source, "--projects", "1", "--subjects", "4", "--sessions", "2", "--scans",
@@ -489,69 +502,20 @@ def part_upload(work: Path, results: dict[str, object], wan: bool) -> None:
     target = work / f"upload-target-{'wan' if wan else 'loopback'}"
     shutil.rmtree(target, ignore_errors=True)
     demo_data(target, "--projects", "0")
-    server = start_minixnat(target, *(["--latency-ms", "20"] if wan else []))
+    # Two workers, one per core: an import is the server's CPU work (unpacking, reading
+    # headers, hashing), and clients that send several at once should meet a server that
+    # can do two at once, as XNAT's Tomcat does.
+    server = start_minixnat(target, "--workers", "2", *(["--latency-ms", "20"] if wan else []))
     env = {**os.environ, "XNAT_USER": "admin", "XNAT_PASS": "admin"}
     timings: dict[str, float] = {}
     try:
         s = login(server.url)
-        for project in ("XDL", "XNATPY", "CURL1", "CURL4", "RXDL", "RXNATPY"):
-            s.put(f"{server.url}/data/projects/{project}", timeout=30).raise_for_status()
-        for subject in ("RXDL", "RXNATPY"):
-            s.put(f"{server.url}/data/projects/{subject}/subjects/S", timeout=30)
         cookie = f"JSESSIONID={s.cookies['JSESSIONID']}"
-
-        def curl(project: str, archive: Path) -> list[str]:
-            url = (f"{server.url}/data/services/import?PROJECT_ID={project}"
-                   f"&dest=/archive/projects/{project}")  # fmt: skip
-            return ["curl", "-sf", "-o", "/dev/null", "-b", cookie,
-                    "-H", "Content-Type: application/zip",
-                    "--data-binary", f"@{archive}", url]  # fmt: skip
-
-        timings["xnat-downloader upload (-j 4)"] = timed(lambda: subprocess.run(
-            [str(BIN / "xnat-downloader"), "upload", "-w", server.url, "-p", "XDL",
-             "-j", "4", "-q", *map(str, archives)],
-            check=True, env=env, stdout=subprocess.DEVNULL))  # fmt: skip
-
-        def xnatpy_imports() -> None:
-            with xnat.connect(server.url, user="admin", password="admin") as conn:
-                for archive in archives:
-                    conn.services.import_(str(archive), project="XNATPY", destination="/archive")
-
-        timings["xnatpy services.import_ loop"] = timed(xnatpy_imports)
-        timings["curl POSTs, one after another"] = timed(
-            lambda: [subprocess.run(curl("CURL1", a), check=True) for a in archives]
-        )
-
-        def curl4() -> None:
-            running = [subprocess.Popen(curl("CURL4", a)) for a in archives[:4]]
-            queue = list(archives[4:])
-            while running:
-                done = running.pop(0)
-                if done.wait() != 0:
-                    raise SystemExit("curl import failed")
-                if queue:
-                    running.append(subprocess.Popen(curl("CURL4", queue.pop(0))))
-
-        timings["curl POSTs, 4 in parallel"] = timed(curl4)
-        for project in ("XDL", "XNATPY", "CURL1", "CURL4"):
-            got = s.get(f"{server.url}/data/projects/{project}/experiments?format=json",
-                        timeout=30).json()["ResultSet"]["Result"]  # fmt: skip
-            if len(got) != len(archives):
-                raise SystemExit(f"{project}: {len(got)} sessions, expected {len(archives)}")
-
-        timings["xnat-downloader upload --resource (-j 8)"] = timed(lambda: subprocess.run(
-            [str(BIN / "xnat-downloader"), "upload", "-w", server.url, "-p", "RXDL",
-             "--subject", "S", "--resource", "FILES", "-j", "8", "-q", str(files)],
-            check=True, env=env, stdout=subprocess.DEVNULL))  # fmt: skip
-
-        def xnatpy_resources() -> None:
-            with xnat.connect(server.url, user="admin", password="admin") as conn:
-                subject = conn.projects["RXNATPY"].subjects["S"]
-                resource = conn.classes.ResourceCatalog(parent=subject, label="FILES")
-                for path in sorted(files.iterdir()):
-                    resource.upload(str(path), path.name)
-
-        timings["xnatpy resource.upload loop"] = timed(xnatpy_resources)
+        # Each client twice, into fresh projects each time (a second upload into the same
+        # project would find its sessions there), the best time kept: one run takes a second
+        # or two, and this machine's disk varies by that much.
+        for rep in ("1", "2"):
+            _upload_round(server.url, s, cookie, rep, archives, files, env, timings)
     finally:
         server.stop()
     key = "upload_wan" if wan else "upload_loopback"
@@ -567,6 +531,84 @@ def part_upload(work: Path, results: dict[str, object], wan: bool) -> None:
         "resources_speedup_vs_xnatpy": timings["xnatpy resource.upload loop"]
         / timings["xnat-downloader upload --resource (-j 8)"],
     }
+
+
+def _upload_round(
+    url: str,
+    s: requests.Session,
+    cookie: str,
+    rep: str,
+    archives: list[Path],
+    files: Path,
+    env: dict[str, str],
+    timings: dict[str, float],
+) -> None:
+    """One round of every upload client, each into projects of its own; ``timings`` keeps
+    each client's best time."""
+    import xnat
+
+    def keep(name: str, fn: Callable[[], object]) -> None:
+        took = timed(fn)
+        timings[name] = min(took, timings.get(name, took))
+
+    names = {p: p + rep for p in ("XDL", "XNATPY", "CURL1", "CURL4", "RXDL", "RXNATPY")}
+    for project in names.values():
+        s.put(f"{url}/data/projects/{project}", timeout=30).raise_for_status()
+    for subject in (names["RXDL"], names["RXNATPY"]):
+        s.put(f"{url}/data/projects/{subject}/subjects/S", timeout=30)
+
+    def curl(project: str, archive: Path) -> list[str]:
+        target = f"{url}/data/services/import?PROJECT_ID={project}&dest=/archive/projects/{project}"
+        return ["curl", "-sf", "-o", "/dev/null", "-b", cookie,
+                "-H", "Content-Type: application/zip",
+                "--data-binary", f"@{archive}", target]  # fmt: skip
+
+    keep("xnat-downloader upload (-j 4)", lambda: subprocess.run(
+        [str(BIN / "xnat-downloader"), "upload", "-w", url, "-p", names["XDL"],
+         "-j", "4", "-q", *map(str, archives)],
+        check=True, env=env, stdout=subprocess.DEVNULL))  # fmt: skip
+
+    def xnatpy_imports() -> None:
+        with xnat.connect(url, user="admin", password="admin") as conn:
+            for archive in archives:
+                conn.services.import_(str(archive), project=names["XNATPY"], destination="/archive")
+
+    keep("xnatpy services.import_ loop", xnatpy_imports)
+    keep(
+        "curl POSTs, one after another",
+        lambda: [subprocess.run(curl(names["CURL1"], a), check=True) for a in archives],
+    )
+
+    def curl4() -> None:
+        running = [subprocess.Popen(curl(names["CURL4"], a)) for a in archives[:4]]
+        queue = list(archives[4:])
+        while running:
+            done = running.pop(0)
+            if done.wait() != 0:
+                raise SystemExit("curl import failed")
+            if queue:
+                running.append(subprocess.Popen(curl(names["CURL4"], queue.pop(0))))
+
+    keep("curl POSTs, 4 in parallel", curl4)
+    for project in (names["XDL"], names["XNATPY"], names["CURL1"], names["CURL4"]):
+        got = s.get(f"{url}/data/projects/{project}/experiments?format=json",
+                    timeout=30).json()["ResultSet"]["Result"]  # fmt: skip
+        if len(got) != len(archives):
+            raise SystemExit(f"{project}: {len(got)} sessions, expected {len(archives)}")
+
+    keep("xnat-downloader upload --resource (-j 8)", lambda: subprocess.run(
+        [str(BIN / "xnat-downloader"), "upload", "-w", url, "-p", names["RXDL"],
+         "--subject", "S", "--resource", "FILES", "-j", "8", "-q", str(files)],
+        check=True, env=env, stdout=subprocess.DEVNULL))  # fmt: skip
+
+    def xnatpy_resources() -> None:
+        with xnat.connect(url, user="admin", password="admin") as conn:
+            subject = conn.projects[names["RXNATPY"]].subjects["S"]
+            resource = conn.classes.ResourceCatalog(parent=subject, label="FILES")
+            for path in sorted(files.iterdir()):
+                resource.upload(str(path), path.name)
+
+    keep("xnatpy resource.upload loop", xnatpy_resources)
 
 
 def part_dicom(work: Path, results: dict[str, object], count: int = 2000) -> None:

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,28 @@ def archive(base_archive: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "archive"
     shutil.copytree(base_archive, copy)
     return copy
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes ``pid`` started (a server's worker processes)."""
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie left for a parent that never reaps counts as ended)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    """Those of ``pids`` still running after ``timeout`` seconds (none, hopefully)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.05)
+    return [p for p in pids if alive(p)]
 
 
 @pytest.fixture

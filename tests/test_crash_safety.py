@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import BIN, Server, start_server
+from tests.conftest import BIN, Server, children_of, start_server, wait_gone
 from tests.test_minixnat_writes import ADMIN, call, dicom_md5s, server_md5s, session_zip
 
 SESSION = "DEMO01_S001_MR1"
@@ -189,13 +189,22 @@ def test_delete_killed_is_whole_or_gone(new_project: Path, point: str) -> None:
         server.stop()
 
 
-def test_random_kills_during_imports(new_project: Path) -> None:
-    """Real SIGKILLs at random moments of a larger import (bounded: five rounds)."""
+@pytest.mark.parametrize(
+    ("flags", "senders", "seed"),
+    [((), 1, 4), (("--workers", "2"), 2, 7)],
+    ids=["one process", "two workers"],
+)
+def test_random_kills_during_imports(
+    new_project: Path, flags: tuple[str, ...], senders: int, seed: int
+) -> None:
+    """Real SIGKILLs at random moments of a larger import (bounded: four rounds); with two
+    workers, two imports at once, and no worker outlives the killed server."""
     archive = new_project
     body = _bundle(archive)
-    rng = random.Random(4)
-    for _ in range(5):
-        server = start_server(archive)
+    rng = random.Random(seed)
+    for _ in range(4):
+        server = start_server(archive, *flags)
+        workers = children_of(server.process.pid)
 
         def send(url: str = server.url) -> None:
             try:  # answered or cut off: the archive must be consistent either way
@@ -209,14 +218,17 @@ def test_random_kills_during_imports(new_project: Path) -> None:
             except requests.ConnectionError:
                 pass
 
-        sender = threading.Thread(target=send)
-        sender.start()
+        threads = [threading.Thread(target=send) for _ in range(senders)]
+        for thread in threads:
+            thread.start()
         time.sleep(rng.uniform(0.05, 0.6))
         server.process.send_signal(signal.SIGKILL)
         server.process.wait(timeout=10)
-        sender.join(timeout=60)
+        assert wait_gone(workers) == []
+        for thread in threads:
+            thread.join(timeout=60)
         assert_consistent(archive)
-    server = start_server(archive)
+    server = start_server(archive, *flags)
     try:
         assert_consistent(archive)
         for session in ("DEMO01_S001_MR1", "DEMO01_S001_MR2"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,20 +25,22 @@ def _probability(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        msg = f"{text} must be 1 or more"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+def _int_from(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``low``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            msg = f"{text} must be {low} or more"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    parse.__name__ = "whole number"  # argparse names the type in its error messages
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        msg = f"{text} must be zero or more"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+_positive_int = _int_from(1)
+_non_negative_int = _int_from(0)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -67,6 +67,12 @@ def local_files(root: Path) -> dict[str, str]:
     }
 
 
+def count_files(root: Path) -> int:
+    """How many files a running download has written so far (names only: a partial file
+    may be renamed between being listed and being read)."""
+    return sum(1 for p in root.rglob("*") if p.is_file() and ".xnat-downloader" not in p.parts)
+
+
 def test_dry_run_prints_plan_and_fetches_nothing(shared_server: Server, tmp_path: Path) -> None:
     code, out, _ = cli(
         "download", "-w", shared_server.url, "-p", "DEMO01", "-o", str(tmp_path / "o"), "--dry-run"
@@ -349,7 +355,7 @@ def test_kill_9_then_resume_completes(serve: Callable[..., Server], tmp_path: Pa
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(local_files(out)) < 3:
+    while time.monotonic() < deadline and count_files(out) < 3:
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -581,7 +587,7 @@ def test_server_restart_mid_run(archive: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(local_files(out)) < 3:
+        while time.monotonic() < deadline and count_files(out) < 3:
             time.sleep(0.1)
         server.process.kill()
         server.process.wait()

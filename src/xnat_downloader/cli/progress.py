@@ -9,18 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from types import TracebackType
-from typing import TextIO
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from typing import TYPE_CHECKING, TextIO
 
 from xnat_downloader.transfer.events import (
     BytesMoved,
@@ -31,6 +20,10 @@ from xnat_downloader.transfer.events import (
     FileVerified,
     Planned,
 )
+
+if TYPE_CHECKING:  # rich is imported only to draw bars: a run off a terminal never loads it
+    from rich.console import Console
+    from rich.progress import TaskID
 
 
 def human_bytes(n: float) -> str:
@@ -128,6 +121,16 @@ class RichProgress:
     """Live bars on a terminal."""
 
     def __init__(self, console: Console | None = None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self.console = console or Console(stderr=True)
         self.tally = Tally()
         self.progress = Progress(

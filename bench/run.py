@@ -318,29 +318,34 @@ def part_server(work: Path, root: Path, results: dict[str, object], parallel: in
         mx.stop()
         # Bodies go to /dev/null: this measures the servers, not the disk.  Each the best
         # of three runs: one run takes well under a second, and this machine's noise is
-        # of that order.  nginx runs 2 worker processes; minixnat runs with 1 and with 2.
+        # of that order.  Each minixnat run is a fresh server's first pass over the files
+        # (it remembers lookups while its database is unchanged, and a second pass over
+        # the same URLs would measure that).  nginx runs 2 worker processes; minixnat
+        # runs with 1 and with 2.
         null = Path("/dev/null")
         expected = sum(int(r["Size"]) for r in rows)
 
-        def best_of_3(base: str, urls: list[str], cookie: str) -> float:
+        def one_pass(base: str, urls: list[str], cookie: str) -> float:
             config = curl_config([(base + u, null) for u in urls], cookie, work / "c.cfg")
             got: list[int] = []
-            best = min(timed(lambda: got.append(run_curl(config, parallel))) for _ in range(3))
-            assert got == [expected] * 3, (got, expected)
-            return best
+            took = timed(lambda: got.append(run_curl(config, parallel)))
+            assert got == [expected], (got, expected)
+            return took
 
         files_per_s: dict[str, float] = {}
         for workers in (1, 2):
-            server = start_minixnat(root, "--workers", str(workers))
-            try:
-                session = login(server.url)
-                cookie = f"JSESSIONID={session.cookies['JSESSIONID']}"
-                t = best_of_3(server.url, [r["URI"] for r in rows], cookie)
-                name = "minixnat" if workers == 1 else f"minixnat --workers {workers}"
-                files_per_s[name] = len(rows) / t
-            finally:
-                server.stop()
-        t_ng = best_of_3(ngx.url, [f"/{paths[r['URI'].rsplit('/', 1)[1]]}" for r in rows], "")
+            name = "minixnat" if workers == 1 else f"minixnat --workers {workers}"
+            for _ in range(3):
+                server = start_minixnat(root, "--workers", str(workers))
+                try:
+                    session = login(server.url)
+                    cookie = f"JSESSIONID={session.cookies['JSESSIONID']}"
+                    rate = len(rows) / one_pass(server.url, [r["URI"] for r in rows], cookie)
+                    files_per_s[name] = max(rate, files_per_s.get(name, rate))
+                finally:
+                    server.stop()
+        ng_urls = [f"/{paths[r['URI'].rsplit('/', 1)[1]]}" for r in rows]
+        t_ng = min(one_pass(ngx.url, ng_urls, "") for _ in range(3))
         files_per_s["nginx"] = len(rows) / t_ng
         out["small_files"] = {
             "count": len(rows),

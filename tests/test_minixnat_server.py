@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import io
 import socket
 import subprocess
 import threading
+import time
 import unicodedata
 import zipfile
 from pathlib import Path
@@ -24,6 +26,7 @@ from minixnat.http.messages import BadPath, split_path
 from minixnat.server.app import App
 from minixnat.server.faults import Faults
 from minixnat.store import Store, StoreError
+from minixnat.store.db import LOOK_LASTS_S
 from minixnat.store.names import check_name, control_characters
 from tests.conftest import BIN, Server, start_server
 from tests.test_minixnat_api import _admin
@@ -367,6 +370,35 @@ def test_remembered_answers_last_until_any_connection_writes(archive: Path) -> N
             with pytest.raises(StoreError):
                 store.remembered(("bad",), failing)
         assert calls.count("failed") == 2  # an error is never remembered
+    finally:
+        store.close()
+        other.close()
+
+
+def test_lookups_are_remembered_and_a_long_request_sees_later_changes(archive: Path) -> None:
+    """The path lookups ask SQLite once while nothing changes; a request that began before
+    another process's change sees it once it has run for LOOK_LASTS_S."""
+    store, other = Store(archive), Store(archive)
+    try:
+        statements: list[str] = []
+        store._conn.set_trace_callback(statements.append)  # counting the queries
+
+        def request() -> tuple[str, str]:
+            store.look_once()
+            first = store.get_project("DEMO01")
+            again = store.get_project("DEMO01")
+            assert first is again  # answered from memory: no second query
+            assert len([s for s in statements if "FROM projects" in s]) == 1
+            other.update_row("projects", "id", "DEMO01", {"name": "Changed meanwhile"})
+            time.sleep(LOOK_LASTS_S * 2)
+            later = store.get_project("DEMO01")
+            assert first is not None
+            assert later is not None
+            return first.name, later.name
+
+        before, after = contextvars.copy_context().run(request)
+        assert before != "Changed meanwhile"
+        assert after == "Changed meanwhile"
     finally:
         store.close()
         other.close()

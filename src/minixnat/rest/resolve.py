@@ -19,6 +19,7 @@ every level (as XNAT answers), and never appears in a listing.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,7 +161,7 @@ def _select_resources(
     one = selector is not None and not any(c in selector for c in ",*") and selector != "NULL"
     for node in nodes:
         # One label or ID, the usual case (every file URL names one): matched in the query.
-        listed = (
+        listed: Sequence[Resource] = (
             store.resources_named(*node.owner, selector)
             if one and selector is not None
             else store.list_resources(*node.owner)

@@ -20,12 +20,13 @@ from __future__ import annotations
 import fcntl
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from minixnat.store import journal
 from minixnat.store.journal import Journal
@@ -34,7 +35,29 @@ from minixnat.store.schema import migrate
 
 DB_NAME = "minixnat.sqlite"
 REMEMBER_AT_MOST = 20_000
+LOOK_LASTS_S = 0.05
 T = TypeVar("T")
+P = ParamSpec("P")
+D = TypeVar("D", bound="Database")
+
+
+def remembered_read(
+    method: Callable[Concatenate[D, P], T],
+) -> Callable[Concatenate[D, P], T]:
+    """A read accessor whose answers are remembered while the database is unchanged
+    (:meth:`Database.remembered`), keyed by its name and its (positional) arguments.  Its
+    results must be immutable: they are shared by every caller."""
+
+    name = method.__name__
+
+    def remembering(store: D, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if kwargs:
+            return method(store, *args, **kwargs)
+        return store.remembered((name, *args), lambda: method(store, *args, **kwargs))
+
+    remembering.__name__ = name
+    remembering.__doc__ = method.__doc__
+    return remembering
 
 
 class Database:
@@ -60,8 +83,10 @@ class Database:
         self._journal: Journal | None = None
         self._remembered: dict[Hashable, object] = {}
         self._remembered_at: tuple[int, int] | None = None
-        # The data_version a request read as it began (see look_once), per asyncio task.
-        self._looked: ContextVar[int | None] = ContextVar("minixnat_data_version", default=None)
+        # The data_version a request read as it began, and when (see look_once), per task.
+        self._looked: ContextVar[tuple[int, float] | None] = ContextVar(
+            "minixnat_data_version", default=None
+        )
         migrate(self._conn)
         # Every open store holds a shared lock on ROOT/minixnat.lock.  Only an opener that
         # can take it exclusively (nobody else has the archive open) recovers journals:
@@ -114,11 +139,15 @@ class Database:
         caller, the path asked for); its result must be read-only to its users.  An error
         it raises is not remembered.  For lookups every request repeats, such as the path
         of a file GET: one cheap check of the database's version (once per request, see
-        :meth:`look_once`) instead of a query for each level of the path."""
+        :meth:`look_once`) instead of a query for each level of the path.  Inside a
+        transaction nothing is remembered or recalled: what it reads must be the truth."""
         with self._lock:
+            if self._conn.in_transaction:
+                return compute()
             looked = self._looked.get()
+            fresh = looked is not None and time.monotonic() - looked[1] < LOOK_LASTS_S
             version = (
-                looked if looked is not None else self._data_version(),
+                looked[0] if fresh and looked is not None else self._data_version(),
                 self._conn.total_changes,
             )
             if version != self._remembered_at:
@@ -140,11 +169,13 @@ class Database:
 
     def look_once(self) -> None:
         """For the request under way (its asyncio task, and threads it starts): read the
-        database's version once, now; :meth:`remembered` then goes by it for the rest of
-        the request instead of asking again.  The request sees every change committed
-        before it began, by any process; this process's own writes are seen at once."""
+        database's version once, now; :meth:`remembered` then goes by it for the next
+        :data:`LOOK_LASTS_S` seconds of the request instead of asking again (a file GET
+        does all its lookups well within that; a long request, such as an upload, asks
+        afresh later).  The request sees every change committed before it began, by any
+        process; this process's own writes are seen at once."""
         with self._lock:
-            self._looked.set(self._data_version())
+            self._looked.set((self._data_version(), time.monotonic()))
 
     def _data_version(self) -> int:
         """Moves whenever another connection (another process) commits a change; this

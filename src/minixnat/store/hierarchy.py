@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from minixnat.store.clock import now_stamp
+from minixnat.store.db import remembered_read
 from minixnat.store.modified import ModifiedStamps
 from minixnat.store.records import (
     ACCESS_LEVELS,
@@ -89,6 +90,7 @@ class HierarchyTables(ModifiedStamps):
         assert project is not None
         return project
 
+    @remembered_read
     def get_project(self, pid: str) -> Project | None:
         """A project by its ID, its secondary ID or one of its aliases (XNAT's order)."""
         row = self._one("SELECT * FROM projects WHERE id=?", (pid,))
@@ -149,6 +151,7 @@ class HierarchyTables(ModifiedStamps):
             raise StoreError(msg)
         self._exec("INSERT OR REPLACE INTO project_roles VALUES (?, ?, ?)", (pid, login, role))
 
+    @remembered_read
     def role_of(self, pid: str, login: str) -> str | None:
         row = self._one("SELECT role FROM project_roles WHERE project=? AND login=?", (pid, login))
         return str(row["role"]) if row else None
@@ -178,10 +181,12 @@ class HierarchyTables(ModifiedStamps):
         assert subject is not None
         return subject
 
+    @remembered_read
     def get_subject(self, sid: str) -> Subject | None:
         row = self._one("SELECT * FROM subjects WHERE id=?", (sid,))
         return Subject(**dict(row)) if row else None
 
+    @remembered_read
     def resolve_subject(self, project: str, ref: str) -> Subject | None:
         """A subject of ``project`` by label first, then by accession ID (XNAT's order)."""
         row = self._one("SELECT * FROM subjects WHERE project=? AND label=?", (project, ref))
@@ -252,10 +257,12 @@ class HierarchyTables(ModifiedStamps):
         assert experiment is not None
         return experiment
 
+    @remembered_read
     def get_experiment(self, eid: str) -> Experiment | None:
         row = self._one("SELECT * FROM experiments WHERE id=?", (eid,))
         return Experiment(**dict(row)) if row else None
 
+    @remembered_read
     def resolve_experiment(self, project: str, ref: str) -> Experiment | None:
         row = self._one("SELECT * FROM experiments WHERE project=? AND label=?", (project, ref))
         if row is None:
@@ -333,6 +340,7 @@ class HierarchyTables(ModifiedStamps):
         row = self._one("SELECT * FROM scans WHERE pk=?", (pk,))
         return Scan(**dict(row)) if row else None
 
+    @remembered_read
     def get_scan(self, experiment_id: str, scan_id: str) -> Scan | None:
         row = self._one(
             "SELECT * FROM scans WHERE experiment_id=? AND scan_id=?", (experiment_id, scan_id)
@@ -393,14 +401,15 @@ class HierarchyTables(ModifiedStamps):
         )
         return [Resource(**dict(r)) for r in rows]
 
-    def resources_named(self, owner_kind: str, owner_key: str, name: str) -> list[Resource]:
+    @remembered_read
+    def resources_named(self, owner_kind: str, owner_key: str, name: str) -> tuple[Resource, ...]:
         """The owner's resources whose label or ID is ``name``, in ID order."""
         rows = self._q(
             "SELECT * FROM resources WHERE owner_kind=? AND owner_key=? "
             "AND (label=? OR CAST(pk AS TEXT)=?) ORDER BY pk",
             (owner_kind, owner_key, name, name),
         )
-        return [Resource(**dict(r)) for r in rows]
+        return tuple(Resource(**dict(r)) for r in rows)
 
     def all_resources(self) -> list[Resource]:
         return [Resource(**dict(r)) for r in self._q("SELECT * FROM resources ORDER BY pk")]

@@ -207,11 +207,7 @@ async def _read_file(path: str, start: int, length: int) -> AsyncIterator[bytes]
 def serve_file(
     store: Store, target: Target, request: Request, *, allow_range: bool
 ) -> Response | StreamResponse:
-    assert target.file_path is not None
-    res, f = store.remembered(
-        ("file", tuple(res.pk for _, res in target.resources), target.file_path),
-        lambda: find_single_file(store, target)[1:],
-    )
+    _node, res, f = find_single_file(store, target)
     path = store.file_location(res, f.path)
     try:
         stat = os.stat(path)

@@ -280,13 +280,7 @@ SHARED_OBJECTS = [
 
 # -- the archive ---------------------------------------------------------------------------
 async def archive_read(call: Call) -> AnyResponse:
-    all_files = call.request.flag("all")
-    # What a path names depends on the database and on who asks (what they may see).
-    who = call.user.login if call.user else ""
-    target = call.store.remembered(
-        ("resolve", who, tuple(call.rest), all_files),
-        lambda: resolve(call.store, call.access, call.rest, all_files=all_files),
-    )
+    target = resolve(call.store, call.access, call.rest, all_files=call.request.flag("all"))
     scoped = bool(call.rest) and call.rest[0] == "projects"
     return reads.read(
         call.store, call.request, target, call.access, scoped=scoped, no_range=call.no_range

@@ -68,9 +68,7 @@ class Authenticator:
 
     def _live(self, sid: str) -> LoginSession | None:
         """A session that is neither idle too long nor opened with a revoked token."""
-        # Every request asks: remembered while the database is unchanged (a login, a
-        # logout or a session's touch is a change).
-        session = self.store.remembered(("session", sid), lambda: self.store.get_session(sid))
+        session = self.store.get_session(sid)
         if session is None:
             return None
         now = self._now_ms()
@@ -120,8 +118,7 @@ class Authenticator:
                 raise unauthorized("Your session has expired or is unknown; log in again.")
             if session.login == GUEST:
                 return Caller(None, sid)  # reads what the guest may read, as in XNAT
-            login = session.login
-            user = self.store.remembered(("user", login), lambda: self.store.get_user(login))
+            user = self.store.get_user(session.login)
             if user is None:
                 raise unauthorized("Your session's user no longer exists; log in again.")
             return Caller(user, sid)

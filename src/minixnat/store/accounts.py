@@ -9,7 +9,7 @@ import sqlite3
 import uuid
 
 from minixnat.store.clock import now_ms
-from minixnat.store.db import Database
+from minixnat.store.db import Database, remembered_read
 from minixnat.store.names import check_name
 from minixnat.store.records import AliasToken, LoginSession, StoreError, User
 
@@ -59,6 +59,7 @@ class AccountTables(Database):
         assert user is not None
         return user
 
+    @remembered_read
     def get_user(self, login: str) -> User | None:
         row = self._one("SELECT rowid, * FROM users WHERE login=?", (login,))
         return _user(row) if row is not None else None
@@ -107,6 +108,7 @@ class AccountTables(Database):
             (sid, login, now_ms, token, now_ms),
         )
 
+    @remembered_read  # every request asks; a login, a logout or a touch is a change
     def get_session(self, sid: str) -> LoginSession | None:
         row = self._one("SELECT login, token, last_seen_ms FROM login_sessions WHERE sid=?", (sid,))
         return LoginSession(row["login"], row["token"], row["last_seen_ms"]) if row else None

@@ -146,11 +146,14 @@ def _archive_members(path: Path) -> list[tuple[str, int, str]]:
                 if extracted is not None:
                     out.append((member.name, *digest(extracted)))
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
-        msg = (
-            f"{path} is not a readable zip, tar or tar.gz archive ({exc}); nothing from it was sent"
-        )
-        raise UsageError(msg) from exc
+        raise _unreadable(path, exc) from exc
     return out
+
+
+def _unreadable(path: Path, exc: Exception) -> UsageError:
+    return UsageError(
+        f"{path} is not a readable zip, tar or tar.gz archive ({exc}); nothing from it was sent"
+    )
 
 
 def _spill(reader: IO[bytes]) -> Path:
@@ -240,20 +243,16 @@ def _plan_imports(
 
 def _zip_files(path: Path) -> int | None:
     """How many files a zip holds, from its central directory alone (no member is read);
-    None for anything else, or a zip that holds archives (they are counted by opening them).
-    A zip without a readable directory (a cut-off one) is a :class:`UsageError`."""
+    None for anything else (a tar, or a cut-off zip, which has no directory: both are read
+    whole, and an unreadable one refused, before anything is sent), or for a zip that holds
+    archives (they are counted by opening them)."""
     if not zipfile.is_zipfile(path):
-        if path.name.lower().endswith(".zip"):
-            _archive_members(path)  # raises, naming the archive
         return None
     try:
         with zipfile.ZipFile(path) as zf:
             names = [i.filename for i in zf.infolist() if not i.is_dir()]
     except (zipfile.BadZipFile, OSError) as exc:
-        msg = (
-            f"{path} is not a readable zip, tar or tar.gz archive ({exc}); nothing from it was sent"
-        )
-        raise UsageError(msg) from exc
+        raise _unreadable(path, exc) from exc
     if not names or any(archive_type(n) for n in names):
         return None
     return len(names)

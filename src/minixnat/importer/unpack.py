@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from minixnat.errors import MinixnatError
-from minixnat.store.names import control_characters
+from minixnat.store.names import has_control_characters
 
 CHUNK = 1024 * 1024
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
@@ -80,7 +80,7 @@ def safe_member(name: str) -> PurePosixPath | None:
     parts = [p for p in rel.parts if p not in ("", ".")]
     if parts and len(parts[0]) >= 2 and parts[0][1] == ":":
         raise UnpackError(f"the archive member {name!r} is an absolute Windows path")
-    if control_characters(clean):
+    if has_control_characters(clean):
         raise UnpackError(f"the archive member {name!r} has control characters in its name")
     return PurePosixPath(*parts) if parts else None
 

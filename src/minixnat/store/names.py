@@ -22,6 +22,7 @@ def control_characters(text: str) -> list[str]:
 
 
 def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds any control character (the check without the names)."""
     return _CONTROL.search(text) is not None
 
 

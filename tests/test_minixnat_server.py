@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextvars
 import io
+import os
 import socket
 import subprocess
 import threading
@@ -28,6 +29,7 @@ from minixnat.server.faults import Faults
 from minixnat.store import Store, StoreError
 from minixnat.store.db import LOOK_LASTS_S
 from minixnat.store.names import check_name, control_characters
+from minixnat.testing import start
 from tests.conftest import BIN, Server, start_server
 from tests.test_minixnat_api import _admin
 from tests.test_minixnat_writes import ADMIN, call, dicom_md5s, server_md5s, session_zip
@@ -243,6 +245,114 @@ def test_disconnect_mid_body_is_quiet(archive: Path, tmp_path: Path) -> None:
     assert plain[0][1] == "127.0.0.1"
     assert int(plain[0][5]) > 0  # bytes
     assert float(plain[0][6]) >= 0  # milliseconds
+
+
+# -- file bodies from the page cache (os.sendfile) ------------------------------------------
+class _Sendfile:
+    """os.sendfile as the server calls it, counted: bytes carried, and times the socket
+    was full (BlockingIOError)."""
+
+    def __init__(self) -> None:
+        self.carried: list[int] = []
+        self.full = threading.Event()
+        self.real = os.sendfile
+
+    def __call__(self, out: int, in_: int, offset: int, count: int) -> int:
+        try:
+            n = self.real(out, in_, offset, count)
+        except BlockingIOError:
+            self.full.set()
+            raise
+        self.carried.append(n)
+        return n
+
+
+def _read_response(stream: Any, *, head: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length from a socket's file object (the answer
+    to a HEAD request, ``head``, has none of the body it describes)."""
+    status = int(stream.readline().split()[1])
+    headers: dict[str, str] = {}
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, b"" if head else stream.read(int(headers["content-length"]))
+
+
+def _put_files(url: str, files: dict[str, bytes]) -> str:
+    res = "/data/projects/NEW/resources/FILES"
+    assert requests.put(url + "/data/projects/NEW", auth=ADMIN, timeout=60).ok
+    for name, data in files.items():
+        assert requests.put(f"{url}{res}/files/{name}", data=data, auth=ADMIN, timeout=60).ok
+    return res
+
+
+def test_file_bodies_go_from_the_page_cache_whole_and_in_order(
+    archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """File GETs on one keep-alive connection, two of them pipelined, ranges and a HEAD
+    among them: every body byte for byte, each response where it belongs, and the file
+    bodies carried by sendfile (not read into the server's memory)."""
+    sendfile = _Sendfile()
+    monkeypatch.setattr(os, "sendfile", sendfile)
+    files = {"small.bin": os.urandom(3000), "mid.bin": os.urandom(300 * 1024), "one.bin": b"x"}
+    server = start(archive)
+    try:
+        res = _put_files(server.url, files)
+        host, port = server.url.removeprefix("http://").split(":")
+        auth = base64.b64encode(b"admin:admin").decode()
+
+        def get(name: str, *extra: str, method: str = "GET") -> bytes:
+            lines = [f"{method} {res}/files/{name} HTTP/1.1", "Host: x", *extra]
+            return ("\r\n".join([*lines, f"Authorization: Basic {auth}"]) + "\r\n\r\n").encode()
+
+        with socket.create_connection((host, int(port))) as sock:
+            stream = sock.makefile("rb")
+            for _ in range(3):
+                for name, data in files.items():
+                    sock.sendall(get(name))
+                    assert _read_response(stream)[::2] == (200, data)
+            sock.sendall(get("mid.bin", "Range: bytes=1000-200999") + get("small.bin"))
+            status, headers, body = _read_response(stream)
+            assert (status, body) == (206, files["mid.bin"][1000:201000])
+            assert headers["content-range"] == f"bytes 1000-200999/{300 * 1024}"
+            assert _read_response(stream)[::2] == (200, files["small.bin"])
+            sock.sendall(get("mid.bin", method="HEAD"))
+            status, headers, _ = _read_response(stream, head=True)
+            assert (status, headers["content-length"]) == (200, str(300 * 1024))
+            sock.sendall(get("small.bin"))  # nothing of the HEAD's file came after its head
+            assert _read_response(stream)[::2] == (200, files["small.bin"])
+    finally:
+        server.stop()
+    assert sum(sendfile.carried) >= 3 * (3000 + 300 * 1024) + 200000 + 3000
+
+
+def test_a_body_the_socket_cannot_take_at_once_arrives_whole(
+    archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader slower than the file: sendfile fills the socket, the rest of the body goes
+    the ordinary way behind it, and the client gets every byte once, in order."""
+    sendfile = _Sendfile()
+    monkeypatch.setattr(os, "sendfile", sendfile)
+    big = os.urandom(24 * 1024 * 1024)
+    server = start(archive)
+    try:
+        res = _put_files(server.url, {"big.bin": big})
+        host, port = server.url.removeprefix("http://").split(":")
+        auth = base64.b64encode(b"admin:admin").decode()
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            sock.connect((host, int(port)))
+            sock.sendall(
+                f"GET {res}/files/big.bin HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Basic {auth}\r\n\r\n".encode()
+            )
+            assert sendfile.full.wait(timeout=60)  # nothing read yet: the socket filled up
+            status, _, body = _read_response(sock.makefile("rb"))
+    finally:
+        server.stop()
+    assert status == 200
+    assert body == big
+    assert 0 < sum(sendfile.carried) < len(big)
 
 
 # -- concurrent writers ----------------------------------------------------------------------

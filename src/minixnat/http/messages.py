@@ -147,9 +147,40 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
+FILE_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FileSlice:
+    """``count`` bytes of the file at ``path`` from ``offset``: a body that is a stored file
+    (or a range of one), which the server may send without reading it into memory."""
+
+    path: str
+    offset: int
+    count: int
+
+    async def chunks(self, skip: int = 0) -> AsyncIterator[bytes]:
+        """The slice's bytes after the first ``skip``, in chunks of at most 1 MiB; ends
+        early (never reads past ``count``) if the file shrank under us, and the client
+        then sees a short body."""
+        remaining = self.count - skip
+        if remaining <= 0:
+            return
+        with open(self.path, "rb", buffering=0) as handle:
+            if self.offset + skip:
+                handle.seek(self.offset + skip)
+            while remaining > 0:
+                data = handle.read(min(FILE_CHUNK, remaining))
+                if not data:
+                    return
+                remaining -= len(data)
+                yield data
+
+
 @dataclass
 class StreamResponse:
-    """A streamed body.  ``chaos`` marks file and archive bodies the drop switch may cut."""
+    """A streamed body.  ``chaos`` marks file and archive bodies the drop switch may cut;
+    ``file`` says the body is exactly that slice of a stored file (``chunks`` reads it)."""
 
     chunks: AsyncIterator[bytes]
     status: int = 200
@@ -157,6 +188,13 @@ class StreamResponse:
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_length: int | None = None
     chaos: bool = True
+    file: FileSlice | None = None
+
+    @classmethod
+    def of_file(
+        cls, body: FileSlice, status: int, content_type: str, headers: list[tuple[str, str]]
+    ) -> StreamResponse:
+        return cls(body.chunks(), status, content_type, headers, body.count, file=body)
 
 
 AnyResponse = Response | StreamResponse

@@ -21,7 +21,7 @@ from posixpath import basename
 from stat import S_ISREG
 from typing import Any
 
-from minixnat.http.messages import HttpError, Request, Response, StreamResponse
+from minixnat.http.messages import FileSlice, HttpError, Request, Response, StreamResponse
 from minixnat.rest.resolve import Node, Target
 from minixnat.store import FileRow, Resource, Store
 
@@ -190,20 +190,6 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
-async def _read_file(path: str, start: int, length: int) -> AsyncIterator[bytes]:
-    """``length`` bytes of ``path`` from ``start``, in chunks (no read past the end)."""
-    remaining = length
-    with open(path, "rb", buffering=0) as handle:
-        if start:
-            handle.seek(start)
-        while remaining > 0:
-            data = handle.read(min(CHUNK, remaining))
-            if not data:
-                return  # the file shrank under us: the client sees a short body
-            remaining -= len(data)
-            yield data
-
-
 def serve_file(
     store: Store, target: Target, request: Request, *, allow_range: bool
 ) -> Response | StreamResponse:
@@ -235,12 +221,11 @@ def serve_file(
             if not if_range or if_range.strip() == f'"{f.md5}"':
                 rng = parse_range(request.headers["range"], size)
     if rng is None:
-        return StreamResponse(_read_file(path, 0, size), 200, _content_type(name), headers, size)
+        return StreamResponse.of_file(FileSlice(path, 0, size), 200, _content_type(name), headers)
     start, end = rng
     headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
-    return StreamResponse(
-        _read_file(path, start, end - start + 1), 206, _content_type(name), headers, end - start + 1
-    )
+    body = FileSlice(path, start, end - start + 1)
+    return StreamResponse.of_file(body, 206, _content_type(name), headers)
 
 
 class _Sink:

@@ -23,7 +23,7 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minixnat.http.messages import BadPath, split_path
+from minixnat.http.messages import BadPath, parse_cookies, split_path
 from minixnat.server.app import App
 from minixnat.server.faults import Faults
 from minixnat.store import Store, StoreError
@@ -200,6 +200,15 @@ def test_names_with_control_characters_get_400_and_change_nothing(
     assert deep.status_code == 400
     server.stop()
     assert check(archive).returncode == 0
+
+
+def test_cookie_pairs_are_read_one_by_one() -> None:
+    assert parse_cookies('JSESSIONID=AB12; theme="dark blue"') == {
+        "JSESSIONID": "AB12",
+        "theme": "dark blue",
+    }
+    # A bad pair costs only itself; of one name twice, the later wins.
+    assert parse_cookies("junk; =x; $Version=1; JSESSIONID=A, JSESSIONID=B") == {"JSESSIONID": "B"}
 
 
 # -- disconnects, the access log -------------------------------------------------------------

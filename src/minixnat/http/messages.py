@@ -11,7 +11,6 @@ import html
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
@@ -103,6 +102,24 @@ def split_path(raw: str) -> list[str]:
     return segments
 
 
+def parse_cookies(header: str) -> dict[str, str]:
+    """The ``name=value`` pairs of a Cookie header (several headers arrive joined by ", ").
+    A value in double quotes loses them; a pair with no ``=`` or no name, and the
+    ``$Version``-style attributes of old clients, are skipped one by one (as Tomcat does:
+    one bad pair does not cost the others); of two pairs with one name the last wins."""
+    cookies: dict[str, str] = {}
+    for pair in header.replace(", ", "; ").split(";"):
+        name, eq, value = pair.partition("=")
+        name = name.strip()
+        if not eq or not name or name.startswith("$"):
+            continue
+        value = value.strip()
+        if len(value) > 1 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        cookies[name] = value
+    return cookies
+
+
 def build_request(scope: Scope, receive: Receive) -> Request:
     raw_path_bytes: bytes = scope.get("raw_path") or scope["path"].encode()
     raw_path = raw_path_bytes.decode("latin-1").split("?", 1)[0]
@@ -116,14 +133,7 @@ def build_request(scope: Scope, receive: Receive) -> Request:
         name = key.decode("latin-1").lower()
         text = value.decode("latin-1")
         headers[name] = f"{headers[name]}, {text}" if name in headers else text
-    cookies: dict[str, str] = {}
-    if "cookie" in headers:
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(headers["cookie"].replace(", ", "; "))
-        except Exception:  # a malformed cookie header is ignored, as Tomcat does
-            jar = SimpleCookie()
-        cookies = {k: m.value for k, m in jar.items()}
+    cookies = parse_cookies(headers["cookie"]) if "cookie" in headers else {}
     client = scope.get("client") or ("", 0)
     return Request(
         method=scope["method"].upper(),

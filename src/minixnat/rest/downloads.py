@@ -16,6 +16,7 @@ import zlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
+from functools import lru_cache
 from pathlib import Path
 from posixpath import basename
 from stat import S_ISREG
@@ -154,7 +155,9 @@ def find_single_file(store: Store, target: Target) -> tuple[Node, Resource, File
     return matches[0]
 
 
+@lru_cache(maxsize=4096)
 def _http_date(ts: float) -> str:
+    """An HTTP date (files of one import share their modification times)."""
     return formatdate(ts, usegmt=True)
 
 

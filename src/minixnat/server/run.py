@@ -74,6 +74,9 @@ def config_for(app: App) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         http="httptools",
+        # uvloop (a dependency of the server, where it builds): a file GET costs ~13 % less
+        # CPU than on asyncio's own loop (2,000 GETs of 300 KiB, minixnat's CPU ticks).
+        loop="auto",
         lifespan="on",
         log_level="warning",
         access_log=False,

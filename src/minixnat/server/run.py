@@ -46,8 +46,9 @@ def listening_socket(host: str, port: int, *, shared: bool = False) -> socket.so
 def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     """``count`` listening sockets on one port, one per worker process.  With one socket
     shared by all, the process that wakes first accepts a whole burst of connections and
-    the others idle; with a socket each (``SO_REUSEPORT``), the kernel spreads new
-    connections over them evenly."""
+    the others idle; with a socket each (``SO_REUSEPORT``), the kernel deals each new
+    connection to one of them by a hash of its addresses: spread over all, though a few
+    connections can split unevenly (16 over two workers: 11 to 5 is common)."""
     if count == 1:
         return [listening_socket(host, port)]
     socks = [listening_socket(host, port, shared=True)]

@@ -124,7 +124,7 @@ def build_request(scope: Scope, receive: Receive) -> Request:
     raw_path_bytes: bytes = scope.get("raw_path") or scope["path"].encode()
     raw_path = raw_path_bytes.decode("latin-1").split("?", 1)[0]
     query_string = scope.get("query_string", b"").decode("latin-1")
-    query_list = parse_qsl(query_string, keep_blank_values=True)
+    query_list = parse_qsl(query_string, keep_blank_values=True) if query_string else []
     query: dict[str, str] = {}
     for key, value in query_list:
         query.setdefault(key, value)

@@ -9,6 +9,7 @@ one debug line, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -107,6 +108,10 @@ async def send_response(
         # A stored file nothing is to cut or pace: from the page cache to the socket, as
         # far as the socket takes it now; the rest (if any) the ordinary way below.
         sent = send_directly(send, response.file)
+        if sent == response.file.count:  # all of it: end the response (nothing was read)
+            with contextlib.suppress(ClientGone):
+                await _body(send, b"", more=False)
+            return sent
         if sent:
             chunks = response.file.chunks(skip=sent)
     gone = asyncio.Event()

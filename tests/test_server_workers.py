@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import requests
 
 from minixnat.store import Store
 from minixnat.store.workflows import SNAPSHOTS
-from tests.conftest import children_of, start_server, wait_gone
+from tests.conftest import BIN, Server, children_of, start_server, wait_gone
 from tests.test_minixnat_writes import ADMIN, call
 from tests.test_snapshots import snapshot_rows, wait_done
 
@@ -74,6 +75,37 @@ def test_a_stop_signal_ends_every_worker(archive: Path) -> None:
     assert call(server, "GET", "/data/projects?format=json").status_code == 200
     server.process.send_signal(signal.SIGTERM)
     server.process.wait(timeout=30)
+    assert wait_gone(workers) == []
+
+
+def test_sigterm_after_a_snapshot_run_ends_cleanly(archive: Path) -> None:
+    """SIGTERM once a snapshot run has used the drawing process: every process cleans up
+    as after Ctrl-C, the server exits 0 and says nothing on stderr (no traceback, no
+    semaphores of the drawing process reported leaked, as when SIGTERM's default action
+    ended it before its cleanup)."""
+    proc = subprocess.Popen(
+        [BIN / "minixnat", "serve", "--root", str(archive), "--port", "0", "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    server = Server(proc.stdout.readline().strip().rsplit(" ", 1)[1], archive, proc)
+    try:
+        workers = children_of(proc.pid)
+        other = Store(archive)
+        try:
+            session = next(e for e in other.list_experiments(sessions_only=True))
+            other.queue_snapshots(session, user="admin", why="before a stop")
+        finally:
+            other.close()
+        assert wait_done(server, session.id)["status"] == "Complete"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        server.stop()
+    assert proc.stderr.read() == ""
     assert wait_gone(workers) == []
 
 

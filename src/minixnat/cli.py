@@ -241,7 +241,7 @@ def serve(args: argparse.Namespace) -> int:
     from minixnat.server.accesslog import AccessLog
     from minixnat.server.app import App, clear_leftovers
     from minixnat.server.faults import Faults
-    from minixnat.server.run import listening_sockets, run_workers, url_of
+    from minixnat.server.run import Stopped, listening_sockets, run_workers, url_of
 
     store = _open(args.root)
     report = check(store, full=False)
@@ -319,6 +319,8 @@ def serve(args: argparse.Namespace) -> int:
     except CannotServe as exc:
         print(f"minixnat: {exc}", file=sys.stderr)
         return 2
+    except Stopped:  # SIGTERM, once everything is stopped: as with Ctrl-C, a clean end
+        return 0
     finally:
         if receiver is not None:
             receiver.stop()

@@ -99,7 +99,35 @@ def run_workers(
     the workers, which finish their requests as it does; it returns once they have ended.
     A worker also ends when this process dies without cleaning up (``kill -9``): the
     kernel kills it, so a dead server never leaves processes answering on its port.
+    After SIGTERM every process cleans up as after SIGINT, and this function raises
+    :class:`Stopped` once it has.
     """
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)  # the workers inherit it
+    try:
+        _run_workers(socks, primary, worker)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Stopped(BaseException):
+    """SIGTERM: the server was asked to stop, and has.
+
+    uvicorn stops gracefully on SIGTERM as on SIGINT, then raises the signal again so that
+    the process ends as the signal would end it.  For SIGTERM that is the default action:
+    the process died there, before the cleanup around the server ran (the snapshot run
+    under way left unfinished, the drawing process's semaphores reported leaked at exit).
+    Raised instead, like SIGINT's KeyboardInterrupt, it lets that cleanup run."""
+
+
+def _raise_stopped(sig: int, frame: FrameType | None) -> None:
+    raise Stopped
+
+
+def _run_workers(
+    socks: list[socket.socket],
+    primary: Callable[[], App],
+    worker: Callable[[], App],
+) -> None:
     parent = os.getpid()
     pids: list[int] = []
     for sock in socks[1:]:
@@ -116,6 +144,8 @@ def run_workers(
                     server_for(app).run(sockets=[sock])
                 finally:
                     app.close()
+                code = 0
+            except Stopped:
                 code = 0
             except Exception:  # a bug: said, and the worker ends (the others go on)
                 log.exception("minixnat worker %d failed", os.getpid())

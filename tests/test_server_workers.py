@@ -1,6 +1,6 @@
 """``minixnat serve --workers N``: one archive served from several processes.
 
-Every worker answers requests (the kernel spreads connections over them), each sees what
+Every worker answers requests (the kernel deals connections to them), each sees what
 the others wrote, a stop signal ends them all, and ``kill -9`` of the server leaves no
 worker behind on its port.  An import cut short by ``kill -9`` is whole or absent after a
 restart, as with one process (tests/test_crash_safety.py).

@@ -257,6 +257,31 @@ def test_disconnect_mid_body_is_quiet(archive: Path, tmp_path: Path) -> None:
     assert float(plain[0][6]) >= 0  # milliseconds
 
 
+def test_head_sends_no_body_and_builds_none(serve: Any, tmp_path: Path) -> None:
+    """A HEAD of a file or of a zip answers the head a GET would, and the access log says
+    no body byte went out: the file is not read, the zip not built, only to be dropped."""
+    log = tmp_path / "access.log"
+    server: Server = serve("--access-log", str(log))
+    scans = "/data/projects/DEMO01/experiments/DEMO01_S001_MR1/scans/ALL/files"
+    rows = call(server, "GET", scans, params={"format": "json"}).json()["ResultSet"]["Result"]
+    file_uri, size = rows[0]["URI"], int(rows[0]["Size"])
+    for path, params in ((file_uri, {}), (scans, {"format": "zip"})):
+        got = requests.head(server.url + path, params=params, auth=ADMIN, timeout=30)
+        assert got.status_code == 200, (path, got.status_code)
+        assert got.content == b""
+    assert requests.head(server.url + file_uri, auth=ADMIN, timeout=30).headers[
+        "Content-Length"
+    ] == str(size)
+    assert len(call(server, "GET", file_uri).content) == size
+    server.stop()
+    lines = [ln.split() for ln in log.read_text().splitlines()]
+    heads = [ln for ln in lines if ln[2] == "HEAD"]
+    assert len(heads) == 3
+    assert [ln[5] for ln in heads] == ["0", "0", "0"]
+    gets = [ln for ln in lines if ln[2] == "GET" and ln[3] == file_uri]
+    assert [ln[5] for ln in gets] == [str(size)]
+
+
 # -- file bodies from the page cache (os.sendfile) ------------------------------------------
 class _Sendfile:
     """os.sendfile as the server calls it, counted when it writes to a socket (not a file

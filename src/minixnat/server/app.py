@@ -116,7 +116,8 @@ class App:
         except Exception as exc:  # a server bug must still answer like XNAT, not hang
             log.exception("internal error")
             response = error_response(HttpError(500, f"Internal server error: {exc}"))
-        sent = await send_response(response, send, receive, cookies, self.chaos)
+        head = request is not None and request.method == "HEAD"
+        sent = await send_response(response, send, receive, cookies, self.chaos, head=head)
         if self.access_log is not None:
             path = loggable_path(request) if request else "(unreadable path)"
             client = (scope.get("client") or ("", 0))[0]

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from minixnat.http.messages import AnyResponse, HttpError, Receive, Response, Send
@@ -81,8 +82,12 @@ async def send_response(
     receive: Receive,
     cookies: list[tuple[str, str]],
     chaos: Chaos,
+    *,
+    head: bool = False,
 ) -> int:
-    """Send ``response`` over ASGI; return how many body bytes went out."""
+    """Send ``response`` over ASGI; return how many body bytes went out.  ``head``: the
+    request was a HEAD, answered with the head alone; a streamed body is then not
+    produced at all (no file read, no zip built only to be dropped)."""
     headers = [(b"content-type", response.content_type.encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in response.headers]
     for name, value in cookies:
@@ -94,12 +99,18 @@ async def send_response(
     if isinstance(response, Response):
         headers.append((b"content-length", str(len(response.body)).encode()))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": response.body})
-        return len(response.body)
+        body = b"" if head else response.body
+        await send({"type": "http.response.body", "body": body})
+        return len(body)
     if response.content_length is not None:
         headers.append((b"content-length", str(response.content_length).encode()))
     cut_at = chaos.cut_point(response.content_length) if response.chaos else None
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    if head:
+        await _stop(response.chunks)
+        with contextlib.suppress(ClientGone):
+            await _body(send, b"", more=False)
+        return 0
     sent = 0
     started = time.monotonic()
     rate = chaos.faults.conn_mbps * 1_000_000
@@ -134,12 +145,17 @@ async def send_response(
     finally:
         if watcher is not None:
             watcher.cancel()
-        produced = [response.chunks] + ([chunks] if chunks is not response.chunks else [])
-        for body in produced:
-            aclose = getattr(body, "aclose", None)
-            if aclose is not None:
-                await aclose()  # stop producing a body nobody reads (zip and tar streams)
+        await _stop(response.chunks)
+        if chunks is not response.chunks:
+            await _stop(chunks)
     return sent
+
+
+async def _stop(body: AsyncIterator[bytes]) -> None:
+    """Stop producing a body nobody reads (zip and tar streams build it as it is read)."""
+    aclose = getattr(body, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 async def _pieces(

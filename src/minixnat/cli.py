@@ -123,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=1,
         metavar="N",
-        help="serve from N processes (default 1); one per core serves many small files "
-        "faster.  The fault switches then draw their chances in each process apart",
+        help="serve from N processes (default 1), so that an import or a zip keeping one "
+        "busy does not hold up other requests.  The fault switches then draw their "
+        "chances in each process apart",
     )
     serve.add_argument(
         "--no-snapshots",

@@ -183,8 +183,9 @@ class _Primary(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await super().shutdown(sockets)
-        # Waited for here, not after run(): uvicorn re-raises the stop signal when run()
-        # ends, and this process then dies at once, taking the workers with it.
+        # Waited for here, as part of the graceful stop they were passed: once run() ends,
+        # the cleanup in _run_workers sends SIGTERM to any worker still running, which
+        # would cut its own graceful stop short (a second signal forces uvicorn's exit).
         await asyncio.to_thread(_reap, self.workers, WORKERS_STOP_S)
 
 

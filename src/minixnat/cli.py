@@ -112,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--conn-mbps", type=float, default=0.0, help="pace each response body to at most X MB/s"
     )
     serve.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="serve HTTPS with this certificate chain (PEM); needs --tls-key",
+    )
+    serve.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="the certificate's private key (PEM)"
+    )
+    serve.add_argument(
         "--access-log",
         metavar="FILE",
         help="write one line per request (time, client, method, path, status, bytes, ms) "
@@ -242,8 +251,19 @@ def serve(args: argparse.Namespace) -> int:
     from minixnat.server.accesslog import AccessLog
     from minixnat.server.app import App, clear_leftovers
     from minixnat.server.faults import Faults
-    from minixnat.server.run import Stopped, listening_sockets, run_workers, url_of
+    from minixnat.server.run import Stopped, Tls, listening_sockets, run_workers, url_of
 
+    tls: Tls | None = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            print("minixnat: --tls-cert and --tls-key go together; give both", file=sys.stderr)
+            return 2
+        tls = Tls(args.tls_cert, args.tls_key)
+        try:
+            tls.check()
+        except ValueError as exc:
+            print(f"minixnat: {exc}", file=sys.stderr)
+            return 2
     store = _open(args.root)
     report = check(store, full=False)
     if not report.ok:
@@ -310,13 +330,13 @@ def serve(args: argparse.Namespace) -> int:
             except (OSError, ValueError) as exc:
                 made.close()
                 raise CannotServe(f"cannot start the DICOM receiver: {exc}") from exc
-        print(f"minixnat listening on {url_of(socks[0])}", flush=True)
+        print(f"minixnat listening on {url_of(socks[0], tls)}", flush=True)
         if receiver is not None:
             print(receiver.line, flush=True)
         return made
 
     try:
-        run_workers(socks, primary, lambda: app(primary=False))
+        run_workers(socks, primary, lambda: app(primary=False), tls)
     except CannotServe as exc:
         print(f"minixnat: {exc}", file=sys.stderr)
         return 2

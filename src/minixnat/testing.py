@@ -57,10 +57,14 @@ def start(
     host: str = "127.0.0.1",
     port: int = 0,
     snapshots: bool = False,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
     **faults: Any,
 ) -> MiniXnat:
     """Serve ``root`` (created if needed, with ``user`` as site admin) in a background
-    thread.  ``faults`` are the fault switches of ``minixnat serve`` (``latency_ms=…``).
+    thread; over HTTPS with ``tls_cert`` and ``tls_key`` (PEM files, as ``serve``'s
+    ``--tls-cert`` and ``--tls-key``).  ``faults`` are the fault switches of
+    ``minixnat serve`` (``latency_ms=…``).
 
     Unlike ``minixnat serve``, sessions get no snapshots when archived unless
     ``snapshots=True``: a SNAPSHOTS resource appearing some time after an import would
@@ -68,17 +72,24 @@ def start(
     # Imported here: loading the plugin must not need the server's dependencies.
     from minixnat.server.app import App, clear_leftovers
     from minixnat.server.faults import Faults
-    from minixnat.server.run import Background, listening_socket, url_of
+    from minixnat.server.run import Background, Tls, listening_socket, url_of
     from minixnat.store import Store
 
+    tls = None
+    if tls_cert or tls_key:
+        if not (tls_cert and tls_key):
+            msg = "tls_cert and tls_key go together"
+            raise ValueError(msg)
+        tls = Tls(Path(tls_cert), Path(tls_key))
+        tls.check()
     root.mkdir(parents=True, exist_ok=True)
     store = Store(root)
     if store.check_password(user, password) is None:
         store.add_user(user, password, admin=True)
     clear_leftovers(store)
     sock = listening_socket(host, port)
-    running = Background(App(store, Faults(**faults), snapshots=snapshots), sock)
-    return MiniXnat(url_of(sock), user, password, root, (running, store))
+    running = Background(App(store, Faults(**faults), snapshots=snapshots), sock, tls)
+    return MiniXnat(url_of(sock, tls), user, password, root, (running, store))
 
 
 @pytest.fixture

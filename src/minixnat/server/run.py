@@ -8,9 +8,12 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -62,18 +65,41 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     return socks
 
 
-def url_of(sock: socket.socket) -> str:
+@dataclass(frozen=True)
+class Tls:
+    """A certificate chain and its private key (PEM files): serve HTTPS with them."""
+
+    cert: Path
+    key: Path
+
+    def check(self) -> None:
+        """Load the pair once, so that a wrong path or a key that does not match the
+        certificate is said before anything listens.  ValueError names what is wrong."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.cert, self.key)
+        except (OSError, ssl.SSLError) as exc:
+            msg = f"cannot use the certificate {self.cert} with the key {self.key}: {exc}"
+            raise ValueError(msg) from exc
+
+
+def url_of(sock: socket.socket, tls: Tls | None = None) -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
+    scheme = "https" if tls else "http"
+    if sock.family == socket.AF_INET6:
+        return f"{scheme}://[{host}]:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
-def server_for(app: App) -> uvicorn.Server:
-    return uvicorn.Server(config_for(app))
+def server_for(app: App, tls: Tls | None = None) -> uvicorn.Server:
+    return _Server(config_for(app, tls))
 
 
-def config_for(app: App) -> uvicorn.Config:
+def config_for(app: App, tls: Tls | None = None) -> uvicorn.Config:
     return uvicorn.Config(
         app,
+        ssl_certfile=tls.cert if tls else None,
+        ssl_keyfile=tls.key if tls else None,
         http="httptools",
         # uvloop (a dependency of the server, where it builds): a file GET costs ~13 % less
         # CPU than on asyncio's own loop (2,000 GETs of 300 KiB, minixnat's CPU ticks).
@@ -89,8 +115,10 @@ def run_workers(
     socks: list[socket.socket],
     primary: Callable[[], App],
     worker: Callable[[], App],
+    tls: Tls | None = None,
 ) -> None:
-    """Serve on ``socks`` with one process each, until SIGINT or SIGTERM.
+    """Serve on ``socks`` with one process each (HTTPS with ``tls``), until SIGINT or
+    SIGTERM.
 
     This process serves ``socks[0]`` with the app ``primary()`` makes; for each other
     socket a forked process serves it with ``worker()``'s app.  Forked before anything
@@ -104,7 +132,7 @@ def run_workers(
     """
     previous = signal.signal(signal.SIGTERM, _raise_stopped)  # the workers inherit it
     try:
-        _run_workers(socks, primary, worker)
+        _run_workers(socks, primary, worker, tls)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -127,6 +155,7 @@ def _run_workers(
     socks: list[socket.socket],
     primary: Callable[[], App],
     worker: Callable[[], App],
+    tls: Tls | None,
 ) -> None:
     parent = os.getpid()
     pids: list[int] = []
@@ -141,7 +170,7 @@ def _run_workers(
                         other.close()
                 app = worker()
                 try:
-                    server_for(app).run(sockets=[sock])
+                    server_for(app, tls).run(sockets=[sock])
                 finally:
                     app.close()
                 code = 0
@@ -162,14 +191,49 @@ def _run_workers(
         socks[0].close()
         raise
     try:
-        _Primary(config_for(app), pids).run(sockets=socks[:1])
+        _Primary(config_for(app, tls), pids).run(sockets=socks[:1])
     finally:
         _signal(pids, signal.SIGTERM)
         _reap(pids, WORKERS_STOP_S)
         app.close()
 
 
-class _Primary(uvicorn.Server):
+# How long a stopping server lets an HTTPS connection close politely (see _Server).
+TLS_CLOSE_GRACE_S = 1.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a stop is not held up by idle HTTPS connections.
+
+    On a stop uvicorn closes each idle keep-alive connection politely; over TLS that close
+    waits for the client's reply (close_notify), which a client keeping the connection
+    idle in its pool does not send until it next uses it: the stop then took asyncio's
+    30 s TLS shutdown timeout (a requests session, xnatpy's, is such a client).  Once the
+    grace has passed, a TLS connection whose last response is complete is cut."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        cutter = asyncio.ensure_future(self._cut_lingering_tls())
+        try:
+            await super().shutdown(sockets)
+        finally:
+            cutter.cancel()
+
+    async def _cut_lingering_tls(self) -> None:
+        await asyncio.sleep(TLS_CLOSE_GRACE_S)
+        while True:
+            for connection in list(self.server_state.connections):
+                transport = getattr(connection, "transport", None)
+                cycle = getattr(connection, "cycle", None)
+                if (
+                    transport is not None
+                    and transport.get_extra_info("sslcontext") is not None
+                    and (cycle is None or cycle.response_complete)
+                ):
+                    transport.abort()
+            await asyncio.sleep(0.1)
+
+
+class _Primary(_Server):
     """The first process's server: passes its stop signals on to the worker processes
     and, once its own requests are done, waits for theirs."""
 
@@ -219,9 +283,9 @@ def _reap(pids: list[int], timeout: float) -> None:
 class Background:
     """A server answering on ``sock`` from a daemon thread until :meth:`stop`."""
 
-    def __init__(self, app: App, sock: socket.socket) -> None:
+    def __init__(self, app: App, sock: socket.socket, tls: Tls | None = None) -> None:
         self.app = app
-        self.server = server_for(app)
+        self.server = server_for(app, tls)
         self.sock = sock
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [sock]}, daemon=True, name="minixnat"

@@ -17,7 +17,7 @@ import requests
 import trustme
 import xnat
 
-from minixnat.testing import start
+from minixnat.testing import MiniXnat, start
 from tests.conftest import BIN, Server, make_archive
 from tests.test_download import cli
 
@@ -189,3 +189,16 @@ def test_a_stop_is_not_held_up_by_an_idle_https_client(certs: Certs, tmp_path: P
         assert code == 0
         _, err = proc.communicate()
         assert err == ""
+
+
+def test_session_cookies_are_secure_over_https_only(
+    https_server: Server, certs: Certs, minixnat: MiniXnat
+) -> None:
+    over_tls = requests.get(https_server.url + "/data/JSESSION", auth=("admin", "admin"),
+                            verify=str(certs.ca), timeout=30)  # fmt: skip
+    plain = requests.get(minixnat.url + "/data/JSESSION", auth=minixnat.auth, timeout=30)
+    for got in (over_tls, plain):
+        assert got.status_code == 200
+        assert got.headers["set-cookie"].startswith(f"JSESSIONID={got.text};")
+    assert over_tls.headers["set-cookie"].endswith("; Secure")
+    assert "Secure" not in plain.headers["set-cookie"]

@@ -117,7 +117,10 @@ class App:
             log.exception("internal error")
             response = error_response(HttpError(500, f"Internal server error: {exc}"))
         head = request is not None and request.method == "HEAD"
-        sent = await send_response(response, send, receive, cookies, self.chaos, head=head)
+        secure = scope.get("scheme") == "https"
+        sent = await send_response(
+            response, send, receive, cookies, self.chaos, head=head, secure=secure
+        )
         if self.access_log is not None:
             path = loggable_path(request) if request else "(unreadable path)"
             client = (scope.get("client") or ("", 0))[0]

@@ -84,10 +84,12 @@ async def send_response(
     chaos: Chaos,
     *,
     head: bool = False,
+    secure: bool = False,
 ) -> int:
     """Send ``response`` over ASGI; return how many body bytes went out.  ``head``: the
     request was a HEAD, answered with the head alone; a streamed body is then not
-    produced at all (no file read, no zip built only to be dropped)."""
+    produced at all (no file read, no zip built only to be dropped).  ``secure``: it came
+    over HTTPS, and cookies are marked to go back only that way (as Tomcat marks them)."""
     headers = [(b"content-type", response.content_type.encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in response.headers]
     for name, value in cookies:
@@ -95,6 +97,8 @@ async def send_response(
         # deletes the cookie (logging out, or a session the server no longer knows).
         expiry = "" if value else " Max-Age=0;"
         cookie = f"{name}={value}; Path=/;{expiry} HttpOnly; SameSite=Lax"
+        if secure:
+            cookie += "; Secure"
         headers.append((b"set-cookie", cookie.encode()))
     if isinstance(response, Response):
         headers.append((b"content-length", str(len(response.body)).encode()))

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -733,6 +734,47 @@ def test_full_disk_on_the_state_ends_the_run_cleanly(
     total = len(remote_files(shared_server))
     assert f"{total} files" in done
     assert f"{total} verified" in done
+
+
+@pytest.mark.parametrize("mode", ["files", "zip"])
+def test_a_failed_sync_records_nothing_it_was_to_make_durable(
+    shared_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """The file system reports failed writes only when synced (network and cluster file
+    systems can): one error line, exit 1, and no file of that group or after it is
+    recorded as verified (a re-run hashes them again, and completes)."""
+    import xnat_downloader.transfer.download as download_mod
+
+    real = download_mod.sync_filesystem
+    synced_before_failing: list[int] = []
+    failing = [True]
+
+    def sync(folder: Path) -> None:
+        if failing[0] and synced_before_failing:
+            raise OSError(errno.EIO, "Input/output error")
+        synced_before_failing.append(count_files(out))
+        real(folder)
+
+    monkeypatch.setattr(download_mod, "GROUP_FILES", 3)
+    monkeypatch.setattr(download_mod, "sync_filesystem", sync)
+    out = tmp_path / "o"
+    args = ("download", "-w", shared_server.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
+            "-o", str(out), "--transfer", mode)  # fmt: skip
+    code, text, err = cli(*args)
+    assert code == 1, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert "Input/output error" in errors[0]
+    with sqlite3.connect(out / ".xnat-downloader" / "state.sqlite") as db:
+        (recorded,) = db.execute("SELECT count(*) FROM files WHERE status='verified'").fetchone()
+    assert 0 < recorded <= synced_before_failing[0]
+    assert recorded < count_files(out)
+    failing[0] = False
+    code, text, err = cli(*args)
+    assert code == 0, err
+    total = len(remote_files(shared_server))
+    assert text.splitlines()[-1].endswith(f"{total} verified, 0 failed")
 
 
 def test_a_log_that_cannot_be_written_is_one_warning(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import hashlib
 import logging
 import os
@@ -76,12 +77,18 @@ def finish_file(handle: IO[bytes]) -> None:
 
 def sync_filesystem(folder: Path) -> None:
     """Make everything written under ``folder``'s file system durable: ``syncfs`` where the
-    C library has it (one call for a whole group of files), else ``sync``."""
+    C library has it (one call for a whole group of files), else ``sync``.  OSError when
+    the file system says its writes failed (a network or cluster file system can say so
+    only now): the files are then not durable, and must not be recorded as verified."""
     fd = os.open(folder, os.O_RDONLY)
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        syncfs = getattr(libc, "syncfs", None)
-        if syncfs is None or syncfs(fd) != 0:
+        syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+        if syncfs is None:
+            os.sync()
+        elif syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            if code != errno.ENOSYS:  # a kernel without syncfs: sync all instead
+                raise OSError(code, os.strerror(code), str(folder))
             os.sync()
     finally:
         os.close(fd)
@@ -117,10 +124,15 @@ class Downloader:
         # Set by the first file that finds the disk full: no other file is started then.
         self.disk_full: str | None = None
         self._pending_since = 0.0
+        # The last group being synced and recorded (each waits for the one before).
+        self._syncing: asyncio.Future[None] | None = None
+        # Set when a group could not be made durable or recorded: the run ends.
+        self.broken: LocalWriteError | None = None
         # Folders made this run: a folder of many files is made once, not once per file.
         self._folders: set[Path] = set()
 
     async def run(self, job: Job) -> Outcome:
+        self.check_recording()
         final, part = self.paths(job)
         try:
             return await self._run(job, final, part)
@@ -169,7 +181,7 @@ class Downloader:
     ) -> None:
         """Record ``final`` as verified, with the size and mtime (``mtime_ns`` if the caller
         has it, else read now) that let a later run trust it without hashing it again: in
-        a group, once the group's bytes are durable."""
+        a group, once the group's bytes are durable (see :meth:`_sync_group`)."""
         if not self._pending:
             self._pending_since = time.monotonic()
         mtime = mtime_ns if mtime_ns is not None else final.stat().st_mtime_ns
@@ -178,16 +190,48 @@ class Downloader:
             len(self._pending) >= GROUP_FILES
             or time.monotonic() - self._pending_since > GROUP_SECONDS
         ):
-            self.flush()
+            self._start_group()
 
-    def flush(self) -> None:
-        """Sync the output's file system once, then record the group as verified.  A file
-        renamed into place but not yet recorded is hashed by the next run, never trusted."""
-        if not self._pending:
-            return
-        sync_filesystem(self.root)
-        self.state.put_verified(self._pending)
-        self._pending = []
+    def _start_group(self) -> None:
+        """Make the pending group durable and record it, behind the groups before it, while
+        the transfers go on: the sync waits on the disk (12 ms a group of 64 files of
+        300 KiB here, 0.4 s a run of 2,000), and on the event loop it stopped every
+        transfer for that long."""
+        group, self._pending = self._pending, []
+        self._syncing = asyncio.ensure_future(self._sync_group(group, self._syncing))
+
+    async def _sync_group(
+        self, group: list[tuple[str, str, int, str, int]], before: asyncio.Future[None] | None
+    ) -> None:
+        """Sync the output's file system once (in a worker thread), then record ``group`` as
+        verified.  A file renamed into place but not yet recorded is hashed by the next run,
+        never trusted.  A failure ends the run (:meth:`run` raises it for every file after)."""
+        if before is not None:
+            await before  # groups are recorded in order, one at a time
+        try:
+            await asyncio.to_thread(sync_filesystem, self.root)
+        except OSError as exc:
+            self.broken = LocalWriteError(write_failure(self.root, exc))
+            raise self.broken from exc
+        try:
+            self.state.put_verified(group)
+        except LocalWriteError as exc:
+            self.broken = exc
+            raise
+
+    def check_recording(self) -> None:
+        """LocalWriteError once a group could not be made durable or recorded: no file is
+        started after that (nothing more could be recorded), and the run ends."""
+        if self.broken is not None:
+            raise self.broken
+
+    async def drain(self) -> None:
+        """Every file verified so far made durable and recorded: the groups under way, then
+        the rest.  LocalWriteError if that failed."""
+        if self._pending:
+            self._start_group()
+        if self._syncing is not None:
+            await self._syncing
 
     def make_folder(self, job: Job) -> None:
         """Make the job's folder (once per folder and run: a folder holds many files).
@@ -203,6 +247,7 @@ class Downloader:
         zip member) costs no commit here: after a kill its partial file, with no record
         that vouches for it, is fetched again from the start.  The caller makes the
         folder (:meth:`make_folder`)."""
+        self.check_recording()
         if resumable:
             self.state.put(job.local, job.uri, job.size, job.md5, "partial")
         self.sink(FileStarted(job.local, job.size))

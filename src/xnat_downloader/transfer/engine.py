@@ -107,8 +107,8 @@ async def run_jobs(
             part.cancel()
         await asyncio.gather(*parts, return_exceptions=True)
         with contextlib.suppress(LocalWriteError):
-            downloader.flush()
+            await downloader.drain()
         raise
-    downloader.flush()  # the last group: durable and recorded before the report
+    await downloader.drain()  # every group durable and recorded before the report
     by_local = {o.job.local: o for group in results for o in group}
     return [by_local[j.local] for j in jobs]

@@ -18,7 +18,7 @@ from xnat_downloader.cli.inputs import parse_choice, parse_xget_day, read_list_f
 from xnat_downloader.errors import UsageError
 from xnat_downloader.http.retry import RetryPolicy
 from xnat_downloader.plan.layout import Layout, LayoutOptions
-from xnat_downloader.plan.plan import PlanEntry, build_plan
+from xnat_downloader.plan.plan import Plan, PlanEntry, build_plan, load_manifest, manifest_json
 from xnat_downloader.plan.sanitize import MAX_COMPONENT, safe_component, safe_relpath
 from xnat_downloader.transfer.decide import Action, Facts, decide
 from xnat_downloader.transfer.download import RateLimiter
@@ -329,3 +329,21 @@ def test_rate_limiter_holds_the_average_rate(chunks: list[int], rate: float) -> 
     total = sum(chunks)
     assert now[0] >= (total - rate) / rate - 1e-6
     assert now[0] <= max(0.0, (total - rate) / rate) + 1e-6
+
+
+@settings(max_examples=50, deadline=None)
+@given(names=st.lists(st.text(min_size=1, max_size=20), max_size=5), md5=st.none() | st.text())
+def test_a_saved_manifest_reads_back_as_the_plan(
+    names: list[str], md5: str | None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """One file to a line, any text in its fields (quotes, newlines, other scripts)."""
+    plan = Plan([
+        PlanEntry(RemoteFile(f"/data/x/files/{i}", name, i, md5, "P", "S", name, "E1",
+                             "scan", "DICOM", str(i), name), f"P/{i}/f{i}")
+        for i, name in enumerate(names)
+    ])  # fmt: skip
+    text = manifest_json(plan, "https://xnat.example.org")
+    assert len(text.splitlines()) == (len(plan.entries) + 2 if plan.entries else 1)
+    saved = tmp_path_factory.mktemp("manifest") / "manifest.json"
+    saved.write_text(text, encoding="utf-8")
+    assert load_manifest(saved) == ("https://xnat.example.org", plan)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.layout import LayoutOptions, local_parts
-from xnat_downloader.xnat.model import RemoteFile
+from xnat_downloader.xnat.model import RemoteFile, as_dict
 
 MANIFEST_VERSION = 1
 
@@ -77,14 +77,11 @@ def build_plan(files: list[RemoteFile], opts: LayoutOptions) -> Plan:
 
 
 def manifest_json(plan: Plan, server: str) -> str:
-    return json.dumps(
-        {
-            "version": MANIFEST_VERSION,
-            "server": server,
-            "files": [{**asdict(e.file), "local": e.local} for e in plan.entries],
-        },
-        indent=1,
-    )
+    """The plan as JSON, one file to a line: readable and diffable, and written by the C
+    encoder (an indented document goes through the pure-Python one, 4 times slower)."""
+    head = json.dumps({"version": MANIFEST_VERSION, "server": server})
+    files = ",\n".join(json.dumps({**as_dict(e.file), "local": e.local}) for e in plan.entries)
+    return f'{head[:-1]}, "files": [\n{files}\n]}}\n' if files else f'{head[:-1]}, "files": []}}\n'
 
 
 def load_manifest(path: Path) -> tuple[str, Plan]:

@@ -11,10 +11,10 @@ them, so a later ``--prune`` still knows what to remove.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-from xnat_downloader.xnat.model import RemoteFile, Scan, Session
+from xnat_downloader.xnat.model import RemoteFile, Scan, Session, as_dict
 from xnat_downloader.xnat.selection import Selection
 from xnat_downloader.xnat.walk import Gap, KnownSession
 
@@ -55,10 +55,10 @@ def make_record(
     }  # fmt: skip
     for scan in scans:
         if scan.session_id in by_session:
-            by_session[scan.session_id]["scans"].append(asdict(scan))
+            by_session[scan.session_id]["scans"].append(as_dict(scan))
     for f in files:
         if f.session_id in by_session and f.category != "metadata":
-            by_session[f.session_id]["files"].append(asdict(f))
+            by_session[f.session_id]["files"].append(as_dict(f))
     kept_gone = {
         v.id: {"label": v.label, "project": v.project, "subject": v.subject, "uris": v.uris}
         for v in gone or []

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date
+from typing import Any
+
+
+def as_dict(record: Any) -> dict[str, Any]:
+    """A flat record's fields as a dict (for JSON).  ``dataclasses.asdict`` deep-copies
+    every value: 13 times slower, which a plan of many thousands of files notices."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
 @dataclass(frozen=True)

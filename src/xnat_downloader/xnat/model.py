@@ -9,7 +9,7 @@ from typing import Any
 
 def as_dict(record: Any) -> dict[str, Any]:
     """A flat record's fields as a dict (for JSON).  ``dataclasses.asdict`` deep-copies
-    every value: 13 times slower, which a plan of many thousands of files notices."""
+    every value: 8 µs a file against 1.2, which a plan of many thousands of files notices."""
     return {f.name: getattr(record, f.name) for f in fields(record)}
 
 

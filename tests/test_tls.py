@@ -4,6 +4,7 @@ for each test module (trustme): nothing on this machine trusts it."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import ssl
@@ -202,3 +203,29 @@ def test_session_cookies_are_secure_over_https_only(
         assert got.headers["set-cookie"].startswith(f"JSESSIONID={got.text};")
     assert over_tls.headers["set-cookie"].endswith("; Secure")
     assert "Secure" not in plain.headers["set-cookie"]
+
+
+def test_copy_between_two_https_servers(https_server: Server, certs: Certs, tmp_path: Path) -> None:
+    target_root = make_archive(tmp_path / "target", "--projects", "0")
+    proc = serve(target_root, "--tls-cert", str(certs.cert), "--tls-key", str(certs.key))
+    assert proc.stdout is not None
+    target = Server(proc.stdout.readline().split()[-1], target_root, proc)
+    try:
+        made = requests.put(f"{target.url}/data/projects/DEMO01", auth=("admin", "admin"),
+                            verify=str(certs.ca), timeout=30)  # fmt: skip
+        assert made.ok
+        args = ("copy", "--from", https_server.url, "--to", target.url, "-p", "DEMO01")
+        code, _, err = cli(*args)
+        assert code == 2
+        assert "not trusted" in err
+        code, out, err = cli(*args, "--ca-bundle", str(certs.ca))
+        assert code == 0, err
+        assert out.splitlines()[-1].endswith(" 0 failed")
+        code, out, err = cli(*args, "--ca-bundle", str(certs.ca), "--json")
+        assert code == 0, err
+        document = json.loads(out)
+        assert document["failed"] == 0
+        assert document["sessions"]
+        assert set(document["sessions"].values()) == {"present"}
+    finally:
+        target.stop()

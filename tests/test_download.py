@@ -675,6 +675,19 @@ def test_full_disk_is_said_once_and_nothing_more_is_started(
     assert not list(out.rglob("*.xnatdl-part"))
 
 
+def ends_with_one_error(server: Server, out: Path, mode: str) -> tuple[tuple[str, ...], str]:
+    """Download one session into ``out``, a run that a local write failure ends: exit 1,
+    no traceback, one ``error:`` line.  That line, and the arguments to run it again."""
+    args = ("download", "-w", server.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
+            "-o", str(out), "--transfer", mode)  # fmt: skip
+    code, _, err = cli(*args)
+    assert code == 1, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    return args, errors[0]
+
+
 @pytest.mark.parametrize("mode", ["files", "zip"])
 def test_full_disk_on_the_state_ends_the_run_cleanly(
     shared_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
@@ -712,16 +725,10 @@ def test_full_disk_on_the_state_ends_the_run_cleanly(
 
     monkeypatch.setattr(sqlite3, "connect", connect)
     out = tmp_path / "o"
-    args = ("download", "-w", shared_server.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
-            "-o", str(out), "--transfer", mode)  # fmt: skip
-    code, text, err = cli(*args)
-    assert code == 1, err
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, err
-    assert "disk full" in errors[0]
-    assert "state.sqlite" in errors[0]
-    assert "file system /" in errors[0]
+    args, error = ends_with_one_error(shared_server, out, mode)
+    assert "disk full" in error
+    assert "state.sqlite" in error
+    assert "file system /" in error
     # Files cut short stay partial files (continued by the re-run); none looks complete.
     served = {md5 for _size, md5 in remote_files(shared_server).values()}
     finished = {k: v for k, v in local_files(out).items() if not k.endswith(".xnatdl-part")}
@@ -758,14 +765,8 @@ def test_a_failed_sync_records_nothing_it_was_to_make_durable(
     monkeypatch.setattr(download_mod, "GROUP_FILES", 3)
     monkeypatch.setattr(download_mod, "sync_filesystem", sync)
     out = tmp_path / "o"
-    args = ("download", "-w", shared_server.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
-            "-o", str(out), "--transfer", mode)  # fmt: skip
-    code, text, err = cli(*args)
-    assert code == 1, err
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, err
-    assert "Input/output error" in errors[0]
+    args, error = ends_with_one_error(shared_server, out, mode)
+    assert "Input/output error" in error
     with sqlite3.connect(out / ".xnat-downloader" / "state.sqlite") as db:
         (recorded,) = db.execute("SELECT count(*) FROM files WHERE status='verified'").fetchone()
     assert 0 < recorded <= synced_before_failing[0]

@@ -17,9 +17,10 @@ import pytest
 import requests
 import trustme
 import xnat
+from playwright.sync_api import Browser, expect
 
 from minixnat.testing import MiniXnat, start
-from tests.conftest import BIN, Server, make_archive
+from tests.conftest import BIN, LAPTOP, Server, make_archive
 from tests.test_download import cli
 
 
@@ -229,3 +230,27 @@ def test_copy_between_two_https_servers(https_server: Server, certs: Certs, tmp_
         assert set(document["sessions"].values()) == {"present"}
     finally:
         target.stop()
+
+
+def test_a_browser_logs_in_over_https_with_a_secure_cookie(
+    browser: Browser, https_server: Server
+) -> None:
+    # Chromium does not know the test CA; certificate checks are the client tests' subject.
+    context = browser.new_context(viewport=LAPTOP, ignore_https_errors=True)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(https_server.url + "/app/login")
+        page.get_by_label("User name").fill("admin")
+        page.get_by_label("Password").fill("admin")
+        page.get_by_role("button", name="Log in").click()
+        # The next page comes back logged in: the Secure cookie went back over HTTPS.
+        page.goto(https_server.url + "/app/projects/DEMO01")
+        expect(page.locator("#user_info")).to_have_text("Logged in as: \u00a0admin")
+        expect(page.get_by_role("button", name="Log out")).to_be_visible()
+        session = [c for c in context.cookies() if c["name"] == "JSESSIONID"]
+        assert len(session) == 1
+        assert session[0]["secure"]
+        assert session[0]["httpOnly"]
+    finally:
+        context.close()

@@ -132,6 +132,11 @@ def test_mistakes_get_help_and_leave_nothing_behind(shared_server: Server, tmp_p
     assert "use http:// instead of https://" in err
     assert "no scheme was given" in connection_hint("refused", "https://h", True)
     assert connection_hint("refused", "https://h", False) == ""
+    failed = "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
+    for words, hint in (("Hostname mismatch, certificate is not valid for 'h'", "another name"),
+                        ("certificate has expired", "has expired"),
+                        ("self-signed certificate", "--ca-bundle FILE")):  # fmt: skip
+        assert hint in connection_hint(failed + words, "https://h", False)
     # A wrong password and an unknown project: no output folder, no state, no log.
     for flags, env in (
         (["-p", "DEMO01"], {"XNAT_USER": "admin", "XNAT_PASS": "wrong"}),

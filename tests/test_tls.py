@@ -1,6 +1,5 @@
 """HTTPS: minixnat serves it (``--tls-cert``/``--tls-key``), and the client verifies the
-server's certificate unless told not to.  The certificates come from a throw-away CA made
-for each test module (trustme): nothing on this machine trusts it."""
+server's certificate unless told not to (certificates: tests/tlsfiles.py)."""
 
 from __future__ import annotations
 
@@ -8,64 +7,30 @@ import json
 import signal
 import socket
 import ssl
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
-import trustme
 import xnat
-from playwright.sync_api import Browser, expect
 
 from minixnat.testing import MiniXnat, start
-from tests.conftest import BIN, LAPTOP, Server, make_archive
+from tests.conftest import Server, make_archive
 from tests.test_download import cli
-
-
-@dataclass(frozen=True)
-class Certs:
-    ca: Path  # the CA's certificate: what --ca-bundle is given
-    cert: Path  # the server's certificate chain
-    key: Path  # and its key
-    other_key: Path  # the key of another certificate of the same CA
+from tests.tlsfiles import Certs, make_certs, serve, start_https
 
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    folder = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    issued = ca.issue_cert("127.0.0.1", "localhost")
-    other = ca.issue_cert("localhost")
-    made = Certs(folder / "ca.pem", folder / "cert.pem", folder / "key.pem", folder / "k2.pem")
-    ca.cert_pem.write_to_path(str(made.ca))
-    made.cert.write_bytes(b"".join(pem.bytes() for pem in issued.cert_chain_pems))
-    issued.private_key_pem.write_to_path(str(made.key))
-    other.private_key_pem.write_to_path(str(made.other_key))
-    return made
-
-
-def serve(root: Path, *flags: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [BIN / "minixnat", "serve", "--root", str(root), "--port", "0", "--no-snapshots", *flags],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return make_certs(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="module")
 def https_server(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Iterator[Server]:
     """``minixnat serve`` over HTTPS, from two processes (each must speak TLS)."""
     root = make_archive(tmp_path_factory.mktemp("https") / "archive")
-    proc = serve(root, "--tls-cert", str(certs.cert), "--tls-key", str(certs.key),
-                 "--workers", "2")  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    server = Server(line.rsplit(" ", 1)[-1], root, proc)
+    server = start_https(root, certs.cert, certs.key, "--workers", "2")
     try:
-        assert line.startswith("minixnat listening on https://127.0.0.1:"), line
         yield server
     finally:
         server.stop()
@@ -173,12 +138,10 @@ def test_the_fixture_serves_https(certs: Certs, tmp_path: Path) -> None:
 
 
 def test_a_stop_is_not_held_up_by_an_idle_https_client(certs: Certs, tmp_path: Path) -> None:
-    root = make_archive(tmp_path / "archive")
-    proc = serve(root, "--tls-cert", str(certs.cert), "--tls-key", str(certs.key))
-    assert proc.stdout is not None
-    url = proc.stdout.readline().split()[-1]
+    server = start_https(make_archive(tmp_path / "archive"), certs.cert, certs.key)
+    proc = server.process
     with requests.Session() as http:  # keeps its connection open and idle, as pools do
-        got = http.get(url + "/data/projects?format=json", auth=("admin", "admin"),
+        got = http.get(server.url + "/data/projects?format=json", auth=("admin", "admin"),
                        verify=str(certs.ca), timeout=30)  # fmt: skip
         assert got.status_code == 200
         proc.send_signal(signal.SIGTERM)
@@ -208,9 +171,7 @@ def test_session_cookies_are_secure_over_https_only(
 
 def test_copy_between_two_https_servers(https_server: Server, certs: Certs, tmp_path: Path) -> None:
     target_root = make_archive(tmp_path / "target", "--projects", "0")
-    proc = serve(target_root, "--tls-cert", str(certs.cert), "--tls-key", str(certs.key))
-    assert proc.stdout is not None
-    target = Server(proc.stdout.readline().split()[-1], target_root, proc)
+    target = start_https(target_root, certs.cert, certs.key)
     try:
         made = requests.put(f"{target.url}/data/projects/DEMO01", auth=("admin", "admin"),
                             verify=str(certs.ca), timeout=30)  # fmt: skip
@@ -232,25 +193,28 @@ def test_copy_between_two_https_servers(https_server: Server, certs: Certs, tmp_
         target.stop()
 
 
-def test_a_browser_logs_in_over_https_with_a_secure_cookie(
-    browser: Browser, https_server: Server
+@pytest.mark.parametrize(
+    ("which", "said"),
+    [("other", "its TLS certificate is for another name"),
+     ("expired", "its TLS certificate has expired")],
+)  # fmt: skip
+def test_a_certificate_for_another_name_or_expired_is_refused_and_named(
+    certs: Certs, tmp_path: Path, which: str, said: str
 ) -> None:
-    # Chromium does not know the test CA; certificate checks are the client tests' subject.
-    context = browser.new_context(viewport=LAPTOP, ignore_https_errors=True)
+    cert, key = (
+        (certs.other_cert, certs.other_key)
+        if which == "other"
+        else (certs.expired_cert, certs.expired_key)
+    )
+    server = start_https(make_archive(tmp_path / "archive"), cert, key)
     try:
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        page.goto(https_server.url + "/app/login")
-        page.get_by_label("User name").fill("admin")
-        page.get_by_label("Password").fill("admin")
-        page.get_by_role("button", name="Log in").click()
-        # The next page comes back logged in: the Secure cookie went back over HTTPS.
-        page.goto(https_server.url + "/app/projects/DEMO01")
-        expect(page.locator("#user_info")).to_have_text("Logged in as: \u00a0admin")
-        expect(page.get_by_role("button", name="Log out")).to_be_visible()
-        session = [c for c in context.cookies() if c["name"] == "JSESSIONID"]
-        assert len(session) == 1
-        assert session[0]["secure"]
-        assert session[0]["httpOnly"]
+        out = tmp_path / "out"
+        code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "-o", str(out),
+                                "--ca-bundle", str(certs.ca))  # fmt: skip
+        assert code == 2
+        assert said in err, err
+        assert "--ca-bundle" not in err  # the CA is trusted; that advice would mislead
+        assert "Traceback" not in err
+        assert data_files(out) == []
     finally:
-        context.close()
+        server.stop()

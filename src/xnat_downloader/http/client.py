@@ -261,8 +261,10 @@ class XnatClient:
             raise ConnectionFailed(f"request to {self.base_url} failed: {self._why(exc)}") from exc
 
     def _why(self, exc: BaseException) -> str:
-        reason = _reason(exc)
-        return reason + connection_hint(reason, self.base_url, self._scheme_guessed)
+        # The hint reads the whole message: a long host name can push OpenSSL's words past
+        # the part that is shown.
+        hint = connection_hint(str(exc), self.base_url, self._scheme_guessed)
+        return _reason(exc) + hint
 
     # -- requests ------------------------------------------------------------------------
     async def open(
@@ -422,10 +424,20 @@ async def _read_some(resp: aiohttp.ClientResponse, limit: int = 4096) -> bytes:
 
 def connection_hint(reason: str, base_url: str, scheme_guessed: bool) -> str:
     """What to try after a connection failure (pure): the http/https mix-up, a certificate
-    that is not trusted, a scheme that was guessed."""
+    for another name, an expired one, one that is not trusted, a scheme that was guessed."""
     if "WRONG_VERSION_NUMBER" in reason or "wrong version number" in reason:
         return "; the server speaks plain HTTP on that port: use http:// instead of https://"
     if "CERTIFICATE_VERIFY_FAILED" in reason:
+        if "mismatch" in reason:  # OpenSSL: "Hostname mismatch", "IP address mismatch"
+            return (
+                "; its TLS certificate is for another name: use the server's name as its "
+                "certificate gives it in the URL (or, knowing the risk, --insecure)"
+            )
+        if "expired" in reason:
+            return (
+                "; its TLS certificate has expired: tell the server's administrators "
+                "(or, knowing the risk, --insecure)"
+            )
         return (
             "; its TLS certificate is not trusted here: give its CA with --ca-bundle FILE "
             "(or, knowing the risk, --insecure)"

@@ -428,12 +428,12 @@ def connection_hint(reason: str, base_url: str, scheme_guessed: bool) -> str:
     if "WRONG_VERSION_NUMBER" in reason or "wrong version number" in reason:
         return "; the server speaks plain HTTP on that port: use http:// instead of https://"
     if "CERTIFICATE_VERIFY_FAILED" in reason:
-        if "mismatch" in reason:  # OpenSSL: "Hostname mismatch", "IP address mismatch"
+        if "Hostname mismatch" in reason or "IP address mismatch" in reason:  # OpenSSL's
             return (
                 "; its TLS certificate is for another name: use the server's name as its "
                 "certificate gives it in the URL (or, knowing the risk, --insecure)"
             )
-        if "expired" in reason:
+        if "certificate has expired" in reason:
             return (
                 "; its TLS certificate has expired: tell the server's administrators "
                 "(or, knowing the risk, --insecure)"

@@ -13,8 +13,9 @@ left goes the ordinary way, through the transport and its flow control.
 Why the bytes cannot get out of order: the head has already been handed to the
 transport, which writes at once when nothing is queued; the transport is checked to have
 nothing queued; and the event loop runs one task at a time, so nothing writes between
-that check and the ``sendfile``.  Any other server, protocol, TLS, a HEAD request, or a
-transport in any doubt gets 0, and the caller sends the whole body itself.
+that check and the ``sendfile``.  Any other server, protocol, TLS, or a transport in any
+doubt gets 0, and the caller sends the whole body itself.  (A HEAD never gets here: its
+caller answers it with the head alone.)
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ def send_directly(send: Send, body: FileSlice) -> int:
     if (
         cycle.disconnected
         or not cycle.response_started
-        or cycle.scope["method"] == "HEAD"
         or cycle.expected_content_length != body.count
         or transport.is_closing()
         or transport.get_write_buffer_size()

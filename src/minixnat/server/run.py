@@ -212,23 +212,22 @@ class _Server(uvicorn.Server):
     grace has passed, a TLS connection whose last response is complete is cut."""
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        cutter = asyncio.ensure_future(self._cut_lingering_tls())
+        if not self.config.is_ssl:  # a plain close waits for nobody
+            await super().shutdown(sockets)
+            return
+        cutter = asyncio.ensure_future(self._cut_lingering())
         try:
             await super().shutdown(sockets)
         finally:
             cutter.cancel()
 
-    async def _cut_lingering_tls(self) -> None:
+    async def _cut_lingering(self) -> None:
         await asyncio.sleep(TLS_CLOSE_GRACE_S)
         while True:
             for connection in list(self.server_state.connections):
                 transport = getattr(connection, "transport", None)
                 cycle = getattr(connection, "cycle", None)
-                if (
-                    transport is not None
-                    and transport.get_extra_info("sslcontext") is not None
-                    and (cycle is None or cycle.response_complete)
-                ):
+                if transport is not None and (cycle is None or cycle.response_complete):
                     transport.abort()
             await asyncio.sleep(0.1)
 

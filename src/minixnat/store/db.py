@@ -160,7 +160,8 @@ class Database:
             # Kept only if nothing changed meanwhile, nothing is uncommitted (a rollback
             # would not show in the change count), and the memory stays bounded.
             if (
-                self._remembered_at == version == (version[0], self._conn.total_changes)
+                self._remembered_at == version
+                and version[1] == self._conn.total_changes
                 and not self._conn.in_transaction
                 and len(self._remembered) < REMEMBER_AT_MOST
             ):

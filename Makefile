@@ -49,7 +49,7 @@ test: $(STAMP) $(CHROMIUM) $(DCMTK) $(SLURM) lint bytecode
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Not part of test: needs Debian's nginx, curl, aria2c and dcmtk, several GB of disk and minutes.
-bench: $(STAMP) bytecode
+bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:

@@ -85,7 +85,8 @@ def start_server(root: Path, *flags: str, snapshots: bool = False) -> Server:
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
-    assert line.startswith("minixnat listening on http://127.0.0.1:"), line
+    scheme = "https" if "--tls-cert" in flags else "http"
+    assert line.startswith(f"minixnat listening on {scheme}://127.0.0.1:"), line
     return Server(line.rsplit(" ", 1)[1], root, proc)
 
 

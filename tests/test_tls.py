@@ -138,10 +138,12 @@ def test_the_fixture_serves_https(certs: Certs, tmp_path: Path) -> None:
 
 
 def test_a_stop_is_not_held_up_by_an_idle_https_client(certs: Certs, tmp_path: Path) -> None:
-    server = start_https(make_archive(tmp_path / "archive"), certs.cert, certs.key)
-    proc = server.process
+    root = make_archive(tmp_path / "archive")
+    proc = serve(root, "--tls-cert", str(certs.cert), "--tls-key", str(certs.key))
+    assert proc.stdout is not None  # and its stderr is read at the end
+    url = proc.stdout.readline().split()[-1]
     with requests.Session() as http:  # keeps its connection open and idle, as pools do
-        got = http.get(server.url + "/data/projects?format=json", auth=("admin", "admin"),
+        got = http.get(url + "/data/projects?format=json", auth=("admin", "admin"),
                        verify=str(certs.ca), timeout=30)  # fmt: skip
         assert got.status_code == 200
         proc.send_signal(signal.SIGTERM)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import trustme
 
-from tests.conftest import BIN, Server
+from tests.conftest import BIN, Server, start_server
 
 
 @dataclass(frozen=True)
@@ -56,11 +56,4 @@ def serve(root: Path, *flags: str) -> subprocess.Popen[str]:
 
 def start_https(root: Path, cert: Path, key: Path, *flags: str) -> Server:
     """``minixnat serve`` over HTTPS with ``cert`` and ``key``, once it listens."""
-    proc = serve(root, "--tls-cert", str(cert), "--tls-key", str(key), *flags)
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    server = Server(line.rsplit(" ", 1)[-1], root, proc)
-    if not line.startswith("minixnat listening on https://127.0.0.1:"):
-        server.stop()
-        raise AssertionError(line or proc.communicate()[1])
-    return server
+    return start_server(root, "--tls-cert", str(cert), "--tls-key", str(key), *flags)

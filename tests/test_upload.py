@@ -80,6 +80,7 @@ def test_round_trip_download_upload_download(server: Server, tmp_path: Path) -> 
     assert out.splitlines()[-1].endswith(f"{files} verified, 0 failed")
     sessions = {p.parent.name for p in (first / "DEMO01").glob("*/*/scans")}
     assert err.count("is already on the server, verified") == len(sessions)
+    assert f"{files} were already on the server" in err  # all of them, not only extras
     assert "failed:" not in err
     code, out, err = cli(
         "upload", "-w", server.url, "-p", "COPY", "--overwrite", str(first / "DEMO01")

@@ -9,6 +9,7 @@ killed with SIGKILL.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -211,6 +212,11 @@ def test_resume_is_reported_as_skipped_not_resent(archive: Path, tree: Path) -> 
         code, _, err = cli("upload", "-w", log_free.url, "-p", "COPY", str(tree))
         assert code == 0
         assert "session:" not in err  # no import answered with a session: none was sent
+        code, out, _ = cli("upload", "-w", log_free.url, "-p", "COPY", "--json", str(tree))
+        assert code == 0
+        report = json.loads(out)
+        # Every file counts as already there (skipped, and verified), none as sent.
+        assert report["files"] == report["skipped"] == report["verified"] > 0
         assert len(err.splitlines()) < 15  # a handful of lines, not one per file
         # -v says what happened to each session.
         code, _, err = cli("upload", "-w", log_free.url, "-p", "COPY", "-v", str(tree))

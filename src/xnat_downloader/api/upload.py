@@ -51,6 +51,7 @@ from xnat_downloader.transfer.events import (
     BytesMoved,
     EventSink,
     FileFailed,
+    FileSkipped,
     FileStarted,
     FileVerified,
     Planned,
@@ -304,23 +305,32 @@ async def _session_digests(xs: XnatClient, uri: str, resources: str = "") -> lis
 
 
 def _verify_import(
-    item: _Import, server: list[tuple[int, str]], sink: EventSink
+    item: _Import, server: list[tuple[int, str]], sink: EventSink, *, already: bool = False
 ) -> tuple[list[Outcome], str | None]:
-    """Each expected file must be on the server with its MD5 (or size, if none listed)."""
+    """Each expected file must be on the server with its MD5 (or size, if none listed).
+    ``already``: nothing was sent, the files were there before this run; each found is
+    then skipped (verified, and counted as already on the server), not sent and verified."""
     pool = Counter(server)
     by_size = Counter(size for size, _ in server)
     outcomes: list[Outcome] = []
     dropped = 0
+
+    def found(job: Job, size: int, md5: str, by_digest: bool) -> None:
+        if already:
+            sink(FileSkipped(job.local, size, "already on the server with the same MD5"))
+            outcomes.append(Outcome(job, Status.SKIPPED, size, md5, by_digest))
+        else:
+            sink(FileVerified(job.local, size, md5, by_digest))
+            outcomes.append(Outcome(job, Status.VERIFIED, size, md5, by_digest))
+
     for name, size, md5 in item.expected:
         job = item.job(name, size, md5)
         if pool[(size, md5)] > 0:
             pool[(size, md5)] -= 1
-            sink(FileVerified(job.local, size, md5, True))
-            outcomes.append(Outcome(job, Status.VERIFIED, size, md5, True))
+            found(job, size, md5, True)
         elif by_size[size] > 0 and not any(d for _, d in server):
             by_size[size] -= 1
-            sink(FileVerified(job.local, size, md5, False))
-            outcomes.append(Outcome(job, Status.VERIFIED, size, md5, False))
+            found(job, size, md5, False)
         elif item.may_drop:
             dropped += 1
         else:
@@ -481,7 +491,7 @@ async def _one_session(
             label, current, comparison.state, comparison.missing, comparison.extra,
         )  # fmt: skip
         if comparison.state == "same":
-            outcomes, _ = _verify_import(item, server, sink)
+            outcomes, _ = _verify_import(item, server, sink, already=True)
             report.outcomes += outcomes
             report.notes.append(f"{item.name}: session {label} is already on the server, verified")
             uris = [existing]

@@ -433,6 +433,9 @@ def test_spreadsheet_creates_subjects_and_reports_each_row(site: Server) -> None
         SHEET,
         "Subject,GENDER,yob,extra\nA1,m,1970,x\nA1,f,1971,y\nbad label,,,\n,,,\nB2,,20x0,z,too\n",
         "\ufeffid;site\nC1;n\n",
+        'label;gender;site\nD1;f;north\nD2;x;"a;b"\n',
+        "label\tyob\nE1\t1960\nE2\t1961\textra\n",
+        'id,"note; with semicolons"\nF1,x\n',
         "label\n.dot\n_ok\n",
     ],
 )

@@ -75,6 +75,27 @@ def test_subject_rows_errors_name_the_line() -> None:
 
 
 @pytest.mark.parametrize(
+    "text",
+    [
+        "Subject;Gender;YOB;group\ns1;m;1950;A\n",  # a spreadsheet where ',' is the decimal mark
+        "Subject\tGender\tYOB\tgroup\ns1\tm\t1950\tA\n",  # a tab-separated export
+        "\ufeffSubject,Gender,YOB,group\r\ns1,m,1950,A\r\n",  # Excel's UTF-8 CSV
+    ],
+)
+def test_subject_rows_in_each_spreadsheet_export(text: str) -> None:
+    rows, errors = parse_subjects(text)
+    assert errors == []
+    assert [(r.label, r.demographics, r.fields) for r in rows] == [
+        ("s1", {"gender": "male", "yob": "1950"}, {"group": "A"})
+    ]
+
+
+def test_a_quoted_separator_in_the_header_does_not_count() -> None:
+    rows, _ = parse_subjects('id,"a; b; c"\ns1,"x;y"\n')
+    assert [(r.label, r.fields) for r in rows] == [("s1", {"a; b; c": "x;y"})]
+
+
+@pytest.mark.parametrize(
     ("dest", "expected"),
     [
         ("", (False, "", "", "")),

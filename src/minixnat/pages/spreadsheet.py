@@ -2,7 +2,8 @@
 
 The rules are those of ``xnat-downloader upload subjects.csv`` (the client's
 ``plan/upload.py``; the two packages never import each other, so they are written twice and
-a test holds them together): the first row names the columns; the label column is
+a test holds them together): cells are separated by commas, semicolons or tabs, as the
+header row shows; the first row names the columns; the label column is
 ``label``, ``subject``, ``subject_label``, ``subject_id`` or ``id``; ``gender``, ``dob``,
 ``yob`` and ``handedness`` are demographics; every other non-empty cell is a custom field.
 A row is refused for a bad or repeated label or more cells than the header; blank rows are
@@ -37,9 +38,20 @@ class Row:
     refused: str = ""
 
 
+def separator(header: str) -> str:
+    """The cell separator a spreadsheet exported its CSV with: whichever of comma,
+    semicolon (where the comma is the decimal mark) and tab the header row holds most of
+    outside quotes; a comma if it holds none."""
+    unquoted = "".join(header.split('"')[::2])
+    found = [(unquoted.count(c), -i, c) for i, c in enumerate((",", ";", "\t"))]
+    count, _, best = max(found)
+    return best if count else ","
+
+
 def read(text: str) -> list[Row]:
     """Every non-blank data row of a subjects CSV, refused ones with their reason."""
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    text = text.lstrip("\ufeff")
+    reader = csv.DictReader(io.StringIO(text), delimiter=separator(text.partition("\n")[0]))
     if not reader.fieldnames:
         raise SheetError("The spreadsheet is empty: its first row must name the columns.")
     columns = {name.strip().lower(): name for name in reader.fieldnames if name}

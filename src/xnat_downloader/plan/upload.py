@@ -211,15 +211,31 @@ def _check_demographics(values: dict[str, str]) -> str | None:
     return None
 
 
+CSV_DELIMITERS = (",", ";", "\t")
+
+
+def delimiter_of(text: str) -> str:
+    """The delimiter of a spreadsheet's CSV export, from its header row: a comma, or the
+    semicolon that spreadsheets write where the comma is the decimal mark, or a tab;
+    whichever the header holds most of (outside quotes), a comma when none."""
+    header = text.split("\n", 1)[0]
+    outside = "".join(part for i, part in enumerate(header.split('"')) if i % 2 == 0)
+    counts = {d: outside.count(d) for d in CSV_DELIMITERS}
+    best = max(CSV_DELIMITERS, key=lambda d: counts[d])  # first of equals: the comma
+    return best if counts[best] else ","
+
+
 def parse_subjects(text: str) -> tuple[list[SubjectRow], list[RowError]]:
     """Rows of a subjects CSV (header row first), and an error for each bad row.
 
-    The label column is ``label`` (or ``subject``, ``subject_label``, ``subject_id``,
+    Cells are separated by commas, semicolons or tabs (:func:`delimiter_of`).  The label
+    column is ``label`` (or ``subject``, ``subject_label``, ``subject_id``,
     ``id``); ``gender``, ``dob`` (YYYY-MM-DD), ``yob`` and ``handedness`` are demographics;
     every other non-empty column is a custom field.  A bad row is reported and skipped; the
     good rows still go.
     """
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    text = text.lstrip("\ufeff")
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter_of(text))
     if not reader.fieldnames:
         raise UsageError("the subjects CSV is empty: its first row must name the columns")
     columns = {name.strip().lower(): name for name in reader.fieldnames if name}

@@ -234,6 +234,15 @@ def test_import_zip_to_archive_keeps_bytes_and_builds_from_headers(
     )
     assert ok.status_code == 200
     assert server_md5s(server, uri) == dicom_md5s(archive, "DEMO01_S001_MR1")
+    # overwrite=true (as xnat4tests sends it) adds to the session as append does; a value
+    # that is neither a mode nor a yes or no is refused, naming the modes.
+    zipped = session_zip(archive, "DEMO01_S001_MR1")
+    assert _import(server, zipped, "PROJECT_ID=NEW&dest=/archive&overwrite=True").status_code == 200
+    assert server_md5s(server, uri) == dicom_md5s(archive, "DEMO01_S001_MR1")
+    bad = _import(server, zipped, "PROJECT_ID=NEW&dest=/archive&overwrite=sometimes")
+    assert bad.status_code == 400
+    assert "append" in bad.text
+    assert "sometimes" in bad.text
 
 
 def test_import_tar_gz_flat_dicom_and_bundle(writable: tuple[Server, Path]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -251,3 +252,120 @@ def test_pyxnat_custom_variables_and_the_subject_form(
     form = login(server, "admin", "admin").get(server.url + "/app/projects/DEMO01/add-subject")
     assert 'name="field:site"' in form.text
     assert 'visit_no <span class="muted">(int)</span>' in form.text
+
+
+def test_xnat4tests_data_then_xnatpys_functional_checks(tmp_path: Path) -> None:
+    """xnatpy's functional tests run against an XNAT that xnat4tests filled with its
+    'dummydicom' data, through xnatpy: the project made if a GET of it fails, the subject
+    PUT with its label as a query field, a DICOM zip POSTed to the import service with a
+    dest, Direct-Archive and overwrite=True, then PUTs on the session by ID for header
+    pulling, scan types and pipelines.  Every step must succeed on minixnat, and xnatpy's
+    own checks on what it made (exactly one of each, found by ID and by label) hold."""
+    import xnat
+    from xnat.core import XNATListing
+    from xnat.exceptions import XNATResponseError
+    from xnat.mixin import ExperimentData, ProjectData, SubjectData
+
+    from minixnat.testing import start
+    from tests.dicomfiles import series_files
+
+    names = ("dummydicomproject", "dummydicomsubject", "dummydicomsession")
+    dicom = tmp_path / "dicom"
+    study = "1.2.826.0.1.3680043.8.498.7"
+    for number, description in enumerate(("t1w", "dwi", "fmap"), start=1):
+        series_files(dicom / str(number), 2, study=study, series_number=number,
+                     series_description=description)  # fmt: skip
+    archive = tmp_path / "dicoms.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as out:
+        for path in sorted(dicom.rglob("*.dcm")):
+            out.write(path, path.relative_to(dicom).as_posix())
+
+    server = start(tmp_path / "root")
+    try:
+        project, subject, label = names
+        with xnat.connect(server.url, user=server.user, password=server.password) as login:
+            project_uri = f"/data/archive/projects/{project}"
+            with pytest.raises(XNATResponseError):
+                login.get(project_uri)
+            login.put(project_uri)
+            query = {"xsiType": "xnat:subjectData", "req_format": "qs",
+                     "xnat:subjectData/label": subject}  # fmt: skip
+            login.put(f"{project_uri}/subjects/{subject}", query=query)
+            with pytest.raises(XNATResponseError):
+                login.get(f"{project_uri}/subjects/{subject}/experiments/{label}")
+            dest = f"/archive/projects/{project}/subjects/{subject}/experiments/{label}"
+            with archive.open("rb") as body:
+                login.upload_stream(
+                    "/data/services/import",
+                    body,
+                    query={"dest": dest, "Direct-Archive": True, "overwrite": True},
+                    content_type="application/zip",
+                    method="post",
+                )
+            experiment_id = login.projects[project].experiments[label].id
+            for action in ("pullDataFromHeaders", "fixScanTypes", "triggerPipelines"):
+                login.put(f"/data/experiments/{experiment_id}?{action}=true")
+
+        with xnat.connect(server.url, user=server.user, password=server.password) as session:
+            projects = session.projects
+            assert isinstance(projects, XNATListing)
+            assert len(projects) == 1
+            assert isinstance(projects[0], ProjectData)
+            assert projects[0].id == project
+            assert projects[project] is projects[0]
+            subjects = projects[0].subjects
+            assert len(subjects) == 1
+            assert isinstance(subjects[0], SubjectData)
+            assert subjects[0].label == subject
+            assert subjects[subjects[0].id] is subjects[0] is subjects[subject]
+            experiments = projects[0].experiments
+            assert len(experiments) == 1
+            assert isinstance(experiments[0], ExperimentData)
+            assert experiments[0].label == label
+            assert experiments[experiments[0].id] is experiments[0] is experiments[label]
+            assert sorted(s.type for s in experiments[0].scans.values()) == ["dwi", "fmap", "t1w"]
+    finally:
+        server.stop()
+
+
+def test_objects_named_by_id_at_the_top_of_data_are_updated_where_they_live(
+    serve: Callable[..., Server],
+) -> None:
+    """``PUT /data/experiments/{ID}`` and ``/data/subjects/{ID}`` (xnatpy and xnat4tests
+    update objects so) set fields on the object; an ID that names nothing is 404 and
+    creates nothing (XNAT creates objects only under a project)."""
+    import requests
+
+    server = serve()
+    auth = ("admin", "admin")
+
+    def json_of(path: str) -> dict[str, object]:
+        got = requests.get(f"{server.url}{path}", params={"format": "json"}, auth=auth, timeout=30)
+        assert got.status_code == 200, got.text
+        fields: dict[str, object] = got.json()["items"][0]["data_fields"]
+        return fields
+
+    rows = requests.get(
+        f"{server.url}/data/projects/DEMO01/experiments", params={"format": "json"},
+        auth=auth, timeout=30,
+    ).json()["ResultSet"]["Result"]  # fmt: skip
+    session = next(r for r in rows if r["xsiType"] == "xnat:mrSessionData")["ID"]
+    put = requests.put(
+        f"{server.url}/data/experiments/{session}?xnat:mrSessionData/note=by-id&fixScanTypes=true",
+        auth=auth,
+        timeout=30,
+    )
+    assert put.status_code == 200, put.text
+    assert json_of(f"/data/experiments/{session}")["note"] == "by-id"
+    subject = json_of(f"/data/experiments/{session}")["subject_ID"]
+    assert requests.put(
+        f"{server.url}/data/subjects/{subject}?xnat:subjectData/group=control", auth=auth,
+        timeout=30,
+    ).status_code == 200  # fmt: skip
+    assert json_of(f"/data/subjects/{subject}")["group"] == "control"
+    missing = requests.put(
+        f"{server.url}/data/experiments/XNAT_E99999?note=x", auth=auth, timeout=30
+    )
+    assert missing.status_code == 404
+    assert requests.get(f"{server.url}/data/experiments/XNAT_E99999", auth=auth, timeout=30
+                        ).status_code == 404  # fmt: skip

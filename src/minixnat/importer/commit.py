@@ -31,6 +31,27 @@ class CommitError(MinixnatError):
     status = 409
 
 
+# Boolean spellings of ``overwrite`` that clients send (xnat4tests sends ``True``).  XNAT's
+# session importer lets any value other than append/delete/override merge into an existing
+# session without deleting anything, which is what append does here.
+_OVERWRITE_YES = ("true", "yes", "1")
+_OVERWRITE_NO = ("false", "no", "0", "")
+
+
+def overwrite_mode(value: str | None) -> str:
+    """The ``overwrite`` mode a request's parameter asks for: one of OVERWRITE_MODES.
+    CommitError (400) for a value that is neither a mode nor a yes or no."""
+    said = (value or "").strip().lower()
+    if said in OVERWRITE_MODES:
+        return said
+    if said in _OVERWRITE_YES:
+        return "append"
+    if said in _OVERWRITE_NO:
+        return "none"
+    msg = f"overwrite must be one of {', '.join(OVERWRITE_MODES)} (or true/false), not {said!r}."
+    raise CommitError(msg, 400)
+
+
 def hash_files(sessions: list[ImportSession]) -> None:
     """Fill in every file's MD5 (the slow part, done before any transaction)."""
     for session in sessions:

@@ -20,12 +20,12 @@ from minixnat.http.messages import AnyResponse, HttpError, Request, Response
 from minixnat.importer.build import BuildError, Built, Options, build
 from minixnat.importer.commit import (
     IMPORT,
-    OVERWRITE_MODES,
     PREARCHIVE,
     CommitError,
     archive_session,
     check_conflicts,
     hash_files,
+    overwrite_mode,
     record_failure,
     session_from_prearc,
     to_prearchive,
@@ -207,11 +207,7 @@ async def _import_service(ctx: WriteContext, request: Request, activity: int) ->
     label = request.param("EXPT_LABEL") or request.param("session") or dest.label
     for kind, value in (("project", project_id), ("subject label", subject), ("label", label)):
         check_name(kind, value)
-    overwrite = (request.param("overwrite") or "none").lower()
-    if overwrite not in OVERWRITE_MODES:
-        raise HttpError(
-            400, f"overwrite must be one of {', '.join(OVERWRITE_MODES)}, not {overwrite!r}."
-        )
+    overwrite = overwrite_mode(request.param("overwrite"))  # 400 if bad
     options = Options(
         subject=subject,
         label=label,
@@ -464,7 +460,7 @@ def _archive(ctx: WriteContext, request: Request, row: PrearcSession) -> str:
         raise HttpError(400, "This session has no subject: pass subject=.")
     check_name("subject label", session.subject)
     check_name("label", session.label)
-    overwrite = (request.param("overwrite") or "none").lower()
+    overwrite = overwrite_mode(request.param("overwrite"))  # 400 if bad
     missing = [f.relpath for s in session.scans.values() for f in s.files if not f.source.exists()]
     if missing:
         ctx.store.set_prearc_status(row, "ERROR", f"{len(missing)} files are missing")

@@ -268,10 +268,27 @@ def _never() -> Project:
 
 
 # -- objects -------------------------------------------------------------------------------
+def _home_path(ctx: WriteContext, owner: list[str]) -> list[str]:
+    """``subjects/{ID}`` or ``experiments/{ID}`` (an object named at the top of ``/data``,
+    as xnatpy and xnat4tests update one) as the path under its project, where a write
+    goes; 404 if there is no such object (XNAT creates objects only under a project)."""
+    node = _resolve_node(ctx, owner)
+    path = ["projects", node.project.id]
+    if node.subject is not None:
+        path += ["subjects", node.subject.label]
+    if node.experiment is not None and node.kind in ("experiment", "assessor"):
+        path += ["experiments", node.experiment.label]
+    if node.kind == "assessor" and node.assessor is not None:
+        path += ["assessors", node.assessor.label]
+    return path
+
+
 def _put_object(
     ctx: WriteContext, request: Request, owner: list[str], form: dict[str, str]
 ) -> Response:
     simple, custom = field_params(request, form)
+    if len(owner) == 2 and owner[0] in ("subjects", "experiments"):
+        owner = _home_path(ctx, owner)
     kind, name = owner[-2], owner[-1]
     if owner[-1] in ("in", "out"):
         kind, name = owner[-3], owner[-2]

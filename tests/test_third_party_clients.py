@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from minixnat.testing import MiniXnat
 from tests.conftest import BIN, Server
 
 pytestmark = pytest.mark.clients
@@ -254,7 +255,7 @@ def test_pyxnat_custom_variables_and_the_subject_form(
     assert 'visit_no <span class="muted">(int)</span>' in form.text
 
 
-def test_xnat4tests_data_then_xnatpys_functional_checks(tmp_path: Path) -> None:
+def test_xnat4tests_data_then_xnatpys_functional_checks(minixnat: MiniXnat, tmp_path: Path) -> None:
     """xnatpy's functional tests run against an XNAT that xnat4tests filled with its
     'dummydicom' data, through xnatpy: the project made if a GET of it fails, the subject
     PUT with its label as a query field, a DICOM zip POSTed to the import service with a
@@ -266,7 +267,6 @@ def test_xnat4tests_data_then_xnatpys_functional_checks(tmp_path: Path) -> None:
     from xnat.exceptions import XNATResponseError
     from xnat.mixin import ExperimentData, ProjectData, SubjectData
 
-    from minixnat.testing import start
     from tests.dicomfiles import series_files
 
     names = ("dummydicomproject", "dummydicomsubject", "dummydicomsession")
@@ -280,52 +280,48 @@ def test_xnat4tests_data_then_xnatpys_functional_checks(tmp_path: Path) -> None:
         for path in sorted(dicom.rglob("*.dcm")):
             out.write(path, path.relative_to(dicom).as_posix())
 
-    server = start(tmp_path / "root")
-    try:
-        project, subject, label = names
-        with xnat.connect(server.url, user=server.user, password=server.password) as login:
-            project_uri = f"/data/archive/projects/{project}"
-            with pytest.raises(XNATResponseError):
-                login.get(project_uri)
-            login.put(project_uri)
-            query = {"xsiType": "xnat:subjectData", "req_format": "qs",
-                     "xnat:subjectData/label": subject}  # fmt: skip
-            login.put(f"{project_uri}/subjects/{subject}", query=query)
-            with pytest.raises(XNATResponseError):
-                login.get(f"{project_uri}/subjects/{subject}/experiments/{label}")
-            dest = f"/archive/projects/{project}/subjects/{subject}/experiments/{label}"
-            with archive.open("rb") as body:
-                login.upload_stream(
-                    "/data/services/import",
-                    body,
-                    query={"dest": dest, "Direct-Archive": True, "overwrite": True},
-                    content_type="application/zip",
-                    method="post",
-                )
-            experiment_id = login.projects[project].experiments[label].id
-            for action in ("pullDataFromHeaders", "fixScanTypes", "triggerPipelines"):
-                login.put(f"/data/experiments/{experiment_id}?{action}=true")
+    project, subject, label = names
+    with xnat.connect(minixnat.url, user=minixnat.user, password=minixnat.password) as login:
+        project_uri = f"/data/archive/projects/{project}"
+        with pytest.raises(XNATResponseError):
+            login.get(project_uri)
+        login.put(project_uri)
+        query = {"xsiType": "xnat:subjectData", "req_format": "qs",
+                 "xnat:subjectData/label": subject}  # fmt: skip
+        login.put(f"{project_uri}/subjects/{subject}", query=query)
+        with pytest.raises(XNATResponseError):
+            login.get(f"{project_uri}/subjects/{subject}/experiments/{label}")
+        dest = f"/archive/projects/{project}/subjects/{subject}/experiments/{label}"
+        with archive.open("rb") as body:
+            login.upload_stream(
+                "/data/services/import",
+                body,
+                query={"dest": dest, "Direct-Archive": True, "overwrite": True},
+                content_type="application/zip",
+                method="post",
+            )
+        experiment_id = login.projects[project].experiments[label].id
+        for action in ("pullDataFromHeaders", "fixScanTypes", "triggerPipelines"):
+            login.put(f"/data/experiments/{experiment_id}?{action}=true")
 
-        with xnat.connect(server.url, user=server.user, password=server.password) as session:
-            projects = session.projects
-            assert isinstance(projects, XNATListing)
-            assert len(projects) == 1
-            assert isinstance(projects[0], ProjectData)
-            assert projects[0].id == project
-            assert projects[project] is projects[0]
-            subjects = projects[0].subjects
-            assert len(subjects) == 1
-            assert isinstance(subjects[0], SubjectData)
-            assert subjects[0].label == subject
-            assert subjects[subjects[0].id] is subjects[0] is subjects[subject]
-            experiments = projects[0].experiments
-            assert len(experiments) == 1
-            assert isinstance(experiments[0], ExperimentData)
-            assert experiments[0].label == label
-            assert experiments[experiments[0].id] is experiments[0] is experiments[label]
-            assert sorted(s.type for s in experiments[0].scans.values()) == ["dwi", "fmap", "t1w"]
-    finally:
-        server.stop()
+    with xnat.connect(minixnat.url, user=minixnat.user, password=minixnat.password) as session:
+        projects = session.projects
+        assert isinstance(projects, XNATListing)
+        assert len(projects) == 1
+        assert isinstance(projects[0], ProjectData)
+        assert projects[0].id == project
+        assert projects[project] is projects[0]
+        subjects = projects[0].subjects
+        assert len(subjects) == 1
+        assert isinstance(subjects[0], SubjectData)
+        assert subjects[0].label == subject
+        assert subjects[subjects[0].id] is subjects[0] is subjects[subject]
+        experiments = projects[0].experiments
+        assert len(experiments) == 1
+        assert isinstance(experiments[0], ExperimentData)
+        assert experiments[0].label == label
+        assert experiments[experiments[0].id] is experiments[0] is experiments[label]
+        assert sorted(s.type for s in experiments[0].scans.values()) == ["dwi", "fmap", "t1w"]
 
 
 def test_objects_named_by_id_at_the_top_of_data_are_updated_where_they_live(
@@ -369,3 +365,33 @@ def test_objects_named_by_id_at_the_top_of_data_are_updated_where_they_live(
     assert missing.status_code == 404
     assert requests.get(f"{server.url}/data/experiments/XNAT_E99999", auth=auth, timeout=30
                         ).status_code == 404  # fmt: skip
+
+
+def test_xnat4tests_direct_upload_of_scans_and_resources(
+    minixnat: MiniXnat, tmp_path: Path
+) -> None:
+    """xnat4tests' other way in (its NIfTI data sets): subject, session and scans made as
+    xnatpy objects, each scan given a resource filled by ``upload_dir`` as one tar that
+    the server unpacks.  Every file arrives with its size under the scan xnatpy named."""
+    import xnat
+
+    sources = {"t1w": {"t1w.nii.gz": 5000, "t1w.json": 40}, "t2w": {"t2w.nii.gz": 7000}}
+    for scan_type, files in sources.items():
+        (tmp_path / scan_type).mkdir()
+        for name, size in files.items():
+            (tmp_path / scan_type / name).write_bytes(os.urandom(size))
+    with xnat.connect(minixnat.url, user=minixnat.user, password=minixnat.password) as login:
+        login.put("/data/archive/projects/openneuro")
+        project = login.projects["openneuro"]
+        subject = login.classes.SubjectData(label="sub01", parent=project)
+        session = login.classes.MrSessionData(label="ses01", parent=subject)
+        for number, scan_type in enumerate(sources, start=1):
+            scan = login.classes.MrScanData(id=number, type=scan_type, parent=session)
+            scan.create_resource("NIFTI").upload_dir(str(tmp_path / scan_type), method="tar_file")
+    with xnat.connect(minixnat.url, user=minixnat.user, password=minixnat.password) as check:
+        session = check.projects["openneuro"].subjects["sub01"].experiments["ses01"]
+        found = {
+            scan.type: {name: int(f.size) for name, f in scan.resources["NIFTI"].files.items()}
+            for scan in session.scans.values()
+        }
+        assert found == sources

@@ -395,3 +395,33 @@ def test_xnat4tests_direct_upload_of_scans_and_resources(
             for scan in session.scans.values()
         }
         assert found == sources
+
+
+def test_xnatpy_custom_fields_on_subjects_sessions_and_projects(
+    serve: Callable[..., Server],
+) -> None:
+    """``obj.fields[name] = value`` (xnatpy's custom fields) on a project, a subject and a
+    session: each kept, read back by name after a fresh connection, deleted with ``del``;
+    the object's XML carries them as XNAT writes them."""
+    import requests
+    import xnat
+
+    server = serve()
+    with xnat.connect(server.url, user="admin", password="admin") as session:
+        project = session.projects["DEMO01"]
+        subject = project.subjects["DEMO01_S001"]
+        experiment = project.experiments["DEMO01_S001_MR1"]
+        for obj, name in ((project, "grant"), (subject, "mood"), (experiment, "site")):
+            obj.fields[name] = f"{name}-value"
+            obj.fields["dropped"] = "soon"
+            del obj.fields["dropped"]
+    with xnat.connect(server.url, user="admin", password="admin") as fresh:
+        project = fresh.projects["DEMO01"]
+        assert dict(project.fields) == {"grant": "grant-value"}
+        assert dict(project.subjects["DEMO01_S001"].fields) == {"mood": "mood-value"}
+        assert dict(project.experiments["DEMO01_S001_MR1"].fields) == {"site": "site-value"}
+        uri = project.experiments["DEMO01_S001_MR1"].uri
+    xml = requests.get(
+        server.url + uri, params={"format": "xml"}, auth=("admin", "admin"), timeout=30
+    ).text
+    assert '<xnat:fields><xnat:field name="site">site-value</xnat:field></xnat:fields>' in xml

@@ -13,7 +13,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from minixnat.http.messages import HttpError, Request, Response
 from minixnat.rest.resolve import Node, Target
-from minixnat.rest.xpaths import nested_xml
+from minixnat.rest.xpaths import custom_fields, nested_xml
 from minixnat.store import Experiment, Project, Recon, Resource, Scan, Store, Subject
 
 ROOT_ELEMENTS = {
@@ -163,7 +163,15 @@ def describe(store: Store, target: Target) -> tuple[str, dict[str, Any], list[di
     xsi_type, fields, children = _describe(store, target)
     owner = _field_owner(target)
     if owner is not None:
-        fields = {**fields, **store.get_fields(*owner)}
+        custom, stored = custom_fields(store.get_fields(*owner))
+        fields = {**fields, **stored}
+        if custom:  # a project's or session's custom fields (a subject's are its own)
+            kind = "projectData" if owner[0] == "project" else "experimentData"
+            items = [
+                _item(f"xnat:{kind}_field", {"name": name, "field": value})
+                for name, value in sorted(custom.items())
+            ]
+            children = [*children, {"field": "fields/field", "items": items}]
     return xsi_type, fields, children
 
 
@@ -402,6 +410,9 @@ def _to_xml(
 def _child_xml(tag: str, item: dict[str, Any]) -> str:
     xsi_type = item["meta"]["xsi:type"]
     fields = item["data_fields"]
+    if xsi_type.endswith("Data_field"):  # a custom field: its name, and its value as text
+        name = quoteattr(str(fields["name"]))
+        return f"<xnat:field name={name}>{_xml_text(fields['field'])}</xnat:field>"
     if xsi_type == "xnat:resourceCatalog":
         attrs = " ".join(
             f"{k}={quoteattr(str(fields[k]))}"

@@ -67,7 +67,7 @@ def generic_fields(
             if not typed_hint or "/" in key or key.lower() in NOT_FIELDS:
                 continue
             path = key
-        if path.lower().startswith("fields/field["):
+        if path.lower().startswith("fields/field[") and collection == "subjects":
             continue  # a subject's custom fields have their own store
         last = _BRACKETS.sub("", path).rsplit("/", 1)[-1].lower()
         if last in TYPED.get(collection, set()) or path.lower() == "id":
@@ -81,16 +81,39 @@ def generic_fields(
     return found
 
 
+CUSTOM_FIELD = re.compile(r"^fields/field\[name=(?P<name>[^\]]+)\]/field$")
+
+
+def custom_fields(fields: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Split stored fields into (custom fields by name, the others): a custom field is
+    kept under its xpath, ``fields/field[name=site]/field``, and shown apart from the
+    object's own fields (as ``fields/field`` children in JSON)."""
+    custom: dict[str, str] = {}
+    others: dict[str, str] = {}
+    for path, value in fields.items():
+        found = CUSTOM_FIELD.match(path)
+        if found:
+            custom[found["name"]] = value
+        else:
+            others[path] = value
+    return custom, others
+
+
 def nested_xml(fields: dict[str, str], prefix: str = "xnat") -> str:
     """Fields as nested elements, in order: ``investigator/firstname`` →
     ``<xnat:investigator><xnat:firstname>…``; ``addParam[name=TR]/addField`` →
-    ``<xnat:addParam name="TR">…``; ``processStep[2]/program`` → the second step."""
+    ``<xnat:addParam name="TR">…`` (and ``fields/field[name=site]/field`` →
+    ``<xnat:fields><xnat:field name="site">…``); ``processStep[2]/program`` → the second
+    step."""
     tree: dict[str, object] = {}
     for path, value in fields.items():
         node = tree
         steps = path.split("/")
-        if len(steps) >= 2 and _NAMED.match(steps[-2]) and steps[-1] == "addField":
-            steps = steps[:-1]  # the value of a named parameter is the element's text
+        named = _NAMED.match(steps[-2]) if len(steps) >= 2 else None
+        if named and steps[-1] in ("addField", named["tag"]):
+            # The value of a named parameter or custom field is the element's text:
+            # ``<xnat:addParam name="TR">…``, ``<xnat:field name="site">…``.
+            steps = steps[:-1]
         for step in steps[:-1]:
             child = node.setdefault(step, {})
             if not isinstance(child, dict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import zipfile
 from collections.abc import Callable
@@ -425,3 +426,16 @@ def test_xnatpy_custom_fields_on_subjects_sessions_and_projects(
         server.url + uri, params={"format": "xml"}, auth=("admin", "admin"), timeout=30
     ).text
     assert '<xnat:fields><xnat:field name="site">site-value</xnat:field></xnat:fields>' in xml
+    # The document, PUT back as another session, brings its custom fields along.
+    copy = xml.replace('label="DEMO01_S001_MR1"', 'label="COPIED"', 1)
+    copy = re.sub(r' ID="XNAT_E\d+"', "", copy, count=1)  # the session's own ID, not its scans''
+    made = requests.put(
+        server.url + "/data/projects/DEMO01/subjects/DEMO01_S001/experiments/COPIED",
+        data=copy.encode(),
+        headers={"Content-Type": "text/xml"},
+        auth=("admin", "admin"),
+        timeout=30,
+    )
+    assert made.status_code == 201, made.text
+    with xnat.connect(server.url, user="admin", password="admin") as again:
+        assert dict(again.projects["DEMO01"].experiments["COPIED"].fields) == {"site": "site-value"}

@@ -439,3 +439,18 @@ def test_xnatpy_custom_fields_on_subjects_sessions_and_projects(
     assert made.status_code == 201, made.text
     with xnat.connect(server.url, user="admin", password="admin") as again:
         assert dict(again.projects["DEMO01"].experiments["COPIED"].fields) == {"site": "site-value"}
+
+
+def test_xnatpy_query_tabulates_the_values(shared_server: Server) -> None:
+    """xnatpy's query interface names each column as a path under the datatype
+    (``xnat:mrSessionData/ID``); every row comes back with its values, not blanks."""
+    import xnat
+
+    with xnat.connect(shared_server.url, user="admin", password="admin") as session:
+        sessions = session.classes.MrSessionData
+        rows = sessions.query().filter(sessions.project == "DEMO01").tabulate_dict()
+        listed = session.projects["DEMO01"].experiments.values()
+        expected = {e.id for e in listed if e.__xsi_type__ == "xnat:mrSessionData"}
+        assert {row["id"] for row in rows} == expected
+        assert {row["project"] for row in rows} == {"DEMO01"}
+        assert all(row["subject_id"].startswith("XNAT_S") for row in rows)

@@ -192,7 +192,10 @@ def parse_query(data: bytes) -> Query:
         field_id = (search_field.findtext(f"{{{XDAT}}}field_ID") or "").strip()
         header = (search_field.findtext(f"{{{XDAT}}}header") or field_id).strip()
         if field_id:
-            fields.append((f"{element_name}/{field_id}", header))
+            # A field ID is a display field of its element (``ID``) or already a path
+            # under a datatype (``xnat:mrSessionData/ID``, as xnatpy's queries send it).
+            typed = ":" in field_id.partition("/")[0]
+            fields.append((field_id if typed else f"{element_name}/{field_id}", header))
     where = find(root, "search_where")
     criteria = _criteria(where) if where is not None else Criteria()
     users = [

@@ -454,3 +454,51 @@ def test_xnatpy_query_tabulates_the_values(shared_server: Server) -> None:
         assert {row["id"] for row in rows} == expected
         assert {row["project"] for row in rows} == {"DEMO01"}
         assert all(row["subject_id"].startswith("XNAT_S") for row in rows)
+
+
+def test_xnatpy_browses_a_prearchive_session_and_dumps_dicom_headers(
+    serve: Callable[..., Server], archive: Path, tmp_path: Path
+) -> None:
+    """xnatpy's prearchive browser (scans, their resources and files, a file read with
+    pydicom, a scan as a zip) and its DICOM dump service, on the prearchive and the
+    archive; a dump keeps to the fields asked for, and a src that names nothing is 400."""
+    import requests
+    import xnat
+
+    server = serve()
+    dicoms = sorted((archive / "archive" / "DEMO01").glob("arc001/DEMO01_S001_MR1/SCANS/*/DICOM/*"))
+    bundle = tmp_path / "session.zip"
+    with zipfile.ZipFile(bundle, "w") as out:
+        for path in dicoms:
+            out.write(path, path.name)
+    with xnat.connect(server.url, user="admin", password="admin") as session:
+        session.services.import_(str(bundle), project="DEMO02", destination="/prearchive")
+        waiting = session.prearchive.sessions()[0]
+        scans = {scan.id: scan for scan in waiting.scans}
+        archived = session.projects["DEMO01"].experiments["DEMO01_S001_MR1"]
+        assert set(scans) == set(archived.scans.keys())
+        scan = scans["1"]
+        resource = scan.resources["DICOM"]
+        on_server = {f.name: f.size for f in archived.scans["1"].resources["DICOM"].files.values()}
+        assert resource.file_count == len(on_server)
+        assert resource.file_size == sum(int(v) for v in on_server.values())
+        assert {f.name: str(f.size) for f in scan.files} == on_server
+        assert scan.read_dicom().SeriesDescription == archived.scans["1"].series_description
+        scan.download(str(tmp_path / "scan.zip"))
+        names = zipfile.ZipFile(tmp_path / "scan.zip").namelist()
+        assert sorted(n.rsplit("/", 1)[-1] for n in names) == sorted(on_server)
+
+        header = scan.dicom_dump(fields=["PatientName", "00080060"])
+        assert [(row["tag1"], row["value"]) for row in header] == [
+            ("(0008,0060)", "MR"),
+            ("(0010,0010)", "DEMO01_S001"),
+        ]
+        whole = session.services.dicom_dump(archived.uri)
+        assert {"tag1", "tag2", "vr", "value", "desc"} <= set(whole[0])
+        assert ("(0020,000D)", archived.uid) in {(row["tag1"], row["value"]) for row in whole}
+    nowhere = requests.get(
+        server.url + "/data/services/dicomdump", params={"src": "/nowhere"},
+        auth=("admin", "admin"), timeout=30,
+    )  # fmt: skip
+    assert nowhere.status_code == 400
+    assert "src must name" in nowhere.text

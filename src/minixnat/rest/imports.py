@@ -16,8 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from minixnat.http import bodies
-from minixnat.http.messages import AnyResponse, HttpError, Request, Response
-from minixnat.importer.build import BuildError, Built, Options, build
+from minixnat.http.messages import (
+    AnyResponse,
+    FileSlice,
+    HttpError,
+    Request,
+    Response,
+    StreamResponse,
+)
+from minixnat.importer.build import BuildError, Built, ImportFile, ImportScan, Options, build
 from minixnat.importer.commit import (
     IMPORT,
     PREARCHIVE,
@@ -376,13 +383,15 @@ def prearchive(ctx: WriteContext, request: Request, rest: list[str]) -> AnyRespo
             if _may_see(ctx, r) and (request.param("tag") in ("", r.tag))
         ]
         return render(Table(PREARC_COLUMNS, rows, total_records=False), request)
-    if len(rest) not in (4, 5):
+    if len(rest) < 4:
         raise HttpError(404, "The requested prearchive resource was not found.")
     row = _find(ctx, "/prearchive/" + "/".join(rest[:4]))
-    if len(rest) == 5:
+    if len(rest) >= 5:
         if rest[4] != "scans":
             raise HttpError(404, f"Unknown prearchive path element {rest[4]!r}.")
-        return render(_prearc_scans(ctx.store, row), request)
+        if len(rest) == 5:
+            return render(_prearc_scans(ctx.store, row), request)
+        return _prearc_scan_part(ctx, request, row, rest[5:])
     if request.method == "DELETE":
         ctx.store.delete_prearc(row)
         return Response(200, b"")
@@ -400,19 +409,104 @@ def prearchive(ctx: WriteContext, request: Request, rest: list[str]) -> AnyRespo
     return render(Table(PREARC_COLUMNS, [_prearc_row(row)], total_records=False), request)
 
 
+SCAN_COLUMNS = ["ID", "series_description", "type", "xsiType", "files"]
+
+
+def _scan_row(scan: ImportScan) -> dict[str, str]:
+    return {
+        "ID": scan.scan_id,
+        "series_description": scan.series_description,
+        "type": scan.type,
+        "xsiType": scan.xsi_type,
+        "files": str(len(scan.files)),
+    }
+
+
 def _prearc_scans(store: Store, row: PrearcSession) -> Table:
     session = session_from_prearc(store, row)
-    rows = [
+    return Table(SCAN_COLUMNS, [_scan_row(s) for s in session.scans.values()])
+
+
+def prearchive_files(ctx: WriteContext, parts: list[str]) -> list[Path]:
+    """The files of the prearchive session or scan that ``projects/{P}/{timestamp}/{folder}
+    [/scans/{S}]`` names (as the DICOM dump service is given them), in scan order."""
+    if len(parts) not in (4, 6) or parts[0] != "projects" or parts[4:5] not in ([], ["scans"]):
+        raise HttpError(400, "A prearchive src is /prearchive/projects/{P}/{timestamp}/{folder}.")
+    row = _find(ctx, "/prearchive/" + "/".join(parts[:4]))
+    scans = session_from_prearc(ctx.store, row).scans.values()
+    chosen = [s for s in scans if len(parts) == 4 or s.scan_id == parts[5]]
+    if not chosen:
+        raise HttpError(404, f"Prearchive session {row.folder} has no scan {parts[5]}.")
+    return [f.source for s in chosen for f in s.files]
+
+
+def _prearc_scan_part(
+    ctx: WriteContext, request: Request, row: PrearcSession, rest: list[str]
+) -> AnyResponse:
+    """``…/scans/{id}[/resources[/{label}[/files[/{path}]]]]`` of a prearchive session: a
+    scan, its resources and their files, each also as a zip (``format=zip``); read only,
+    as xnatpy's prearchive browser reads them."""
+    if request.method not in ("GET", "HEAD"):
+        raise HttpError(405, "A prearchive scan is read only: archive, move or delete its session.")
+    session = session_from_prearc(ctx.store, row)
+    scan = next((s for s in session.scans.values() if s.scan_id == rest[0]), None)
+    if scan is None:
+        raise HttpError(404, f"Prearchive session {row.folder} has no scan {rest[0]}.")
+    files = scan.files
+    if len(rest) > 1 and rest[1] != "resources":
+        raise HttpError(404, f"Unknown prearchive scan path element {rest[1]!r}.")
+    if len(rest) > 2:
+        files = [f for f in files if f.resource == rest[2]]
+        if not files:
+            raise HttpError(404, f"Scan {scan.scan_id} has no resource {rest[2]!r}.")
+    if len(rest) > 3 and rest[3] != "files":
+        raise HttpError(404, f"Unknown prearchive resource path element {rest[3]!r}.")
+    if len(rest) > 4:  # one file
+        wanted = "/".join(rest[4:])
+        found = next((f for f in files if f.relpath == wanted), None)
+        if found is None or not found.source.is_file():
+            raise HttpError(
+                404, f"Resource {rest[2]} of scan {scan.scan_id} has no file {wanted!r}."
+            )
+        size = found.source.stat().st_size
+        return StreamResponse.of_file(
+            FileSlice(str(found.source), 0, size), 200, "application/octet-stream", []
+        )
+    if request.param("format").lower() == "zip" and len(rest) != 2:
+        members = [
+            Member(
+                f.source, f"{scan.scan_id}/{f.resource}/{f.relpath}", f.source.stat().st_size, 0.0
+            )
+            for f in files
+        ]
+        return stream_archive(members, "zip", f"{row.folder}_{scan.scan_id}", request)
+    if len(rest) == 1:
+        return render(Table(SCAN_COLUMNS, [_scan_row(scan)]), request)
+    base = (
+        f"/data/prearchive/projects/{row.project}/{row.timestamp}/{row.folder}/scans/{scan.scan_id}"
+    )
+    if len(rest) == 4:
+        listed = [
+            {
+                "Name": f.relpath.rsplit("/", 1)[-1],
+                "Size": str(f.source.stat().st_size),
+                "URI": f"{base}/resources/{f.resource}/files/{f.relpath}",
+            }
+            for f in files
+        ]
+        return render(Table(["Name", "Size", "URI"], listed), request)
+    by_label: dict[str, list[ImportFile]] = {}
+    for f in files:
+        by_label.setdefault(f.resource, []).append(f)
+    resources = [
         {
-            "ID": s.scan_id,
-            "series_description": s.series_description,
-            "type": s.type,
-            "xsiType": s.xsi_type,
-            "files": str(len(s.files)),
+            "label": label,
+            "file_count": str(len(group)),
+            "file_size": str(sum(f.source.stat().st_size for f in group)),
         }
-        for s in session.scans.values()
+        for label, group in by_label.items()
     ]
-    return Table(["ID", "series_description", "type", "xsiType", "files"], rows)
+    return render(Table(["label", "file_count", "file_size"], resources), request)
 
 
 def _prearc_action(ctx: WriteContext, request: Request, row: PrearcSession) -> Response:

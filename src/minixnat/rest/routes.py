@@ -19,8 +19,19 @@ from typing import Any, Protocol
 from minixnat.http.access import Access
 from minixnat.http.messages import AnyResponse, HttpError, Request, Response, text
 from minixnat.importer.unpack import Limits
-from minixnat.rest import catalogs, imports, reads, search, sharing, users, workflows, writes
+from minixnat.rest import (
+    catalogs,
+    dicomdump,
+    imports,
+    reads,
+    search,
+    sharing,
+    users,
+    workflows,
+    writes,
+)
 from minixnat.rest.resolve import resolve
+from minixnat.rest.tables import render
 from minixnat.store import Store, User
 
 BUILD_INFO = {
@@ -315,6 +326,16 @@ async def prearchive_service(call: Call) -> AnyResponse:
     return imports.prearchive_service(call.write_context(), call.request, call.params["action"])
 
 
+async def dicom_dump(call: Call) -> AnyResponse:
+    where, parts = dicomdump.source_parts(call.request.param("src"))
+    if where == "prearchive":
+        files = imports.prearchive_files(call.write_context(), parts)
+    else:
+        files = dicomdump.archive_files(call.store, call.access, parts)
+    wanted = [value for key, value in call.request.query_list if key == "field"]
+    return render(dicomdump.dump(files, wanted), call.request)
+
+
 async def unknown_service(call: Call) -> AnyResponse:
     raise HttpError(404, f"Unknown service {(call.rest or [''])[0]!r}.")
 
@@ -464,6 +485,7 @@ ROUTES: list[Route] = [
     _route("data/services/archive", archive_service),
     _route("data/services/prearchive/{action}", prearchive_service),
     _route("data/services/workflows/*", workflow_service, READ),
+    _route("data/services/dicomdump", dicom_dump, READ),
     _route("data/services/*", unknown_service),
     _route("data/version", not_found),
     _route("data/search", search_service),

@@ -502,3 +502,25 @@ def test_xnatpy_browses_a_prearchive_session_and_dumps_dicom_headers(
     )  # fmt: skip
     assert nowhere.status_code == 400
     assert "src must name" in nowhere.text
+
+
+def test_pyxnat_attributes_and_a_new_sessions_summary(serve: Callable[..., Server]) -> None:
+    """pyxnat's ``attrs.set``/``attrs.get`` of a custom field on a subject and a session
+    (read back through a listing column), and the one-line summary (``repr``) of a
+    session just made, which reads its type from a listing filtered by type."""
+    from pyxnat import Interface
+
+    server = serve()
+    interface = Interface(server.url, "admin", "admin")
+    project = interface.select.project("DEMO01")
+    subject = project.subject("DEMO01_S001")
+    subject.attrs.set("xnat:subjectData/fields/field[name=group]/field", "control")
+    assert subject.attrs.get("xnat:subjectData/fields/field[name=group]/field") == "control"
+    session = subject.experiment("DEMO01_S001_MR1")
+    session.attrs.set("xnat:mrSessionData/fields/field[name=site]/field", "north")
+    assert session.attrs.get("xnat:mrSessionData/fields/field[name=site]/field") == "north"
+    made = project.subject("NEWSUBJ").experiment("NEWCT")
+    made.create(experiments="xnat:ctSessionData", **{"xnat:ctSessionData/date": "2020-01-02"})
+    summary = repr(made)
+    assert summary.startswith(f"<Experiment Object> {made.id()} `NEWCT`")
+    assert "`NEWSUBJ`" in summary

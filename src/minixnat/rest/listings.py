@@ -8,6 +8,7 @@ columns, a ``Columns`` property and no ``totalRecords``.
 
 from __future__ import annotations
 
+import json
 from posixpath import basename
 
 from minixnat.http.access import Access
@@ -101,7 +102,21 @@ def subject_table(store: Store, target: Target, access: Access) -> Table:
     project = target.project.id if target.project else None
     rows = subject_rows(store, project, access)
     cols = ["ID", "project", "label", "insert_date", "insert_user", "URI"]
-    return Table(cols, rows, fields=lambda: store.fields_of_kind("subject"), key_column="ID")
+
+    def fields() -> dict[str, dict[str, str]]:
+        """Stored fields, and each subject's custom fields under their xpath
+        (``fields/field[name=grp]/field``), which pyxnat's ``attrs.get`` asks for."""
+        found = store.fields_of_kind("subject")
+        listed = {str(r["_key"]) for r in rows}
+        for subject in store.list_subjects():
+            custom = json.loads(subject.fields or "{}") if subject.id in listed else {}
+            if custom:
+                found.setdefault(subject.id, {}).update(
+                    {f"fields/field[name={name}]/field": value for name, value in custom.items()}
+                )
+        return found
+
+    return Table(cols, rows, fields=fields, key_column="ID")
 
 
 def _experiment_row(store: Store, e: Experiment) -> Row:
@@ -174,6 +189,9 @@ def experiment_table(store: Store, target: Target, request: Request, access: Acc
         title=title,
         fields=lambda: store.fields_of_kind("experiment"),
         key_column="ID",
+        # pyxnat reads each row's xsiType from a listing it filtered by type, whatever
+        # columns it asked for (its Experiment repr does).
+        kept_columns=("xsiType",) if xsi else (),
     )
 
 

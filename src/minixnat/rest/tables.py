@@ -68,8 +68,10 @@ class Table:
     extra_props: dict[str, str] = field(default_factory=dict)
     # The listed objects' other fields, ``{row _key: {path: value}}``, loaded only when asked.
     fields: Callable[[], dict[str, dict[str, str]]] | None = None
-    # Given with any ``columns=``, as XNAT's query builder always selects the row's key.
+    # Given with any ``columns=``, as XNAT's query builder always selects the row's key
+    # (and ``kept_columns`` too: an experiment listing filtered by type keeps its type).
     key_column: str | None = None
+    kept_columns: tuple[str, ...] = ()
 
 
 def project_columns(table: Table, request: Request) -> Table:
@@ -108,8 +110,9 @@ def project_columns(table: Table, request: Request) -> Table:
             chosen.append((out_name, key, False))
             if also_plain and key not in taken:
                 chosen.append((key, key, False))
-    if table.key_column and table.key_column not in {c for c, _, _ in chosen}:
-        chosen.append((table.key_column, table.key_column, False))
+    for kept in (table.key_column, *table.kept_columns):
+        if kept and kept not in {c for c, _, _ in chosen}:
+            chosen.append((kept, kept, False))
     chosen.append(("URI", "URI", False))
     fields = table.fields() if table.fields and any(f for _, _, f in chosen) else {}
     rows = []

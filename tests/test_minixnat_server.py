@@ -241,6 +241,9 @@ def test_disconnect_mid_body_is_quiet(archive: Path, tmp_path: Path) -> None:
         call(server, "GET", f"/data/services/tokens/validate/alias/{secret}")
         call(server, "GET", f"/data/projects?password={secret}")
         assert call(server, "GET", "/data/projects").ok  # still serving
+        # A header that claims another client does not change who the log says it was.
+        spoofed = {"X-Forwarded-For": "10.9.8.7"}
+        assert call(server, "GET", "/data/projects/DEMO01", headers=spoofed).ok
     finally:
         server.stop()
     errors = proc.stderr.read()
@@ -255,6 +258,8 @@ def test_disconnect_mid_body_is_quiet(archive: Path, tmp_path: Path) -> None:
     assert plain[0][1] == "127.0.0.1"
     assert int(plain[0][5]) > 0  # bytes
     assert float(plain[0][6]) >= 0  # milliseconds
+    claimed = [ln.split() for ln in lines if " GET /data/projects/DEMO01 200 " in ln]
+    assert [row[1] for row in claimed] == ["127.0.0.1"]
 
 
 def test_head_sends_no_body_and_builds_none(serve: Any, tmp_path: Path) -> None:

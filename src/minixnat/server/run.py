@@ -104,6 +104,11 @@ def config_for(app: App, tls: Tls | None = None) -> uvicorn.Config:
         # uvloop (a dependency of the server, where it builds): a file GET costs ~13 % less
         # CPU than on asyncio's own loop (2,000 GETs of 300 KiB, minixnat's CPU ticks).
         loop="auto",
+        # No proxy header rewriting: minixnat is not deployed behind a proxy, and the
+        # access log should name the real peer, not what X-Forwarded-For claims.  It also
+        # drops a middleware from every request (a cold pass over 2,000 small files, 6
+        # alternating runs: median 0.295 s against 0.31 s).
+        proxy_headers=False,
         lifespan="on",
         log_level="warning",
         access_log=False,

@@ -463,3 +463,58 @@ def test_project_prearchive_code_decides_where_uploads_go(writable: tuple[Server
     refused = call(server, "PUT", "/data/projects/DEMO01/prearchive_code/4", auth=("mia", "pw"))
     assert refused.status_code == 403  # a member, not an owner
     assert call(server, "PUT", "/data/projects/NEW/prearchive_code/9").status_code == 400
+
+
+def test_catalog_refresh_reconciles_a_resource_with_its_folder(
+    writable: tuple[Server, Path],
+) -> None:
+    """XNAT's catalog refresh (xnatpy's ``services.refresh_catalog``): files put into a
+    resource folder by hand are recorded with their MD5 (``append``), a row whose file is
+    gone is forgotten (``delete``), a file that changed size gets its new size and MD5
+    (``populateStats``); with no option nothing changes; a collaborator may not; an unknown
+    option is refused.  ``minixnat check`` then finds the archive consistent."""
+    import subprocess
+
+    import xnat
+
+    from tests.conftest import BIN
+
+    server, archive = writable
+    session = "/data/projects/DEMO01/subjects/DEMO01_S001/experiments/DEMO01_S001_MR1"
+    folder = archive / "archive" / "DEMO01" / "arc001" / "DEMO01_S001_MR1" / "RESOURCES" / "QC"
+    listed = call(server, "GET", f"{session}/resources/QC/files?format=json").json()
+    (kept,) = [row["Name"] for row in listed["ResultSet"]["Result"]]
+    (folder / "by-hand.txt").write_text("added by hand")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "deeper.txt").write_text("deeper")
+    (folder / kept).write_text("grown since it was stored")
+    scan_file = next((folder.parent.parent / "SCANS" / "1" / "DICOM").iterdir())
+    scan_file.unlink()
+
+    def files(path: str) -> dict[str, tuple[int, str]]:
+        rows = call(server, "GET", f"{path}/files?format=json").json()["ResultSet"]["Result"]
+        return {r["Name"]: (int(r["Size"]), r["digest"]) for r in rows}
+
+    before = files(f"{session}/resources/QC")
+    refresh = "/data/services/refresh/catalog"
+    assert call(server, "POST", refresh, params={"resource": session}).text == ""
+    assert files(f"{session}/resources/QC") == before
+    assert call(server, "POST", refresh, params={"resource": session}, auth=("cole", "pw")
+                ).status_code == 403  # fmt: skip
+    bad = call(server, "POST", refresh, params={"resource": session, "options": "shuffle"})
+    assert bad.status_code == 400
+    assert "shuffle" in bad.text
+
+    with xnat.connect(server.url, user="admin", password="admin") as connection:
+        connection.services.refresh_catalog(session, append=True, delete=True, populate_stats=True)
+    after = files(f"{session}/resources/QC")
+    md5 = hashlib.md5
+    assert after["by-hand.txt"] == (13, md5(b"added by hand").hexdigest())
+    assert after["deeper.txt"] == (6, md5(b"deeper").hexdigest())
+    grown = (folder / kept).read_bytes()
+    assert after[kept] == (len(grown), md5(grown).hexdigest())
+    assert scan_file.name not in files(f"{session}/scans/1/resources/DICOM")
+    checked = subprocess.run(
+        [BIN / "minixnat", "check", "--root", str(archive)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout

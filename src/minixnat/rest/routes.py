@@ -24,6 +24,7 @@ from minixnat.rest import (
     dicomdump,
     imports,
     reads,
+    refresh,
     search,
     sharing,
     users,
@@ -336,6 +337,11 @@ async def dicom_dump(call: Call) -> AnyResponse:
     return render(dicomdump.dump(files, wanted), call.request)
 
 
+async def refresh_catalog(call: Call) -> AnyResponse:
+    call.require_user()
+    return refresh.refresh_catalog(call.store, call.access, call.request)
+
+
 async def unknown_service(call: Call) -> AnyResponse:
     raise HttpError(404, f"Unknown service {(call.rest or [''])[0]!r}.")
 
@@ -486,6 +492,7 @@ ROUTES: list[Route] = [
     _route("data/services/prearchive/{action}", prearchive_service),
     _route("data/services/workflows/*", workflow_service, READ),
     _route("data/services/dicomdump", dicom_dump, READ),
+    _route("data/services/refresh/catalog", refresh_catalog, frozenset({"POST", "PUT"})),
     _route("data/services/*", unknown_service),
     _route("data/version", not_found),
     _route("data/search", search_service),

@@ -14,6 +14,7 @@ import hashlib
 import os
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from minixnat.store.clock import now_stamp
@@ -29,6 +30,16 @@ def md5_of(path: Path) -> str:
         while chunk := f.read(1024 * 1024):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@dataclass
+class Refreshed:
+    """What a catalog refresh changed in one resource, by file path."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # on disk, but no name a row may have
 
 
 class FileTables(ModifiedStamps):
@@ -183,3 +194,77 @@ class FileTables(ModifiedStamps):
                 if path.exists():
                     tx.remove(path)
         return len(doomed)
+
+    def refresh_catalog(
+        self, resource: Resource, *, checksum: bool, delete: bool, append: bool, stats: bool
+    ) -> Refreshed:
+        """Bring a resource's rows in line with its folder, as XNAT's catalog refresh does:
+        ``append`` records files found in the folder that no row names (hashed), ``delete``
+        forgets rows whose file is gone, ``stats`` records the size and MD5 of files whose
+        size changed, and ``checksum`` also fills in any missing MD5.  Files are read and
+        hashed before the transaction; inside it each change is made only if what it was
+        based on still holds (a row unchanged, a file still missing, a path still free), so
+        a write meanwhile wins.  Files in another resource's folder below this one are that
+        resource's."""
+        folder = Path(self._resource_folder(resource.directory))
+        rows = {r.path: r for r in self.list_files(resource.pk)}
+        others = [
+            Path(self._resource_folder(str(r[0])))
+            for r in self._q("SELECT directory FROM resources WHERE pk != ?", (resource.pk,))
+        ]
+        nested = [o for o in others if folder in o.parents]
+        done = Refreshed()
+        gone: list[str] = []
+        changed: list[tuple[str, int, str, FileRow]] = []
+        for path, row in rows.items():
+            on_disk = folder / path
+            if not on_disk.is_file():
+                if delete:
+                    gone.append(path)
+                continue
+            size = on_disk.stat().st_size
+            resized = (stats or checksum) and size != row.size
+            if resized or (checksum and not row.md5):
+                changed.append((path, size, md5_of(on_disk), row))
+        found: list[tuple[str, int, str]] = []
+        if append and folder.is_dir():
+            for dirpath, _, names in os.walk(folder):
+                here = Path(dirpath)
+                if any(here == n or n in here.parents for n in nested):
+                    continue
+                for name in sorted(names):
+                    on_disk = here / name
+                    relpath = on_disk.relative_to(folder).as_posix()
+                    if relpath in rows or on_disk.is_symlink() or not on_disk.is_file():
+                        continue
+                    try:
+                        check_name("file path", relpath)
+                    except StoreError:
+                        done.skipped.append(relpath)
+                        continue
+                    found.append((relpath, on_disk.stat().st_size, md5_of(on_disk)))
+        with self.transaction():
+            for path in gone:
+                if not (folder / path).is_file():
+                    self._exec(
+                        "DELETE FROM files WHERE resource_pk=? AND path=?", (resource.pk, path)
+                    )
+                    done.removed.append(path)
+            for path, size, md5, row in changed:
+                cur = self._conn.execute(
+                    "UPDATE files SET size=?, md5=? WHERE resource_pk=? AND path=? AND size=? "
+                    "AND md5=?",
+                    (size, md5, resource.pk, path, row.size, row.md5),
+                )
+                if cur.rowcount:
+                    done.updated.append(path)
+            for path, size, md5 in found:
+                cur = self._conn.execute(
+                    "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, '', '', '', ?)",
+                    (resource.pk, path, size, md5, now_stamp()),
+                )
+                if cur.rowcount:
+                    done.added.append(path)
+            if done.added or done.removed or done.updated:
+                self._touch_resource(resource.pk)
+        return done

@@ -504,6 +504,8 @@ def test_catalog_refresh_reconciles_a_resource_with_its_folder(
     bad = call(server, "POST", refresh, params={"resource": session, "options": "shuffle"})
     assert bad.status_code == 400
     assert "shuffle" in bad.text
+    nowhere = {"resource": f"{session}/resources/NOPE", "options": "append"}
+    assert call(server, "POST", refresh, params=nowhere).status_code == 404
 
     with xnat.connect(server.url, user="admin", password="admin") as connection:
         connection.services.refresh_catalog(session, append=True, delete=True, populate_stats=True)

@@ -35,6 +35,8 @@ def _resources(store: Store, access: Access, uri: str) -> tuple[str, list[Resour
     owners: list[tuple[str, str]] = []
     if target.resources:
         return target.project.id, [res for _, res in target.resources]
+    if target.kind in ("resource", "files"):
+        raise HttpError(404, f"{uri} names no resource that exists.")
     if target.kind == "experiment" and target.experiment is not None:
         session = target.experiment
         owners.append(("experiment", session.id))

@@ -208,11 +208,16 @@ class FileTables(ModifiedStamps):
         resource's."""
         folder = Path(self._resource_folder(resource.directory))
         rows = {r.path: r for r in self.list_files(resource.pk)}
-        others = [
-            Path(self._resource_folder(str(r[0])))
-            for r in self._q("SELECT directory FROM resources WHERE pk != ?", (resource.pk,))
-        ]
-        nested = [o for o in others if folder in o.parents]
+        below = resource.directory.rstrip("/") + "/"
+        pattern = below.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        nested: list[Path] = []
+        for r in self._q(
+            "SELECT directory FROM resources WHERE pk != ? AND directory LIKE ? ESCAPE '\\'",
+            (resource.pk, pattern),
+        ):
+            other = Path(self._resource_folder(str(r[0])))
+            if folder in other.parents:  # LIKE narrowed the rows, ignoring case; this decides
+                nested.append(other)
         done = Refreshed()
         gone: list[str] = []
         changed: list[tuple[str, int, str, FileRow]] = []

@@ -559,3 +559,39 @@ def test_xnatutils_put_then_get(serve: Callable[..., Server], tmp_path: Path) ->
         read = subprocess.run([BIN / "xnat-varget", owner, name], env=env, check=True,
                               capture_output=True, text=True, timeout=120)  # fmt: skip
         assert read.stdout.strip() == value
+
+
+def test_xnatpy_custom_variables_defined_through_pyxnat(serve: Callable[..., Server]) -> None:
+    """Custom variables a project defines (here with pyxnat's ``add_custom_variables``) are
+    what xnatpy's ``custom_variables`` offers on subjects and sessions, by definition and
+    name, typed by their datatype; values set through it are read back after a fresh
+    connection; an undefined name is a KeyError."""
+    import xnat
+    from pyxnat import Interface
+
+    server = serve()
+    Interface(server.url, "admin", "admin").select.project("DEMO01").add_custom_variables(
+        {
+            "Subjects": {"visits": {"site": "string", "visit_no": "integer"}},
+            "MR Sessions": {"scanner": {"coil": "string"}},
+        }
+    )
+    with xnat.connect(server.url, user="admin", password="admin") as session:
+        subject = session.projects["DEMO01"].subjects["DEMO01_S001"]
+        assert list(subject.custom_variables) == ["visits"]
+        visits = subject.custom_variables["visits"]
+        assert dict(visits) == {"site": None, "visit_no": None}
+        visits["site"] = "north"
+        visits["visit_no"] = 3
+        with pytest.raises(KeyError):
+            visits["height"] = "2"
+        mr = session.projects["DEMO01"].experiments["DEMO01_S001_MR1"]
+        mr.custom_variables["scanner"]["coil"] = "32ch"
+    with xnat.connect(server.url, user="admin", password="admin") as fresh:
+        project = fresh.projects["DEMO01"]
+        assert dict(project.subjects["DEMO01_S001"].custom_variables["visits"]) == {
+            "site": "north",
+            "visit_no": 3,
+        }
+        mr = project.experiments["DEMO01_S001_MR1"]
+        assert dict(mr.custom_variables["scanner"]) == {"coil": "32ch"}

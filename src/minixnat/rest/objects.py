@@ -7,6 +7,7 @@ Unlike listings, ``data_fields`` keep their types (integer keys are numbers).  `
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -14,7 +15,16 @@ from xml.sax.saxutils import escape, quoteattr
 from minixnat.http.messages import HttpError, Request, Response
 from minixnat.rest.resolve import Node, Target
 from minixnat.rest.xpaths import custom_fields, nested_xml
-from minixnat.store import Experiment, Project, Recon, Resource, Scan, Store, Subject
+from minixnat.store import (
+    CustomVariable,
+    Experiment,
+    Project,
+    Recon,
+    Resource,
+    Scan,
+    Store,
+    Subject,
+)
 
 ROOT_ELEMENTS = {
     "xnat:projectData": "xnat:Project",
@@ -285,6 +295,8 @@ def render_object(store: Store, target: Target, request: Request) -> Response:
     fmt = (request.param("format") or "xml").lower()
     if fmt == "json":
         plain, nested = _split_children(fields)
+        if target.kind == "project" and target.project is not None:
+            nested.append(protocols_json(store, target.project))
         item = _item(xsi_type, plain, children + nested, _insert_date(target))
         doc = {"items": [item]}
         return Response(200, json.dumps(doc).encode(), "application/json;charset=UTF-8")
@@ -331,39 +343,101 @@ PROTOCOL_NAMES = {
 }
 
 
-def protocols_xml(store: Store, project: Project | None) -> str:
-    """The project's ``xnat:studyProtocol`` elements with its custom variable definitions,
-    as XNAT's project document has them (pyxnat's ``add_custom_variables`` edits these)."""
-    if project is None:
-        return ""
+@dataclass(frozen=True)
+class Protocol:
+    """One ``xnat:studyProtocol`` of a project: a datatype, XNAT's name for it, and the
+    custom variables the project defines for it, by definition (group) ID."""
+
+    id: str
+    name: str
+    data_type: str
+    groups: dict[str, list[CustomVariable]]
+
+
+def protocols(store: Store, project: Project) -> list[Protocol]:
+    """The project's study protocols with its custom variable definitions, as XNAT's project
+    document has them (pyxnat's ``add_custom_variables`` edits these; xnatpy's
+    ``custom_variables`` reads them)."""
     variables = store.custom_variables(project.id)
     sessions = {e.xsi_type for e in store.list_experiments(project=project.id, sessions_only=True)}
     data_types = list(PROTOCOL_NAMES)
     data_types += sorted((sessions | {v.data_type for v in variables}) - set(PROTOCOL_NAMES))
-    out = []
+    found = []
     for data_type in data_types:
-        name = PROTOCOL_NAMES.get(data_type, data_type.split(":")[-1])
-        groups: dict[str, list[str]] = {}
-        for v in (v for v in variables if v.data_type == data_type):
-            path = f"{data_type}/fields/field[name={v.name}]/field"
-            groups.setdefault(v.group_id, []).append(
+        groups: dict[str, list[CustomVariable]] = {}
+        for v in variables:
+            if v.data_type == data_type:
+                groups.setdefault(v.group_id, []).append(v)
+        found.append(
+            Protocol(
+                f"{project.id}_{data_type.replace(':', '_')}",
+                PROTOCOL_NAMES.get(data_type, data_type.split(":")[-1]),
+                data_type,
+                groups,
+            )
+        )
+    return found
+
+
+def _xml_path(v: CustomVariable) -> str:
+    return f"{v.data_type}/fields/field[name={v.name}]/field"
+
+
+def protocols_xml(store: Store, project: Project | None) -> str:
+    """The project's protocols as ``xnat:studyProtocol`` elements of its XML document."""
+    if project is None:
+        return ""
+    out = []
+    for protocol in protocols(store, project):
+        definitions = "".join(
+            f"<xnat:definition ID={quoteattr(group)} data-type={quoteattr(protocol.data_type)} "
+            'description="" project-specific="1"><xnat:fields>'
+            + "".join(
                 f'<xnat:field name={quoteattr(v.name)} type="custom" '
                 f'datatype={quoteattr(v.datatype)} required="{int(v.required)}" '
-                f"xmlPath={quoteattr(path)}/>"
+                f"xmlPath={quoteattr(_xml_path(v))}/>"
+                for v in variables
             )
-        definitions = "".join(
-            f"<xnat:definition ID={quoteattr(group)} data-type={quoteattr(data_type)} "
-            f'description="" project-specific="1"><xnat:fields>{"".join(fields)}'
-            "</xnat:fields></xnat:definition>"
-            for group, fields in groups.items()
+            + "</xnat:fields></xnat:definition>"
+            for group, variables in protocol.groups.items()
         )
         inner = f"<xnat:definitions>{definitions}</xnat:definitions>" if definitions else ""
-        protocol_id = quoteattr(f"{project.id}_{data_type.replace(':', '_')}")
         out.append(
-            f"<xnat:studyProtocol ID={protocol_id} name={quoteattr(name)} "
-            f"data-type={quoteattr(data_type)}>{inner}</xnat:studyProtocol>"
+            f"<xnat:studyProtocol ID={quoteattr(protocol.id)} name={quoteattr(protocol.name)} "
+            f"data-type={quoteattr(protocol.data_type)}>{inner}</xnat:studyProtocol>"
         )
     return "".join(out)
+
+
+def protocols_json(store: Store, project: Project) -> dict[str, Any]:
+    """The same protocols as the ``studyProtocol`` children of the project's JSON."""
+    items = []
+    for protocol in protocols(store, project):
+        definitions = [
+            _item(
+                "xnat:fieldDefinitionGroup",
+                {"ID": group, "data-type": protocol.data_type, "description": "",
+                 "project-specific": True},
+                [{"field": "fields/field", "items": [
+                    _item("xnat:fieldDefinitionGroup_field",
+                          {"name": v.name, "type": "custom", "datatype": v.datatype,
+                           "required": v.required, "sequence": n, "xmlPath": _xml_path(v)})
+                    for n, v in enumerate(variables)
+                ]}],
+            )
+            for group, variables in protocol.groups.items()
+        ]  # fmt: skip
+        children = (
+            [{"field": "definitions/definition", "items": definitions}] if definitions else []
+        )
+        items.append(
+            _item(
+                "xnat:datatypeProtocol",
+                {"ID": protocol.id, "name": protocol.name, "data-type": protocol.data_type},
+                children,
+            )
+        )
+    return {"field": "studyProtocol", "items": items}
 
 
 def _to_xml(

@@ -27,6 +27,9 @@ def test_xnatpy_browse_and_download(shared_server: Server, tmp_path: Path) -> No
         subject = project.subjects["DEMO01_S001"]
         experiment = subject.experiments["DEMO01_S001_MR1"]
         assert experiment.label == "DEMO01_S001_MR1"
+        # Listed objects need a type xnatpy can read, or it skips them as empty.
+        recons = list(experiment.reconstructions.values())
+        assert [(r.id, r.type) for r in recons] == [("DEMO01_S001_MR1_recon1", "brain_mask")]
         scan = experiment.scans["1"]
         assert scan.type == "T1w"
         nifti = scan.resources["NIFTI"]
@@ -595,3 +598,27 @@ def test_xnatpy_custom_variables_defined_through_pyxnat(serve: Callable[..., Ser
         }
         mr = project.experiments["DEMO01_S001_MR1"]
         assert dict(mr.custom_variables["scanner"]) == {"coil": "32ch"}
+
+
+def test_xnatpy_scan_parameters(serve: Callable[..., Server]) -> None:
+    """A scan's named parameters through xnatpy (``scan.fields["TR"]``, kept as
+    ``parameters/addParam[name=TR]``) and one of its own (``parameters.tr``), read back
+    after a fresh connection; the XML has them as XNAT writes them."""
+    import requests
+    import xnat
+
+    server = serve()
+    with xnat.connect(server.url, user="admin", password="admin") as session:
+        scan = session.projects["DEMO01"].experiments["DEMO01_S001_MR1"].scans["1"]
+        assert dict(scan.fields) == {}
+        scan.fields["TR"] = "2.3"
+        scan.fields["coil"] = "32ch"
+        scan.parameters.tr = 2300.0
+        uri = scan.uri
+    with xnat.connect(server.url, user="admin", password="admin") as fresh:
+        scan = fresh.projects["DEMO01"].experiments["DEMO01_S001_MR1"].scans["1"]
+        assert dict(scan.fields) == {"TR": "2.3", "coil": "32ch"}
+        assert scan.parameters.tr == 2300.0
+    xml = requests.get(server.url + uri, params={"format": "xml"}, auth=("admin", "admin"),
+                       timeout=30).text  # fmt: skip
+    assert '<xnat:addParam name="TR">2.3</xnat:addParam>' in xml

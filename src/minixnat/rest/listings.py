@@ -237,6 +237,9 @@ def recon_table(store: Store, target: Target) -> Table:
             "ID": r.recon_id,
             "type": r.type,
             "baseScanType": r.base_scan_type,
+            # Not a default column, but given when asked for: xnatpy skips a listed object
+            # whose type it cannot read.
+            "xsiType": "xnat:reconstructedImageData",
             "URI": f"/data/experiments/{target.experiment.id}/reconstructions/{r.recon_id}",
         }
         for r in store.list_recons(target.experiment.id)

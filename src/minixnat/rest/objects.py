@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from minixnat.http.messages import HttpError, Request, Response
 from minixnat.rest.resolve import Node, Target
-from minixnat.rest.xpaths import custom_fields, nested_xml
+from minixnat.rest.xpaths import SCAN_PARAMETER, named_fields, nested_xml
 from minixnat.store import (
     CustomVariable,
     Experiment,
@@ -173,8 +173,7 @@ def describe(store: Store, target: Target) -> tuple[str, dict[str, Any], list[di
     xsi_type, fields, children = _describe(store, target)
     owner = _field_owner(target)
     if owner is not None:
-        custom, stored = custom_fields(store.get_fields(*owner))
-        fields = {**fields, **stored}
+        custom, stored = named_fields(store.get_fields(*owner))
         if custom:  # a project's or session's custom fields (a subject's are its own)
             kind = "projectData" if owner[0] == "project" else "experimentData"
             items = [
@@ -182,6 +181,7 @@ def describe(store: Store, target: Target) -> tuple[str, dict[str, Any], list[di
                 for name, value in sorted(custom.items())
             ]
             children = [*children, {"field": "fields/field", "items": items}]
+        fields = {**fields, **stored}
     return xsi_type, fields, children
 
 
@@ -317,7 +317,10 @@ CHILD_TYPES = {
 
 
 def _split_children(fields: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Data fields, and the child objects (demographics, investigator, PI) among them."""
+    """Data fields, and the child objects among them: demographics, investigator, PI, and a
+    scan's named parameters (``parameters/addParam[name=TR]/addField``), which JSON gives
+    as ``parameters/addParam`` children and XML as elements (:func:`nested_xml`)."""
+    params, fields = named_fields(fields, SCAN_PARAMETER)
     plain: dict[str, Any] = {}
     grouped: dict[str, dict[str, Any]] = {}
     for key, value in fields.items():
@@ -330,6 +333,9 @@ def _split_children(fields: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
         {"field": head, "items": [_item(CHILD_TYPES[head], values)]}
         for head, values in grouped.items()
     ]
+    if params:
+        items = [_item("xnat:addField", {"name": k, "addField": v}) for k, v in params.items()]
+        children.append({"field": "parameters/addParam", "items": items})
     return plain, children
 
 

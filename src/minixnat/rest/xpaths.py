@@ -82,21 +82,25 @@ def generic_fields(
 
 
 CUSTOM_FIELD = re.compile(r"^fields/field\[name=(?P<name>[^\]]+)\]/field$")
+SCAN_PARAMETER = re.compile(r"^parameters/addParam\[name=(?P<name>[^\]]+)\]/addField$")
 
 
-def custom_fields(fields: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """Split stored fields into (custom fields by name, the others): a custom field is
-    kept under its xpath, ``fields/field[name=site]/field``, and shown apart from the
-    object's own fields (as ``fields/field`` children in JSON)."""
-    custom: dict[str, str] = {}
+def named_fields(
+    fields: dict[str, str], pattern: re.Pattern[str] = CUSTOM_FIELD
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Split stored fields into (the named ones ``pattern`` matches, by name; the others).
+    A custom field is kept under its xpath, ``fields/field[name=site]/field``, and a scan's
+    named parameter under ``parameters/addParam[name=TR]/addField`` (SCAN_PARAMETER); JSON
+    shows them apart from the object's own fields, as children."""
+    named: dict[str, str] = {}
     others: dict[str, str] = {}
     for path, value in fields.items():
-        found = CUSTOM_FIELD.match(path)
+        found = pattern.match(path)
         if found:
-            custom[found["name"]] = value
+            named[found["name"]] = value
         else:
             others[path] = value
-    return custom, others
+    return named, others
 
 
 def nested_xml(fields: dict[str, str], prefix: str = "xnat") -> str:

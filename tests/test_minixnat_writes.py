@@ -520,3 +520,60 @@ def test_catalog_refresh_reconciles_a_resource_with_its_folder(
         [BIN / "minixnat", "check", "--root", str(archive)], capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout
+
+
+def test_import_keeps_the_scanner_site_and_timing_from_the_headers(
+    writable: tuple[Server, Path], tmp_path: Path
+) -> None:
+    """What XNAT keeps of the headers: the session's scanner (with its manufacturer and
+    model), site, operator, accession number and patient ID and name; each scan's scanner
+    and MR timing (TR, TE, TI, flip angle).  In the XML as XNAT writes it, as listing
+    columns, and through xnatpy; a field the header lacks is left out, not written empty."""
+    import xnat
+
+    from tests.dicomfiles import series_files
+
+    server, _ = writable
+    folder = tmp_path / "dicom"
+    study = "1.2.826.0.1.3680043.8.498.99"
+    series_files(folder, 2, study=study, series_number=1, series_description="t1",
+                 StationName="MRC35", Manufacturer="SIEMENS", ManufacturerModelName="Skyra",
+                 InstitutionName="Hospital", OperatorsName="Op^One", AccessionNumber="ACC1",
+                 RepetitionTime=2300, EchoTime=2.98, InversionTime=900, FlipAngle=9)  # fmt: skip
+    series_files(folder, 1, study=study, series_number=2, series_description="t2",
+                 StationName="MRC35", RepetitionTime=3200)  # fmt: skip
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as out:
+        for path in sorted(folder.glob("*.dcm")):
+            out.write(path, path.name)
+    made = _import(
+        server, buf.getvalue(), "PROJECT_ID=NEW&SUBJECT_ID=S1&EXPT_LABEL=E1&dest=/archive"
+    )
+    assert made.status_code == 200, made.text
+    session = "/data/projects/NEW/experiments/E1"
+    xml = call(server, "GET", f"{session}?format=xml").text
+    assert '<xnat:scanner manufacturer="SIEMENS" model="Skyra">MRC35</xnat:scanner>' in xml
+    for part in (
+        "<xnat:acquisition_site>Hospital<",
+        "<xnat:operator>Op^One<",
+        "<xnat:dcmAccessionNumber>ACC1<",
+        "<xnat:dcmPatientId>PID001<",
+        "<xnat:dcmPatientName>Doe^Jane<",
+        "<xnat:parameters><xnat:tr>2300.0</xnat:tr><xnat:te>2.98</xnat:te>"
+        "<xnat:ti>900.0</xnat:ti><xnat:flip>9.0</xnat:flip></xnat:parameters>",
+    ):
+        assert part in xml, part  # fmt: skip
+    assert "<xnat:te>" not in xml.split('<xnat:scan ID="2"')[1]  # not in that header
+    listed = call(
+        server, "GET", "/data/projects/NEW/experiments",
+        params={"format": "json", "columns": "label,xnat:mrSessionData/scanner"},
+    ).json()["ResultSet"]["Result"]  # fmt: skip
+    assert [(r["label"], r["xnat:mrsessiondata/scanner"]) for r in listed] == [("E1", "MRC35")]
+    with xnat.connect(server.url, user="admin", password="admin") as connection:
+        experiment = connection.projects["NEW"].experiments["E1"]
+        assert experiment.scanner == "MRC35"
+        assert experiment.acquisition_site == "Hospital"
+        scan = experiment.scans["1"]
+        assert scan.scanner == "MRC35"
+        assert (scan.parameters.tr, scan.parameters.te, scan.parameters.flip) == (2300, 2.98, 9)
+        assert experiment.scans["2"].parameters.tr == 3200

@@ -69,6 +69,8 @@ class ImportScan:
     uid: str = ""
     modality: str = ""
     files: list[ImportFile] = field(default_factory=list)
+    #: Header facts kept as the scan's fields (scanner, MR timing), by field path.
+    fields: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,6 +84,8 @@ class ImportSession:
     time: str = ""
     uid: str = ""
     scans: dict[str, ImportScan] = field(default_factory=dict)
+    #: Header facts kept as the session's fields (scanner, site, accession number, …).
+    fields: dict[str, str] = field(default_factory=dict)
 
     def file_count(self) -> int:
         return sum(len(s.files) for s in self.scans.values())
@@ -142,12 +146,14 @@ def _apply_header(session: ImportSession, scan: ImportScan, header: Header) -> N
         session.time = header.study_time
         session.subject = session.subject or safe_label(header.patient_name or header.patient_id)
         session.label = session.label or safe_label(header.patient_id)
+        session.fields = dict(header.session_fields)
     if not (scan.uid or scan.modality):
         scan.uid = header.series_uid
         scan.modality = header.modality
         scan.xsi_type = SCAN_TYPES.get(header.modality, scan.xsi_type)
         scan.series_description = header.series_description
         scan.type = header.series_description
+        scan.fields = dict(header.scan_fields)
 
 
 def _read(source: Path, rel: PurePosixPath, options: Options) -> Header | None:

@@ -137,6 +137,7 @@ def archive_session(
                 uid=session.uid,
                 user=login,
             )
+        store.set_fields("experiment", experiment.id, session.fields)
         for scan in session.scans.values():
             _archive_scan(store, project, experiment, scan, replace=overwrite != "append")
         files = session.file_count()
@@ -180,6 +181,7 @@ def _archive_scan(
             uid=scan.uid,
             modality=scan.modality,
         )
+    store.set_fields("scan", str(row.pk), scan.fields)
     for label in sorted({f.resource for f in scan.files}):
         resource = store.get_resource_by_label("scan", str(row.pk), label)
         if resource is None:
@@ -250,6 +252,7 @@ def session_from_prearc(store: Store, row: PrearcSession) -> ImportSession:
             uid=scan["uid"],
             modality=scan["modality"],
             files=files,
+            fields=dict(scan.get("fields", {})),
         )
     return ImportSession(
         key=meta.get("key", row.folder),
@@ -261,6 +264,7 @@ def session_from_prearc(store: Store, row: PrearcSession) -> ImportSession:
         time=meta.get("time", ""),
         uid=meta.get("uid", ""),
         scans=scans,
+        fields=dict(meta.get("fields", {})),
     )
 
 

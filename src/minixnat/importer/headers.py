@@ -21,7 +21,41 @@ TAGS = [
     "PatientID",
     "StudyDate",
     "StudyTime",
+    # What XNAT keeps of the acquisition: the scanner, the site, the accession number, and
+    # an MR series' timing.
+    "StationName",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "InstitutionName",
+    "OperatorsName",
+    "AccessionNumber",
+    "RepetitionTime",
+    "EchoTime",
+    "InversionTime",
+    "FlipAngle",
 ]
+# Header fields kept as a session's fields, and as a scan's: (field path, DICOM keyword),
+# the paths as XNAT's image session and scan documents name them (``scanner/manufacturer``
+# is an attribute of ``<xnat:scanner>``).
+SESSION_FIELDS = (
+    ("scanner", "StationName"),
+    ("scanner/manufacturer", "Manufacturer"),
+    ("scanner/model", "ManufacturerModelName"),
+    ("acquisition_site", "InstitutionName"),
+    ("operator", "OperatorsName"),
+    ("dcmAccessionNumber", "AccessionNumber"),
+    ("dcmPatientId", "PatientID"),
+    ("dcmPatientName", "PatientName"),
+)
+SCAN_FIELDS = (
+    ("scanner", "StationName"),
+    ("scanner/manufacturer", "Manufacturer"),
+    ("scanner/model", "ManufacturerModelName"),
+    ("parameters/tr", "RepetitionTime"),
+    ("parameters/te", "EchoTime"),
+    ("parameters/ti", "InversionTime"),
+    ("parameters/flip", "FlipAngle"),
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +71,10 @@ class Header:
     study_time: str  # HH:MM:SS or ""
     #: The resource the file goes into, and its format.
     kind: str = "DICOM"
+    #: What the session and the scan keep of the header (SESSION_FIELDS, SCAN_FIELDS):
+    #: (field path, value) pairs, the empty ones left out.
+    session_fields: tuple[tuple[str, str], ...] = ()
+    scan_fields: tuple[tuple[str, str], ...] = ()
 
 
 def is_ecat(path: Path) -> bool:
@@ -143,6 +181,19 @@ def read_header(path: Path) -> Header | None:
             patient_id=_text(ds, "PatientID"),
             study_date=_date(_text(ds, "StudyDate")),
             study_time=_time(_text(ds, "StudyTime")),
+            session_fields=_kept(ds, SESSION_FIELDS),
+            scan_fields=_kept(ds, SCAN_FIELDS),
         )
     except Exception:
         return None
+
+
+def _kept(ds: pydicom.Dataset, wanted: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """The non-empty ones of ``wanted``'s header fields, as (field path, text).  Control
+    characters (a header is the sender's) are left out, as names with them are refused."""
+    kept = []
+    for path, keyword in wanted:
+        text = _text(ds, keyword)
+        if text and not any(ord(c) < 32 for c in text):
+            kept.append((path, text))
+    return tuple(kept)

@@ -226,7 +226,7 @@ def _describe(store: Store, target: Target) -> tuple[str, dict[str, Any], list[d
             scans = [
                 _item(
                     s.xsi_type,
-                    scan_fields(s, e.project),
+                    {**scan_fields(s, e.project), **store.get_fields("scan", str(s.pk))},
                     [
                         {
                             "field": "file",
@@ -460,10 +460,13 @@ def _to_xml(
     )
     inner = []
     nested: dict[str, str] = {}
+    # An element with attributes (``scanner`` and ``scanner/manufacturer``) is built in one
+    # place, nested_xml, from its text and its attributes together.
+    heads = {key.split("/", 1)[0] for key in fields if "/" in key}
     for key, value in fields.items():
         if key in ATTRIBUTES or key == "id" or value == "" or key.startswith("xnat_"):
             continue
-        if "/" in key or "[" in key:
+        if "/" in key or "[" in key or key in heads:
             nested[key] = str(value)
             continue
         inner.append(f"<xnat:{key}>{_xml_text(value)}</xnat:{key}>")

@@ -347,3 +347,28 @@ def test_a_saved_manifest_reads_back_as_the_plan(
     saved = tmp_path_factory.mktemp("manifest") / "manifest.json"
     saved.write_text(text, encoding="utf-8")
     assert load_manifest(saved) == ("https://xnat.example.org", plan)
+
+
+def test_the_client_fetches_only_from_its_own_server() -> None:
+    """A server path, or an absolute URL with the same scheme, host and port (the default
+    port said or not), is fetched; any other absolute URL is refused (421), never fetched."""
+    from xnat_downloader.errors import ServerError
+    from xnat_downloader.http.client import XnatClient
+    from xnat_downloader.http.credentials import Credentials
+
+    client = XnatClient(
+        "https://xnat.example.org/xnat", Credentials("u", "p"), login_path="/data/JSESSION"
+    )
+    assert client.url("/data/projects") == "https://xnat.example.org/xnat/data/projects"
+    for same in ("https://xnat.example.org/xnat/data/x", "https://XNAT.example.org:443/y"):
+        assert client.url(same) == same
+    for other in (
+        "http://xnat.example.org/xnat/data/x",  # another scheme
+        "https://xnat.example.org:8443/xnat/data/x",  # another port
+        "https://elsewhere.example.org/xnat/data/x",
+        "https://xnat.example.org.evil.test/data/x",
+    ):
+        with pytest.raises(ServerError) as refused:
+            client.url(other)
+        assert refused.value.status == 421
+        assert "another server" in str(refused.value)

@@ -226,3 +226,76 @@ def test_no_silent_gaps(tmp_path: Path, archive: Path) -> None:
     finally:
         proxy.shutdown()
         server.stop()
+
+
+def test_a_listing_that_names_another_server_sends_the_client_nowhere(
+    tmp_path: Path, archive: Path
+) -> None:
+    """A server whose file listing names URLs on another host (hostile, or confused by a
+    proxy): none of them is fetched, in per-file or zip mode; each of those files fails,
+    named, with the reason; the rest of the selection is fetched and verified."""
+    import http.server
+    import threading
+
+    server = start_server(archive)
+    contacted: list[str] = []
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            contacted.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    elsewhere = http.server.ThreadingHTTPServer(("localhost", 0), Elsewhere)
+    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+    other = f"http://localhost:{elsewhere.server_address[1]}"
+    moved: list[str] = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            upstream = requests.get(server.url + self.path, headers={
+                "Authorization": self.headers.get("Authorization", ""),
+                "Cookie": self.headers.get("Cookie", ""),
+            }, timeout=30)  # fmt: skip
+            body = upstream.content
+            if "/scans/ALL/files" in self.path and "format=json" in self.path:
+                doc = upstream.json()
+                for row in doc["ResultSet"]["Result"]:
+                    if "/scans/1/" in row["URI"]:  # scan 1's files are said to be elsewhere
+                        moved.append(row["Name"])
+                        row["URI"] = other + row["URI"]
+                body = json.dumps(doc).encode()
+            self.send_response(upstream.status_code)
+            for key in ("Content-Type", "Set-Cookie"):
+                if key in upstream.headers:
+                    self.send_header(key, upstream.headers[key])
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{proxy.server_address[1]}"
+    try:
+        for mode in ("files", "zip"):
+            moved.clear()
+            code, text, err = cli("download", "-w", url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
+                                  "--transfer", mode, "-o", str(tmp_path / mode))  # fmt: skip
+            assert code == 1, err
+            assert moved
+            assert text.splitlines()[-1].endswith(f" {len(moved)} failed"), (mode, text)
+            failed = [ln for ln in err.splitlines() if ln.startswith("failed: ")]
+            assert len(failed) == len(moved)
+            assert all("names a file on another server" in ln for ln in failed)
+            assert contacted == []
+    finally:
+        proxy.shutdown()
+        elsewhere.shutdown()
+        server.stop()

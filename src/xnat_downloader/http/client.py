@@ -20,6 +20,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -113,6 +114,17 @@ def make_ssl(verify: bool, ca_bundle: str | None) -> ssl.SSLContext | bool:
     return True
 
 
+def _origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an absolute URL, the port filled in from the scheme."""
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
+    try:
+        port = parts.port or default
+    except ValueError:  # a port that is not a number: matches nothing
+        port = -1
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
 class XnatClient:
     """An authenticated connection pool to one XNAT server.  Use as an async context manager."""
 
@@ -196,9 +208,23 @@ class XnatClient:
             raise RuntimeError("XnatClient used outside 'async with'")
         return self._client
 
+    def on_this_server(self, url: str) -> bool:
+        """Whether ``url`` (a server path, or an absolute URL) is on this client's server:
+        same scheme, host and port."""
+        return "://" not in url or _origin(url) == _origin(self.base_url)
+
     def url(self, path: str) -> str:
-        """Absolute URL for a server path (``/data/…``) or an absolute URL on this server."""
+        """Absolute URL for a server path (``/data/…``) or an absolute URL on this server.
+        An absolute URL on another server (a hostile or confused listing can name one) is
+        refused with ServerError (status 421), never fetched: the request path is one."""
         if "://" in path:
+            if not self.on_this_server(path):
+                scheme, host, port = _origin(path)
+                msg = (
+                    f"the server named a URL on another server ({scheme}://{host}:{port}), "
+                    "which is never fetched"
+                )
+                raise ServerError(msg, status=421, url=path)
             return path
         return self.base_url + (path if path.startswith("/") else "/" + path)
 

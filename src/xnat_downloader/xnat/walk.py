@@ -221,11 +221,20 @@ def _file(
 
 
 async def _files_listing(xs: XnatClient, path: str, what: str) -> list[dict[str, str]]:
+    """The rows of a files listing.  A row whose URI is on another server is a gap (it
+    fails, named): a hostile or confused server must not send the client elsewhere."""
     try:
         doc = await xs.get_json(path, what=what)
     except NotFound:
         return []  # XNAT answers 404 for "no files here", e.g. no assessors
-    return result_rows(doc, what)
+    rows = []
+    for row in result_rows(doc, what):
+        uri = row.get("URI", "")
+        if xs.on_this_server(uri):
+            rows.append(row)
+        else:
+            _gap(uri, "the listing names a file on another server; it was not fetched")
+    return rows
 
 
 async def _owned_files(

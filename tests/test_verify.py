@@ -299,3 +299,104 @@ def test_a_listing_that_names_another_server_sends_the_client_nowhere(
         proxy.shutdown()
         elsewhere.shutdown()
         server.stop()
+
+
+def test_a_body_longer_than_listed_is_not_written_on(tmp_path: Path, archive: Path) -> None:
+    """A hostile server's body that runs past the size its listing gives: per file, an
+    endless-looking body is cut at the listed size, the file fails, named, and nothing of
+    it stays; in a zip, a member that inflates past its listed size (a zip bomb) stops the
+    zip, and the file is fetched on its own and verified.  Either way the client stops
+    reading long before the server stops sending."""
+    import http.server
+    import threading
+    import zlib
+
+    server = start_server(archive)
+    flood = 64 * 1024 * 1024  # what the hostile server would send of each overlong body
+    sent: dict[str, int] = {}
+    target: list[str] = ["", ""]  # [flood the file?, its name]
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            plain = self.path.split("?")[0]
+            if target[0] and plain.endswith("/files/" + target[1]) and "zip" not in self.path:
+                self._flood("file", b"A" * 65536)
+                return
+            if "/scans/1/resources/" in plain and plain.endswith("/files") and "zip" in self.path:
+                self._zip_bomb()
+                return
+            upstream = requests.get(server.url + self.path, headers={
+                "Authorization": self.headers.get("Authorization", ""),
+                "Cookie": self.headers.get("Cookie", ""),
+            }, timeout=30)  # fmt: skip
+            body = upstream.content
+            self.send_response(upstream.status_code)
+            for key in ("Content-Type", "Set-Cookie"):
+                if key in upstream.headers:
+                    self.send_header(key, upstream.headers[key])
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _flood(self, what: str, piece: bytes, head: bytes = b"") -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            sent[what] = 0
+            try:
+                if head:
+                    self.wfile.write(head)
+                while sent[what] < flood:
+                    self.wfile.write(piece)
+                    sent[what] += len(piece)
+            except OSError:
+                pass  # the client hung up: what this test wants
+
+        def _zip_bomb(self) -> None:
+            # One local header for the scan's first file, then deflate data that goes on
+            # and on (no sizes in the header: a streamed member).  Random bytes, so that
+            # what is sent is what would be written: a client without the limit would write
+            # all of it, and the proxy would get to send all of it.
+            name = target[1].encode()
+            header = (b"PK\x03\x04" + bytes([20, 0, 8, 0, 8, 0]) + b"\0" * 16
+                      + len(name).to_bytes(2, "little") + b"\0\0" + name)  # fmt: skip
+            squeeze = zlib.compressobj(1, zlib.DEFLATED, -15)
+            piece = squeeze.compress(os.urandom(1024 * 1024)) + squeeze.flush(zlib.Z_SYNC_FLUSH)
+            self._flood("zip", piece, header)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{proxy.server_address[1]}"
+    session = "/data/projects/DEMO01/experiments/DEMO01_S001_MR1"
+    rows = requests.get(f"{server.url}{session}/scans/1/resources/DICOM/files",
+                        params={"format": "json"}, auth=("admin", "admin"), timeout=30
+                        ).json()["ResultSet"]["Result"]  # fmt: skip
+    first = sorted(rows, key=lambda r: r["Name"])[0]
+    target[:] = ["flood it", first["Name"]]
+    try:
+        out = tmp_path / "files"
+        code, text, err = cli("download", "-w", url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
+                              "--scan-type", "T1w", "--resource", "DICOM", "--transfer",
+                              "files", "-o", str(out))  # fmt: skip
+        assert code == 1, err
+        assert text.splitlines()[-1].endswith(" 1 failed"), text
+        assert f"the server sent more than the {first['Size']} bytes it lists" in err
+        assert not list(out.rglob(first["Name"] + "*"))
+        assert sent["file"] < flood
+
+        target[0] = ""  # the file itself now passes through; its zip is the bomb
+        code, text, err = cli("download", "-w", url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
+                              "--scan-type", "T1w", "--resource", "DICOM", "--transfer", "zip",
+                              "-o", str(tmp_path / "zip"))  # fmt: skip
+        assert code == 0, err
+        assert text.splitlines()[-1].endswith(" 0 failed"), text
+        assert sent["zip"] < flood
+    finally:
+        proxy.shutdown()
+        server.stop()

@@ -98,6 +98,10 @@ class DiskFullStop(TransferError):
     """A file not started because an earlier one found the disk full."""
 
 
+class OverlongBody(IntegrityError):
+    """A body went past the size the listing gives: it is not written on."""
+
+
 class Downloader:
     """Downloads jobs into ``root`` through one session, recording state and emitting events."""
 
@@ -301,7 +305,11 @@ class Downloader:
             offset = 0
         self.make_folder(job)
         self.begin(job)
-        md5, size = await self._fetch(job, part, offset)
+        try:
+            md5, size = await self._fetch(job, part, offset)
+        except OverlongBody:
+            self.discard(job)
+            raise
         if not self.matches(job, size, md5):
             self.discard(job)
             expected = f"{job.size} bytes, MD5 {job.md5}" if job.md5 else f"{job.size} bytes"
@@ -441,6 +449,14 @@ class Downloader:
                         raise LoginPageError(msg, status=resp.status, url=job.uri)
                 if self.limiter is not None:
                     await self.limiter.take(len(chunk))
+                if job.size is not None and size + len(chunk) > job.size:
+                    # A body longer than the listing says (a hostile or broken server) is
+                    # not written on: it could fill the disk.  The caller drops the part.
+                    msg = (
+                        f"{job.local}: the server sent more than the {job.size} bytes it "
+                        "lists; the partial file was deleted"
+                    )
+                    raise OverlongBody(msg)
                 await asyncio.to_thread(write_chunk, handle, md5, chunk)
                 size += len(chunk)
                 self.sink(BytesMoved(job.local, len(chunk)))

@@ -155,6 +155,10 @@ async def _member(d: Downloader, job: Job, src: Source, header: Header) -> Outco
         async for chunk in member_data(src, header, job.size, check_crc=not job.md5):
             if d.limiter is not None:
                 await d.limiter.take(len(chunk))
+            if job.size is not None and moved + len(chunk) > job.size:
+                # Longer than listed (a zip bomb, or a hostile server): not written on.
+                msg = f"zip member {header.name!r} is longer than the {job.size} bytes listed"
+                raise ZipStreamError(msg)
             gathered.append(chunk)
             pending += len(chunk)
             moved += len(chunk)

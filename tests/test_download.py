@@ -902,6 +902,41 @@ def test_login_page_is_an_error_never_data(tmp_path: Path) -> None:
     assert not local_files(tmp_path / "o")
 
 
+class _DeepJson(http.server.BaseHTTPRequestHandler):
+    """A hostile stand-in: logs anyone in, then answers every listing with JSON nested
+    200,000 deep (Python's parser gives up with RecursionError, not a ValueError)."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/data/JSESSION"):
+            body = b"0123456789ABCDEF"
+        else:
+            body = b"[" * 200_000 + b"]" * 200_000
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_DELETE = do_GET
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+def test_json_nested_too_deeply_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DeepJson)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code, out, err = cli("download", "-w", url, "-p", "P", "-o", str(tmp_path / "o"))
+    finally:
+        server.shutdown()
+    assert code == 1
+    assert "Traceback" not in err + out
+    assert "is not JSON" in err
+    assert not local_files(tmp_path / "o")
+
+
 def test_ctrl_c_at_the_chooser_starts_nothing(shared_server: Server, tmp_path: Path) -> None:
     """On a real pty: Ctrl-C at the project prompt says nothing was started and leaves no
     output folder."""

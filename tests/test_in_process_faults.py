@@ -255,3 +255,45 @@ def test_workflow_states_fall_back_to_one_request_per_session() -> None:
     assert not states["E1"].complete
     assert sum("project=P" in q for q in asked) == 1
     assert sum("experiment=" in q for q in asked) == 2
+
+
+def test_an_answer_is_read_only_up_to_the_limit() -> None:
+    """A listing or document is read into memory only up to a limit: a longer answer, its
+    length said or streamed without one, is a ServerError, not the machine's memory."""
+    from xnat_downloader.errors import ServerError
+    from xnat_downloader.http.client import read_capped
+
+    async def said(request: web.Request) -> web.Response:
+        return web.Response(body=b"x" * 5000)
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(50):
+            await response.write(b"y" * 1000)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/said", said)
+    app.router.add_get("/streamed", streamed)
+
+    async def go() -> list[str]:
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        errors = []
+        try:
+            async with aiohttp.ClientSession() as session:
+                for path in ("/said", "/streamed"):
+                    async with session.get(server.make_url(path)) as resp:
+                        assert len(await read_capped(resp, path, limit=100_000)) in (5000, 50_000)
+                    async with session.get(server.make_url(path)) as resp:
+                        with pytest.raises(ServerError) as refused:
+                            await read_capped(resp, path, limit=4000)
+                        errors.append(str(refused.value))
+        finally:
+            await server.close()
+        return errors
+
+    errors = asyncio.run(go())
+    assert len(errors) == 2
+    assert all("is larger than" in e and "not read" in e for e in errors)

@@ -40,6 +40,34 @@ from xnat_downloader.http.retry import RetryPolicy, classify
 log = logging.getLogger("xnat_downloader.http")
 USER_AGENT = f"xnat-downloader/{__version__}"
 HTML_PREFIXES = (b"<html", b"<!doctype")
+# The most of one answer that is read into memory (a listing, a document, a write's reply):
+# far above any XNAT listing, far below what would exhaust a machine's memory when a
+# hostile or broken server sends without end.  File bodies are streamed, never read whole.
+DOCUMENT_LIMIT = 1024**3
+
+
+def loads_json(body: bytes | str) -> Any:
+    """``json.loads`` for what a server sent: ValueError for anything unreadable, nesting
+    too deep for the parser included (RecursionError otherwise escapes as a crash)."""
+    try:
+        return json.loads(body)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply to read") from exc
+
+
+async def read_capped(
+    resp: aiohttp.ClientResponse, what: str, limit: int = DOCUMENT_LIMIT
+) -> bytes:
+    """A whole answer, read only up to ``limit`` bytes: ServerError beyond it."""
+    too_big = f"the server's answer for {what} is larger than {limit // 1024**2} MiB; not read"
+    if resp.content_length is not None and resp.content_length > limit:
+        raise ServerError(too_big, status=resp.status, url=str(resp.url))
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(1024 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise ServerError(too_big, status=resp.status, url=str(resp.url))
+    return bytes(body)
 
 
 def h3_message(body: bytes) -> str:
@@ -280,7 +308,7 @@ class XnatClient:
                 method, url, headers=self._basic() if auth else None
             ) as resp:
                 self.answered = True
-                return resp.status, await resp.read()
+                return resp.status, await read_capped(resp, url)
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise ConnectionFailed(f"cannot reach {self.base_url}: {self._why(exc)}") from exc
         except aiohttp.ClientError as exc:
@@ -385,7 +413,7 @@ class XnatClient:
         while True:
             resp = await self.open("GET", path, params=params, what=what)
             try:
-                body = await resp.read()
+                body = await read_capped(resp, what or path)
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
                 decision = classify(self.retry, attempt)
                 if decision.action != "retry":
@@ -424,7 +452,7 @@ class XnatClient:
             verb="write",
         )
         try:
-            return resp.status, await resp.read()
+            return resp.status, await read_capped(resp, what or path)
         finally:
             resp.release()
 
@@ -435,7 +463,7 @@ class XnatClient:
         query.setdefault("format", "json")
         body = await self.get_bytes(path, params=query, what=what)
         try:
-            return json.loads(body)
+            return loads_json(body)
         except ValueError as exc:
             msg = f"the server's answer for {what or path} is not JSON: {body[:80]!r}"
             raise ServerError(msg, url=self.url(path)) from exc

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 from xnat_downloader.errors import LocalWriteError, XnatError
-from xnat_downloader.http.client import XnatClient
+from xnat_downloader.http.client import XnatClient, loads_json
 from xnat_downloader.plan.plan import PlanEntry
 from xnat_downloader.transfer.events import EventSink, FileFailed
 from xnat_downloader.transfer.jobs import Job, Outcome, Status
@@ -31,7 +30,7 @@ def document_problem(body: bytes, fmt: str) -> str | None:
         return "the server sent an empty document"
     try:
         if fmt == "json":
-            json.loads(body)
+            loads_json(body)
         else:
             ET.fromstring(body)
     except (ValueError, ET.ParseError) as exc:

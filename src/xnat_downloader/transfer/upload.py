@@ -14,7 +14,6 @@ sending, a second listing must show every file with the MD5 computed locally.
 from __future__ import annotations
 
 import asyncio
-import json
 import zipfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from xnat_downloader.errors import XnatError
-from xnat_downloader.http.client import XnatClient
+from xnat_downloader.http.client import XnatClient, loads_json
 from xnat_downloader.transfer.events import (
     BytesMoved,
     EventSink,
@@ -189,7 +188,11 @@ async def upload_resources(
                 sink(FileFailed(name, str(exc)))
                 return Outcome(job, Status.FAILED, 0, md5, True, str(exc))
             if answer.lstrip().startswith(b'{"duplicates"'):
-                error = f"the server kept its own copy: {json.loads(answer)['duplicates']}"
+                try:
+                    kept = loads_json(answer).get("duplicates", "")
+                except (ValueError, AttributeError):
+                    kept = answer[:200].decode("utf-8", "replace")
+                error = f"the server kept its own copy: {kept}"
                 sink(FileFailed(name, error))
                 return Outcome(job, Status.FAILED, 0, md5, True, error)
             return Outcome(job, Status.SENT, size, md5, True)

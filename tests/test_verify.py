@@ -400,3 +400,82 @@ def test_a_body_longer_than_listed_is_not_written_on(tmp_path: Path, archive: Pa
     finally:
         proxy.shutdown()
         server.stop()
+
+
+def test_redirects_are_followed_only_on_the_same_server(tmp_path: Path, archive: Path) -> None:
+    """A redirect to another path of the same server is followed (the file verifies); one
+    to another host is not (that file fails, named, and the other host hears nothing)."""
+    import http.server
+    import threading
+
+    server = start_server(archive)
+    contacted: list[str] = []
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            contacted.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    elsewhere = http.server.ThreadingHTTPServer(("localhost", 0), Elsewhere)
+    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+    other = f"http://localhost:{elsewhere.server_address[1]}"
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path
+            if "/files/" in path and "format=" not in path:
+                if "/scans/1/" in path:
+                    self._redirect(other + path)
+                    return
+                if not path.startswith("/moved"):
+                    self._redirect("/moved" + path)  # relative: this server
+                    return
+                path = path.removeprefix("/moved")
+            upstream = requests.get(server.url + path, headers={
+                "Authorization": self.headers.get("Authorization", ""),
+                "Cookie": self.headers.get("Cookie", ""),
+            }, timeout=30, allow_redirects=False)  # fmt: skip
+            body = upstream.content
+            self.send_response(upstream.status_code)
+            for key in ("Content-Type", "Set-Cookie"):
+                if key in upstream.headers:
+                    self.send_header(key, upstream.headers[key])
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _redirect(self, location: str) -> None:
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{proxy.server_address[1]}"
+    try:
+        out = tmp_path / "dl"
+        code, text, err = cli("download", "-w", url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
+                              "--transfer", "files", "-o", str(out))  # fmt: skip
+        assert code == 1, err
+        failed = [ln for ln in err.splitlines() if ln.startswith("failed: ")]
+        assert failed
+        assert all("/scans/1-" in ln and "another server" in ln for ln in failed), failed
+        total = int(text.splitlines()[-1].split()[1])
+        assert text.splitlines()[-1].endswith(
+            f"{total - len(failed)} verified, {len(failed)} failed"
+        )
+        assert list(out.rglob("*.dcm"))  # the other scans' files came by the same-server detour
+        assert contacted == []
+    finally:
+        proxy.shutdown()
+        elsewhere.shutdown()
+        server.stop()

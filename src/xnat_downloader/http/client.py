@@ -20,7 +20,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
@@ -44,6 +44,8 @@ HTML_PREFIXES = (b"<html", b"<!doctype")
 # far above any XNAT listing, far below what would exhaust a machine's memory when a
 # hostile or broken server sends without end.  File bodies are streamed, never read whole.
 DOCUMENT_LIMIT = 1024**3
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
 
 
 def loads_json(body: bytes | str) -> Any:
@@ -304,9 +306,8 @@ class XnatClient:
         """One request with no retries (login, logout)."""
         self.request_count += 1
         try:
-            async with self.client.request(
-                method, url, headers=self._basic() if auth else None
-            ) as resp:
+            resp = await self._send(method, url, headers=self._basic() if auth else None)
+            async with resp:
                 self.answered = True
                 return resp.status, await read_capped(resp, url)
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
@@ -321,6 +322,27 @@ class XnatClient:
         return _reason(exc) + hint
 
     # -- requests ------------------------------------------------------------------------
+    async def _send(self, method: str, url: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        """One request.  A redirect is followed (GET and HEAD, at most MAX_REDIRECTS) only
+        to this server: one to another host is refused (ServerError, 421), since the server
+        must not send the client, or its cookies' requests, elsewhere."""
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = await self.client.request(method, url, allow_redirects=False, **kwargs)
+            if resp.status not in REDIRECTS or method not in ("GET", "HEAD"):
+                return resp
+            target = urljoin(str(resp.url), resp.headers.get("Location", ""))
+            resp.release()
+            if not self.on_this_server(target):
+                scheme, host, port = _origin(target)
+                msg = (
+                    f"the server redirected {url} to another server ({scheme}://{host}:{port}), "
+                    "which is never followed"
+                )
+                raise ServerError(msg, status=421, url=target)
+            url = target
+            kwargs.pop("params", None)  # the new location carries its own query
+        raise ServerError(f"more than {MAX_REDIRECTS} redirects from {url}", status=421, url=url)
+
     async def open(
         self,
         method: str,
@@ -354,7 +376,7 @@ class XnatClient:
             generation = self._login_generation
             self.request_count += 1
             try:
-                resp = await self.client.request(
+                resp = await self._send(
                     method,
                     url,
                     params=params,

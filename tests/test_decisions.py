@@ -372,3 +372,16 @@ def test_the_client_fetches_only_from_its_own_server() -> None:
             client.url(other)
         assert refused.value.status == 421
         assert "another server" in str(refused.value)
+
+
+def test_a_redirect_may_only_upgrade_the_same_host_to_https() -> None:
+    from xnat_downloader.http.client import XnatClient
+    from xnat_downloader.http.credentials import Credentials
+
+    plain = XnatClient("http://xnat.example.org", Credentials("u", "p"), login_path="/x")
+    assert plain._may_follow("http://xnat.example.org/data/x")
+    assert plain._may_follow("https://xnat.example.org/data/x")  # the server wants TLS
+    assert not plain._may_follow("https://other.example.org/data/x")
+    assert not plain._may_follow("http://xnat.example.org:8080/data/x")
+    tls = XnatClient("https://xnat.example.org", Credentials("u", "p"), login_path="/x")
+    assert not tls._may_follow("http://xnat.example.org/data/x")  # never down to plain HTTP

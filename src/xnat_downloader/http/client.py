@@ -243,6 +243,15 @@ class XnatClient:
         same scheme, host and port."""
         return "://" not in url or _origin(url) == _origin(self.base_url)
 
+    def _may_follow(self, target: str) -> bool:
+        """A redirect stays on this server, or only moves it from http to https (as a
+        server that refuses plain HTTP answers): the same host either way."""
+        if self.on_this_server(target):
+            return True
+        scheme, host, _port = _origin(target)
+        base_scheme, base_host, _ = _origin(self.base_url)
+        return (base_scheme, scheme, host) == ("http", "https", base_host)
+
     def url(self, path: str) -> str:
         """Absolute URL for a server path (``/data/…``) or an absolute URL on this server.
         An absolute URL on another server (a hostile or confused listing can name one) is
@@ -332,7 +341,7 @@ class XnatClient:
                 return resp
             target = urljoin(str(resp.url), resp.headers.get("Location", ""))
             resp.release()
-            if not self.on_this_server(target):
+            if not self._may_follow(target):
                 scheme, host, port = _origin(target)
                 msg = (
                     f"the server redirected {url} to another server ({scheme}://{host}:{port}), "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import http.server
 import io
 import json
 import os
@@ -13,7 +12,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +21,7 @@ import pytest
 import requests
 
 from tests.conftest import BIN, Server, start_server
+from tests.standins import Canned, serve
 from xnat_downloader import Mode, Selection, download
 from xnat_downloader.cli.main import run
 
@@ -870,67 +869,41 @@ def test_unreachable_server_exits_2(tmp_path: Path) -> None:
     assert "cannot reach http://127.0.0.1:" in err
 
 
-class _LoginPortal(http.server.BaseHTTPRequestHandler):
+class _LoginPortal(Canned):
     """A hostile stand-in: every URL answers 200 with an HTML login page (as an SSO portal
     in front of XNAT does)."""
 
-    def do_GET(self) -> None:
-        body = b"<!DOCTYPE html><html><body><form>Login</form></body></html>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_DELETE = do_GET
-
-    def log_message(self, *args: object) -> None:
-        return None
+    def answer(self, path: str) -> tuple[str, bytes]:
+        return "text/html", b"<!DOCTYPE html><html><body><form>Login</form></body></html>"
 
 
 def test_login_page_is_an_error_never_data(tmp_path: Path) -> None:
-    portal = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LoginPortal)
-    thread = threading.Thread(target=portal.serve_forever, daemon=True)
-    thread.start()
+    url, stop = serve(_LoginPortal)
     try:
-        url = f"http://127.0.0.1:{portal.server_address[1]}"
         code, _, err = cli("download", "-w", url, "-p", "P", "-o", str(tmp_path / "o"))
     finally:
-        portal.shutdown()
+        stop()
     assert code == 2
     assert "HTML page" in err
     assert not local_files(tmp_path / "o")
 
 
-class _DeepJson(http.server.BaseHTTPRequestHandler):
+class _DeepJson(Canned):
     """A hostile stand-in: logs anyone in, then answers every listing with JSON nested
     200,000 deep (Python's parser gives up with RecursionError, not a ValueError)."""
 
-    def do_GET(self) -> None:
-        if self.path.startswith("/data/JSESSION"):
-            body = b"0123456789ABCDEF"
-        else:
-            body = b"[" * 200_000 + b"]" * 200_000
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_DELETE = do_GET
-
-    def log_message(self, *args: object) -> None:
-        return None
+    def answer(self, path: str) -> tuple[str, bytes]:
+        if path.startswith("/data/JSESSION"):
+            return "text/plain", b"0123456789ABCDEF"
+        return "application/json", b"[" * 200_000 + b"]" * 200_000
 
 
 def test_json_nested_too_deeply_is_an_error_not_a_crash(tmp_path: Path) -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DeepJson)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url, stop = serve(_DeepJson)
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
         code, out, err = cli("download", "-w", url, "-p", "P", "-o", str(tmp_path / "o"))
     finally:
-        server.shutdown()
+        stop()
     assert code == 1
     assert "Traceback" not in err + out
     assert "is not JSON" in err

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.conftest import start_server
+from tests.standins import PassThrough, elsewhere, serve
 from tests.test_download import cli
 
 ADMIN = ("admin", "admin")
@@ -180,39 +181,22 @@ def test_sessions_without_a_project(tmp_path: Path, archive: Path) -> None:
 def test_no_silent_gaps(tmp_path: Path, archive: Path) -> None:
     """A listing row the client cannot use, and a named session that is not there, are
     failures with a reason: never 'done: … 0 failed' with something missing."""
-    import http.server
-    import threading
-
     server = start_server(archive)
     spoiled: list[str] = []
 
-    class Proxy(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            upstream = requests.get(server.url + self.path, headers={
-                "Authorization": self.headers.get("Authorization", ""),
-                "Cookie": self.headers.get("Cookie", ""),
-            }, timeout=30)  # fmt: skip
-            body = upstream.content
-            if "/scans/ALL/files" in self.path and "format=json" in self.path and not spoiled:
-                doc = upstream.json()
-                rows = doc["ResultSet"]["Result"]
-                spoiled.append(rows[0]["Name"])
-                rows[0]["URI"] = "odd:not-a-file-uri"
-                body = json.dumps(doc).encode()
-            self.send_response(upstream.status_code)
-            for key in ("Content-Type", "Set-Cookie"):
-                if key in upstream.headers:
-                    self.send_header(key, upstream.headers[key])
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    class Proxy(PassThrough):
+        upstream = server.url
 
-        def log_message(self, *args: object) -> None:
-            pass
+        def edit(self, path: str, answer: requests.Response) -> bytes:
+            if "/scans/ALL/files" not in path or "format=json" not in path or spoiled:
+                return answer.content
+            doc = answer.json()
+            rows = doc["ResultSet"]["Result"]
+            spoiled.append(rows[0]["Name"])
+            rows[0]["URI"] = "odd:not-a-file-uri"
+            return json.dumps(doc).encode()
 
-    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{proxy.server_address[1]}"
+    url, stop = serve(Proxy)
     try:
         out = tmp_path / "dl"
         code, text, err = cli("download", "-w", url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
@@ -224,8 +208,12 @@ def test_no_silent_gaps(tmp_path: Path, archive: Path) -> None:
         assert "odd:not-a-file-uri" in err
         assert "NO_SUCH_SESSION" in err
     finally:
-        proxy.shutdown()
+        stop()
         server.stop()
+
+
+def failed_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("failed: ")]
 
 
 def test_a_listing_that_names_another_server_sends_the_client_nowhere(
@@ -234,55 +222,24 @@ def test_a_listing_that_names_another_server_sends_the_client_nowhere(
     """A server whose file listing names URLs on another host (hostile, or confused by a
     proxy): none of them is fetched, in per-file or zip mode; each of those files fails,
     named, with the reason; the rest of the selection is fetched and verified."""
-    import http.server
-    import threading
-
     server = start_server(archive)
-    contacted: list[str] = []
-
-    class Elsewhere(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            contacted.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    elsewhere = http.server.ThreadingHTTPServer(("localhost", 0), Elsewhere)
-    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
-    other = f"http://localhost:{elsewhere.server_address[1]}"
+    other, asked, stop_other = elsewhere()
     moved: list[str] = []
 
-    class Proxy(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            upstream = requests.get(server.url + self.path, headers={
-                "Authorization": self.headers.get("Authorization", ""),
-                "Cookie": self.headers.get("Cookie", ""),
-            }, timeout=30)  # fmt: skip
-            body = upstream.content
-            if "/scans/ALL/files" in self.path and "format=json" in self.path:
-                doc = upstream.json()
-                for row in doc["ResultSet"]["Result"]:
-                    if "/scans/1/" in row["URI"]:  # scan 1's files are said to be elsewhere
-                        moved.append(row["Name"])
-                        row["URI"] = other + row["URI"]
-                body = json.dumps(doc).encode()
-            self.send_response(upstream.status_code)
-            for key in ("Content-Type", "Set-Cookie"):
-                if key in upstream.headers:
-                    self.send_header(key, upstream.headers[key])
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    class Proxy(PassThrough):
+        upstream = server.url
 
-        def log_message(self, *args: object) -> None:
-            pass
+        def edit(self, path: str, answer: requests.Response) -> bytes:
+            if "/scans/ALL/files" not in path or "format=json" not in path:
+                return answer.content
+            doc = answer.json()
+            for row in doc["ResultSet"]["Result"]:
+                if "/scans/1/" in row["URI"]:  # scan 1's files are said to be elsewhere
+                    moved.append(row["Name"])
+                    row["URI"] = other + row["URI"]
+            return json.dumps(doc).encode()
 
-    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{proxy.server_address[1]}"
+    url, stop = serve(Proxy)
     try:
         for mode in ("files", "zip"):
             moved.clear()
@@ -291,13 +248,13 @@ def test_a_listing_that_names_another_server_sends_the_client_nowhere(
             assert code == 1, err
             assert moved
             assert text.splitlines()[-1].endswith(f" {len(moved)} failed"), (mode, text)
-            failed = [ln for ln in err.splitlines() if ln.startswith("failed: ")]
+            failed = failed_lines(err)
             assert len(failed) == len(moved)
-            assert all("names a file on another server" in ln for ln in failed)
-            assert contacted == []
+            assert all("names a file on another server" in line for line in failed)
+            assert asked == []
     finally:
-        proxy.shutdown()
-        elsewhere.shutdown()
+        stop()
+        stop_other()
         server.stop()
 
 
@@ -307,8 +264,6 @@ def test_a_body_longer_than_listed_is_not_written_on(tmp_path: Path, archive: Pa
     it stays; in a zip, a member that inflates past its listed size (a zip bomb) stops the
     zip, and the file is fetched on its own and verified.  Either way the client stops
     reading long before the server stops sending."""
-    import http.server
-    import threading
     import zlib
 
     server = start_server(archive)
@@ -316,29 +271,19 @@ def test_a_body_longer_than_listed_is_not_written_on(tmp_path: Path, archive: Pa
     sent: dict[str, int] = {}
     target: list[str] = ["", ""]  # [flood the file?, its name]
 
-    class Proxy(http.server.BaseHTTPRequestHandler):
+    class Proxy(PassThrough):
+        upstream = server.url
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:
-            plain = self.path.split("?")[0]
-            if target[0] and plain.endswith("/files/" + target[1]) and "zip" not in self.path:
+        def intercept(self, path: str) -> bool:
+            plain = path.split("?")[0]
+            if target[0] and plain.endswith("/files/" + target[1]) and "zip" not in path:
                 self._flood("file", b"A" * 65536)
-                return
-            if "/scans/1/resources/" in plain and plain.endswith("/files") and "zip" in self.path:
+                return True
+            if "/scans/1/resources/" in plain and plain.endswith("/files") and "zip" in path:
                 self._zip_bomb()
-                return
-            upstream = requests.get(server.url + self.path, headers={
-                "Authorization": self.headers.get("Authorization", ""),
-                "Cookie": self.headers.get("Cookie", ""),
-            }, timeout=30)  # fmt: skip
-            body = upstream.content
-            self.send_response(upstream.status_code)
-            for key in ("Content-Type", "Set-Cookie"):
-                if key in upstream.headers:
-                    self.send_header(key, upstream.headers[key])
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+                return True
+            return False
 
         def _flood(self, what: str, piece: bytes, head: bytes = b"") -> None:
             self.send_response(200)
@@ -367,12 +312,7 @@ def test_a_body_longer_than_listed_is_not_written_on(tmp_path: Path, archive: Pa
             piece = squeeze.compress(os.urandom(1024 * 1024)) + squeeze.flush(zlib.Z_SYNC_FLUSH)
             self._flood("zip", piece, header)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{proxy.server_address[1]}"
+    url, stop = serve(Proxy)
     session = "/data/projects/DEMO01/experiments/DEMO01_S001_MR1"
     rows = requests.get(f"{server.url}{session}/scans/1/resources/DICOM/files",
                         params={"format": "json"}, auth=("admin", "admin"), timeout=30
@@ -398,84 +338,47 @@ def test_a_body_longer_than_listed_is_not_written_on(tmp_path: Path, archive: Pa
         assert text.splitlines()[-1].endswith(" 0 failed"), text
         assert sent["zip"] < flood
     finally:
-        proxy.shutdown()
+        stop()
         server.stop()
 
 
 def test_redirects_are_followed_only_on_the_same_server(tmp_path: Path, archive: Path) -> None:
     """A redirect to another path of the same server is followed (the file verifies); one
     to another host is not (that file fails, named, and the other host hears nothing)."""
-    import http.server
-    import threading
-
     server = start_server(archive)
-    contacted: list[str] = []
+    other, asked, stop_other = elsewhere()
 
-    class Elsewhere(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            contacted.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    class Proxy(PassThrough):
+        upstream = server.url
 
-        def log_message(self, *args: object) -> None:
-            pass
+        def intercept(self, path: str) -> bool:
+            if "/files/" not in path or "format=" in path:
+                return False
+            if "/scans/1/" in path:
+                self.redirect(other + path)
+                return True
+            if not path.startswith("/moved"):
+                self.redirect("/moved" + path)  # relative: this server
+                return True
+            self.path = path.removeprefix("/moved")
+            return False
 
-    elsewhere = http.server.ThreadingHTTPServer(("localhost", 0), Elsewhere)
-    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
-    other = f"http://localhost:{elsewhere.server_address[1]}"
-
-    class Proxy(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path
-            if "/files/" in path and "format=" not in path:
-                if "/scans/1/" in path:
-                    self._redirect(other + path)
-                    return
-                if not path.startswith("/moved"):
-                    self._redirect("/moved" + path)  # relative: this server
-                    return
-                path = path.removeprefix("/moved")
-            upstream = requests.get(server.url + path, headers={
-                "Authorization": self.headers.get("Authorization", ""),
-                "Cookie": self.headers.get("Cookie", ""),
-            }, timeout=30, allow_redirects=False)  # fmt: skip
-            body = upstream.content
-            self.send_response(upstream.status_code)
-            for key in ("Content-Type", "Set-Cookie"):
-                if key in upstream.headers:
-                    self.send_header(key, upstream.headers[key])
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _redirect(self, location: str) -> None:
-            self.send_response(302)
-            self.send_header("Location", location)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{proxy.server_address[1]}"
+    url, stop = serve(Proxy)
     try:
         out = tmp_path / "dl"
         code, text, err = cli("download", "-w", url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
                               "--transfer", "files", "-o", str(out))  # fmt: skip
         assert code == 1, err
-        failed = [ln for ln in err.splitlines() if ln.startswith("failed: ")]
+        failed = failed_lines(err)
         assert failed
-        assert all("/scans/1-" in ln and "another server" in ln for ln in failed), failed
+        assert all("/scans/1-" in line and "another server" in line for line in failed), failed
         total = int(text.splitlines()[-1].split()[1])
         assert text.splitlines()[-1].endswith(
             f"{total - len(failed)} verified, {len(failed)} failed"
         )
         assert list(out.rglob("*.dcm"))  # the other scans' files came by the same-server detour
-        assert contacted == []
+        assert asked == []
     finally:
-        proxy.shutdown()
-        elsewhere.shutdown()
+        stop()
+        stop_other()
         server.stop()

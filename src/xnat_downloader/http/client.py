@@ -155,6 +155,14 @@ def _origin(url: str) -> tuple[str, str, int]:
     return parts.scheme.lower(), (parts.hostname or "").lower(), port
 
 
+def _elsewhere(said: str, url: str, outcome: str) -> ServerError:
+    """The refusal of a URL on another server (421, Misdirected Request), naming its origin."""
+    scheme, host, port = _origin(url)
+    return ServerError(
+        f"{said} another server ({scheme}://{host}:{port}), {outcome}", status=421, url=url
+    )
+
+
 class XnatClient:
     """An authenticated connection pool to one XNAT server.  Use as an async context manager."""
 
@@ -258,12 +266,7 @@ class XnatClient:
         refused with ServerError (status 421), never fetched: the request path is one."""
         if "://" in path:
             if not self.on_this_server(path):
-                scheme, host, port = _origin(path)
-                msg = (
-                    f"the server named a URL on another server ({scheme}://{host}:{port}), "
-                    "which is never fetched"
-                )
-                raise ServerError(msg, status=421, url=path)
+                raise _elsewhere("the server named a URL on", path, "which is never fetched")
             return path
         return self.base_url + (path if path.startswith("/") else "/" + path)
 
@@ -342,12 +345,8 @@ class XnatClient:
             target = urljoin(str(resp.url), resp.headers.get("Location", ""))
             resp.release()
             if not self._may_follow(target):
-                scheme, host, port = _origin(target)
-                msg = (
-                    f"the server redirected {url} to another server ({scheme}://{host}:{port}), "
-                    "which is never followed"
-                )
-                raise ServerError(msg, status=421, url=target)
+                said = f"the server redirected {url} to"
+                raise _elsewhere(said, target, "which is never followed")
             url = target
             kwargs.pop("params", None)  # the new location carries its own query
         raise ServerError(f"more than {MAX_REDIRECTS} redirects from {url}", status=421, url=url)

@@ -382,3 +382,51 @@ def test_redirects_are_followed_only_on_the_same_server(tmp_path: Path, archive:
         stop()
         stop_other()
         server.stop()
+
+
+def test_a_zip_without_end_is_stopped(tmp_path: Path, archive: Path) -> None:
+    """A resource's zip that goes on and on with members the listing does not name (junk
+    from a hostile or broken server) is stopped once it runs well past what its files
+    hold; the files are then fetched one by one and verified."""
+    import struct
+    import zlib
+
+    server = start_server(archive)
+    flood = 64 * 1024 * 1024
+    sent = [0]
+
+    class Proxy(PassThrough):
+        upstream = server.url
+
+        def intercept(self, path: str) -> bool:
+            plain = path.split("?")[0]
+            if not ("/scans/1/resources/" in plain and plain.endswith("/files") and "zip" in path):
+                return False
+            self.send_response(200)
+            self.send_header("Content-Type", "application/zip")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            junk = os.urandom(64 * 1024)
+            crc = zlib.crc32(junk)  # whole, well-formed members: only their number is wrong
+            try:
+                while sent[0] < flood:
+                    name = f"junk/{sent[0]}.bin".encode()
+                    head = struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 0, 0, 0, crc,
+                                       len(junk), len(junk), len(name), 0)  # fmt: skip
+                    self.wfile.write(head + name + junk)
+                    sent[0] += len(head) + len(name) + len(junk)
+            except OSError:
+                pass  # the client hung up
+            return True
+
+    url, stop = serve(Proxy)
+    try:
+        code, text, err = cli("download", "-w", url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
+                              "--scan-type", "T1w", "--resource", "DICOM", "--transfer", "zip",
+                              "-o", str(tmp_path / "dl"))  # fmt: skip
+        assert code == 0, err
+        assert text.splitlines()[-1].endswith(" 0 failed"), text
+        assert sent[0] < flood
+    finally:
+        stop()
+        server.stop()

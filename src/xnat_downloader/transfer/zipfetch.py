@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
@@ -67,7 +67,7 @@ async def fetch_zip(
             "GET", zip_path, params=zip_params, what=f"the zip of {batch.resource_uri}"
         )
         try:
-            src = Source(resp.content.read)
+            src = Source(_budgeted(resp.content.read, zip_budget(batch), batch.resource_uri))
             while (header := await read_header(src)) is not None:
                 path = member_path(header.name, expected, by_basename)
                 if path is None or path not in wanted or path in done or path in failed_here:
@@ -98,6 +98,31 @@ async def fetch_zip(
     if leftovers:
         log.info("zip of %s: %d files left for per-file GETs", batch.resource_uri, len(leftovers))
     return list(done.values()), leftovers
+
+
+def zip_budget(batch: ZipBatch) -> int:
+    """The most a resource's zip may run to: its files twice over (stored, as asked for,
+    it is their sum and a header each), plus 64 KiB a file and 1 MiB.  A zip that runs
+    past it (junk members without end, from a hostile or broken server) is stopped."""
+    files = sum(job.size or 0 for job in batch.jobs.values())
+    return 2 * files + 64 * 1024 * len(batch.jobs) + 1024 * 1024
+
+
+def _budgeted(
+    read_some: Callable[[int], Awaitable[bytes]], budget: int, uri: str
+) -> Callable[[int], Awaitable[bytes]]:
+    """``read_some`` that raises ZipStreamError once more than ``budget`` bytes came."""
+    taken = 0
+
+    async def read(n: int) -> bytes:
+        nonlocal taken
+        data = await read_some(n)
+        taken += len(data)
+        if taken > budget:
+            raise ZipStreamError(f"the zip of {uri} runs past {budget} bytes; stopped")
+        return data
+
+    return read
 
 
 # A member's bytes go to its file from a worker thread (the write and the MD5 are the costly

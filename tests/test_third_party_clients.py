@@ -622,3 +622,36 @@ def test_xnatpy_scan_parameters(serve: Callable[..., Server]) -> None:
     xml = requests.get(server.url + uri, params={"format": "xml"}, auth=("admin", "admin"),
                        timeout=30).text  # fmt: skip
     assert '<xnat:addParam name="TR">2.3</xnat:addParam>' in xml
+
+
+def test_dicom_dump_passes_over_files_that_do_not_read(serve: Callable[..., Server]) -> None:
+    """A scan whose only DICOM file is malformed (uploaded as it was): the dump answers
+    404 saying no file can be read, never a server error; a good file beside it is used."""
+    import requests
+
+    from tests.dicomfiles import instance
+
+    server = serve()
+    auth = ("admin", "admin")
+    scan = "/data/projects/DEMO01/subjects/DEMO01_S001/experiments/DEMO01_S001_MR1/scans/77"
+    assert requests.put(f"{server.url}{scan}?xsiType=xnat:mrScanData", auth=auth,
+                        timeout=30).ok  # fmt: skip
+    broken = b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\x7f" + b"1.2"  # cut short
+    put = requests.put(f"{server.url}{scan}/resources/DICOM/files/a.dcm?inbody=true",
+                       data=broken, auth=auth, timeout=30)  # fmt: skip
+    assert put.ok, put.text
+    dump = f"{server.url}/data/services/dicomdump"
+    answer = requests.get(dump, params={"src": scan, "format": "json"}, auth=auth, timeout=30)
+    assert answer.status_code == 404
+    assert "can be read" in answer.text
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        good = instance(Path(folder) / "b.dcm", study="1.2.3", series_number=77)
+        assert requests.put(f"{server.url}{scan}/resources/DICOM/files/b.dcm?inbody=true",
+                            data=good.read_bytes(), auth=auth, timeout=30).ok  # fmt: skip
+    answer = requests.get(dump, params={"src": scan, "format": "json"}, auth=auth, timeout=30)
+    assert answer.status_code == 200
+    rows = answer.json()["ResultSet"]["Result"]
+    assert ("(0020,0011)", "77") in {(r["tag1"], r["value"]) for r in rows}

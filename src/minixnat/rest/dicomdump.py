@@ -64,17 +64,21 @@ def archive_files(store: Store, access: Access, parts: list[str]) -> list[Path]:
 
 def dump(files: list[Path], wanted: list[str]) -> Table:
     """The header of the first of ``files`` that reads as DICOM, as rows."""
+    keep = {w.strip().upper().replace(",", "").strip("()") for w in wanted if w.strip()}
     for path in files:
         try:
             dataset = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError):
+            if not len(dataset):  # a file meta header and nothing after it: not a header
+                continue
+            rows = [row for element in dataset for row in _rows(element, keep)]
+        except (InvalidDicomError, OSError, EOFError):
             continue
-        keep = {w.strip().upper().replace(",", "").strip("()") for w in wanted if w.strip()}
-        rows = []
-        for element in dataset:
-            rows += _rows(element, keep)
+        except Exception:
+            # A stored file is whatever was uploaded, and pydicom raises many kinds of
+            # error on malformed data: such a file is passed over, as one that is not DICOM.
+            continue
         return Table(COLUMNS, rows)
-    raise HttpError(404, "No DICOM file was found there.")
+    raise HttpError(404, "No DICOM file that can be read was found there.")
 
 
 def _rows(element: DataElement, keep: set[str], parent: str = "") -> list[dict[str, str]]:

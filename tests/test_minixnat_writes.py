@@ -577,3 +577,7 @@ def test_import_keeps_the_scanner_site_and_timing_from_the_headers(
         assert scan.scanner == "MRC35"
         assert (scan.parameters.tr, scan.parameters.te, scan.parameters.flip) == (2300, 2.98, 9)
         assert experiment.scans["2"].parameters.tr == 3200
+        assert connection.scanners == ["MRC35"]  # /data/archive/scanners, each once
+    # A user who may not read project NEW is not told its scanners.
+    assert call(server, "GET", "/data/archive/scanners?format=json", auth=("cole", "pw")
+                ).json()["ResultSet"]["Result"] == []  # fmt: skip

@@ -403,3 +403,16 @@ def file_table(store: Store, target: Target, request: Request, *, scoped: bool) 
         fixed_columns=True,
         column_props=[{"key": "URI", "serverRoot": ""}],
     )
+
+
+def scanner_table(store: Store, access: Access) -> Table:
+    """``/data/archive/scanners``: the scanners of the sessions the caller may read (their
+    ``scanner`` field, which an import keeps from the headers' Station Name), each once."""
+    readable = {p.id for p in store.list_projects() if access.can_read(p)}
+    fields = store.fields_of_kind("experiment")
+    names = {
+        fields.get(e.id, {}).get("scanner", "")
+        for e in store.list_experiments(sessions_only=True)
+        if e.project in readable
+    }
+    return Table(["scanner"], [{"scanner": name} for name in sorted(names) if name])

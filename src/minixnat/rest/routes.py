@@ -23,6 +23,7 @@ from minixnat.rest import (
     catalogs,
     dicomdump,
     imports,
+    listings,
     reads,
     refresh,
     search,
@@ -337,6 +338,10 @@ async def dicom_dump(call: Call) -> AnyResponse:
     return render(dicomdump.dump(files, wanted), call.request)
 
 
+async def scanners(call: Call) -> AnyResponse:
+    return render(listings.scanner_table(call.store, call.access), call.request)
+
+
 async def refresh_catalog(call: Call) -> AnyResponse:
     call.require_user()
     return refresh.refresh_catalog(call.store, call.access, call.request)
@@ -516,6 +521,7 @@ ROUTES: list[Route] = [
         launch_pipeline,
         frozenset({"POST", "PUT"}),
     ),
+    _route("data/scanners", scanners, READ),
     _route("data/*", archive_write, WRITE),
     _route("data/*", archive_read, READ),
     _route("data/*", method_not_allowed),

@@ -624,7 +624,9 @@ def test_xnatpy_scan_parameters(serve: Callable[..., Server]) -> None:
     assert '<xnat:addParam name="TR">2.3</xnat:addParam>' in xml
 
 
-def test_dicom_dump_passes_over_files_that_do_not_read(serve: Callable[..., Server]) -> None:
+def test_dicom_dump_passes_over_files_that_do_not_read(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
     """A scan whose only DICOM file is malformed (uploaded as it was): the dump answers
     404 saying no file can be read, never a server error; a good file beside it is used."""
     import requests
@@ -644,13 +646,9 @@ def test_dicom_dump_passes_over_files_that_do_not_read(serve: Callable[..., Serv
     answer = requests.get(dump, params={"src": scan, "format": "json"}, auth=auth, timeout=30)
     assert answer.status_code == 404
     assert "can be read" in answer.text
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as folder:
-        good = instance(Path(folder) / "b.dcm", study="1.2.3", series_number=77)
-        assert requests.put(f"{server.url}{scan}/resources/DICOM/files/b.dcm?inbody=true",
-                            data=good.read_bytes(), auth=auth, timeout=30).ok  # fmt: skip
+    good = instance(tmp_path / "b.dcm", study="1.2.3", series_number=77)
+    assert requests.put(f"{server.url}{scan}/resources/DICOM/files/b.dcm?inbody=true",
+                        data=good.read_bytes(), auth=auth, timeout=30).ok  # fmt: skip
     answer = requests.get(dump, params={"src": scan, "format": "json"}, auth=auth, timeout=30)
     assert answer.status_code == 200
     rows = answer.json()["ResultSet"]["Result"]

@@ -36,6 +36,10 @@ class Access:
             return True
         return self.role(project) is not None
 
+    def readable_project_ids(self) -> list[str]:
+        """The IDs of every project this user may read, in the store's order."""
+        return [p.id for p in self.store.list_projects() if self.can_read(p)]
+
     def can_edit(self, project: Project) -> bool:
         return self.is_admin or self.role(project) in ("owner", "member")
 

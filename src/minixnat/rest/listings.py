@@ -408,7 +408,7 @@ def file_table(store: Store, target: Target, request: Request, *, scoped: bool) 
 def scanner_table(store: Store, access: Access) -> Table:
     """``/data/archive/scanners``: the scanners of the sessions the caller may read (their
     ``scanner`` field, which an import keeps from the headers' Station Name), each once."""
-    readable = {p.id for p in store.list_projects() if access.can_read(p)}
+    readable = set(access.readable_project_ids())
     fields = store.fields_of_kind("experiment")
     names = {
         fields.get(e.id, {}).get("scanner", "")

@@ -281,7 +281,7 @@ def matches(row: dict[str, str], criteria: Criteria) -> bool:
 def candidate_rows(store: Store, access: Access, element: str) -> list[dict[str, str]]:
     """Every readable object of ``element`` as lower-case field → value."""
     kind = kind_of(element)
-    readable = {p.id for p in store.list_projects() if access.can_read(p)}
+    readable = set(access.readable_project_ids())
     if kind == "workflow":  # workflow records have no stored fields of their own
         return [_lower(fields_of(w)) for w in store.list_workflows(projects=sorted(readable))]
     fields = store.fields_of_kind(kind)

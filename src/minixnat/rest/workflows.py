@@ -220,7 +220,7 @@ def _experiment(store: Store, access: Access, project_ref: str | None, ref: str)
 def _readable_projects(store: Store, access: Access, ref: str | None) -> list[str]:
     if ref is not None:
         return [_project(store, access, ref).id]
-    return [p.id for p in store.list_projects() if access.can_read(p)]
+    return access.readable_project_ids()
 
 
 def _table(store: Store, found: list[Workflow], title: str) -> Table:

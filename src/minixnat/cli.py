@@ -253,17 +253,12 @@ def serve(args: argparse.Namespace) -> int:
     from minixnat.server.faults import Faults
     from minixnat.server.run import Stopped, Tls, listening_sockets, run_workers, url_of
 
-    tls: Tls | None = None
-    if args.tls_cert or args.tls_key:
-        if not (args.tls_cert and args.tls_key):
-            print("minixnat: --tls-cert and --tls-key go together; give both", file=sys.stderr)
-            return 2
-        tls = Tls(args.tls_cert, args.tls_key)
-        try:
-            tls.check()
-        except ValueError as exc:
-            print(f"minixnat: {exc}", file=sys.stderr)
-            return 2
+    try:
+        both = "--tls-cert and --tls-key go together; give both"
+        tls = Tls.given(args.tls_cert, args.tls_key, both=both)
+    except ValueError as exc:
+        print(f"minixnat: {exc}", file=sys.stderr)
+        return 2
     store = _open(args.root)
     report = check(store, full=False)
     if not report.ok:

@@ -75,13 +75,7 @@ def start(
     from minixnat.server.run import Background, Tls, listening_socket, url_of
     from minixnat.store import Store
 
-    tls = None
-    if tls_cert or tls_key:
-        if not (tls_cert and tls_key):
-            msg = "tls_cert and tls_key go together"
-            raise ValueError(msg)
-        tls = Tls(Path(tls_cert), Path(tls_key))
-        tls.check()
+    tls = Tls.given(tls_cert, tls_key, both="tls_cert and tls_key go together")
     root.mkdir(parents=True, exist_ok=True)
     store = Store(root)
     if store.check_password(user, password) is None:

@@ -72,6 +72,18 @@ class Tls:
     cert: Path
     key: Path
 
+    @classmethod
+    def given(cls, cert: Path | None, key: Path | None, *, both: str) -> Tls | None:
+        """The pair to serve HTTPS with, checked (:meth:`check`); None when neither is
+        given.  ValueError, saying ``both``, when only one is."""
+        if not (cert or key):
+            return None
+        if not (cert and key):
+            raise ValueError(both)
+        tls = cls(Path(cert), Path(key))
+        tls.check()
+        return tls
+
     def check(self) -> None:
         """Load the pair once, so that a wrong path or a key that does not match the
         certificate is said before anything listens.  ValueError names what is wrong."""

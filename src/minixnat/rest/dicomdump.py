@@ -19,7 +19,7 @@ from pydicom.errors import InvalidDicomError
 
 from minixnat.http.access import Access
 from minixnat.http.messages import HttpError
-from minixnat.rest.resolve import resolve
+from minixnat.rest.resolve import resolve, uri_segments
 from minixnat.rest.tables import Table
 from minixnat.store import Store
 
@@ -29,13 +29,9 @@ BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN"}
 
 def source_parts(src: str) -> tuple[str, list[str]]:
     """``("archive" | "prearchive", the path's segments after that)``; 400 for anything else."""
-    parts = [p for p in src.split("/") if p]
-    if parts[:1] in (["data"], ["REST"]):
-        parts = parts[1:]
+    parts = uri_segments(src)
     if parts[:1] == ["prearchive"]:
         return "prearchive", parts[1:]
-    if parts[:1] == ["archive"]:
-        parts = parts[1:]
     if parts[:1] in (["projects"], ["experiments"]):
         return "archive", parts
     raise HttpError(

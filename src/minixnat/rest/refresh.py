@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from minixnat.http.access import Access
 from minixnat.http.messages import HttpError, Request, Response, text
-from minixnat.rest.resolve import resolve
+from minixnat.rest.resolve import resolve, uri_segments
 from minixnat.store import Resource, Store
 
 OPTIONS = ("append", "delete", "populatestats", "checksum")
@@ -22,11 +22,7 @@ OPTIONS = ("append", "delete", "populatestats", "checksum")
 
 def _resources(store: Store, access: Access, uri: str) -> tuple[str, list[Resource]]:
     """The project and the resources that ``uri`` names."""
-    parts = [p for p in uri.split("/") if p]
-    if parts[:1] in (["data"], ["REST"]):
-        parts = parts[1:]
-    if parts[:1] == ["archive"]:
-        parts = parts[1:]
+    parts = uri_segments(uri)
     if not parts:
         raise HttpError(400, "Name the resource to refresh: resource=/archive/experiments/{E}/…")
     target = resolve(store, access, parts)

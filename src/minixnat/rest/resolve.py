@@ -178,6 +178,18 @@ def _select_resources(
     return found
 
 
+def uri_segments(uri: str) -> list[str]:
+    """The segments of a path a service is given to name an object (``/data/archive/…``,
+    ``/REST/…``, ``/archive/…``, or bare), without the leading ``data``/``REST`` and
+    ``archive``, as :func:`resolve` takes them."""
+    parts = [p for p in uri.split("/") if p]
+    if parts[:1] in (["data"], ["REST"]):
+        parts = parts[1:]
+    if parts[:1] == ["archive"]:
+        parts = parts[1:]
+    return parts
+
+
 def resolve(store: Store, access: Access, segs: list[str], *, all_files: bool = False) -> Target:
     """Resolve ``segs`` (already stripped of ``/data``) into a :class:`Target`."""
     if not segs:

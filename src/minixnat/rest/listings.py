@@ -15,6 +15,7 @@ from minixnat.http.access import Access
 from minixnat.http.messages import HttpError, Request
 from minixnat.rest.resolve import Node, Target
 from minixnat.rest.tables import Row, Table
+from minixnat.rest.xpaths import custom_field_path
 from minixnat.store import Experiment, FileRow, Resource, Store
 
 # XNAT's type hierarchy, enough to answer xsiType= filters on abstract types.
@@ -112,7 +113,7 @@ def subject_table(store: Store, target: Target, access: Access) -> Table:
             custom = json.loads(subject.fields or "{}") if subject.id in listed else {}
             if custom:
                 found.setdefault(subject.id, {}).update(
-                    {f"fields/field[name={name}]/field": value for name, value in custom.items()}
+                    {custom_field_path(name): value for name, value in custom.items()}
                 )
         return found
 

@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from minixnat.http.messages import HttpError, Request, Response
 from minixnat.rest.resolve import Node, Target
-from minixnat.rest.xpaths import SCAN_PARAMETER, named_fields, nested_xml
+from minixnat.rest.xpaths import SCAN_PARAMETER, custom_field_path, named_fields, nested_xml
 from minixnat.store import (
     CustomVariable,
     Experiment,
@@ -386,7 +386,7 @@ def protocols(store: Store, project: Project) -> list[Protocol]:
 
 
 def _xml_path(v: CustomVariable) -> str:
-    return f"{v.data_type}/fields/field[name={v.name}]/field"
+    return f"{v.data_type}/{custom_field_path(v.name)}"
 
 
 def protocols_xml(store: Store, project: Project | None) -> str:

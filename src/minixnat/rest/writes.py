@@ -212,7 +212,7 @@ def _put_document(
     custom.update(doc.custom)
     extra = xpaths.generic_fields(pairs, kind, typed_hint=False)
     if kind != "subjects":  # a subject keeps its custom fields apart; others among its fields
-        extra.update({f"fields/field[name={n}]/field": v for n, v in doc.custom.items()})
+        extra.update({xpaths.custom_field_path(n): v for n, v in doc.custom.items()})
     if kind == "projects" and len(owner) == 2:
         with ctx.store.transaction():
             response = _put_project(ctx, name, simple, [])

@@ -82,6 +82,13 @@ def generic_fields(
 
 
 CUSTOM_FIELD = re.compile(r"^fields/field\[name=(?P<name>[^\]]+)\]/field$")
+
+
+def custom_field_path(name: str) -> str:
+    """Where a custom field is kept among an object's fields (what CUSTOM_FIELD reads)."""
+    return f"fields/field[name={name}]/field"
+
+
 SCAN_PARAMETER = re.compile(r"^parameters/addParam\[name=(?P<name>[^\]]+)\]/addField$")
 
 

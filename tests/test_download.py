@@ -877,12 +877,17 @@ class _LoginPortal(Canned):
         return "text/html", b"<!DOCTYPE html><html><body><form>Login</form></body></html>"
 
 
-def test_login_page_is_an_error_never_data(tmp_path: Path) -> None:
-    url, stop = serve(_LoginPortal)
+def _download_from(stand_in: type[Canned], out: Path) -> tuple[int, str, str]:
+    """``download -p P -o out`` from a stand-in server; its exit code, stdout and stderr."""
+    url, stop = serve(stand_in)
     try:
-        code, _, err = cli("download", "-w", url, "-p", "P", "-o", str(tmp_path / "o"))
+        return cli("download", "-w", url, "-p", "P", "-o", str(out))
     finally:
         stop()
+
+
+def test_login_page_is_an_error_never_data(tmp_path: Path) -> None:
+    code, _, err = _download_from(_LoginPortal, tmp_path / "o")
     assert code == 2
     assert "HTML page" in err
     assert not local_files(tmp_path / "o")
@@ -899,11 +904,7 @@ class _DeepJson(Canned):
 
 
 def test_json_nested_too_deeply_is_an_error_not_a_crash(tmp_path: Path) -> None:
-    url, stop = serve(_DeepJson)
-    try:
-        code, out, err = cli("download", "-w", url, "-p", "P", "-o", str(tmp_path / "o"))
-    finally:
-        stop()
+    code, out, err = _download_from(_DeepJson, tmp_path / "o")
     assert code == 1
     assert "Traceback" not in err + out
     assert "is not JSON" in err

@@ -581,3 +581,47 @@ def test_file_gets_follow_every_change_made_elsewhere(archive: Path) -> None:
             assert requests.get(base, auth=mia, timeout=30).status_code in (403, 404)
     finally:
         server.stop()
+
+
+def test_file_paths_resolve_alike_from_memory_and_afresh(
+    serve: Any, archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file GET remembers its folder's resolution and its resource's rows: a resource
+    labelled ``files``, a file named ``files``, a file under a folder called ``files``, and
+    a second user who may not read the project all get what a fresh lookup gives."""
+    _admin(archive, "user", "add", "mia", "--password", "pw")  # not a member of DEMO01
+    server: Server = serve()
+    res = f"{server.url}/data/projects/DEMO01/resources"
+    bodies = {
+        f"{res}/files/files/a.txt": b"in the resource called files",
+        f"{res}/R/files/files": b"a file called files",
+        f"{res}/R/files/sub/files/b.txt": b"under a folder called files",
+        f"{res}/R/files/c.txt": b"plain",
+    }
+    for url, data in bodies.items():
+        put = requests.put(url, params={"inbody": "true"}, data=data, auth=ADMIN, timeout=30)
+        assert put.status_code == 200, (url, put.text)
+    for _ in range(2):  # the second time from memory
+        for url, data in bodies.items():
+            got = requests.get(url, auth=ADMIN, timeout=30)
+            assert (got.status_code, got.content) == (200, data), url
+            assert requests.get(url, auth=("mia", "pw"), timeout=30).status_code == 404
+        assert requests.get(f"{res}/R/files/nope.txt", auth=ADMIN, timeout=30).status_code == 404
+        missing = requests.get(f"{res}/NOPE/files/c.txt", auth=ADMIN, timeout=30)
+        assert missing.status_code == 404
+    server.stop()
+
+    # A resource past the size of the remembered index is asked file by file.
+    monkeypatch.setattr("minixnat.store.files.INDEX_AT_MOST", 1)
+    store = Store(archive)
+    try:
+        app = App(store, Faults())
+        auth = {"Authorization": "Basic " + base64.b64encode(b"admin:admin").decode()}
+        for url in (f"{res}/R/files/c.txt", f"{res}/R/files/files"):
+            status, _head, body = asgi_get(app, url.removeprefix(server.url), auth)
+            assert (status, body) == (200, bodies[url])
+        status, _head, _body = asgi_get(app, "/data/projects/DEMO01/resources/R/files/x", auth)
+        assert status == 404
+        assert store._file_index(store.resources_named("project", "DEMO01", "R")[0].pk) is None
+    finally:
+        store.close()

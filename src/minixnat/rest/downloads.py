@@ -142,7 +142,7 @@ def find_single_file(store: Store, target: Target) -> tuple[Node, Resource, File
     matches = []
     for node, res in target.resources:
         if pattern is None:  # the common case: one indexed lookup, not a listing
-            found = store.get_file(res.pk, wanted)
+            found = store.lookup_file(res.pk, wanted)
             matches += [(node, res, found)] if found is not None else []
             continue
         for f in store.list_files(res.pk):

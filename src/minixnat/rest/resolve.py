@@ -102,6 +102,21 @@ class Target:
     multi_owner: bool = False
     extra: list[str] = field(default_factory=list)
 
+    def at_file(self, path: str) -> Target:
+        """This ``files`` target naming the file ``path`` in it (a plain constructor call:
+        ``dataclasses.replace`` costs the file GET three times as much)."""
+        return Target(
+            self.kind,
+            self.project,
+            self.subject,
+            self.experiment,
+            self.nodes,
+            self.resources,
+            path,
+            self.multi_owner,
+            self.extra,
+        )
+
 
 def _project(store: Store, access: Access, ref: str) -> Project:
     project = store.get_project(ref)
@@ -191,7 +206,28 @@ def uri_segments(uri: str) -> list[str]:
 
 
 def resolve(store: Store, access: Access, segs: list[str], *, all_files: bool = False) -> Target:
-    """Resolve ``segs`` (already stripped of ``/data``) into a :class:`Target`."""
+    """Resolve ``segs`` (already stripped of ``/data``) into a :class:`Target`.  The caller
+    must not change what it gets: the lists in it may be shared with other requests."""
+    if len(segs) > 2 and segs[-2] == "files":
+        # The usual file GET (…/files/NAME): the folder's resolution is remembered while
+        # the database is unchanged, so the files of one resource, fetched one after
+        # another, walk the path once.  Resolving is left to right, so the whole path is
+        # its folder's ``files`` target with a file path; anything else (a file under a
+        # folder called files) is resolved in full.
+        folder = tuple(segs[:-1])
+        try:
+            found: Target | None = store.remembered(
+                ("resolve", access.user, folder, all_files),
+                lambda: _resolve(store, access, list(folder), all_files=all_files),
+            )
+        except HttpError:
+            found = None  # the error (if any) is the whole path's to say
+        if found is not None and found.kind == "files" and found.file_path is None:
+            return found.at_file(segs[-1])
+    return _resolve(store, access, segs, all_files=all_files)
+
+
+def _resolve(store: Store, access: Access, segs: list[str], *, all_files: bool) -> Target:
     if not segs:
         raise HttpError(404, "The requested resource was not found.")
     head, rest = segs[0], segs[1:]

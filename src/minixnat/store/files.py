@@ -13,14 +13,20 @@ import functools
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from minixnat.store.clock import now_stamp
+from minixnat.store.db import remembered_read
 from minixnat.store.modified import ModifiedStamps
 from minixnat.store.names import check_name
 from minixnat.store.records import FileRow, Resource, StoreError
+
+# A resource of at most this many files is looked up by the file GET from an index of all
+# its rows, read once while the database is unchanged; a larger one is asked file by file.
+INDEX_AT_MOST = 2000
 
 
 def md5_of(path: Path) -> str:
@@ -117,6 +123,27 @@ class FileTables(ModifiedStamps):
             "SELECT * FROM files WHERE resource_pk=? AND path=?", (resource_pk, relpath)
         )
         return FileRow(**dict(row)) if row else None
+
+    def lookup_file(self, resource_pk: int, relpath: str) -> FileRow | None:
+        """:meth:`get_file` for the file GET, which asks for one resource's files one after
+        another: from the resource's remembered index (one query for all its rows, not one a
+        file: a cold pass over 2,000 files asks SQLite 80 times instead of 2,000)."""
+        index = self._file_index(resource_pk)
+        if index is None:  # a large resource: its rows are not all held in memory
+            return self.get_file(resource_pk, relpath)
+        return index.get(relpath)
+
+    @remembered_read
+    def _file_index(self, resource_pk: int) -> Mapping[str, FileRow] | None:
+        """The resource's rows by path (read-only: it is shared), or None past
+        :data:`INDEX_AT_MOST` files."""
+        past = self._one(
+            "SELECT 1 FROM files WHERE resource_pk=? LIMIT 1 OFFSET ?", (resource_pk, INDEX_AT_MOST)
+        )
+        if past is not None:
+            return None
+        rows = self._q("SELECT * FROM files WHERE resource_pk=?", (resource_pk,))
+        return MappingProxyType({r["path"]: FileRow(**dict(r)) for r in rows})
 
     def resource_stats(self, resource_pk: int) -> tuple[int, int]:
         row = self._one(

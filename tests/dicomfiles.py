@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,9 +32,20 @@ SYNTAXES = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLi
             *COMPRESSED)  # fmt: skip
 
 
+def dcmtk_path(tool: str) -> str | None:
+    """The path of dcmtk's ``tool`` on PATH, or None.  pynetdicom installs Python apps of
+    the same names (storescp, storescu, echoscu, ...) into the virtual environment's
+    ``bin``, which an activated environment puts first on PATH: that folder is passed
+    over, so that the peer is dcmtk's and not our own DICOM library's."""
+    own = (Path(sys.prefix) / "bin").resolve()
+    folders = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    path = os.pathsep.join(f for f in folders if f and Path(f).resolve() != own)
+    return shutil.which(tool, path=path)
+
+
 def dcmtk(tool: str) -> str:
     """The path of a dcmtk tool; fails (never skips) when dcmtk is missing."""
-    found = shutil.which(tool)
+    found = dcmtk_path(tool)
     if found is None:
         pytest.fail(f"dcmtk's {tool} is not installed: 'make test' installs Debian's dcmtk")
     return found

@@ -529,6 +529,38 @@ def test_pyxnat_attributes_and_a_new_sessions_summary(serve: Callable[..., Serve
     assert "`NEWSUBJ`" in summary
 
 
+def test_pyxnat_lists_a_projects_attributes_from_the_schema(shared_server: Server) -> None:
+    """pyxnat's ``attrs()`` walks the project type of the schema the server serves: the
+    paths XNAT's own schema gives, in its order (as pyxnat's own test expects them)."""
+    from pyxnat import Interface
+
+    interface = Interface(shared_server.url, "admin", "admin")
+    assert interface.select.project("DEMO01").attrs() == []  # no schema loaded yet
+    interface.manage.schemas.add("xapi/schemas/xnat")
+    paths = [
+        "name",
+        "type",
+        "description",
+        "keywords",
+        "aliases",
+        "aliases/alias",
+        "aliases/alias/None",
+        "publications",
+        "publications/publication",
+        "resources",
+        "resources/resource",
+        "studyProtocol",
+        "PI",
+        "investigators",
+        "investigators/investigator",
+        "fields",
+        "fields/field",
+        "fields/field/None",
+    ]
+    attrs = interface.select.project("DEMO01").attrs()
+    assert attrs == [f"xnat:projectData/{p}" for p in paths]
+
+
 def test_xnatutils_put_then_get(serve: Callable[..., Server], tmp_path: Path) -> None:
     """``xnat-put`` makes a session and scan and uploads a folder into a resource, checking
     every MD5 the server lists; ``xnat-get`` brings back the same bytes; ``xnat-varput``

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextvars
 import io
+import json
 import os
 import socket
 import stat
@@ -138,6 +139,20 @@ def test_session_expiry_follows_the_injected_clock(archive: Path) -> None:
         status, head, _ = asgi_get(app, "/data/projects", cookie)
         assert status == 401
         assert head["www-authenticate"].startswith("Basic")
+    finally:
+        store.close()
+
+
+def test_uptime_follows_the_injected_clock(archive: Path) -> None:
+    clock = HandClock()
+    store = Store(archive)
+    try:
+        app = App(store, Faults(), clock=clock)
+        basic = {"Authorization": "Basic " + base64.b64encode(b"admin:admin").decode()}
+        clock.now += 2 * 86400 + 3 * 3600 + 4 * 60 + 5
+        status, _head, body = asgi_get(app, "/xapi/siteConfig/uptime", basic)
+        assert status == 200
+        assert json.loads(body) == {"days": 2, "hours": 3, "minutes": 4, "seconds": 5}
     finally:
         store.close()
 

@@ -9,6 +9,7 @@ import subprocess
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -457,6 +458,47 @@ def test_xnatpy_query_tabulates_the_values(shared_server: Server) -> None:
         assert {row["id"] for row in rows} == expected
         assert {row["project"] for row in rows} == {"DEMO01"}
         assert all(row["subject_id"].startswith("XNAT_S") for row in rows)
+
+
+def test_xnatpy_lists_scan_types_and_the_servers_uptime(shared_server: Server) -> None:
+    """``session.scan_types`` (``/data/archive/scan_types``): each type of MR scan once,
+    with its scans' series descriptions, each followed by a comma; ``table=`` picks another
+    kind of scan (and a project narrows it) and refuses any other name;
+    ``session.xnat_uptime`` reads the server's real uptime."""
+    import requests
+    import xnat
+
+    def described(experiments: list[Any], xsi_type: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for experiment in experiments:
+            if not experiment.__xsi_type__.endswith("SessionData"):
+                continue  # an assessor: no scans
+            for scan in experiment.scans.values():
+                if scan.__xsi_type__ == xsi_type:
+                    found[scan.type] = found.get(scan.type, "") + f"{scan.series_description},"
+        return found
+
+    with xnat.connect(shared_server.url, user="admin", password="admin") as session:
+        mr = described(list(session.experiments.values()), "xnat:mrScanData")
+        demo02 = session.projects["DEMO02"].experiments.values()
+        ct = described(list(demo02), "xnat:ctScanData")
+        rows = session.scan_types
+        assert [row["type"] for row in rows] == sorted(mr)
+        assert {row["type"]: row["series_descriptions"] for row in rows} == mr
+        uptime = session.xnat_uptime
+        assert set(uptime) == {"days", "hours", "minutes", "seconds"}
+        assert uptime["days"] == uptime["hours"] == 0  # the test server is minutes old
+    base, auth = f"{shared_server.url}/data", ("admin", "admin")
+    params = {"format": "json", "table": "XNAT_CTSCANDATA"}
+    got = requests.get(f"{base}/projects/DEMO02/scan_types", params=params, auth=auth, timeout=30)
+    assert got.status_code == 200
+    assert {r["type"]: r["series_descriptions"] for r in got.json()["ResultSet"]["Result"]} == ct
+    assert ct  # the demo data has CT sessions in DEMO02
+    params = {"table": "xdat_user"}
+    assert requests.get(f"{base}/archive/scan_types", params=params, auth=auth, timeout=30
+                        ).status_code == 403  # fmt: skip
+    assert requests.get(f"{base}/projects/NOPE/scan_types", auth=auth, timeout=30
+                        ).status_code == 404  # fmt: skip
 
 
 def test_xnatpy_browses_a_prearchive_session_and_dumps_dicom_headers(

@@ -406,6 +406,42 @@ def file_table(store: Store, target: Target, request: Request, *, scoped: bool) 
     )
 
 
+# The scan tables ``/data/archive/scan_types?table=`` may name (XNAT refuses any other name
+# with 403), each with the scan type its rows are.
+SCAN_TABLES = {
+    f"xnat_{name.lower()}scandata": f"xnat:{name}ScanData"
+    for name in ("mr", "pet", "ct", "cfm", "dms", "ecg", "eeg", "emg", "eog", "es", "obj",
+                 "pa", "pos", "resp", "xc")
+}  # fmt: skip
+
+
+def scan_type_table(
+    store: Store, access: Access, request: Request, project: str | None = None
+) -> Table:
+    """``/data/archive/scan_types`` (and ``/data/projects/{P}/scan_types``): each scan type
+    of one kind of scan (``table=``, MR by default) once, with the series descriptions of
+    its scans, each followed by a comma, as XNAT's listing gives them; ordered by type, an
+    empty type last.  Only sessions the caller may read (in ``project``, if given) count."""
+    table = request.param("table") or "xnat_mrScanData"
+    xsi_type = SCAN_TABLES.get(table.lower())
+    if xsi_type is None:
+        raise HttpError(403, f"{table} is not a scan table.")
+    readable = set(access.readable_project_ids())
+    descriptions: dict[str, list[str]] = {}
+    for session in store.list_experiments(project=project, sessions_only=True):
+        if session.project not in readable or (project and session.project != project):
+            continue
+        for scan in store.list_scans(session.id):
+            if scan.xsi_type.lower() == xsi_type.lower():
+                found = descriptions.setdefault(scan.type, [])
+                found += [scan.series_description] if scan.series_description else []
+    rows = [
+        {"series_descriptions": "".join(f"{d}," for d in descriptions[kind]), "type": kind}
+        for kind in sorted(descriptions, key=lambda k: (k == "", k))
+    ]
+    return Table(["series_descriptions", "type"], rows, title="Scan Types")
+
+
 def scanner_table(store: Store, access: Access) -> Table:
     """``/data/archive/scanners``: the scanners of the sessions the caller may read (their
     ``scanner`` field, which an import keeps from the headers' Station Name), each once."""

@@ -58,7 +58,8 @@ SEARCH_BYTES = 1024 * 1024
 
 
 class Sessions(Protocol):
-    """The login sessions and credential checks the REST handlers need."""
+    """The login sessions and credential checks the REST handlers need, and the server's
+    uptime (on the same clock as the sessions' expiry)."""
 
     def new_session(self, login: str, cookies: list[tuple[str, str]], token: str = "") -> str: ...
 
@@ -69,6 +70,8 @@ class Sessions(Protocol):
     def expiration_cookie(self, cookies: list[tuple[str, str]]) -> None: ...
 
     def check_credentials(self, login: str, password: str) -> tuple[User | None, str]: ...
+
+    def uptime(self) -> float: ...
 
 
 @dataclass
@@ -342,6 +345,17 @@ async def scanners(call: Call) -> AnyResponse:
     return render(listings.scanner_table(call.store, call.access), call.request)
 
 
+async def scan_types(call: Call) -> AnyResponse:
+    project = None
+    if "project" in call.params:
+        found = call.store.get_project(call.params["project"])
+        if found is None or not call.access.can_read(found):
+            raise HttpError(404, f"Unable to identify project {call.params['project']}.")
+        project = found.id
+    table = listings.scan_type_table(call.store, call.access, call.request, project)
+    return render(table, call.request)
+
+
 async def refresh_catalog(call: Call) -> AnyResponse:
     call.require_user()
     return refresh.refresh_catalog(call.store, call.access, call.request)
@@ -409,7 +423,11 @@ async def build_info(call: Call) -> AnyResponse:
 
 
 async def uptime(call: Call) -> AnyResponse:
-    return _json({"days": 0, "hours": 0, "minutes": 0, "seconds": 1})
+    """``/xapi/siteConfig/uptime``: how long this server has been up, as XNAT splits it."""
+    minutes, seconds = divmod(int(call.sessions.uptime()), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return _json({"days": days, "hours": hours, "minutes": minutes, "seconds": seconds})
 
 
 async def schema_names(call: Call) -> AnyResponse:
@@ -522,6 +540,8 @@ ROUTES: list[Route] = [
         frozenset({"POST", "PUT"}),
     ),
     _route("data/scanners", scanners, READ),
+    _route("data/scan_types", scan_types, READ),
+    _route("data/projects/{project}/scan_types", scan_types, READ),
     _route("data/*", archive_write, WRITE),
     _route("data/*", archive_read, READ),
     _route("data/*", method_not_allowed),

@@ -44,9 +44,14 @@ class Authenticator:
         self.store = store
         self.session_ttl = session_ttl
         self.clock = clock or SystemClock()
+        self.started = self.clock.monotonic()
 
     def _now_ms(self) -> int:
         return int(self.clock.time() * 1000)
+
+    def uptime(self) -> float:
+        """Seconds since this server started (by its clock)."""
+        return self.clock.monotonic() - self.started
 
     # -- sessions ------------------------------------------------------------------------
     def new_session(self, login: str, cookies: list[tuple[str, str]], token: str = "") -> str:

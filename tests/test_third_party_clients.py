@@ -488,6 +488,7 @@ def test_xnatpy_lists_scan_types_and_the_servers_uptime(shared_server: Server) -
         uptime = session.xnat_uptime
         assert set(uptime) == {"days", "hours", "minutes", "seconds"}
         assert uptime["days"] == uptime["hours"] == 0  # the test server is minutes old
+        assert dict(session.plugins) == {}  # /xapi/plugins: none installed
     base, auth = f"{shared_server.url}/data", ("admin", "admin")
     params = {"format": "json", "table": "XNAT_CTSCANDATA"}
     got = requests.get(f"{base}/projects/DEMO02/scan_types", params=params, auth=auth, timeout=30)

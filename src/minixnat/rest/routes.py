@@ -430,6 +430,12 @@ async def uptime(call: Call) -> AnyResponse:
     return _json({"days": days, "hours": hours, "minutes": minutes, "seconds": seconds})
 
 
+async def plugins(call: Call) -> AnyResponse:
+    """``/xapi/plugins``: the plugins installed, by name; minixnat has none."""
+    call.require_user()
+    return _json({})
+
+
 async def schema_names(call: Call) -> AnyResponse:
     return _json(list(SCHEMAS))
 
@@ -548,6 +554,8 @@ ROUTES: list[Route] = [
     _route("xapi/siteConfig/buildInfo", build_info),
     _route("xapi/siteConfig/buildInfo/{key}", build_info),
     _route("xapi/siteConfig/uptime", uptime),
+    _route("xapi/plugins", plugins, READ),
+    _route("xapi/plugins/{name}", not_found, READ),
     _route("xapi/users", xapi_users, READ),
     _route("xapi/users/{login}", xapi_users, READ),
     _route("xapi/schemas", schema_names),

@@ -445,9 +445,11 @@ def test_xnatpy_custom_fields_on_subjects_sessions_and_projects(
         assert dict(again.projects["DEMO01"].experiments["COPIED"].fields) == {"site": "site-value"}
 
 
-def test_xnatpy_query_tabulates_the_values(shared_server: Server) -> None:
+def test_xnatpy_query_tabulates_the_values_and_makes_the_objects(shared_server: Server) -> None:
     """xnatpy's query interface names each column as a path under the datatype
-    (``xnat:mrSessionData/ID``); every row comes back with its values, not blanks."""
+    (``xnat:mrSessionData/ID``); the answer names it as XNAT does, by the display field
+    that reads it (``session_id``), every row with its values; ``all()`` makes each row's
+    object from those names, for sessions, subjects and projects."""
     import xnat
 
     with xnat.connect(shared_server.url, user="admin", password="admin") as session:
@@ -455,9 +457,16 @@ def test_xnatpy_query_tabulates_the_values(shared_server: Server) -> None:
         rows = sessions.query().filter(sessions.project == "DEMO01").tabulate_dict()
         listed = session.projects["DEMO01"].experiments.values()
         expected = {e.id for e in listed if e.__xsi_type__ == "xnat:mrSessionData"}
-        assert {row["id"] for row in rows} == expected
+        assert {row["session_id"] for row in rows} == expected
         assert {row["project"] for row in rows} == {"DEMO01"}
         assert all(row["subject_id"].startswith("XNAT_S") for row in rows)
+        made = sessions.query().filter(sessions.project == "DEMO01").all()
+        assert {e.id for e in made} == expected
+        assert {type(e).__name__ for e in made} == {"MrSessionData"}
+        subjects = session.classes.SubjectData.query().all()
+        assert {s.id for s in subjects} == {s.id for s in session.subjects.values()}
+        projects = session.classes.ProjectData.query().all()
+        assert {p.id for p in projects} == set(session.projects.keys())
 
 
 def test_xnatpy_lists_scan_types_and_the_servers_uptime(shared_server: Server) -> None:

@@ -7,7 +7,9 @@ is a candidate row; its values are its columns, XNAT's display fields for the ty
 (``SUBJECT_ID``, ``LABEL``, ``DOB``, …) and any field stored for it.  Workflow records
 (``wrk:workflowData``) are searchable too, by their own fields (``status``, ``pipeline_name``,
 ``ID`` for the experiment, …).  Results are a listing
-table (json, csv, xml, html) whose columns are the field IDs in lower case.
+table (json, csv, xml, html) whose columns are the field IDs in lower case; a field given
+as a schema path under the root type (``xnat:mrSessionData/ID``, as xnatpy sends them) is
+shown as the display field that reads it (``session_id``), as XNAT does.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ DISPLAY: dict[str, list[tuple[str, str, str, str]]] = {
     ],
     "subject": [
         ("SUBJECT_ID", "Subject", "string", "id"),
+        ("SUBJECTID", "Subject", "string", "id"),
         ("ID", "ID", "string", "id"),
         ("SUBJECT_LABEL", "Label", "string", "label"),
         ("LABEL", "Label", "string", "label"),
@@ -195,7 +198,8 @@ def parse_query(data: bytes) -> Query:
             # A field ID is a display field of its element (``ID``) or already a path
             # under a datatype (``xnat:mrSessionData/ID``, as xnatpy's queries send it).
             typed = ":" in field_id.partition("/")[0]
-            fields.append((field_id if typed else f"{element_name}/{field_id}", header))
+            path = field_id if typed else f"{element_name}/{field_id}"
+            fields.append((_shown_as(path, element) if typed else path, header))
     where = find(root, "search_where")
     criteria = _criteria(where) if where is not None else Criteria()
     users = [
@@ -211,6 +215,19 @@ def parse_query(data: bytes) -> Query:
         root.get("description", ""),
         [u for u in users if u],
     )
+
+
+def _shown_as(path: str, root: str) -> str:
+    """A schema path under the root type (``xnat:mrSessionData/ID``) as XNAT shows it: as
+    the first of the type's display fields that reads it (``SESSION_ID``), whose name is
+    then the column's; a path no display field reads is shown under its own name."""
+    datatype, _, below = path.partition("/")
+    if datatype.lower() != root.lower():
+        return path
+    for field_id, _header, _type, key in DISPLAY[kind_of(root)]:
+        if key == below.lower():
+            return f"{root}/{field_id}"
+    return path
 
 
 def _criteria(node: ET.Element) -> Criteria:

@@ -429,7 +429,7 @@ def scan_type_table(
     readable = set(access.readable_project_ids())
     descriptions: dict[str, list[str]] = {}
     for session in store.list_experiments(project=project, sessions_only=True):
-        if session.project not in readable or (project and session.project != project):
+        if session.project not in readable:
             continue
         for scan in store.list_scans(session.id):
             if scan.xsi_type.lower() == xsi_type.lower():

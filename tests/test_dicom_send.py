@@ -8,6 +8,7 @@ import os
 import socket
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +83,22 @@ def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 def env(tmp_path: Path) -> dict[str, str]:
     """A private state folder, so the acknowledged-files log starts empty."""
     return {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+
+
+def test_the_peers_are_dcmtks_even_in_an_activated_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pynetdicom puts Python apps named storescp and storescu into this environment's
+    bin; with the environment first on PATH (activated), the tests still start dcmtk's."""
+    own = Path(sys.prefix) / "bin"
+    assert (own / "storescp").exists()  # pynetdicom's app, the one to pass over
+    monkeypatch.setenv("PATH", f"{own}{os.pathsep}{os.environ.get('PATH', '')}")
+    for tool in ("storescp", "storescu", "echoscu"):
+        found = Path(dcmtk(tool)).resolve()
+        assert own.resolve() not in found.parents, found
+        assert (
+            "dcmtk" in subprocess.run([found, "--version"], capture_output=True, text=True).stdout
+        )
 
 
 def test_dicom_send_to_dcmtk_storescp_delivers_every_dataset_byte_for_byte(

@@ -108,6 +108,16 @@ def test_project_settings_are_stored(minixnat: MiniXnat) -> None:
         == "P"
     )
     assert project.prearchive_code() == 0
+    # Each alias is a child of its own (XNAT keeps a row each), known by its value.
+    document = http(minixnat, "GET", "/data/projects/P?format=json").json()["items"][0]
+    aliases = [c for c in document["children"] if c["field"] == "aliases/alias"]
+    assert [i["data_fields"]["alias"] for i in aliases[0]["items"]] == ["PA"]
+    xml = http(minixnat, "GET", "/data/projects/P?format=xml").text
+    assert "<xnat:aliases><xnat:alias>PA</xnat:alias></xnat:aliases>" in xml
+    import xnat
+
+    with xnat.connect(minixnat.url, user=minixnat.user, password=minixnat.password) as session:
+        assert list(session.projects["P"].aliases) == ["PA"]
     project.set_prearchive_code("4")
     assert project.prearchive_code() == 4
     assert http(minixnat, "PUT", "/data/projects/P/prearchive_code/7").status_code == 400

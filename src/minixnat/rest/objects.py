@@ -190,14 +190,16 @@ def _describe(store: Store, target: Target) -> tuple[str, dict[str, Any], list[d
         assert target.project
         node = Node("project", target.project)
         children = [resource_item(store, r, node.uri()) for r in store.list_resources(*node.owner)]
-        aliases = {
-            f"aliases/alias[{i}]": alias
-            for i, alias in enumerate(store.project_aliases(target.project.id), 1)
-        }
+        # Each alias a child of its own, as XNAT keeps them (a row each), known by its value.
+        aliases = [
+            _item("xnat:projectData_alias", {"alias": alias})
+            for alias in store.project_aliases(target.project.id)
+        ]
+        groups = [("resources/resource", children), ("aliases/alias", aliases)]
         return (
             "xnat:projectData",
-            {**project_fields(target.project), **aliases},
-            [{"field": "resources/resource", "items": children}] if children else [],
+            project_fields(target.project),
+            [{"field": field, "items": items} for field, items in groups if items],
         )
     if target.kind == "subject":
         assert target.subject
@@ -496,6 +498,8 @@ def _child_xml(tag: str, item: dict[str, Any]) -> str:
     if xsi_type.endswith("Data_field"):  # a custom field: its name, and its value as text
         name = quoteattr(str(fields["name"]))
         return f"<xnat:field name={name}>{_xml_text(fields['field'])}</xnat:field>"
+    if xsi_type == "xnat:projectData_alias":  # a project's alias: its value as text
+        return f"<xnat:alias>{_xml_text(fields['alias'])}</xnat:alias>"
     if xsi_type == "xnat:resourceCatalog":
         attrs = " ".join(
             f"{k}={quoteattr(str(fields[k]))}"

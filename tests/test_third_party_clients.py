@@ -511,6 +511,25 @@ def test_xnatpy_lists_scan_types_and_the_servers_uptime(shared_server: Server) -
                         ).status_code == 404  # fmt: skip
 
 
+def test_xnatpy_reads_a_sessions_status_and_is_told_it_cannot_quarantine(
+    serve: Callable[..., Server],
+) -> None:
+    """xnatpy's ``status`` (``…/experiments/{E}/status``) reads ``active``: minixnat keeps
+    no quarantine, so ``quarantine()`` is refused (400), not answered yes and ignored, and
+    ``activate()`` changes nothing."""
+    import xnat
+    from xnat.exceptions import XNATResponseError
+
+    server = serve()
+    with xnat.connect(server.url, user="admin", password="admin") as session:
+        experiment = session.projects["DEMO01"].experiments["DEMO01_S001_MR1"]
+        assert experiment.status == "active"
+        with pytest.raises(XNATResponseError, match="status 400"):
+            experiment.quarantine()
+        experiment.activate()
+        assert experiment.status == "active"
+
+
 def test_xnatpy_browses_a_prearchive_session_and_dumps_dicom_headers(
     serve: Callable[..., Server], archive: Path, tmp_path: Path
 ) -> None:

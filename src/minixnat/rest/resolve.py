@@ -345,6 +345,8 @@ def _under_experiment(
             node = Node("assessor", project, subject, session, assessor=experiment)
             return _resources(store, [node], tail, **ctx)
     head = rest[0]
+    if head == "status" and len(rest) == 1:
+        return Target("status", **ctx)
     if head == "scans":
         if len(rest) == 1:
             return Target("scans", **ctx)

@@ -530,6 +530,25 @@ def test_xnatpy_reads_a_sessions_status_and_is_told_it_cannot_quarantine(
         assert experiment.status == "active"
 
 
+def test_xnatpy_reads_the_access_level_of_each_project(
+    serve: Callable[..., Server], archive: Path
+) -> None:
+    """``/xapi/access/projects``: the caller's project groups (Owners, Members,
+    Collaborators), which xnatpy's ``access_levels`` and ``project.access_level`` read."""
+    import xnat
+
+    for args in (("user", "add", "mia", "--password", "pw"),
+                 ("project", "member", "DEMO02", "mia", "collaborator")):  # fmt: skip
+        subprocess.run([BIN / "minixnat", args[0], args[1], "--root", str(archive), *args[2:]],
+                       check=True)  # fmt: skip
+    server = serve()
+    with xnat.connect(server.url, user="mia", password="pw") as session:
+        assert session.access_levels == {"DEMO02": "Collaborators"}
+        assert session.projects["DEMO02"].access_level == "Collaborators"
+    with xnat.connect(server.url, user="admin", password="admin") as session:
+        assert session.access_levels == {"DEMO01": "Owners", "DEMO02": "Owners"}
+
+
 def test_xnatpy_browses_a_prearchive_session_and_dumps_dicom_headers(
     serve: Callable[..., Server], archive: Path, tmp_path: Path
 ) -> None:

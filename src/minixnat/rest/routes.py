@@ -257,6 +257,10 @@ async def xapi_users(call: Call) -> AnyResponse:
     return users.xapi_users(call.store, call.params.get("login"))
 
 
+async def access_projects(call: Call) -> AnyResponse:
+    return users.project_roles(call.store, call.user)
+
+
 async def project_users(call: Call) -> AnyResponse:
     return users.project_users(call.store, call.access, call.request, call.params["project"])
 
@@ -555,6 +559,7 @@ ROUTES: list[Route] = [
     _route("xapi/siteConfig/buildInfo/{key}", build_info),
     _route("xapi/siteConfig/uptime", uptime),
     _route("xapi/plugins", plugins, READ),
+    _route("xapi/access/projects", access_projects, READ),
     _route("xapi/plugins/{name}", not_found, READ),
     _route("xapi/users", xapi_users, READ),
     _route("xapi/users/{login}", xapi_users, READ),

@@ -43,6 +43,29 @@ def site_users(store: Store, request: Request, login: str | None) -> Response:
     return render(apply_query(table, request), request)
 
 
+def project_roles(store: Store, user: User | None) -> Response:
+    """``/xapi/access/projects``: the projects the caller has a role in (a site admin's other
+    projects are not among them, nor a guest's public ones), as XNAT lists its groups."""
+    rows = []
+    for pid, role in store.roles_of(user.login) if user is not None else []:
+        project = store.get_project(pid)
+        if project is None:
+            continue
+        rows.append(
+            {
+                "secondary_ID": project.secondary_id,
+                "ID": project.id,
+                "role": GROUPS.get(role, role),
+                "name": project.name,
+                "URI": f"/data/projects/{project.id}",
+                "group_id": f"{project.id}_{role}",
+                "description": project.description,
+            }
+        )
+    rows.sort(key=lambda row: (row["secondary_ID"], row["ID"]))
+    return Response(200, json.dumps(rows).encode(), "application/json")
+
+
 def xapi_users(store: Store, login: str | None) -> Response:
     """``/xapi/users`` (the logins) and ``/xapi/users/{login}`` (one user's record)."""
     if login is None:

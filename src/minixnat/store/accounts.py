@@ -76,6 +76,11 @@ class AccountTables(Database):
         )
         return [(_user(r), str(r["role"])) for r in rows]
 
+    def roles_of(self, login: str) -> list[tuple[str, str]]:
+        """(project ID, role) of every project ``login`` has a role in."""
+        rows = self._q("SELECT project, role FROM project_roles WHERE login=?", (login,))
+        return [(str(r["project"]), str(r["role"])) for r in rows]
+
     def remove_role(self, pid: str, login: str) -> bool:
         with self.transaction():
             found = self._one(

@@ -528,6 +528,10 @@ def test_xnatpy_reads_a_sessions_status_and_is_told_it_cannot_quarantine(
             experiment.quarantine()
         experiment.activate()
         assert experiment.status == "active"
+        assessor = next(iter(experiment.assessors.values()))  # an experiment too
+        assert assessor.status == "active"
+        with pytest.raises(XNATResponseError, match="status 400"):
+            assessor.quarantine()
 
 
 def test_xnatpy_reads_the_access_level_of_each_project(

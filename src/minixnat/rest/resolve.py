@@ -387,6 +387,8 @@ def _under_experiment(
             raise HttpError(404, f"Unable to find {head[:-1]} {rest[1]}.")
         if not tail:
             return Target(head[:-1], nodes=nodes[:1], **ctx)
+        if head == "assessors" and tail == ["status"]:  # an assessor is an experiment
+            return Target("status", **ctx)
         return _resources(store, nodes, tail, multi=len(nodes) != 1, **ctx)
     if head in ("resources", "files"):
         nodes = [Node("experiment", project, subject, experiment)]

@@ -157,9 +157,9 @@ async def handle(ctx: WriteContext, request: Request, rest: list[str]) -> Respon
         or (tail and tail[0] not in COLLECTIONS)
     ):
         raise HttpError(405, f"{request.method} is not supported on …/{'/'.join(rest)}.")
-    if request.flag("quarantine") and len(owner) >= 2 and owner[-2] == "experiments":
+    if request.flag("quarantine") and len(owner) >= 2 and owner[-2] in ("experiments", "assessors"):
         # minixnat keeps no quarantine: saying yes and doing nothing would mislead.
-        raise HttpError(400, "minixnat does not quarantine sessions: every session stays active.")
+        raise HttpError(400, "minixnat does not quarantine experiments: every one stays active.")
     body = await bodies.receive(request, ctx.tmp_dir)
     try:
         document = _document_in(body)

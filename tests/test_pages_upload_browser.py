@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import FileChooser, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.conftest import LAPTOP, Server, start_server
 from tests.test_minixnat_api import _admin
@@ -206,6 +207,22 @@ def test_upload_pages_fit(page: Page, site: Server, viewport: dict[str, int]) ->
     assert imports, "the tracker lists no import"
 
 
+def choose_by_keyboard(page: Page) -> FileChooser:
+    """Space on the focused file field opens the file chooser.  Headless Chromium now and
+    then drops the key's activation under load (one full run in several: no chooser within
+    20 s); a user would press again, and so does this, up to three times."""
+    for _ in range(2):
+        try:
+            with page.expect_file_chooser(timeout=5_000) as chooser:
+                page.keyboard.press("Space")
+            return chooser.value
+        except PlaywrightTimeout:
+            continue
+    with page.expect_file_chooser(timeout=5_000) as chooser:  # the last time, failing loudly
+        page.keyboard.press("Space")
+    return chooser.value
+
+
 def test_keyboard_alone_uploads_into_the_archive(page: Page, site: Server, tmp_path: Path) -> None:
     zipped = tmp_path / "keys.zip"
     zipped.write_bytes(session_zip(site.root, "DEMO01_S002_MR1", folder="WEB_KEYS"))
@@ -228,9 +245,7 @@ def test_keyboard_alone_uploads_into_the_archive(page: Page, site: Server, tmp_p
     expect(page.get_by_label("Archive", exact=True)).to_be_checked()
     page.keyboard.press("Tab")
     expect(page.get_by_label("4. Archive file")).to_be_focused()
-    with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Space")
-    chooser.value.set_files(str(zipped))
+    choose_by_keyboard(page).set_files(str(zipped))
     page.keyboard.press("Tab")
     expect(page.get_by_role("button", name="Begin upload")).to_be_focused()
     page.keyboard.press("Enter")

@@ -10,6 +10,8 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from minixnat.store.names import has_control_characters
+
 # Read only the tags we use; a header-only read stays fast on large files.
 TAGS = [
     "StudyInstanceUID",
@@ -189,11 +191,11 @@ def read_header(path: Path) -> Header | None:
 
 
 def _kept(ds: pydicom.Dataset, wanted: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    """The non-empty ones of ``wanted``'s header fields, as (field path, text).  Control
-    characters (a header is the sender's) are left out, as names with them are refused."""
+    """The non-empty ones of ``wanted``'s header fields, as (field path, text).  A value with
+    control characters (a header is the sender's) is left out, by the rule names obey."""
     kept = []
     for path, keyword in wanted:
         text = _text(ds, keyword)
-        if text and not any(ord(c) < 32 for c in text):
+        if text and not has_control_characters(text):
             kept.append((path, text))
     return tuple(kept)

@@ -41,6 +41,12 @@ P = ParamSpec("P")
 D = TypeVar("D", bound="Database")
 
 
+def like_prefix(text: str) -> str:
+    """A ``LIKE … ESCAPE '\\'`` pattern for the values that start with ``text``: its
+    ``\\``, ``%`` and ``_`` taken literally, then anything."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def remembered_read(
     method: Callable[Concatenate[D, P], T],
 ) -> Callable[Concatenate[D, P], T]:

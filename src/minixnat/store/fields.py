@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from minixnat.store.db import Database
+from minixnat.store.db import Database, like_prefix
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class FieldTables(Database):
         self._exec(
             "DELETE FROM object_fields WHERE owner_kind=? AND owner_key=? "
             "AND (path=? OR path LIKE ? ESCAPE '\\')",
-            (owner_kind, owner_key, prefix, prefix.replace("%", "\\%").replace("_", "\\_") + "%"),
+            (owner_kind, owner_key, prefix, like_prefix(prefix)),
         )
 
     def get_fields(self, owner_kind: str, owner_key: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from minixnat.store.clock import now_stamp
-from minixnat.store.db import remembered_read
+from minixnat.store.db import like_prefix, remembered_read
 from minixnat.store.modified import ModifiedStamps
 from minixnat.store.names import check_name
 from minixnat.store.records import FileRow, Resource, StoreError
@@ -236,11 +236,10 @@ class FileTables(ModifiedStamps):
         folder = Path(self._resource_folder(resource.directory))
         rows = {r.path: r for r in self.list_files(resource.pk)}
         below = resource.directory.rstrip("/") + "/"
-        pattern = below.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         nested: list[Path] = []
         for r in self._q(
             "SELECT directory FROM resources WHERE pk != ? AND directory LIKE ? ESCAPE '\\'",
-            (resource.pk, pattern),
+            (resource.pk, like_prefix(below)),
         ):
             other = Path(self._resource_folder(str(r[0])))
             if folder in other.parents:  # LIKE narrowed the rows, ignoring case; this decides

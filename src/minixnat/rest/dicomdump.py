@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataelem import DataElement
-from pydicom.errors import InvalidDicomError
 
 from minixnat.http.access import Access
 from minixnat.http.messages import HttpError
@@ -67,11 +66,9 @@ def dump(files: list[Path], wanted: list[str]) -> Table:
             if not len(dataset):  # a file meta header and nothing after it: not a header
                 continue
             rows = [row for element in dataset for row in _rows(element, keep)]
-        except (InvalidDicomError, OSError, EOFError):
-            continue
         except Exception:
-            # A stored file is whatever was uploaded, and pydicom raises many kinds of
-            # error on malformed data: such a file is passed over, as one that is not DICOM.
+            # A stored file is whatever was uploaded (not DICOM, unreadable, cut short), and
+            # pydicom raises many kinds of error on malformed data: it is passed over.
             continue
         return Table(COLUMNS, rows)
     raise HttpError(404, "No DICOM file that can be read was found there.")

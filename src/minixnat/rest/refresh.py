@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from minixnat.http.access import Access
 from minixnat.http.messages import HttpError, Request, Response, text
-from minixnat.rest.resolve import resolve, uri_segments
+from minixnat.rest.resolve import all_children, resolve, uri_segments
 from minixnat.store import Resource, Store
 
 OPTIONS = ("append", "delete", "populatestats", "checksum")
@@ -35,10 +35,8 @@ def _resources(store: Store, access: Access, uri: str) -> tuple[str, list[Resour
         raise HttpError(404, f"{uri} names no resource that exists.")
     if target.kind == "experiment" and target.experiment is not None:
         session = target.experiment
-        owners.append(("experiment", session.id))
-        owners += [("scan", str(s.pk)) for s in store.list_scans(session.id)]
-        owners += [("recon", str(r.pk)) for r in store.list_recons(session.id)]
-        owners += [("assessor", a.id) for a in store.list_experiments(session_id=session.id)]
+        children = all_children(store, target.project, target.subject, session)
+        owners += [("experiment", session.id), *(node.owner for node in children)]
     elif target.kind in ("scan", "reconstruction", "assessor"):
         owners += [node.owner for node in target.nodes]
     elif target.kind == "subject" and target.subject is not None:

@@ -393,16 +393,17 @@ def _under_experiment(
     if head in ("resources", "files"):
         nodes = [Node("experiment", project, subject, experiment)]
         if head == "files" and all_files:
-            nodes += _all_children(store, project, subject, experiment)
+            nodes += all_children(store, project, subject, experiment)
         return _resources(store, nodes, rest, multi=len(nodes) > 1, **ctx)
     if head in ("projects",):
         return Target("shares", extra=rest[1:], **ctx)
     raise HttpError(404, f"Unknown path element {head!r} under an experiment.")
 
 
-def _all_children(
+def all_children(
     store: Store, project: Project, subject: Subject | None, experiment: Experiment
 ) -> list[Node]:
+    """The session's scans, reconstructions and assessors, each an owner of resources."""
     nodes = [
         Node("scan", project, subject, experiment, scan=s) for s in store.list_scans(experiment.id)
     ]

@@ -125,6 +125,15 @@ def _project(store: Store, access: Access, ref: str) -> Project:
     return project
 
 
+def readable_project(store: Store, access: Access, ref: str) -> Project:
+    """The project ``ref`` names (ID, secondary ID or alias) if the caller may read it;
+    404 otherwise, whether it is missing or hidden (a caller learns nothing either way)."""
+    project = store.get_project(ref)
+    if project is None or not access.can_read(project):
+        raise HttpError(404, f"Unable to identify project {ref}.")
+    return project
+
+
 def _require_read(access: Access, project: Project, what: str) -> None:
     if not access.can_read(project):
         raise HttpError(403, f"Unable to read {what} for Project: {project.id}")

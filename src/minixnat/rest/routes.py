@@ -32,7 +32,7 @@ from minixnat.rest import (
     workflows,
     writes,
 )
-from minixnat.rest.resolve import resolve
+from minixnat.rest.resolve import readable_project, resolve
 from minixnat.rest.tables import render
 from minixnat.store import Store, User
 
@@ -352,10 +352,7 @@ async def scanners(call: Call) -> AnyResponse:
 async def scan_types(call: Call) -> AnyResponse:
     project = None
     if "project" in call.params:
-        found = call.store.get_project(call.params["project"])
-        if found is None or not call.access.can_read(found):
-            raise HttpError(404, f"Unable to identify project {call.params['project']}.")
-        project = found.id
+        project = readable_project(call.store, call.access, call.params["project"]).id
     table = listings.scan_type_table(call.store, call.access, call.request, project)
     return render(table, call.request)
 

@@ -23,8 +23,9 @@ from xml.sax.saxutils import escape, quoteattr
 
 from minixnat.http.access import Access
 from minixnat.http.messages import HttpError, Request, Response, text
+from minixnat.rest.resolve import readable_project
 from minixnat.rest.tables import Table, render
-from minixnat.store import Experiment, Project, Store, Workflow
+from minixnat.store import Experiment, Store, Workflow
 from minixnat.store.workflows import SNAPSHOTS, SNAPSHOTS_STEP, STATES
 
 DATATYPE = "wrk:workflowData"
@@ -137,7 +138,7 @@ def pipelines(
     access: Access, store: Store, request: Request, project_ref: str, name: str
 ) -> Response:
     """``/data/projects/{P}/pipelines[/{name}]``."""
-    _project(store, access, project_ref)
+    readable_project(store, access, project_ref)
     if name:
         if name not in PIPELINES:
             raise HttpError(404, f"No pipeline {name} in project {project_ref}.")
@@ -163,7 +164,7 @@ def pipelines(
 
 def archive_spec(store: Store, access: Access, project_ref: str) -> Response:
     """``/data/projects/{P}/archive_spec``: the project's pipelines and their step ids."""
-    project = _project(store, access, project_ref)
+    project = readable_project(store, access, project_ref)
     steps = "".join(
         f'<arc:descendant xsi:type="xnat:imageSessionData"><arc:pipeline stepId={quoteattr(step)}>'
         f"<arc:name>{escape(step)}</arc:name><arc:location>{escape(path)}</arc:location>"
@@ -184,7 +185,7 @@ def launch(
 ) -> Response:
     """``POST /data/projects/{P}/pipelines/{name}/experiments/{E}``: queue a run; answers
     the new record's ``wrk_workflowData_id``."""
-    project = _project(store, access, project_ref)
+    project = readable_project(store, access, project_ref)
     if name not in PIPELINES:
         known = ", ".join(PIPELINES)
         raise HttpError(404, f"No pipeline {name} in project {project.id}; minixnat has {known}.")
@@ -195,13 +196,6 @@ def launch(
         raise HttpError(400, f"{experiment.label} is an assessor; snapshots are of image sessions.")
     workflow = store.queue_snapshots(experiment, user=login, why="launched through the REST API")
     return text(str(workflow.wrk_id))
-
-
-def _project(store: Store, access: Access, ref: str) -> Project:
-    project = store.get_project(ref)
-    if project is None or not access.can_read(project):
-        raise HttpError(404, f"No project {ref}.")
-    return project
 
 
 def _experiment(store: Store, access: Access, project_ref: str | None, ref: str) -> Experiment:
@@ -219,7 +213,7 @@ def _experiment(store: Store, access: Access, project_ref: str | None, ref: str)
 
 def _readable_projects(store: Store, access: Access, ref: str | None) -> list[str]:
     if ref is not None:
-        return [_project(store, access, ref).id]
+        return [readable_project(store, access, ref).id]
     return access.readable_project_ids()
 
 

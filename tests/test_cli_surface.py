@@ -14,7 +14,7 @@ import pytest
 
 from minixnat.cli import build_parser as minixnat_parser
 from tests.conftest import BIN, Server
-from tests.test_download import cli
+from tests.test_download import ENV, cli
 from xnat_downloader.cli.main import build_parser, legacy_parser
 from xnat_downloader.cli.progress import human_bytes, resuming_line
 from xnat_downloader.http.client import connection_hint
@@ -78,6 +78,22 @@ def test_ls_dates_and_a_readable_dry_run(shared_server: Server, tmp_path: Path) 
     files = int(lines[-1].split()[1])
     assert sum(1 for ln in listed.splitlines() if ln.rstrip().endswith(".dcm")) <= files
     assert len(listed.strip().splitlines()) == files + 1
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly(shared_server: Server) -> None:
+    """`ls | head`: the reader closes its end before the listing is written.  Both programs
+    end as a command killed by SIGPIPE would (141), with no traceback on stderr."""
+    env = {**os.environ, **ENV}
+    for argv in ([BIN / "xnat-downloader", "ls", "-w", shared_server.url, "-p", "DEMO01"],
+                 [BIN / "minixnat", "check", "--root", str(shared_server.root)]):  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        proc.stdout.close()  # gone before the first line
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 141, err
+        assert "Traceback" not in err, err
+        assert "BrokenPipe" not in err, err
 
 
 def test_json_is_one_document_on_stdout_for_results_and_for_errors(

@@ -324,6 +324,20 @@ def guarded(work: Callable[[], int], stderr: TextIO, json_out: TextIO | None = N
         return 130
 
 
+def reader_gone() -> int:
+    """The end of a run whose output's reader closed its end (``ls | head``): quietly, as a
+    command killed by SIGPIPE would end, exit status 141 (128 + SIGPIPE).  The standard
+    streams are pointed at /dev/null first, so Python's final flush has nowhere to fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # no file descriptor behind it (tests, embedding)
+            pass
+    os.close(devnull)
+    return 141
+
+
 def warn_insecure(stderr: TextIO) -> None:
     print(
         "warning: TLS certificate verification is OFF (--insecure); the server's "

@@ -42,6 +42,7 @@ from xnat_downloader.cli.common import (
     logging_sink,
     nothing_left_on_usage_error,
     print_summary,
+    reader_gone,
     server_url,
     warn_insecure,
 )
@@ -613,12 +614,17 @@ def _workflows_entry(states: dict[str, api.WorkflowState], session: str) -> dict
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(
-        list(sys.argv[1:] if argv is None else argv),
-        stdout=sys.stdout,
-        stderr=sys.stderr,
-        interactive=creds_mod.stdin_is_tty(),
-    )
+    try:
+        code = run(
+            list(sys.argv[1:] if argv is None else argv),
+            stdout=sys.stdout,
+            stderr=sys.stderr,
+            interactive=creds_mod.stdin_is_tty(),
+        )
+        sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return reader_gone()
 
 
 __all__ = ["EXIT_FAILED_FILES", "main", "run"]

@@ -411,3 +411,22 @@ def test_listing_shortcut_columns(minixnat: MiniXnat) -> None:
     assert (subject["label"], subject["project"]) == ("S", "P")
     project = rows(minixnat, "/data/projects?columns=ID,alias")
     assert [(r["ID"], r["alias"]) for r in project] == [("P", "PALIAS")]
+
+
+def test_all_files_of_a_session_by_every_path_to_it(minixnat: MiniXnat) -> None:
+    """``…/experiments/X/files?all=true`` lists the session's own files and those of its
+    scans, reached by ID or by project (and subject) and label alike; without ``all`` only
+    the session's own."""
+    http(minixnat, "PUT", "/data/projects/P")
+    http(minixnat, "PUT", "/data/projects/P/subjects/S")
+    base = "/data/projects/P/subjects/S/experiments/MR1"
+    assert http(minixnat, "PUT", f"{base}?xsiType=xnat:mrSessionData").ok
+    assert http(minixnat, "PUT", f"{base}/scans/1?xsiType=xnat:mrScanData").ok
+    assert http(minixnat, "PUT", f"{base}/scans/1/resources/DICOM/files/a.dcm", data=b"a").ok
+    assert http(minixnat, "PUT", f"{base}/resources/QC/files/qc.txt", data=b"qc").ok
+    eid = rows(minixnat, "/data/projects/P/experiments")[0]["ID"]
+    for path in (f"/data/experiments/{eid}", "/data/projects/P/experiments/MR1", base):
+        listed = rows(minixnat, f"{path}/files", params={"all": "true"})
+        assert sorted(r["Name"] for r in listed) == ["a.dcm", "qc.txt"], path
+        own = rows(minixnat, f"{path}/files")
+        assert [r["Name"] for r in own] == ["qc.txt"], path

@@ -244,7 +244,7 @@ def _resolve(store: Store, access: Access, segs: list[str], *, all_files: bool) 
         if not rest:
             return Target("projects")
         project = _project(store, access, rest[0])
-        return _under_project(store, access, project, rest[1:])
+        return _under_project(store, access, project, rest[1:], all_files=all_files)
     if head == "subjects":
         if not rest:
             return Target("subjects")
@@ -257,7 +257,7 @@ def _resolve(store: Store, access: Access, segs: list[str], *, all_files: bool) 
                 "accession number and not the subject label. Unable to find "
                 f"subject {rest[0]}.",
             )
-        return _under_subject(store, access, owner, subject, rest[1:])
+        return _under_subject(store, access, owner, subject, rest[1:], all_files=all_files)
     if head == "experiments":
         if not rest:
             return Target("experiments")
@@ -276,7 +276,9 @@ def _resolve(store: Store, access: Access, segs: list[str], *, all_files: bool) 
     raise HttpError(404, "The requested resource was not found.")
 
 
-def _under_project(store: Store, access: Access, project: Project, rest: list[str]) -> Target:
+def _under_project(
+    store: Store, access: Access, project: Project, rest: list[str], *, all_files: bool = False
+) -> Target:
     if not rest:
         return Target("project", project=project)
     head = rest[0]
@@ -290,7 +292,7 @@ def _under_project(store: Store, access: Access, project: Project, rest: list[st
         subject = store.find_subject(project.id, rest[1])
         if subject is None:
             raise HttpError(404, f"Unable to find the specified subject {rest[1]}.")
-        return _under_subject(store, access, project, subject, rest[2:])
+        return _under_subject(store, access, project, subject, rest[2:], all_files=all_files)
     if head == "experiments":
         if len(rest) == 1:
             _require_read(access, project, "experiments")
@@ -300,7 +302,9 @@ def _under_project(store: Store, access: Access, project: Project, rest: list[st
         if experiment is None:
             raise HttpError(404, f"Unable to identify experiment {rest[1]}.")
         subject = store.get_subject(experiment.subject_id)
-        return _under_experiment(store, access, project, subject, experiment, rest[2:])
+        return _under_experiment(
+            store, access, project, subject, experiment, rest[2:], all_files=all_files
+        )
     if head in ("resources", "files"):
         _require_read_or_404(access, project)
         return _resources(store, [Node("project", project)], rest, project=project)
@@ -313,7 +317,13 @@ def _require_read_or_404(access: Access, project: Project) -> None:
 
 
 def _under_subject(
-    store: Store, access: Access, project: Project, subject: Subject, rest: list[str]
+    store: Store,
+    access: Access,
+    project: Project,
+    subject: Subject,
+    rest: list[str],
+    *,
+    all_files: bool = False,
 ) -> Target:
     if not rest:
         return Target("subject", project=project, subject=subject)
@@ -324,7 +334,9 @@ def _under_subject(
         experiment = store.find_experiment(project.id, rest[1])
         if experiment is None or experiment.subject_id != subject.id:
             raise HttpError(404, f"Unable to identify experiment {rest[1]}.")
-        return _under_experiment(store, access, project, subject, experiment, rest[2:])
+        return _under_experiment(
+            store, access, project, subject, experiment, rest[2:], all_files=all_files
+        )
     if head in ("resources", "files"):
         return _resources(
             store, [Node("subject", project, subject)], rest, project=project, subject=subject

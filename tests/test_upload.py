@@ -66,6 +66,10 @@ def test_round_trip_download_upload_download(server: Server, tmp_path: Path) -> 
     assert code == 0, out
     code, out, err = cli("upload", "-w", server.url, "-p", "COPY", str(first / "DEMO01"))
     assert code == 0, err
+    # Each session is named by its own label, not the staging label it was imported under.
+    sessions = {p.parent.name for p in (first / "DEMO01").glob("*/*/scans")}
+    named = {line.rsplit("/", 1)[1] for line in err.splitlines() if line.startswith("session: ")}
+    assert named == sessions
     files = len(local_files(first / "DEMO01"))
     assert out.splitlines()[-1].startswith(f"done: {files} files, ")
     assert out.splitlines()[-1].endswith(f"{files} verified, 0 failed")
@@ -78,7 +82,6 @@ def test_round_trip_download_upload_download(server: Server, tmp_path: Path) -> 
     code, out, err = cli("upload", "-w", server.url, "-p", "COPY", str(first / "DEMO01"))
     assert code == 0, err
     assert out.splitlines()[-1].endswith(f"{files} verified, 0 failed")
-    sessions = {p.parent.name for p in (first / "DEMO01").glob("*/*/scans")}
     assert err.count("is already on the server, verified") == len(sessions)
     assert f"{files} were already on the server" in err  # all of them, not only extras
     assert "failed:" not in err

@@ -519,6 +519,8 @@ async def _one_session(
             params={"label": label},
             what=f"the label of session {label}",
         )
+        # The import answered with the staging label's URI; the report names the session.
+        report.sessions = [paths.relabelled(u, current, label) for u in report.sessions]
         log.info("session %s: renamed from %s, complete", label, current)
 
 

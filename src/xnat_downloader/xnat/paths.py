@@ -98,6 +98,13 @@ def under_data(rel: str) -> str:
     return f"/data{rel}"
 
 
+def relabelled(session_uri: str, old: str, new: str) -> str:
+    """A session's URI once its label ``old`` is ``new``: the same URI when it names the
+    session by ID (or by anything but ``old``)."""
+    head, sep, last = session_uri.rpartition("/")
+    return f"{head}{sep}{q(new)}" if sep and last == q(old) else session_uri
+
+
 def is_prearchive(uri: str) -> bool:
     return uri.startswith(PREARCHIVE)
 

@@ -108,3 +108,11 @@ def test_prearchive_move_delete_and_unknown_names(
     assert code == 0
     assert json.loads(out)["ok"] is True
     assert json.loads(cli("prearchive", "ls", "-w", server.url, "-p", "PB", "--json")[1]) == []
+    # Nothing left: --all has nothing to do (not a failure); no names and no --all is a
+    # usage error, also as --json's one document.
+    code, out, err = cli("prearchive", "archive", "-w", server.url, "-p", "PB", "--all")
+    assert (code, out.strip()) == (0, "archive: 0 sessions, 0 failed"), err
+    code, out, err = cli("prearchive", "archive", "-w", server.url, "-p", "PB", "--json")
+    assert code == 2
+    assert json.loads(out) == {"ok": False, "error": "name the sessions (or --all); see "
+                               "'prearchive ls'", "exit": 2}  # fmt: skip

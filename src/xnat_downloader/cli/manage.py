@@ -20,7 +20,8 @@ from xnat_downloader.cli.common import (
     connection_args,
     server_url,
 )
-from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
+from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
+from xnat_downloader.errors import UsageError
 
 PROJECT_DESCRIPTION = "Manage projects on an XNAT server."
 PREARCHIVE_DESCRIPTION = (
@@ -115,10 +116,11 @@ def prearchive_command(args: argparse.Namespace, io: Streams) -> int:
         wanted = list(args.sessions)
         if args.all:
             wanted += [s.src for s in manage.list_prearchive(conn, args.project)]
-        if not wanted:
-            print("error: name the sessions (or --all); see 'prearchive ls'", file=stderr)
-            return EXIT_USAGE
-        if args.action == "archive":
+        if not wanted and not args.all:
+            raise UsageError("name the sessions (or --all); see 'prearchive ls'")
+        if not wanted:  # --all over an empty prearchive: nothing to do is not a failure
+            report = manage.ManageReport()
+        elif args.action == "archive":
             report = manage.archive_prearchived(
                 conn, wanted, project=args.project, overwrite=args.overwrite
             )

@@ -335,8 +335,13 @@ def test_session_expiry_relogs_in(serve: Callable[..., Server], tmp_path: Path) 
     assert out.strip().endswith(" 0 failed")
 
 
-def test_kill_9_then_resume_completes(serve: Callable[..., Server], tmp_path: Path) -> None:
-    server = serve("--conn-mbps", "1")
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_kill_then_resume_completes(
+    serve: Callable[..., Server], tmp_path: Path, how: signal.Signals
+) -> None:
+    """Killed outright, or stopped by SIGTERM (`kill`, Slurm's scancel), which ends the run
+    as Ctrl-C does: one line saying how to resume, exit 143, no traceback."""
+    server = serve("--latency-ms", "100")  # file by file, 2 at once: 42 files take seconds
     out = tmp_path / "o"
     env = {**os.environ, **ENV}
     cmd = [
@@ -348,6 +353,8 @@ def test_kill_9_then_resume_completes(serve: Callable[..., Server], tmp_path: Pa
         "DEMO01",
         "-o",
         str(out),
+        "--transfer",
+        "files",
         "-j",
         "2",
     ]
@@ -357,8 +364,12 @@ def test_kill_9_then_resume_completes(serve: Callable[..., Server], tmp_path: Pa
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and count_files(out) < 3:
         time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(how)
+    _, err = proc.communicate(timeout=60)
+    if how == signal.SIGTERM:
+        assert proc.returncode == 143, err
+        assert err.decode().splitlines()[-1] == "interrupted: run the same command again to resume"
+        assert b"Traceback" not in err
     before = {p: d for p, d in local_files(out).items() if not p.endswith(".xnatdl-part")}
     assert before, "nothing was downloaded before the kill"
     done = subprocess.run(

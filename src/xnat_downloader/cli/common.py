@@ -10,6 +10,7 @@ import logging.handlers
 import os
 import queue
 import shutil
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -319,9 +320,25 @@ def guarded(work: Callable[[], int], stderr: TextIO, json_out: TextIO | None = N
         if json_out is not None:
             print(json.dumps({"ok": False, "error": message, "exit": code}), file=json_out)
         return code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted: run the same command again to resume", file=stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler's cancel or time limit): the run stops as Ctrl-C
+    stops it (its cleanup runs, it says how to resume), with the exit status 143 that a
+    process ended by SIGTERM has."""
+
+
+def stop_on_sigterm() -> None:
+    """From now on, SIGTERM raises :class:`Terminated` in the main thread.  Only the
+    command line does this: a library must not take over its caller's signals."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated("SIGTERM")
+
+    signal.signal(signal.SIGTERM, terminate)
 
 
 def reader_gone() -> int:

@@ -44,6 +44,7 @@ from xnat_downloader.cli.common import (
     print_summary,
     reader_gone,
     server_url,
+    stop_on_sigterm,
     warn_insecure,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
@@ -614,6 +615,7 @@ def _workflows_entry(states: dict[str, api.WorkflowState], session: str) -> dict
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    stop_on_sigterm()
     try:
         code = run(
             list(sys.argv[1:] if argv is None else argv),

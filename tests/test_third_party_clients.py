@@ -445,6 +445,51 @@ def test_xnatpy_custom_fields_on_subjects_sessions_and_projects(
         assert dict(again.projects["DEMO01"].experiments["COPIED"].fields) == {"site": "site-value"}
 
 
+def test_xnatpy_makes_a_subject_with_its_demographics_and_a_scan_with_its_own_id(
+    minixnat: MiniXnat,
+) -> None:
+    """xnatpy writes a demographic as ``xnat:subjectData/demographics[@xsi:type=
+    xnat:demographicData]/age`` and makes ``MrScanData(id="7", type="T1w")`` with a PUT to
+    ``…/scans/T1w`` that names the ID among its fields: as in XNAT, the scan is 7, and the
+    age (which has no column of its own) is kept in the subject's demographics, where
+    pyxnat's ``attrs`` (a listing column of that path) reads and writes it too."""
+    import pyxnat
+    import requests
+    import xnat
+
+    requests.put(f"{minixnat.url}/data/projects/XD", auth=minixnat.auth, timeout=30)
+    with xnat.connect(minixnat.url, user=minixnat.user, password=minixnat.password) as session:
+        project = session.projects["XD"]
+        subject = session.classes.SubjectData(parent=project, label="S1")
+        subject.demographics.gender = "female"
+        subject.demographics.age = 42
+        subject.demographics.education = 16
+        made = session.classes.MrSessionData(parent=subject, label="S1_MR1")
+        session.classes.MrScanData(parent=made, id="7", type="T1w", series_description="t1")
+    with xnat.connect(minixnat.url, user=minixnat.user, password=minixnat.password) as fresh:
+        subject = fresh.projects["XD"].subjects["S1"]
+        assert subject.demographics.gender == "female"
+        assert subject.demographics.age == 42
+        assert subject.demographics.education == 16
+        scans = fresh.projects["XD"].experiments["S1_MR1"].scans
+        assert [(scan.id, scan.type) for scan in scans.values()] == [("7", "T1w")]
+    doc = requests.get(f"{minixnat.url}/data/projects/XD/subjects/S1", params={"format": "json"},
+                       auth=minixnat.auth, timeout=30).json()  # fmt: skip
+    item = doc["items"][0]
+    assert not any("demographics" in key for key in item["data_fields"])
+    (child,) = [c for c in item["children"] if c["field"] == "demographics"]
+    assert child["items"][0]["data_fields"] == {"gender": "female", "age": "42", "education": "16"}
+    attrs = (
+        pyxnat.Interface(minixnat.url, minixnat.user, minixnat.password)
+        .select("/projects/XD/subjects/S1")
+        .attrs
+    )
+    path = "xnat:subjectData/demographics[@xsi:type=xnat:demographicData]/"
+    attrs.set(path + "race", "unknown")
+    assert [attrs.get(path + name) for name in ("age", "race", "gender")] == ["42", "unknown",
+                                                                              "female"]  # fmt: skip
+
+
 def test_xnatpy_query_tabulates_the_values_and_makes_the_objects(shared_server: Server) -> None:
     """xnatpy's query interface names each column as a path under the datatype
     (``xnat:mrSessionData/ID``); the answer names it as XNAT does, by the display field

@@ -134,6 +134,8 @@ def project_columns(table: Table, request: Request) -> Table:
 
 
 _POSITION = re.compile(r"\[(\d+)\]")
+# ``[@xsi:type=xnat:demographicData]``: names the type of a step, never which element.
+TYPE_PREDICATE = re.compile(r"\[@xsi:type=[^\]]*\]")
 
 
 def below_datatype(name: str) -> str | None:
@@ -144,9 +146,10 @@ def below_datatype(name: str) -> str | None:
 
 def field_key(name: str) -> str:
     """How a column name finds a stored field path: below the datatype, lower case, without
-    positions (``xnat:reconstructedImageData/provenance/processStep/program`` →
-    ``provenance/processstep/program``)."""
-    return _POSITION.sub("", below_datatype(name) or name).lower()
+    positions or type predicates (``xnat:reconstructedImageData/provenance/processStep/
+    program`` → ``provenance/processstep/program``, ``xnat:subjectData/demographics[@xsi:
+    type=xnat:demographicData]/age`` → ``demographics/age``)."""
+    return TYPE_PREDICATE.sub("", _POSITION.sub("", below_datatype(name) or name)).lower()
 
 
 def _occurrences(stored: dict[str, str], key: str) -> dict[int, str]:

@@ -540,6 +540,11 @@ def _put_scan(
         },
     )
     existing = store.get_scan(session.id, scan_id)
+    if existing is None and simple.get("id"):
+        # As XNAT: the path's scan ID finds an existing scan; a new one takes the ID its
+        # fields give (xnatpy puts MrScanData(id="1", type="T1w") at …/scans/T1w).
+        scan_id = simple["id"]
+        existing = store.get_scan(session.id, scan_id)
     if existing is not None:
         if xsi_type and xsi_type != existing.xsi_type:
             raise HttpError(409, "Specified xsiType differs from existing xsiType")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from xml.sax.saxutils import escape, quoteattr
 
-from minixnat.rest.tables import RESERVED, below_datatype
+from minixnat.rest.tables import RESERVED, TYPE_PREDICATE, below_datatype
 
 _BRACKETS = re.compile(r"\[[^\]]*\]")
 _NAMED = re.compile(r"^(?P<tag>[^\[]+)\[(?:@?name)=(?P<name>[^\]]+)\]$")
@@ -45,13 +45,15 @@ DOUBLES = {("experiments", "age"), ("assessors", "age")}
 
 
 def request_pairs(query: list[tuple[str, str]], form: dict[str, str]) -> list[tuple[str, str]]:
-    """Every (key, value), with ``…[name=x]/field=v`` sent unescaped put back together."""
+    """Every (key, value), with a key whose ``[…=…]`` was sent unescaped put back together
+    (``…[name=x]/field=v``), and without type predicates: ``demographics[@xsi:type=
+    xnat:demographicData]/age`` (xnatpy's path to a subject's age) is ``demographics/age``."""
     pairs = []
     for key, value in [*query, *form.items()]:
-        if key.endswith("[name") and "=" in value:
-            name, _, value = value.partition("=")
-            key = f"{key}={name}"
-        pairs.append((key, "" if value == "NULL" else value))
+        if key.count("[") > key.count("]") and "=" in value:
+            rest, _, value = value.partition("=")
+            key = f"{key}={rest}"
+        pairs.append((TYPE_PREDICATE.sub("", key), "" if value == "NULL" else value))
     return pairs
 
 

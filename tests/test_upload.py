@@ -190,7 +190,17 @@ def test_bad_uploads(server: Server, archive: Path, tmp_path: Path) -> None:
     code, _, err = cli("upload", "-w", server.url, "-p", "COPY", "--subject", "x", str(notdicom))
     assert code == 1
     assert "not DICOM" in err
-    assert "Ignore-Unparsable" in err or "ignore" in err.lower()
+    assert "(--ignore-unparsable leaves out the files that are not DICOM)" in err
+    # With the flag, a folder of DICOM files and a stray note imports the DICOM files.
+    dicoms = scan_dicoms(archive, "DEMO01_S001_MR1")[:3]
+    for path in dicoms:
+        (notdicom / path.name).write_bytes(path.read_bytes())
+    assert cli("project", "create", "-w", server.url, "NOTES")[0] == 0
+    code, out, err = cli("upload", "-w", server.url, "-p", "NOTES", "--subject", "x",
+                         "--session", "NOTES1", "--ignore-unparsable", str(notdicom))  # fmt: skip
+    assert code == 0, err
+    assert out.splitlines()[-1].endswith("3 verified, 0 failed")
+    assert "1 of its files were not imported" in err
     odd = tmp_path / "file.dcm"
     odd.write_bytes(b"x")
     code, _, err = cli("upload", "-w", server.url, "-p", "COPY", str(odd))

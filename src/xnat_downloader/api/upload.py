@@ -556,6 +556,8 @@ async def _import_and_verify(
         error = str(exc)
         if exc.status == 409 and not opts.overwrite:
             error += " (add --overwrite to add to or replace files in that session)"
+        elif exc.status == 400 and not opts.ignore and "dicom" in error.lower():
+            error += " (--ignore-unparsable leaves out the files that are not DICOM)"
         _fail_session(item, report, sink, error)
         return None
     report.sessions += uris

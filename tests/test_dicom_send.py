@@ -205,6 +205,14 @@ def test_dicom_send_reports_a_refusing_receiver_and_bad_arguments(
         assert "rejected the association" in refused.stderr
     finally:
         server.stop()
+    # Now nothing listens there: one line saying so, exit 2, not a failure per file.
+    gone = send("--to", f"MINIXNAT@127.0.0.1:{port}", *files, env=env)
+    assert gone.returncode == 2
+    assert gone.stderr.strip().splitlines()[-1] == (
+        f"error: cannot reach the DICOM receiver MINIXNAT@127.0.0.1:{port} (Connection "
+        "refused): nothing was sent; check its host and port, and that it is running"
+    )
+    assert "failed:" not in gone.stderr
     for bad, message in (
         ("127.0.0.1:104", "give the receiver as AE@HOST:PORT"),
         ("AE@127.0.0.1", "give the receiver's host and port"),

@@ -33,6 +33,10 @@ class ConnectionFailed(XnatError, ConnectionError):
     """The server could not be reached."""
 
 
+class ReceiverUnreachable(ConnectionFailed):
+    """Nothing answered at a DICOM receiver's host and port."""
+
+
 class ServerError(XnatError):
     """The server answered with an unexpected status or body."""
 

@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, build_context, evt
 from pynetdicom.association import Association
 
+from xnat_downloader.errors import ReceiverUnreachable
 from xnat_downloader.plan.dicomsend import DicomFile, Target, context_groups, stored
 from xnat_downloader.transfer.events import (
     BytesMoved,
@@ -253,6 +254,19 @@ def no_delay(event: evt.Event) -> None:
         sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def check_reachable(target: Target, timeout: float = 10.0) -> None:
+    """ReceiverUnreachable, one line, when nothing answers at the receiver's host and port:
+    a wrong port or a stopped receiver is one error, not a refused association per file."""
+    try:
+        with socket.create_connection((target.host, target.port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ReceiverUnreachable(
+            f"cannot reach the DICOM receiver {target} ({reason}): nothing was sent"
+        ) from exc
+
+
 def _refusal(assoc: Association, target: Target) -> str:
     if assoc.is_rejected:
         return f"{target} rejected the association"
@@ -274,14 +288,17 @@ def send(
     """Send ``files``; one outcome per file: verified (acknowledged), skipped (the log says
     it was acknowledged before) or failed (with the reason)."""
     sender = _Sender(target, comment, sink, calling_ae, sent_log)
+    done: list[DicomFile] = []
     todo: list[DicomFile] = []
-    sink(Planned(len(files), sum(f.size for f in files)))
     for item in files:
-        if sent_log is not None and sent_log.acknowledged(item, comment):
-            sender.results.append(outcome(item, Status.SKIPPED))
-            sink(FileSkipped(str(item.path), item.size, "acknowledged by the receiver before"))
-        else:
-            todo.append(item)
+        acked = sent_log is not None and sent_log.acknowledged(item, comment)
+        (done if acked else todo).append(item)
+    if todo:
+        check_reachable(target)
+    sink(Planned(len(files), sum(f.size for f in files)))
+    for item in done:
+        sender.results.append(outcome(item, Status.SKIPPED))
+        sink(FileSkipped(str(item.path), item.size, "acknowledged by the receiver before"))
     for group in context_groups(todo):
         pairs = sorted({f.context for f in group})
         contexts = [build_context(sop, [syntax]) for sop, syntax in pairs]

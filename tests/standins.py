@@ -12,19 +12,30 @@ import requests
 
 
 class PassThrough(http.server.BaseHTTPRequestHandler):
-    """Forwards each GET to ``upstream`` (login headers and cookies included, redirects
-    not followed) and sends back the answer.  Subclasses change what they like:
-    :meth:`intercept` answers a request itself, :meth:`edit` changes a forwarded body."""
+    """Forwards each request to ``upstream`` (login headers, cookies and a write's body
+    included, redirects not followed) and sends back the answer.  Subclasses change what
+    they like: :meth:`intercept` answers a GET itself, :meth:`intercept_write` a write, and
+    :meth:`edit` changes a forwarded body."""
 
     upstream = ""
 
     def do_GET(self) -> None:
         if self.intercept(self.path):
             return
-        answer = requests.get(self.upstream + self.path, headers={
-            "Authorization": self.headers.get("Authorization", ""),
-            "Cookie": self.headers.get("Cookie", ""),
-        }, timeout=30, allow_redirects=False)  # fmt: skip
+        self.forward("GET", None)
+
+    def do_write(self) -> None:
+        body = self.read_body()
+        if not self.intercept_write(self.command, self.path, body):
+            self.forward(self.command, body)
+
+    do_POST = do_PUT = do_DELETE = do_write
+
+    def forward(self, method: str, body: bytes | None) -> None:
+        headers = {key: self.headers[key] for key in ("Authorization", "Cookie", "Content-Type")
+                   if key in self.headers}  # fmt: skip
+        answer = requests.request(method, self.upstream + self.path, headers=headers, data=body,
+                                  timeout=60, allow_redirects=False)  # fmt: skip
         body = self.edit(self.path, answer)
         self.send_response(answer.status_code)
         for key in ("Content-Type", "Set-Cookie"):
@@ -34,8 +45,30 @@ class PassThrough(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def read_body(self) -> bytes:
+        """A request's body, whole: by its Content-Length, or chunk by chunk."""
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        chunks = []
+        while size := int(self.rfile.readline().split(b";")[0].strip(), 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
+        self.rfile.readline()
+        return b"".join(chunks)
+
+    def reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def intercept(self, path: str) -> bool:
-        """Answer ``path`` here (True), or let it through (False)."""
+        """Answer the GET of ``path`` here (True), or let it through (False)."""
+        return False
+
+    def intercept_write(self, method: str, path: str, body: bytes) -> bool:
+        """Answer a write here (True), or let it through with its body (False)."""
         return False
 
     def edit(self, path: str, answer: requests.Response) -> bytes:

@@ -18,11 +18,13 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
 
 from tests.conftest import BIN, Server, start_server
+from tests.standins import PassThrough, serve
 from tests.test_download import ENV, cli, local_files
 
 ADMIN = ("admin", "admin")
@@ -257,4 +259,49 @@ def test_one_plan_for_the_whole_upload(archive: Path, tree: Path) -> None:
         assert len(plans) == 1
         assert tally.done == tally.files == plans[0].files
     finally:
+        server.stop()
+
+
+def test_an_import_the_server_only_pretends_to_take_fails_whole_and_a_rerun_finishes(
+    archive: Path, tree: Path
+) -> None:
+    """A hostile or broken server: the import service answers the URI of a session and keeps
+    nothing, or answers a login page. Every file of the session fails, the other resources'
+    files too (counted, never sent), the run ends exit 1 with its done line (no traceback,
+    no error for the missing session); the same upload to the real server then finishes."""
+    server = start_server(archive)
+    first = sorted(p.parent.name for p in tree.glob("*/*/scans"))[0]
+
+    class Liar(PassThrough):
+        upstream = server.url
+
+        def intercept_write(self, method: str, path: str, body: bytes) -> bool:
+            if "/services/import" not in path:
+                return False
+            query = parse_qs(urlparse(path).query)
+            label = query["EXPT_LABEL"][0]
+            subject = query["SUBJECT_ID"][0]
+            uri = f"/data/archive/projects/COPY/subjects/{subject}/experiments/{label}\n"
+            if label.startswith(first):
+                self.reply(200, b"<html><body><form>Log in</form></body></html>", "text/html")
+            else:
+                self.reply(200, uri.encode())
+            return True
+
+    liar, stop = serve(Liar)
+    try:
+        requests.put(f"{server.url}/data/projects/COPY", auth=ADMIN, timeout=30)
+        files = sum(1 for p in tree.rglob("*") if p.is_file() and "/assessors/" not in str(p))
+        code, out, err = cli("upload", "-w", liar, "-p", "COPY", str(tree))
+        assert code == 1, err
+        assert out.splitlines()[-1] == f"done: {files} files, 0 bytes, 0 verified, {files} failed"
+        assert "was answered with an HTML page (a login or error page)" in err
+        assert "not on the server with the MD5 that was sent" in err
+        assert "error:" not in err
+        assert api(server, "/data/projects/COPY/experiments") == []
+        code, out, err = cli("upload", "-w", server.url, "-p", "COPY", str(tree))
+        assert code == 0, err
+        assert server_state(server) == expected_state(tree)
+    finally:
+        stop()
         server.stop()

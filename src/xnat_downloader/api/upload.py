@@ -448,12 +448,28 @@ class _ImportOptions:
 
 
 def _fail_session(item: _Import, report: UploadReport, sink: EventSink, error: str) -> None:
-    """One failure for a whole session: each file records it, the display says it once."""
+    """One failure for a whole session: each file records it (its other resources' files
+    too, which were never sent), the display says it once."""
     for name, size, md5 in item.expected or [(item.name, item.size, "")]:
         report.outcomes.append(
             Outcome(item.job(name, size, md5), Status.FAILED, 0, md5, True, error)
         )
+    _extras_not_sent(item, report, error)
     sink(FileFailed(item.name, error))
+
+
+def _extras_not_sent(item: _Import, report: UploadReport, why: str) -> None:
+    """The files of a session's other resources, failed with ``why`` without being sent:
+    they go after the import, and the import failed; counted, so the totals add up."""
+    if item.folder is None or item.root is None:
+        return
+    for extra in item.folder.extras:
+        try:
+            size = (item.root / extra.local).stat().st_size
+        except OSError:
+            size = 0
+        job = item.job(f"{extra.resource}/{extra.relpath}", size, "")
+        report.outcomes.append(Outcome(job, Status.FAILED, 0, "", True, why))
 
 
 async def _one_session(
@@ -534,8 +550,8 @@ async def _import_and_verify(
     label: str,
 ) -> list[str] | None:
     """Send ``item`` to the import service (``mode``: its ``overwrite``) and check every
-    file arrived; the session URIs, or None when the import was refused or went to the
-    prearchive."""
+    file arrived; the session URIs, or None when the import was refused, went to the
+    prearchive, or is not on the server as it was sent."""
     params = _import_params(opts.project, item, opts.dest, opts.importer, opts.ignore, mode, label)
     sink(FileStarted(item.name, item.size))
     sent = [0]
@@ -580,6 +596,10 @@ async def _import_and_verify(
     report.outcomes += outcomes
     if note:
         report.notes.append(note)
+    if any(o.status == Status.FAILED for o in outcomes):
+        # Not what was sent: its other resources, scan types and label wait for a re-run.
+        _extras_not_sent(item, report, "not sent: the session's import did not verify")
+        return None
     return uris
 
 

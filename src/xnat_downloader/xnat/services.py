@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-from xnat_downloader.errors import NotFound, ServerError
-from xnat_downloader.http.client import XnatClient
+from xnat_downloader.errors import LoginPageError, NotFound, ServerError
+from xnat_downloader.http.client import XnatClient, looks_like_html
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.model import WorkflowState
 from xnat_downloader.xnat.parse import parse_uri_list, result_rows
@@ -30,9 +30,15 @@ async def import_archive(
         idempotent=False,
     )
     uris = parse_uri_list(answer)
+    if not uris and looks_like_html(answer):
+        msg = (
+            f"the import of {what} was answered with an HTML page (a login or error page), "
+            "not the URI of a session: check the server URL and that your session is valid"
+        )
+        raise LoginPageError(msg)
     if not uris:
-        msg = f"the import of {what} answered without the URI of a session: {answer[:200]!r}"
-        raise ServerError(msg)
+        text = answer[:200].decode("utf-8", "replace").strip()
+        raise ServerError(f"the import of {what} answered without the URI of a session: {text!r}")
     return uris
 
 

@@ -141,7 +141,9 @@ def dicom_send(
     A re-run skips what the same receiver acknowledged for the same file and routing
     (``resend=True`` sends everything).  With ``conn``, waits up to ``wait`` seconds per
     study for the server to build it, then checks each file arrived.  Raises UsageError
-    for a bad target or routing value, or when no DICOM file is found.
+    for a bad target or routing value, or when no DICOM file is found, and
+    ReceiverUnreachable (a ConnectionFailed) when nothing answers at the target's host and
+    port; either way nothing was sent.
     """
     check_jobs(jobs)
     target = to if isinstance(to, Target) else parse_target(to)

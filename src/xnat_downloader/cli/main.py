@@ -30,6 +30,7 @@ from xnat_downloader.cli import upload as upload_cli
 from xnat_downloader.cli import xget as xget_cli
 from xnat_downloader.cli.common import (
     Streams,
+    Terminated,
     configure_logging,
     connection,
     connection_args,
@@ -627,6 +628,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         return reader_gone()
+    except Terminated:  # after the command's own handling: while its output was flushed
+        return 143
 
 
 __all__ = ["EXIT_FAILED_FILES", "main", "run"]

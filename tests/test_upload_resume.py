@@ -305,3 +305,47 @@ def test_an_import_the_server_only_pretends_to_take_fails_whole_and_a_rerun_fini
     finally:
         stop()
         server.stop()
+
+
+def test_a_session_that_appears_during_the_upload_is_not_blamed_on_missing_overwrite(
+    archive: Path, tree: Path
+) -> None:
+    """Another upload creates the session between this upload's look and its import (the
+    stand-in does it just before passing the import on): the server's 409 is explained as
+    that, with the advice to run again (not to add --overwrite), and a re-run finishes."""
+    server = start_server(archive)
+
+    class Racer(PassThrough):
+        upstream = server.url
+
+        def intercept_write(self, method: str, path: str, body: bytes) -> bool:
+            if "/services/import" in path:
+                query = parse_qs(urlparse(path).query)
+                subject, label = query["SUBJECT_ID"][0], query["EXPT_LABEL"][0]
+                requests.put(f"{server.url}/data/projects/COPY/subjects/{subject}", auth=ADMIN,
+                             timeout=30)  # fmt: skip
+                made = requests.put(
+                    f"{server.url}/data/projects/COPY/subjects/{subject}/experiments/{label}",
+                    params={"xsiType": "xnat:mrSessionData"}, auth=ADMIN, timeout=30,
+                )  # fmt: skip
+                assert made.ok, made.text
+            return False
+
+    racer, stop = serve(Racer)
+    try:
+        requests.put(f"{server.url}/data/projects/COPY", auth=ADMIN, timeout=30)
+        code, _, err = cli("upload", "-w", racer, "-p", "COPY", str(tree))
+        assert code == 1, err
+        refusals = [line for line in err.splitlines() if " 409 " in line]
+        assert refusals
+        assert all(
+            line.endswith("(it appeared while this upload ran: run the same command again)")
+            for line in refusals
+        ), refusals
+        assert "--overwrite" not in err
+        code, _, err = cli("upload", "-w", server.url, "-p", "COPY", str(tree))
+        assert code == 0, err
+        assert server_state(server) == expected_state(tree)
+    finally:
+        stop()
+        server.stop()

@@ -570,7 +570,10 @@ async def _import_and_verify(
         uris = await import_archive(xs, body, item.content_type, params, item.name)
     except ServerError as exc:  # 400 (bad archive), 409 (exists): this item fails, not all
         error = str(exc)
-        if exc.status == 409 and not opts.overwrite:
+        if exc.status == 409 and mode == "none" and opts.dest == "archive" and item.label:
+            # It was not there when this upload looked: another upload is sending it.
+            error += " (it appeared while this upload ran: run the same command again)"
+        elif exc.status == 409 and not opts.overwrite:
             error += " (add --overwrite to add to or replace files in that session)"
         elif exc.status == 400 and not opts.ignore and "dicom" in error.lower():
             error += " (--ignore-unparsable leaves out the files that are not DICOM)"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import sqlite3
 import stat
 import subprocess
 import time
@@ -173,6 +175,20 @@ def test_a_slurm_array_downloads_the_selection_once_and_a_cancelled_task_is_resu
     assert os.path.exists(again / ".xnat-downloader" / "shards" / "3-of-4" / "state.sqlite")
 
 
+def verified_in(folder: Path) -> int:
+    """How many files a shard's state database records as verified (0 before it has one)."""
+    database = folder / "state.sqlite"
+    if not database.exists():
+        return 0
+    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT count(*) FROM files WHERE status='verified'").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+    finally:
+        db.close()
+
+
 def test_status_tells_running_unfinished_and_done_shards_apart(
     serve: Callable[..., Server], tmp_path: Path
 ) -> None:
@@ -188,13 +204,13 @@ def test_status_tells_running_unfinished_and_done_shards_apart(
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        state = out / ".xnat-downloader" / "shards" / "1-of-2" / "state.sqlite"
+        folder = out / ".xnat-downloader" / "shards" / "1-of-2"
         deadline = time.monotonic() + 60
-        while not state.exists() and time.monotonic() < deadline:
+        while not verified_in(folder) and time.monotonic() < deadline:
             time.sleep(0.05)
         running = xdl("status", "-o", out, env=env)
         assert "shard 0/2: done" in running.stdout
-        assert "shard 1/2: running" in running.stdout
+        assert re.search(r"shard 1/2: running, \d+ of \d+ verified, 0 failed", running.stdout)
         assert running.returncode == 1
     finally:
         second.send_signal(signal.SIGKILL)
@@ -203,6 +219,10 @@ def test_status_tells_running_unfinished_and_done_shards_apart(
     doc = json.loads(stopped.stdout)
     assert [(r["shard"], r["state"]) for r in doc["runs"]] == [("0/2", "done"),
                                                                 ("1/2", "unfinished")]  # fmt: skip
+    # Killed before its report: what its state records so far, of what its plan holds.
+    planned = len(json.loads((folder / "manifest.json").read_text())["files"])
+    assert (doc["runs"][1]["verified"], doc["runs"][1]["files"]) == (verified_in(folder), planned)
+    assert 0 < verified_in(folder) < planned
     assert doc["rerun"].endswith("--shard 1/2")
     resumed = xdl("download", "-w", slow.url, "-p", "DEMO01", "-o", out, "--shard", "1/2", "-q",
                   env=env)  # fmt: skip

@@ -17,8 +17,10 @@ import fcntl
 import json
 import os
 import shlex
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,6 +34,7 @@ from xnat_downloader.plan.shard import Shard, assign
 from xnat_downloader.transfer import workdir
 from xnat_downloader.transfer.engine import check_jobs
 from xnat_downloader.transfer.localfs import write_whole
+from xnat_downloader.transfer.state import read_verified
 from xnat_downloader.transfer.workdir import StateFolder
 from xnat_downloader.xnat.selection import Selection
 from xnat_downloader.xnat.tokens import issue_token
@@ -278,9 +281,23 @@ def _folder_status(name: str, folder: StateFolder) -> ShardStatus:
         status.failed = sum(1 for r in rows if r.get("status") == "failed")
         status.report = str(report)
         status.state = "failed" if status.failed else "done"
+    elif started:
+        # No report yet: what its state database records as verified so far (a running
+        # task's last commit), out of the files its plan holds.
+        status.verified = _count(lambda: len(read_verified(folder.database)))
+        if folder.manifest_json.exists():
+            status.files = _count(lambda: len(load_manifest(folder.manifest_json)[1].entries))
     if _held(folder.lock):
         status.state = "running"
     return status
+
+
+def _count(how: Callable[[], int]) -> int:
+    """A count read from a task's files, 0 when they cannot be read (being written, gone)."""
+    try:
+        return how()
+    except (OSError, sqlite3.Error, UsageError):
+        return 0
 
 
 def status(outdir: str | Path) -> DownloadStatus:

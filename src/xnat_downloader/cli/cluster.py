@@ -146,7 +146,9 @@ def _status(args: argparse.Namespace, stdout: TextIO) -> int:
         return EXIT_OK if found.done else EXIT_FAILED_FILES
     for s in found.shards:
         name = f"shard {s.shard}" if s.shard else "download"
-        print(f"{name}: {s.state}, {s.verified} verified, {s.failed} failed", file=stdout)
+        so_far = s.state in ("running", "unfinished") and s.files
+        shown = f"{s.verified} of {s.files}" if so_far else str(s.verified)
+        print(f"{name}: {s.state}, {shown} verified, {s.failed} failed", file=stdout)
     if found.rerun:
         print(f"to finish: {found.rerun}", file=stdout)
     print(

@@ -80,6 +80,11 @@ def test_verify_finds_every_kind_of_problem(tmp_path: Path, archive: Path) -> No
         assert document["missing"] == [missing.relative_to(out).as_posix()]
     finally:
         server.stop()
+    # The server recorded in DIR is gone: one line naming it and --offline, exit 2.
+    code, text, err = cli("verify", "-o", str(out))
+    assert code == 2
+    assert err.startswith(f"error: cannot reach {server.url}"), err
+    assert f"it is the server recorded in {out}: add --offline to check without it" in err
 
 
 def test_verify_needs_a_download(tmp_path: Path) -> None:

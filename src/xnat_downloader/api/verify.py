@@ -116,13 +116,14 @@ async def check_server(conn: Connection, files: list[Record], report: VerifyRepo
 
 
 def verify(outdir: str | Path, conn: Connection | None = None) -> VerifyReport:
-    """Re-hash what a download recorded in ``outdir``; with ``conn``, also ask the server."""
+    """Re-hash what a download recorded in ``outdir``; with ``conn``, also ask the server
+    (first: a server that cannot be reached fails the check before any file is hashed)."""
     out = Path(outdir)
     server, files = recorded(out)
     report = VerifyReport(files=len(files), server=server)
-    check_local(out, files, report)
     if conn is not None:
         asyncio.run(check_server(conn, files, report))
+    check_local(out, files, report)
     return report
 
 

@@ -53,7 +53,7 @@ from xnat_downloader.cli.inputs import expand, menu, parse_choice
 from xnat_downloader.cli.parser import Parser, xget_flags_in
 from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.cli.selection import layout_args, layout_of, selection_args, selection_of
-from xnat_downloader.errors import UsageError
+from xnat_downloader.errors import ConnectionFailed, UsageError
 from xnat_downloader.http import credentials as creds_mod
 from xnat_downloader.plan.plan import Plan, load_manifest
 from xnat_downloader.plan.shard import parse_shard
@@ -296,7 +296,13 @@ def _verify(args: argparse.Namespace, io: Streams) -> int:
     conn = None
     if url:
         conn = connection(args, url, interactive)
-    report = checking.verify(args.output, conn)
+    try:
+        report = checking.verify(args.output, conn)
+    except ConnectionFailed as exc:
+        if args.web:
+            raise
+        hint = f"it is the server recorded in {args.output}: add --offline to check without it"
+        raise ConnectionFailed(f"{exc}; {hint}") from exc
     if args.write_md5sum is not None:
         checking.write_md5sum(report, args.write_md5sum)
     problems = [

@@ -435,3 +435,39 @@ def test_a_zip_without_end_is_stopped(tmp_path: Path, archive: Path) -> None:
     finally:
         stop()
         server.stop()
+
+
+@pytest.mark.parametrize("transfer", ["zip", "files"])
+def test_a_folder_that_cannot_be_written_fails_its_files_not_the_run(
+    tmp_path: Path, archive: Path, transfer: str
+) -> None:
+    """A scan's folder that cannot be made (a file stands where it goes): that scan's files
+    fail, each with the reason, the rest are verified, no traceback, exit 1; once the way
+    is clear a re-run finishes.  From a zip (whose member cannot be written: the zip stops
+    and its files are fetched one by one) as from per-file GETs."""
+    server = start_server(archive)
+    try:
+        out = tmp_path / "dl"
+        base = ["-w", server.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1", "-o", str(out)]
+        code, text, _ = cli("download", *base, "--dry-run", "--json")
+        planned = [row["local"] for row in json.loads(text)]
+        blocked = next(p for p in planned if "/scans/" in p).rsplit("/", 1)[0]
+        (out / blocked).parent.mkdir(parents=True)
+        (out / blocked).write_text("in the way")
+        code, text, err = cli("download", *base, "--transfer", transfer)
+        assert code == 1, err
+        assert "Traceback" not in err
+        stuck = [p for p in planned if p.startswith(blocked + "/")]
+        assert stuck
+        assert (
+            text.strip()
+            .splitlines()[-1]
+            .endswith(f"{len(planned) - len(stuck)} verified, {len(stuck)} failed")
+        )
+        assert f"failed: {stuck[0]}: cannot write {out / stuck[0]}" in err
+        (out / blocked).unlink()
+        code, text, err = cli("download", *base, "--transfer", transfer)
+        assert code == 0, err
+        assert text.strip().splitlines()[-1].endswith(f"{len(planned)} verified, 0 failed")
+    finally:
+        server.stop()

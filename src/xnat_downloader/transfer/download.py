@@ -57,9 +57,11 @@ GROUP_SECONDS = 0.5
 
 
 def size_or_none(path: Path) -> int | None:
+    """The size of the file at ``path``; None when there is none (nothing there, or a file
+    where one of its folders should be: the write that follows says what is wrong)."""
     try:
         return path.stat().st_size
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
@@ -167,7 +169,7 @@ class Downloader:
         final, part = self.paths(job)
         try:
             stat = final.stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # as size_or_none
             stat = None
         return Facts(
             job.size,
@@ -258,7 +260,10 @@ class Downloader:
 
     def discard(self, job: Job) -> None:
         """Drop a partial file that did not verify, and its state."""
-        self.paths(job)[1].unlink(missing_ok=True)
+        try:
+            self.paths(job)[1].unlink(missing_ok=True)
+        except NotADirectoryError:
+            pass  # a file stands where its folder should be: there is no partial file
         self.state.forget(job.local)
 
     def commit(self, job: Job, size: int, md5: str) -> Outcome:

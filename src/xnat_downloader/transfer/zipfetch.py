@@ -201,6 +201,10 @@ async def _member(d: Downloader, job: Job, src: Source, header: Header) -> Outco
                 d.disk_full = write_failure(final, exc)
                 d.sink(FileFailed(job.local, d.disk_full))
             raise ZipStreamError("disk full") from exc
+        if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError):
+            # A file that cannot be written here (permissions, a read-only folder): the zip
+            # stops, and its files are fetched one by one, where each fails with the reason.
+            raise ZipStreamError(write_failure(final, exc)) from exc
         raise
     if mtime is None:
         log.info("zip member for %s does not match the listing; refetching it", job.local)

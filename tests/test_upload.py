@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
 import tarfile
 import zipfile
@@ -218,6 +219,19 @@ def test_bad_uploads(server: Server, archive: Path, tmp_path: Path) -> None:
     code, _, err = cli("upload", "-w", server.url, "-p", "COPY", str(tmp_path / "missing.zip"))
     assert code == 2
     assert "no such file" in err
+    # A folder with a broken link and a pipe in it (a pipe would block whoever reads it):
+    # refused before anything is read or sent, each named; the same for dicom-send.
+    odd_tree = tmp_path / "odd"
+    odd_tree.mkdir()
+    (odd_tree / "ok.dcm").write_bytes(scan_dicoms(archive, "DEMO01_S001_MR1")[0].read_bytes())
+    (odd_tree / "broken.dcm").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(odd_tree / "pipe.dcm")
+    for argv in (("upload", "-w", server.url, "-p", "COPY", "--subject", "x", str(odd_tree)),
+                 ("dicom-send", "--to", "AE@127.0.0.1:9", str(odd_tree))):  # fmt: skip
+        code, _, err = cli(*argv)
+        assert code == 2, err
+        assert err.startswith(f"error: 2 entries under {odd_tree} cannot be read as files"), err
+        assert f"{odd_tree / 'broken.dcm'}, {odd_tree / 'pipe.dcm'}" in err
     # Nothing of the refused uploads reached the archive.
     listing = requests.get(f"{server.url}/data/projects/COPY/experiments", auth=ADMIN, timeout=30)
     assert listing.json()["ResultSet"]["Result"] == []

@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from xnat_downloader.errors import LocalWriteError
+from xnat_downloader.errors import LocalWriteError, UsageError
 from xnat_downloader.plan.upload import is_hidden
 
 
@@ -56,15 +56,29 @@ def write_whole(path: Path, text: str) -> None:
 
 def files_under(folder: Path) -> list[PurePosixPath]:
     """Every file under ``folder``, relative to it, in name order; dot-files, dot-folders
-    (our own ``.xnat-downloader`` among them) and macOS forks are left out."""
+    (our own ``.xnat-downloader`` among them) and macOS forks are left out.  UsageError,
+    before anything is read, when an entry cannot be read as a file (a broken link, a pipe,
+    a socket, a device): a pipe would block whoever opens it."""
     found: list[PurePosixPath] = []
+    unusable: list[str] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel_dir = Path(dirpath).relative_to(folder)
         for name in sorted(filenames):
             rel = PurePosixPath((rel_dir / name).as_posix())
-            if not is_hidden(rel):
-                found.append(rel)
+            if is_hidden(rel):
+                continue
+            if not (Path(dirpath) / name).is_file():
+                unusable.append(str(Path(dirpath) / name))
+            found.append(rel)
+    if unusable:
+        shown = ", ".join(unusable[:3]) + (f" and {len(unusable) - 3} more" if unusable[3:] else "")
+        what = "1 entry" if len(unusable) == 1 else f"{len(unusable)} entries"
+        msg = (
+            f"{what} under {folder} cannot be read as files (broken links, pipes or "
+            f"devices): {shown}; remove or fix them and run again (nothing was sent)"
+        )
+        raise UsageError(msg)
     return found
 
 

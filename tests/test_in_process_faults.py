@@ -297,3 +297,53 @@ def test_an_answer_is_read_only_up_to_the_limit() -> None:
     errors = asyncio.run(go())
     assert len(errors) == 2
     assert all("is larger than" in e and "not read" in e for e in errors)
+
+
+def test_a_server_that_stops_answering_ends_the_run_after_one_requests_tries(
+    tmp_path: Any,
+) -> None:
+    """After the first file the server hangs up on every request.  The second file's
+    request spends its tries (the injected sleep counts the waits); every file after it
+    fails at once, without reaching the server, saying to run again; nothing is retried
+    twice over (the engine used to loop around the request path's own tries)."""
+    import hashlib
+
+    from xnat_downloader.transfer.engine import EngineOptions, run_jobs
+    from xnat_downloader.transfer.jobs import Job, Status
+    from xnat_downloader.transfer.modes import Mode
+    from xnat_downloader.transfer.state import State
+
+    body = b"x" * 1000
+    served: list[str] = []
+
+    async def file(request: web.Request) -> web.StreamResponse:
+        served.append(request.path)
+        if len(served) > 1:
+            assert request.transport is not None
+            request.transport.close()  # gone: no answer
+        return web.Response(body=body)
+
+    app = web.Application()
+    folder = "/data/experiments/E1/scans/1/resources/R/files"
+    app.router.add_get(folder + "/{name}", file)
+    md5 = hashlib.md5(body).hexdigest()
+    jobs = [Job(f"{folder}/f{i}", f"f{i}", len(body), md5) for i in range(6)]
+
+    async def work(xs: XnatClient) -> Any:
+        state = State(tmp_path)
+        try:
+            options = EngineOptions(jobs=1, mode=Mode.FILES)
+            return await run_jobs(xs, jobs, tmp_path, state, lambda event: None, options)
+        finally:
+            state.close()
+
+    outcomes, waits = asyncio.run(serve(app, Credentials(None), work))
+    assert [o.job.local for o in outcomes if o.status == Status.VERIFIED] == ["f0"]
+    failed = [o for o in outcomes if o.status == Status.FAILED]
+    assert len(failed) == 5
+    assert all("the server stopped answering" in o.error for o in failed), failed
+    # The first file, then only the second's tries (aiohttp itself sends a request again
+    # once when a kept-alive connection turns out closed): no other file reached it.
+    assert served[0].endswith("/f0")
+    assert {path.rsplit("/", 1)[1] for path in served[1:]} == {"f1"}
+    assert len(waits) == 3

@@ -7,10 +7,11 @@ import asyncio
 import random
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, start_server
 from xnat_downloader.errors import ConnectionFailed, ServerError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.http.credentials import Credentials
@@ -85,3 +86,37 @@ def test_a_busy_server_is_waited_for_through_the_injected_sleep(
 
     asyncio.run(go())
     assert waits == [1.0, 1.0, 1.0]  # Retry-After: 1, three times, then it gives up
+
+
+def test_a_server_that_stops_answering_costs_one_requests_retries_not_every_requests(
+    archive: Path,
+) -> None:
+    """The server answers, then dies: the next request retries (through the injected sleep)
+    until its tries are used up; every request after it fails at once, without a try, with
+    one message saying to run again.  Started again, a new session works."""
+    server = start_server(archive)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def go() -> XnatClient:
+        xs = XnatClient(server.url, Credentials("admin", "admin", "test"), sleep=sleep,
+                        retry=POLICY, login_path=LOGIN)  # fmt: skip
+        async with xs:
+            assert await xs.get_json("/data/projects")
+            server.stop()
+            with pytest.raises(ConnectionFailed, match="the server stopped answering") as first:
+                await xs.get_json("/data/projects")
+            assert len(waits) == POLICY.attempts - 1
+            sent = xs.request_count
+            for _ in range(5):
+                with pytest.raises(ConnectionFailed) as later:
+                    await xs.get_json("/data/projects/DEMO01/subjects")
+                assert str(later.value) == str(first.value)
+            assert xs.request_count == sent  # nothing more was tried
+            assert len(waits) == POLICY.attempts - 1
+            assert str(first.value).endswith("run the same command again to resume")
+        return xs
+
+    asyncio.run(go())

@@ -192,6 +192,10 @@ class XnatClient:
         self._scheme_guessed = scheme_guessed
         self.sleep = sleep  # every wait between tries goes through it (tests inject one)
         self.answered = False  # the server has answered at least once
+        # Set when a request used up its retries on a server that stopped answering: later
+        # requests fail at once (a dead server costs one request's retries, not every
+        # file's); any answer clears it.
+        self.gave_up = ""
         self.credentials = credentials
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
@@ -381,6 +385,8 @@ class XnatClient:
         relogged = False
         attempt = 0
         while True:
+            if self.gave_up:
+                raise ConnectionFailed(self.gave_up)
             generation = self._login_generation
             self.request_count += 1
             try:
@@ -398,8 +404,15 @@ class XnatClient:
                     idempotent=idempotent,
                 )  # fmt: skip
                 if decision.action != "retry":
+                    why = f"cannot reach {self.base_url}: {self._why(exc)}"
+                    if self.answered and attempt + 1 >= self.retry.attempts:
+                        self.gave_up = (
+                            f"the server stopped answering ({why}, {attempt + 1} tries); run "
+                            "the same command again to resume"
+                        )
+                        raise ConnectionFailed(self.gave_up) from exc
                     raise ConnectionFailed(
-                        f"cannot reach {self.base_url}: {self._why(exc)}"
+                        why
                         + ("" if idempotent else " (not retried: the server may have acted on it)")
                     ) from exc
                 log.debug("retrying %s after %s (%.1fs)", what or url, _reason(exc), decision.delay)
@@ -407,6 +420,7 @@ class XnatClient:
                 attempt += 1
                 continue
             self.answered = True
+            self.gave_up = ""
             log.debug("%s %s -> %d", method, resp.url, resp.status)
             if resp.status in ok_statuses:
                 return resp

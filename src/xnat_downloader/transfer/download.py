@@ -24,7 +24,6 @@ from typing import IO
 import aiohttp
 
 from xnat_downloader.errors import (
-    ConnectionFailed,
     IntegrityError,
     LocalWriteError,
     LoginPageError,
@@ -349,9 +348,10 @@ class Downloader:
                 aiohttp.ClientPayloadError,
                 aiohttp.ClientConnectionError,
                 TimeoutError,
-                ConnectionFailed,
                 ServerError,
             ) as exc:
+                # Not ConnectionFailed: the request path has spent its own tries on it (a
+                # second loop around that one made a dead server cost minutes per file).
                 if isinstance(exc, LoginPageError):
                     raise
                 status = exc.status if isinstance(exc, ServerError) else None

@@ -16,9 +16,9 @@ from minixnat.cli import build_parser as minixnat_parser
 from tests.conftest import BIN, Server
 from tests.test_download import ENV, cli
 from xnat_downloader.cli.main import build_parser, legacy_parser
-from xnat_downloader.cli.progress import human_bytes, resuming_line
+from xnat_downloader.cli.progress import FAILURE_LINES, PlainProgress, human_bytes, resuming_line
 from xnat_downloader.http.client import connection_hint
-from xnat_downloader.transfer.events import Planned
+from xnat_downloader.transfer.events import FileFailed, Planned
 
 
 def parsers() -> list[argparse.ArgumentParser]:
@@ -78,6 +78,20 @@ def test_ls_dates_and_a_readable_dry_run(shared_server: Server, tmp_path: Path) 
     files = int(lines[-1].split()[1])
     assert sum(1 for ln in listed.splitlines() if ln.rstrip().endswith(".dcm")) <= files
     assert len(listed.strip().splitlines()) == files + 1
+
+
+def test_failures_past_the_first_ones_are_counted_not_listed() -> None:
+    """A server that stops answering fails every file left, for one cause: the first get a
+    line each, the rest one line that counts them (the report lists every file)."""
+    out = io.StringIO()
+    with PlainProgress(out, every=float("inf")) as shown:
+        shown(Planned(FAILURE_LINES + 7, 0))
+        for i in range(FAILURE_LINES + 7):
+            shown(FileFailed(f"f{i}", "the server stopped answering"))
+    lines = out.getvalue().splitlines()
+    assert lines[:FAILURE_LINES] == [f"failed: f{i}: the server stopped answering"
+                                     for i in range(FAILURE_LINES)]  # fmt: skip
+    assert lines[FAILURE_LINES:] == ["… and 7 more failed (each is in the run's report)"]
 
 
 def test_a_reader_that_goes_away_ends_the_output_quietly(shared_server: Server) -> None:

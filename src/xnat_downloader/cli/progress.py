@@ -48,6 +48,32 @@ def resuming_line(event: Planned) -> str | None:
     )
 
 
+# A line each for the first failures; after that they are counted (a server that stops
+# answering fails every file left, one cause), and the run's report lists every one.
+FAILURE_LINES = 20
+
+
+class FailureLines:
+    """Which failures get a line of their own, and the line that counts the rest."""
+
+    def __init__(self, limit: int = FAILURE_LINES) -> None:
+        self.limit = limit
+        self.shown = 0
+        self.hidden = 0
+
+    def admit(self) -> bool:
+        if self.shown < self.limit:
+            self.shown += 1
+            return True
+        self.hidden += 1
+        return False
+
+    def closing(self) -> str | None:
+        if not self.hidden:
+            return None
+        return f"… and {self.hidden} more failed (each is in the run's report)"
+
+
 class Tally:
     """Counts kept from events, shared by both displays."""
 
@@ -85,6 +111,7 @@ class PlainProgress:
         self.stream = stream
         self.every = every
         self.tally = Tally()
+        self.failures = FailureLines()
         self.started = time.monotonic()
         self.last = 0.0
 
@@ -92,11 +119,12 @@ class PlainProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        return None
+        if (line := self.failures.closing()) is not None:
+            print(line, file=self.stream, flush=True)
 
     def __call__(self, event: Event) -> None:
         self.tally.update(event)
-        if isinstance(event, FileFailed):
+        if isinstance(event, FileFailed) and self.failures.admit():
             print(f"failed: {event.local}: {event.error}", file=self.stream, flush=True)
         if (
             isinstance(event, Planned)
@@ -133,6 +161,7 @@ class RichProgress:
 
         self.console = console or Console(stderr=True)
         self.tally = Tally()
+        self.failures = FailureLines()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -152,6 +181,8 @@ class RichProgress:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.progress.stop()
+        if (line := self.failures.closing()) is not None:
+            self.console.print(line, highlight=False)
 
     def __call__(self, event: Event) -> None:
         self.tally.update(event)
@@ -175,7 +206,7 @@ class RichProgress:
             self.progress.advance(self.bytes_task, event.delta)
         elif isinstance(event, FileSkipped) and not event.counted:
             self.progress.advance(self.bytes_task, event.size)
-        if isinstance(event, FileFailed):
+        if isinstance(event, FileFailed) and self.failures.admit():
             self.console.print(
                 f"[red]failed[/red]: {event.local}: {event.error}", markup=True, highlight=False
             )

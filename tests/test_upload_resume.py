@@ -262,6 +262,13 @@ def test_one_plan_for_the_whole_upload(archive: Path, tree: Path) -> None:
         server.stop()
 
 
+def finishes_when_sent_again(server: Server, tree: Path) -> None:
+    """The same upload, straight to the server this time: exit 0, exactly the tree there."""
+    code, _, err = cli("upload", "-w", server.url, "-p", "COPY", str(tree))
+    assert code == 0, err
+    assert server_state(server) == expected_state(tree)
+
+
 def test_an_import_the_server_only_pretends_to_take_fails_whole_and_a_rerun_finishes(
     archive: Path, tree: Path
 ) -> None:
@@ -299,9 +306,7 @@ def test_an_import_the_server_only_pretends_to_take_fails_whole_and_a_rerun_fini
         assert "not on the server with the MD5 that was sent" in err
         assert "error:" not in err
         assert api(server, "/data/projects/COPY/experiments") == []
-        code, out, err = cli("upload", "-w", server.url, "-p", "COPY", str(tree))
-        assert code == 0, err
-        assert server_state(server) == expected_state(tree)
+        finishes_when_sent_again(server, tree)
     finally:
         stop()
         server.stop()
@@ -343,9 +348,7 @@ def test_a_session_that_appears_during_the_upload_is_not_blamed_on_missing_overw
             for line in refusals
         ), refusals
         assert "--overwrite" not in err
-        code, _, err = cli("upload", "-w", server.url, "-p", "COPY", str(tree))
-        assert code == 0, err
-        assert server_state(server) == expected_state(tree)
+        finishes_when_sent_again(server, tree)
     finally:
         stop()
         server.stop()

@@ -160,6 +160,11 @@ def test_mistakes_get_help_and_leave_nothing_behind(shared_server: Server, tmp_p
                        "-p", "DEMO01")  # fmt: skip
     assert code == 2
     assert "use http:// instead of https://" in err
+    for bad, why in (("http://[::1", "Invalid IPv6 URL"), ("http://h:abc", "Port could not be"),
+                     ("http://h:99999", "Port out of range")):  # fmt: skip
+        code, _, err = cli("ls", "-w", bad, "-p", "DEMO01")
+        assert code == 2
+        assert err.startswith(f"error: {bad!r} is not a valid server URL ({why}"), err
     assert "no scheme was given" in connection_hint("refused", "https://h", True)
     assert connection_hint("refused", "https://h", False) == ""
     failed = "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "

@@ -183,9 +183,13 @@ def test_sessions_without_a_project(tmp_path: Path, archive: Path) -> None:
         server.stop()
 
 
-def test_no_silent_gaps(tmp_path: Path, archive: Path) -> None:
-    """A listing row the client cannot use, and a named session that is not there, are
-    failures with a reason: never 'done: … 0 failed' with something missing."""
+@pytest.mark.parametrize(
+    "odd", ["odd:not-a-file-uri", "http://[::1/data/experiments/X/scans/1/resources/R/files/a"]
+)
+def test_no_silent_gaps(tmp_path: Path, archive: Path, odd: str) -> None:
+    """A listing row the client cannot use (a URI that names no file, or one that does not
+    even parse), and a named session that is not there, are failures with a reason: never
+    'done: … 0 failed' with something missing, never a traceback."""
     server = start_server(archive)
     spoiled: list[str] = []
 
@@ -198,7 +202,7 @@ def test_no_silent_gaps(tmp_path: Path, archive: Path) -> None:
             doc = answer.json()
             rows = doc["ResultSet"]["Result"]
             spoiled.append(rows[0]["Name"])
-            rows[0]["URI"] = "odd:not-a-file-uri"
+            rows[0]["URI"] = odd
             return json.dumps(doc).encode()
 
     url, stop = serve(Proxy)
@@ -210,8 +214,9 @@ def test_no_silent_gaps(tmp_path: Path, archive: Path) -> None:
         assert spoiled
         done = text.splitlines()[-1]
         assert done.endswith(" 2 failed"), err
-        assert "odd:not-a-file-uri" in err
+        assert odd in err
         assert "NO_SUCH_SESSION" in err
+        assert "Traceback" not in err
     finally:
         stop()
         server.stop()

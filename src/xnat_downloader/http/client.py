@@ -145,8 +145,12 @@ def make_ssl(verify: bool, ca_bundle: str | None) -> ssl.SSLContext | bool:
 
 
 def _origin(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of an absolute URL, the port filled in from the scheme."""
-    parts = urlsplit(url)
+    """(scheme, host, port) of an absolute URL, the port filled in from the scheme; a URL
+    that does not parse (a server's ``http://[junk``) has an origin that matches nothing."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "", "", -1
     default = {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
     try:
         port = parts.port or default

@@ -72,10 +72,18 @@ def parse_size(text: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def _path_of(uri: str) -> str | None:
+    """The path of a URI a server sent (absolute or not); None when it does not parse."""
+    try:
+        return urlsplit(uri).path if "://" in uri else uri.split("?", 1)[0]
+    except ValueError:  # e.g. "http://[not-an-address/…"
+        return None
+
+
 def split_file_uri(uri: str) -> tuple[str, str] | None:
     """``(resource id or label, path inside the resource)`` from a file ``URI``."""
-    path = urlsplit(uri).path if "://" in uri else uri.split("?", 1)[0]
-    match = FILE_URI.search(path)
+    path = _path_of(uri)
+    match = FILE_URI.search(path) if path is not None else None
     if not match:
         return None
     return unquote(match.group("res")), unquote(match.group("path"))
@@ -83,8 +91,8 @@ def split_file_uri(uri: str) -> tuple[str, str] | None:
 
 def owner_of(uri: str) -> tuple[str, str] | None:
     """``(kind, id)`` of the scan, assessor or reconstruction a file URI belongs to."""
-    path = urlsplit(uri).path if "://" in uri else uri
-    match = OWNER_URI.search(path)
+    path = _path_of(uri)
+    match = OWNER_URI.search(path) if path is not None else None
     return (match.group("kind"), unquote(match.group("id"))) if match else None
 
 
@@ -100,8 +108,13 @@ class CatalogEntry:
 
 
 def catalog_link(text: str) -> str | None:
-    """``text`` if it is an http(s) link to a catalog (the download page's hand-off)."""
-    parts = urlsplit(text)
+    """``text`` if it is an http(s) link to a catalog (the download page's hand-off);
+    UsageError for one that does not parse."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError as exc:
+        raise UsageError(f"{text!r} is not a valid link ({exc})") from exc
     return text if parts.scheme in ("http", "https") and parts.netloc else None
 
 
@@ -129,8 +142,11 @@ def same_server(base_url: str, link: str) -> bool:
     Credentials go only to the server the user named, so a catalog link elsewhere is refused
     rather than fetched with them.
     """
-    base, other = urlsplit(base_url), urlsplit(link)
-    if _origin(base) != _origin(other):
+    try:
+        base, other = urlsplit(base_url), urlsplit(link)
+        if _origin(base) != _origin(other):
+            return False
+    except ValueError:  # a link that does not parse is nobody's
         return False
     context = base.path.rstrip("/")
     return other.path == context or other.path.startswith(context + "/")

@@ -140,7 +140,11 @@ def server_root(url: str) -> str:
         raise UsageError("no XNAT server given: use -w URL or set XNAT_HOST")
     if "://" not in text:
         text = f"https://{text}"
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - a port that is not a number raises here, not deep in a request
+    except ValueError as exc:
+        raise UsageError(f"{url!r} is not a valid server URL ({exc})") from exc
     if parts.scheme not in ("http", "https") or not parts.netloc:
         msg = f"{url!r} is not an http(s) URL of an XNAT server"
         raise UsageError(msg)

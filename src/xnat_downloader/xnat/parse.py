@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from xnat_downloader.errors import ServerError, UsageError
+from xnat_downloader.xnat.paths import split_given_url
 
 FILE_URI = re.compile(r"/resources/(?P<res>[^/]+)/files/(?P<path>.+)$")
 OWNER_URI = re.compile(r"/(?P<kind>scans|assessors|reconstructions)/(?P<id>[^/]+)/")
@@ -110,11 +111,7 @@ class CatalogEntry:
 def catalog_link(text: str) -> str | None:
     """``text`` if it is an http(s) link to a catalog (the download page's hand-off);
     UsageError for one that does not parse."""
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - a port that is not a number raises here
-    except ValueError as exc:
-        raise UsageError(f"{text!r} is not a valid link ({exc})") from exc
+    parts = split_given_url(text, text, "link")
     return text if parts.scheme in ("http", "https") and parts.netloc else None
 
 

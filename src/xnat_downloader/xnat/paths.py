@@ -7,7 +7,7 @@ sends to them without knowing what they mean).
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
 from xnat_downloader.errors import UsageError
 
@@ -133,6 +133,17 @@ def path_in_resource_zip(member: str) -> str | None:
     return member.split("/files/", 1)[1] if "/files/" in member else None
 
 
+def split_given_url(text: str, given: str, what: str) -> SplitResult:
+    """``text`` (a URL the user gave as ``given``) split; UsageError naming it as ``what``
+    when it does not parse, its port included (which urllib checks only when asked)."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - a port that is not a number raises here, not in a request
+    except ValueError as exc:
+        raise UsageError(f"{given!r} is not a valid {what} ({exc})") from exc
+    return parts
+
+
 def server_root(url: str) -> str:
     """``https://host[:port][/context]`` from what a user types (trailing /, /data, no scheme)."""
     text = url.strip()
@@ -140,11 +151,7 @@ def server_root(url: str) -> str:
         raise UsageError("no XNAT server given: use -w URL or set XNAT_HOST")
     if "://" not in text:
         text = f"https://{text}"
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - a port that is not a number raises here, not deep in a request
-    except ValueError as exc:
-        raise UsageError(f"{url!r} is not a valid server URL ({exc})") from exc
+    parts = split_given_url(text, url, "server URL")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         msg = f"{url!r} is not an http(s) URL of an XNAT server"
         raise UsageError(msg)

@@ -11,6 +11,7 @@ only once its bytes are durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -55,12 +56,16 @@ GROUP_FILES = 64
 GROUP_SECONDS = 0.5
 
 
+# What a look at a planned path raises when no file is there: nothing there, or a file
+# where one of its folders should be (the write that follows says what is wrong).
+NOT_THERE = (FileNotFoundError, NotADirectoryError)
+
+
 def size_or_none(path: Path) -> int | None:
-    """The size of the file at ``path``; None when there is none (nothing there, or a file
-    where one of its folders should be: the write that follows says what is wrong)."""
+    """The size of the file at ``path``; None when there is none (:data:`NOT_THERE`)."""
     try:
         return path.stat().st_size
-    except (FileNotFoundError, NotADirectoryError):
+    except NOT_THERE:
         return None
 
 
@@ -168,7 +173,7 @@ class Downloader:
         final, part = self.paths(job)
         try:
             stat = final.stat()
-        except (FileNotFoundError, NotADirectoryError):  # as size_or_none
+        except NOT_THERE:
             stat = None
         return Facts(
             job.size,
@@ -259,10 +264,8 @@ class Downloader:
 
     def discard(self, job: Job) -> None:
         """Drop a partial file that did not verify, and its state."""
-        try:
-            self.paths(job)[1].unlink(missing_ok=True)
-        except NotADirectoryError:
-            pass  # a file stands where its folder should be: there is no partial file
+        with contextlib.suppress(*NOT_THERE):
+            self.paths(job)[1].unlink()
         self.state.forget(job.local)
 
     def commit(self, job: Job, size: int, md5: str) -> Outcome:

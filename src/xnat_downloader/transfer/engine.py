@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from xnat_downloader.aio import together
 from xnat_downloader.errors import LocalWriteError, UsageError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.transfer.decide import Action, decide
@@ -99,13 +100,11 @@ async def run_jobs(
     parts = [asyncio.gather(*(one(j) for j in singles))]
     parts += [asyncio.ensure_future(zipped(b)) for b in batches]
     try:
-        results = await asyncio.gather(*parts)
+        results = await together(*parts)
     except BaseException:
         # One part failed for the whole run (the state cannot be written) or the run was
-        # cancelled: stop the others before anything else is written, keep what verified.
-        for part in parts:
-            part.cancel()
-        await asyncio.gather(*parts, return_exceptions=True)
+        # cancelled: the others are stopped before anything else is written; keep what
+        # verified.
         with contextlib.suppress(LocalWriteError):
             await downloader.drain()
         raise

@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
+from xnat_downloader.aio import together
 from xnat_downloader.errors import LoginPageError, NotFound, ServerError, UsageError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.xnat import paths
@@ -138,22 +139,25 @@ def match_projects(wanted: Iterable[str], available: list[Project]) -> list[Proj
 
 
 async def list_sessions(xs: XnatClient, project: Project) -> list[Session]:
-    subjects_doc = await xs.get_json(
-        paths.project_subjects(project.id),
-        params={"columns": "ID,label"},
-        what=f"the subjects of project {project.id}",
+    # Two independent listings, asked for at once (one round trip, not two).
+    subjects_doc, doc = await together(
+        xs.get_json(
+            paths.project_subjects(project.id),
+            params={"columns": "ID,label"},
+            what=f"the subjects of project {project.id}",
+        ),
+        xs.get_json(
+            paths.project_experiments(project.id),
+            params={
+                "columns": "ID,label,date,xsiType,subject_ID,subject_label,modality,project,"
+                "last_modified"
+            },
+            what=f"the sessions of project {project.id}",
+        ),
     )
     labels = {
         r["ID"]: r.get("label", "") for r in result_rows(subjects_doc, "subjects") if r.get("ID")
     }
-    doc = await xs.get_json(
-        paths.project_experiments(project.id),
-        params={
-            "columns": "ID,label,date,xsiType,subject_ID,subject_label,modality,project,"
-            "last_modified"
-        },
-        what=f"the sessions of project {project.id}",
-    )
     sessions = []
     for r in result_rows(doc, "experiments"):
         if not r.get("ID"):
@@ -274,83 +278,111 @@ async def _owned_files(
 async def session_files(
     xs: XnatClient, session: Session, sel: Selection
 ) -> tuple[list[Scan], list[RemoteFile]]:
-    files: list[RemoteFile] = []
-    scans: list[Scan] = []
-    if sel.scans:
-        scans = [s for s in await list_scans(xs, session) if scan_matches(s, sel)]
-        if scans:
-            by_id = {s.id: s for s in scans}
-            rows = await _files_listing(
-                xs,
-                paths.session_scan_files(paths.experiment(session.id)),
-                f"the scan files of session {session.label}",
-            )
-            for row in rows:
-                owner = owner_of(row.get("URI", ""))
-                if owner is None:  # no scan can be read from it: a gap, not a skip
-                    _unusable_uri(row.get("URI", ""), f"a scan file of {session.label}")
-                    continue
-                scan = by_id.get(owner[1]) if owner[0] == "scans" else None
-                if scan is None or not resource_matches(
-                    row.get("collection", ""), row.get("file_format", ""), sel
-                ):
-                    continue
-                found = _file(row, session, "scan", scan.id, scan.type)
-                if found:
-                    files.append(found)
+    """The scans and files of one session that ``sel`` selects.  Its listings (scans,
+    session resources, assessors, reconstructions) are asked for at once: on a server tens
+    of milliseconds away, a session costs one round trip instead of four."""
+    parts = [_scan_part(xs, session, sel)]
     if sel.session_resources:
-        rows = await _files_listing(
-            xs,
-            paths.session_files(paths.experiment(session.id)),
-            f"the session resources of {session.label}",
-        )
-        for row in rows:
-            if owner_of(row.get("URI", "")) is None and resource_matches(
-                row.get("collection", ""), row.get("file_format", ""), sel
-            ):
-                found = _file(row, session, "session")
-                if found:
-                    files.append(found)
+        parts.append(_session_resource_part(xs, session, sel))
     if sel.assessors:
-        doc = await xs.get_json(
-            f"{paths.experiment(session.id)}/assessors", what=f"the assessors of {session.label}"
-        )
-        # Owner folders in file URIs name an assessor by ID (or, on some servers, label).
-        labels: dict[str, str] = {}
-        for r in result_rows(doc, "assessors"):
-            aid, label = r.get("ID", ""), r.get("label") or r.get("ID", "")
-            if aid and owner_matches((aid, label, r.get("xsiType", "")), sel.assessor_patterns):
-                labels[aid] = labels[label] = label
-        if labels:
-            files.extend(
-                await _owned_files(
-                    xs, session, sel, "assessors", "assessor", lambda o: labels.get(o)
-                )
-            )
+        parts.append(_assessor_part(xs, session, sel))
     if sel.recons:
-        wanted: dict[str, str] | None = None
-        if sel.recon_patterns:
-            doc = await xs.get_json(
-                f"{paths.experiment(session.id)}/reconstructions",
-                what=f"the reconstructions of {session.label}",
-            )
-            wanted = {
-                r["ID"]: r["ID"]
-                for r in result_rows(doc, "reconstructions")
-                if r.get("ID") and owner_matches((r["ID"], r.get("type", "")), sel.recon_patterns)
-            }
-        if wanted is None or wanted:
-            files.extend(
-                await _owned_files(
-                    xs,
-                    session,
-                    sel,
-                    "reconstructions",
-                    "recon",
-                    (lambda o: o) if wanted is None else wanted.get,
-                )
-            )
+        parts.append(_recon_part(xs, session, sel))
+    answers = await together(*parts)
+    return answers[0][0], [f for _, files in answers for f in files]
+
+
+def scan_filtered(sel: Selection) -> bool:
+    """Whether ``sel`` can leave a session's scans out: then its scan files are asked for
+    only after the scan listing shows that some scan matches."""
+    return bool(sel.scan_types or sel.qualities)
+
+
+async def _scan_part(
+    xs: XnatClient, session: Session, sel: Selection
+) -> tuple[list[Scan], list[RemoteFile]]:
+    if not sel.scans:
+        return [], []
+    scan_files = paths.session_scan_files(paths.experiment(session.id))
+    what = f"the scan files of session {session.label}"
+    if scan_filtered(sel):
+        scans = [s for s in await list_scans(xs, session) if scan_matches(s, sel)]
+        rows = await _files_listing(xs, scan_files, what) if scans else []
+    else:  # every scan is wanted: both listings at once
+        listed, rows = await together(list_scans(xs, session), _files_listing(xs, scan_files, what))
+        scans = [s for s in listed if scan_matches(s, sel)]
+    by_id = {s.id: s for s in scans}
+    files: list[RemoteFile] = []
+    for row in rows:
+        owner = owner_of(row.get("URI", ""))
+        if owner is None:  # no scan can be read from it: a gap, not a skip
+            _unusable_uri(row.get("URI", ""), f"a scan file of {session.label}")
+            continue
+        scan = by_id.get(owner[1]) if owner[0] == "scans" else None
+        if scan is None or not resource_matches(
+            row.get("collection", ""), row.get("file_format", ""), sel
+        ):
+            continue
+        found = _file(row, session, "scan", scan.id, scan.type)
+        if found:
+            files.append(found)
     return scans, files
+
+
+async def _session_resource_part(
+    xs: XnatClient, session: Session, sel: Selection
+) -> tuple[list[Scan], list[RemoteFile]]:
+    rows = await _files_listing(
+        xs,
+        paths.session_files(paths.experiment(session.id)),
+        f"the session resources of {session.label}",
+    )
+    files: list[RemoteFile] = []
+    for row in rows:
+        if owner_of(row.get("URI", "")) is None and resource_matches(
+            row.get("collection", ""), row.get("file_format", ""), sel
+        ):
+            found = _file(row, session, "session")
+            if found:
+                files.append(found)
+    return [], files
+
+
+async def _assessor_part(
+    xs: XnatClient, session: Session, sel: Selection
+) -> tuple[list[Scan], list[RemoteFile]]:
+    doc = await xs.get_json(
+        f"{paths.experiment(session.id)}/assessors", what=f"the assessors of {session.label}"
+    )
+    # Owner folders in file URIs name an assessor by ID (or, on some servers, label).
+    labels: dict[str, str] = {}
+    for r in result_rows(doc, "assessors"):
+        aid, label = r.get("ID", ""), r.get("label") or r.get("ID", "")
+        if aid and owner_matches((aid, label, r.get("xsiType", "")), sel.assessor_patterns):
+            labels[aid] = labels[label] = label
+    if not labels:
+        return [], []
+    return [], await _owned_files(xs, session, sel, "assessors", "assessor", labels.get)
+
+
+async def _recon_part(
+    xs: XnatClient, session: Session, sel: Selection
+) -> tuple[list[Scan], list[RemoteFile]]:
+    wanted: dict[str, str] | None = None
+    if sel.recon_patterns:
+        doc = await xs.get_json(
+            f"{paths.experiment(session.id)}/reconstructions",
+            what=f"the reconstructions of {session.label}",
+        )
+        wanted = {
+            r["ID"]: r["ID"]
+            for r in result_rows(doc, "reconstructions")
+            if r.get("ID") and owner_matches((r["ID"], r.get("type", "")), sel.recon_patterns)
+        }
+        if not wanted:
+            return [], []
+    name: Callable[[str], str | None] = (lambda o: o) if wanted is None else wanted.get
+    return [], await _owned_files(xs, session, sel, "reconstructions", "recon", name)
 
 
 async def walk(
@@ -371,9 +403,9 @@ async def walk(
     result = WalkResult()
     _gaps.set(result.gaps)
     result.projects = match_projects(sel.projects, await list_projects(xs))
-    for project in result.projects:
-        sessions = [s for s in await list_sessions(xs, project) if session_matches(s, sel)]
-        result.sessions.extend(sessions)
+    per_project = await together(*(list_sessions(xs, p) for p in result.projects))
+    for sessions in per_project:
+        result.sessions.extend(s for s in sessions if session_matches(s, sel))
     if sel.sessions:
         listed = {s.id for s in result.sessions} | {s.label for s in result.sessions}
         missing = [s for s in sel.sessions if s not in listed]
@@ -401,7 +433,7 @@ async def walk(
                 _gap(f"session {session.label} ({session.id})", f"cannot be listed: {exc}")
                 return [], []
 
-    for scans, files in await asyncio.gather(*(one(s) for s in result.sessions)):
+    for scans, files in await together(*(one(s) for s in result.sessions)):
         result.scans.extend(scans)
         result.files.extend(files)
     return result

@@ -129,10 +129,13 @@ def test_a_scan_filter_asks_for_files_only_where_a_scan_matches() -> None:
     listing shows a match: no listing is fetched for nothing."""
     seen: Counter[str] = Counter()
     found = walked(app_for(["E1"], None, seen), Selection(projects=("P",), scan_types=("DWI",)))
-    assert found.files == [] and found.gaps == []
-    assert seen["scans E1"] == 1 and seen["files E1"] == 0
+    assert found.files == []
+    assert found.gaps == []
+    assert seen["scans E1"] == 1
+    assert seen["files E1"] == 0
     found = walked(app_for(["E1"], None, seen), Selection(projects=("P",), scan_types=("T1*",)))
-    assert len(found.files) == 1 and seen["files E1"] == 1
+    assert len(found.files) == 1
+    assert seen["files E1"] == 1
 
 
 def test_together_leaves_nothing_running_behind_a_failure() -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 import requests
 
 from tests.conftest import Server
+from tests.standins import PassThrough
+from tests.standins import serve as serve_standin
 from tests.test_download import cli, local_files
 
 ADMIN = ("admin", "admin")
@@ -102,7 +104,7 @@ def test_a_record_is_reused_only_for_the_same_selection() -> None:
     one = Session("E1", "MR1", "P", "S1", "SUB", None, "xnat:mrSessionData", stamp="t1")
     two = Session("E2", "MR2", "P", "S1", "SUB", None, "xnat:mrSessionData", stamp="t2")
     key = selection_key(Selection(projects=("P",)))
-    record = make_record(key, [one, two], [], [], [Gap("session MR2 (E2)", "cannot be listed")])
+    record = make_record(key, [one, two], [], [], [Gap("a.dcm", "no usable URI", "E2")])
     assert set(known_sessions(record, key)) == {"E1"}  # E2 was not listed whole: walked again
     assert known_sessions(record, selection_key(Selection(projects=("P", "Q")))) == {}
     assert known_sessions({"version": 1, "selection": key, "sessions": {"E1": 3}}, key) == {}
@@ -142,3 +144,38 @@ def test_an_unchanged_rerun_with_metadata_asks_only_for_project_and_subject_docu
     assert any(r.startswith("GET /data/projects/DEMO01?") for r in rerun)  # project doc again
     code, checked, _ = cli("verify", "-o", str(out), "--offline")
     assert code == 0, checked
+
+
+def test_a_file_the_walk_could_not_use_fails_again_on_an_unchanged_rerun(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    """A listing row with no usable URI is a failure, named; the session it belongs to is
+    not recorded as walked, so an unchanged re-run asks about it again and fails the same
+    way instead of reusing a record that lacks the file (a silent gap)."""
+    server = serve()
+    sessions = requests.get(f"{server.url}/data/projects/DEMO01/experiments?format=json",
+                            auth=ADMIN, timeout=30).json()["ResultSet"]["Result"]  # fmt: skip
+    spoiled = sessions[0]
+
+    class SpoilsOneRow(PassThrough):
+        upstream = server.url
+
+        def edit(self, path: str, answer: requests.Response) -> bytes:
+            if f"/experiments/{spoiled['ID']}/scans/ALL/files" not in path:
+                return answer.content
+            doc = answer.json()
+            doc["ResultSet"]["Result"][0]["URI"] = ""
+            return json.dumps(doc).encode()
+
+    url, stop = serve_standin(SpoilsOneRow)
+    try:
+        out = tmp_path / "out"
+        base = ["download", "-w", url, "-p", "DEMO01", "-o", str(out), "--json"]
+        for _ in range(2):
+            code, printed, err = cli(*base)
+            assert code == 1, err
+            doc = json.loads(printed)
+            assert doc["failed"] == 1, doc
+            assert f"a scan file of {spoiled['label']}" in err
+    finally:
+        stop()

@@ -162,3 +162,46 @@ def test_together_leaves_nothing_running_behind_a_failure() -> None:
         assert await together(asyncio.sleep(0, "a"), asyncio.sleep(0, "b")) == ("a", "b")
 
     asyncio.run(go())
+
+
+def test_rows_the_walk_cannot_use_are_gaps_that_name_their_session() -> None:
+    """A session or scan row without an ID, and a file of a scan that the scan listing
+    does not name (a scan added between the two listings, or a confused server), are each
+    a gap: counted as failed, never skipped; those inside a session name it, so that an
+    unchanged re-run lists the session again instead of reusing an incomplete record."""
+
+    async def projects(request: web.Request) -> web.Response:
+        return rows({"ID": "P", "name": "P"})
+
+    async def subjects(request: web.Request) -> web.Response:
+        return rows({"ID": "S1", "label": "s1"})
+
+    async def experiments(request: web.Request) -> web.Response:
+        return rows({"ID": "E1", "label": "mr1", "subject_ID": "S1"}, {"label": "mr2"})
+
+    async def scans(request: web.Request) -> web.Response:
+        return rows({"ID": "1", "type": "T1w"}, {"type": "DWI"})
+
+    async def files(request: web.Request) -> web.Response:
+        def row(scan: str) -> dict[str, str]:
+            uri = f"/data/experiments/E1/scans/{scan}/resources/DICOM/files/{scan}.dcm"
+            return {"Name": f"{scan}.dcm", "Size": "3", "URI": uri, "collection": "DICOM"}
+
+        return rows(row("1"), row("2"))
+
+    app = web.Application()
+    app.router.add_get("/data/projects", projects)
+    app.router.add_get("/data/projects/P/subjects", subjects)
+    app.router.add_get("/data/projects/P/experiments", experiments)
+    app.router.add_get("/data/experiments/E1/scans", scans)
+    app.router.add_get("/data/experiments/E1/scans/ALL/files", files)
+    found = walked(app, Selection(projects=("P",)))
+    assert [f.uri.rsplit("/", 1)[1] for f in found.files] == ["1.dcm"]
+    gaps = {(g.what, g.session_id): g.reason for g in found.gaps}
+    assert gaps == {
+        ("a session of project P (mr2)", ""): "the server's session listing gives it no ID",
+        ("a scan of session mr1 (DWI)", "E1"): "the server's scan listing gives it no ID",
+        ("/data/experiments/E1/scans/2/resources/DICOM/files/2.dcm", "E1"): (
+            "the scan listing of session mr1 names no scan 2; run again to fetch it"
+        ),
+    }

@@ -47,7 +47,7 @@ def make_record(
     """The record of a walk.  A session the walk could not list completely (a gap names
     it) is left out, so the next run walks it again.  ``gone``: vanished sessions whose
     files are still on disk (not pruned)."""
-    incomplete = {s.id for s in sessions for g in gaps if f"({s.id})" in g.what}
+    incomplete = {g.session_id for g in gaps}
     by_session: dict[str, dict[str, Any]] = {
         s.id: {"stamp": s.stamp, "label": s.label, "project": s.project,
                "subject": s.subject_label, "scans": [], "files": []}

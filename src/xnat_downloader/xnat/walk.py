@@ -51,17 +51,20 @@ class Gap:
 
     what: str  # a URI, a session
     reason: str
+    session_id: str = ""  # the session it belongs to: not complete, so walked again next time
 
 
-# The gaps of the walk under way (a list per walk; tasks it starts share it).
+# The gaps of the walk under way (a list per walk; tasks it starts share it), and the
+# session being listed (each session's task sets its own).
 _gaps: ContextVar[list[Gap] | None] = ContextVar("xnat_downloader_gaps", default=None)
+_listing: ContextVar[str] = ContextVar("xnat_downloader_listing", default="")
 
 
 def _gap(what: str, reason: str) -> None:
     log.warning("%s: %s", what, reason)
     gaps = _gaps.get()
     if gaps is not None:
-        gaps.append(Gap(what, reason))
+        gaps.append(Gap(what, reason, _listing.get()))
 
 
 def _unusable_uri(uri: str, where: str) -> None:
@@ -160,7 +163,11 @@ async def list_sessions(xs: XnatClient, project: Project) -> list[Session]:
     }
     sessions = []
     for r in result_rows(doc, "experiments"):
-        if not r.get("ID"):
+        if not r.get("ID"):  # nothing can be asked about it: a gap, not a skip
+            _gap(
+                f"a session of project {project.id} ({r.get('label') or 'no label'})",
+                "the server's session listing gives it no ID",
+            )
             continue
         subject_id = r.get("subject_ID", "")
         sessions.append(
@@ -185,18 +192,25 @@ async def list_scans(xs: XnatClient, session: Session) -> list[Scan]:
         params={"columns": "ID,type,series_description,quality,xsiType"},
         what=f"the scans of session {session.label}",
     )
-    return [
-        Scan(
-            session.id,
-            r["ID"],
-            r.get("type", ""),
-            r.get("series_description", ""),
-            r.get("quality", ""),
-            r.get("xsiType", ""),
+    scans = []
+    for r in result_rows(doc, "scans"):
+        if not r.get("ID"):
+            _gap(
+                f"a scan of session {session.label} ({r.get('type') or 'no type'})",
+                "the server's scan listing gives it no ID",
+            )
+            continue
+        scans.append(
+            Scan(
+                session.id,
+                r["ID"],
+                r.get("type", ""),
+                r.get("series_description", ""),
+                r.get("quality", ""),
+                r.get("xsiType", ""),
+            )
         )
-        for r in result_rows(doc, "scans")
-        if r.get("ID")
-    ]
+    return scans
 
 
 def _file(
@@ -306,17 +320,25 @@ async def _scan_part(
     scan_files = paths.session_scan_files(paths.experiment(session.id))
     what = f"the scan files of session {session.label}"
     if scan_filtered(sel):
-        scans = [s for s in await list_scans(xs, session) if scan_matches(s, sel)]
+        listed = await list_scans(xs, session)
+        scans = [s for s in listed if scan_matches(s, sel)]
         rows = await _files_listing(xs, scan_files, what) if scans else []
     else:  # every scan is wanted: both listings at once
         listed, rows = await together(list_scans(xs, session), _files_listing(xs, scan_files, what))
         scans = [s for s in listed if scan_matches(s, sel)]
     by_id = {s.id: s for s in scans}
+    named = {s.id for s in listed}
     files: list[RemoteFile] = []
     for row in rows:
         owner = owner_of(row.get("URI", ""))
         if owner is None:  # no scan can be read from it: a gap, not a skip
             _unusable_uri(row.get("URI", ""), f"a scan file of {session.label}")
+            continue
+        if owner[0] == "scans" and owner[1] not in named:
+            # Not left out by the selection: the two listings disagree (a scan added
+            # between them, or a confused server).  A re-run sees the session changed.
+            why = f"the scan listing of session {session.label} names no scan {owner[1]}"
+            _gap(row.get("URI", ""), f"{why}; run again to fetch it")
             continue
         scan = by_id.get(owner[1]) if owner[0] == "scans" else None
         if scan is None or not resource_matches(
@@ -424,6 +446,7 @@ async def walk(
         if before is not None and session.stamp and before.stamp == session.stamp:
             result.reused.add(session.id)
             return before.scans, before.files
+        _listing.set(session.id)  # this task's own context: its gaps name the session
         async with gate:
             try:
                 return await session_files(xs, session, sel)

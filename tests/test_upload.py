@@ -8,7 +8,6 @@ import io
 import os
 import shutil
 import tarfile
-import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,6 @@ import pytest
 import requests
 
 from tests.conftest import Server
-from tests.standins import PassThrough, serve
 from tests.test_download import cli, local_files
 from tests.test_minixnat_api import _admin
 
@@ -179,56 +177,6 @@ def test_a_zip_with_a_damaged_member_fails_alone(
     assert gone.status_code == 404
     n = len(scan_dicoms(archive, "DEMO01_S001_MR1"))
     assert out.splitlines()[-1].endswith(f"{n} verified, 1 failed")
-
-
-def test_the_next_archive_is_hashed_while_one_is_on_its_way(
-    server: Server, archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each archive is hashed before it is sent, but not while a connection waits: with one
-    import at a time, the second archive's files are read while the first import is with
-    the server.  The stand-in holds the first import until the second archive is being
-    hashed (and refuses it if that never happens), so a client that hashes only when a
-    connection is free fails here."""
-    from xnat_downloader import Connection, Credentials
-    from xnat_downloader import upload as send
-    from xnat_downloader.api import upload as uploading
-
-    first, second = tmp_path / "first.zip", tmp_path / "second.zip"
-    first.write_bytes(_session_zip(archive, "DEMO01_S001_MR1", "H1"))
-    second.write_bytes(_session_zip(archive, "DEMO01_S001_MR2", "H2"))
-    hashing_second = threading.Event()
-    members = uploading._archive_members
-
-    def watched(path: Path) -> list[tuple[str, int, str]]:
-        if path == second:
-            hashing_second.set()
-        return members(path)
-
-    monkeypatch.setattr(uploading, "_archive_members", watched)
-
-    class HoldsTheFirst(PassThrough):
-        upstream = server.url
-
-        imports = 0
-
-        def intercept_write(self, method: str, path: str, body: bytes) -> bool:
-            if "/services/import" not in path:
-                return False
-            HoldsTheFirst.imports += 1  # one at a time (jobs=1): the first is first.zip
-            if HoldsTheFirst.imports == 1 and not hashing_second.wait(20):
-                self.reply(400, b"the next archive was not hashed while this one was sent")
-                return True
-            return False
-
-    url, stop = serve(HoldsTheFirst)
-    try:
-        conn = Connection(url, Credentials("admin", "admin", "test"))
-        report = send(conn, [first, second], "COPY", subject="subH", jobs=1)
-    finally:
-        stop()
-    assert report.ok, [o.error for o in report.outcomes if o.error]
-    assert md5s(scan_dicoms(archive, "DEMO01_S001_MR1")) == session_md5s(server, "COPY", "H1")
-    assert md5s(scan_dicoms(archive, "DEMO01_S001_MR2")) == session_md5s(server, "COPY", "H2")
 
 
 def test_bad_uploads(server: Server, archive: Path, tmp_path: Path) -> None:

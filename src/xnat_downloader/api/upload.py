@@ -116,10 +116,7 @@ class _Import:
         return Job(self.name, f"{self.name}:{name}", size, md5)
 
 
-_Members = list[tuple[str, int, str]]  # (name, size, md5) of an archive's files
-
-
-def _archive_members(path: Path) -> _Members:
+def _archive_members(path: Path) -> list[tuple[str, int, str]]:
     """(name, size, md5) of an archive's files, read locally; nested archives opened too."""
 
     def digest(reader: IO[bytes]) -> tuple[int, str]:
@@ -419,37 +416,21 @@ async def _upload(
         options = _ImportOptions(project, dest, importer, ignore_unparsable, overwrite, jobs)
         # Several sessions in flight at once, each verified as it finishes.
         gate = asyncio.Semaphore(max(1, jobs))
-        # An archive's files are hashed before it is sent (an unreadable member refuses it
-        # unsent), in a pipeline ahead of the sending: while some sessions are on their way,
-        # the next ones are hashed, so no connection waits for a hash.  Hashing releases the
-        # interpreter lock: a thread a core.
-        hashing = asyncio.Semaphore(max(1, min(jobs, os.cpu_count() or 1)))
 
-        async def hashed(item: _Import) -> _Members | UsageError:
-            assert item.archive is not None
-            async with hashing:
-                try:
-                    return await asyncio.to_thread(_archive_members, item.archive)
-                except UsageError as exc:  # its listing was whole, some member is not
-                    return exc
-
-        async def one(item: _Import, members: asyncio.Task[_Members | UsageError] | None) -> None:
+        async def one(item: _Import) -> None:
             async with gate:
-                if members is not None:
-                    listed = await members
-                    if isinstance(listed, UsageError):
-                        _fail_session(item, report, sink, str(listed))
+                if item.archive is not None and not item.expected:
+                    try:
+                        item.expected = await asyncio.to_thread(_archive_members, item.archive)
+                    except UsageError as exc:  # its listing was whole, some member is not
+                        _fail_session(item, report, sink, str(exc))
                         return
-                    item.expected = listed
                 await _one_session(xs, item, options, report, sink)
 
         try:
             async with asyncio.TaskGroup() as group:
                 for item in imports:
-                    members = None
-                    if item.archive is not None and not item.expected:
-                        members = group.create_task(hashed(item))
-                    group.create_task(one(item, members))
+                    group.create_task(one(item))
         except* XnatError as errors:
             raise errors.exceptions[0] from None
     report.seconds = time.monotonic() - started

@@ -3,8 +3,13 @@
 Requests are kept few because real servers are far away: one project listing, one subject
 and one experiment listing per project, then per matching session one scan listing and one
 ``scans/ALL/files`` listing (plus one listing each for session resources, assessors and
-reconstructions when asked for).  Sessions are walked concurrently, bounded by the session's
-connection pool.
+reconstructions when asked for).  Listings that do not depend on each other are asked for
+at once (a project's two; a session's, unless a scan filter makes its files depend on its
+scans), and eight sessions are walked at a time, so a distant server costs a round trip
+per wave of sessions, not one per listing.
+
+Whatever the selection names that cannot become a file (a row without an ID or a usable
+URI, a session whose listing fails) is a :class:`Gap`: counted as failed, never skipped.
 """
 
 from __future__ import annotations

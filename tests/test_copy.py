@@ -98,3 +98,22 @@ def test_copy_refuses_bad_input(archive: Path) -> None:
         assert "-p PROJECT" in err
     finally:
         source.stop()
+
+
+def test_a_copy_that_matches_nothing_says_so(archive: Path, tmp_path: Path) -> None:
+    """An empty selection is not a silent "done: 0 files": the run says nothing matched
+    (as download does), in its notes and in --json, and exits 0."""
+    source, target = _servers(tmp_path, archive)
+    try:
+        assert requests.put(f"{source.url}/data/projects/EMPTY", auth=ADMIN, timeout=30).ok
+        code, out, err = cli("copy", "--from", source.url, "--to", target.url, "-p", "EMPTY")
+        assert code == 0, err
+        assert "note: nothing matched: projects EMPTY; nothing was copied" in err
+        assert out.splitlines()[-1] == "done: 0 files, 0 bytes, 0 verified, 0 failed"
+        code, out, err = cli("copy", "--from", source.url, "--to", target.url, "-p", "EMPTY",
+                             "--json")  # fmt: skip
+        assert code == 0, err
+        assert json.loads(out)["notes"] == ["nothing matched: projects EMPTY; nothing was copied"]
+    finally:
+        source.stop()
+        target.stop()

@@ -84,6 +84,8 @@ async def _copy(
         planned = await plan_in(xs, selection, layout, None)
     grouped = sessions_of(planned.plan)
     sink(Planned(len(planned.plan.entries), planned.plan.total_bytes))
+    if not planned.plan.entries and not planned.gaps:  # said, not left to a bare "done: 0"
+        report.notes.append(f"nothing matched: {selection.describe()}; nothing was copied")
     for gap in planned.gaps:  # named by the selection, but no file could stand for it
         job = Job(gap.what, gap.what, None, None)
         report.outcomes.append(Outcome(job, Status.FAILED, 0, "", False, gap.reason))

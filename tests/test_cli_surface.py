@@ -60,6 +60,10 @@ def test_one_unit_family_and_what_a_resumed_run_says() -> None:
     assert resuming_line(Planned(10, 5_000_000, 4, 2_000_000)) == (
         "resuming: 4 files (2.0 MB) already verified; 6 files (3.0 MB) to fetch"
     )
+    # Metadata documents and gaps are in the total, not among the files to fetch.
+    assert resuming_line(Planned(13, 5_000_000, 4, 2_000_000, 3)) == (
+        "resuming: 4 files (2.0 MB) already verified; 6 files (3.0 MB) to fetch"
+    )
 
 
 def test_ls_dates_and_a_readable_dry_run(shared_server: Server, tmp_path: Path) -> None:
@@ -279,3 +283,31 @@ def test_insecure_is_warned_once_whatever_the_command(
         code, _, err = cli(*argv, "--insecure")
         assert code == 0, err
         assert err.count("TLS certificate verification is OFF") == 1, argv
+
+
+def test_ctrl_d_at_the_credentials_prompt_is_an_error_not_a_traceback(
+    shared_server: Server, tmp_path: Path
+) -> None:
+    """On a terminal with no credentials anywhere, the CLI asks; Ctrl-D there (end of input)
+    ends the run with one line that says where credentials can come from, exit 2."""
+    import pty
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XNAT_") and k != "NETRC"}
+    env["HOME"] = str(tmp_path)  # no ~/.netrc, no ~/.xnatPass, no profile
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    main, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [str(BIN / "xnat-downloader"), "download", "-w", shared_server.url, "-p", "DEMO01",
+             "-o", str(tmp_path / "out")],
+            stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        )  # fmt: skip
+        os.write(main, b"\x04")  # Ctrl-D: the terminal's end of input
+        _, err = proc.communicate(timeout=60)
+    finally:
+        os.close(main)
+        os.close(terminal)
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err
+    assert "no credentials: the prompt for them met the end of input" in err
+    assert "XNAT_PASS" in err

@@ -120,13 +120,22 @@ def complete(
     prompt: Callable[[str], str] = getpass.getpass,
     ask: Callable[[str], str] = input,
 ) -> Credentials:
-    """Prompt for what is missing, but only on a terminal; otherwise leave it missing."""
+    """Prompt for what is missing, but only on a terminal; otherwise leave it missing.
+    End of input at a prompt (Ctrl-D, or a terminal with nothing behind it) is a
+    UsageError that says where else credentials can come from."""
     if creds.complete or not interactive:
         return creds
     user = creds.user
-    if not user:
-        user = ask("user: ").strip()
-    password = prompt("Password: ")
+    try:
+        if not user:
+            user = ask("user: ").strip()
+        password = prompt("Password: ")
+    except EOFError:
+        msg = (
+            "no credentials: the prompt for them met the end of input; give the user with "
+            "-u (or XNAT_USER) and the password in XNAT_PASS or ~/.netrc"
+        )
+        raise UsageError(msg) from None
     return Credentials(user, password, "prompt")
 
 

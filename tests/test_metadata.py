@@ -71,3 +71,25 @@ def test_a_document_that_does_not_parse_is_a_failure() -> None:
     assert document_problem(b"  ", "xml") == "the server sent an empty document"
     assert document_problem(b"<a/>", "xml") is None
     assert document_problem(b'{"items": []}', "json") is None
+
+
+def test_the_progress_counts_documents_and_gaps_in_its_total(
+    shared_server: Server, tmp_path: Path
+) -> None:
+    """The display's total is every file the run will account for: data files, metadata
+    documents, and selections that became no file; it counts up to exactly that, on the
+    first run (documents fetched) and on a re-run (documents kept)."""
+    from xnat_downloader import Connection, Credentials, Selection, download
+    from xnat_downloader.transfer.events import FileFailed, FileSkipped, FileVerified, Planned
+
+    conn = Connection(shared_server.url, Credentials("admin", "admin", "test"))
+    selection = Selection(projects=("DEMO01",), sessions=(SESSION, "NO_SUCH_SESSION"))
+    for _ in range(2):
+        events: list[object] = []
+        report = download(conn, selection, tmp_path / "out", metadata="json",
+                          sink=events.append)  # fmt: skip
+        planned = [e for e in events if isinstance(e, Planned)]
+        ended = [e for e in events if isinstance(e, FileVerified | FileSkipped | FileFailed)]
+        assert len(planned) == 1
+        assert planned[0].files == len(report.outcomes) == len(ended)
+        assert sum(isinstance(e, FileFailed) for e in ended) == 1  # the session not found

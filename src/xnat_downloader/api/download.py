@@ -405,8 +405,9 @@ async def run_planned(
     the per-run report."""
     _save_manifest(state.folder, planned)
     started = time.monotonic()
-    outcomes = await run_jobs(xs, jobs, outdir, state, sink, options)
     documents = [e for e in planned.plan.entries if e.file.category == "metadata"]
+    also = len(documents) + len(planned.gaps)  # each ends as an outcome, after the jobs
+    outcomes = await run_jobs(xs, jobs, outdir, state, sink, options, also)
     # A session unchanged since the last run has the same session and scan documents: kept
     # while they are on disk as verified (project and subject documents are asked again).
     reusable = {

@@ -40,7 +40,7 @@ def resuming_line(event: Planned) -> str | None:
     """What a resumed run says at its start, or None for a fresh one."""
     if not event.already_files:
         return None
-    left_files = event.files - event.already_files
+    left_files = event.files - event.already_files - event.other_files
     left_bytes = max(event.bytes - event.already_bytes, 0)
     return (
         f"resuming: {event.already_files} files ({human_bytes(event.already_bytes)}) already "

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 from xnat_downloader.errors import LocalWriteError, XnatError
 from xnat_downloader.http.client import XnatClient, loads_json
 from xnat_downloader.plan.plan import PlanEntry
-from xnat_downloader.transfer.events import EventSink, FileFailed
+from xnat_downloader.transfer.events import EventSink, FileFailed, FileSkipped, FileVerified
 from xnat_downloader.transfer.jobs import Job, Outcome, Status
 from xnat_downloader.transfer.localfs import write_failure
 from xnat_downloader.transfer.state import State
@@ -79,6 +79,9 @@ async def fetch_documents(
         if st.st_size != record.size or st.st_mtime_ns != record.mtime_ns:
             return None
         job = Job(entry.file.uri, entry.local, None, None)
+        # No bytes for the display: documents are counted as files only (their sizes are
+        # not known when the run is planned).
+        sink(FileSkipped(entry.local, 0, "already verified"))
         return Outcome(job, Status.SKIPPED, st.st_size, record.md5 or "", False)
 
     async def one(entry: PlanEntry) -> Outcome:
@@ -105,6 +108,7 @@ async def fetch_documents(
         mtime = await asyncio.to_thread(_write, root / entry.local, body)
         md5 = hashlib.md5(body).hexdigest()
         state.put(entry.local, uri, len(body), md5, "verified", mtime)
+        sink(FileVerified(entry.local, len(body), md5, False))
         return Outcome(job, Status.VERIFIED, len(body), md5, False)
 
     return list(await asyncio.gather(*(one(e) for e in entries)))

@@ -60,8 +60,11 @@ async def run_jobs(
     state: State,
     sink: EventSink,
     options: EngineOptions,
+    also: int = 0,
 ) -> list[Outcome]:
     """Download ``jobs`` into ``root``; outcomes come back in the order of ``jobs``.
+    ``also``: files the caller's run accounts for besides ``jobs`` (metadata documents,
+    selections that became no file), counted in the total the display counts up to.
 
     Resources of many small files go as one streamed zip each (when ``options.mode``
     allows); whatever a zip does not deliver verified is fetched per file in the same run.
@@ -73,8 +76,8 @@ async def run_jobs(
     )  # fmt: skip
     # What an earlier run verified (the same decision the downloader makes per file).
     already = [j for j in jobs if decide(downloader.facts(j))[0] == Action.SKIP]
-    sink(Planned(len(jobs), sum(j.size or 0 for j in jobs), len(already),
-                 sum(j.size or 0 for j in already)))  # fmt: skip
+    sink(Planned(len(jobs) + also, sum(j.size or 0 for j in jobs), len(already),
+                 sum(j.size or 0 for j in already), also))  # fmt: skip
     gate = asyncio.Semaphore(max(1, min(options.jobs, MAX_JOBS)))
     batches, singles, reasons = choose(jobs, options.mode)
     for reason in reasons:

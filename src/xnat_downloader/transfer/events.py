@@ -18,6 +18,9 @@ class Planned:
     # ``counted``): a resumed run can say at its start what is left.
     already_files: int = 0
     already_bytes: int = 0
+    # Of ``files``, those the run accounts for outside the transfer (metadata documents,
+    # selections that became no file): in the total, not among the files to fetch.
+    other_files: int = 0
 
 
 @dataclass(frozen=True)

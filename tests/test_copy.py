@@ -117,3 +117,19 @@ def test_a_copy_that_matches_nothing_says_so(archive: Path, tmp_path: Path) -> N
     finally:
         source.stop()
         target.stop()
+
+
+def test_a_session_the_copy_cannot_find_is_a_failure_line(archive: Path, tmp_path: Path) -> None:
+    """A named session that is not there fails with its reason on a line of its own (as in
+    download), counted in the display's total and in the done line; the rest is copied."""
+    source, target = _servers(tmp_path, archive)
+    try:
+        code, out, err = cli("copy", "--from", source.url, "--to", target.url, "-p", "DEMO01",
+                             "-s", "DEMO01_S001_MR1", "-s", "NO_SUCH_SESSION")  # fmt: skip
+        assert code == 1, err
+        assert "failed: session NO_SUCH_SESSION: not found in the selected projects" in err
+        assert "copied: DEMO01_S001_MR1" in err
+        assert out.splitlines()[-1].endswith(" 1 failed")
+    finally:
+        source.stop()
+        target.stop()

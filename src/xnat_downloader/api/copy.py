@@ -30,7 +30,14 @@ from xnat_downloader.errors import NotFound, UsageError
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, PlanEntry
 from xnat_downloader.transfer.engine import EngineOptions, check_jobs
-from xnat_downloader.transfer.events import Event, EventSink, FileVerified, Planned, ignore
+from xnat_downloader.transfer.events import (
+    Event,
+    EventSink,
+    FileFailed,
+    FileVerified,
+    Planned,
+    ignore,
+)
 from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts, Status
 from xnat_downloader.transfer.state import State
 from xnat_downloader.xnat import paths
@@ -83,10 +90,13 @@ async def _copy(
     async with source.client() as xs:
         planned = await plan_in(xs, selection, layout, None)
     grouped = sessions_of(planned.plan)
-    sink(Planned(len(planned.plan.entries), planned.plan.total_bytes))
-    if not planned.plan.entries and not planned.gaps:  # said, not left to a bare "done: 0"
+    gaps = planned.gaps
+    sink(Planned(len(planned.plan.entries) + len(gaps), planned.plan.total_bytes,
+                 other_files=len(gaps)))  # fmt: skip
+    if not planned.plan.entries and not gaps:  # said, not left to a bare "done: 0"
         report.notes.append(f"nothing matched: {selection.describe()}; nothing was copied")
-    for gap in planned.gaps:  # named by the selection, but no file could stand for it
+    for gap in gaps:  # named by the selection, but no file could stand for it
+        sink(FileFailed(gap.what, gap.reason))
         job = Job(gap.what, gap.what, None, None)
         report.outcomes.append(Outcome(job, Status.FAILED, 0, "", False, gap.reason))
     for (project, _subject, session), entries in sorted(grouped.items()):

@@ -60,6 +60,19 @@ def test_shard_flags() -> None:
             parse_shard(bad, {})
 
 
+def test_array_flags_out_of_range_are_refused_before_anything_is_asked(tmp_path: Path) -> None:
+    """--max-running 0 is refused (it read as "no limit"), as is --shards 0; nothing is
+    written and no server is asked (this one does not exist)."""
+    from xnat_downloader import Connection, Selection, prepare_array
+
+    conn = Connection("http://127.0.0.1:9")
+    for flags, message in (({"shards": 2, "max_running": 0}, "--max-running 0"),
+                           ({"shards": 0}, "--shards 0")):  # fmt: skip
+        with pytest.raises(UsageError, match=message):
+            prepare_array(conn, Selection(projects=("P",)), tmp_path / "out", **flags)
+    assert not (tmp_path / "out").exists()
+
+
 # -- on Slurm --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:

@@ -148,7 +148,7 @@ def prepare_array(
     check_jobs(jobs)
     if shards < 1:
         raise UsageError(f"--shards {shards}: give at least 1")
-    running = max_running or shards
+    running = shards if max_running is None else max_running  # 0 is refused, not 'all'
     if running < 1:
         raise UsageError(f"--max-running {running}: give at least 1")
     check_output_dir(out)

@@ -38,6 +38,10 @@ def test_project_create(server: Server) -> None:
     code, out, _ = cli("project", "create", "-w", server.url, "NEWQ", "--json")
     assert code == 0
     assert json.loads(out) == {"id": "NEWQ", "created": True}
+    # An empty ID would ask for the project listing, which always "exists".
+    code, out, err = cli("project", "create", "-w", server.url, " ")
+    assert code == 2
+    assert "name the project to create" in err
 
 
 def test_upload_to_a_missing_project_names_the_command(server: Server, tmp_path: Path) -> None:

@@ -40,6 +40,8 @@ async def _create_project(
 ) -> ProjectCreated:
     if access not in ACCESS:
         raise UsageError(f"--access must be one of {', '.join(ACCESS)}, not {access!r}")
+    if not pid.strip():  # the path would be the project listing, which always "exists"
+        raise UsageError("name the project to create: its ID (letters, digits, _ and -)")
     path = paths.project(pid)
     async with conn.client() as xs:
         try:

@@ -311,3 +311,36 @@ def test_ctrl_d_at_the_credentials_prompt_is_an_error_not_a_traceback(
     assert "Traceback" not in err
     assert "no credentials: the prompt for them met the end of input" in err
     assert "XNAT_PASS" in err
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["download", "-p", "DEMO01", "-s", "", "-o", "{out}"], "-s '' names nothing"),
+        (["download", "-p", "DEMO01", "--scan-type", " , ", "-o", "{out}"],
+         "--scan-type ' , ' names nothing"),
+        (["ls", "-p", ""], "-p '' names nothing"),
+        (["slurm", "-p", "P", "--subject", "", "-o", "{out}", "--shards", "2"],
+         "--subject '' names nothing"),
+        (["upload", "-p", "P", "--subject", "", "{file}"], "--subject '' names nothing"),
+        (["upload", "-p", "P", "--resource", "", "{file}"], "--resource '' names nothing"),
+        (["copy", "--to", "http://127.0.0.1:8", "-p", "P", "--to-project", ""],
+         "--to-project '' names nothing"),
+        (["download", "-p", "P", "--since", "2024-02-02", "--until", "2024-01-01", "-o", "{out}"],
+         "--since 2024-02-02 is after --until 2024-01-01"),
+    ],
+)  # fmt: skip
+def test_a_flag_given_an_empty_value_is_refused_not_taken_as_no_constraint(
+    tmp_path: Path, command: list[str], message: str
+) -> None:
+    """A script's unset variable (`-s "$SESSION"`) must not lift a constraint and select a
+    whole project, nor send files to the project instead of a subject: an empty value is a
+    usage error, found before any server is asked or anything is written."""
+    data = tmp_path / "f.txt"
+    data.write_text("x")
+    args = [a.format(out=tmp_path / "out", file=data) for a in command]
+    server = ["--from" if args[0] == "copy" else "-w", "http://127.0.0.1:9"]  # nothing there
+    code, _, err = cli(args[0], *server, *args[1:])
+    assert code == 2, err
+    assert message in err
+    assert not (tmp_path / "out").exists()

@@ -70,7 +70,7 @@ def slurm_command(args: argparse.Namespace, io: Streams) -> int:
 
 
 def _slurm(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
-    projects = expand(args.project)
+    projects = expand(args.project, "-p")
     planned_on = load_manifest(args.manifest)[0] if args.manifest is not None else ""
     url = server_url(args, planned_on)
     if args.manifest is None and not projects and not args.catalog:

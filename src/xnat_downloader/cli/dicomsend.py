@@ -25,6 +25,7 @@ from xnat_downloader.cli.common import (
     run_rate,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
+from xnat_downloader.cli.inputs import labelled
 from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.transfer.engine import MAX_JOBS
 
@@ -44,9 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("what and where")
     g.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders")
     g.add_argument("--to", required=True, metavar="AE@HOST:PORT", help="the receiver")
-    g.add_argument("--project", default="", help="XNAT project to route to (Patient Comments)")
-    g.add_argument("--subject", default="", help="XNAT subject label to route to")
-    g.add_argument("--session", default="", help="XNAT session label to route to")
+    g.add_argument("--project", help="XNAT project to route to (Patient Comments)")
+    g.add_argument("--subject", help="XNAT subject label to route to")
+    g.add_argument("--session", help="XNAT session label to route to")
     g.add_argument(
         "-j", "--jobs", type=int, default=4,
         help=f"parallel associations (1-{MAX_JOBS}, default 4)",
@@ -78,9 +79,9 @@ def _command(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interacti
         report = dicomsend.dicom_send(
             paths,
             args.to,
-            project=args.project,
-            subject=args.subject,
-            session=args.session,
+            project=labelled(args.project, "--project"),
+            subject=labelled(args.subject, "--subject"),
+            session=labelled(args.session, "--session"),
             jobs=args.jobs,
             conn=conn,
             wait=args.wait,

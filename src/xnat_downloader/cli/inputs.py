@@ -99,15 +99,34 @@ def _check_cell(cell: str, path: Path, number: int) -> None:
         raise UsageError(msg)
 
 
-def expand(values: list[str] | None) -> tuple[str, ...]:
-    """Flag values, with ``@FILE`` replaced by the file's entries and commas split."""
+def expand(values: list[str] | None, flag: str = "") -> tuple[str, ...]:
+    """Flag values, with ``@FILE`` replaced by the file's entries and commas split.
+
+    A value that names nothing (``-s ""``, as a script's unset variable gives) is a
+    UsageError: taken as no value, it would lift the constraint and select everything."""
     out: list[str] = []
     for value in values or []:
         if value.startswith("@"):
             out.extend(read_list_file(Path(value[1:])))
-        else:
-            out.extend(v.strip() for v in value.split(",") if v.strip())
+            continue
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if not items:
+            named = f"{flag} " if flag else ""
+            msg = f"{named}{value!r} names nothing: give an ID, label or pattern, or leave it out"
+            raise UsageError(msg)
+        out.extend(items)
     return tuple(dict.fromkeys(out))
+
+
+def labelled(value: str | None, flag: str) -> str:
+    """A label flag's value, "" when it was not given.  An empty value given is refused: a
+    script's unset variable would otherwise mean "from the data", "the project itself" or
+    "no routing"."""
+    if value is None:
+        return ""
+    if not value.strip():
+        raise UsageError(f"{flag} {value!r} names nothing: give a label, or leave the flag out")
+    return value
 
 
 def parse_choice(answer: str, projects: list[str]) -> list[str] | str:

@@ -49,7 +49,7 @@ from xnat_downloader.cli.common import (
     warn_insecure,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
-from xnat_downloader.cli.inputs import expand, menu, parse_choice
+from xnat_downloader.cli.inputs import expand, labelled, menu, parse_choice
 from xnat_downloader.cli.parser import Parser, xget_flags_in
 from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.cli.selection import layout_args, layout_of, selection_args, selection_of
@@ -332,7 +332,7 @@ def _verify(args: argparse.Namespace, io: Streams) -> int:
 
 def _copy(args: argparse.Namespace, io: Streams) -> int:
     stdout, stderr, interactive = io.stdout, io.stderr, io.interactive
-    projects = expand(args.project)
+    projects = expand(args.project, "-p")
     if not projects:
         raise UsageError("name what to copy with -p PROJECT (and any other selection flags)")
 
@@ -345,7 +345,7 @@ def _copy(args: argparse.Namespace, io: Streams) -> int:
             source,
             target,
             selection_of(args, projects),
-            target_project=args.to_project,
+            target_project=labelled(args.to_project, "--to-project") or None,
             jobs=args.jobs,
             sink=logging_sink(shown),
         )
@@ -383,7 +383,7 @@ def _download_or_ls(args: argparse.Namespace, io: Streams) -> int:
 
 
 def _select_and_run(args: argparse.Namespace, url: str, outdir: Path | None, io: Streams) -> int:
-    projects = expand(args.project)
+    projects = expand(args.project, "-p")
     conn = connection(args, url, io.interactive)
     legacy_menu = io.interactive and args.legacy  # the seed tool's own form, on a terminal
     if not projects and expand(args.session) and not args.catalog and not legacy_menu:

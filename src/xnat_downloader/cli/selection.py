@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from xnat_downloader.cli.inputs import expand, parse_day
+from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.xnat.selection import Selection
@@ -176,16 +177,20 @@ def layout_args(p: argparse.ArgumentParser) -> None:
 
 
 def selection_of(args: argparse.Namespace, projects: tuple[str, ...]) -> Selection:
+    since = parse_day(args.since, "--since") if args.since else None
+    until = parse_day(args.until, "--until") if args.until else None
+    if since and until and since > until:
+        raise UsageError(f"--since {since} is after --until {until}: no session could match")
     return Selection(
         projects=projects,
-        subjects=expand(args.subject),
-        sessions=expand(args.session),
-        since=parse_day(args.since, "--since") if args.since else None,
-        until=parse_day(args.until, "--until") if args.until else None,
-        xsi_types=expand(args.xsi_type),
-        scan_types=expand(args.scan_type),
-        qualities=expand(args.quality),
-        resources=expand(args.resource),
+        subjects=expand(args.subject, "--subject"),
+        sessions=expand(args.session, "-s"),
+        since=since,
+        until=until,
+        xsi_types=expand(args.xsi_type, "--xsi-type"),
+        scan_types=expand(args.scan_type, "--scan-type"),
+        qualities=expand(args.quality, "--quality"),
+        resources=expand(args.resource, "--resource"),
         scans=not args.no_scans,
         session_resources=args.session_resources,
         assessors=args.assessors,

@@ -29,6 +29,7 @@ from xnat_downloader.cli.common import (
     server_url,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
+from xnat_downloader.cli.inputs import labelled
 from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.errors import UsageError
 from xnat_downloader.transfer.engine import MAX_JOBS
@@ -46,9 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("what and where")
     g.add_argument("paths", nargs="+", metavar="PATH", help="archives, folders or a .csv")
     g.add_argument("-p", "--project", required=True, help="the project (ID) to upload into")
-    g.add_argument("--subject", default="", help="subject label (default: from the data)")
-    g.add_argument("--session", default="", help="session label (default: from the data)")
-    g.add_argument("--scan", default="", help="with --resource: a scan of --session")
+    g.add_argument("--subject", help="subject label (default: from the data)")
+    g.add_argument("--session", help="session label (default: from the data)")
+    g.add_argument("--scan", help="with --resource: a scan of --session")
     g.add_argument(
         "--dest",
         choices=uploads.DESTINATIONS,
@@ -89,27 +90,31 @@ def command(args: argparse.Namespace, io: Streams) -> int:
 def _command(
     args: argparse.Namespace, url: str, stdout: TextIO, stderr: TextIO, interactive: bool
 ) -> int:
+    project = labelled(args.project, "-p")
+    subject, session = labelled(args.subject, "--subject"), labelled(args.session, "--session")
+    scan = labelled(args.scan, "--scan")
+    resource = None if args.resource is None else labelled(args.resource, "--resource")
     paths = existing_paths(args.paths)
     csvs = [p for p in paths if p.suffix.lower() == ".csv" and p.is_file()]
-    if csvs and args.resource is None:
+    if csvs and resource is None:
         if len(csvs) != len(paths):
             raise UsageError("upload a subjects .csv on its own, not with archives or folders")
         conn = connection(args, url, interactive)
-        return max(_subjects(conn, p, args.project, stdout, stderr, args.json) for p in csvs)
+        return max(_subjects(conn, p, project, stdout, stderr, args.json) for p in csvs)
     conn = connection(args, url, interactive)
     with display(interactive, args.quiet or args.json, stderr) as shown:
         report = uploads.upload(
             conn,
             list(paths),
-            args.project,
-            subject=args.subject,
-            session=args.session,
-            scan=args.scan,
+            project,
+            subject=subject,
+            session=session,
+            scan=scan,
             dest=args.dest,
             importer=args.importer,
             ignore_unparsable=args.ignore_unparsable,
             overwrite=args.overwrite,
-            resource=args.resource,
+            resource=resource,
             jobs=args.jobs,
             sink=logging_sink(shown),
         )

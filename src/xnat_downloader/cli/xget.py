@@ -99,13 +99,13 @@ def session_values(values: list[str] | None) -> tuple[str, ...]:
         if not value.startswith("@") and "," not in value and path.is_file():
             out.extend(read_list_file(path, comma_lists=True))
         else:
-            out.extend(expand([value]))
+            out.extend(expand([value], "-s"))
     return tuple(dict.fromkeys(out))
 
 
 def constraint(values: list[str] | None, flag: str) -> tuple[tuple[str, ...], bool]:
     """(patterns, wanted): ``ALL`` or nothing means no constraint; ``NONE`` leaves it out."""
-    items = expand(values)
+    items = expand(values, flag)
     upper = {v.upper() for v in items}
     if "NONE" in upper:
         if len(items) > 1:
@@ -138,7 +138,7 @@ def _run(
     if not url:
         raise UsageError("no XNAT server given: use -host URL, $XNAT_HOST or a -passfile")
     sessions = session_values(args.s)
-    projects = expand(args.proj)
+    projects = expand(args.proj, "-proj")
     if not sessions and not projects:
         raise UsageError("name sessions with -s or a project with -proj")
     acq, want_scans = constraint(args.acq, "-acq")
@@ -148,7 +148,7 @@ def _run(
     formats, _ = constraint(args.format or ["DICOM"], "-format")
     selection = Selection(
         projects=projects,
-        subjects=expand(args.subj),
+        subjects=expand(args.subj, "-subj"),
         sessions=sessions,
         since=parse_xget_day(args.start, "-start") if args.start else None,
         until=parse_xget_day(args.end, "-end") if args.end else None,

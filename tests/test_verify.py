@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import start_server
+from tests.conftest import Server, start_server
 from tests.standins import PassThrough, elsewhere, serve
 from tests.test_download import cli
 
@@ -476,3 +476,37 @@ def test_a_folder_that_cannot_be_written_fails_its_files_not_the_run(
         assert text.strip().splitlines()[-1].endswith(f"{len(planned)} verified, 0 failed")
     finally:
         server.stop()
+
+
+def test_a_damaged_state_database_is_named_with_the_way_out(
+    shared_server: Server, tmp_path: Path
+) -> None:
+    """A state database that is no longer one (cut short, overwritten) is named by
+    download and verify with what to do, no traceback; moved aside as the message says,
+    the next run re-checks the files already there against the server's MD5 and keeps
+    them. A run report cut off mid-line makes status count that run unfinished."""
+    out = tmp_path / "out"
+    base = ["download", "-w", shared_server.url, "-p", "DEMO01", "-o", str(out)]
+    code, _, err = cli(*base, "--json")
+    assert code == 0, err
+    database = out / ".xnat-downloader" / "state.sqlite"
+    good = database.read_bytes()
+    for spoil in (b"not a database at all" * 10, good[:2000]):
+        database.write_bytes(spoil)
+        for command in (base, ["verify", "-o", str(out), "--offline"]):
+            code, _, err = cli(*command)
+            assert code in (1, 2), err
+            assert "Traceback" not in err
+            assert f"the state database {database} is damaged" in err
+            assert f"mv {database} {database}.damaged" in err
+    database.rename(database.with_name("state.sqlite.damaged"))
+    code, printed, err = cli(*base, "--json")
+    assert code == 0, err
+    doc = json.loads(printed)
+    assert doc["failed"] == 0
+    assert doc["verified"] == doc["files"]
+    report = Path(doc["report"])
+    report.write_text(report.read_text()[:-20])  # the last line cut short
+    code, printed, err = cli("status", "-o", str(out), "--json")
+    assert "Traceback" not in err
+    assert [r["state"] for r in json.loads(printed)["runs"]] == ["unfinished"]

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from xnat_downloader.api.connection import Connection
@@ -274,8 +275,8 @@ def _folder_status(name: str, folder: StateFolder) -> ShardStatus:
     status = ShardStatus(name, "unfinished" if started else "not started")
     reports = folder.report_files()
     report = reports[-1] if reports else None
-    if report is not None:
-        rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
+    rows = _report_rows(report) if report is not None else None
+    if report is not None and rows is not None:
         status.files = len(rows)
         status.verified = sum(1 for r in rows if r.get("status") in ("verified", "skipped"))
         status.failed = sum(1 for r in rows if r.get("status") == "failed")
@@ -290,6 +291,16 @@ def _folder_status(name: str, folder: StateFolder) -> ShardStatus:
     if _held(folder.lock):
         status.state = "running"
     return status
+
+
+def _report_rows(report: Path) -> list[dict[str, Any]] | None:
+    """A run's report, one row a file; None when it cannot be read whole (the run was cut
+    off while writing it): the task then counts as unfinished, from its state database."""
+    try:
+        rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return None
+    return rows if all(isinstance(r, dict) for r in rows) else None
 
 
 def _count(how: Callable[[], int]) -> int:

@@ -33,16 +33,33 @@ class Record:
     mtime_ns: int | None = None  # of the final file when it was verified
 
 
+def damaged(path: Path, exc: sqlite3.Error) -> str | None:
+    """The line for a state database that is not one any more (cut short, overwritten), or
+    None for other errors.  Moving it aside loses nothing: without a record, a file already
+    in place is hashed and kept when it matches the server's MD5."""
+    if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+        return None
+    return (
+        f"the state database {path} is damaged ({exc}): move it aside (mv {path} "
+        f"{path}.damaged) and run the same command again; files already downloaded are "
+        "checked against the server's MD5 and kept"
+    )
+
+
 def read_verified(database: Path) -> list[Record]:
     """The files a state database records as verified, read without the lock (a reader
-    beside a running download sees its last commit) and without writing anything."""
-    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    beside a running download sees its last commit) and without writing anything.  A
+    database that cannot be read is a UsageError that says why."""
     try:
-        rows = db.execute(
-            "SELECT local, uri, size, md5 FROM files WHERE status='verified'"
-        ).fetchall()
-    finally:
-        db.close()
+        db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+        try:
+            rows = db.execute(
+                "SELECT local, uri, size, md5 FROM files WHERE status='verified'"
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise UsageError(damaged(database, exc) or f"cannot read {database}: {exc}") from exc
     return [Record(local, uri, size, md5, "verified") for local, uri, size, md5 in rows]
 
 
@@ -111,7 +128,8 @@ class State:
                 self.db.rollback()
             except sqlite3.Error:
                 pass  # the connection is beyond use; the file keeps its last commit
-            raise LocalWriteError(write_failure(self.path, exc)) from exc
+            why = damaged(self.path, exc) if isinstance(exc, sqlite3.Error) else None
+            raise LocalWriteError(why or write_failure(self.path, exc)) from exc
 
     def close(self) -> None:
         self.db.close()

@@ -216,6 +216,24 @@ def test_profiles_name_servers_without_passwords(
     assert refused.returncode == 2
     assert "holds a password" in refused.stderr
     assert "hunter2" not in refused.stderr
+    # A setting of the wrong kind is named (url = 5 became a request to https://5).
+    config.write_text("[profiles.demo]\nurl = 5\n")
+    refused = program("ls", "--profile", "demo", "-p", "DEMO01")
+    assert refused.returncode == 2
+    assert "[profiles.demo]" in refused.stderr
+    assert 'url must be text, e.g. url = "…"' in refused.stderr
+
+
+def test_a_url_the_http_library_refuses_is_an_error_line(tmp_path: Path) -> None:
+    """A host that is no host name (-w https://5) ended in aiohttp's InvalidUrlClientError
+    traceback when no login came first; it is a one-line error, exit 2."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XNAT_")}
+    done = subprocess.run([BIN / "xnat-downloader", "ls", "-w", "https://5", "-p", "P"],
+                          capture_output=True, text=True, env={**env, "HOME": str(tmp_path)},
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "error: request to https://5 failed" in done.stderr
 
 
 def test_shell_completion_is_generated_from_the_parsers(tmp_path: Path) -> None:

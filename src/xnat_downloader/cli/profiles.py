@@ -67,6 +67,9 @@ def defaults_of(doc: Mapping[str, Any], name: str, path: Path) -> dict[str, Any]
         )
     if "jobs" in table and not isinstance(table["jobs"], int):
         raise UsageError(f"[profiles.{name}] in {path}: jobs must be a whole number")
+    for key in ("url", "user", "ca_bundle"):
+        if key in table and not (isinstance(table[key], str) and table[key].strip()):
+            raise UsageError(f'[profiles.{name}] in {path}: {key} must be text, e.g. {key} = "…"')
     return {KEYS[k]: v for k, v in table.items()}
 
 

@@ -423,6 +423,9 @@ class XnatClient:
                 await self.sleep(decision.delay)
                 attempt += 1
                 continue
+            except aiohttp.ClientError as exc:  # not a network failure: nothing to retry
+                why = f"request to {self.base_url} failed: {self._why(exc)}"
+                raise ConnectionFailed(why) from exc
             self.answered = True
             self.gave_up = ""
             log.debug("%s %s -> %d", method, resp.url, resp.status)

@@ -110,6 +110,13 @@ def test_a_record_is_reused_only_for_the_same_selection() -> None:
     assert known_sessions({"version": 1, "selection": key, "sessions": {"E1": 3}}, key) == {}
     assert [v.id for v in vanished(record, {"E2"})] == ["E1"]
     assert vanished({"version": 99, "sessions": {"E1": {}}}, set()) == []
+    # A record damaged or edited by hand (lists for tables, numbers for lists) is read as
+    # far as it makes sense, never a traceback (sessions as a list ended a run so).
+    for damaged, gone in (({"version": 1, "sessions": [], "gone": 7}, []),
+                          ({"version": 1, "sessions": {"E1": 5}, "gone": {"G": {"uris": 9}}},
+                           ["G"])):  # fmt: skip
+        assert [v.id for v in vanished(damaged, set())] == gone
+        assert known_sessions(damaged, key) == {}
 
 
 def test_rescan_lists_every_session_again(serve: Callable[..., Server], tmp_path: Path) -> None:

@@ -89,15 +89,26 @@ def vanished(record: dict[str, Any], current: set[str]) -> list[Vanished]:
     out: dict[str, Vanished] = {}
     if record.get("version") != SYNC_VERSION:
         return []
-    for sid, item in sorted(record.get("gone", {}).items()):
+    for sid, item in sorted(_table(record, "gone").items()):
         if sid not in current and isinstance(item, dict):
-            uris = [str(u) for u in item.get("uris", [])]
+            uris = [str(u) for u in _items(item, "uris")]
             out[sid] = Vanished(sid, str(item.get("label", sid)), str(item.get("project", "")),
                                 str(item.get("subject", "")), uris)  # fmt: skip
-    for sid, item in sorted(record.get("sessions", {}).items()):
+    for sid, item in sorted(_table(record, "sessions").items()):
         if sid in current or not isinstance(item, dict):
             continue
-        uris = [str(f.get("uri", "")) for f in item.get("files", []) if isinstance(f, dict)]
+        uris = [str(f.get("uri", "")) for f in _items(item, "files") if isinstance(f, dict)]
         out[sid] = Vanished(sid, str(item.get("label", sid)), str(item.get("project", "")),
                             str(item.get("subject", "")), uris)  # fmt: skip
     return sorted(out.values(), key=lambda v: v.id)
+
+
+def _table(record: dict[str, Any], key: str) -> dict[str, Any]:
+    """``record[key]`` when it is a table; {} for a record damaged or made by hand."""
+    value = record.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _items(record: dict[str, Any], key: str) -> list[Any]:
+    value = record.get(key)
+    return value if isinstance(value, list) else []

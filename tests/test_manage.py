@@ -120,3 +120,38 @@ def test_prearchive_move_delete_and_unknown_names(
     assert code == 2
     assert json.loads(out) == {"ok": False, "error": "name the sessions (or --all); see "
                                "'prearchive ls'", "exit": 2}  # fmt: skip
+
+
+def test_a_prearchive_record_that_cannot_be_written_or_read_costs_only_the_check(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record of what an upload sent to the prearchive is a local file. Where it cannot
+    be written the upload still stands (a note says the later check is lost); where it
+    cannot be read any more, 'prearchive archive' archives and says it could not check,
+    exit 1 -- never a traceback."""
+    code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
+                       "-o", str(tmp_path / "dl"))  # fmt: skip
+    assert code == 0, err
+    assert cli("project", "create", "-w", server.url, "PRE")[0] == 0
+    tree = tmp_path / "dl" / "DEMO01"
+    (tmp_path / "file").write_text("a file where the records' folder would go")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "file"))
+    code, _, err = cli("upload", "-w", server.url, "-p", "PRE", "--dest", "prearchive",
+                       str(tree))  # fmt: skip
+    assert code == 0, err
+    assert "what was sent could not be recorded" in err
+    assert "Traceback" not in err
+    code, out, err = cli("prearchive", "archive", "-w", server.url, "-p", "PRE", "--all")
+    assert code == 0, err  # nothing recorded: archived unchecked, as before records existed
+
+    assert cli("project", "create", "-w", server.url, "PRE2")[0] == 0
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    code, _, err = cli("upload", "-w", server.url, "-p", "PRE2", "--dest", "prearchive",
+                       str(tree))  # fmt: skip
+    assert code == 0, err
+    (record,) = (tmp_path / "state").rglob("*.json")
+    record.write_text('[[12, "abc"], "not a file"]')
+    code, out, err = cli("prearchive", "archive", "-w", server.url, "-p", "PRE2", "--all")
+    assert code == 1, err
+    assert "Traceback" not in err
+    assert f"archived, but the record of what was sent ({record}) cannot be read" in out + err

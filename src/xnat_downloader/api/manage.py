@@ -18,9 +18,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from xnat_downloader.api.connection import Connection
-from xnat_downloader.errors import NotFound, ServerError, UsageError
+from xnat_downloader.errors import LocalWriteError, NotFound, ServerError, UsageError
 from xnat_downloader.http.client import XnatClient
-from xnat_downloader.transfer.localfs import write_whole
+from xnat_downloader.transfer.localfs import write_failure, write_whole
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.parse import parse_uri_list
 from xnat_downloader.xnat.services import prearchive_rows, remote_digest_list
@@ -164,7 +164,14 @@ async def _archive_one(
     result.uri = uris[0] if uris else ""
     record = _record_path(records, xs.base_url, session)
     if result.uri and record.exists():
-        sent = Counter(tuple(x) for x in json.loads(record.read_text(encoding="utf-8")))
+        try:
+            sent = Counter(_sent_files(json.loads(record.read_text(encoding="utf-8"))))
+        except (OSError, ValueError) as exc:
+            result.error = (
+                f"archived, but the record of what was sent ({record}) cannot be read "
+                f"({exc}): the archived files were not checked against it"
+            )
+            return result
         have = Counter(await remote_digest_list(xs, paths.session_scan_files(result.uri)))
         missing = sent - have
         result.failed = sum(missing.values())
@@ -244,6 +251,19 @@ def records_dir() -> Path:
     return Path(base) / "xnat-downloader" / "prearchive"
 
 
+def _sent_files(doc: Any) -> list[tuple[int, str]]:
+    """(size, md5) of each file a record names; ValueError for anything else."""
+    if not isinstance(doc, list):
+        raise ValueError("not a list of files")
+    out = []
+    for item in doc:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], int)
+                and isinstance(item[1], str)):  # fmt: skip
+            raise ValueError(f"{item!r} is not a file's [size, md5]")
+        out.append((item[0], item[1]))
+    return out
+
+
 def _record_path(folder: Path, server: str, session: PrearchiveSession) -> Path:
     host = urlsplit(server).netloc.replace(":", "_") or "server"
     return folder / host / session.project / f"{session.timestamp}_{session.folder}.json"
@@ -259,7 +279,10 @@ def record_prearchived(
         return None
     session = PrearchiveSession(parts[3], parts[4], parts[5], parts[5], "", "", "", "")
     path = _record_path(folder or records_dir(), server, session)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LocalWriteError(write_failure(path.parent, exc)) from exc
     write_whole(path, json.dumps([list(x) for x in sent]))  # never read back half-written
     return path
 

@@ -34,7 +34,7 @@ from typing import IO
 
 from xnat_downloader.api.connection import Connection
 from xnat_downloader.api.manage import record_prearchived
-from xnat_downloader.errors import NotFound, ServerError, UsageError, XnatError
+from xnat_downloader.errors import LocalWriteError, NotFound, ServerError, UsageError, XnatError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.plan.upload import (
     SessionFolder,
@@ -582,7 +582,13 @@ async def _import_and_verify(
     report.sessions += uris
     if opts.dest == "prearchive" or any(paths.is_prearchive(u) for u in uris):
         if len(uris) == 1:  # what was sent, for 'prearchive archive' to check later
-            record_prearchived(xs.base_url, uris[0], [(s, m) for _, s, m in item.expected])
+            try:
+                record_prearchived(xs.base_url, uris[0], [(s, m) for _, s, m in item.expected])
+            except LocalWriteError as exc:  # the upload stands; only the later check is lost
+                report.notes.append(
+                    f"{item.name}: what was sent could not be recorded ({exc}); 'prearchive "
+                    "archive' will archive it without checking it"
+                )
         for name, size, md5 in item.expected:
             job = item.job(name, size, md5)
             report.outcomes.append(Outcome(job, Status.SENT, size, md5, False))

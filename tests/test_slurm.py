@@ -73,6 +73,25 @@ def test_array_flags_out_of_range_are_refused_before_anything_is_asked(tmp_path:
     assert not (tmp_path / "out").exists()
 
 
+def test_status_reads_around_a_damaged_array_record(tmp_path: Path) -> None:
+    """The array's record (array.json: how many shards, the script) damaged or edited by
+    hand is read around (the shards' folders say what there is), never a traceback."""
+    from xnat_downloader.api.cluster import status
+
+    slurm = tmp_path / ".xnat-downloader" / "slurm"
+    slurm.mkdir(parents=True)
+    for text in ("{not json", '{"shards": "four"}', '{"shards": 0}', "[4]"):
+        (slurm / "array.json").write_text(text)
+        assert status(tmp_path).shards == []
+    (slurm / "array.json").write_text('{"shards": 2, "script": 7}')
+    found = status(tmp_path)
+    assert [(r.shard, r.state) for r in found.shards] == [
+        ("0/2", "not started"),
+        ("1/2", "not started"),
+    ]
+    assert "sbatch" not in found.rerun
+
+
 # -- on Slurm --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:

@@ -293,6 +293,21 @@ def _folder_status(name: str, folder: StateFolder) -> ShardStatus:
     return status
 
 
+def _array_meta(path: Path) -> tuple[int, str | None] | None:
+    """(shards, script) that ``slurm`` wrote; None when absent or unreadable (the shards'
+    own folders then say how many there are)."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("shards"), int):
+        return None
+    if meta["shards"] < 1:
+        return None
+    script = meta.get("script")
+    return meta["shards"], script if isinstance(script, str) else None
+
+
 def _report_rows(report: Path) -> list[dict[str, Any]] | None:
     """A run's report, one row a file; None when it cannot be read whole (the run was cut
     off while writing it): the task then counts as unfinished, from its state database."""
@@ -327,10 +342,10 @@ def status(outdir: str | Path) -> DownloadStatus:
             counts.add(int(total))
     array = slurm_dir(out) / "array.json"
     script = None
-    if array.exists():
-        meta = json.loads(array.read_text())
-        counts.add(int(meta["shards"]))
-        script = meta.get("script")
+    meta = _array_meta(array)
+    if meta is not None:
+        counts.add(meta[0])
+        script = meta[1]
     for n in sorted(counts):
         for k in range(n):
             shard = Shard(k, n)

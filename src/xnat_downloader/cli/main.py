@@ -384,12 +384,13 @@ def _download_or_ls(args: argparse.Namespace, io: Streams) -> int:
 
 def _select_and_run(args: argparse.Namespace, url: str, outdir: Path | None, io: Streams) -> int:
     projects = expand(args.project, "-p")
+    sessions = expand(args.session, "-s")
     conn = connection(args, url, io.interactive)
     legacy_menu = io.interactive and args.legacy  # the seed tool's own form, on a terminal
-    if not projects and expand(args.session) and not args.catalog and not legacy_menu:
+    if not projects and sessions and not args.catalog and not legacy_menu:
         # -s alone: the sessions' projects, from one listing of every visible session.  (The
         # seed tool's own form on a terminal still offers its project menu.)
-        projects = tuple(api.projects_for_sessions(conn, list(expand(args.session))))
+        projects = tuple(api.projects_for_sessions(conn, list(sessions)))
     if not projects and not args.catalog and not getattr(args, "manifest", None):
         if not io.interactive:
             raise UsageError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -88,6 +89,16 @@ def app_for(sessions: list[str], rendezvous: Rendezvous | None, seen: Counter[st
              "digest": "900150983cd24fb0d6963f7d28e17f72"}
         )  # fmt: skip
 
+    return listing_app(projects, subjects, experiments, scans, files)
+
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def listing_app(
+    projects: Handler, subjects: Handler, experiments: Handler, scans: Handler, files: Handler
+) -> web.Application:
+    """The five listings a walk of project P asks for, answered by the handlers given."""
     app = web.Application()
     app.router.add_get("/data/projects", projects)
     app.router.add_get("/data/projects/P/subjects", subjects)
@@ -189,13 +200,9 @@ def test_rows_the_walk_cannot_use_are_gaps_that_name_their_session() -> None:
 
         return rows(row("1"), row("2"))
 
-    app = web.Application()
-    app.router.add_get("/data/projects", projects)
-    app.router.add_get("/data/projects/P/subjects", subjects)
-    app.router.add_get("/data/projects/P/experiments", experiments)
-    app.router.add_get("/data/experiments/E1/scans", scans)
-    app.router.add_get("/data/experiments/E1/scans/ALL/files", files)
-    found = walked(app, Selection(projects=("P",)))
+    found = walked(
+        listing_app(projects, subjects, experiments, scans, files), Selection(projects=("P",))
+    )
     assert [f.uri.rsplit("/", 1)[1] for f in found.files] == ["1.dcm"]
     gaps = {(g.what, g.session_id): g.reason for g in found.gaps}
     assert gaps == {

@@ -362,3 +362,23 @@ def test_a_flag_given_an_empty_value_is_refused_not_taken_as_no_constraint(
     assert code == 2, err
     assert message in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://admin:s3cr3tpw@127.0.0.1:9", "admin:s3cr3tpw@127.0.0.1:9/data",
+            "http://admin:s3cr3tpw@[::1"],
+)  # fmt: skip
+def test_a_password_in_the_server_url_is_refused_and_never_echoed(tmp_path: Path, url: str) -> None:
+    """user:password@host in -w (or XNAT_HOST) was echoed back in every error message and
+    never used to log in. It is refused with the way to give credentials, the URL shown
+    without its user part; the password appears nowhere."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XNAT_")}
+    for args, extra in ((["-w", url], {}), ([], {"XNAT_HOST": url})):
+        done = subprocess.run([BIN / "xnat-downloader", "ls", *args, "-p", "P", "--json"],
+                              capture_output=True, text=True, timeout=60,
+                              env={**env, **extra, "HOME": str(tmp_path)})  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert "s3cr3tpw" not in done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
+        if "[" not in url:
+            assert "give the user with -u (or XNAT_USER)" in done.stderr

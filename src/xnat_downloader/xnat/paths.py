@@ -133,6 +133,12 @@ def path_in_resource_zip(member: str) -> str | None:
     return member.split("/files/", 1)[1] if "/files/" in member else None
 
 
+def without_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` taken out, for messages: a password typed into
+    a URL is never printed."""
+    return re.sub(r"(//)[^/?#]*@", r"\1", url, count=1)
+
+
 def split_given_url(text: str, given: str, what: str) -> SplitResult:
     """``text`` (a URL the user gave as ``given``) split; UsageError naming it as ``what``
     when it does not parse, its port included (which urllib checks only when asked)."""
@@ -140,7 +146,7 @@ def split_given_url(text: str, given: str, what: str) -> SplitResult:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - a port that is not a number raises here, not in a request
     except ValueError as exc:
-        raise UsageError(f"{given!r} is not a valid {what} ({exc})") from exc
+        raise UsageError(f"{without_userinfo(given)!r} is not a valid {what} ({exc})") from exc
     return parts
 
 
@@ -152,6 +158,13 @@ def server_root(url: str) -> str:
     if "://" not in text:
         text = f"https://{text}"
     parts = split_given_url(text, url, "server URL")
+    if "@" in parts.netloc:  # user:password@host: refused, and never echoed
+        msg = (
+            f"the server URL {without_userinfo(text)!r} was given with a user name or password "
+            "in it: give the user with -u (or XNAT_USER) and the password in XNAT_PASS or "
+            "~/.netrc (a password on the command line is visible to every user of the machine)"
+        )
+        raise UsageError(msg)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         msg = f"{url!r} is not an http(s) URL of an XNAT server"
         raise UsageError(msg)

@@ -313,6 +313,22 @@ def test_subjects_from_csv(server: Server, tmp_path: Path) -> None:
     code, out, _ = cli("upload", "-w", server.url, "-p", "COPY", str(sheet))
     assert code == 0
     assert out.splitlines()[-1] == "done: 2 subjects, 1 created, 1 updated, 0 failed"
+    # XNAT's other demographics go where XNAT keeps them (not into custom fields), any case
+    # of the column name, each checked for its kind of value.
+    sheet.write_text("label,Age,Race,EducationDesc,weight,height\n"
+                     "p005,42,Asian,MSc,70.5,180\np006,forty,,,,\np007,,,,heavy,\n")  # fmt: skip
+    code, out, err = cli("upload", "-w", server.url, "-p", "COPY", str(sheet))
+    assert code == 1
+    assert out.splitlines()[-1] == "done: 3 subjects, 1 created, 0 updated, 2 failed"
+    assert "subjects.csv:3: p006: age 'forty' is not a whole number" in err
+    assert "subjects.csv:4: p007: weight 'heavy' is not a number" in err
+    item = requests.get(
+        f"{server.url}/data/projects/COPY/subjects/p005?format=json", auth=ADMIN, timeout=30
+    ).json()["items"][0]
+    assert {k: str(demographics(item)[k]) for k in ("age", "race", "educationDesc")} == {
+        "age": "42", "race": "Asian", "educationDesc": "MSc"}  # fmt: skip
+    assert float(demographics(item)["weight"]) == 70.5
+    assert not [c for c in item["children"] if c["field"] == "fields/field"]
 
 
 def test_uploads_survive_server_errors(

@@ -32,7 +32,16 @@ ARCHIVE_TYPES = {
     ".tar": "application/x-tar",
 }
 SUBJECT_LABEL_COLUMNS = ("label", "subject", "subject_label", "subject_id", "id")
-DEMOGRAPHICS = ("gender", "dob", "yob", "handedness")
+# XNAT's xnat:demographicData elements, by the lower-case column name that stands for each;
+# a spreadsheet's other columns become custom fields.
+DEMOGRAPHICS = {
+    name.lower(): name
+    for name in ("gender", "dob", "yob", "age", "handedness", "ses", "education",
+                 "educationDesc", "race", "ethnicity", "weight", "height", "gestational_age",
+                 "post_menstrual_age", "birth_weight")
+}  # fmt: skip
+WHOLE_NUMBERS = ("yob", "age", "ses", "education")  # xs:integer in XNAT's schema
+NUMBERS = ("weight", "height", "gestational_age", "post_menstrual_age", "birth_weight")
 GENDERS = {"m": "male", "male": "male", "f": "female", "female": "female", "o": "other",
            "other": "other", "u": "unknown", "unknown": "unknown"}  # fmt: skip
 HANDEDNESS = ("right", "left", "ambidextrous", "unknown")
@@ -208,6 +217,17 @@ def _check_demographics(values: dict[str, str]) -> str | None:
     yob = values.get("yob", "")
     if yob and not (yob.isdigit() and len(yob) == 4 and int(yob) <= date.today().year):
         return f"year of birth {yob!r} is not a four-digit year"
+    for name in WHOLE_NUMBERS:
+        value = values.get(name, "")
+        if value and not value.isdigit():
+            return f"{name} {value!r} is not a whole number"
+    for name in NUMBERS:
+        value = values.get(name, "")
+        try:
+            if value and not 0 <= float(value) < float("inf"):
+                raise ValueError(value)
+        except ValueError:
+            return f"{name} {value!r} is not a number"
     return None
 
 
@@ -230,9 +250,12 @@ def parse_subjects(text: str) -> tuple[list[SubjectRow], list[RowError]]:
 
     Cells are separated by commas, semicolons or tabs (:func:`delimiter_of`).  The label
     column is ``label`` (or ``subject``, ``subject_label``, ``subject_id``,
-    ``id``); ``gender``, ``dob`` (YYYY-MM-DD), ``yob`` and ``handedness`` are demographics;
-    every other non-empty column is a custom field.  A bad row is reported and skipped; the
-    good rows still go.
+    ``id``); XNAT's demographics (``gender``, ``dob`` as YYYY-MM-DD, ``yob``, ``age``,
+    ``handedness``, ``ses``, ``education``, ``educationDesc``, ``race``, ``ethnicity``,
+    ``weight``, ``height``, ``gestational_age``, ``post_menstrual_age``, ``birth_weight``;
+    any case) go where XNAT keeps them, checked for their kind of value; every other
+    non-empty column is a custom field.  A bad row is reported and skipped; the good rows
+    still go.
     """
     text = text.lstrip("\ufeff")
     reader = csv.DictReader(io.StringIO(text), delimiter=delimiter_of(text))
@@ -272,9 +295,10 @@ def parse_subjects(text: str) -> tuple[list[SubjectRow], list[RowError]]:
             value = (record.get(original) or "").strip()
             if original == label_column or not value:
                 continue
-            (demographics if key in DEMOGRAPHICS else extra)[
-                key if key in DEMOGRAPHICS else original.strip()
-            ] = value
+            if key in DEMOGRAPHICS:
+                demographics[DEMOGRAPHICS[key]] = value
+            else:
+                extra[original.strip()] = value
         problem = _check_demographics(demographics)
         if problem:
             errors.append(RowError(line, label, problem))

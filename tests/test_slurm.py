@@ -92,6 +92,33 @@ def test_status_reads_around_a_damaged_array_record(tmp_path: Path) -> None:
     assert "sbatch" not in found.rerun
 
 
+def test_what_the_plan_could_not_cover_fails_in_the_array_too(
+    shared_server: Server, tmp_path: Path
+) -> None:
+    """A selected session that is not there was said by 'slurm' and then forgotten: the
+    array's tasks and 'status' reported everything done. The manifest now keeps it; shard 0
+    counts it as failed, with its reason, and status says the array is not done."""
+    env = {**os.environ, "XNAT_USER": "admin", "XNAT_PASS": "admin"}
+    out = tmp_path / "out"
+    planned = xdl("slurm", "-w", shared_server.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
+                  "-s", "NO_SUCH_SESSION", "-o", out, "--shards", "2", env=env)  # fmt: skip
+    assert planned.returncode == 1, planned.stderr
+    assert "not in the plan: session NO_SUCH_SESSION" in planned.stderr
+    manifest = out / ".xnat-downloader" / "slurm" / "manifest.json"
+    codes = []
+    for k in range(2):
+        task = xdl("download", "-w", shared_server.url, "--manifest", manifest, "-o", out,
+                   "--shard", f"{k}/2", env=env)  # fmt: skip
+        codes.append(task.returncode)
+        if k == 0:
+            assert "failed: session NO_SUCH_SESSION: not found" in task.stderr
+            assert task.stdout.splitlines()[-1].endswith(" 1 failed")
+    assert codes == [1, 0]
+    summary = xdl("status", "-o", out, "--json", env=env)
+    assert summary.returncode == 1
+    assert json.loads(summary.stdout)["failed"] == 1
+
+
 # -- on Slurm --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:

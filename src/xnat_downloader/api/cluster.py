@@ -126,6 +126,7 @@ async def _plan_and_login(
         if need_plan:
             planned = await plan_in(xs, selection, layout, catalog, metadata)
             plan, gaps = planned.plan, [f"{g.what}: {g.reason}" for g in planned.gaps]
+            plan.unplanned = [(g.what, g.reason) for g in planned.gaps]  # into the manifest
         token = await issue_token(xs) if need_token else None
         return plan, gaps, xs.base_url, (token.alias, token.secret) if token else None
 

@@ -304,7 +304,8 @@ async def _download(
     try:
         async with conn.client() as xs:
             if saved_plan is not None:
-                planned = PlanResult(saved_plan, [], [], 0, xs.base_url)
+                unplanned = [Gap(what, why) for what, why in saved_plan.unplanned]
+                planned = PlanResult(saved_plan, [], [], 0, xs.base_url, unplanned)
             elif catalog is not None:
                 planned = await plan_in(xs, selection, layout, catalog, metadata)
             else:
@@ -514,7 +515,9 @@ def _stamp() -> str:
 
 
 def _save_manifest(folder: StateFolder, planned: PlanResult) -> None:
-    write_whole(folder.manifest_json, manifest_json(planned.plan, planned.server))
+    unplanned = [(g.what, g.reason) for g in planned.gaps]  # a run from it counts them too
+    plan = replace(planned.plan, unplanned=unplanned)
+    write_whole(folder.manifest_json, manifest_json(plan, planned.server))
     write_whole(folder.manifest_xml, manifest_catalog(planned.plan, planned.server))
 
 

@@ -32,6 +32,9 @@ class PlanEntry:
 class Plan:
     entries: list[PlanEntry]
     renamed: list[tuple[str, str]] = field(default_factory=list)  # (uri, new local path)
+    # (what, why) of each thing the selection named that no file could stand for: kept in
+    # a saved manifest, so that the runs made from it still count it as failed.
+    unplanned: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
@@ -79,7 +82,10 @@ def build_plan(files: list[RemoteFile], opts: LayoutOptions) -> Plan:
 def manifest_json(plan: Plan, server: str) -> str:
     """The plan as JSON, one file to a line: readable and diffable, and written by the C
     encoder (an indented document goes through the pure-Python one, 4 times slower)."""
-    head = json.dumps({"version": MANIFEST_VERSION, "server": server})[:-1]  # open: no "}"
+    meta: dict[str, object] = {"version": MANIFEST_VERSION, "server": server}
+    if plan.unplanned:
+        meta["unplanned"] = [list(item) for item in plan.unplanned]
+    head = json.dumps(meta)[:-1]  # open: no "}"
     files = ",\n".join(json.dumps({**as_dict(e.file), "local": e.local}) for e in plan.entries)
     return f'{head}, "files": [\n{files}\n]}}\n' if files else f'{head}, "files": []}}\n'
 
@@ -96,7 +102,13 @@ def load_manifest(path: Path) -> tuple[str, Plan]:
             if local.startswith("/") or ".." in local.split("/") or "\\" in local:
                 raise ValueError(f"unsafe local path {local!r}")
             entries.append(PlanEntry(RemoteFile(**item), local))
-        return str(doc.get("server", "")), Plan(entries)
+        unplanned = []
+        for item in doc.get("unplanned", []):
+            if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str)
+                                                                    for x in item)):  # fmt: skip
+                raise ValueError(f"unplanned entry {item!r} is not [what, why]")
+            unplanned.append((item[0], item[1]))
+        return str(doc.get("server", "")), Plan(entries, unplanned=unplanned)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         msg = f"cannot use manifest {path}: {exc}"
         raise UsageError(msg) from exc

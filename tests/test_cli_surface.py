@@ -84,6 +84,27 @@ def test_ls_dates_and_a_readable_dry_run(shared_server: Server, tmp_path: Path) 
     assert len(listed.strip().splitlines()) == files + 1
 
 
+def test_a_dry_run_or_listing_with_a_selected_session_missing_is_not_clean(
+    shared_server: Server, tmp_path: Path
+) -> None:
+    """A named session that is not there: the dry run and ls still show what is there,
+    say what is not ('not in the plan: …', and in ls --json), and exit 1, as the download
+    itself would; without the missing name both exit 0."""
+    base = ["-w", shared_server.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1"]
+    for command in (["download", *base, "--dry-run", "-o", str(tmp_path)], ["ls", *base]):
+        code, out, err = cli(*command, "-s", "NO_SUCH_SESSION")
+        assert code == 1, err
+        assert "not in the plan: session NO_SUCH_SESSION: not found" in err
+        assert "DEMO01_S001_MR1" in out
+        code, _, err = cli(*command)
+        assert code == 0, err
+    code, out, _ = cli("ls", *base, "-s", "NO_SUCH_SESSION", "--json")
+    assert code == 1
+    assert json.loads(out)["not_in_plan"] == [
+        {"what": "session NO_SUCH_SESSION", "why": "not found in the selected projects"}
+    ]
+
+
 def test_failures_past_the_first_ones_are_counted_not_listed() -> None:
     """A server that stops answering fails every file left, for one cause: the first get a
     line each, the rest one line that counts them (the report lists every file)."""

@@ -399,15 +399,23 @@ def _select_and_run(args: argparse.Namespace, url: str, outdir: Path | None, io:
         projects = _choose_projects(conn, io.ask, io.stderr)
     selection = selection_of(args, projects)
     if args.command == "ls":
-        return _ls(conn, selection, args, io.stdout)
+        return _ls(conn, selection, args, io.stdout, io.stderr)
     return _download(conn, selection, args, outdir or Path.cwd(), io)
 
 
-def _print_plan(result: api.PlanResult, args: argparse.Namespace, out: TextIO) -> None:
+def _not_in_plan(result: api.PlanResult, stderr: TextIO) -> int:
+    """What the selection named but no file stands for, a line each; exit 1 if any (a
+    dry run or a listing must not look complete when something selected is missing)."""
+    for gap in result.gaps:
+        print(f"not in the plan: {gap.what}: {gap.reason}", file=stderr)
+    return EXIT_FAILED_FILES if result.gaps else EXIT_OK
+
+
+def _print_plan(result: api.PlanResult, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
     """A dry run: per-session totals (every file with ``--list-files``) and the ``plan:``
     line; with ``--json`` only the list of planned files."""
     plan = result.plan
-    _print_renamed(plan, sys.stderr)
+    _print_renamed(plan, err)
     if args.json:
         files = [
             {"uri": e.file.uri, "local": e.local, "size": e.file.size, "md5": e.file.md5}
@@ -483,8 +491,8 @@ def _download(
             result = replace(result, plan=select_shard(result.plan, shard))
         if args.verbose:
             print(f"the plan took {result.requests} requests", file=stderr)
-        _print_plan(result, args, stdout)
-        return EXIT_OK
+        _print_plan(result, args, stdout, stderr)
+        return _not_in_plan(result, stderr)
 
     def on_plan(result: api.PlanResult) -> None:
         if args.verbose:
@@ -564,7 +572,10 @@ def report_document(report: api.Report, log_path: Path | None) -> dict[str, obje
     }
 
 
-def _ls(conn: api.Connection, selection: Selection, args: argparse.Namespace, out: TextIO) -> int:
+def _ls(
+    conn: api.Connection, selection: Selection, args: argparse.Namespace, out: TextIO,
+    err: TextIO,
+) -> int:  # fmt: skip
     result = api.ls(conn, selection)
     counts = api.scan_type_counts(result.scans)
     if args.json:
@@ -587,14 +598,15 @@ def _ls(conn: api.Connection, selection: Selection, args: argparse.Namespace, ou
                     "scan_types": dict(counts),
                     "files": len(result.plan.entries),
                     "bytes": result.plan.total_bytes,
+                    "not_in_plan": [{"what": g.what, "why": g.reason} for g in result.gaps],
                 },
                 indent=1,
             ),
             file=out,
         )
-        return EXIT_OK
+        return _not_in_plan(result, err)
     if not result.sessions:
-        return _nothing_matched(selection, out)
+        return max(_nothing_matched(selection, out), _not_in_plan(result, err))
     print(f"{'session':<28} {'subject':<20} {'date':<10}  type", file=out)
     for s in result.sessions:
         day = str(s.date or "")  # a date's own format spec would take "<10" as strftime text
@@ -608,7 +620,7 @@ def _ls(conn: api.Connection, selection: Selection, args: argparse.Namespace, ou
         f"({human_bytes(result.plan.total_bytes)})",
         file=out,
     )
-    return EXIT_OK
+    return _not_in_plan(result, err)
 
 
 def _workflows_entry(states: dict[str, api.WorkflowState], session: str) -> dict[str, Any]:

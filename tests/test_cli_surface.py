@@ -387,7 +387,7 @@ def test_a_flag_given_an_empty_value_is_refused_not_taken_as_no_constraint(
 
 @pytest.mark.parametrize(
     "url", ["http://admin:s3cr3tpw@127.0.0.1:9", "admin:s3cr3tpw@127.0.0.1:9/data",
-            "http://admin:s3cr3tpw@[::1"],
+            "http://admin:s3cr3tpw@[::1", "admin:s3cr3tpw@[::1"],
 )  # fmt: skip
 def test_a_password_in_the_server_url_is_refused_and_never_echoed(tmp_path: Path, url: str) -> None:
     """user:password@host in -w (or XNAT_HOST) was echoed back in every error message and

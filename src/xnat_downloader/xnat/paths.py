@@ -136,7 +136,7 @@ def path_in_resource_zip(member: str) -> str | None:
 def without_userinfo(url: str) -> str:
     """``url`` with any ``user:password@`` taken out, for messages: a password typed into
     a URL is never printed."""
-    return re.sub(r"(//)[^/?#]*@", r"\1", url, count=1)
+    return re.sub(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#]*@", r"\1", url.strip(), count=1)
 
 
 def split_given_url(text: str, given: str, what: str) -> SplitResult:

@@ -148,6 +148,52 @@ def test_archive_kinds(server: Server, archive: Path, tmp_path: Path) -> None:
     assert [r["name"] for r in rows.json()["ResultSet"]["Result"]] == ["P1"]
 
 
+def test_the_same_archive_sent_again_is_verified_not_refused(
+    server: Server, archive: Path, tmp_path: Path
+) -> None:
+    """An archive the importer names from its own contents (no --session): sent again, the
+    server's 409 is not the end. Its session is found by the archive's study UID and
+    compared by content: the same → "already on the server, verified", exit 0, nothing
+    failed; some files gone from the server → sent again to add them; other content → one
+    line naming --overwrite, exit 1."""
+    zipped = tmp_path / "one.zip"
+    zipped.write_bytes(_session_zip(archive, "DEMO01_S001_MR1", "Z7"))
+    sent = ["upload", "-w", server.url, "-p", "COPY", "--subject", "subZ", str(zipped)]
+    code, _, err = cli(*sent)
+    assert code == 0, err
+    wanted = md5s(scan_dicoms(archive, "DEMO01_S001_MR1"))
+    assert session_md5s(server, "COPY", "Z7") == wanted
+    code, out, err = cli(*sent)
+    assert code == 0, err
+    assert "one.zip: session Z7 is already on the server, verified" in err
+    assert out.splitlines()[-1].endswith(f"{len(wanted)} verified, 0 failed")
+    # Files gone from the server (an interrupted earlier run): the archive fills them in.
+    rows = requests.get(f"{server.url}/data/projects/COPY/experiments/Z7/scans/ALL/files",
+                        params={"format": "json"}, auth=ADMIN, timeout=30).json()  # fmt: skip
+    gone = rows["ResultSet"]["Result"][0]["URI"]
+    assert requests.delete(server.url + gone, auth=ADMIN, timeout=30).ok
+    code, out, err = cli(*sent)
+    assert code == 0, err
+    assert session_md5s(server, "COPY", "Z7") == wanted
+    # The same study with other bytes: refused once, with the flag that replaces them.
+    rebuilt = tmp_path / "other.zip"
+    with zipfile.ZipFile(zipped) as zf, zipfile.ZipFile(rebuilt, "w") as out_zip:
+        names = zf.namelist()
+        for name in names:
+            data = zf.read(name)
+            if name == names[-1]:
+                data = data[:-10] + b"0123456789"  # the last file's last pixels, not its header
+            out_zip.writestr(name, data)
+    code, out, err = cli("upload", "-w", server.url, "-p", "COPY", "--subject", "subZ",
+                         str(rebuilt))  # fmt: skip
+    assert code == 1, err
+    failed = [line for line in err.splitlines() if line.startswith("failed:")]
+    assert len(failed) == 1, err
+    assert "session Z7 is already in COPY with other content" in failed[0]
+    assert "add --overwrite" in failed[0]
+    assert session_md5s(server, "COPY", "Z7") == wanted
+
+
 def test_a_zip_with_a_damaged_member_fails_alone(
     server: Server, archive: Path, tmp_path: Path
 ) -> None:

@@ -71,6 +71,7 @@ from xnat_downloader.xnat.services import (
     find_session,
     import_archive,
     remote_digest_list,
+    sessions_with_uid,
     set_scan_types,
 )
 
@@ -149,6 +150,40 @@ def _archive_members(path: Path) -> list[tuple[str, int, str]]:
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
         raise _unreadable(path, exc) from exc
     return out
+
+
+def study_uids(path: Path) -> set[str]:
+    """The study instance UIDs of an archive's DICOM files (headers only; a member that is
+    not DICOM is passed over).  Empty for an archive that cannot be read."""
+    import pydicom  # only here: an upload of archives that meets an existing session
+
+    def uid(reader: IO[bytes]) -> str:
+        try:
+            ds = pydicom.dcmread(
+                reader, stop_before_pixels=True, specific_tags=["StudyInstanceUID"]
+            )
+        except Exception:  # not DICOM (a NIFTI, a text file) or cut short: no study here
+            return ""
+        return str(ds.get("StudyInstanceUID", "") or "")
+
+    found: set[str] = set()
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                for info in zf.infolist():
+                    if not info.is_dir() and not archive_type(info.filename):
+                        with zf.open(info) as reader:
+                            found.add(uid(reader))
+        else:
+            with tarfile.open(path) as tf:
+                for member in tf:
+                    extracted = tf.extractfile(member) if member.isfile() else None
+                    if extracted is not None:
+                        found.add(uid(extracted))
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError):
+        return set()
+    found.discard("")
+    return found
 
 
 def _unreadable(path: Path, exc: Exception) -> UsageError:
@@ -569,6 +604,13 @@ async def _import_and_verify(
     try:
         uris = await import_archive(xs, body, item.content_type, params, item.name)
     except ServerError as exc:  # 400 (bad archive), 409 (exists): this item fails, not all
+        if exc.status == 409 and mode == "none" and not label and opts.dest == "archive":
+            # An archive the importer names from its DICOM (no label given): the session
+            # it would make is there.  Found by its study UID, it is compared by content
+            # like a labelled one (the same archive sent again is no failure).
+            existing = await _session_of_archive(xs, item, opts.project)
+            if existing is not None:
+                return await _already_there(xs, item, opts, report, sink, *existing)
         error = str(exc)
         if exc.status == 409 and mode == "none" and opts.dest == "archive" and item.label:
             # It was not there when this upload looked: another upload is sending it.
@@ -610,6 +652,53 @@ async def _import_and_verify(
         _extras_not_sent(item, report, "not sent: the session's import did not verify")
         return None
     return uris
+
+
+async def _session_of_archive(
+    xs: XnatClient, item: _Import, project: str
+) -> tuple[str, str] | None:
+    """(label, URI) of the one session of ``project`` with the study UID of the archive's
+    DICOM, or None (several studies, none found, or more than one such session)."""
+    if item.archive is None:
+        return None
+    uids = await asyncio.to_thread(study_uids, item.archive)
+    if len(uids) != 1:
+        return None
+    found = await sessions_with_uid(xs, project, uids.pop())
+    return found[0] if len(found) == 1 else None
+
+
+async def _already_there(
+    xs: XnatClient,
+    item: _Import,
+    opts: _ImportOptions,
+    report: UploadReport,
+    sink: EventSink,
+    label: str,
+    uri: str,
+) -> list[str] | None:
+    """An archive whose session is on the server already: the same content → verified,
+    nothing sent; some of ours missing → the archive sent again to add them; other content
+    → one failure naming --overwrite."""
+    server = await _session_digests(xs, uri, "DICOM,ECAT")
+    comparison = compare_contents([(s, m) for _, s, m in item.expected], server)
+    if comparison.state == "same":
+        outcomes, _ = _verify_import(item, server, sink, already=True)
+        report.outcomes += outcomes
+        report.sessions.append(uri)
+        report.notes.append(f"{item.name}: session {label} is already on the server, verified")
+        return [uri]
+    if comparison.state == "incomplete":
+        return await _import_and_verify(xs, item, opts, report, sink, "append", label)
+    _fail_session(
+        item,
+        report,
+        sink,
+        f"session {label} is already in {opts.project} with other content "
+        f"({comparison.extra} files there are not in this upload, {comparison.missing} of "
+        "its files are not there); add --overwrite to replace the files it sends",
+    )
+    return None
 
 
 async def _session_extras(

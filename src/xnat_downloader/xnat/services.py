@@ -82,6 +82,20 @@ async def find_session(xs: XnatClient, project: str, label: str) -> str | None:
     return None
 
 
+async def sessions_with_uid(xs: XnatClient, project: str, uid: str) -> list[tuple[str, str]]:
+    """(label, URI) of ``project``'s sessions whose study instance UID is ``uid``: how an
+    archive imported without a label (the importer named it from its DICOM) is found."""
+    path = paths.project_experiments(project)
+    listing = await xs.get_json(
+        path, params={"columns": "ID,label,UID"}, what=f"the sessions of {project}"
+    )
+    return [
+        (row.get("label", ""), row.get("URI") or paths.experiment(row.get("ID", "")))
+        for row in result_rows(listing, f"the sessions of {project}")
+        if row.get("UID") == uid and row.get("label")
+    ]
+
+
 async def set_scan_types(xs: XnatClient, session_uri: str, wanted: dict[str, str]) -> None:
     """Give a session's scans the types ``wanted`` names (scan ID → type), where they differ."""
     listing = await xs.get_json(f"{session_uri}/scans", what=f"{session_uri}/scans")

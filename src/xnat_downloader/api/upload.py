@@ -664,7 +664,10 @@ async def _session_of_archive(
     uids = await asyncio.to_thread(study_uids, item.archive)
     if len(uids) != 1:
         return None
-    found = await sessions_with_uid(xs, project, uids.pop())
+    try:
+        found = await sessions_with_uid(xs, project, uids.pop())
+    except (ServerError, NotFound):  # a server that cannot list by UID: the 409 stands
+        return None
     return found[0] if len(found) == 1 else None
 
 

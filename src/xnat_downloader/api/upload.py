@@ -533,32 +533,7 @@ async def _one_session(
         log.info("session %s: importing %d files as %s", label, len(item.expected), current)
         uris = await _import_and_verify(xs, item, opts, report, sink, "none", current)
     else:
-        # What the importer made of an earlier run: its DICOM and ECAT files only (the
-        # session's other resources are uploaded and compared file by file afterwards).
-        server = await _session_digests(xs, existing, "DICOM,ECAT")
-        comparison = compare_contents([(s, m) for _, s, m in item.expected], server)
-        log.info(
-            "session %s: on the server as %s (%s: %d of ours missing, %d others there)",
-            label, current, comparison.state, comparison.missing, comparison.extra,
-        )  # fmt: skip
-        if comparison.state == "same":
-            outcomes, _ = _verify_import(item, server, sink, already=True)
-            report.outcomes += outcomes
-            report.notes.append(f"{item.name}: session {label} is already on the server, verified")
-            uris = [existing]
-        elif comparison.state == "incomplete" or opts.overwrite:
-            mode = "append" if comparison.state == "incomplete" else "delete"
-            uris = await _import_and_verify(xs, item, opts, report, sink, mode, current)
-        else:
-            _fail_session(
-                item,
-                report,
-                sink,
-                f"session {label} is already in {opts.project} with other content "
-                f"({comparison.extra} files there are not in this upload, {comparison.missing} "
-                "of its files are not there); add --overwrite to replace the files it sends",
-            )
-            return
+        uris = await _compared(xs, item, opts, report, sink, existing, label, current)
     if uris is None or len(uris) != 1 or item.folder is None or item.root is None:
         return
     await _session_extras(xs, uris[0], item.folder, item.root, report, sink, opts)
@@ -610,7 +585,8 @@ async def _import_and_verify(
             # like a labelled one (the same archive sent again is no failure).
             existing = await _session_of_archive(xs, item, opts.project)
             if existing is not None:
-                return await _already_there(xs, item, opts, report, sink, *existing)
+                there, uri = existing
+                return await _compared(xs, item, opts, report, sink, uri, there, there)
         error = str(exc)
         if exc.status == 409 and mode == "none" and opts.dest == "archive" and item.label:
             # It was not there when this upload looked: another upload is sending it.
@@ -671,28 +647,36 @@ async def _session_of_archive(
     return found[0] if len(found) == 1 else None
 
 
-async def _already_there(
+async def _compared(
     xs: XnatClient,
     item: _Import,
     opts: _ImportOptions,
     report: UploadReport,
     sink: EventSink,
+    existing: str,
     label: str,
-    uri: str,
+    current: str,
 ) -> list[str] | None:
-    """An archive whose session is on the server already: the same content → verified,
-    nothing sent; some of ours missing → the archive sent again to add them; other content
-    → one failure naming --overwrite."""
-    server = await _session_digests(xs, uri, "DICOM,ECAT")
+    """``item`` against its session already on the server (``existing``, there as
+    ``current``), by content: the same → verified, nothing sent; some of ours missing →
+    sent again to add them (with ``--overwrite``, to replace); other content → one failure
+    naming ``--overwrite``.  The session URIs, or None when nothing stands verified."""
+    # What the importer made of an earlier run: its DICOM and ECAT files only (the
+    # session's other resources are uploaded and compared file by file afterwards).
+    server = await _session_digests(xs, existing, "DICOM,ECAT")
     comparison = compare_contents([(s, m) for _, s, m in item.expected], server)
+    log.info(
+        "session %s: on the server as %s (%s: %d of ours missing, %d others there)",
+        label, current, comparison.state, comparison.missing, comparison.extra,
+    )  # fmt: skip
     if comparison.state == "same":
         outcomes, _ = _verify_import(item, server, sink, already=True)
         report.outcomes += outcomes
-        report.sessions.append(uri)
         report.notes.append(f"{item.name}: session {label} is already on the server, verified")
-        return [uri]
-    if comparison.state == "incomplete":
-        return await _import_and_verify(xs, item, opts, report, sink, "append", label)
+        return [existing]
+    if comparison.state == "incomplete" or opts.overwrite:
+        mode = "append" if comparison.state == "incomplete" else "delete"
+        return await _import_and_verify(xs, item, opts, report, sink, mode, current)
     _fail_session(
         item,
         report,

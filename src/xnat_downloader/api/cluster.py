@@ -17,7 +17,6 @@ import fcntl
 import json
 import os
 import shlex
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -120,15 +119,15 @@ def _write_token(folder: Path, server: str, alias: str, secret: str) -> Path:
 async def _plan_and_login(
     conn: Connection, selection: Selection, layout: LayoutOptions, catalog: str | None,
     need_plan: bool, need_token: bool, metadata: str | None = None,
-) -> tuple[Plan | None, list[str], str, tuple[str, str] | None]:  # fmt: skip
+) -> tuple[Plan | None, str, tuple[str, str] | None]:  # fmt: skip
     async with conn.client() as xs:
-        plan, gaps = None, []
+        plan = None
         if need_plan:
             planned = await plan_in(xs, selection, layout, catalog, metadata)
-            plan, gaps = planned.plan, [f"{g.what}: {g.reason}" for g in planned.gaps]
+            plan = planned.plan
             plan.unplanned = [(g.what, g.reason) for g in planned.gaps]  # into the manifest
         token = await issue_token(xs) if need_token else None
-        return plan, gaps, xs.base_url, (token.alias, token.secret) if token else None
+        return plan, xs.base_url, (token.alias, token.secret) if token else None
 
 
 def prepare_array(
@@ -166,7 +165,7 @@ def prepare_array(
     # Files the tasks can read themselves; anything else (flags, environment, a prompt) is
     # replaced by an alias token, so that no password reaches the script or the job.
     use_netrc = source.startswith(("netrc", "xnatPass")) or not conn.credentials.complete
-    plan, gaps, base, token = asyncio.run(
+    plan, base, token = asyncio.run(
         _plan_and_login(
             conn,
             selection,
@@ -211,7 +210,8 @@ def prepare_array(
         bytes=plan.total_bytes,
         empty_shards=shards - len(used),
         login=f"alias token ({netrc})" if netrc else (source if conn.credentials.user else "none"),
-        not_planned=gaps,
+        # What this run could not plan (a saved plan's own list was said when it was made).
+        not_planned=[] if saved is not None else [f"{w}: {r}" for w, r in plan.unplanned],
     )
     write_whole(folder / "array.json", json.dumps({"shards": shards, "script": str(script),
                                                    "server": server}))  # fmt: skip
@@ -320,10 +320,11 @@ def _report_rows(report: Path) -> list[dict[str, Any]] | None:
 
 
 def _count(how: Callable[[], int]) -> int:
-    """A count read from a task's files, 0 when they cannot be read (being written, gone)."""
+    """A count read from a task's files, 0 when they cannot be read (being written, gone):
+    both readers, :func:`read_verified` and :func:`load_manifest`, say so as a UsageError."""
     try:
         return how()
-    except (OSError, sqlite3.Error, UsageError):
+    except UsageError:
         return 0
 
 

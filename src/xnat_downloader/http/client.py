@@ -144,7 +144,7 @@ def make_ssl(verify: bool, ca_bundle: str | None) -> ssl.SSLContext | bool:
     return True
 
 
-def _origin(url: str) -> tuple[str, str, int]:
+def origin(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of an absolute URL, the port filled in from the scheme; a URL
     that does not parse (a server's ``http://[junk``) has an origin that matches nothing."""
     try:
@@ -161,7 +161,7 @@ def _origin(url: str) -> tuple[str, str, int]:
 
 def _elsewhere(said: str, url: str, outcome: str) -> ServerError:
     """The refusal of a URL on another server (421, Misdirected Request), naming its origin."""
-    scheme, host, port = _origin(url)
+    scheme, host, port = origin(url)
     return ServerError(
         f"{said} another server ({scheme}://{host}:{port}), {outcome}", status=421, url=url
     )
@@ -257,15 +257,15 @@ class XnatClient:
     def on_this_server(self, url: str) -> bool:
         """Whether ``url`` (a server path, or an absolute URL) is on this client's server:
         same scheme, host and port."""
-        return "://" not in url or _origin(url) == _origin(self.base_url)
+        return "://" not in url or origin(url) == origin(self.base_url)
 
     def _may_follow(self, target: str) -> bool:
         """A redirect stays on this server, or only moves it from http to https (as a
         server that refuses plain HTTP answers): the same host either way."""
         if self.on_this_server(target):
             return True
-        scheme, host, _port = _origin(target)
-        base_scheme, base_host, _ = _origin(self.base_url)
+        scheme, host, _port = origin(target)
+        base_scheme, base_host, _ = origin(self.base_url)
         return (base_scheme, scheme, host) == ("http", "https", base_host)
 
     def url(self, path: str) -> str:

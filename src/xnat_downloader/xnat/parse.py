@@ -7,9 +7,10 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from xnat_downloader.errors import ServerError, UsageError
+from xnat_downloader.http.client import origin
 from xnat_downloader.xnat.paths import split_given_url
 
 FILE_URI = re.compile(r"/resources/(?P<res>[^/]+)/files/(?P<path>.+)$")
@@ -128,25 +129,18 @@ def server_of_link(link: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
-def _origin(parts: SplitResult) -> tuple[str, str, int | None]:
-    default = {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
-
-
 def same_server(base_url: str, link: str) -> bool:
     """Whether ``link`` is on the server at ``base_url`` (scheme, host, port and context path).
 
     Credentials go only to the server the user named, so a catalog link elsewhere is refused
-    rather than fetched with them.
+    rather than fetched with them; a link that does not parse is nobody's.
     """
-    try:
-        base, other = urlsplit(base_url), urlsplit(link)
-        if _origin(base) != _origin(other):
-            return False
-    except ValueError:  # a link that does not parse is nobody's
+    where = origin(link)
+    if not where[0] or where != origin(base_url):
         return False
-    context = base.path.rstrip("/")
-    return other.path == context or other.path.startswith(context + "/")
+    context = urlsplit(base_url).path.rstrip("/")
+    path = urlsplit(link).path
+    return path == context or path.startswith(context + "/")
 
 
 def parse_catalog(text: bytes | str, source: str) -> list[CatalogEntry]:

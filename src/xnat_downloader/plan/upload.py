@@ -40,7 +40,7 @@ DEMOGRAPHICS = {
                  "educationDesc", "race", "ethnicity", "weight", "height", "gestational_age",
                  "post_menstrual_age", "birth_weight")
 }  # fmt: skip
-WHOLE_NUMBERS = ("yob", "age", "ses", "education")  # xs:integer in XNAT's schema
+WHOLE_NUMBERS = ("age", "ses", "education")  # xs:integer in XNAT's schema (yob: a year)
 NUMBERS = ("weight", "height", "gestational_age", "post_menstrual_age", "birth_weight")
 GENDERS = {"m": "male", "male": "male", "f": "female", "female": "female", "o": "other",
            "other": "other", "u": "unknown", "unknown": "unknown"}  # fmt: skip

@@ -111,9 +111,7 @@ def expand(values: list[str] | None, flag: str = "") -> tuple[str, ...]:
             continue
         items = [v.strip() for v in value.split(",") if v.strip()]
         if not items:
-            named = f"{flag} " if flag else ""
-            msg = f"{named}{value!r} names nothing: give an ID, label or pattern, or leave it out"
-            raise UsageError(msg)
+            raise _names_nothing(flag, value, "an ID, label or pattern")
         out.extend(items)
     return tuple(dict.fromkeys(out))
 
@@ -125,8 +123,13 @@ def labelled(value: str | None, flag: str) -> str:
     if value is None:
         return ""
     if not value.strip():
-        raise UsageError(f"{flag} {value!r} names nothing: give a label, or leave the flag out")
+        raise _names_nothing(flag, value, "a label")
     return value
+
+
+def _names_nothing(flag: str, value: str, wanted: str) -> UsageError:
+    named = f"{flag} " if flag else ""
+    return UsageError(f"{named}{value!r} names nothing: give {wanted}, or leave the flag out")
 
 
 def parse_choice(answer: str, projects: list[str]) -> list[str] | str:

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from tests.conftest import Server
+from tests.standins import PassThrough, serve
 from tests.test_download import cli, local_files
 from tests.test_minixnat_api import _admin
 
@@ -223,6 +224,81 @@ def test_a_zip_with_a_damaged_member_fails_alone(
     assert gone.status_code == 404
     n = len(scan_dicoms(archive, "DEMO01_S001_MR1"))
     assert out.splitlines()[-1].endswith(f"{n} verified, 1 failed")
+
+
+def test_bodies_of_known_size_go_with_their_length_not_chunked(
+    server: Server, archive: Path, tmp_path: Path
+) -> None:
+    """An archive and a resource file are sent with a Content-Length of their size (some
+    proxies in front of XNAT refuse chunked request bodies; chunking also costs a copy of
+    every byte); a folder, zipped while it streams, has no size until it is sent."""
+    zipped = tmp_path / "one.zip"
+    zipped.write_bytes(_session_zip(archive, "DEMO01_S001_MR1", "L1"))
+    loose = tmp_path / "notes.txt"
+    loose.write_bytes(b"n" * 70_000)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in scan_dicoms(archive, "DEMO01_S001_MR2")[:3]:
+        shutil.copy(path, flat / path.name)
+    seen: list[tuple[str, str | None, str | None]] = []
+
+    class Recorder(PassThrough):
+        upstream = server.url
+
+        def intercept_write(self, method: str, path: str, body: bytes) -> bool:
+            framing = (self.headers.get("Content-Length"), self.headers.get("Transfer-Encoding"))
+            seen.append((f"{method} {path.split('?')[0]}", *framing))
+            return False
+
+    proxy, stop = serve(Recorder)
+    try:
+        code, _, err = cli("upload", "-w", proxy, "-p", "COPY", "--subject", "subL", str(zipped))
+        assert code == 0, err
+        code, _, err = cli("upload", "-w", proxy, "-p", "COPY", "--subject", "subL",
+                           "--session", "L2", str(flat))  # fmt: skip
+        assert code == 0, err
+        code, _, err = cli("upload", "-w", proxy, "-p", "COPY", "--subject", "subL",
+                           "--resource", "NOTES", str(loose))  # fmt: skip
+        assert code == 0, err
+    finally:
+        stop()
+    imports = [(length, te) for what, length, te in seen if what.endswith("/services/import")]
+    assert imports == [(str(zipped.stat().st_size), None), (None, "chunked")]
+    puts = [(length, te) for what, length, te in seen if what.endswith("/notes.txt")]
+    assert puts == [("70000", None)]
+
+
+def test_an_archive_that_changes_while_it_is_sent_fails_alone(
+    server: Server, archive: Path, tmp_path: Path
+) -> None:
+    """The request announced the archive's size; the file is cut short just as it starts
+    to go. That session fails, named, as a local file that changed (not as a network
+    failure), and nothing of it is kept; the other archive is imported and verified."""
+    from xnat_downloader.api.connection import Connection
+    from xnat_downloader.api.upload import upload
+    from xnat_downloader.http.credentials import Credentials
+    from xnat_downloader.transfer.events import Event, FileStarted
+
+    good = tmp_path / "good.zip"
+    good.write_bytes(_session_zip(archive, "DEMO01_S001_MR1", "K1"))
+    cut = tmp_path / "cut.zip"
+    whole = _session_zip(archive, "DEMO01_S001_MR2", "K2")
+    cut.write_bytes(whole)
+
+    def sink(event: Event) -> None:
+        if isinstance(event, FileStarted) and event.local == "cut.zip":
+            cut.write_bytes(whole[: len(whole) // 2])
+
+    conn = Connection(server.url, Credentials("admin", "admin", "test"))
+    report = upload(conn, [good, cut], "COPY", subject="subK", sink=sink, jobs=1)
+    failed = {o.error for o in report.outcomes if o.status == "failed"}
+    assert len(failed) == 1, failed
+    (error,) = failed
+    assert f"{cut} changed while it was being sent" in error
+    assert "run the same command again" in error
+    assert md5s(scan_dicoms(archive, "DEMO01_S001_MR1")) == session_md5s(server, "COPY", "K1")
+    gone = requests.get(f"{server.url}/data/projects/COPY/experiments/K2", auth=ADMIN, timeout=30)
+    assert gone.status_code == 404
 
 
 def test_bad_uploads(server: Server, archive: Path, tmp_path: Path) -> None:

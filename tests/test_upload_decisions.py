@@ -4,6 +4,7 @@ how a destination reads, which archive members are refused, and the streamed zip
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import tarfile
 import zipfile
@@ -185,3 +186,58 @@ def test_unpack_refuses_links(tmp_path: Path) -> None:
     with pytest.raises(UnpackError, match="link or device"):
         unpack(tarred, tmp_path / "out", Budget(10, 1 << 20))
     assert not (tmp_path / "out" / "S").exists()
+
+
+def test_a_stored_member_is_hashed_from_its_byte_range_as_zipfile_reads_it(
+    tmp_path: Path,
+) -> None:
+    """Members stored as they are are hashed straight from the archive's bytes, CRC checked;
+    the result is what reading through zipfile gives. A deflated member is left to zipfile,
+    and a stored member with a changed byte is refused, as zipfile refuses it."""
+    from xnat_downloader.transfer.localfs import stored_member_digest
+
+    path = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("a/stored.dcm", bytes(range(256)) * 5000, zipfile.ZIP_STORED)
+        zf.writestr("b/deflated.txt", b"text " * 4000, zipfile.ZIP_DEFLATED)
+        zf.writestr("c/empty", b"", zipfile.ZIP_STORED)
+        # An extra field: where the data start is read from the member's local header.
+        info = zipfile.ZipInfo("d/extra.bin")
+        info.extra = b"\xfe\xca\x04\x00abcd"
+        zf.writestr(info, b"xyz" * 1000, zipfile.ZIP_STORED)
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
+        for info in zf.infolist():
+            got = stored_member_digest(raw, info)
+            if info.compress_type == zipfile.ZIP_DEFLATED:
+                assert got is None
+                continue
+            data = zf.read(info)
+            assert got == (hashlib.md5(data).hexdigest(), len(data))
+        stored = zf.getinfo("a/stored.dcm")
+    damaged = bytearray(path.read_bytes())
+    start = stored.header_offset + 30 + len(stored.filename)
+    damaged[start + 700] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
+        with pytest.raises(zipfile.BadZipFile, match="CRC"):
+            zf.read(stored.filename)
+        with pytest.raises(zipfile.BadZipFile, match="CRC"):
+            stored_member_digest(raw, zf.getinfo(stored.filename))
+
+
+@pytest.mark.parametrize("grown_by", [-1, 1])
+def test_a_file_body_sends_exactly_the_size_it_announced(tmp_path: Path, grown_by: int) -> None:
+    """A body sent with a Content-Length: a file that is shorter or longer than planned is
+    refused (as a local read error) instead of sending other bytes than announced."""
+    from xnat_downloader.errors import LocalReadError
+    from xnat_downloader.transfer.upload import file_body
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 3_000_000)
+
+    async def drain(size: int) -> int:
+        return sum([len(chunk) async for chunk in file_body(path, size)])
+
+    assert asyncio.run(drain(3_000_000)) == 3_000_000
+    with pytest.raises(LocalReadError, match="changed while it was being sent"):
+        asyncio.run(drain(3_000_000 - grown_by))

@@ -12,6 +12,8 @@
     ├── NotFound                no such project, subject, session or file
     ├── LockedError             another run is using this output directory
     └── TransferError           one file could not be fetched and verified
+        ├── LocalWriteError     …a local write the run needs failed (a full disk)
+        ├── LocalReadError      …a file being sent could not be read as planned
         └── IntegrityError      …its size or MD5 did not match what XNAT lists
 
 The CLI maps these to exit codes in one place (``cli/errors.py``): 2 for usage,
@@ -73,6 +75,11 @@ class TransferError(XnatError):
 class LocalWriteError(TransferError):
     """A local write the run cannot go on without (its state database) failed, most often
     for a full disk.  The run ends: files already verified stay, a re-run resumes."""
+
+
+class LocalReadError(TransferError):
+    """A local file being sent went away, could not be read, or changed size since the
+    upload was planned: that file (or session) fails, the others go on."""
 
 
 class IntegrityError(TransferError):

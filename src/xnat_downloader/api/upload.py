@@ -34,7 +34,14 @@ from typing import IO
 
 from xnat_downloader.api.connection import Connection
 from xnat_downloader.api.manage import record_prearchived
-from xnat_downloader.errors import LocalWriteError, NotFound, ServerError, UsageError, XnatError
+from xnat_downloader.errors import (
+    LocalReadError,
+    LocalWriteError,
+    NotFound,
+    ServerError,
+    UsageError,
+    XnatError,
+)
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.plan.upload import (
     SessionFolder,
@@ -58,7 +65,7 @@ from xnat_downloader.transfer.events import (
     ignore,
 )
 from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts, Status
-from xnat_downloader.transfer.localfs import digest_stream, files_under
+from xnat_downloader.transfer.localfs import digest_stream, files_under, stored_member_digest
 from xnat_downloader.transfer.upload import (
     ResourceUpload,
     file_body,
@@ -127,7 +134,7 @@ def _archive_members(path: Path) -> list[tuple[str, int, str]]:
     out: list[tuple[str, int, str]] = []
     try:
         if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
+            with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
                 for info in zf.infolist():
                     if info.is_dir():
                         continue
@@ -138,6 +145,10 @@ def _archive_members(path: Path) -> list[tuple[str, int, str]]:
                             out += _archive_members(nested)
                         finally:
                             nested.unlink(missing_ok=True)
+                        continue
+                    stored = stored_member_digest(raw, info)  # most are: DICOM barely deflates
+                    if stored is not None:
+                        out.append((info.filename, stored[1], stored[0]))
                         continue
                     with zf.open(info) as reader:
                         out.append((info.filename, *digest(reader)))
@@ -246,12 +257,13 @@ def _plan_imports(
                 ".csv; to put single files into a resource, add --resource LABEL"
             )
             raise UsageError(msg)
+        size = path.stat().st_size
         imports.append(
             _Import(
                 name=path.name,
                 content_type=content_type,
-                body=lambda moved, p=path: file_body(p, moved),  # type: ignore[misc]
-                size=path.stat().st_size,
+                body=lambda moved, p=path, n=size: file_body(p, n, moved),  # type: ignore[misc]
+                size=size,
                 expected=[],  # read below, all archives at once
                 subject=subject,
                 label=session,
@@ -577,7 +589,11 @@ async def _import_and_verify(
         return item.body(moved)
 
     try:
-        uris = await import_archive(xs, body, item.content_type, params, item.name)
+        length = item.size if item.archive is not None else None  # a folder is zipped as sent
+        uris = await import_archive(xs, body, item.content_type, params, item.name, length)
+    except LocalReadError as exc:  # this archive changed or went away: the others go on
+        _fail_session(item, report, sink, str(exc))
+        return None
     except ServerError as exc:  # 400 (bad archive), 409 (exists): this item fails, not all
         if exc.status == 409 and mode == "none" and not label and opts.dest == "archive":
             # An archive the importer names from its DICOM (no label given): the session

@@ -33,6 +33,7 @@ from xnat_downloader.errors import (
     NotFound,
     ServerError,
     UsageError,
+    XnatError,
 )
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.http.retry import RetryPolicy, classify
@@ -402,6 +403,10 @@ class XnatClient:
                     data=body() if body is not None else data,
                 )
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                if isinstance(exc.__cause__, XnatError):
+                    # Our own request body failed (a file to send changed or went away):
+                    # said as itself, not as a network failure, and not retried.
+                    raise exc.__cause__ from None
                 refused = isinstance(exc, aiohttp.ClientConnectorError)
                 decision = classify(
                     self.retry, attempt, refused=refused, answered_before=self.answered,

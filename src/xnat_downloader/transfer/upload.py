@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from xnat_downloader.errors import XnatError
+from xnat_downloader.errors import LocalReadError, XnatError
 from xnat_downloader.http.client import XnatClient, loads_json
 from xnat_downloader.transfer.events import (
     BytesMoved,
@@ -48,14 +48,31 @@ def quote_path(relpath: str) -> str:
 
 
 async def file_body(
-    path: Path, on_bytes: Callable[[int], None] | None = None
+    path: Path, size: int, on_bytes: Callable[[int], None] | None = None
 ) -> AsyncIterator[bytes]:
-    """A file's bytes in chunks, reported to ``on_bytes`` as they go."""
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            if on_bytes:
-                on_bytes(len(chunk))
-            yield chunk
+    """A file's ``size`` bytes in chunks, reported to ``on_bytes`` as they go.
+
+    ``size`` is what the request's Content-Length promised: a file that has grown, shrunk
+    or gone since it was planned raises :class:`LocalReadError` rather than sending other
+    bytes than were announced (the request is then cut off, and the server keeps nothing).
+    """
+    try:
+        with open(path, "rb") as f:
+            left = size
+            while left and (chunk := f.read(min(CHUNK, left))):
+                left -= len(chunk)
+                if on_bytes:
+                    on_bytes(len(chunk))
+                yield chunk
+            grew = f.read(1)
+    except OSError as exc:
+        raise LocalReadError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if left or grew:
+        msg = (
+            f"{path} changed while it was being sent (it had {size} bytes when the upload "
+            "was planned); nothing of it was kept: run the same command again"
+        )
+        raise LocalReadError(msg)
 
 
 class _Drain:
@@ -172,7 +189,7 @@ async def upload_resources(
                 if sent[0]:
                     sink(BytesMoved(name, -sent[0]))  # a retry starts the file again
                     sent[0] = 0
-                return file_body(local, moved)
+                return file_body(local, size, moved)
 
             params = {"inbody": "true", "overwrite": "true" if overwrite else "false"}
             try:
@@ -180,7 +197,10 @@ async def upload_resources(
                     "PUT",
                     job.uri,
                     params=params,
-                    headers={"Content-Type": "application/octet-stream"},
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Length": str(size),
+                    },
                     body=body,
                     what=name,
                 )

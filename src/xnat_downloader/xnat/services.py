@@ -18,13 +18,18 @@ async def import_archive(
     content_type: str,
     params: dict[str, str],
     what: str,
+    length: int | None = None,
 ) -> list[str]:
-    """POST one archive to the import service; the URIs it created."""
+    """POST one archive to the import service; the URIs it created.  ``length``: the body's
+    size when known (sent as Content-Length; otherwise the body goes chunked)."""
+    headers = {"Content-Type": content_type}
+    if length is not None:
+        headers["Content-Length"] = str(length)
     _status, answer = await xs.send(
         "POST",
         paths.IMPORT_SERVICE,
         params=params,
-        headers={"Content-Type": content_type},
+        headers=headers,
         body=body,
         what=what,
         idempotent=False,

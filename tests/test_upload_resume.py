@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -348,6 +349,60 @@ def test_a_session_that_appears_during_the_upload_is_not_blamed_on_missing_overw
             for line in refusals
         ), refusals
         assert "--overwrite" not in err
+        finishes_when_sent_again(server, tree)
+    finally:
+        stop()
+        server.stop()
+
+
+def test_a_connection_dropped_part_way_fails_that_session_alone_and_a_rerun_finishes(
+    archive: Path, tree: Path
+) -> None:
+    """The server drops the connection of one session's import in mid-body, and refuses
+    another session's scan-type update (a step after its files were verified): each of the
+    two sessions fails, once, naming the re-run that finishes it; the other sessions are
+    imported and verified; the run ends with its done line and exit 1 (not an error that
+    abandons the imports in flight); the same upload then finishes."""
+    server = start_server(archive)
+    sessions = sorted(p.parent.name for p in tree.glob("*/*/scans"))
+    cut_import, cut_types = sessions[0], sessions[-1]
+    assert cut_import != cut_types
+
+    class Dropper(PassThrough):
+        upstream = server.url
+
+        def intercept_write(self, method: str, path: str, body: bytes) -> bool:
+            query = parse_qs(urlparse(path).query)
+            label = query.get("EXPT_LABEL", [""])[0]
+            is_import = "/services/import" in path and label.startswith(cut_import)
+            # The session under its staging label, setting the type of a scan.
+            is_types = f"/experiments/{cut_types}" in path and "/scans/" in path
+            if is_types:  # refused outright (a connection dropped here would be retried)
+                self.reply(400, b"the stand-in refuses this scan type")
+                return True
+            if not is_import:
+                return False
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return True
+
+    dropper, stop = serve(Dropper)
+    try:
+        requests.put(f"{server.url}/data/projects/COPY", auth=ADMIN, timeout=30)
+        code, out, err = cli("upload", "-w", dropper, "-p", "COPY", str(tree))
+        assert code == 1, err
+        assert "error:" not in err
+        failed = [line for line in err.splitlines() if line.startswith("failed:")]
+        assert len(failed) == 2, err
+        assert all("run the same command again to finish it" in line for line in failed)
+        assert any(cut_import in line for line in failed), failed
+        assert any(cut_types in line for line in failed), failed
+        done = out.splitlines()[-1]
+        assert done.startswith("done: "), out
+        assert not done.endswith(" 0 failed"), done
+        there = {r["label"] for r in api(server, "/data/projects/COPY/experiments")}
+        assert set(sessions) - {cut_import, cut_types} <= there
+        assert cut_types not in there  # still under its staging label, not looking finished
         finishes_when_sent_again(server, tree)
     finally:
         stop()

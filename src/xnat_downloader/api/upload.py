@@ -35,6 +35,7 @@ from typing import IO
 from xnat_downloader.api.connection import Connection
 from xnat_downloader.api.manage import record_prearchived
 from xnat_downloader.errors import (
+    ConnectionFailed,
     LocalReadError,
     LocalWriteError,
     NotFound,
@@ -472,7 +473,14 @@ async def _upload(
                     except UsageError as exc:  # its listing was whole, some member is not
                         _fail_session(item, report, sink, str(exc))
                         return
-                await _one_session(xs, item, options, report, sink)
+                mine = UploadReport()  # this session's part, so a failure part-way is its own
+                try:
+                    await _one_session(xs, item, options, mine, sink)
+                except (ConnectionFailed, ServerError) as exc:
+                    _unfinished(item, mine, sink, str(exc))
+                report.outcomes += mine.outcomes
+                report.sessions += mine.sessions
+                report.notes += mine.notes
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -502,6 +510,26 @@ def _fail_session(item: _Import, report: UploadReport, sink: EventSink, error: s
             Outcome(item.job(name, size, md5), Status.FAILED, 0, md5, True, error)
         )
     _extras_not_sent(item, report, error)
+    sink(FileFailed(item.name, error))
+
+
+def _unfinished(item: _Import, mine: UploadReport, sink: EventSink, error: str) -> None:
+    """A session the server stopped answering for (or answered wrongly) part-way: every file
+    of it fails, said once, and the upload goes on with the others.  Files it already
+    verified fail too when a later step (its scan types, other resources or label) did not
+    happen: the session is not yet what was asked for.  A re-run compares what the server
+    kept and finishes it."""
+    error += "; the session is not finished: run the same command again to finish it"
+    if not mine.outcomes:
+        _fail_session(item, mine, sink, error)
+        return
+    mine.outcomes = [
+        o if o.status == Status.FAILED else Outcome(o.job, Status.FAILED, 0, o.md5, True, error)
+        for o in mine.outcomes
+    ]
+    extras = len(item.folder.extras) if item.folder is not None else 0
+    if len(mine.outcomes) < len(item.expected) + extras:  # its other resources never went
+        _extras_not_sent(item, mine, error)
     sink(FileFailed(item.name, error))
 
 

@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import shutil
+import socket
 import tarfile
 import zipfile
 from collections.abc import Callable
@@ -299,6 +300,41 @@ def test_an_archive_that_changes_while_it_is_sent_fails_alone(
     assert md5s(scan_dicoms(archive, "DEMO01_S001_MR1")) == session_md5s(server, "COPY", "K1")
     gone = requests.get(f"{server.url}/data/projects/COPY/experiments/K2", auth=ADMIN, timeout=30)
     assert gone.status_code == 404
+
+
+def test_a_connection_cut_in_mid_body_is_named_as_that(
+    server: Server, archive: Path, tmp_path: Path
+) -> None:
+    """The server reads the first 64 KiB of a large import and closes the connection: the
+    failure says so in words (not aiohttp's message with the whole URL and its query), for
+    that archive alone, with the re-run that finishes it."""
+    big = tmp_path / "big.zip"
+    with zipfile.ZipFile(big, "w") as zf:
+        zf.writestr("B1/padding.bin", os.urandom(16 * 1024 * 1024))
+
+    class Cutter(PassThrough):
+        upstream = server.url
+
+        def do_POST(self) -> None:
+            if "/services/import" not in self.path:
+                self.do_write()
+                return
+            self.rfile.read(64 * 1024)
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    proxy, stop = serve(Cutter)
+    try:
+        code, _, err = cli("upload", "-w", proxy, "-p", "COPY", "--subject", "subB", str(big))
+    finally:
+        stop()
+    assert code == 1, err
+    failed = [line for line in err.splitlines() if line.startswith("failed:")]
+    assert len(failed) == 1, err
+    assert failed[0].startswith("failed: big.zip: ")
+    assert "the connection was closed while the request's body was being sent" in failed[0]
+    assert "run the same command again" in failed[0]
+    assert "import-handler" not in err
 
 
 def test_bad_uploads(server: Server, archive: Path, tmp_path: Path) -> None:

@@ -371,20 +371,23 @@ def test_a_connection_dropped_part_way_fails_that_session_alone_and_a_rerun_fini
     class Dropper(PassThrough):
         upstream = server.url
 
-        def intercept_write(self, method: str, path: str, body: bytes) -> bool:
-            query = parse_qs(urlparse(path).query)
+        def do_POST(self) -> None:
+            query = parse_qs(urlparse(self.path).query)
             label = query.get("EXPT_LABEL", [""])[0]
-            is_import = "/services/import" in path and label.startswith(cut_import)
-            # The session under its staging label, setting the type of a scan.
-            is_types = f"/experiments/{cut_types}" in path and "/scans/" in path
-            if is_types:  # refused outright (a connection dropped here would be retried)
+            if "/services/import" in self.path and label.startswith(cut_import):
+                self.rfile.read(64 * 1024)  # some of the body, then the connection is gone
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self.do_write()
+
+        def intercept_write(self, method: str, path: str, body: bytes) -> bool:
+            # The session under its staging label, setting the type of a scan: refused
+            # outright (a connection dropped here would be retried, as it may be).
+            if f"/experiments/{cut_types}" in path and "/scans/" in path:
                 self.reply(400, b"the stand-in refuses this scan type")
                 return True
-            if not is_import:
-                return False
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return True
+            return False
 
     dropper, stop = serve(Dropper)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import json
 import logging
 import re
@@ -559,4 +560,8 @@ def connection_hint(reason: str, base_url: str, scheme_guessed: bool) -> str:
 
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
+    # aiohttp says a cut upload as "[Errno 32] Broken pipe" or "Can not write request body
+    # for URL" (the whole URL and its query): said in words, once.
+    if "Can not write request body" in text or getattr(exc, "errno", None) == errno.EPIPE:
+        return "the connection was closed while the request's body was being sent"
     return text.splitlines()[0][:200]

@@ -63,10 +63,13 @@ def test_killed_copy_finishes_when_run_again(archive: Path, tmp_path: Path) -> N
     log = tmp_path / "access.log"
     source, target = _servers(tmp_path, archive, "--access-log", str(log), "--latency-ms", "20")
     try:
+        scratch = tmp_path / "tmp"  # where the copies keep their scratch folders
+        scratch.mkdir()
+        env = {**os.environ, **ENV, "TMPDIR": str(scratch)}
         proc = subprocess.Popen(
             [BIN / "xnat-downloader", "copy", "--from", source.url, "--to", target.url,
              "-p", "DEMO01", "--session-resources", "-j", "1"],
-            env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 120
@@ -77,14 +80,54 @@ def test_killed_copy_finishes_when_run_again(archive: Path, tmp_path: Path) -> N
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        code, out, err = cli("copy", "--from", source.url, "--to", target.url, "-p", "DEMO01",
-                             "--session-resources")  # fmt: skip
-        assert code == 0, err
-        assert out.splitlines()[-1].endswith(" 0 failed")
+        # The killed copy's scratch folder (with the session it was copying) is left
+        # behind: the next copy removes it (made an hour ago, as an old kill's would be).
+        (left,) = scratch.iterdir()
+        assert (left / ".in-use").is_file()
+        os.utime(left / ".in-use", (time.time() - 3600, time.time() - 3600))
+        again = subprocess.run(
+            [BIN / "xnat-downloader", "copy", "--from", source.url, "--to", target.url,
+             "-p", "DEMO01", "--session-resources"],
+            env=env, capture_output=True, stdin=subprocess.DEVNULL, text=True, timeout=300,
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.splitlines()[-1].endswith(" 0 failed")
+        assert list(scratch.iterdir()) == []
         _same_trees(source, target, tmp_path)
     finally:
         source.stop()
         target.stop()
+
+
+def test_only_scratch_folders_of_copies_that_ended_are_removed(tmp_path: Path) -> None:
+    """A scratch folder whose copy still runs (its marker locked), one just made, one
+    without the marker (not ours to judge) stay; one whose copy died is removed."""
+    import fcntl
+
+    from xnat_downloader.api.copy import _remove_abandoned
+
+    def folder(name: str, age: float | None) -> Path:
+        made = tmp_path / f"xnatdl-copy-{name}"
+        (made / "S1").mkdir(parents=True)
+        (made / "S1" / "f.dcm").write_bytes(b"x" * 100)
+        if age is not None:
+            (made / ".in-use").touch()
+            os.utime(made / ".in-use", (time.time() - age, time.time() - age))
+        return made
+
+    dead, running, fresh, unmarked = (
+        folder("dead", 3600),
+        folder("running", 3600),
+        folder("fresh", 0),
+        folder("x", None),
+    )
+    with open(running / ".in-use") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        _remove_abandoned(tmp_path)
+    assert not dead.exists()
+    assert running.exists()
+    assert fresh.exists()
+    assert unmarked.exists()
 
 
 def test_copy_refuses_bad_input(archive: Path) -> None:

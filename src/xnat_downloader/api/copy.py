@@ -11,10 +11,15 @@ what is left.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import logging
+import os
 import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -43,6 +48,8 @@ from xnat_downloader.transfer.state import State
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.selection import Selection
 from xnat_downloader.xnat.services import remote_digest_list
+
+log = logging.getLogger("xnat_downloader")
 
 
 @dataclass
@@ -144,6 +151,44 @@ async def _copy(
     return report
 
 
+SCRATCH_PREFIX = "xnatdl-copy-"
+IN_USE = ".in-use"  # held locked (flock) by the copy that made the folder, while it runs
+
+
+@contextmanager
+def _scratch_folder(parent: Path) -> Iterator[Path]:
+    """A new scratch folder under ``parent`` for one copy, removed when it ends.
+
+    A copy killed outright (SIGKILL, the OOM killer) cannot remove its folder, and the next
+    run would make another: a session's worth of files left behind at each kill. So each
+    folder holds a lock for as long as its copy runs, and folders whose lock nobody holds
+    any more are removed first (only this user's; a folder whose marker was made in the last
+    seconds may be a copy between making it and locking it, and is left)."""
+    _remove_abandoned(parent)
+    folder = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=parent))
+    with open(folder / IN_USE, "w") as marker:
+        fcntl.flock(marker.fileno(), fcntl.LOCK_EX)
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_abandoned(parent: Path, settle: float = 2.0) -> None:
+    for folder in parent.glob(SCRATCH_PREFIX + "*"):
+        marker = folder / IN_USE
+        try:
+            made = marker.stat()
+            if made.st_uid != os.getuid() or time.time() - made.st_mtime < settle:
+                continue
+            with open(marker) as held:
+                fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # in use: raises
+                log.info("removing %s, left by a copy that was killed", folder)
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # in use, gone meanwhile, or not ours to read: left alone
+            continue
+
+
 def _without_plans(sink: EventSink) -> EventSink:
     """The copy announced one plan for everything; each session's upload keeps quiet."""
 
@@ -171,10 +216,8 @@ def copy(
     if source.url.rstrip("/") == target.url.rstrip("/") and not target_project:
         raise UsageError("--from and --to are the same server: name another --to-project")
     if scratch is None:
-        with tempfile.TemporaryDirectory(prefix="xnatdl-copy-") as tmp:
-            return asyncio.run(
-                _copy(source, target, selection, target_project, jobs, Path(tmp), sink)
-            )
+        with _scratch_folder(Path(tempfile.gettempdir())) as tmp:
+            return asyncio.run(_copy(source, target, selection, target_project, jobs, tmp, sink))
     work = Path(scratch)
     check_output_dir(work)
     return asyncio.run(_copy(source, target, selection, target_project, jobs, work, sink))

@@ -302,6 +302,41 @@ def test_an_archive_that_changes_while_it_is_sent_fails_alone(
     assert gone.status_code == 404
 
 
+def test_a_file_of_a_folder_that_goes_away_while_it_is_sent_is_named(
+    server: Server, archive: Path, tmp_path: Path
+) -> None:
+    """A folder is zipped while it streams; one of its files is deleted just as it starts
+    to go. The session fails naming that file (not as a network failure, as it was), and
+    nothing of it is kept; a folder sent whole before it stands."""
+    from xnat_downloader.api.connection import Connection
+    from xnat_downloader.api.upload import upload
+    from xnat_downloader.http.credentials import Credentials
+    from xnat_downloader.transfer.events import Event, FileStarted
+
+    folders = []
+    for session, name in (("DEMO01_S001_MR1", "keep"), ("DEMO01_S001_MR2", "lose")):
+        folder = tmp_path / name
+        folder.mkdir()
+        for path in scan_dicoms(archive, session):
+            shutil.copy(path, folder / f"{path.parent.parent.name}_{path.name}")
+        folders.append(folder)
+    victim = sorted(folders[1].iterdir())[-1]
+
+    def sink(event: Event) -> None:
+        if isinstance(event, FileStarted) and event.local.startswith("lose/"):
+            victim.unlink()
+
+    conn = Connection(server.url, Credentials("admin", "admin", "test"))
+    kept = upload(conn, [folders[0]], "COPY", subject="subV", session="V1")
+    assert kept.ok
+    report = upload(conn, [folders[1]], "COPY", subject="subV", session="V2", sink=sink)
+    failed = {o.error for o in report.outcomes if o.status == "failed"}
+    assert failed == {f"cannot read {victim} (No such file or directory) while it was being sent"}
+    assert md5s(list(folders[0].iterdir())) == session_md5s(server, "COPY", "V1")
+    gone = requests.get(f"{server.url}/data/projects/COPY/experiments/V2", auth=ADMIN, timeout=30)
+    assert gone.status_code == 404
+
+
 def test_a_connection_cut_in_mid_body_is_named_as_that(
     server: Server, archive: Path, tmp_path: Path
 ) -> None:

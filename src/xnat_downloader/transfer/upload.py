@@ -123,8 +123,19 @@ def _zip_chunks(
 async def zip_body(
     members: list[tuple[Path, str]], on_bytes: Callable[[int], None] | None = None
 ) -> AsyncIterator[bytes]:
-    """A stored zip of ``members`` ((local file, name in the zip)), made while it streams."""
-    for chunk in _zip_chunks(members, on_bytes):
+    """A stored zip of ``members`` ((local file, name in the zip)), made while it streams.
+    A member that went away or cannot be read raises :class:`LocalReadError` (the request
+    is then cut off, and the server keeps nothing of it)."""
+    chunks = _zip_chunks(members, on_bytes)
+    while True:
+        try:
+            chunk = next(chunks, None)
+        except OSError as exc:
+            where = exc.filename or "a file of this session"
+            msg = f"cannot read {where} ({exc.strerror or exc}) while it was being sent"
+            raise LocalReadError(msg) from exc
+        if chunk is None:
+            return
         if chunk:
             yield chunk
         await asyncio.sleep(0)

@@ -367,7 +367,7 @@ def test_a_connection_cut_in_mid_body_is_named_as_that(
     failed = [line for line in err.splitlines() if line.startswith("failed:")]
     assert len(failed) == 1, err
     assert failed[0].startswith("failed: big.zip: ")
-    assert "the connection was closed while the request's body was being sent" in failed[0]
+    assert "the connection was closed while the request was being sent" in failed[0]
     assert "run the same command again" in failed[0]
     assert "import-handler" not in err
 

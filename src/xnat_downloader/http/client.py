@@ -560,8 +560,8 @@ def connection_hint(reason: str, base_url: str, scheme_guessed: bool) -> str:
 
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    # aiohttp says a cut upload as "[Errno 32] Broken pipe" or "Can not write request body
+    # aiohttp says a cut request as "[Errno 32] Broken pipe" or "Can not write request body
     # for URL" (the whole URL and its query): said in words, once.
     if "Can not write request body" in text or getattr(exc, "errno", None) == errno.EPIPE:
-        return "the connection was closed while the request's body was being sent"
+        return "the connection was closed while the request was being sent"
     return text.splitlines()[0][:200]

@@ -13,6 +13,7 @@ from pathlib import Path
 import requests
 
 from tests.conftest import BIN, Server, make_archive, start_server
+from tests.standins import PassThrough, serve
 from tests.test_download import ENV, cli, local_files
 
 ADMIN = ("admin", "admin")
@@ -174,5 +175,44 @@ def test_a_session_the_copy_cannot_find_is_a_failure_line(archive: Path, tmp_pat
         assert "copied: DEMO01_S001_MR1" in err
         assert out.splitlines()[-1].endswith(" 1 failed")
     finally:
+        source.stop()
+        target.stop()
+
+
+def test_a_session_whose_target_listing_fails_fails_alone(archive: Path, tmp_path: Path) -> None:
+    """The target refuses to list what it holds of one session: that session fails, once,
+    with the re-run that copies it; the others are copied and verified; exit 1; the same
+    copy straight to the target then finishes."""
+    source, target = _servers(tmp_path, archive)
+
+    class Refuses(PassThrough):
+        upstream = target.url
+
+        def intercept(self, path: str) -> bool:
+            if "/experiments/DEMO01_S001_MR2/" in path and "/files" in path:
+                self.reply(400, b"the stand-in will not list this")
+                return True
+            return False
+
+    proxy, stop = serve(Refuses)
+    try:
+        code, out, err = cli("copy", "--from", source.url, "--to", proxy, "-p", "DEMO01",
+                             "--session-resources")  # fmt: skip
+        assert code == 1, err
+        said = [line for line in err.splitlines() if "what the target holds" in line]
+        assert len(said) == 1, err
+        assert said[0].startswith("failed: DEMO01_S001_MR2: what the target holds")
+        assert "run the same command again" in said[0]
+        assert "failed: DEMO01_S001_MR2" in err.splitlines()  # the per-session summary
+        assert "error:" not in err
+        copied = [line for line in err.splitlines() if line.startswith("copied: ")]
+        assert copied, err
+        code, out, err = cli("copy", "--from", source.url, "--to", target.url, "-p", "DEMO01",
+                             "--session-resources")  # fmt: skip
+        assert code == 0, err
+        assert out.splitlines()[-1].endswith(" 0 failed")
+        _same_trees(source, target, tmp_path)
+    finally:
+        stop()
         source.stop()
         target.stop()

@@ -31,7 +31,7 @@ from xnat_downloader.api.download import (
     plan_in,
     run_planned,
 )
-from xnat_downloader.errors import NotFound, UsageError
+from xnat_downloader.errors import ConnectionFailed, NotFound, ServerError, UsageError
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, PlanEntry
 from xnat_downloader.transfer.engine import EngineOptions, check_jobs
@@ -113,6 +113,19 @@ async def _copy(
             there = await _target_digests(target, dest_project, session)
         except NotFound:
             there = Counter()
+        except (ConnectionFailed, ServerError) as exc:  # this session fails, the rest go on
+            error = (
+                f"what the target holds of this session could not be listed ({exc}); run the "
+                "same command again to copy it"
+            )
+            sink(FileFailed(session, error))
+            for e in entries:
+                job = Job(e.file.uri, e.local, e.file.size, e.file.md5)
+                report.outcomes.append(
+                    Outcome(job, Status.FAILED, 0, e.file.md5 or "", True, error)
+                )
+            report.sessions[session] = "failed"
+            continue
         if all(md5 for _, md5 in wanted) and not (wanted - there):
             report.sessions[session] = "present"
             for e in entries:

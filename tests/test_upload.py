@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import socket
@@ -153,9 +154,9 @@ def test_archive_kinds(server: Server, archive: Path, tmp_path: Path) -> None:
 def test_the_same_archive_sent_again_is_verified_not_refused(
     server: Server, archive: Path, tmp_path: Path
 ) -> None:
-    """An archive the importer names from its own contents (no --session): sent again, the
-    server's 409 is not the end. Its session is found by the archive's study UID and
-    compared by content: the same → "already on the server, verified", exit 0, nothing
+    """An archive the importer names from its own contents (no --session), sent again: its
+    session is found by the archive's study UID (before it is sent, or on the server's
+    409) and compared by content: the same → "already on the server, verified", exit 0, nothing
     failed; some files gone from the server → sent again to add them; other content → one
     line naming --overwrite, exit 1."""
     zipped = tmp_path / "one.zip"
@@ -165,10 +166,62 @@ def test_the_same_archive_sent_again_is_verified_not_refused(
     assert code == 0, err
     wanted = md5s(scan_dicoms(archive, "DEMO01_S001_MR1"))
     assert session_md5s(server, "COPY", "Z7") == wanted
-    code, out, err = cli(*sent)
+    # Sent again: its study is found on the server before it goes, so the archive is
+    # compared, not sent whole again to be told 409 (a re-run over a slow link).
+    imports: list[str] = []
+
+    class Recorder(PassThrough):
+        upstream = server.url
+
+        def intercept_write(self, method: str, path: str, body: bytes) -> bool:
+            if "/services/import" in path:
+                imports.append(path)
+            return False
+
+    proxy, stop = serve(Recorder)
+    try:
+        code, out, err = cli("upload", "-w", proxy, *sent[3:])
+    finally:
+        stop()
     assert code == 0, err
+    assert imports == []
     assert "one.zip: session Z7 is already on the server, verified" in err
     assert out.splitlines()[-1].endswith(f"{len(wanted)} verified, 0 failed")
+    # A server whose first listing of study UIDs leaves them out (the look before sending
+    # finds nothing): the archive is sent, the 409 is not the end, and the session is
+    # found and compared then.
+    listings: list[str] = []
+
+    class Forgets(PassThrough):
+        upstream = server.url
+
+        def edit(self, path: str, answer: requests.Response) -> bytes:
+            if "columns=ID%2Clabel%2CUID" in path or "columns=ID,label,UID" in path:
+                listings.append(path)
+                if len(listings) == 1:
+                    doc = answer.json()
+                    for row in doc["ResultSet"]["Result"]:
+                        row.pop("UID", None)
+                    return json.dumps(doc).encode()
+            return answer.content
+
+    proxy, stop = serve(Forgets)
+    try:
+        code, out, err = cli("upload", "-w", proxy, *sent[3:])
+    finally:
+        stop()
+    assert code == 0, err
+    assert len(listings) == 2, listings
+    assert "one.zip: session Z7 is already on the server, verified" in err
+    # The same study in a zip of another folder is another session (as the importer makes
+    # it), not "already on the server": it is sent.
+    renamed = tmp_path / "renamed.zip"
+    renamed.write_bytes(_session_zip(archive, "DEMO01_S001_MR1", "Z8"))
+    code, _, err = cli("upload", "-w", server.url, "-p", "COPY", "--subject", "subZ",
+                       str(renamed))  # fmt: skip
+    assert code == 0, err
+    assert "is already on the server, verified" not in err
+    assert session_md5s(server, "COPY", "Z8") == wanted
     # Files gone from the server (an interrupted earlier run): the archive fills them in.
     rows = requests.get(f"{server.url}/data/projects/COPY/experiments/Z7/scans/ALL/files",
                         params={"format": "json"}, auth=ADMIN, timeout=30).json()  # fmt: skip

@@ -241,3 +241,30 @@ def test_a_file_body_sends_exactly_the_size_it_announced(tmp_path: Path, grown_b
     assert asyncio.run(drain(3_000_000)) == 3_000_000
     with pytest.raises(LocalReadError, match="changed while it was being sent"):
         asyncio.run(drain(3_000_000 - grown_by))
+
+
+def test_the_study_uid_is_found_in_a_header_by_its_tag(tmp_path: Path) -> None:
+    """Explicit and implicit VR little endian headers give the StudyInstanceUID pydicom
+    reads; bytes that look like the tag but hold no UID are passed over; no tag, None."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+
+    from xnat_downloader.plan.upload import STUDY_UID_TAG, study_uid_in_header
+
+    study = generate_uid()
+    for syntax, implicit in ((ExplicitVRLittleEndian, False), (ImplicitVRLittleEndian, True)):
+        ds = pydicom.Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.PatientName = "A^B"
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = generate_uid()
+        buf = io.BytesIO()
+        ds.save_as(buf, implicit_vr=implicit, little_endian=True)
+        # A decoy before it: the tag's bytes inside another value, then no UID after them.
+        decoy = STUDY_UID_TAG + b"UI\x08\x00not-a-ui"
+        assert study_uid_in_header(decoy + buf.getvalue()) == study
+        assert study_uid_in_header(buf.getvalue()) == study
+    assert study_uid_in_header(b"\x00" * 1000) is None
+    assert study_uid_in_header(STUDY_UID_TAG + b"UI\x40\x00" + b"1.2.3") is None  # cut short

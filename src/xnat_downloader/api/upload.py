@@ -53,6 +53,7 @@ from xnat_downloader.plan.upload import (
     parse_subjects,
     resource_files,
     staging_label,
+    study_uid_in_header,
 )
 from xnat_downloader.transfer.engine import check_jobs
 from xnat_downloader.transfer.events import (
@@ -81,6 +82,7 @@ from xnat_downloader.xnat.services import (
     remote_digest_list,
     sessions_with_uid,
     set_scan_types,
+    study_uids_in,
 )
 
 log = logging.getLogger("xnat_downloader")
@@ -162,6 +164,29 @@ def _archive_members(path: Path) -> list[tuple[str, int, str]]:
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
         raise _unreadable(path, exc) from exc
     return out
+
+
+def zip_identity(path: Path, head: int = 64 * 1024) -> tuple[str, str] | None:
+    """(folder, study UID) of a zip whose files all sit under one top folder (the layout of
+    XNAT's own downloads, whose folder the importer takes as the session's label), the UID
+    from the header of its first DICOM file (of the first few) by
+    :func:`study_uid_in_header`: cheap enough to ask of every archive before it is sent (no
+    DICOM library, one member's first bytes).  None for anything else."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as zf:
+            members = [i for i in zf.infolist() if not i.is_dir()]
+            tops = {PurePosixPath(i.filename).parts[0] for i in members if "/" in i.filename}
+            if len(tops) != 1 or any("/" not in i.filename for i in members):
+                return None
+            for info in [i for i in members if not archive_type(i.filename)][:3]:
+                with zf.open(info) as reader:
+                    if found := study_uid_in_header(reader.read(head)):
+                        return tops.pop(), found
+    except (zipfile.BadZipFile, EOFError, OSError):
+        return None
+    return None
 
 
 def study_uids(path: Path) -> set[str]:
@@ -461,7 +486,7 @@ async def _upload(
                 "nothing was sent"
             )
             raise UsageError(msg)
-        options = _ImportOptions(project, dest, importer, ignore_unparsable, overwrite, jobs)
+        unlabelled = [i for i in imports if i.archive is not None and not i.label]
         # Several sessions in flight at once, each verified as it finishes.
         gate = asyncio.Semaphore(max(1, jobs))
 
@@ -484,12 +509,45 @@ async def _upload(
 
         try:
             async with asyncio.TaskGroup() as group:
+                on_server = None
+                if dest == "archive" and unlabelled:
+                    on_server = group.create_task(_study_uids_on_server(xs, project))
+                options = _ImportOptions(
+                    project, dest, importer, ignore_unparsable, overwrite, jobs, on_server
+                )
                 for item in imports:
                     group.create_task(one(item))
         except* XnatError as errors:
             raise errors.exceptions[0] from None
     report.seconds = time.monotonic() - started
     return report
+
+
+async def _study_uids_on_server(xs: XnatClient, project: str) -> set[str]:
+    try:
+        return await study_uids_in(xs, project)
+    except (ServerError, NotFound):  # a server that cannot list them: every archive is sent
+        return set()
+
+
+async def _already_there(
+    xs: XnatClient, item: _Import, opts: _ImportOptions
+) -> tuple[str, str] | None:
+    """(label, URI) of the session already in the project that a zip sent without a label
+    would make, so that it is compared rather than sent again: a re-run after an
+    interruption would otherwise send every archive whole, to be told 409.  A cheap look at
+    its first file's header says whether its study may be there; only then are all its
+    headers read and the session looked up.  Anything less sure is sent (a 409 then leads
+    to the same comparison)."""
+    if opts.on_server is None or item.archive is None or item.label:
+        return None
+    identity = await asyncio.to_thread(zip_identity, item.archive)
+    if identity is None or identity[1] not in await opts.on_server:
+        return None
+    found = await _session_of_archive(xs, item, opts.project)
+    # The same study under another label is another session (the importer makes a new one
+    # from this archive's folder): only a session of that label is this one.
+    return found if found is not None and found[0] == identity[0] else None
 
 
 @dataclass(frozen=True)
@@ -500,6 +558,9 @@ class _ImportOptions:
     ignore: bool
     overwrite: bool
     jobs: int
+    # The study UIDs of the project's sessions when the upload began (asked once, while the
+    # first archives are hashed): an archive whose study is not among them is sent at once.
+    on_server: asyncio.Task[set[str]] | None = None
 
 
 def _fail_session(item: _Import, report: UploadReport, sink: EventSink, error: str) -> None:
@@ -559,6 +620,11 @@ async def _one_session(
     interrupted upload never leaves one that looks finished.
     """
     if opts.dest != "archive" or not item.label:  # nothing to compare with: the flag decides
+        found = None if opts.overwrite else await _already_there(xs, item, opts)
+        if found is not None:
+            there, uri = found
+            await _compared(xs, item, opts, report, sink, uri, there, there)
+            return
         mode = "delete" if opts.overwrite else "none"
         await _import_and_verify(xs, item, opts, report, sink, mode, item.label)
         return
@@ -677,8 +743,9 @@ async def _import_and_verify(
 async def _session_of_archive(
     xs: XnatClient, item: _Import, project: str
 ) -> tuple[str, str] | None:
-    """(label, URI) of the one session of ``project`` with the study UID of the archive's
-    DICOM, or None (several studies, none found, or more than one such session)."""
+    """(label, URI) of the session of ``project`` with the study UID of the archive's
+    DICOM (of several, the one named as the zip's folder), or None (several studies, none
+    found, or more than one such session and none of them so named)."""
     if item.archive is None:
         return None
     uids = await asyncio.to_thread(study_uids, item.archive)
@@ -688,6 +755,9 @@ async def _session_of_archive(
         found = await sessions_with_uid(xs, project, uids.pop())
     except (ServerError, NotFound):  # a server that cannot list by UID: the 409 stands
         return None
+    if len(found) > 1:  # the same study imported under other labels too
+        identity = await asyncio.to_thread(zip_identity, item.archive)
+        found = [f for f in found if identity is not None and f[0] == identity[0]]
     return found[0] if len(found) == 1 else None
 
 

@@ -343,3 +343,28 @@ def compare_contents(local: list[tuple[int, str]], server: list[tuple[int, str]]
 def duplicate_labels(labels: list[str]) -> list[str]:
     """Labels that two or more parts of one upload would give their sessions."""
     return sorted(label for label, n in Counter(labels).items() if label and n > 1)
+
+
+STUDY_UID_TAG = b"\x20\x00\x0d\x00"  # (0020,000D) StudyInstanceUID, little endian
+_UID_VALUE = re.compile(rb"[0-9]+(\.[0-9]+)*")
+
+
+def study_uid_in_header(data: bytes) -> str | None:
+    """The study instance UID in the first bytes of a DICOM file, found by its tag in
+    explicit or implicit VR little endian; None when no such element reads as a UID.
+
+    A guess, not a parse: it only decides whether an archive's study may already be on the
+    server and is worth a closer look (a miss means the archive is sent, as it would be
+    anyway; a wrong hit costs the closer look)."""
+    at = data.find(STUDY_UID_TAG)
+    while at != -1:
+        rest = data[at + 4 :]
+        if rest[:2] == b"UI":  # explicit VR: two bytes of length
+            length, value = int.from_bytes(rest[2:4], "little"), rest[4:]
+        else:  # implicit VR: four bytes of length
+            length, value = int.from_bytes(rest[:4], "little"), rest[4:]
+        uid = value[:length].rstrip(b"\x00 ")
+        if 0 < length <= 64 and len(value) >= length and _UID_VALUE.fullmatch(uid):
+            return uid.decode("ascii")
+        at = data.find(STUDY_UID_TAG, at + 1)
+    return None

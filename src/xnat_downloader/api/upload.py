@@ -524,9 +524,11 @@ async def _upload(
 
 
 async def _study_uids_on_server(xs: XnatClient, project: str) -> set[str]:
+    """The project's study UIDs, or none when they cannot be listed: every archive is then
+    sent (a server that does not answer fails each import on its own, as it would)."""
     try:
         return await study_uids_in(xs, project)
-    except (ServerError, NotFound):  # a server that cannot list them: every archive is sent
+    except (ConnectionFailed, ServerError, NotFound):
         return set()
 
 

@@ -270,6 +270,17 @@ def finishes_when_sent_again(server: Server, tree: Path) -> None:
     assert server_state(server) == expected_state(tree)
 
 
+def upload_through(standin: type[PassThrough], server: Server, tree: Path) -> tuple[int, str, str]:
+    """Upload ``tree`` into a fresh project COPY through ``standin`` (a proxy in front of
+    ``server``): exit status, stdout, stderr."""
+    proxy, stop = serve(standin)
+    try:
+        requests.put(f"{server.url}/data/projects/COPY", auth=ADMIN, timeout=30)
+        return cli("upload", "-w", proxy, "-p", "COPY", str(tree))
+    finally:
+        stop()
+
+
 def test_an_import_the_server_only_pretends_to_take_fails_whole_and_a_rerun_finishes(
     archive: Path, tree: Path
 ) -> None:
@@ -296,11 +307,9 @@ def test_an_import_the_server_only_pretends_to_take_fails_whole_and_a_rerun_fini
                 self.reply(200, uri.encode())
             return True
 
-    liar, stop = serve(Liar)
     try:
-        requests.put(f"{server.url}/data/projects/COPY", auth=ADMIN, timeout=30)
         files = sum(1 for p in tree.rglob("*") if p.is_file() and "/assessors/" not in str(p))
-        code, out, err = cli("upload", "-w", liar, "-p", "COPY", str(tree))
+        code, out, err = upload_through(Liar, server, tree)
         assert code == 1, err
         assert out.splitlines()[-1] == f"done: {files} files, 0 bytes, 0 verified, {files} failed"
         assert "was answered with an HTML page (a login or error page)" in err
@@ -309,7 +318,6 @@ def test_an_import_the_server_only_pretends_to_take_fails_whole_and_a_rerun_fini
         assert api(server, "/data/projects/COPY/experiments") == []
         finishes_when_sent_again(server, tree)
     finally:
-        stop()
         server.stop()
 
 
@@ -337,10 +345,8 @@ def test_a_session_that_appears_during_the_upload_is_not_blamed_on_missing_overw
                 assert made.ok, made.text
             return False
 
-    racer, stop = serve(Racer)
     try:
-        requests.put(f"{server.url}/data/projects/COPY", auth=ADMIN, timeout=30)
-        code, _, err = cli("upload", "-w", racer, "-p", "COPY", str(tree))
+        code, _, err = upload_through(Racer, server, tree)
         assert code == 1, err
         refusals = [line for line in err.splitlines() if " 409 " in line]
         assert refusals
@@ -351,7 +357,6 @@ def test_a_session_that_appears_during_the_upload_is_not_blamed_on_missing_overw
         assert "--overwrite" not in err
         finishes_when_sent_again(server, tree)
     finally:
-        stop()
         server.stop()
 
 
@@ -389,10 +394,8 @@ def test_a_connection_dropped_part_way_fails_that_session_alone_and_a_rerun_fini
                 return True
             return False
 
-    dropper, stop = serve(Dropper)
     try:
-        requests.put(f"{server.url}/data/projects/COPY", auth=ADMIN, timeout=30)
-        code, out, err = cli("upload", "-w", dropper, "-p", "COPY", str(tree))
+        code, out, err = upload_through(Dropper, server, tree)
         assert code == 1, err
         assert "error:" not in err
         failed = [line for line in err.splitlines() if line.startswith("failed:")]
@@ -408,5 +411,4 @@ def test_a_connection_dropped_part_way_fails_that_session_alone_and_a_rerun_fini
         assert cut_types not in there  # still under its staging label, not looking finished
         finishes_when_sent_again(server, tree)
     finally:
-        stop()
         server.stop()

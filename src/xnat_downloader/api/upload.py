@@ -510,7 +510,7 @@ async def _upload(
         try:
             async with asyncio.TaskGroup() as group:
                 on_server = None
-                if dest == "archive" and unlabelled:
+                if dest == "archive" and unlabelled and not overwrite:  # else: all sent
                     on_server = group.create_task(_study_uids_on_server(xs, project))
                 options = _ImportOptions(
                     project, dest, importer, ignore_unparsable, overwrite, jobs, on_server

@@ -21,6 +21,19 @@ def test_every_name_in_all_resolves_and_the_entry_points_are_there() -> None:
     assert sorted(xnat_downloader.__all__) == xnat_downloader.__all__
 
 
+def test_every_error_of_the_tree_can_be_caught_from_the_package() -> None:
+    """A caller catches what the API raises by the names the package gives: every class of
+    the one exception tree is exported."""
+    from xnat_downloader import errors
+
+    tree = {
+        name
+        for name, kind in vars(errors).items()
+        if isinstance(kind, type) and issubclass(kind, errors.XnatError)
+    }
+    assert tree <= set(xnat_downloader.__all__), tree - set(xnat_downloader.__all__)
+
+
 def test_the_server_comes_first() -> None:
     for name in ("download", "plan", "ls", "list_projects", "upload", "upload_subjects",
                  "create_project", "prepare_array"):  # fmt: skip

@@ -80,9 +80,8 @@ from xnat_downloader.xnat.services import (
     find_session,
     import_archive,
     remote_digest_list,
-    sessions_with_uid,
+    sessions_by_study,
     set_scan_types,
-    study_uids_in,
 )
 
 log = logging.getLogger("xnat_downloader")
@@ -511,7 +510,7 @@ async def _upload(
             async with asyncio.TaskGroup() as group:
                 on_server = None
                 if dest == "archive" and unlabelled and not overwrite:  # else: all sent
-                    on_server = group.create_task(_study_uids_on_server(xs, project))
+                    on_server = group.create_task(_sessions_on_server(xs, project))
                 options = _ImportOptions(
                     project, dest, importer, ignore_unparsable, overwrite, jobs, on_server
                 )
@@ -523,13 +522,13 @@ async def _upload(
     return report
 
 
-async def _study_uids_on_server(xs: XnatClient, project: str) -> set[str]:
-    """The project's study UIDs, or none when they cannot be listed: every archive is then
-    sent (a server that does not answer fails each import on its own, as it would)."""
+async def _sessions_on_server(xs: XnatClient, project: str) -> dict[str, list[tuple[str, str]]]:
+    """The project's sessions by study UID, or none when they cannot be listed: every
+    archive is then sent (a server that does not answer fails each import on its own)."""
     try:
-        return await study_uids_in(xs, project)
+        return await sessions_by_study(xs, project)
     except (ConnectionFailed, ServerError, NotFound):
-        return set()
+        return {}
 
 
 async def _already_there(
@@ -544,9 +543,10 @@ async def _already_there(
     if opts.on_server is None or item.archive is None or item.label:
         return None
     identity = await asyncio.to_thread(zip_identity, item.archive)
-    if identity is None or identity[1] not in await opts.on_server:
+    known = await opts.on_server
+    if identity is None or identity[1] not in known:
         return None
-    found = await _session_of_archive(xs, item, opts.project)
+    found = await _session_of_archive(xs, item, opts.project, known, identity)
     # The same study under another label is another session (the importer makes a new one
     # from this archive's folder): only a session of that label is this one.
     return found if found is not None and found[0] == identity[0] else None
@@ -560,9 +560,9 @@ class _ImportOptions:
     ignore: bool
     overwrite: bool
     jobs: int
-    # The study UIDs of the project's sessions when the upload began (asked once, while the
+    # The project's sessions by study UID when the upload began (asked once, while the
     # first archives are hashed): an archive whose study is not among them is sent at once.
-    on_server: asyncio.Task[set[str]] | None = None
+    on_server: asyncio.Task[dict[str, list[tuple[str, str]]]] | None = None
 
 
 def _fail_session(item: _Import, report: UploadReport, sink: EventSink, error: str) -> None:
@@ -743,22 +743,31 @@ async def _import_and_verify(
 
 
 async def _session_of_archive(
-    xs: XnatClient, item: _Import, project: str
+    xs: XnatClient,
+    item: _Import,
+    project: str,
+    known: dict[str, list[tuple[str, str]]] | None = None,
+    identity: tuple[str, str] | None = None,
 ) -> tuple[str, str] | None:
     """(label, URI) of the session of ``project`` with the study UID of the archive's
     DICOM (of several, the one named as the zip's folder), or None (several studies, none
-    found, or more than one such session and none of them so named)."""
+    found, or more than one such session and none of them so named).  ``known``: the
+    project's sessions by study UID, if already listed; ``identity``: the archive's
+    :func:`zip_identity`, if already read."""
     if item.archive is None:
         return None
     uids = await asyncio.to_thread(study_uids, item.archive)
     if len(uids) != 1:
         return None
-    try:
-        found = await sessions_with_uid(xs, project, uids.pop())
-    except (ServerError, NotFound):  # a server that cannot list by UID: the 409 stands
-        return None
+    if known is None:
+        try:
+            known = await sessions_by_study(xs, project)
+        except (ServerError, NotFound):  # a server that cannot list by UID: the 409 stands
+            return None
+    found = known.get(uids.pop(), [])
     if len(found) > 1:  # the same study imported under other labels too
-        identity = await asyncio.to_thread(zip_identity, item.archive)
+        if identity is None:
+            identity = await asyncio.to_thread(zip_identity, item.archive)
         found = [f for f in found if identity is not None and f[0] == identity[0]]
     return found[0] if len(found) == 1 else None
 

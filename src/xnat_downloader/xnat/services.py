@@ -87,27 +87,19 @@ async def find_session(xs: XnatClient, project: str, label: str) -> str | None:
     return None
 
 
-async def _sessions_and_uids(xs: XnatClient, project: str) -> list[dict[str, str]]:
+async def sessions_by_study(xs: XnatClient, project: str) -> dict[str, list[tuple[str, str]]]:
+    """{study instance UID: [(label, URI)]} of ``project``'s sessions, in one listing: how
+    an archive imported without a label (the importer named it from its DICOM) is found."""
     path = paths.project_experiments(project)
     listing = await xs.get_json(
         path, params={"columns": "ID,label,UID"}, what=f"the sessions of {project}"
     )
-    return result_rows(listing, f"the sessions of {project}")
-
-
-async def sessions_with_uid(xs: XnatClient, project: str, uid: str) -> list[tuple[str, str]]:
-    """(label, URI) of ``project``'s sessions whose study instance UID is ``uid``: how an
-    archive imported without a label (the importer named it from its DICOM) is found."""
-    return [
-        (row.get("label", ""), row.get("URI") or paths.experiment(row.get("ID", "")))
-        for row in await _sessions_and_uids(xs, project)
-        if row.get("UID") == uid and row.get("label")
-    ]
-
-
-async def study_uids_in(xs: XnatClient, project: str) -> set[str]:
-    """The study instance UIDs of ``project``'s sessions, in one listing."""
-    return {str(row["UID"]) for row in await _sessions_and_uids(xs, project) if row.get("UID")}
+    found: dict[str, list[tuple[str, str]]] = {}
+    for row in result_rows(listing, f"the sessions of {project}"):
+        if row.get("UID") and row.get("label"):
+            uri = row.get("URI") or paths.experiment(row.get("ID", ""))
+            found.setdefault(str(row["UID"]), []).append((row["label"], uri))
+    return found
 
 
 async def set_scan_types(xs: XnatClient, session_uri: str, wanted: dict[str, str]) -> None:

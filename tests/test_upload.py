@@ -166,6 +166,15 @@ def test_the_same_archive_sent_again_is_verified_not_refused(
     assert code == 0, err
     wanted = md5s(scan_dicoms(archive, "DEMO01_S001_MR1"))
     assert session_md5s(server, "COPY", "Z7") == wanted
+
+    def sent_through(standin: type[PassThrough]) -> tuple[int, str, str]:
+        """The same upload, through ``standin`` in front of the server."""
+        proxy, stop = serve(standin)
+        try:
+            return cli("upload", "-w", proxy, *sent[3:])
+        finally:
+            stop()
+
     # Sent again: its study is found on the server before it goes, so the archive is
     # compared, not sent whole again to be told 409 (a re-run over a slow link).
     imports: list[str] = []
@@ -178,11 +187,7 @@ def test_the_same_archive_sent_again_is_verified_not_refused(
                 imports.append(path)
             return False
 
-    proxy, stop = serve(Recorder)
-    try:
-        code, out, err = cli("upload", "-w", proxy, *sent[3:])
-    finally:
-        stop()
+    code, out, err = sent_through(Recorder)
     assert code == 0, err
     assert imports == []
     assert "one.zip: session Z7 is already on the server, verified" in err
@@ -205,11 +210,7 @@ def test_the_same_archive_sent_again_is_verified_not_refused(
                     return json.dumps(doc).encode()
             return answer.content
 
-    proxy, stop = serve(Forgets)
-    try:
-        code, out, err = cli("upload", "-w", proxy, *sent[3:])
-    finally:
-        stop()
+    code, out, err = sent_through(Forgets)
     assert code == 0, err
     assert len(listings) == 2, listings
     assert "one.zip: session Z7 is already on the server, verified" in err

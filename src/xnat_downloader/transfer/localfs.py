@@ -15,6 +15,7 @@ from typing import IO
 
 from xnat_downloader.errors import LocalWriteError, UsageError
 from xnat_downloader.plan.upload import is_hidden
+from xnat_downloader.transfer.unzip import LOCAL
 
 
 def mount_point(path: Path) -> Path:
@@ -104,7 +105,7 @@ def stored_member_digest(archive: IO[bytes], info: zipfile.ZipInfo) -> tuple[str
         return None
     archive.seek(info.header_offset)
     header = archive.read(30)
-    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+    if len(header) < 30 or header[:4] != LOCAL:
         raise zipfile.BadZipFile(f"{info.filename}: no local header where the directory says")
     name_len, extra_len = struct.unpack("<HH", header[26:30])
     archive.seek(info.header_offset + 30 + name_len + extra_len)

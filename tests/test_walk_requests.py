@@ -13,11 +13,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from xnat_downloader.aio import together
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.xnat.paths import LOGIN
@@ -147,32 +145,6 @@ def test_a_scan_filter_asks_for_files_only_where_a_scan_matches() -> None:
     found = walked(app_for(["E1"], None, seen), Selection(projects=("P",), scan_types=("T1*",)))
     assert len(found.files) == 1
     assert seen["files E1"] == 1
-
-
-def test_together_leaves_nothing_running_behind_a_failure() -> None:
-    """When one of the awaitables fails, the others are cancelled before the error goes
-    on; none is left to run (or to write) after the caller has moved on."""
-    stopped: list[str] = []
-
-    async def slow() -> str:
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            stopped.append("slow")
-            raise
-        return "never"
-
-    async def failing() -> str:
-        await asyncio.sleep(0)
-        raise ValueError("this one failed")
-
-    async def go() -> None:
-        with pytest.raises(ValueError, match="this one failed"):
-            await together(slow(), failing())
-        assert stopped == ["slow"]
-        assert await together(asyncio.sleep(0, "a"), asyncio.sleep(0, "b")) == ("a", "b")
-
-    asyncio.run(go())
 
 
 def test_rows_the_walk_cannot_use_are_gaps_that_name_their_session() -> None:

@@ -1,9 +1,13 @@
-"""Running awaitables side by side, leaving nothing behind."""
+"""Running awaitables side by side, and event loops, leaving nothing behind."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import contextlib
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from types import FrameType
 from typing import Any, TypeVar, overload
 
 A = TypeVar("A")
@@ -29,3 +33,85 @@ async def together(*aws: Awaitable[Any]) -> tuple[Any, ...]:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
         raise
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on a new event loop and return its result, as :func:`asyncio.run` does,
+    with one difference: what a signal handler raises (``KeyboardInterrupt`` for Ctrl-C,
+    or the exception a program's own SIGTERM handler raises) is held until the loop has
+    unwound, then raised to the caller.
+
+    A handler's exception would otherwise land between any two lines of whatever runs,
+    asyncio's own bookkeeping included: a future can be left finished with its task's
+    wake-up never scheduled, and the run then hangs while its tasks are being cancelled.
+    Instead, while ``main`` runs, SIGINT's and SIGTERM's Python handlers are called from a
+    wrapper; one that raises has its exception held, the main task is cancelled (every
+    ``finally`` and :func:`together` clean-up runs) and the exception is raised once the
+    task has ended.  A handler that does not raise just runs.  A second interrupt while the
+    first is held is raised at once.  The handlers are put back when the run ends.  Only
+    in the main thread: elsewhere Python delivers no signals."""
+    with asyncio.Runner() as runner:
+        loop = runner.get_loop()
+        task = loop.create_task(main)
+        held = _HeldInterrupts(loop, task)
+        try:
+            try:
+                outcome = loop.run_until_complete(task)
+            except BaseException:
+                if held.raised is None:
+                    if not task.done():  # an interrupt that got into the loop anyway
+                        _unwind(loop, task)
+                    raise
+                _seen(task)
+                raise held.raised.with_traceback(None) from None
+            if held.raised is not None:  # the task caught its cancellation and returned
+                raise held.raised.with_traceback(None)
+            return outcome
+        finally:
+            held.restore()
+
+
+class _HeldInterrupts:
+    """SIGINT's and SIGTERM's Python handlers, wrapped for one run of :func:`run`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+        self.loop = loop
+        self.task = task
+        self.raised: BaseException | None = None
+        self.previous: dict[int, Callable[[int, FrameType | None], Any]] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(signum)
+            if callable(handler):  # not SIG_DFL or SIG_IGN, which raise nothing
+                self.previous[signum] = handler
+                signal.signal(signum, self.on_signal)
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        try:
+            self.previous[signum](signum, frame)
+        except BaseException as exc:
+            if self.raised is not None or self.task.done():
+                raise  # a second interrupt, or no run left to unwind: at once
+            self.raised = exc
+            self.task.cancel()
+            self.loop.call_soon_threadsafe(lambda: None)  # wakes a loop waiting in select()
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            if signal.getsignal(signum) == self.on_signal:
+                signal.signal(signum, handler)
+
+
+def _unwind(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and run the loop until it has ended; a second interrupt stops the
+    waiting.  Its outcome is marked as seen: the exception being raised is its end."""
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        loop.run_until_complete(task)
+    _seen(task)
+
+
+def _seen(task: asyncio.Task[Any]) -> None:
+    if task.done() and not task.cancelled():
+        task.exception()  # else asyncio logs it as "never retrieved" when it is collected

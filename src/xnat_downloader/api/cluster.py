@@ -12,7 +12,6 @@ else through an alias token issued now and kept in a 0600 file beside the script
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import json
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from xnat_downloader import aio
 from xnat_downloader.api.connection import Connection
 from xnat_downloader.api.download import check_output_dir, plan_in
 from xnat_downloader.errors import UsageError
@@ -165,7 +165,7 @@ def prepare_array(
     # Files the tasks can read themselves; anything else (flags, environment, a prompt) is
     # replaced by an alias token, so that no password reaches the script or the job.
     use_netrc = source.startswith(("netrc", "xnatPass")) or not conn.credentials.complete
-    plan, base, token = asyncio.run(
+    plan, base, token = aio.run(
         _plan_and_login(
             conn,
             selection,

@@ -10,7 +10,6 @@ what is left.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import logging
 import os
@@ -23,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from xnat_downloader import aio
 from xnat_downloader.api import upload as uploads
 from xnat_downloader.api.connection import Connection
 from xnat_downloader.api.download import (
@@ -230,10 +230,10 @@ def copy(
         raise UsageError("--from and --to are the same server: name another --to-project")
     if scratch is None:
         with _scratch_folder(Path(tempfile.gettempdir())) as tmp:
-            return asyncio.run(_copy(source, target, selection, target_project, jobs, tmp, sink))
+            return aio.run(_copy(source, target, selection, target_project, jobs, tmp, sink))
     work = Path(scratch)
     check_output_dir(work)
-    return asyncio.run(_copy(source, target, selection, target_project, jobs, work, sink))
+    return aio.run(_copy(source, target, selection, target_project, jobs, work, sink))
 
 
 __all__ = ["CopyReport", "copy", "sessions_of"]

@@ -15,13 +15,13 @@ then found and every acknowledged SOP Instance UID is checked to be in it.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from xnat_downloader import aio
 from xnat_downloader.api.connection import Connection
 from xnat_downloader.api.download import write_report
 from xnat_downloader.errors import LocalWriteError, UsageError
@@ -175,9 +175,7 @@ def dicom_send(
             report.sent_log = str(log.path)
             log.close()
     if conn is not None:
-        outcomes, report.sessions = asyncio.run(
-            _arrivals(conn, outcomes, files, project, wait, sink)
-        )
+        outcomes, report.sessions = aio.run(_arrivals(conn, outcomes, files, project, wait, sink))
     report.outcomes = sorted(outcomes, key=lambda o: o.job.local)
     report.seconds = time.monotonic() - started
     reports = transport.sent_log_path(target, state_dir).parent / "reports"

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from xnat_downloader import aio
 from xnat_downloader.api.connection import Connection
 from xnat_downloader.errors import LocalWriteError, NotFound, UsageError
 from xnat_downloader.http.client import XnatClient
@@ -181,7 +182,7 @@ def plan(
     metadata: str | None = None,
 ) -> PlanResult:
     """Resolve a selection (or a catalog XML) into a plan, transferring nothing."""
-    return asyncio.run(
+    return aio.run(
         _plan(_conn(url, user, password), selection, layout or LayoutOptions(), catalog, metadata)
     )
 
@@ -230,7 +231,7 @@ def session_workflows(
                 found.update({eid: states[eid] for eid in ids if eid in states})
         return found
 
-    return asyncio.run(run(_conn(url, user, password)))
+    return aio.run(run(_conn(url, user, password)))
 
 
 def list_projects(
@@ -242,7 +243,7 @@ def list_projects(
         async with conn.client() as xs:
             return await _list_projects(xs)
 
-    return asyncio.run(run(_conn(url, user, password)))
+    return aio.run(run(_conn(url, user, password)))
 
 
 def projects_for_sessions(conn: Connection, sessions: list[str]) -> list[str]:
@@ -253,7 +254,7 @@ def projects_for_sessions(conn: Connection, sessions: list[str]) -> list[str]:
         async with conn.client() as xs:
             return await projects_of_sessions(xs, sessions)
 
-    found = asyncio.run(run())
+    found = aio.run(run())
     nowhere = [ref for ref, projects in found.items() if not projects]
     if nowhere:
         raise NotFound(
@@ -491,7 +492,7 @@ def download(
         mode=mode,
     )
     check_output_dir(out)  # after the options: a bad option creates no folder
-    return asyncio.run(
+    return aio.run(
         _download(
             _conn(url, user, password),
             selection,

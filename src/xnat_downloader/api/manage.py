@@ -8,7 +8,6 @@ record exists, checks every archived file against it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections import Counter
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from xnat_downloader import aio
 from xnat_downloader.api.connection import Connection
 from xnat_downloader.errors import LocalWriteError, NotFound, ServerError, UsageError
 from xnat_downloader.http.client import XnatClient
@@ -61,7 +61,7 @@ def create_project(
     conn: Connection, pid: str, *, name: str = "", description: str = "", access: str = "private"
 ) -> ProjectCreated:
     """Create project ``pid`` (``created=False`` if it exists already; nothing is changed)."""
-    return asyncio.run(_create_project(conn, pid, name, description, access))
+    return aio.run(_create_project(conn, pid, name, description, access))
 
 
 # -- the prearchive ------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def list_prearchive(conn: Connection, project: str | None = None) -> list[Prearc
         async with conn.client() as xs:
             return await _prearchive(xs, project)
 
-    return asyncio.run(run())
+    return aio.run(run())
 
 
 def choose(sessions: list[PrearchiveSession], wanted: list[str]) -> list[PrearchiveSession]:
@@ -193,7 +193,7 @@ def _action(conn: Connection, project: str | None, wanted: list[str], do: Any) -
                 report.results.append(await do(xs, session))
             return report
 
-    return asyncio.run(run())
+    return aio.run(run())
 
 
 def archive_prearchived(

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from xnat_downloader import aio
 from xnat_downloader.api.connection import Connection
 from xnat_downloader.api.manage import record_prearchived
 from xnat_downloader.errors import (
@@ -908,7 +909,7 @@ def upload(
         raise UsageError(f"importer must be DICOM-zip or SI, not {importer!r}")
     if not paths:
         raise UsageError("name at least one file or folder to upload")
-    return asyncio.run(
+    return aio.run(
         _upload(
             conn,
             [Path(p) for p in paths],
@@ -999,7 +1000,7 @@ async def _subjects(conn: Connection, csv_path: Path, project: str) -> list[Subj
 
 def upload_subjects(conn: Connection, csv_path: str | Path, project: str) -> list[SubjectResult]:
     """Create or update the subjects a CSV lists; one result per data row, bad rows failed."""
-    return asyncio.run(_subjects(conn, Path(csv_path), project))
+    return aio.run(_subjects(conn, Path(csv_path), project))
 
 
 __all__ = [

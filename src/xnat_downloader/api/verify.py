@@ -9,11 +9,11 @@ changed there.  Nothing is written, except an ``md5sum -c`` list when asked.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xnat_downloader import aio
 from xnat_downloader.api.connection import Connection
 from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.plan import load_manifest
@@ -122,7 +122,7 @@ def verify(outdir: str | Path, conn: Connection | None = None) -> VerifyReport:
     server, files = recorded(out)
     report = VerifyReport(files=len(files), server=server)
     if conn is not None:
-        asyncio.run(check_server(conn, files, report))
+        aio.run(check_server(conn, files, report))
     check_local(out, files, report)
     return report
 

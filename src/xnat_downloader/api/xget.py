@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xnat_downloader import aio
 from xnat_downloader.api.download import (
     Connection,
     PlanResult,
@@ -213,7 +214,7 @@ def xget(
     the zips' contents in place).  Every file is verified before it goes into a zip."""
     out = Path(outdir)
     check_output_dir(out)
-    return asyncio.run(
+    return aio.run(
         _xget(
             conn,
             selection,

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -403,3 +404,37 @@ def test_a_password_in_the_server_url_is_refused_and_never_echoed(tmp_path: Path
         assert "Traceback" not in done.stderr
         if "[" not in url:
             assert "give the user with -u (or XNAT_USER)" in done.stderr
+
+
+@pytest.mark.parametrize("when", ["before the command", "while its output is flushed"])
+def test_sigterm_outside_the_commands_own_handling(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], when: str
+) -> None:
+    """SIGTERM before the command has begun (its arguments being read) ends the run as it
+    would inside: the line saying how to resume, exit 143.  After the command has finished
+    and printed its own last line, only the exit status changes."""
+    from xnat_downloader.cli import main as cli_main
+    from xnat_downloader.cli.common import Terminated
+
+    def terminated(*args: object, **kwargs: object) -> int:
+        raise Terminated("SIGTERM")
+
+    class FlushTerminated(io.StringIO):
+        def flush(self) -> None:
+            raise Terminated("SIGTERM")
+
+    if when == "before the command":
+        monkeypatch.setattr(cli_main, "run", terminated)
+    else:
+        monkeypatch.setattr(cli_main, "run", lambda *a, **k: 0)
+        monkeypatch.setattr("sys.stdout", FlushTerminated())
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        assert cli_main.main([]) == 143
+    finally:
+        signal.signal(signal.SIGTERM, handler)  # main() takes SIGTERM over
+    lines = capsys.readouterr().err.splitlines()
+    if when == "before the command":
+        assert lines == ["interrupted: run the same command again to resume"]
+    else:
+        assert lines == []

@@ -321,8 +321,12 @@ def guarded(work: Callable[[], int], stderr: TextIO, json_out: TextIO | None = N
             print(json.dumps({"ok": False, "error": message, "exit": code}), file=json_out)
         return code
     except KeyboardInterrupt as exc:
-        print("interrupted: run the same command again to resume", file=stderr)
+        print(INTERRUPTED, file=stderr)
         return 143 if isinstance(exc, Terminated) else 130
+
+
+INTERRUPTED = "interrupted: run the same command again to resume"
+"""The last line of a run stopped by Ctrl-C or SIGTERM."""
 
 
 class Terminated(KeyboardInterrupt):

@@ -29,6 +29,7 @@ from xnat_downloader.cli import manage as manage_cli
 from xnat_downloader.cli import upload as upload_cli
 from xnat_downloader.cli import xget as xget_cli
 from xnat_downloader.cli.common import (
+    INTERRUPTED,
     Streams,
     Terminated,
     configure_logging,
@@ -636,6 +637,7 @@ def _workflows_entry(states: dict[str, api.WorkflowState], session: str) -> dict
 
 def main(argv: Sequence[str] | None = None) -> int:
     stop_on_sigterm()
+    code: int | None = None
     try:
         code = run(
             list(sys.argv[1:] if argv is None else argv),
@@ -647,7 +649,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         return reader_gone()
-    except Terminated:  # after the command's own handling: while its output was flushed
+    except Terminated:  # outside the command's own handling
+        if code is None:  # before it began: the run stops as it would have inside
+            print(INTERRUPTED, file=sys.stderr)
         return 143
 
 

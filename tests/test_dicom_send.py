@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pydicom
 import pytest
@@ -29,6 +32,9 @@ from tests.dicomfiles import (
     receiver_port,
     series_files,
 )
+from xnat_downloader.plan.dicomsend import DicomFile, parse_target
+from xnat_downloader.transfer import dicomsend as transport
+from xnat_downloader.transfer.events import Event, FileVerified
 
 
 def dataset_bytes(path: Path) -> bytes:
@@ -132,6 +138,60 @@ def test_dicom_send_to_dcmtk_storescp_delivers_every_dataset_byte_for_byte(
     assert again.returncode == 0, again.stderr
     assert f"{len(files)} were acknowledged before" in again.stderr
     assert list(received.iterdir()) == []
+
+
+class Stop(KeyboardInterrupt):
+    """What the command line's SIGTERM handler raises in the main thread."""
+
+
+def test_an_interrupted_send_waits_for_its_senders_and_records_what_was_acknowledged(
+    storescp: tuple[int, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM (or Ctrl-C) while instances are being sent: each sender finishes the
+    instance in hand and starts no other, and the interrupt reaches the caller only then,
+    so every instance the receiver got is in the log of acknowledged files (a re-run sends
+    it no more).  The log was once closed under senders still running: an acknowledged
+    instance went unrecorded, with a thread's traceback on stderr."""
+    port, received = storescp
+    items = [transport.read_dicom(p) for p in series_files(tmp_path / "in", 60)]
+    log = transport.SentLog(tmp_path / "sent.sqlite")
+    thread_errors: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: thread_errors.append(args.exc_value))
+    verified: list[str] = []
+
+    def sink(event: Event) -> None:  # called from the senders' threads
+        if isinstance(event, FileVerified):
+            verified.append(event.local)
+            if len(verified) == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def raise_stop(signum: int, frame: FrameType | None) -> None:
+        raise Stop("SIGTERM")
+
+    before = signal.signal(signal.SIGTERM, raise_stop)
+    try:
+        with pytest.raises(Stop):
+            transport.send(
+                [i for i in items if i is not None], parse_target(f"STORESCP@127.0.0.1:{port}"),
+                jobs=3, sink=sink, sent_log=log,
+            )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert [t for t in threading.enumerate() if t.name == "dicom-send"] == []
+    log.close()
+    got = {str(pydicom.dcmread(p).SOPInstanceUID) for p in received.iterdir()}
+    recorded = {i.sop_uid for i in items if i is not None and log_has(tmp_path, i)}
+    assert 3 <= len(got) < len(items)  # stopped part-way
+    assert recorded == got
+    assert thread_errors == []
+
+
+def log_has(tmp_path: Path, item: DicomFile) -> bool:
+    log = transport.SentLog(tmp_path / "sent.sqlite")
+    try:
+        return log.acknowledged(item, "")
+    finally:
+        log.close()
 
 
 def test_dicom_send_routes_to_minixnat_and_checks_the_built_session(

@@ -113,6 +113,7 @@ class SentLog:
             "routing TEXT, sop_uid TEXT, PRIMARY KEY (path, routing))"
         )
         self._lock = threading.Lock()
+        self._closed = False
 
     @staticmethod
     def _key(item: DicomFile) -> tuple[str, int, int]:
@@ -129,8 +130,13 @@ class SentLog:
         return row is not None and tuple(row) == (size, mtime, item.sop_uid)
 
     def record(self, item: DicomFile, routing: str) -> None:
+        """Note an acknowledged file.  Once the log is closed (a run stopped by a second
+        interrupt, its senders not waited for) nothing is noted: that file goes again next
+        time."""
         path, size, mtime = self._key(item)
         with self._lock:
+            if self._closed:
+                return
             self._conn.execute(
                 "INSERT OR REPLACE INTO sent VALUES (?, ?, ?, ?, ?)",
                 (path, size, mtime, routing, item.sop_uid),
@@ -138,6 +144,7 @@ class SentLog:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._conn.close()
 
 
@@ -164,6 +171,7 @@ class _Sender:
         self.sent_log = log_
         self.results: list[Outcome] = []
         self._results_lock = threading.Lock()
+        self.stopping = threading.Event()  # set on Ctrl-C or SIGTERM: no new C-STORE starts
 
     def emit(self, event: Any) -> None:
         with self._sink_lock:
@@ -197,10 +205,13 @@ class _Sender:
     ) -> None:
         assoc: Association | None = None
         try:
-            while (item := work.get()) is not None:
+            while not self.stopping.is_set() and (item := work.get()) is not None:
                 self.emit(FileStarted(str(item.path), item.size))
                 error = ""
                 for attempt in range(1, ATTEMPTS + 1):
+                    if self.stopping.is_set():
+                        error = "the run was interrupted before it was sent"
+                        break
                     if assoc is None or not assoc.is_established:
                         assoc = self.associate(ae, contexts)
                         if not assoc.is_established:
@@ -309,13 +320,25 @@ def send(
         for item in group:
             work.put(item)
         threads = [
-            threading.Thread(target=sender.worker, args=(ae, contexts, work), daemon=True)
+            threading.Thread(
+                target=sender.worker, args=(ae, contexts, work), name="dicom-send", daemon=True
+            )
             for _ in range(max(1, min(jobs, len(group))))
         ]
         for _ in threads:
             work.put(None)
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException:
+            # Ctrl-C or SIGTERM, raised here in the main thread.  Each sender finishes the
+            # instance it has in hand (its acknowledgement is recorded), starts no other and
+            # releases its association; closing the log under a sender still running would
+            # lose that acknowledgement.  A second interrupt stops the waiting.
+            sender.stopping.set()
+            for thread in threads:
+                thread.join()
+            raise
     return sender.results

@@ -7,6 +7,8 @@ import gc
 import logging
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
 
@@ -150,3 +152,38 @@ def test_together_leaves_nothing_running_behind_a_failure() -> None:
         assert await aio.together(asyncio.sleep(0, "a"), asyncio.sleep(0, "b")) == ("a", "b")
 
     aio.run(go())
+
+
+def test_work_in_a_thread_stops_at_its_next_check_once_its_caller_is_cancelled() -> None:
+    """A thread cannot be stopped from outside and the loop's shutdown waits for it: a run
+    stopped while hashing a file of gigabytes hashed it to the end.  Work run by
+    ``in_thread`` stops at its next ``check_abandoned`` instead; without the cancellation,
+    ``check_abandoned`` does nothing."""
+    started = threading.Event()
+    ended: list[str] = []
+
+    def chunks(limit: int) -> int:
+        done = 0
+        try:
+            while done < limit:
+                aio.check_abandoned()
+                started.set()
+                time.sleep(0.001)  # one chunk's work
+                done += 1
+        except aio.Abandoned:
+            ended.append("abandoned")
+            raise
+        ended.append(f"finished after {done}")
+        return done
+
+    async def main() -> None:
+        hashing = asyncio.ensure_future(aio.in_thread(chunks, 60_000))  # a minute of chunks
+        await asyncio.to_thread(started.wait)
+        hashing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await hashing
+
+    aio.run(main())  # returns once the loop's threads have ended
+    assert ended == ["abandoned"]
+    assert aio.run(aio.in_thread(chunks, 3)) == 3
+    aio.check_abandoned()  # outside in_thread: nothing to stop

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -33,6 +35,41 @@ async def together(*aws: Awaitable[Any]) -> tuple[Any, ...]:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
         raise
+
+
+class Abandoned(Exception):
+    """Raised by :func:`check_abandoned` in work that :func:`in_thread` runs once the task
+    that waits for it is cancelled: nobody will read its result."""
+
+
+_ABANDONED: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "xnat_downloader_abandoned", default=None
+)
+
+
+async def in_thread(fn: Callable[..., T], /, *args: Any) -> T:
+    """``fn(*args)`` in the loop's worker threads, as :func:`asyncio.to_thread`, but
+    stoppable: when the awaiting task is cancelled (Ctrl-C, SIGTERM, a failed sibling),
+    :func:`check_abandoned` raises inside ``fn`` at its next call.  A thread cannot be
+    stopped from outside, and the loop's shutdown waits for its threads: without this, a
+    run stopped while hashing an archive of gigabytes went on hashing it to the end."""
+    abandoned = threading.Event()
+    context = contextvars.copy_context()
+    context.run(_ABANDONED.set, abandoned)
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(None, functools.partial(context.run, fn, *args))
+    except asyncio.CancelledError:
+        abandoned.set()
+        raise
+
+
+def check_abandoned() -> None:
+    """Call between the chunks of long work.  Raises :class:`Abandoned` when the work runs
+    under :func:`in_thread` and its caller has gone; otherwise does nothing."""
+    abandoned = _ABANDONED.get()
+    if abandoned is not None and abandoned.is_set():
+        raise Abandoned
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import tarfile
 import tempfile
 import time
@@ -208,12 +207,14 @@ def study_uids(path: Path) -> set[str]:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
                 for info in zf.infolist():
+                    aio.check_abandoned()
                     if not info.is_dir() and not archive_type(info.filename):
                         with zf.open(info) as reader:
                             found.add(uid(reader))
         else:
             with tarfile.open(path) as tf:
                 for member in tf:
+                    aio.check_abandoned()
                     extracted = tf.extractfile(member) if member.isfile() else None
                     if extracted is not None:
                         found.add(uid(extracted))
@@ -232,7 +233,13 @@ def _unreadable(path: Path, exc: Exception) -> UsageError:
 def _spill(reader: IO[bytes]) -> Path:
     """Copy a nested archive to a temporary file, in chunks (it may be gigabytes)."""
     with tempfile.NamedTemporaryFile(delete=False, suffix=".zip") as f:
-        shutil.copyfileobj(reader, f, 1 << 20)
+        try:
+            while data := reader.read(1 << 20):
+                aio.check_abandoned()
+                f.write(data)
+        except BaseException:
+            Path(f.name).unlink(missing_ok=True)
+            raise
         return Path(f.name)
 
 
@@ -455,14 +462,14 @@ async def _upload(
         if resource is not None:
             base = _owner_base(project, subject, session, scan)
             await _check_owner(xs, base)
-            files = await asyncio.to_thread(_resource_plan, paths)
+            files = await aio.in_thread(_resource_plan, paths)
             upload = ResourceUpload(base, resource, files)
             report.outcomes = await upload_resources(
                 xs, [upload], sink, jobs=jobs, overwrite=overwrite
             )
             report.seconds = time.monotonic() - started
             return report
-        imports, notes = await asyncio.to_thread(
+        imports, notes = await aio.in_thread(
             _plan_imports, paths, subject, session, ignore_unparsable
         )
         report.notes += notes
@@ -494,7 +501,7 @@ async def _upload(
             async with gate:
                 if item.archive is not None and not item.expected:
                     try:
-                        item.expected = await asyncio.to_thread(_archive_members, item.archive)
+                        item.expected = await aio.in_thread(_archive_members, item.archive)
                     except UsageError as exc:  # its listing was whole, some member is not
                         _fail_session(item, report, sink, str(exc))
                         return
@@ -543,7 +550,7 @@ async def _already_there(
     to the same comparison)."""
     if opts.on_server is None or item.archive is None or item.label:
         return None
-    identity = await asyncio.to_thread(zip_identity, item.archive)
+    identity = await aio.in_thread(zip_identity, item.archive)
     known = await opts.on_server
     if identity is None or identity[1] not in known:
         return None
@@ -757,7 +764,7 @@ async def _session_of_archive(
     :func:`zip_identity`, if already read."""
     if item.archive is None:
         return None
-    uids = await asyncio.to_thread(study_uids, item.archive)
+    uids = await aio.in_thread(study_uids, item.archive)
     if len(uids) != 1:
         return None
     if known is None:
@@ -768,7 +775,7 @@ async def _session_of_archive(
     found = known.get(uids.pop(), [])
     if len(found) > 1:  # the same study imported under other labels too
         if identity is None:
-            identity = await asyncio.to_thread(zip_identity, item.archive)
+            identity = await aio.in_thread(zip_identity, item.archive)
         found = [f for f in found if identity is not None and f[0] == identity[0]]
     return found[0] if len(found) == 1 else None
 

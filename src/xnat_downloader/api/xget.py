@@ -21,7 +21,6 @@ As in xget, an existing zip is kept (and its session not fetched again) unless
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import zipfile
@@ -127,6 +126,7 @@ def write_zip(target: Path, members: list[tuple[Path, str]]) -> None:
     try:
         with zipfile.ZipFile(part, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             for source, arcname in members:
+                aio.check_abandoned()
                 zf.write(source, arcname)
         with open(part, "rb") as handle:
             os.fsync(handle.fileno())
@@ -187,7 +187,7 @@ async def _zip_group(
         )
         return
     try:
-        await asyncio.to_thread(
+        await aio.in_thread(
             write_zip, outdir / name, [(outdir / job.local, arc) for job, arc in members]
         )
     except OSError as exc:

@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+from xnat_downloader import aio
 from xnat_downloader.errors import LocalWriteError, XnatError
 from xnat_downloader.http.client import XnatClient, loads_json
 from xnat_downloader.plan.plan import PlanEntry
@@ -105,7 +106,7 @@ async def fetch_documents(
         if problem is not None:
             sink(FileFailed(entry.local, problem))
             return Outcome(job, Status.FAILED, 0, "", False, problem)
-        mtime = await asyncio.to_thread(_write, root / entry.local, body)
+        mtime = await aio.in_thread(_write, root / entry.local, body)
         md5 = hashlib.md5(body).hexdigest()
         state.put(entry.local, uri, len(body), md5, "verified", mtime)
         sink(FileVerified(entry.local, len(body), md5, False))

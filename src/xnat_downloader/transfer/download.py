@@ -24,6 +24,7 @@ from typing import IO
 
 import aiohttp
 
+from xnat_downloader import aio
 from xnat_downloader.errors import (
     IntegrityError,
     LocalWriteError,
@@ -219,7 +220,7 @@ class Downloader:
         if before is not None:
             await before  # groups are recorded in order, one at a time
         try:
-            await asyncio.to_thread(sync_filesystem, self.root)
+            await aio.in_thread(sync_filesystem, self.root)
         except OSError as exc:
             self.broken = LocalWriteError(write_failure(self.root, exc))
             raise self.broken from exc
@@ -289,7 +290,7 @@ class Downloader:
             self.sink(FileSkipped(job.local, size, "already verified", counted=True))
             return Outcome(job, Status.SKIPPED, size, job.md5 or "", bool(job.md5))
         if action == Action.CHECK_EXISTING:
-            md5, size = await asyncio.to_thread(digest_file, final)
+            md5, size = await aio.in_thread(digest_file, final)
             if self.matches(job, size, md5):
                 self.record_verified(job, final, size, md5)
                 self.sink(FileSkipped(job.local, size, "already present and verified"))
@@ -344,7 +345,7 @@ class Downloader:
         while True:
             md5 = hashlib.md5()
             if offset:
-                md5, offset = await asyncio.to_thread(self._rehash_prefix, part, offset)
+                md5, offset = await aio.in_thread(self._rehash_prefix, part, offset)
             try:
                 md5, size = await self._stream(job, part, offset, md5)
             except (
@@ -400,6 +401,7 @@ class Downloader:
         done = 0
         with open(part, "rb") as handle:
             while done < offset and (data := handle.read(min(CHUNK, offset - done))):
+                aio.check_abandoned()
                 md5.update(data)
                 done += len(data)
         return md5, done
@@ -465,7 +467,7 @@ class Downloader:
                         "lists; the partial file was deleted"
                     )
                     raise OverlongBody(msg)
-                await asyncio.to_thread(write_chunk, handle, md5, chunk)
+                await aio.in_thread(write_chunk, handle, md5, chunk)
                 size += len(chunk)
                 self.sink(BytesMoved(job.local, len(chunk)))
             expected = resp.content_length
@@ -473,7 +475,7 @@ class Downloader:
                 raise aiohttp.ClientPayloadError(
                     f"body ended after {size - offset} of {expected} bytes"
                 )
-            await asyncio.to_thread(finish_file, handle)
+            await aio.in_thread(finish_file, handle)
             return size
         finally:
             if not handle.closed:

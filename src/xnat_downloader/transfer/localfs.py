@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from xnat_downloader import aio
 from xnat_downloader.errors import LocalWriteError, UsageError
 from xnat_downloader.plan.upload import is_hidden
 from xnat_downloader.transfer.unzip import LOCAL
@@ -87,10 +88,12 @@ def files_under(folder: Path) -> list[PurePosixPath]:
 
 
 def digest_stream(reader: IO[bytes], chunk: int = 1 << 20) -> tuple[str, int]:
-    """(MD5, size) of everything ``reader`` yields."""
+    """(MD5, size) of everything ``reader`` yields.  Stops with :class:`aio.Abandoned` when
+    run by :func:`aio.in_thread` for a task that was cancelled."""
     md5 = hashlib.md5()
     size = 0
     while data := reader.read(chunk):
+        aio.check_abandoned()
         md5.update(data)
         size += len(data)
     return md5.hexdigest(), size
@@ -114,6 +117,7 @@ def stored_member_digest(archive: IO[bytes], info: zipfile.ZipInfo) -> tuple[str
         data = archive.read(min(left, 1 << 20))
         if not data:
             raise zipfile.BadZipFile(f"{info.filename}: the archive ends inside this member")
+        aio.check_abandoned()
         md5.update(data)
         crc = zlib.crc32(data, crc)
         left -= len(data)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from xnat_downloader import aio
 from xnat_downloader.errors import LocalReadError, XnatError
 from xnat_downloader.http.client import XnatClient, loads_json
 from xnat_downloader.transfer.events import (
@@ -172,7 +173,7 @@ async def upload_resources(
     for upload in uploads:
         for local, rel in upload.files:
             size = local.stat().st_size
-            work.append((upload, local, rel, size, await asyncio.to_thread(md5_file, local)))
+            work.append((upload, local, rel, size, await aio.in_thread(md5_file, local)))
     if announce:
         sink(Planned(len(work), sum(w[3] for w in work)))
     before = {u.files_path: await remote_digests(xs, u.files_path) for u in uploads}

@@ -12,7 +12,6 @@ caller as leftovers, to be fetched per file in the same run.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
@@ -22,6 +21,7 @@ from typing import IO
 
 import aiohttp
 
+from xnat_downloader import aio
 from xnat_downloader.errors import LocalWriteError, XnatError
 from xnat_downloader.transfer.decide import Action, decide
 from xnat_downloader.transfer.download import Downloader, finish_file, write_chunk
@@ -189,9 +189,9 @@ async def _member(d: Downloader, job: Job, src: Source, header: Header) -> Outco
             moved += len(chunk)
             d.sink(BytesMoved(job.local, len(chunk)))
             if pending >= TRIP_BYTES:
-                await asyncio.to_thread(member.write, gathered)
+                await aio.in_thread(member.write, gathered)
                 gathered, pending = [], 0
-        mtime = await asyncio.to_thread(member.finish, gathered, job, final)
+        mtime = await aio.in_thread(member.finish, gathered, job, final)
     except BaseException as exc:
         member.close()
         d.discard(job)

@@ -4,6 +4,7 @@ plays the server, and the client's sleep is injected."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,7 @@ from xnat_downloader.errors import AuthError, ServerError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.http.retry import RetryPolicy
+from xnat_downloader.transfer import localfs
 from xnat_downloader.xnat.paths import LOGIN
 
 
@@ -347,3 +349,21 @@ def test_a_server_that_stops_answering_ends_the_run_after_one_requests_tries(
     assert served[0].endswith("/f0")
     assert {path.rsplit("/", 1)[1] for path in served[1:]} == {"f1"}
     assert len(waits) == 3
+
+
+def test_a_whole_write_interrupted_before_its_rename_keeps_the_old_file_and_no_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reports and manifests are written aside and renamed; Ctrl-C or SIGTERM between the
+    two once left the copy aside behind (only a failed write removed it)."""
+    target = tmp_path / "report.jsonl"
+    target.write_text("before\n")
+
+    def interrupted(src: object, dst: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("xnat_downloader.transfer.localfs.os.replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        localfs.write_whole(target, "after\n")
+    assert target.read_text() == "before\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.jsonl"]

@@ -49,14 +49,17 @@ def write_failure(path: Path, exc: BaseException) -> str:
 
 def write_whole(path: Path, text: str) -> None:
     """``path`` holds ``text`` whole or keeps what it held: written aside, then renamed.
-    A failure (a full disk) is a :class:`LocalWriteError` naming the file system."""
+    A failure (a full disk) is a :class:`LocalWriteError` naming the file system; the copy
+    aside is removed then, and when an interrupt (Ctrl-C, SIGTERM) lands in between."""
     temp = path.with_name(path.name + ".tmp")
     try:
         temp.write_text(text, encoding="utf-8")
         os.replace(temp, path)
-    except OSError as exc:
+    except BaseException as exc:
         temp.unlink(missing_ok=True)
-        raise LocalWriteError(write_failure(path, exc)) from exc
+        if isinstance(exc, OSError):
+            raise LocalWriteError(write_failure(path, exc)) from exc
+        raise
 
 
 def files_under(folder: Path) -> list[PurePosixPath]:

@@ -367,3 +367,19 @@ def test_a_whole_write_interrupted_before_its_rename_keeps_the_old_file_and_no_c
         localfs.write_whole(target, "after\n")
     assert target.read_text() == "before\n"
     assert [p.name for p in tmp_path.iterdir()] == ["report.jsonl"]
+
+
+def test_the_token_file_interrupted_before_its_rename_leaves_no_copy_of_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`slurm` writes the tasks' alias token aside, then renames it; interrupted between
+    the two, the copy aside (a secret) once stayed on disk."""
+    from xnat_downloader.api import cluster
+
+    def interrupted(src: object, dst: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("xnat_downloader.api.cluster.os.replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cluster._write_token(tmp_path, "https://xnat.example.org", "alias", "secret")
+    assert list(tmp_path.iterdir()) == []

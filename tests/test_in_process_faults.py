@@ -383,3 +383,36 @@ def test_the_token_file_interrupted_before_its_rename_leaves_no_copy_of_the_toke
     with pytest.raises(KeyboardInterrupt):
         cluster._write_token(tmp_path, "https://xnat.example.org", "alias", "secret")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_subjects_from_a_csv_when_the_server_stops_answering_part_way() -> None:
+    """The first subject is created; then the server hangs up on every request.  The row
+    whose request spent its tries fails with the reason, the rows after it fail unsent
+    (without reaching the server, saying to run again), and the run ends with a result per
+    row instead of an error that says nothing of which subjects were made."""
+    from xnat_downloader.api.upload import put_subjects
+    from xnat_downloader.plan.upload import parse_subjects
+
+    served: list[str] = []
+
+    async def subject(request: web.Request) -> web.StreamResponse:
+        served.append(request.match_info["label"])
+        if len(served) > 1:
+            assert request.transport is not None
+            request.transport.close()  # gone: no answer
+        return web.Response(status=201)
+
+    app = web.Application()
+    app.router.add_put("/data/projects/P/subjects/{label}", subject)
+    rows, errors = parse_subjects("label,gender\nS1,male\nS2,female\nS3,female\nS4,male\n")
+    assert errors == []
+    results, waits = asyncio.run(
+        serve(app, Credentials(None), lambda xs: put_subjects(xs, "P", rows))
+    )
+    assert [(r.label, r.status) for r in results] == [
+        ("S1", "created"), ("S2", "failed"), ("S3", "failed"), ("S4", "failed"),
+    ]  # fmt: skip
+    assert "stopped answering" in results[1].message
+    assert all(r.message.startswith("not sent:") for r in results[2:])
+    assert set(served) == {"S1", "S2"}  # S3 and S4 never reached the server
+    assert len(waits) == 3  # S2's four tries, once

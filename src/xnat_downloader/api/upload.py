@@ -25,7 +25,7 @@ import tempfile
 import time
 import zipfile
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -46,6 +46,7 @@ from xnat_downloader.errors import (
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.plan.upload import (
     SessionFolder,
+    SubjectRow,
     archive_type,
     compare_contents,
     duplicate_labels,
@@ -989,20 +990,39 @@ async def _subjects(conn: Connection, csv_path: Path, project: str) -> list[Subj
     results = [SubjectResult(e.line, e.label, "failed", e.message) for e in errors]
     async with conn.client() as xs:
         await _check_project(xs, project)
-        for row in rows:
-            path = paths.owner(project, row.label)
-            try:
-                status, _ = await xs.send(
-                    "PUT", path, params=subject_params(row.demographics, row.fields),
-                    what=f"subject {row.label} (line {row.line})",
-                )  # fmt: skip
-            except (ServerError, NotFound) as exc:
-                results.append(SubjectResult(row.line, row.label, "failed", str(exc)))
-                continue
-            results.append(
-                SubjectResult(row.line, row.label, "created" if status == 201 else "updated")
-            )
+        results += await put_subjects(xs, project, rows)
     return sorted(results, key=lambda r: r.line)
+
+
+async def put_subjects(
+    xs: XnatClient, project: str, rows: Sequence[SubjectRow]
+) -> list[SubjectResult]:
+    """Create or update each row's subject, one after another; one result per row.
+
+    A row the server refuses fails alone.  A server that stops answering fails the row
+    whose request spent its tries, and every row after it is failed unsent (each would
+    spend the same tries on a server that is gone); the PUTs are create-or-update, so the
+    same command run again finishes the rest."""
+    results: list[SubjectResult] = []
+    for index, row in enumerate(rows):
+        try:
+            status, _ = await xs.send(
+                "PUT", paths.owner(project, row.label),
+                params=subject_params(row.demographics, row.fields),
+                what=f"subject {row.label} (line {row.line})",
+            )  # fmt: skip
+        except (ServerError, NotFound) as exc:
+            results.append(SubjectResult(row.line, row.label, "failed", str(exc)))
+            continue
+        except ConnectionFailed as exc:
+            results.append(SubjectResult(row.line, row.label, "failed", str(exc)))
+            unsent = "not sent: the server stopped answering; run the same command again"
+            results += [SubjectResult(r.line, r.label, "failed", unsent) for r in rows[index + 1 :]]
+            break
+        results.append(
+            SubjectResult(row.line, row.label, "created" if status == 201 else "updated")
+        )
+    return results
 
 
 def upload_subjects(conn: Connection, csv_path: str | Path, project: str) -> list[SubjectResult]:

@@ -120,7 +120,7 @@ async def _copy(
             )
             sink(FileFailed(session, error))
             for e in entries:
-                job = Job(e.file.uri, e.local, e.file.size, e.file.md5)
+                job = Job.of(e)
                 report.outcomes.append(
                     Outcome(job, Status.FAILED, 0, e.file.md5 or "", True, error)
                 )
@@ -129,7 +129,7 @@ async def _copy(
         if all(md5 for _, md5 in wanted) and not (wanted - there):
             report.sessions[session] = "present"
             for e in entries:
-                job = Job(e.file.uri, e.local, e.file.size, e.file.md5)
+                job = Job.of(e)
                 sink(FileVerified(e.local, e.file.size or 0, e.file.md5 or "", True))
                 md5 = e.file.md5 or ""
                 report.outcomes.append(Outcome(job, Status.SKIPPED, e.file.size or 0, md5, True))
@@ -141,7 +141,7 @@ async def _copy(
         try:
             async with source.client() as xs:
                 part = PlanResult(Plan(entries), [], [], 0, xs.base_url)
-                fetch = [Job(e.file.uri, e.local, e.file.size, e.file.md5) for e in entries]
+                fetch = [Job.of(e) for e in entries]
                 fetched = await run_planned(
                     xs, part, fetch, folder, state, EngineOptions(jobs=jobs), ignore
                 )

@@ -332,7 +332,7 @@ async def _download(
             if on_plan is not None:
                 on_plan(planned)
             jobs = [
-                Job(e.file.uri, e.local, e.file.size, e.file.md5)
+                Job.of(e)
                 for e in planned.plan.entries
                 if e.file.category != "metadata"  # documents: fetched and parsed apart
             ]

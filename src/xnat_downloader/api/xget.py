@@ -160,10 +160,7 @@ async def _xget(
                     kept.append(outdir / name)
                     continue
                 prefix = "" if extract else f"{STAGING}/{name}/"
-                todo[name] = [
-                    (Job(e.file.uri, prefix + e.local, e.file.size, e.file.md5), e.local)
-                    for e in entries
-                ]
+                todo[name] = [(Job.of(e, prefix), e.local) for e in entries]
             jobs = [job for members in todo.values() for job, _ in members]
             files = await run_planned(xs, planned, jobs, outdir, state, options, sink)
         report = XgetReport(files, kept=kept)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from xnat_downloader.plan.plan import PlanEntry
+
 
 class Status(StrEnum):
     """What became of one file.  (A StrEnum: it compares equal to, and serialises as, its
@@ -25,6 +27,12 @@ class Job:
     local: str
     size: int | None
     md5: str | None
+
+    @classmethod
+    def of(cls, entry: PlanEntry, prefix: str = "") -> Job:
+        """The job that fetches a plan entry's file to its local path (under ``prefix``),
+        checked against the size and MD5 the server listed."""
+        return cls(entry.file.uri, prefix + entry.local, entry.file.size, entry.file.md5)
 
 
 @dataclass(frozen=True)

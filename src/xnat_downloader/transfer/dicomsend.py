@@ -13,6 +13,7 @@ the rest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -327,18 +328,20 @@ def send(
         ]
         for _ in threads:
             work.put(None)
-        for thread in threads:
-            thread.start()
         try:
+            for thread in threads:
+                thread.start()
             for thread in threads:
                 thread.join()
         except BaseException:
-            # Ctrl-C or SIGTERM, raised here in the main thread.  Each sender finishes the
-            # instance it has in hand (its acknowledgement is recorded), starts no other and
-            # releases its association; closing the log under a sender still running would
-            # lose that acknowledgement.  A second interrupt stops the waiting.
+            # Ctrl-C or SIGTERM, raised here in the main thread (while the senders start, or
+            # while they run).  Each sender finishes the instance it has in hand (its
+            # acknowledgement is recorded), starts no other and releases its association;
+            # closing the log under a sender still running would lose that acknowledgement.
+            # A second interrupt stops the waiting.
             sender.stopping.set()
             for thread in threads:
-                thread.join()
+                with contextlib.suppress(RuntimeError):  # never started: nothing to wait for
+                    thread.join()
             raise
     return sender.results

@@ -107,16 +107,7 @@ def _write_token(folder: Path, server: str, alias: str, secret: str) -> Path:
     """A netrc file only the user can read, naming the server's host and the token."""
     path = folder / "netrc"
     host = urlsplit(server).hostname or ""
-    text = f"machine {host} login {alias} password {secret}\n"
-    tmp = path.with_name(".netrc.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:  # a failed write or an interrupt: no copy of the token is left
-        tmp.unlink(missing_ok=True)
-        raise
+    write_whole(path, f"machine {host} login {alias} password {secret}\n", mode=0o600)
     return path
 
 

@@ -47,12 +47,16 @@ def write_failure(path: Path, exc: BaseException) -> str:
     return f"cannot write {path}: {reason}; fix that and run the same command again"
 
 
-def write_whole(path: Path, text: str) -> None:
+def write_whole(path: Path, text: str, mode: int = 0o666) -> None:
     """``path`` holds ``text`` whole or keeps what it held: written aside, then renamed.
     A failure (a full disk) is a :class:`LocalWriteError` naming the file system; the copy
-    aside is removed then, and when an interrupt (Ctrl-C, SIGTERM) lands in between."""
+    aside is removed then, and when an interrupt (Ctrl-C, SIGTERM) lands in between.
+    ``mode`` (less the umask) is the file's from its creation on: 0o600 keeps a secret
+    unreadable to others at every moment."""
     temp = path.with_name(path.name + ".tmp")
     try:
+        temp.unlink(missing_ok=True)  # one left by a killed run keeps its own mode
+        temp.touch(mode=mode, exist_ok=False)
         temp.write_text(text, encoding="utf-8")
         os.replace(temp, path)
     except BaseException as exc:

@@ -136,6 +136,39 @@ def test_a_reader_that_goes_away_ends_the_output_quietly(shared_server: Server) 
         assert "BrokenPipe" not in err, err
 
 
+def test_the_program_leaves_nothing_unwritten_when_it_exits(
+    shared_server: Server, tmp_path: Path
+) -> None:
+    """The program skips Python's own shutdown (``console``): what a command wrote to a
+    pipe, and its run log, must still be whole.  Both ways of starting it, with the exit
+    status of the command itself, also when it is not 0."""
+    # Buffered output, as a user's shell has it (this machine sets PYTHONUNBUFFERED).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"} | ENV
+    base = ["ls", "-w", shared_server.url, "-p", "DEMO01", "--json"]
+    code, expected, _ = cli(*base)
+    assert code == 0
+    refused, _, why = cli(*base, "-s", "NO_SUCH_SESSION")
+    assert refused != 0
+    for program in ([str(BIN / "xnat-downloader")], [str(BIN / "python"), "-m", "xnat_downloader"]):
+        done = subprocess.run([*program, *base], capture_output=True, env=env, timeout=120)
+        assert (done.returncode, done.stdout.decode()) == (0, expected), done.stderr
+        missing = subprocess.run([*program, *base, "-s", "NO_SUCH_SESSION"],
+                                 capture_output=True, env=env, timeout=120)  # fmt: skip
+        assert (missing.returncode, missing.stderr.decode()) == (refused, why)
+    out = tmp_path / "dl"
+    done = subprocess.run([str(BIN / "xnat-downloader"), "download", "-w", shared_server.url,
+                           "-p", "DEMO01", "-o", str(out), "-vv"],
+                          capture_output=True, env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().startswith("done: "), done.stdout
+    lines = done.stderr.decode().splitlines()
+    (log,) = (out / ".xnat-downloader" / "logs").glob("run-*.log")
+    # The records the console showed are in the log too, the last one included.
+    shown = [line.split(" ", 1)[1] for line in lines if line.startswith("DEBUG ")]
+    assert shown
+    assert shown[-1] in log.read_text()
+
+
 def test_json_is_one_document_on_stdout_for_results_and_for_errors(
     shared_server: Server, tmp_path: Path
 ) -> None:

@@ -1,3 +1,3 @@
-from xnat_downloader.cli.main import main
+from xnat_downloader.cli.main import console
 
-raise SystemExit(main())
+console()

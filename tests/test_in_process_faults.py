@@ -416,3 +416,57 @@ def test_subjects_from_a_csv_when_the_server_stops_answering_part_way() -> None:
     assert all(r.message.startswith("not sent:") for r in results[2:])
     assert set(served) == {"S1", "S2"}  # S3 and S4 never reached the server
     assert len(waits) == 3  # S2's four tries, once
+
+
+def test_archives_hashed_during_the_login_stop_when_the_login_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first archives are hashed while the client logs in.  When the login is refused,
+    that hashing stops at its next check and the refusal is the error; without being
+    stopped it would run its full minute after the upload had given up."""
+    import threading
+    import time
+    import zipfile
+
+    from xnat_downloader import aio
+    from xnat_downloader.api import upload as upload_api
+    from xnat_downloader.api.connection import Connection
+
+    hashing, stopped = threading.Event(), threading.Event()
+
+    def slow_members(path: Path) -> list[tuple[str, int, str]]:
+        hashing.set()
+        for _ in range(6000):
+            try:
+                aio.check_abandoned()
+            except aio.Abandoned:
+                stopped.set()
+                raise
+            time.sleep(0.01)
+        return []
+
+    monkeypatch.setattr(upload_api, "_archive_members", slow_members)
+    session = tmp_path / "S1.zip"
+    with zipfile.ZipFile(session, "w") as zf:
+        zf.writestr("S1/scans/1/resources/DICOM/files/1.dcm", b"not read")
+
+    async def login(request: web.Request) -> web.Response:
+        while not hashing.is_set():  # refused once the hashing is under way
+            await asyncio.sleep(0.01)
+        return web.Response(status=401)
+
+    async def run() -> None:
+        app = web.Application()
+        app.router.add_get(LOGIN, login)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            conn = Connection(str(server.make_url("")), Credentials("u", "wrong"))
+            with pytest.raises(AuthError, match="wrong user name or password"):
+                await upload_api.upload_async(conn, [session], "P")
+            # Stopped by the time the upload has raised, not when this loop ends.
+            assert stopped.wait(5)
+        finally:
+            await server.close()
+
+    asyncio.run(run())

@@ -459,6 +459,15 @@ def test_bad_uploads(server: Server, archive: Path, tmp_path: Path) -> None:
     code, _, err = cli("upload", "-w", server.url, "-p", "NOSUCH", str(zipped))
     assert code == 2
     assert "NOSUCH" in err
+    # Wrong twice: what the server refuses (the login, then the project) is said before
+    # what is wrong here, though the archives are read while the server is asked.
+    code, _, err = cli("upload", "-w", server.url, "-p", "NOSUCH", str(truncated))
+    assert code == 2
+    assert f"create it with: xnat-downloader project create -w {server.url} NOSUCH" in err
+    stranger = {"XNAT_USER": "stranger", "XNAT_PASS": "pw"}
+    code, _, err = cli("upload", "-w", server.url, "-p", "NOSUCH", str(truncated), env=stranger)
+    assert code == 2
+    assert "wrong user name or password for 'stranger'" in err
     env = {"XNAT_USER": "cole", "XNAT_PASS": "pw"}
     code, _, err = cli("upload", "-w", server.url, "-p", "DEMO01", str(zipped), env=env)
     assert code == 2

@@ -31,10 +31,17 @@ async def together(*aws: Awaitable[Any]) -> tuple[Any, ...]:
     try:
         return tuple(await asyncio.gather(*running))
     except BaseException:
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        await settle(*running)
         raise
+
+
+async def settle(*futures: asyncio.Future[Any]) -> None:
+    """Cancel those of ``futures`` that are still running and wait until they have ended.
+    Their results and exceptions are dropped: for the clean-up of work started ahead whose
+    caller has an outcome of its own (asyncio would otherwise log a failure nobody read)."""
+    for future in futures:
+        future.cancel()
+    await asyncio.gather(*futures, return_exceptions=True)
 
 
 class Abandoned(Exception):

@@ -18,6 +18,7 @@ lists one); a session sent to the prearchive is verified when it is archived, no
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import tarfile
@@ -29,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Any
 
 from xnat_downloader import aio
 from xnat_downloader.api.connection import Connection
@@ -121,6 +122,9 @@ class _Import:
     root: Path | None = None
     archive: Path | None = None  # an archive sent as it is
     files: int = 0  # for an archive not read yet: how many files its listing names
+    # Its members being hashed (:func:`_archive_members`) ahead of its turn: set for the
+    # first archives to go, so that their hashing overlaps the login's round trips.
+    hashing: asyncio.Future[list[tuple[str, int, str]]] | None = None
 
     def job(self, name: str, size: int, md5: str) -> Job:
         """The record of one file of this import, as its outcome names it."""
@@ -316,8 +320,13 @@ def _plan_imports(
             item.files = _zip_files(item.archive) or 0
             if not item.files:
                 read_now.append(item)
+    # Each thread runs in this one's context, so that an upload stopped while they read
+    # stops them too (aio.check_abandoned).
+    context = contextvars.copy_context()
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        read = pool.map(_archive_members, [i.archive for i in read_now])
+        read = pool.map(
+            lambda p: context.copy().run(_archive_members, p), [i.archive for i in read_now]
+        )
         for item, listed in zip(read_now, read, strict=True):
             item.expected = listed
     return imports, notes
@@ -458,9 +467,9 @@ async def _upload(
 ) -> UploadReport:
     report = UploadReport()
     started = time.monotonic()
-    async with conn.client() as xs:
-        await _check_project(xs, project)
-        if resource is not None:
+    if resource is not None:
+        async with conn.client() as xs:
+            await _check_project(xs, project)
             base = _owner_base(project, subject, session, scan)
             await _check_owner(xs, base)
             files = await aio.in_thread(_resource_plan, paths)
@@ -470,65 +479,125 @@ async def _upload(
             )
             report.seconds = time.monotonic() - started
             return report
-        imports, notes = await aio.in_thread(
-            _plan_imports, paths, subject, session, ignore_unparsable
-        )
-        report.notes += notes
-        extras = [
-            (i.root / e.local).stat().st_size
-            for i in imports
-            if i.folder is not None and i.root is not None and dest == "archive"
-            for e in i.folder.extras
-        ]
-        sink(
-            Planned(
-                sum(len(i.expected) or i.files for i in imports) + len(extras),
-                sum(i.size for i in imports) + sum(extras),
+    # The local work (opening every archive, hashing the first ones to go) is done while
+    # the client logs in and asks after the project: on a remote server those answers are
+    # round trips that would otherwise come first.
+    ahead: list[asyncio.Future[Any]] = []  # work started early, settled however it ends
+    local = asyncio.ensure_future(_prepare(paths, subject, session, ignore_unparsable, jobs, ahead))
+    ahead.append(local)
+    try:
+        async with conn.client() as xs:
+            checked = asyncio.ensure_future(_check_project(xs, project))
+            ahead.append(checked)
+            try:
+                imports, notes = await local
+            except UsageError:
+                await checked  # a missing project is said before a bad archive
+                raise
+            on_server = None
+            unlabelled = any(i.archive is not None and not i.label for i in imports)
+            if dest == "archive" and unlabelled and not overwrite:  # else: all are sent
+                on_server = asyncio.ensure_future(_sessions_on_server(xs, project))
+                ahead.append(on_server)
+            await checked
+            report.notes += notes
+            options = _ImportOptions(
+                project, dest, importer, ignore_unparsable, overwrite, jobs, on_server
             )
-        )
-        taken = duplicate_labels([i.label for i in imports])
-        if taken:
-            msg = (
-                f"two parts of this upload would both become session {', '.join(taken)} in "
-                f"{project}: upload them one at a time or give each its own --session; "
-                "nothing was sent"
-            )
-            raise UsageError(msg)
-        unlabelled = [i for i in imports if i.archive is not None and not i.label]
-        # Several sessions in flight at once, each verified as it finishes.
-        gate = asyncio.Semaphore(max(1, jobs))
-
-        async def one(item: _Import) -> None:
-            async with gate:
-                if item.archive is not None and not item.expected:
-                    try:
-                        item.expected = await aio.in_thread(_archive_members, item.archive)
-                    except UsageError as exc:  # its listing was whole, some member is not
-                        _fail_session(item, report, sink, str(exc))
-                        return
-                mine = UploadReport()  # this session's part, so a failure part-way is its own
-                try:
-                    await _one_session(xs, item, options, mine, sink)
-                except (ConnectionFailed, ServerError) as exc:
-                    _unfinished(item, mine, sink, str(exc))
-                report.outcomes += mine.outcomes
-                report.sessions += mine.sessions
-                report.notes += mine.notes
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                on_server = None
-                if dest == "archive" and unlabelled and not overwrite:  # else: all sent
-                    on_server = group.create_task(_sessions_on_server(xs, project))
-                options = _ImportOptions(
-                    project, dest, importer, ignore_unparsable, overwrite, jobs, on_server
-                )
-                for item in imports:
-                    group.create_task(one(item))
-        except* XnatError as errors:
-            raise errors.exceptions[0] from None
+            await _send_imports(xs, imports, options, report, sink)
+    finally:
+        await aio.settle(*ahead)
     report.seconds = time.monotonic() - started
     return report
+
+
+async def _prepare(
+    paths: list[Path],
+    subject: str,
+    session: str,
+    ignore_unparsable: bool,
+    jobs: int,
+    ahead: list[asyncio.Future[Any]],
+) -> tuple[list[_Import], list[str]]:
+    """:func:`_plan_imports` in a thread; then the first ``jobs`` archives, the first to be
+    sent, start being hashed (:attr:`_Import.hashing`, also put in ``ahead``), one after
+    another: side by side they would all be ready last, and the first could go while the
+    others are hashed."""
+    imports, notes = await aio.in_thread(_plan_imports, paths, subject, session, ignore_unparsable)
+    before: asyncio.Future[list[tuple[str, int, str]]] | None = None
+    for item in [i for i in imports if i.archive is not None and not i.expected][:jobs]:
+        assert item.archive is not None
+        before = item.hashing = asyncio.ensure_future(_members_after(before, item.archive))
+        ahead.append(before)
+    return imports, notes
+
+
+async def _members_after(
+    before: asyncio.Future[list[tuple[str, int, str]]] | None, archive: Path
+) -> list[tuple[str, int, str]]:
+    """:func:`_archive_members` of ``archive`` once ``before`` has ended, however it ended
+    (its outcome is for its own archive)."""
+    if before is not None:
+        await asyncio.wait([before])
+    return await aio.in_thread(_archive_members, archive)
+
+
+async def _send_imports(
+    xs: XnatClient,
+    imports: list[_Import],
+    options: _ImportOptions,
+    report: UploadReport,
+    sink: EventSink,
+) -> None:
+    """Every import of ``imports``, ``options.jobs`` in flight at once, each verified as it
+    finishes.  Two that would make one session are refused before anything is sent."""
+    extras = [
+        (i.root / e.local).stat().st_size
+        for i in imports
+        if i.folder is not None and i.root is not None and options.dest == "archive"
+        for e in i.folder.extras
+    ]
+    sink(
+        Planned(
+            sum(len(i.expected) or i.files for i in imports) + len(extras),
+            sum(i.size for i in imports) + sum(extras),
+        )
+    )
+    taken = duplicate_labels([i.label for i in imports])
+    if taken:
+        msg = (
+            f"two parts of this upload would both become session {', '.join(taken)} in "
+            f"{options.project}: upload them one at a time or give each its own --session; "
+            "nothing was sent"
+        )
+        raise UsageError(msg)
+    gate = asyncio.Semaphore(max(1, options.jobs))
+
+    async def one(item: _Import) -> None:
+        async with gate:
+            if item.archive is not None and not item.expected:
+                try:
+                    item.expected = await (
+                        item.hashing or aio.in_thread(_archive_members, item.archive)
+                    )
+                except UsageError as exc:  # its listing was whole, some member is not
+                    _fail_session(item, report, sink, str(exc))
+                    return
+            mine = UploadReport()  # this session's part, so a failure part-way is its own
+            try:
+                await _one_session(xs, item, options, mine, sink)
+            except (ConnectionFailed, ServerError) as exc:
+                _unfinished(item, mine, sink, str(exc))
+            report.outcomes += mine.outcomes
+            report.sessions += mine.sessions
+            report.notes += mine.notes
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for item in imports:
+                group.create_task(one(item))
+    except* XnatError as errors:
+        raise errors.exceptions[0] from None
 
 
 async def _sessions_on_server(xs: XnatClient, project: str) -> dict[str, list[tuple[str, str]]]:
@@ -569,8 +638,8 @@ class _ImportOptions:
     ignore: bool
     overwrite: bool
     jobs: int
-    # The project's sessions by study UID when the upload began (asked once, while the
-    # first archives are hashed): an archive whose study is not among them is sent at once.
+    # The project's sessions by study UID when the upload began (asked once, alongside the
+    # project's check): an archive whose study is not among them is sent at once.
     on_server: asyncio.Task[dict[str, list[tuple[str, str]]]] | None = None
 
 

@@ -149,6 +149,7 @@ def test_storescu_studies_are_routed_by_each_of_xnats_rules(
 ) -> None:
     server, port = receiver()
     put(server.url, "/data/projects/ROUTE?alias=RT_ALIAS")
+    put(server.url, "/data/projects/ROUTE/prearchive_code/0")  # keeps what arrives to be seen
     study = generate_uid()
     files = series_files(tmp_path, 2, study=study, **fields)
     assert storescu(port, *files).returncode == 0
@@ -161,8 +162,8 @@ def test_aa_true_and_prearchive_code_archive_directly_and_a_resend_replaces(
 ) -> None:
     server, port = receiver()
     put(server.url, "/data/projects/ROUTE")
-    put(server.url, "/data/projects/AUTO")
-    put(server.url, "/data/projects/AUTO/prearchive_code/4")
+    put(server.url, "/data/projects/ROUTE/prearchive_code/0")  # AA:TRUE archives all the same
+    put(server.url, "/data/projects/AUTO")  # a new project archives, as XNAT's (code 4)
     study = generate_uid()
     routing = "Project:ROUTE Subject:S1 Session:E1 AA:TRUE"
     files = series_files(tmp_path / "aa", 2, study=study, PatientComments=routing)
@@ -204,6 +205,7 @@ def test_a_study_over_several_associations_is_one_session_and_ae_binding_routes(
 ) -> None:
     server, port = receiver("--dicom-bind", "BOUND=ROUTE")
     put(server.url, "/data/projects/ROUTE")
+    put(server.url, "/data/projects/ROUTE/prearchive_code/0")
     study = generate_uid()
     first = series_files(tmp_path / "1", 2, study=study, series_number=1)
     second = series_files(tmp_path / "2", 2, study=study, series_number=2)

@@ -195,6 +195,7 @@ def test_dicom_send_routes_to_minixnat_and_checks_the_built_session(
     try:
         port = receiver_port(server.process)
         put(server.url, "/data/projects/DS")
+        put(server.url, "/data/projects/DS/prearchive_code/0")  # first, into the prearchive
         study = generate_uid()
         files = series_files(tmp_path / "a", 4, study=study) + series_files(
             tmp_path / "a", 3, study=study, series_number=2

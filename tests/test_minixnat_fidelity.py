@@ -107,7 +107,7 @@ def test_project_settings_are_stored(minixnat: MiniXnat) -> None:
         ]
         == "P"
     )
-    assert project.prearchive_code() == 0
+    assert project.prearchive_code() == 4  # XNAT's default for a new project: archive
     # Each alias is a child of its own (XNAT keeps a row each), known by its value.
     document = http(minixnat, "GET", "/data/projects/P?format=json").json()["items"][0]
     aliases = [c for c in document["children"] if c["field"] == "aliases/alias"]
@@ -118,8 +118,8 @@ def test_project_settings_are_stored(minixnat: MiniXnat) -> None:
 
     with xnat.connect(minixnat.url, user=minixnat.user, password=minixnat.password) as session:
         assert list(session.projects["P"].aliases) == ["PA"]
-    project.set_prearchive_code("4")
-    assert project.prearchive_code() == 4
+    project.set_prearchive_code("0")
+    assert project.prearchive_code() == 0
     assert http(minixnat, "PUT", "/data/projects/P/prearchive_code/7").status_code == 400
     assert project.quarantine_code() == 0
 

@@ -284,8 +284,8 @@ def test_import_tar_gz_flat_dicom_and_bundle(writable: tuple[Server, Path]) -> N
     [
         (b"PK\x03\x04 truncated", "", 400, "corrupt"),
         (b"not an archive at all", "", 400, "not a readable zip"),
-        ("non-dicom", "", 400, "not DICOM"),
-        ("ecat", "", 400, "ECAT"),
+        ("non-dicom", "&import-handler=DICOM-zip", 400, "not DICOM"),
+        ("ecat", "&import-handler=DICOM-zip", 400, "ECAT"),
         ("slip", "", 400, "outside"),
         ("bomb", "", 400, "zip bomb"),
         ("good", "&import-handler=XAR", 400, "XAR"),
@@ -328,12 +328,20 @@ def test_bad_imports_leave_nothing(
     assert not [p for p in (archive / "tmp").rglob("*") if p.is_file()]
     # With Ignore-Unparsable the non-DICOM file is left out and the rest goes in.
     if body == "non-dicom":
-        r = _import(server, data, "PROJECT_ID=NEW&dest=/archive&Ignore-Unparsable=true")
+        query = "PROJECT_ID=NEW&dest=/archive&import-handler=DICOM-zip&Ignore-Unparsable=true"
+        r = _import(server, data, query)
         assert r.status_code == 200, r.text
+        # With no importer named it is XNAT 1.8's session importer (SI), which leaves out
+        # what is not DICOM by itself.
+        r = _import(server, data, "PROJECT_ID=NEW&dest=/archive&EXPT_LABEL=SI1")
+        assert r.status_code == 200, r.text
+        assert r.text.strip().endswith("/experiments/SI1")
 
 
 def test_prearchive_flow(writable: tuple[Server, Path]) -> None:
     server, archive = writable
+    # A project set to keep uploads in the prearchive (a new one archives them, as XNAT's).
+    assert call(server, "PUT", "/data/projects/NEW/prearchive_code/0").status_code == 200
     r = _import(server, session_zip(archive, "DEMO01_S001_MR1", folder="PRE1"), "PROJECT_ID=NEW")
     assert r.status_code == 200, r.text
     uri = r.text.strip()
@@ -409,7 +417,8 @@ def test_xnatpy_upload_and_import(writable: tuple[Server, Path], tmp_path: Path)
         assert made.label == "PYIMP"
         uri = "/data/archive/projects/NEW/subjects/py2/experiments/PYIMP"
         assert server_md5s(server, uri) == dicom_md5s(archive, "DEMO01_S001_MR1")
-        pre = s.services.import_(str(zipped), project="NEW", subject="py3", experiment="PYPRE")
+        pre = s.services.import_(str(zipped), project="NEW", subject="py3", experiment="PYPRE",
+                                 destination="/prearchive")  # fmt: skip
         assert pre.status == "READY"
         archived = pre.archive()
         assert archived.label == "PYPRE"

@@ -10,7 +10,7 @@ from pathlib import Path
 import requests
 
 from tests.conftest import start_server
-from tests.dicomfiles import prearchived, receiver_port, wait_for
+from tests.dicomfiles import archived, receiver_port, wait_for
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -43,8 +43,18 @@ def test_the_readme_python_example_runs(archive: Path, tmp_path: Path) -> None:
         copy = [row for row in listing if row["label"] == "COPY_MR1"]
         assert len(copy) == 1
         assert list((tmp_path / "data" / "DEMO01").glob("*/*/scans"))
-        rows = wait_for(lambda: prearchived(server.url, copy[0]["UID"], "DEMO02"), "the send")
-        assert [(r["subject"], r["name"]) for r in rows] == [("DICOM", "DICOM_MR1")]
+        # DEMO02 archives what arrives (XNAT's default for a project): DICOM_MR1 appears.
+        rows = wait_for(
+            lambda: [
+                r
+                for r in archived(server.url, copy[0]["UID"])
+                if r["project"] == "DEMO02" and r["label"] != "COPY_MR1"
+            ],
+            "the send",
+        )
+        assert [(r["project"], r["subject_label"], r["label"]) for r in rows] == [
+            ("DEMO02", "DICOM", "DICOM_MR1")
+        ]
     finally:
         os.chdir(cwd)
         server.stop()

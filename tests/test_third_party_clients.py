@@ -824,3 +824,61 @@ def test_dicom_dump_passes_over_files_that_do_not_read(
     assert answer.status_code == 200
     rows = answer.json()["ResultSet"]["Result"]
     assert ("(0020,0011)", "77") in {(r["tag1"], r["value"]) for r in rows}
+
+
+def test_xnatpys_imports_without_a_destination_archive_into_a_new_project(
+    minixnat: MiniXnat, tmp_path: Path
+) -> None:
+    """What xnatpy's own functional import tests (``functional_tests/test_import.py``) do
+    against XNAT 1.8: ``services.import_`` of a session zip whose scans carry GIF
+    snapshots, into a project just made, naming no importer and no destination.  XNAT
+    archives it (a new project's uploads go to the archive, code 4; the session importer,
+    used when none is named, leaves out what is not DICOM), labelled from the call or else
+    from the headers; ``destination="/prearchive"`` keeps it there; ``import_dir`` of a
+    folder of series archives it too.  And they list projects in the order XNAT does."""
+    import xnat
+    from xnat.prearchive import PrearchiveSession
+
+    from tests.dicomfiles import series_files
+
+    folder = tmp_path / "ANON"
+    study = "1.2.826.0.1.3680043.8.498.11"
+    for number, description in ((3, "PD"), (5, "FLAIR"), (6, "T1")):
+        scan = folder / "scans" / f"{number}_{description}"
+        series_files(scan / "DICOM", 2, study=study, series_number=number,
+                     series_description=description, patient_name="ANON",
+                     patient_id="ANON")  # fmt: skip
+    snapshots = folder / "scans" / "6_T1" / "SNAPSHOTS"
+    snapshots.mkdir()
+    (snapshots / "qc.gif").write_bytes(b"GIF89a" + bytes(64))
+    archive = tmp_path / "ANON.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                out.write(path, path.relative_to(tmp_path).as_posix())
+
+    with xnat.connect(minixnat.url, user=minixnat.user, password=minixnat.password) as session:
+        session.put("/data/archive/projects/dummy")
+        made = session.services.import_(archive, project="dummy", subject="s1",
+                                        experiment="e1", trigger_pipelines=False)  # fmt: skip
+        assert isinstance(made, session.classes.MrSessionData)
+        assert (made.label, made.project, made.subject.label) == ("e1", "dummy", "s1")
+        assert sorted((s.id, s.type) for s in made.scans.values()) == [
+            ("3", "PD"), ("5", "FLAIR"), ("6", "T1"),
+        ]  # fmt: skip
+        waiting = session.services.import_(archive, destination="/prearchive", project="dummy",
+                                           subject="s2", experiment="e2")  # fmt: skip
+        assert isinstance(waiting, PrearchiveSession)
+        assert (waiting.label, waiting.name, waiting.subject) == ("e2", "e2", "s2")
+        named = session.services.import_(archive, project="dummy", trigger_pipelines=False)
+        assert isinstance(named, session.classes.MrSessionData)
+        assert (named.label, named.subject.label) == ("ANON", "ANON")  # Patient ID, Name
+        from_dir = session.services.import_dir(folder, project="dummy", subject="s3",
+                                               experiment="e3")  # fmt: skip
+        assert isinstance(from_dir, session.classes.MrSessionData)
+        assert len(from_dir.scans) == 3
+        session.put("/data/archive/projects/TRAINING")
+    # Projects are listed by ID with upper and lower case together, as XNAT's database
+    # sorts them (xnatpy's test_existing_data.py reads them by position).
+    with xnat.connect(minixnat.url, user=minixnat.user, password=minixnat.password) as again:
+        assert [again.projects[0].id, again.projects[1].id] == ["dummy", "TRAINING"]

@@ -195,7 +195,9 @@ async def import_service(ctx: WriteContext, request: Request) -> Response:
 
 
 async def _import_service(ctx: WriteContext, request: Request, activity: int) -> Response:
-    handler = request.param("import-handler") or request.param("import_handler") or "DICOM-zip"
+    # No handler named: the session importer (SI), as XNAT 1.8's ImporterHandlerA has it:
+    # one session, files that are not DICOM left out, archived where the project archives.
+    handler = request.param("import-handler") or request.param("import_handler") or "SI"
     if handler not in KNOWN_HANDLERS:
         raise HttpError(404, f"Unknown importer implementation specified: {handler}")
     if handler not in HANDLERS:

@@ -24,6 +24,11 @@ from minixnat.store.records import (
     Subject,
 )
 
+# Where a new project's uploads go when they name no destination: 4, the archive (refusing
+# files that exist), as XNAT's site setting defaultPrearchiveCode has it unless changed; 0
+# (the prearchive) is a project setting away (PUT .../prearchive_code/0).
+NEW_PROJECT_PREARCHIVE_CODE = 4
+
 # Columns a PUT may change, per table.  Names come from code, never from a request.
 UPDATABLE = {
     "projects": {
@@ -69,8 +74,8 @@ class HierarchyTables(ModifiedStamps):
                 raise StoreError(msg)
             self._exec(
                 "INSERT INTO projects (id, secondary_id, name, description, keywords, "
-                "pi_firstname, pi_lastname, accessibility, insert_date, insert_user) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "pi_firstname, pi_lastname, accessibility, insert_date, insert_user, "
+                "prearchive_code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     pid,
                     secondary_id or pid,
@@ -82,6 +87,7 @@ class HierarchyTables(ModifiedStamps):
                     accessibility,
                     now_stamp(),
                     owner,
+                    NEW_PROJECT_PREARCHIVE_CODE,
                 ),
             )
             if self._one("SELECT 1 FROM users WHERE login=?", (owner,)) is not None:
@@ -128,7 +134,10 @@ class HierarchyTables(ModifiedStamps):
         self._exec(f"UPDATE projects SET {which}=? WHERE id=?", (code, pid))  # which: checked
 
     def list_projects(self) -> list[Project]:
-        return [Project(**dict(r)) for r in self._q("SELECT * FROM projects ORDER BY id")]
+        # By ID, upper and lower case together, as XNAT's database collation sorts them
+        # (``dummyproject`` before ``TRAINING``).
+        rows = self._q("SELECT * FROM projects ORDER BY id COLLATE NOCASE, id")
+        return [Project(**dict(r)) for r in rows]
 
     def set_accessibility(self, pid: str, level: str) -> None:
         if level not in ACCESS_LEVELS:

@@ -38,7 +38,7 @@ class Project:
     accessibility: str
     insert_date: str
     insert_user: str
-    prearchive_code: int = 0
+    prearchive_code: int = 4
     quarantine_code: int = 0
 
 

@@ -195,8 +195,9 @@ async def import_service(ctx: WriteContext, request: Request) -> Response:
 
 
 async def _import_service(ctx: WriteContext, request: Request, activity: int) -> Response:
-    # No handler named: the session importer (SI), as XNAT 1.8's ImporterHandlerA has it:
-    # one session, files that are not DICOM left out, archived where the project archives.
+    # No handler named: the session importer (SI), as XNAT 1.8.5's ImporterHandlerA has it
+    # (what xnatpy's functional tests expect): files that are neither DICOM nor ECAT are
+    # left out, and the upload goes where the project's prearchive code sends it.
     handler = request.param("import-handler") or request.param("import_handler") or "SI"
     if handler not in KNOWN_HANDLERS:
         raise HttpError(404, f"Unknown importer implementation specified: {handler}")

@@ -14,6 +14,7 @@ from minixnat.store.db import remembered_read
 from minixnat.store.modified import ModifiedStamps
 from minixnat.store.records import (
     ACCESS_LEVELS,
+    NEW_PROJECT_PREARCHIVE_CODE,
     ROLES,
     Experiment,
     Project,
@@ -23,11 +24,6 @@ from minixnat.store.records import (
     StoreError,
     Subject,
 )
-
-# Where a new project's uploads go when they name no destination: 4, the archive (refusing
-# files that exist), as XNAT's site setting defaultPrearchiveCode has it unless changed; 0
-# (the prearchive) is a project setting away (PUT .../prearchive_code/0).
-NEW_PROJECT_PREARCHIVE_CODE = 4
 
 # Columns a PUT may change, per table.  Names come from code, never from a request.
 UPDATABLE = {

@@ -26,6 +26,12 @@ class User:
     id: int = 0  # XNAT's xdat_user_id: 1 for the first user
 
 
+# Where a new project's uploads go when they name no destination: 4, the archive (refusing
+# files that exist), as XNAT's site setting defaultPrearchiveCode has it unless changed; 0
+# (the prearchive) is a project setting away (PUT .../prearchive_code/0).
+NEW_PROJECT_PREARCHIVE_CODE = 4
+
+
 @dataclass(frozen=True)
 class Project:
     id: str
@@ -38,7 +44,7 @@ class Project:
     accessibility: str
     insert_date: str
     insert_user: str
-    prearchive_code: int = 4
+    prearchive_code: int = NEW_PROJECT_PREARCHIVE_CODE
     quarantine_code: int = 0
 
 

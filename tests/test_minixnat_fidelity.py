@@ -4,6 +4,7 @@ users and membership, project settings, fields set by PUT and read back."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import xnat
 from lxml import etree
 
 from minixnat.testing import MiniXnat
+from tests.conftest import BIN
 
 NS = {"xnat": "http://nrg.wustl.edu/xnat"}
 
@@ -430,3 +432,62 @@ def test_all_files_of_a_session_by_every_path_to_it(minixnat: MiniXnat) -> None:
         assert sorted(r["Name"] for r in listed) == ["a.dcm", "qc.txt"], path
         own = rows(minixnat, f"{path}/files")
         assert [r["Name"] for r in own] == ["qc.txt"], path
+
+
+def test_the_site_id_starts_the_ids_made_after_it_is_set(minixnat: MiniXnat) -> None:
+    http(minixnat, "PUT", "/data/projects/P")
+    http(minixnat, "PUT", "/data/projects/P/subjects/S1")
+    assert http(minixnat, "GET", "/xapi/siteConfig/siteId").text == "XNAT"
+    assert http(minixnat, "POST", "/xapi/siteConfig", json={"siteId": "Xnat4Tests"}).ok
+    assert http(minixnat, "GET", "/xapi/siteConfig").json() == {"siteId": "Xnat4Tests"}
+    http(minixnat, "PUT", "/data/projects/P/subjects/S2")
+    ids = {r["label"]: r["ID"] for r in rows(minixnat, "/data/projects/P/subjects")}
+    assert ids == {"S1": "XNAT_S00001", "S2": "Xnat4Tests_S00002"}  # given IDs stay
+    with xnat.connect(minixnat.url, user=minixnat.user, password=minixnat.password) as s:
+        subject = s.projects["P"].subjects["S2"]
+        s.classes.MrSessionData(parent=subject, label="MR1")
+        s.clearcache()
+        assert s.projects["P"].experiments["MR1"].id == "Xnat4Tests_E00001"
+    # One value as the body, as XNAT takes it.
+    assert http(minixnat, "POST", "/xapi/siteConfig/siteId", data=b"CNDA\n").ok
+    assert http(minixnat, "GET", "/xapi/siteConfig/siteId").text == "CNDA"
+
+    # Refusals change nothing: a value that is not one word, a preference minixnat does not
+    # keep (even beside one it keeps), a user who is not an admin, the guest.
+    for body in ({"siteId": "two words"}, {"siteId": 7}, {"siteId": "OK", "siteUrl": "x"}):
+        refused = http(minixnat, "POST", "/xapi/siteConfig", json=body)
+        assert refused.status_code == 400, body
+    assert "siteUrl" in refused.text
+    assert http(minixnat, "POST", "/xapi/siteConfig", data=b"[1]").status_code == 400
+    assert http(minixnat, "GET", "/xapi/siteConfig/siteUrl").status_code == 404
+    assert http(minixnat, "PUT", "/xapi/siteConfig/siteId", data=b"x y").status_code == 400
+    from minixnat.store import Store
+
+    store = Store(minixnat.root)
+    store.add_user("mia", "pw")
+    store.close()
+    mia = http(minixnat, "POST", "/xapi/siteConfig/siteId", data=b"MIA", auth=("mia", "pw"))
+    assert mia.status_code == 403
+    assert http(minixnat, "GET", "/xapi/siteConfig/siteId", auth=("mia", "pw")).text == "CNDA"
+    assert http(minixnat, "POST", "/xapi/siteConfig/siteId", auth=None).status_code == 401
+    assert http(minixnat, "GET", "/xapi/siteConfig/siteId").text == "CNDA"
+
+
+def test_start_and_serve_set_the_site_id(tmp_path: Path) -> None:
+    from minixnat.testing import start
+
+    server = start(tmp_path / "a", site_id="Xnat4Tests")
+    try:
+        http(server, "PUT", "/data/projects/P")
+        http(server, "PUT", "/data/projects/P/subjects/S")
+        assert rows(server, "/data/projects/P/subjects")[0]["ID"] == "Xnat4Tests_S00001"
+    finally:
+        server.stop()
+    refused = subprocess.run(
+        [BIN / "minixnat", "serve", "--root", tmp_path / "a", "--port", "0", "--site-id", "a b"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert "Invalid site ID 'a b'" in refused.stderr

@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not make snapshots of sessions as they are archived (a pipeline launch "
         "through the REST API still makes them for one session)",
     )
+    serve.add_argument(
+        "--site-id",
+        metavar="ID",
+        help="set the site ID that new subjects', sessions' and assessors' IDs start with "
+        "(default XNAT: XNAT_E00001), kept in ROOT; IDs already given stay",
+    )
 
     dicom = serve.add_argument_group("DICOM receiver (C-ECHO, C-STORE)")
     dicom.add_argument(
@@ -272,6 +278,8 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.site_id is not None:
+        store.set_site_id(args.site_id)
     faults = Faults(
         latency_ms=args.latency_ms,
         no_range=args.no_range,

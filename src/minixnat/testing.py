@@ -57,6 +57,7 @@ def start(
     host: str = "127.0.0.1",
     port: int = 0,
     snapshots: bool = False,
+    site_id: str | None = None,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     **faults: Any,
@@ -64,7 +65,8 @@ def start(
     """Serve ``root`` (created if needed, with ``user`` as site admin) in a background
     thread; over HTTPS with ``tls_cert`` and ``tls_key`` (PEM files, as ``serve``'s
     ``--tls-cert`` and ``--tls-key``).  ``faults`` are the fault switches of
-    ``minixnat serve`` (``latency_ms=…``).
+    ``minixnat serve`` (``latency_ms=…``); ``site_id`` sets the site ID new objects' IDs
+    start with (as ``serve --site-id``).
 
     Unlike ``minixnat serve``, sessions get no snapshots when archived unless
     ``snapshots=True``: a SNAPSHOTS resource appearing some time after an import would
@@ -80,6 +82,8 @@ def start(
     store = Store(root)
     if store.check_password(user, password) is None:
         store.add_user(user, password, admin=True)
+    if site_id is not None:
+        store.set_site_id(site_id)
     clear_leftovers(store)
     sock = listening_socket(host, port)
     running = Background(App(store, Faults(**faults), snapshots=snapshots), sock, tls)

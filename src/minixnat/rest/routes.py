@@ -28,6 +28,7 @@ from minixnat.rest import (
     refresh,
     search,
     sharing,
+    siteconfig,
     users,
     workflows,
     writes,
@@ -55,6 +56,7 @@ READ = frozenset({"GET", "HEAD"})
 WRITE = frozenset({"PUT", "POST", "DELETE"})
 NOT_FOUND = "The requested resource was not found."
 SEARCH_BYTES = 1024 * 1024
+PREFERENCES_BYTES = 64 * 1024
 
 
 class Sessions(Protocol):
@@ -431,6 +433,27 @@ async def uptime(call: Call) -> AnyResponse:
     return _json({"days": days, "hours": hours, "minutes": minutes, "seconds": seconds})
 
 
+async def site_config(call: Call) -> AnyResponse:
+    """``/xapi/siteConfig[/{name}]``: the site preferences minixnat keeps (see siteconfig)."""
+    user = call.require_user()
+    name = call.params.get("name")
+    if call.request.method in READ:
+        if name:
+            return siteconfig.preference(call.store, name)
+        return siteconfig.preferences(call.store)
+    if call.request.method not in ("POST", "PUT"):
+        raise HttpError(405, "GET or POST the site's preferences.")
+    body = await call.request.body(limit=PREFERENCES_BYTES)
+    if name:
+        try:
+            values: dict[str, object] = {name: body.decode().strip()}
+        except UnicodeDecodeError:
+            raise HttpError(400, f"Send the value of {name} as UTF-8 text.") from None
+    else:
+        values = siteconfig.parse_object(body)
+    return siteconfig.set_preferences(call.store, user, values)
+
+
 async def plugins(call: Call) -> AnyResponse:
     """``/xapi/plugins``: the plugins installed, by name; minixnat has none."""
     call.require_user()
@@ -555,6 +578,8 @@ ROUTES: list[Route] = [
     _route("xapi/siteConfig/buildInfo", build_info),
     _route("xapi/siteConfig/buildInfo/{key}", build_info),
     _route("xapi/siteConfig/uptime", uptime),
+    _route("xapi/siteConfig", site_config),
+    _route("xapi/siteConfig/{name}", site_config),
     _route("xapi/plugins", plugins, READ),
     _route("xapi/plugins/{name}", not_found, READ),
     _route("xapi/access/projects", access_projects, READ),

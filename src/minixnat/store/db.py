@@ -18,6 +18,7 @@ must not await (another coroutine on the same thread would join it).
 from __future__ import annotations
 
 import fcntl
+import re
 import sqlite3
 import threading
 import time
@@ -30,7 +31,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from minixnat.store import journal
 from minixnat.store.journal import Journal
-from minixnat.store.records import SITE_ID
+from minixnat.store.records import DEFAULT_SITE_ID, StoreError
 from minixnat.store.schema import migrate
 
 DB_NAME = "minixnat.sqlite"
@@ -39,6 +40,8 @@ LOOK_LASTS_S = 0.05
 T = TypeVar("T")
 P = ParamSpec("P")
 D = TypeVar("D", bound="Database")
+# A site ID is one word: it starts every generated ID, which clients put in URLs and paths.
+_SITE_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 
 def like_prefix(text: str) -> str:
@@ -134,7 +137,24 @@ class Database:
             row = self._one("SELECT value FROM counters WHERE name=?", (code,))
             value = (row[0] if row else 0) + 1
             self._exec("INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)", (code, value))
-        return f"{SITE_ID}_{code}{value:05d}"
+            return f"{self.site_id()}_{code}{value:05d}"
+
+    # -- the site ID -------------------------------------------------------------------
+    def site_id(self) -> str:
+        """What generated IDs start with: :data:`DEFAULT_SITE_ID` unless set."""
+        row = self._one("SELECT value FROM meta WHERE key='site_id'")
+        return str(row[0]) if row else DEFAULT_SITE_ID
+
+    def set_site_id(self, site_id: str) -> None:
+        """Set the site ID for IDs generated from now on (existing IDs stay, as in XNAT).
+        StoreError unless it is one word of letters, digits and ``_``, starting with a
+        letter, at most 64 characters."""
+        if not _SITE_ID.fullmatch(site_id):
+            raise StoreError(
+                f"Invalid site ID {site_id!r}: use one word of letters, digits and _, "
+                "starting with a letter (at most 64 characters)"
+            )
+        self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('site_id', ?)", (site_id,))
 
     # -- answers remembered while nothing changes ----------------------------------------
     def remembered(self, key: Hashable, compute: Callable[[], T]) -> T:

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from minixnat.errors import MinixnatError
 
-SITE_ID = "XNAT"
+# The site ID new objects' IDs start with (``XNAT_S00001``) until an admin sets another
+# (XNAT's siteConfig preference ``siteId``, kept in the ``meta`` table).
+DEFAULT_SITE_ID = "XNAT"
 ROLES = ("owner", "member", "collaborator")
 ACCESS_LEVELS = ("private", "protected", "public")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import sqlite3
 import subprocess
 import tarfile
 import zipfile
@@ -409,3 +410,33 @@ def test_schema_version_opens_older_refuses_newer(
     conn.close()
     with pytest.raises(schema.SchemaError, match="upgrade minixnat"):
         Store(root)
+
+
+def test_workflow_records_survive_the_upgrade_that_frees_their_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An archive of schema 7 (statuses limited to the server's four) with snapshot records,
+    # one of them deleted, opened by this release: records kept, numbering goes on.
+    from minixnat import demodata
+    from minixnat.store import Store, schema
+
+    with monkeypatch.context() as old:
+        old.setattr(schema, "SCHEMA_VERSION", 7)
+        old.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:7])
+        store = demodata.generate(tmp_path / "a", demodata.DemoSpec(1, 1, 2, 1, 1, 1))
+        first, second = store.list_experiments(sessions_only=True)
+        kept = store.queue_snapshots(first, user="admin", why="test")
+        gone = store.queue_snapshots(second, user="admin", why="test")
+        store._exec("DELETE FROM workflows WHERE wrk_id=?", (gone.wrk_id,))
+        with pytest.raises(sqlite3.IntegrityError):
+            store._exec("UPDATE workflows SET status='Running' WHERE wrk_id=?", (kept.wrk_id,))
+        store.close()
+    store = Store(tmp_path / "a")
+    try:
+        assert store.get_workflow(kept.wrk_id) == kept
+        record = store.write_workflow({"status": "Running"}, wrk_id=kept.wrk_id)
+        assert record.status == "Running"
+        added = store.add_workflow(second, "Transfer", "Complete", user="admin")
+        assert added.wrk_id == gone.wrk_id + 1  # not the deleted record's number again
+    finally:
+        store.close()

@@ -491,3 +491,100 @@ def test_start_and_serve_set_the_site_id(tmp_path: Path) -> None:
     )
     assert refused.returncode == 2
     assert "Invalid site ID 'a b'" in refused.stderr
+
+
+def test_a_processing_script_records_its_workflow(minixnat: MiniXnat) -> None:
+    from minixnat.store import Store
+
+    http(minixnat, "PUT", "/data/projects/P")
+    http(minixnat, "PUT", "/data/projects/P/subjects/S")
+    http(minixnat, "PUT", "/data/projects/P/subjects/S/experiments/MR1?xsiType=xnat:mrSessionData")
+    eid = rows(minixnat, "/data/projects/P/experiments")[0]["ID"]
+    store = Store(minixnat.root)
+    store.add_user("mia", "pw")
+    store.add_user("cole", "pw")
+    store.close()
+    http(minixnat, "PUT", "/data/projects/P/users/Members/mia")
+    http(minixnat, "PUT", "/data/projects/P/users/Collaborators/cole")
+    mia = ("mia", "pw")
+
+    def put(query: dict[str, str], path: str = "/data/workflows", **kw: Any) -> requests.Response:
+        params = {f"wrk:workflowData/{k}": v for k, v in query.items()}
+        return http(minixnat, "PUT", path, params=params, **kw)
+
+    key = {"ID": eid, "pipeline_name": "tools/Recon.xml", "launch_time": "2026-12-01T07:00:00"}
+    made = put({**key, "data_type": "xnat:mrSessionData", "status": "Running"}, auth=mia)
+    assert made.status_code == 200, made.text
+    number = made.text
+    # The same experiment, pipeline and launch time (written another way) is the same record.
+    again = put({**key, "launch_time": "2026-12-01 07:00", "percentageComplete": "50"}, auth=mia)
+    assert again.text == number
+    assert put({"status": "Failed (Dismissed)"}, f"/data/workflows/{number}", auth=mia).ok
+    latest = http(
+        minixnat,
+        "GET",
+        "/data/services/workflows/Recon",
+        params={"experiment": eid, "format": "json"},
+    ).json()["items"][0]["data_fields"]
+    assert latest["wrk_workflowData_id"] == number
+    assert (latest["status"], latest["percentageComplete"]) == ("Failed (Dismissed)", "50")
+    assert latest["create_user"] == "mia"
+    assert latest["ExternalID"] == "P"
+    found = http(
+        minixnat,
+        "GET",
+        "/data/workflows",
+        params={f"wrk:workflowData/{k}": v for k, v in key.items()},
+    )
+    assert 'status="Failed (Dismissed)"' in found.text
+
+    # A <wrk:Workflow/> document makes a record too; its status is listed as written.
+    document = (
+        f'<wrk:Workflow xmlns:wrk="http://nrg.wustl.edu/workflow" ID="{eid}" '
+        'pipeline_name="QC" launch_time="2026-12-01 08:00:00" data_type="xnat:mrSessionData" '
+        'status="AWAITING ACTION" scan_id="1" jobID="4711"/>'
+    )
+    other = http(minixnat, "PUT", "/data/workflows", data=document.encode())
+    assert other.ok
+    assert other.text != number
+    waiting = http(
+        minixnat,
+        "GET",
+        "/data/services/workflows/QC",
+        params={"experiment": eid, "status": "AWAITING ACTION", "display": "ALL", "format": "json"},
+    ).json()["ResultSet"]["Result"]
+    assert [(r["scan_id"], r["jobID"]) for r in waiting] == [("1", "4711")]
+
+    # Refusals, each naming what is wrong; none writes anything.
+    before = http(
+        minixnat, "GET", f"/data/services/workflows/%25?experiment={eid}&display=ALL"
+    ).text
+    refused = put({"ID": eid, "pipeline_name": "X"})
+    assert refused.status_code == 400
+    assert "launch_time, data_type, status not given" in refused.text
+    assert put({**key, "pipeline_name": "Y", "colour": "red"}).status_code == 400
+    assert put({**key, "launch_time": "yesterday"}).status_code == 400
+    assert put({**key, "ID": "XNAT_E99999", "data_type": "d", "status": "s"}).status_code == 404
+    assert (
+        put({"status": "Complete"}, f"/data/workflows/{number}", auth=("cole", "pw")).status_code
+        == 403
+    )
+    assert (
+        put(
+            {**key, "pipeline_name": "Z", "data_type": "d", "status": "s"}, auth=("cole", "pw")
+        ).status_code
+        == 403
+    )
+    assert put({"status": "Complete"}, f"/data/workflows/{number}", auth=None).status_code == 401
+    assert put({"status": ""}, f"/data/workflows/{number}").status_code == 400
+    assert (
+        http(
+            minixnat, "PUT", "/data/workflows/999", params={"wrk:workflowData/status": "x"}
+        ).status_code
+        == 404
+    )
+    assert http(minixnat, "PUT", "/data/workflows", data=b"<Project/>").status_code == 400
+    assert (
+        http(minixnat, "GET", f"/data/services/workflows/%25?experiment={eid}&display=ALL").text
+        == before
+    )

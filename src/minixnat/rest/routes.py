@@ -396,7 +396,15 @@ async def workflow_service(call: Call) -> AnyResponse:
 
 
 async def workflow_record(call: Call) -> AnyResponse:
-    return workflows.one(call.store, call.access, call.request, call.params["id"])
+    """``/data/workflows[/{id}]``: read a record, or (PUT) write a client's own."""
+    wrk_ref = call.params.get("id", "")
+    if call.request.method == "PUT":
+        call.require_user()
+        body = await call.request.body(limit=workflows.MAX_DOCUMENT)
+        return workflows.put(call.store, call.access, call.request, body, wrk_ref)
+    if wrk_ref:
+        return workflows.one(call.store, call.access, call.request, wrk_ref)
+    return workflows.find(call.store, call.access, call.request)
 
 
 async def project_pipelines(call: Call) -> AnyResponse:
@@ -560,7 +568,8 @@ ROUTES: list[Route] = [
     _route("data/users/{login}", site_users, READ),
     _route("data/projects/{project}/users", project_users, READ),
     _route("data/projects/{project}/users/{group}/{login}", membership, WRITE),
-    _route("data/workflows/{id}", workflow_record, READ),
+    _route("data/workflows", workflow_record, READ | {"PUT"}),
+    _route("data/workflows/{id}", workflow_record, READ | {"PUT"}),
     _route("data/projects/{project}/pipelines", project_pipelines, READ),
     _route("data/projects/{project}/pipelines/{name}", project_pipelines, READ),
     _route("data/projects/{project}/archive_spec", archive_spec, READ),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # Each entry upgrades the schema from version ``index`` to ``index + 1``.
 MIGRATIONS: list[str] = [
@@ -306,6 +306,53 @@ MIGRATIONS: list[str] = [
         position INTEGER NOT NULL,
         PRIMARY KEY (project, data_type, group_id, name)
     );
+    """,
+    # 7 -> 8: workflow records written by clients (PUT /data/workflows): any status word a
+    # pipeline uses (XNAT's are free text: Running, Failed (Dismissed), …), the scan a record
+    # is about, the next step and the batch system's job ID.  SQLite cannot drop a CHECK,
+    # so the table is built again.
+    """
+    CREATE TABLE workflows_new (
+        wrk_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        experiment_id TEXT NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+        project TEXT NOT NULL,
+        data_type TEXT NOT NULL,
+        pipeline_name TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status <> ''),
+        launch_time TEXT NOT NULL,
+        current_step_launch_time TEXT NOT NULL,
+        current_step_id TEXT NOT NULL DEFAULT '',
+        step_description TEXT NOT NULL DEFAULT '',
+        percentage_complete TEXT NOT NULL DEFAULT '0.0',
+        create_user TEXT NOT NULL,
+        category TEXT NOT NULL DEFAULT 'SIDE_ADMIN',
+        type TEXT NOT NULL DEFAULT 'PROCESS',
+        src TEXT NOT NULL DEFAULT '',
+        comments TEXT NOT NULL DEFAULT '',
+        details TEXT NOT NULL DEFAULT '',
+        justification TEXT NOT NULL DEFAULT '',
+        scan_id TEXT NOT NULL DEFAULT '',
+        next_step_id TEXT NOT NULL DEFAULT '',
+        job_id TEXT NOT NULL DEFAULT ''
+    );
+    INSERT INTO workflows_new (wrk_id, experiment_id, project, data_type, pipeline_name,
+        status, launch_time, current_step_launch_time, current_step_id, step_description,
+        percentage_complete, create_user, category, type, src, comments, details,
+        justification)
+    SELECT wrk_id, experiment_id, project, data_type, pipeline_name, status, launch_time,
+        current_step_launch_time, current_step_id, step_description, percentage_complete,
+        create_user, category, type, src, comments, details, justification FROM workflows;
+    -- The numbering goes on where it was (records deleted with their session keep theirs).
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'workflows_new', seq FROM sqlite_sequence WHERE name = 'workflows'
+        AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'workflows_new');
+    UPDATE sqlite_sequence SET seq = MAX(seq,
+        COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'workflows'), 0))
+        WHERE name = 'workflows_new';
+    DROP TABLE workflows;
+    ALTER TABLE workflows_new RENAME TO workflows;
+    CREATE INDEX workflows_experiment ON workflows(experiment_id);
+    CREATE INDEX workflows_status ON workflows(status);
     """,
 ]
 

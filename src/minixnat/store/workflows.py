@@ -5,16 +5,19 @@ the DICOM receiver) writes a ``Transfer`` record in the same transaction as the 
 the record and the data appear together.  It also queues a snapshot run: a ``Queued`` record
 of :data:`SNAPSHOTS` that the snapshot worker (minixnat/snapshots) takes up.  Queued and In
 Progress records are the worker's queue, kept in the database, so a crash or restart loses
-no work: the worker starts again from what the table says.
+no work: the worker starts again from what the table says.  Clients write records of their
+own too (``PUT /data/workflows``, :meth:`WorkflowTables.write_workflow`), with any status word
+their pipeline uses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from minixnat.store.clock import now_stamp
 from minixnat.store.db import Database
-from minixnat.store.records import Experiment
+from minixnat.store.records import Experiment, StoreError
 
 # Pipeline names as XNAT records them: the archiving step, and the pipeline descriptor of
 # the snapshot generator (clients match on the name without folder and extension).
@@ -25,6 +28,27 @@ SNAPSHOTS_STEP = "WebBasedQCImageCreator"
 SNAPSHOTS_RESOURCE = "SNAPSHOTS"
 QUEUED, IN_PROGRESS, COMPLETE, FAILED = "Queued", "In Progress", "Complete", "Failed"
 STATES = (QUEUED, IN_PROGRESS, COMPLETE, FAILED)
+# What a client may write in a record of its own (PUT /data/workflows), besides the
+# experiment it is about; the project, the creator and the record's number are the server's.
+WRITABLE = (
+    "data_type",
+    "pipeline_name",
+    "status",
+    "launch_time",
+    "current_step_launch_time",
+    "current_step_id",
+    "step_description",
+    "percentage_complete",
+    "category",
+    "type",
+    "src",
+    "comments",
+    "details",
+    "justification",
+    "scan_id",
+    "next_step_id",
+    "job_id",
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +71,9 @@ class Workflow:
     comments: str
     details: str
     justification: str
+    scan_id: str = ""
+    next_step_id: str = ""
+    job_id: str = ""
 
     @property
     def short_name(self) -> str:
@@ -128,6 +155,58 @@ class WorkflowTables(Database):
             "percentage_complete=?, details=? WHERE wrk_id=?",
             (status, now_stamp(), step, percentage, details, wrk_id),
         )
+
+    def write_workflow(
+        self,
+        values: Mapping[str, str],
+        *,
+        experiment: Experiment | None = None,
+        wrk_id: int | None = None,
+        user: str = "",
+    ) -> Workflow:
+        """A client's record: a new one about ``experiment`` (created by ``user``; its
+        ``current_step_launch_time`` is its launch time unless given), or record ``wrk_id``
+        with ``values`` changed.  ``values`` hold :data:`WRITABLE` columns only (ValueError
+        otherwise); statuses are free text, as in XNAT."""
+        unknown = set(values) - set(WRITABLE)
+        if unknown:
+            msg = f"workflow columns that cannot be written: {sorted(unknown)}"
+            raise ValueError(msg)
+        if not values.get("status", "x"):
+            raise StoreError("A workflow record's status cannot be empty.")
+        if wrk_id is not None:
+            if values:
+                names = list(values)
+                self._exec(
+                    f"UPDATE workflows SET {', '.join(f'{n}=?' for n in names)} WHERE wrk_id=?",
+                    (*(values[n] for n in names), wrk_id),
+                )
+        else:
+            if experiment is None:
+                raise ValueError("a new workflow record needs its experiment")
+            row = {"current_step_launch_time": values.get("launch_time", ""), **values}
+            names = list(row)
+            wrk_id = self._exec(
+                f"INSERT INTO workflows (experiment_id, project, create_user, {', '.join(names)}) "
+                f"VALUES (?, ?, ?, {', '.join('?' * len(names))})",
+                (experiment.id, experiment.project, user, *(row[n] for n in names)),
+            )
+        found = self.get_workflow(wrk_id)
+        if found is None:
+            raise StoreError(f"No workflow {wrk_id}.", status=404)
+        return found
+
+    def find_workflow(
+        self, experiment_id: str, pipeline: str, launch_time: str, scan_id: str = ""
+    ) -> Workflow | None:
+        """The record of ``pipeline`` launched at ``launch_time`` about ``experiment_id``
+        (and ``scan_id``): how XNAT finds a record a client names without its number."""
+        row = self._one(
+            "SELECT * FROM workflows WHERE experiment_id=? AND pipeline_name=? "
+            "AND launch_time=? AND scan_id=? ORDER BY wrk_id DESC",
+            (experiment_id, pipeline, launch_time, scan_id),
+        )
+        return Workflow(**dict(row)) if row else None
 
     def get_workflow(self, wrk_id: int) -> Workflow | None:
         row = self._one("SELECT * FROM workflows WHERE wrk_id=?", (wrk_id,))

@@ -882,3 +882,50 @@ def test_xnatpys_imports_without_a_destination_archive_into_a_new_project(
     # sorts them (xnatpy's test_existing_data.py reads them by position).
     with xnat.connect(minixnat.url, user=minixnat.user, password=minixnat.password) as again:
         assert [again.projects[0].id, again.projects[1].id] == ["dummy", "TRAINING"]
+
+
+def test_xnatpys_map_names_objects_by_the_site_id_xnat4tests_sets(tmp_path: Path) -> None:
+    """xnatpy's functional test_map expects the IDs of xnat4tests' XNAT, whose site ID is
+    Xnat4Tests: a minixnat given that site ID makes the same ones, and xnatpy's map and
+    search over them name every object by them."""
+    import xnat
+    from xnat import MappingLevel
+
+    from minixnat.testing import start
+    from tests.dicomfiles import series_files
+
+    server = start(tmp_path / "archive", site_id="Xnat4Tests")
+    try:
+        archive = tmp_path / "dicoms.zip"
+        with zipfile.ZipFile(archive, "w") as out:
+            for number, description in ((2, "t1w"), (6, "fmap")):
+                made = series_files(
+                    tmp_path / str(number),
+                    1,
+                    study="1.2.3.4",
+                    series_number=number,
+                    series_description=description,
+                )
+                out.write(made[0], f"{number}/{made[0].name}")
+        with xnat.connect(server.url, user=server.user, password=server.password) as login:
+            login.put("/data/archive/projects/TRAINING")
+            dest = "/archive/projects/TRAINING/subjects/CONT01/experiments/CONT01_MR01"
+            with archive.open("rb") as body:
+                login.upload_stream("/data/services/import", body, method="post",
+                                    query={"dest": dest, "overwrite": True},
+                                    content_type="application/zip")  # fmt: skip
+        with xnat.connect(server.url, user=server.user, password=server.password) as session:
+            project = session.projects["TRAINING"]
+            subject = "projects/TRAINING/subjects/Xnat4Tests_S00001"
+            assert project.map(lambda x: x.label, level=MappingLevel.EXPERIMENT) == {
+                f"/data/archive/{subject}/experiments/Xnat4Tests_E00001": "CONT01_MR01"
+            }
+            scans = f"/data/{subject}/experiments/Xnat4Tests_E00001/scans"
+            assert project.map(lambda x: x.type, level=MappingLevel.SCAN) == {
+                f"{scans}/2": "t1w",
+                f"{scans}/6": "fmap",
+            }
+            found = session.search(level=MappingLevel.EXPERIMENT, subject="CONT*")
+            assert [x.id for x in found] == ["Xnat4Tests_E00001"]
+    finally:
+        server.stop()

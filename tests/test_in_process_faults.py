@@ -390,7 +390,7 @@ def test_subjects_from_a_csv_when_the_server_stops_answering_part_way() -> None:
     whose request spent its tries fails with the reason, the rows after it fail unsent
     (without reaching the server, saying to run again), and the run ends with a result per
     row instead of an error that says nothing of which subjects were made."""
-    from xnat_downloader.api.upload import put_subjects
+    from xnat_downloader.api.subjects import put_subjects
     from xnat_downloader.plan.upload import parse_subjects
 
     served: list[str] = []
@@ -445,7 +445,7 @@ def test_archives_hashed_during_the_login_stop_when_the_login_is_refused(
             time.sleep(0.01)
         return []
 
-    monkeypatch.setattr(upload_api, "_archive_members", slow_members)
+    monkeypatch.setattr(upload_api, "archive_members", slow_members)
     session = tmp_path / "S1.zip"
     with zipfile.ZipFile(session, "w") as zf:
         zf.writestr("S1/scans/1/resources/DICOM/files/1.dcm", b"not read")

@@ -32,7 +32,8 @@ from xnat_downloader.api.download import (
     scan_type_counts,
 )
 from xnat_downloader.api.manage import create_project
-from xnat_downloader.api.upload import SubjectResult, UploadReport, upload, upload_subjects
+from xnat_downloader.api.subjects import SubjectResult, upload_subjects
+from xnat_downloader.api.upload import UploadReport, upload
 from xnat_downloader.errors import (
     AccessDenied,
     AuthError,

@@ -3,7 +3,7 @@
 - :mod:`.connection`: :class:`Connection`, how to reach a server;
 - :mod:`.download`: :func:`plan`, :func:`download`, :func:`ls`, :func:`list_projects`,
   :func:`session_workflows`;
-- :mod:`.upload`: :func:`upload`, :func:`upload_subjects`;
+- :mod:`.upload`: :func:`upload`; :mod:`.subjects`: :func:`upload_subjects`;
 - :mod:`.xget`, :mod:`.copy`, :mod:`.verify`, :mod:`.manage` (projects, the prearchive);
 - :mod:`.cluster`: Slurm job arrays and their status;
 - :mod:`.dicom`: :func:`dicom_send` (imported on its own: it loads pydicom).

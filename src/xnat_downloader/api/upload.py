@@ -1,4 +1,4 @@
-"""The Python API for uploads: :func:`upload` and :func:`upload_subjects`.
+"""The Python API for uploads: :func:`upload` (subjects from a spreadsheet: api/subjects.py).
 
 Example::
 
@@ -21,16 +21,13 @@ import asyncio
 import contextvars
 import logging
 import os
-import tarfile
-import tempfile
 import time
-import zipfile
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import Any
 
 from xnat_downloader import aio
 from xnat_downloader.api.connection import Connection
@@ -47,15 +44,18 @@ from xnat_downloader.errors import (
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.plan.upload import (
     SessionFolder,
-    SubjectRow,
     archive_type,
     compare_contents,
     duplicate_labels,
     find_sessions,
-    parse_subjects,
     resource_files,
     staging_label,
-    study_uid_in_header,
+)
+from xnat_downloader.transfer.archives import (
+    archive_members,
+    study_uids,
+    zip_file_count,
+    zip_identity,
 )
 from xnat_downloader.transfer.engine import check_jobs
 from xnat_downloader.transfer.events import (
@@ -69,7 +69,7 @@ from xnat_downloader.transfer.events import (
     ignore,
 )
 from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts, Status
-from xnat_downloader.transfer.localfs import digest_stream, files_under, stored_member_digest
+from xnat_downloader.transfer.localfs import files_under
 from xnat_downloader.transfer.upload import (
     ResourceUpload,
     file_body,
@@ -122,130 +122,13 @@ class _Import:
     root: Path | None = None
     archive: Path | None = None  # an archive sent as it is
     files: int = 0  # for an archive not read yet: how many files its listing names
-    # Its members being hashed (:func:`_archive_members`) ahead of its turn: set for the
+    # Its members being hashed (:func:`archive_members`) ahead of its turn: set for the
     # first archives to go, so that their hashing overlaps the login's round trips.
     hashing: asyncio.Future[list[tuple[str, int, str]]] | None = None
 
     def job(self, name: str, size: int, md5: str) -> Job:
         """The record of one file of this import, as its outcome names it."""
         return Job(self.name, f"{self.name}:{name}", size, md5)
-
-
-def _archive_members(path: Path) -> list[tuple[str, int, str]]:
-    """(name, size, md5) of an archive's files, read locally; nested archives opened too."""
-
-    def digest(reader: IO[bytes]) -> tuple[int, str]:
-        md5, size = digest_stream(reader)
-        return size, md5
-
-    out: list[tuple[str, int, str]] = []
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
-                for info in zf.infolist():
-                    if info.is_dir():
-                        continue
-                    if archive_type(info.filename):
-                        with zf.open(info) as reader:
-                            nested = _spill(reader)
-                        try:
-                            out += _archive_members(nested)
-                        finally:
-                            nested.unlink(missing_ok=True)
-                        continue
-                    stored = stored_member_digest(raw, info)  # most are: DICOM barely deflates
-                    if stored is not None:
-                        out.append((info.filename, stored[1], stored[0]))
-                        continue
-                    with zf.open(info) as reader:
-                        out.append((info.filename, *digest(reader)))
-            return out
-        with tarfile.open(path) as tf:
-            for member in tf:
-                extracted = tf.extractfile(member) if member.isfile() else None
-                if extracted is not None:
-                    out.append((member.name, *digest(extracted)))
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
-        raise _unreadable(path, exc) from exc
-    return out
-
-
-def zip_identity(path: Path, head: int = 64 * 1024) -> tuple[str, str] | None:
-    """(folder, study UID) of a zip whose files all sit under one top folder (the layout of
-    XNAT's own downloads, whose folder the importer takes as the session's label), the UID
-    from the header of its first DICOM file (of the first few) by
-    :func:`study_uid_in_header`: cheap enough to ask of every archive before it is sent (no
-    DICOM library, one member's first bytes).  None for anything else."""
-    try:
-        if not zipfile.is_zipfile(path):
-            return None
-        with zipfile.ZipFile(path) as zf:
-            members = [i for i in zf.infolist() if not i.is_dir()]
-            tops = {PurePosixPath(i.filename).parts[0] for i in members if "/" in i.filename}
-            if len(tops) != 1 or any("/" not in i.filename for i in members):
-                return None
-            for info in [i for i in members if not archive_type(i.filename)][:3]:
-                with zf.open(info) as reader:
-                    if found := study_uid_in_header(reader.read(head)):
-                        return tops.pop(), found
-    except (zipfile.BadZipFile, EOFError, OSError):
-        return None
-    return None
-
-
-def study_uids(path: Path) -> set[str]:
-    """The study instance UIDs of an archive's DICOM files (headers only; a member that is
-    not DICOM is passed over).  Empty for an archive that cannot be read."""
-    import pydicom  # only here: an upload of archives that meets an existing session
-
-    def uid(reader: IO[bytes]) -> str:
-        try:
-            ds = pydicom.dcmread(
-                reader, stop_before_pixels=True, specific_tags=["StudyInstanceUID"]
-            )
-        except Exception:  # not DICOM (a NIFTI, a text file) or cut short: no study here
-            return ""
-        return str(ds.get("StudyInstanceUID", "") or "")
-
-    found: set[str] = set()
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                for info in zf.infolist():
-                    aio.check_abandoned()
-                    if not info.is_dir() and not archive_type(info.filename):
-                        with zf.open(info) as reader:
-                            found.add(uid(reader))
-        else:
-            with tarfile.open(path) as tf:
-                for member in tf:
-                    aio.check_abandoned()
-                    extracted = tf.extractfile(member) if member.isfile() else None
-                    if extracted is not None:
-                        found.add(uid(extracted))
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError):
-        return set()
-    found.discard("")
-    return found
-
-
-def _unreadable(path: Path, exc: Exception) -> UsageError:
-    return UsageError(
-        f"{path} is not a readable zip, tar or tar.gz archive ({exc}); nothing from it was sent"
-    )
-
-
-def _spill(reader: IO[bytes]) -> Path:
-    """Copy a nested archive to a temporary file, in chunks (it may be gigabytes)."""
-    with tempfile.NamedTemporaryFile(delete=False, suffix=".zip") as f:
-        try:
-            while data := reader.read(1 << 20):
-                aio.check_abandoned()
-                f.write(data)
-        except BaseException:
-            Path(f.name).unlink(missing_ok=True)
-            raise
-        return Path(f.name)
 
 
 def _plan_imports(
@@ -317,7 +200,7 @@ def _plan_imports(
     read_now: list[_Import] = []
     for item in imports:
         if item.archive is not None:
-            item.files = _zip_files(item.archive) or 0
+            item.files = zip_file_count(item.archive) or 0
             if not item.files:
                 read_now.append(item)
     # Each thread runs in this one's context, so that an upload stopped while they read
@@ -325,28 +208,11 @@ def _plan_imports(
     context = contextvars.copy_context()
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         read = pool.map(
-            lambda p: context.copy().run(_archive_members, p), [i.archive for i in read_now]
+            lambda p: context.copy().run(archive_members, p), [i.archive for i in read_now]
         )
         for item, listed in zip(read_now, read, strict=True):
             item.expected = listed
     return imports, notes
-
-
-def _zip_files(path: Path) -> int | None:
-    """How many files a zip holds, from its central directory alone (no member is read);
-    None for anything else (a tar, or a cut-off zip, which has no directory: both are read
-    whole, and an unreadable one refused, before anything is sent), or for a zip that holds
-    archives (they are counted by opening them)."""
-    if not zipfile.is_zipfile(path):
-        return None
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = [i.filename for i in zf.infolist() if not i.is_dir()]
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise _unreadable(path, exc) from exc
-    if not names or any(archive_type(n) for n in names):
-        return None
-    return len(names)
 
 
 def _session_import(base: Path, found: SessionFolder, subject: str, session: str) -> _Import:
@@ -469,7 +335,7 @@ async def _upload(
     started = time.monotonic()
     if resource is not None:
         async with conn.client() as xs:
-            await _check_project(xs, project)
+            await require_project(xs, project)
             base = _owner_base(project, subject, session, scan)
             await _check_owner(xs, base)
             files = await aio.in_thread(_resource_plan, paths)
@@ -487,7 +353,7 @@ async def _upload(
     ahead.append(local)
     try:
         async with conn.client() as xs:
-            checked = asyncio.ensure_future(_check_project(xs, project))
+            checked = asyncio.ensure_future(require_project(xs, project))
             ahead.append(checked)
             try:
                 imports, notes = await local
@@ -535,11 +401,11 @@ async def _prepare(
 async def _members_after(
     before: asyncio.Future[list[tuple[str, int, str]]] | None, archive: Path
 ) -> list[tuple[str, int, str]]:
-    """:func:`_archive_members` of ``archive`` once ``before`` has ended, however it ended
+    """:func:`archive_members` of ``archive`` once ``before`` has ended, however it ended
     (its outcome is for its own archive)."""
     if before is not None:
         await asyncio.wait([before])
-    return await aio.in_thread(_archive_members, archive)
+    return await aio.in_thread(archive_members, archive)
 
 
 async def _send_imports(
@@ -578,7 +444,7 @@ async def _send_imports(
             if item.archive is not None and not item.expected:
                 try:
                     item.expected = await (
-                        item.hashing or aio.in_thread(_archive_members, item.archive)
+                        item.hashing or aio.in_thread(archive_members, item.archive)
                     )
                 except UsageError as exc:  # its listing was whole, some member is not
                     _fail_session(item, report, sink, str(exc))
@@ -943,7 +809,8 @@ def _owner_base(project: str, subject: str, session: str, scan: str) -> str:
     return paths.owner(project, subject, session, scan)
 
 
-async def _check_project(xs: XnatClient, project: str) -> None:
+async def require_project(xs: XnatClient, project: str) -> None:
+    """NotFound, naming the command that creates it, unless ``project`` is there to see."""
     try:
         await xs.get_json(paths.project(project), what=f"project {project}")
     except NotFound:
@@ -1032,79 +899,10 @@ async def upload_async(
     )
 
 
-# -- subjects from a spreadsheet -----------------------------------------------------------
-@dataclass
-class SubjectResult:
-    line: int
-    label: str
-    status: str  # created | updated | failed
-    message: str = ""
-
-
-def subject_params(demographics: dict[str, str], fields: dict[str, str]) -> dict[str, str]:
-    params = {"xsiType": "xnat:subjectData"}
-    for key, value in demographics.items():
-        params[f"xnat:subjectData/demographics[@xsi:type=xnat:demographicData]/{key}"] = value
-    for name, value in fields.items():
-        params[f"xnat:subjectData/fields/field[name={name}]/field"] = value
-    return params
-
-
-async def _subjects(conn: Connection, csv_path: Path, project: str) -> list[SubjectResult]:
-    try:
-        text = csv_path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {csv_path}: {exc}") from exc
-    rows, errors = parse_subjects(text)
-    results = [SubjectResult(e.line, e.label, "failed", e.message) for e in errors]
-    async with conn.client() as xs:
-        await _check_project(xs, project)
-        results += await put_subjects(xs, project, rows)
-    return sorted(results, key=lambda r: r.line)
-
-
-async def put_subjects(
-    xs: XnatClient, project: str, rows: Sequence[SubjectRow]
-) -> list[SubjectResult]:
-    """Create or update each row's subject, one after another; one result per row.
-
-    A row the server refuses fails alone.  A server that stops answering fails the row
-    whose request spent its tries, and every row after it is failed unsent (each would
-    spend the same tries on a server that is gone); the PUTs are create-or-update, so the
-    same command run again finishes the rest."""
-    results: list[SubjectResult] = []
-    for index, row in enumerate(rows):
-        try:
-            status, _ = await xs.send(
-                "PUT", paths.owner(project, row.label),
-                params=subject_params(row.demographics, row.fields),
-                what=f"subject {row.label} (line {row.line})",
-            )  # fmt: skip
-        except (ServerError, NotFound) as exc:
-            results.append(SubjectResult(row.line, row.label, "failed", str(exc)))
-            continue
-        except ConnectionFailed as exc:
-            results.append(SubjectResult(row.line, row.label, "failed", str(exc)))
-            unsent = "not sent: the server stopped answering; run the same command again"
-            results += [SubjectResult(r.line, r.label, "failed", unsent) for r in rows[index + 1 :]]
-            break
-        results.append(
-            SubjectResult(row.line, row.label, "created" if status == 201 else "updated")
-        )
-    return results
-
-
-def upload_subjects(conn: Connection, csv_path: str | Path, project: str) -> list[SubjectResult]:
-    """Create or update the subjects a CSV lists; one result per data row, bad rows failed."""
-    return aio.run(_subjects(conn, Path(csv_path), project))
-
-
 __all__ = [
-    "SubjectResult",
     "UploadReport",
     "XnatError",
-    "subject_params",
+    "require_project",
     "upload",
     "upload_async",
-    "upload_subjects",
 ]

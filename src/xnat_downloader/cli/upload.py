@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from xnat_downloader import api
+from xnat_downloader.api import subjects
 from xnat_downloader.api import upload as uploads
 from xnat_downloader.cli.common import (
     Streams,
@@ -159,7 +160,7 @@ def _print_report(report: uploads.UploadReport, quiet: bool, out: TextIO, err: T
 def _subjects(
     conn: api.Connection, path: Path, project: str, out: TextIO, err: TextIO, as_json: bool
 ) -> int:
-    results = uploads.upload_subjects(conn, path, project)
+    results = subjects.upload_subjects(conn, path, project)
     failed = sum(1 for r in results if r.status == "failed")
     if as_json:
         rows = [vars(r) for r in results]

@@ -31,7 +31,9 @@ def preferences(store: Store) -> Response:
 def preference(store: Store, name: str) -> Response:
     """One preference's value."""
     if name not in KEPT:
-        raise HttpError(404, f"minixnat keeps no site preference {name!r}; it keeps {KEPT}.")
+        raise HttpError(
+            404, f"minixnat keeps no site preference {name}; it keeps {', '.join(KEPT)}."
+        )
     return text(store.site_id())
 
 
@@ -42,7 +44,8 @@ def set_preferences(store: Store, user: User, values: dict[str, object]) -> Resp
     unknown = sorted(set(values) - set(KEPT))
     if unknown:
         raise HttpError(
-            400, f"minixnat keeps no site preference {', '.join(unknown)}; it keeps {KEPT}."
+            400,
+            f"minixnat keeps no site preference {', '.join(unknown)}; it keeps {', '.join(KEPT)}.",
         )
     if SITE_ID in values:
         value = values[SITE_ID]

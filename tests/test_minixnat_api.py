@@ -418,7 +418,7 @@ def test_workflow_records_survive_the_upgrade_that_frees_their_status(
     # An archive of schema 7 (statuses limited to the server's four) with snapshot records,
     # one of them deleted, opened by this release: records kept, numbering goes on.
     from minixnat import demodata
-    from minixnat.store import Store, schema
+    from minixnat.store import Store, StoreError, schema
 
     with monkeypatch.context() as old:
         old.setattr(schema, "SCHEMA_VERSION", 7)
@@ -438,5 +438,21 @@ def test_workflow_records_survive_the_upgrade_that_frees_their_status(
         assert record.status == "Running"
         added = store.add_workflow(second, "Transfer", "Complete", user="admin")
         assert added.wrk_id == gone.wrk_id + 1  # not the deleted record's number again
+        # A client's record is one per experiment, pipeline, launch time and scan: a second
+        # made by a PUT that looked before the first was written is refused, not added.
+        key = {"pipeline_name": "Recon", "launch_time": "2026-12-01 07:00:00.000"}
+        made = store.write_workflow(
+            {**key, "data_type": "xnat:mrSessionData", "status": "Running"},
+            experiment=first,
+            user="admin",
+        )
+        with pytest.raises(StoreError, match="made meanwhile") as refused:
+            store.write_workflow(
+                {**key, "data_type": "xnat:mrSessionData", "status": "Queued"},
+                experiment=first,
+                user="admin",
+            )
+        assert refused.value.status == 409
+        assert [w.wrk_id for w in store.list_workflows(pipelines=["Recon"])] == [made.wrk_id]
     finally:
         store.close()

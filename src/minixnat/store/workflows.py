@@ -167,7 +167,9 @@ class WorkflowTables(Database):
         """A client's record: a new one about ``experiment`` (created by ``user``; its
         ``current_step_launch_time`` is its launch time unless given), or record ``wrk_id``
         with ``values`` changed.  ``values`` hold :data:`WRITABLE` columns only (ValueError
-        otherwise); statuses are free text, as in XNAT."""
+        otherwise); statuses are free text, as in XNAT.  A new record whose experiment,
+        pipeline, launch time and scan another one has is refused (StoreError, 409): two
+        PUTs that both found none (in two server processes) make one record, not two."""
         unknown = set(values) - set(WRITABLE)
         if unknown:
             msg = f"workflow columns that cannot be written: {sorted(unknown)}"
@@ -186,11 +188,19 @@ class WorkflowTables(Database):
                 raise ValueError("a new workflow record needs its experiment")
             row = {"current_step_launch_time": values.get("launch_time", ""), **values}
             names = list(row)
-            wrk_id = self._exec(
-                f"INSERT INTO workflows (experiment_id, project, create_user, {', '.join(names)}) "
-                f"VALUES (?, ?, ?, {', '.join('?' * len(names))})",
-                (experiment.id, experiment.project, user, *(row[n] for n in names)),
-            )
+            key = (row.get("pipeline_name", ""), row.get("launch_time", ""), row.get("scan_id", ""))
+            with self.transaction():  # the look and the insert together, across processes
+                if self.find_workflow(experiment.id, *key) is not None:
+                    msg = (
+                        f"A workflow record of {experiment.id}, {key[0]} launched {key[1]} was "
+                        "made meanwhile; send the PUT again to change it."
+                    )
+                    raise StoreError(msg, status=409)
+                wrk_id = self._exec(
+                    f"INSERT INTO workflows (experiment_id, project, create_user, "
+                    f"{', '.join(names)}) VALUES (?, ?, ?, {', '.join('?' * len(names))})",
+                    (experiment.id, experiment.project, user, *(row[n] for n in names)),
+                )
         found = self.get_workflow(wrk_id)
         if found is None:
             raise StoreError(f"No workflow {wrk_id}.", status=404)

@@ -85,6 +85,23 @@ def test_ls_dates_and_a_readable_dry_run(shared_server: Server, tmp_path: Path) 
     assert len(listed.strip().splitlines()) == files + 1
 
 
+def test_ls_with_nothing_selected_lists_the_projects_to_choose_from(
+    shared_server: Server,
+) -> None:
+    """A newcomer's first command, `ls -w URL`, shows what can be named with -p rather than
+    refusing for want of a project; --json gives the same as one document."""
+    code, out, err = cli("ls", "-w", shared_server.url)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert re.fullmatch(r"DEMO01\s+Demo project 1", lines[0])
+    assert lines[-1] == "2 projects; list one's sessions with -p PROJECT"
+    code, out, _ = cli("ls", "-w", shared_server.url, "--json")
+    assert code == 0
+    listed = json.loads(out)["projects"]
+    assert [p["id"] for p in listed] == ["DEMO01", "DEMO02"]
+    assert listed[0]["secondary_id"] == "DEMO_01"
+
+
 def test_a_dry_run_or_listing_with_a_selected_session_missing_is_not_clean(
     shared_server: Server, tmp_path: Path
 ) -> None:

@@ -395,6 +395,9 @@ def _select_and_run(args: argparse.Namespace, url: str, outdir: Path | None, io:
         # seed tool's own form on a terminal still offers its project menu.)
         projects = tuple(api.projects_for_sessions(conn, list(sessions)))
     if not projects and not args.catalog and not getattr(args, "manifest", None):
+        if args.command == "ls":
+            # Nothing selected: what there is to select from.
+            return _ls_projects(conn, args.json, io.stdout)
         if not io.interactive:
             raise UsageError(
                 "no project selected: use -p PROJECT (or run on a terminal to choose from a list)"
@@ -573,6 +576,25 @@ def report_document(report: api.Report, log_path: Path | None) -> dict[str, obje
         "report_error": report.report_error,
         "log": str(log_path) if log_path else None,
     }
+
+
+def _ls_projects(conn: api.Connection, as_json: bool, out: TextIO) -> int:
+    """``ls`` with no project, session or catalog named: the projects this user can see,
+    one a line (ID, then its name), or as ``{"projects": [...]}`` with ``--json``."""
+    projects = api.list_projects(conn)
+    if as_json:
+        rows = [{"id": p.id, "name": p.name, "secondary_id": p.secondary_id} for p in projects]
+        print(json.dumps({"projects": rows}, indent=1), file=out)
+        return EXIT_OK
+    if not projects:
+        print("this user can see no projects on the server", file=out)
+        return EXIT_OK
+    width = max(len(p.id) for p in projects)
+    for p in projects:
+        print(f"{p.id:<{width}}  {p.name}".rstrip(), file=out)
+    count = f"{len(projects)} project{'s' if len(projects) != 1 else ''}"
+    print(f"\n{count}; list one's sessions with -p PROJECT", file=out)
+    return EXIT_OK
 
 
 def _ls(

@@ -226,6 +226,11 @@ def copy(
     project IDs, or ``target_project``); every file verified on the target against the
     source's MD5."""
     check_jobs(jobs)
+    if selection.project_resources or selection.subject_resources:
+        raise UsageError(
+            "copy moves sessions; projects' and subjects' own resources are not copied: "
+            "leave out --project-resources and --subject-resources"
+        )
     if source.url.rstrip("/") == target.url.rstrip("/") and not target_project:
         raise UsageError("--from and --to are the same server: name another --to-project")
     if scratch is None:

@@ -31,7 +31,7 @@ from xnat_downloader.errors import LocalWriteError, NotFound, UsageError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.plan import shard as shards
-from xnat_downloader.plan.layout import Layout, LayoutOptions
+from xnat_downloader.plan.layout import Layout, LayoutOptions, check_levels
 from xnat_downloader.plan.plan import Plan, build_plan, manifest_catalog, manifest_json
 from xnat_downloader.plan.shard import Shard
 from xnat_downloader.plan.sync import (
@@ -156,6 +156,7 @@ async def plan_in(
         data = await read_catalog(xs, catalog)
         files = await catalog_files(xs, data, str(catalog))
         return PlanResult(build_plan(files, layout), [], [], xs.request_count, xs.base_url)
+    check_levels(layout, selection.subject_resources)
     found = await walk(xs, selection, known=known)
     files = found.files
     if metadata:

@@ -378,6 +378,7 @@ def _download_or_ls(args: argparse.Namespace, io: Streams) -> int:
         raise UsageError(f"--max-rate {args.max_rate} must be a positive number of MB/s")
     if args.command != "download":
         return _select_and_run(args, url, None, io)
+    layout_of(args)  # a layout that cannot hold the selection is refused before any request
     outdir: Path = getattr(args, "output", None) or Path.cwd()
     with nothing_left_on_usage_error(outdir):
         if not args.dry_run:
@@ -455,6 +456,18 @@ def session_totals(plan: Plan) -> list[str]:
         f"{n:>7} files {human_bytes(size):>10} {len(scans.get(key, ())):>4} scans  {key}"
         for key, (n, size) in sorted(totals.items())
     ]
+
+
+def own_resources(plan: Plan) -> list[tuple[tuple[str, str, str], tuple[int, int]]]:
+    """The plan's project and subject resources: (project, subject, resource) with their
+    files and bytes, in order."""
+    totals: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for e in plan.entries:
+        f = e.file
+        if f.category in ("project", "subject"):
+            n, size = totals.get((f.project, f.subject_label, f.resource), (0, 0))
+            totals[(f.project, f.subject_label, f.resource)] = (n + 1, size + (f.size or 0))
+    return sorted(totals.items())
 
 
 def _print_renamed(plan: Plan, stream: TextIO) -> None:
@@ -621,6 +634,10 @@ def _ls(
                         for s in result.sessions
                     ],
                     "scan_types": dict(counts),
+                    "own_resources": [
+                        {"project": p, "subject": s, "resource": r, "files": n, "bytes": b}
+                        for (p, s, r), (n, b) in own_resources(result.plan)
+                    ],
                     "files": len(result.plan.entries),
                     "bytes": result.plan.total_bytes,
                     "not_in_plan": [{"what": g.what, "why": g.reason} for g in result.gaps],
@@ -630,7 +647,8 @@ def _ls(
             file=out,
         )
         return _not_in_plan(result, err)
-    if not result.sessions:
+    owned = own_resources(result.plan)
+    if not result.sessions and not owned:
         return max(_nothing_matched(selection, out), _not_in_plan(result, err))
     print(f"{'session':<28} {'subject':<20} {'date':<10}  type", file=out)
     for s in result.sessions:
@@ -639,6 +657,11 @@ def _ls(
     print("\nscan types:", file=out)
     for scan_type, count in counts:
         print(f"  {count:>5}  {scan_type}", file=out)
+    if owned:
+        print("\nresources of projects and subjects:", file=out)
+        for (project, subject, resource), (n, size) in owned:
+            where = "/".join(x for x in (project, subject) if x)
+            print(f"  {n:>5} files {human_bytes(size):>10}  {where}: {resource}", file=out)
     print(
         f"\ntotal: {len(result.sessions)} sessions, {len(result.scans)} scans, "
         f"{len(result.plan.entries)} files, {result.plan.total_bytes} bytes "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from xnat_downloader.cli.inputs import expand, parse_day
 from xnat_downloader.errors import UsageError
-from xnat_downloader.plan.layout import Layout, LayoutOptions
+from xnat_downloader.plan.layout import Layout, LayoutOptions, check_levels
 from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.xnat.selection import Selection
 
@@ -60,6 +60,17 @@ def selection_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-scans", action="store_true", help="skip scan files")
     g.add_argument(
         "--session-resources", action="store_true", help="also fetch session-level resources"
+    )
+    g.add_argument(
+        "--project-resources",
+        action="store_true",
+        help="also fetch the projects' own resources (PROJECT/resources/…)",
+    )
+    g.add_argument(
+        "--subject-resources",
+        action="store_true",
+        help="also fetch the subjects' own resources (PROJECT/SUBJECT/resources/…): of the "
+        "selected sessions' subjects, or of every subject --subject names (all by default)",
     )
     g.add_argument("--assessors", action="store_true", help="also fetch assessors")
     g.add_argument("--recons", action="store_true", help="also fetch reconstructions")
@@ -193,10 +204,14 @@ def selection_of(args: argparse.Namespace, projects: tuple[str, ...]) -> Selecti
         resources=expand(args.resource, "--resource"),
         scans=not args.no_scans,
         session_resources=args.session_resources,
+        project_resources=args.project_resources,
+        subject_resources=args.subject_resources,
         assessors=args.assessors,
         recons=args.recons,
     )
 
 
 def layout_of(args: argparse.Namespace) -> LayoutOptions:
-    return LayoutOptions(Layout(args.layout), args.include_project, args.include_subject)
+    options = LayoutOptions(Layout(args.layout), args.include_project, args.include_subject)
+    check_levels(options, args.subject_resources)
+    return options

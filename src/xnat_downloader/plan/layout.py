@@ -6,15 +6,21 @@
     {project}/{subject}/{session}/resources/{resource}/files/{path}
     {project}/{subject}/{session}/assessors/{assessor}/resources/{resource}/files/{path}
     {project}/{subject}/{session}/reconstructions/{recon}/resources/{resource}/files/{path}
+    {project}/resources/{resource}/files/{path}
+    {project}/{subject}/resources/{resource}/files/{path}
 
 ``simplified`` drops the ``scans``, ``resources`` and ``files`` folders (seed 000's
 "Simplify downloaded archive structure"): ``{session}/{scan_id}-{type}/{resource}/{path}``.
 ``flat`` puts every file of a session in one folder, named
-``{scan_id}-{type}_{resource}_{path with / as _}``.  With ``--metadata``, XNAT's documents
-go beside the data: ``project.xml``, ``subject.xml`` and ``session.xml`` in those folders,
-``scan.xml`` in each scan's folder (``{scan}_scan.xml`` in ``flat``).  The project and
-subject levels can be switched off.  Every component is made safe; file names are kept
-byte-for-byte when they are already safe (DICOM UID names are never rewritten).
+``{scan_id}-{type}_{resource}_{path with / as _}``.  A project's or subject's own
+resources go in its folder as a session's do (``{project}/resources/{resource}/files/…``,
+``{project}/{subject}/resources/…``); a subject's need the subject level, so a plan with
+them and without that level is refused before it is made (``api``).  With
+``--metadata``, XNAT's documents go beside the data: ``project.xml``, ``subject.xml`` and
+``session.xml`` in those folders, ``scan.xml`` in each scan's folder (``{scan}_scan.xml``
+in ``flat``).  The project and subject levels can be switched off.  Every component is
+made safe; file names are kept byte-for-byte when they are already safe (DICOM UID names
+are never rewritten).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.sanitize import safe_component, safe_relpath
 from xnat_downloader.xnat.model import RemoteFile
 
@@ -37,6 +44,15 @@ class LayoutOptions:
     layout: Layout = Layout.XNAT
     include_project: bool = True
     include_subject: bool = True
+
+
+def check_levels(opts: LayoutOptions, subject_resources: bool) -> None:
+    """UsageError when a subject's own resources would have no folder to go in."""
+    if subject_resources and not opts.include_subject:
+        raise UsageError(
+            "subjects' own resources go in the subject folders: leave out "
+            "--no-include-subject, or --subject-resources"
+        )
 
 
 def _owner_folder(f: RemoteFile) -> list[str]:
@@ -84,9 +100,12 @@ def local_parts(f: RemoteFile, opts: LayoutOptions) -> list[str]:
     head: list[str] = []
     if opts.include_project:
         head.append(safe_component(f.project))
-    if opts.include_subject:
-        head.append(safe_component(f.subject_label))
-    head.append(safe_component(f.session_label))
+    if f.category == "subject":
+        head.append(safe_component(f.subject_label))  # its own level (see the docstring)
+    elif f.category != "project":
+        if opts.include_subject:
+            head.append(safe_component(f.subject_label))
+        head.append(safe_component(f.session_label))
     owner = _owner_folder(f)
     resource = safe_component(f.resource)
     rel = safe_relpath(f.path)

@@ -21,6 +21,13 @@ class Project:
 
 
 @dataclass(frozen=True)
+class Subject:
+    id: str
+    label: str
+    project: str
+
+
+@dataclass(frozen=True)
 class Session:
     """An image session (an XNAT experiment that is a subject assessor)."""
 
@@ -64,7 +71,8 @@ class Scan:
 class RemoteFile:
     """One file to fetch, with everything a layout needs to place it.
 
-    ``category`` is ``scan``, ``session`` (a session resource), ``assessor``, ``recon`` or
+    ``category`` is ``scan``, ``session`` (a session resource), ``assessor``, ``recon``,
+    ``project`` or ``subject`` (a project's or subject's own resource: no session), or
     ``catalog`` (placed under ``folder`` as a download catalog names it).  ``owner`` is the
     scan ID, assessor label or reconstruction ID; ``owner_type`` the scan type.
     """

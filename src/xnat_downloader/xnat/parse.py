@@ -91,6 +91,18 @@ def split_file_uri(uri: str) -> tuple[str, str] | None:
     return unquote(match.group("res")), unquote(match.group("path"))
 
 
+def holder_kind(uri: str) -> str | None:
+    """What holds the resource a file URI is in: the collection its owner is named under
+    (``projects``, ``subjects``, ``experiments``, ``scans``, …), or None when the URI names
+    no resource file.  ``/data/projects/P/resources/R/files/x`` is a project's own."""
+    path = _path_of(uri)
+    match = FILE_URI.search(path) if path is not None else None
+    if path is None or match is None:
+        return None
+    parts = path[: match.start()].rstrip("/").split("/")
+    return parts[-2] if len(parts) >= 2 else None
+
+
 def owner_of(uri: str) -> tuple[str, str] | None:
     """``(kind, id)`` of the scan, assessor or reconstruction a file URI belongs to."""
     path = _path_of(uri)

@@ -10,7 +10,7 @@ import fnmatch
 from dataclasses import dataclass
 from datetime import date
 
-from xnat_downloader.xnat.model import Scan, Session
+from xnat_downloader.xnat.model import Scan, Session, Subject
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,9 @@ class Selection:
     resources: tuple[str, ...] = ()
     scans: bool = True
     session_resources: bool = False
+    # The resources of the selected projects, and of their subjects (see subjects_selected).
+    project_resources: bool = False
+    subject_resources: bool = False
     assessors: bool = False
     recons: bool = False
     # Constraints on assessors (ID, label or xsiType) and reconstructions (ID or type),
@@ -83,6 +86,26 @@ def session_matches(session: Session, sel: Selection) -> bool:
         ):
             return False
     return True
+
+
+def narrows_sessions(sel: Selection) -> bool:
+    """Whether ``sel`` picks sessions by more than their project and subject."""
+    return bool(sel.sessions or sel.since or sel.until or sel.xsi_types)
+
+
+def subjects_selected(
+    subjects: list[Subject], sessions: list[Session], sel: Selection
+) -> list[Subject]:
+    """The subjects whose own resources ``--subject-resources`` fetches: those of the
+    selected sessions when the selection picks sessions (by name, date or type); otherwise
+    every subject of the selected projects that ``--subject`` names (all when it names
+    none), sessions or not."""
+    if narrows_sessions(sel):
+        holding = {(s.project, s.subject_id) for s in sessions}
+        return [s for s in subjects if (s.project, s.id) in holding]
+    if sel.subjects:
+        return [s for s in subjects if s.id in sel.subjects or s.label in sel.subjects]
+    return list(subjects)
 
 
 def scan_matches(scan: Scan, sel: Selection) -> bool:

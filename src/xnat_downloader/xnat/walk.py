@@ -3,7 +3,8 @@
 Requests are kept few because real servers are far away: one project listing, one subject
 and one experiment listing per project, then per matching session one scan listing and one
 ``scans/ALL/files`` listing (plus one listing each for session resources, assessors and
-reconstructions when asked for).  Listings that do not depend on each other are asked for
+reconstructions when asked for, and one per project and per subject for their own
+resources).  Listings that do not depend on each other are asked for
 at once (a project's two; a session's, unless a scan filter makes its files depend on its
 scans), and eight sessions are walked at a time, so a distant server costs a round trip
 per wave of sessions, not one per listing.
@@ -26,9 +27,10 @@ from xnat_downloader.aio import together
 from xnat_downloader.errors import LoginPageError, NotFound, ServerError, UsageError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.xnat import paths
-from xnat_downloader.xnat.model import Project, RemoteFile, Scan, Session
+from xnat_downloader.xnat.model import Project, RemoteFile, Scan, Session, Subject
 from xnat_downloader.xnat.parse import (
     CatalogEntry,
+    holder_kind,
     item_fields,
     item_type,
     owner_of,
@@ -44,6 +46,7 @@ from xnat_downloader.xnat.selection import (
     resource_matches,
     scan_matches,
     session_matches,
+    subjects_selected,
 )
 
 log = logging.getLogger("xnat_downloader.walk")
@@ -146,7 +149,8 @@ def match_projects(wanted: Iterable[str], available: list[Project]) -> list[Proj
     return chosen
 
 
-async def list_sessions(xs: XnatClient, project: Project) -> list[Session]:
+async def list_sessions(xs: XnatClient, project: Project) -> tuple[list[Subject], list[Session]]:
+    """A project's subjects and sessions (the subjects name the sessions' subject labels)."""
     # Two independent listings, asked for at once (one round trip, not two).
     subjects_doc, doc = await together(
         xs.get_json(
@@ -163,9 +167,12 @@ async def list_sessions(xs: XnatClient, project: Project) -> list[Session]:
             what=f"the sessions of project {project.id}",
         ),
     )
-    labels = {
-        r["ID"]: r.get("label", "") for r in result_rows(subjects_doc, "subjects") if r.get("ID")
-    }
+    subjects = [
+        Subject(r["ID"], r.get("label") or r["ID"], project.id)
+        for r in result_rows(subjects_doc, "subjects")
+        if r.get("ID")
+    ]
+    labels = {s.id: s.label for s in subjects}
     sessions = []
     for r in result_rows(doc, "experiments"):
         if not r.get("ID"):  # nothing can be asked about it: a gap, not a skip
@@ -188,7 +195,7 @@ async def list_sessions(xs: XnatClient, project: Project) -> list[Session]:
                 stamp=r.get("last_modified", ""),
             )
         )
-    return sessions
+    return subjects, sessions
 
 
 async def list_scans(xs: XnatClient, session: Session) -> list[Scan]:
@@ -241,6 +248,56 @@ def _file(
         owner=owner,
         owner_type=owner_type,
     )
+
+
+def _own_file(row: dict[str, str], holder: Subject | Project, where: str) -> RemoteFile | None:
+    """A file of a project's or subject's own resource (no session)."""
+    uri = row.get("URI", "")
+    split = split_file_uri(uri)
+    if split is None:
+        _unusable_uri(uri, f"a file of {where}")
+        return None
+    _res, path = split
+    subject = holder if isinstance(holder, Subject) else None
+    return RemoteFile(
+        uri=uri,
+        path=path,
+        size=parse_size(row.get("Size", "")),
+        md5=row.get("digest") or None,
+        project=subject.project if subject else holder.id,
+        subject_label=subject.label if subject else "",
+        session_label="",
+        session_id="",
+        category="subject" if subject else "project",
+        resource=row.get("collection") or _res,
+    )
+
+
+async def _own_resources(
+    xs: XnatClient, holder: Subject | Project, sel: Selection
+) -> list[RemoteFile]:
+    """The files of a project's or subject's own resources, from its ``…/files`` listing
+    (rows of anything below it, which some servers include, are not its own)."""
+    if isinstance(holder, Subject):
+        kind, where = "subjects", f"subject {holder.label} of project {holder.project}"
+        listing = paths.owner(holder.project, subject=holder.id)
+    else:
+        kind, where = "projects", f"project {holder.id}"
+        listing = paths.project(holder.id)
+    rows = await _files_listing(xs, paths.session_files(listing), f"the resources of {where}")
+    files: list[RemoteFile] = []
+    for row in rows:
+        uri = row.get("URI", "")
+        held_by = holder_kind(uri)
+        if held_by is None:
+            _unusable_uri(uri, f"a file of {where}")
+        elif held_by == kind and resource_matches(
+            row.get("collection", ""), row.get("file_format", ""), sel
+        ):
+            found = _own_file(row, holder, where)
+            if found:
+                files.append(found)
+    return files
 
 
 async def _files_listing(xs: XnatClient, path: str, what: str) -> list[dict[str, str]]:
@@ -431,7 +488,9 @@ async def walk(
     _gaps.set(result.gaps)
     result.projects = match_projects(sel.projects, await list_projects(xs))
     per_project = await together(*(list_sessions(xs, p) for p in result.projects))
-    for sessions in per_project:
+    subjects: list[Subject] = []
+    for project_subjects, sessions in per_project:
+        subjects.extend(project_subjects)
         result.sessions.extend(s for s in sessions if session_matches(s, sel))
     if sel.sessions:
         listed = {s.id for s in result.sessions} | {s.label for s in result.sessions}
@@ -461,7 +520,24 @@ async def walk(
                 _gap(f"session {session.label} ({session.id})", f"cannot be listed: {exc}")
                 return [], []
 
-    for scans, files in await together(*(one(s) for s in result.sessions)):
+    async def own(holder: Subject | Project) -> tuple[list[Scan], list[RemoteFile]]:
+        async with gate:
+            try:
+                return [], await _own_resources(xs, holder, sel)
+            except LoginPageError:
+                raise
+            except (NotFound, ServerError) as exc:
+                name = holder.label if isinstance(holder, Subject) else holder.id
+                _gap(f"the resources of {name}", f"cannot be listed: {exc}")
+                return [], []
+
+    holders: list[Subject | Project] = []
+    if sel.project_resources:
+        holders += result.projects
+    if sel.subject_resources:
+        holders += subjects_selected(subjects, result.sessions, sel)
+    walked = [one(s) for s in result.sessions] + [own(h) for h in holders]
+    for scans, files in await together(*walked):
         result.scans.extend(scans)
         result.files.extend(files)
     return result

@@ -1,0 +1,205 @@
+"""Projects' and subjects' own resources (--project-resources, --subject-resources): where
+they go, which subjects are asked about, and what is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.conftest import Server
+from tests.test_download import cli, local_files
+from xnat_downloader.http.client import XnatClient
+from xnat_downloader.http.credentials import Credentials
+from xnat_downloader.plan.layout import Layout, LayoutOptions, local_parts
+from xnat_downloader.xnat.model import RemoteFile, Session, Subject
+from xnat_downloader.xnat.paths import LOGIN
+from xnat_downloader.xnat.selection import Selection, subjects_selected
+from xnat_downloader.xnat.walk import WalkResult, walk
+
+AUTH = ("admin", "admin")
+
+
+def put_subject_files(server: Server, subject: str, resource: str, count: int) -> dict[str, str]:
+    """``count`` small files into a subject's resource; their paths and MD5s."""
+    sent = {}
+    for i in range(count):
+        body = f"{subject} {resource} file {i}\n".encode() * (i + 1)
+        path = f"notes/n{i:02d}.txt"
+        answer = requests.put(
+            f"{server.url}/data/projects/DEMO01/subjects/{subject}/resources/{resource}/files/"
+            f"{path}?inbody=true",
+            data=body,
+            auth=AUTH,
+            timeout=30,
+        )
+        assert answer.status_code in (200, 201), answer.text
+        sent[path] = hashlib.md5(body).hexdigest()
+    return sent
+
+
+def test_project_and_subject_resources_land_beside_the_sessions_verified(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = serve()
+    # Ten files: enough for the resource to come as one streamed zip.
+    notes = put_subject_files(server, "DEMO01_S002", "NOTES", 10)
+    out = tmp_path / "out"
+    base = ["download", "-w", server.url, "-p", "DEMO01", "--no-scans", "-o", str(out)]
+    code, stdout, err = cli(*base, "--project-resources", "--subject-resources")
+    assert code == 0, err
+    assert stdout.strip().splitlines()[-1].startswith("done: 11 files, ")
+    assert stdout.strip().endswith("11 verified, 0 failed")
+    got = local_files(out)
+    docs = requests.get(f"{server.url}/data/projects/DEMO01/files", auth=AUTH, timeout=30)
+    readme = next(r for r in docs.json()["ResultSet"]["Result"] if r["Name"] == "README.txt")
+    assert got["DEMO01/resources/DOCS/files/README.txt"] == readme["digest"]
+    for path, md5 in notes.items():
+        assert got[f"DEMO01/DEMO01_S002/resources/NOTES/files/{path}"] == md5
+    assert len(got) == 11  # nothing of the sessions (--no-scans), nothing else
+
+    # A re-run trusts them, and `verify` re-hashes them.
+    code, stdout, _ = cli(*base, "--project-resources", "--subject-resources")
+    assert code == 0
+    code, stdout, _ = cli("verify", "-o", str(out))
+    assert code == 0
+    assert stdout.strip().splitlines()[-1].startswith("verify: 11 files, 11 ok, 0 missing")
+
+    # Narrowed to one session of the other subject: that subject's resources only (none).
+    code, stdout, _ = cli(*base[:-2], "-s", "DEMO01_S001_MR1", "--subject-resources",
+                          "--dry-run", "--list-files", "-o", str(tmp_path / "n"))  # fmt: skip
+    assert code == 0
+    assert stdout.strip().splitlines()[-1] == "plan: 0 files, 0 bytes"
+
+    # ls names them, and --json gives them too.
+    code, stdout, _ = cli("ls", "-w", server.url, "-p", "DEMO01", "--project-resources",
+                          "--subject-resources", "--json")  # fmt: skip
+    assert code == 0
+    assert json.loads(stdout)["own_resources"] == [
+        {"project": "DEMO01", "subject": "", "resource": "DOCS", "files": 1,
+         "bytes": int(readme["Size"])},
+        {"project": "DEMO01", "subject": "DEMO01_S002", "resource": "NOTES", "files": 10,
+         "bytes": sum(len(f"DEMO01_S002 NOTES file {i}\n") * (i + 1) for i in range(10))},
+    ]  # fmt: skip
+
+
+def test_a_layout_without_subject_folders_or_a_copy_refuses_them_before_asking(
+    tmp_path: Path,
+) -> None:
+    """Nothing listens on the address: a command that got as far as a request would fail
+    for that instead of the refusal asserted."""
+    nowhere = "http://127.0.0.1:9"
+    code, _, err = cli("download", "-w", nowhere, "-p", "P", "--subject-resources",
+                       "--no-include-subject", "-o", str(tmp_path / "o"))  # fmt: skip
+    assert code == 2
+    assert "leave out --no-include-subject, or --subject-resources" in err
+    assert not (tmp_path / "o").exists()
+    code, _, err = cli("copy", "--from", nowhere, "--to", "http://127.0.0.1:10", "-p", "P",
+                       "--project-resources")  # fmt: skip
+    assert code == 2
+    assert "projects' and subjects' own resources are not copied" in err
+
+
+def test_where_they_go_in_each_layout() -> None:
+    project = RemoteFile("/data/projects/P/resources/1/files/a/b.txt", "a/b.txt", 1, None,
+                         "P", "", "", "", "project", "DOCS")  # fmt: skip
+    subject = RemoteFile("/data/subjects/S/resources/2/files/c.txt", "c.txt", 1, None,
+                         "P", "s1", "", "", "subject", "NOTES")  # fmt: skip
+    expected = {
+        LayoutOptions(): ("P/resources/DOCS/files/a/b.txt", "P/s1/resources/NOTES/files/c.txt"),
+        LayoutOptions(Layout.SIMPLIFIED): ("P/DOCS/a/b.txt", "P/s1/NOTES/c.txt"),
+        LayoutOptions(Layout.FLAT): ("P/DOCS_a_b.txt", "P/s1/NOTES_c.txt"),
+        LayoutOptions(include_project=False): (
+            "resources/DOCS/files/a/b.txt",
+            "s1/resources/NOTES/files/c.txt",
+        ),
+    }
+    for options, (p, s) in expected.items():
+        assert "/".join(local_parts(project, options)) == p
+        assert "/".join(local_parts(subject, options)) == s
+
+
+def test_which_subjects_are_asked_about() -> None:
+    subjects = [Subject("S1", "one", "P"), Subject("S2", "two", "P"), Subject("S3", "three", "P")]
+    sessions = [Session("E1", "e1", "P", "S2", "two", None, "xnat:mrSessionData")]
+    assert subjects_selected(subjects, sessions, Selection(projects=("P",))) == subjects
+    named = Selection(projects=("P",), subjects=("one", "S3"))
+    assert subjects_selected(subjects, [], named) == [subjects[0], subjects[2]]
+    narrowed = Selection(projects=("P",), sessions=("e1",))
+    assert subjects_selected(subjects, sessions, narrowed) == [subjects[1]]
+
+
+def own_resources_app(seen: Counter[str]) -> web.Application:
+    """Project P with subjects S1 and S2 and no sessions; P's files listing also shows a
+    subject's file (not the project's own) and a row whose URI names no file."""
+
+    def rows(*items: dict[str, str]) -> web.Response:
+        return web.json_response({"ResultSet": {"Result": list(items)}})
+
+    async def handle(request: web.Request) -> web.Response:
+        seen[request.path] += 1
+        return answers[request.path]
+
+    md5 = "d41d8cd98f00b204e9800998ecf8427e"
+    answers: dict[str, web.Response] = {
+        "/data/projects": rows({"ID": "P"}),
+        "/data/projects/P/subjects": rows({"ID": "S1", "label": "one"},
+                                          {"ID": "S2", "label": "two"}),
+        "/data/projects/P/experiments": rows(),
+        "/data/projects/P/files": rows(
+            {"URI": "/data/projects/P/resources/7/files/own.txt", "Size": "0", "digest": md5,
+             "collection": "DOCS"},
+            {"URI": "/data/projects/P/subjects/S1/resources/8/files/theirs.txt", "Size": "0",
+             "digest": md5, "collection": "NOTES"},
+            {"URI": "/data/projects/P/resources/7/nothing", "Size": "0"},
+        ),
+        "/data/projects/P/subjects/S1/files": rows(
+            {"URI": "/data/subjects/S1/resources/8/files/theirs.txt", "Size": "0", "digest": md5,
+             "collection": "NOTES"},
+        ),
+        "/data/projects/P/subjects/S2/files": rows(),
+    }  # fmt: skip
+    app = web.Application()
+    for path in answers:
+        app.router.add_get(path, handle)
+    return app
+
+
+def walked(app: web.Application, selection: Selection) -> WalkResult:
+    async def go() -> WalkResult:
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            url = str(server.make_url(""))
+            async with XnatClient(url, Credentials(None), login_path=LOGIN) as xs:
+                return await walk(xs, selection)
+        finally:
+            await server.close()
+
+    return asyncio.run(go())
+
+
+def test_rows_not_the_holders_own_are_left_out_and_one_naming_no_file_is_a_gap() -> None:
+    seen: Counter[str] = Counter()
+    selection = Selection(projects=("P",), project_resources=True, subject_resources=True)
+    found = walked(own_resources_app(seen), selection)
+    assert sorted((f.category, f.subject_label, f.path) for f in found.files) == [
+        ("project", "", "own.txt"),
+        ("subject", "one", "theirs.txt"),
+    ]
+    assert [g.what for g in found.gaps] == ["/data/projects/P/resources/7/nothing"]
+    # One listing per project and one per subject: no session was asked about.
+    assert seen["/data/projects/P/files"] == 1
+    assert seen["/data/projects/P/subjects/S1/files"] == 1
+    assert seen["/data/projects/P/subjects/S2/files"] == 1
+    # Without the flags, none of those listings is asked for.
+    seen.clear()
+    walked(own_resources_app(seen), Selection(projects=("P",)))
+    assert not any(path.endswith("/files") for path in seen)

@@ -189,6 +189,13 @@ def test_selection_dimensions(shared_server: Server, tmp_path: Path) -> None:
     assert all(p.split("/")[1] == "DEMO01_S002" for p in subject)
     dicom = plan("--resource", "DICOM")
     assert all("/resources/DICOM/" in p for p in dicom)
+    # Exclusions: what they match leaves, the rest stays, and they beat an inclusion.
+    no_dicom = plan("--exclude-resource", "dicom")
+    assert no_dicom
+    assert sorted(no_dicom + dicom) == sorted(everything)
+    assert plan("--resource", "DICOM", "--exclude-resource", "DIC*") == []
+    no_t1 = plan("--exclude-scan-type", "*mprage*")
+    assert sorted(no_t1 + t1) == sorted(everything)
     extras = plan("--no-scans", "--session-resources", "--assessors", "--recons")
     assert any("/resources/QC/files/report.txt" in p for p in extras)
     assert any("/assessors/" in p for p in extras)

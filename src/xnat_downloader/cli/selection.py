@@ -57,6 +57,18 @@ def selection_args(p: argparse.ArgumentParser) -> None:
         metavar="LABEL",
         help="resource label or format, e.g. DICOM (default: every resource)",
     )
+    g.add_argument(
+        "--exclude-scan-type",
+        action="append",
+        metavar="PATTERN",
+        help="leave out scans whose ID, type or series description matches (glob; repeatable)",
+    )
+    g.add_argument(
+        "--exclude-resource",
+        action="append",
+        metavar="LABEL",
+        help="leave out resources whose label or format matches, e.g. SNAPSHOTS (glob; repeatable)",
+    )
     g.add_argument("--no-scans", action="store_true", help="skip scan files")
     g.add_argument(
         "--session-resources", action="store_true", help="also fetch session-level resources"
@@ -202,6 +214,8 @@ def selection_of(args: argparse.Namespace, projects: tuple[str, ...]) -> Selecti
         scan_types=expand(args.scan_type, "--scan-type"),
         qualities=expand(args.quality, "--quality"),
         resources=expand(args.resource, "--resource"),
+        exclude_resources=expand(args.exclude_resource, "--exclude-resource"),
+        exclude_scan_types=expand(args.exclude_scan_type, "--exclude-scan-type"),
         scans=not args.no_scans,
         session_resources=args.session_resources,
         project_resources=args.project_resources,

@@ -26,6 +26,9 @@ class Selection:
     scan_types: tuple[str, ...] = ()
     qualities: tuple[str, ...] = ()
     resources: tuple[str, ...] = ()
+    # Left out even when matched above (globs, as those are): e.g. SNAPSHOTS, or localizers.
+    exclude_resources: tuple[str, ...] = ()
+    exclude_scan_types: tuple[str, ...] = ()
     scans: bool = True
     session_resources: bool = False
     # The resources of the selected projects, and of their subjects (see subjects_selected).
@@ -48,6 +51,8 @@ class Selection:
             ("scan types", self.scan_types),
             ("quality", self.qualities),
             ("resources", self.resources),
+            ("not scan types", self.exclude_scan_types),
+            ("not resources", self.exclude_resources),
             ("assessors", self.assessor_patterns),
             ("reconstructions", self.recon_patterns),
         ):
@@ -108,22 +113,34 @@ def subjects_selected(
     return list(subjects)
 
 
+def _scan_named(scan: Scan, patterns: tuple[str, ...]) -> bool:
+    return (
+        _glob(scan.id, patterns)
+        or _glob(scan.type, patterns)
+        or _glob(scan.series_description, patterns)
+    )
+
+
 def scan_matches(scan: Scan, sel: Selection) -> bool:
-    """xget's ``-acq``: a scan ID, type or series description (globs, case-insensitive)."""
-    if sel.scan_types and not (
-        _glob(scan.id, sel.scan_types)
-        or _glob(scan.type, sel.scan_types)
-        or _glob(scan.series_description, sel.scan_types)
-    ):
+    """xget's ``-acq``: a scan ID, type or series description (globs, case-insensitive),
+    and none of ``exclude_scan_types``."""
+    if sel.scan_types and not _scan_named(scan, sel.scan_types):
+        return False
+    if sel.exclude_scan_types and _scan_named(scan, sel.exclude_scan_types):
         return False
     return not (sel.qualities and scan.quality.lower() not in {q.lower() for q in sel.qualities})
 
 
+def _resource_named(label: str, file_format: str, patterns: tuple[str, ...]) -> bool:
+    return _glob(label, patterns) or bool(file_format and _glob(file_format, patterns))
+
+
 def resource_matches(label: str, file_format: str, sel: Selection) -> bool:
-    """xget's ``-format``: a resource label or file format; no constraint means every one."""
-    if not sel.resources:
-        return True
-    return _glob(label, sel.resources) or bool(file_format and _glob(file_format, sel.resources))
+    """xget's ``-format``: a resource label or file format (no constraint means every
+    one), and none of ``exclude_resources``."""
+    if sel.exclude_resources and _resource_named(label, file_format, sel.exclude_resources):
+        return False
+    return not sel.resources or _resource_named(label, file_format, sel.resources)
 
 
 def owner_matches(values: tuple[str, ...], patterns: tuple[str, ...]) -> bool:

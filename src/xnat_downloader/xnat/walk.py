@@ -371,7 +371,7 @@ async def session_files(
 def scan_filtered(sel: Selection) -> bool:
     """Whether ``sel`` can leave a session's scans out: then its scan files are asked for
     only after the scan listing shows that some scan matches."""
-    return bool(sel.scan_types or sel.qualities)
+    return bool(sel.scan_types or sel.qualities or sel.exclude_scan_types)
 
 
 async def _scan_part(

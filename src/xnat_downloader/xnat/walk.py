@@ -225,26 +225,36 @@ async def list_scans(xs: XnatClient, session: Session) -> list[Scan]:
     return scans
 
 
-def _file(
-    row: dict[str, str], session: Session, category: str, owner: str = "", owner_type: str = ""
-) -> RemoteFile | None:
+def _row_file(row: dict[str, str], where: str, **place: str) -> RemoteFile | None:
+    """A listing row as a file, placed by ``place`` (its project, subject, session,
+    category and owner fields); None, and a gap, when its URI names no file."""
     uri = row.get("URI", "")
     split = split_file_uri(uri)
     if split is None:
-        _unusable_uri(uri, f"a file of session {session.label}")
+        _unusable_uri(uri, where)
         return None
-    _res, path = split
+    res, path = split
     return RemoteFile(
         uri=uri,
         path=path,
         size=parse_size(row.get("Size", "")),
         md5=row.get("digest") or None,
+        resource=row.get("collection") or res,
+        **place,
+    )
+
+
+def _file(
+    row: dict[str, str], session: Session, category: str, owner: str = "", owner_type: str = ""
+) -> RemoteFile | None:
+    return _row_file(
+        row,
+        f"a file of session {session.label}",
         project=session.project,
         subject_label=session.subject_label,
         session_label=session.label,
         session_id=session.id,
         category=category,
-        resource=row.get("collection") or _res,
         owner=owner,
         owner_type=owner_type,
     )
@@ -252,24 +262,15 @@ def _file(
 
 def _own_file(row: dict[str, str], holder: Subject | Project, where: str) -> RemoteFile | None:
     """A file of a project's or subject's own resource (no session)."""
-    uri = row.get("URI", "")
-    split = split_file_uri(uri)
-    if split is None:
-        _unusable_uri(uri, f"a file of {where}")
-        return None
-    _res, path = split
     subject = holder if isinstance(holder, Subject) else None
-    return RemoteFile(
-        uri=uri,
-        path=path,
-        size=parse_size(row.get("Size", "")),
-        md5=row.get("digest") or None,
+    return _row_file(
+        row,
+        f"a file of {where}",
         project=subject.project if subject else holder.id,
         subject_label=subject.label if subject else "",
         session_label="",
         session_id="",
         category="subject" if subject else "project",
-        resource=row.get("collection") or _res,
     )
 
 

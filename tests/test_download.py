@@ -250,6 +250,7 @@ def test_list_file_with_bom_crlf_header(shared_server: Server, tmp_path: Path) -
         (["-j", "0"], ENV, "jobs (-j) must be between 1 and 32, not 0"),
         (["-j", "33"], ENV, "jobs (-j) must be between 1 and 32, not 33"),
         (["--max-rate", "0"], ENV, "--max-rate 0.0 must be a positive"),
+        (["--max-requests", "-1"], ENV, "--max-requests -1 must be a positive number"),
         (["-p", "@/nonexistent/list.txt"], ENV, "cannot read list file /nonexistent/list.txt"),
     ],
 )

@@ -4,6 +4,7 @@ injected sleep, so faults run in-process and deterministically (no real waits)."
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import socket
 from collections.abc import Callable
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Server, start_server
-from xnat_downloader.errors import ConnectionFailed, ServerError
+from xnat_downloader.errors import ConnectionFailed, ServerError, UsageError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.http.credentials import Credentials
+from xnat_downloader.http.pacing import RequestPacer
 from xnat_downloader.http.retry import RetryPolicy, classify
 from xnat_downloader.xnat.paths import LOGIN
 
@@ -120,3 +122,72 @@ def test_a_server_that_stops_answering_costs_one_requests_retries_not_every_requ
         return xs
 
     asyncio.run(go())
+
+
+class FakeClock:
+    """A clock that only the injected sleep moves (to the end of the longest wait under
+    way, as real time would), and records every wait."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        until = self.now + seconds
+        await asyncio.sleep(0)  # others waiting at the same moment ask now
+        self.now = max(self.now, until)
+
+
+def test_the_pacer_spaces_request_starts_in_the_order_asked() -> None:
+    clock = FakeClock()
+    pacer = RequestPacer(4, clock=clock, sleep=clock.sleep)  # 0.25 s apart
+
+    starts: list[float] = []
+
+    async def request() -> None:
+        await pacer.wait()
+        starts.append(clock.now)
+
+    async def go() -> None:
+        await asyncio.gather(*(request() for _ in range(3)))  # three ask together
+        clock.now += 5.0  # a quiet while: the next one goes at once
+        await request()
+
+    asyncio.run(go())
+    assert starts == pytest.approx([100.0, 100.25, 100.5, 105.5])
+    assert clock.waits == pytest.approx([0.25, 0.5])
+    with pytest.raises(UsageError, match="positive"):
+        RequestPacer(0)
+
+
+def test_every_request_of_a_client_goes_through_its_pacer(shared_server: Server) -> None:
+    """Login, listings and a file: each start waits its turn on the (fake) clock, which the
+    server's view confirms: it answered every one of them."""
+    server = shared_server
+    clock = FakeClock()
+    pacer = RequestPacer(2, clock=clock, sleep=clock.sleep)
+    started: list[float] = []
+    wait = pacer.wait
+
+    async def recorded() -> None:
+        await wait()
+        started.append(clock.now)
+
+    pacer.wait = recorded  # type: ignore[method-assign]
+
+    async def go() -> int:
+        async with XnatClient(
+            server.url, Credentials("admin", "admin"), login_path=LOGIN, pacer=pacer
+        ) as xs:
+            for _ in range(3):
+                await xs.get_json("/data/projects", what="projects")
+            return xs.request_count
+
+    count = asyncio.run(go())
+    assert count >= 4  # the login and three listings
+    assert len(started) >= count
+    assert all(b - a >= 0.5 for a, b in itertools.pairwise(started))

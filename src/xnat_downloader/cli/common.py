@@ -393,6 +393,13 @@ def connection_args(p: argparse.ArgumentParser) -> None:
         "--insecure", action="store_true", help="do not verify the server's TLS certificate (warns)"
     )
     g.add_argument(
+        "--max-requests",
+        type=float,
+        metavar="N",
+        help="start at most N requests a second on the server, all transfers together "
+        "(default: no limit beyond -j)",
+    )
+    g.add_argument(
         "--profile",
         metavar="NAME",
         help="a named server from ~/.config/xnat-downloader/config.toml (url, user, "
@@ -412,10 +419,15 @@ def connection(
     args: argparse.Namespace, url: str, interactive: bool, login: argparse.Namespace | None = None
 ) -> api.Connection:
     """A connection to ``url`` as the command's flags say: the credentials of ``login``
-    (default ``args``: ``--user``/``--password``), ``--insecure`` and ``--ca-bundle``."""
+    (default ``args``: ``--user``/``--password``), ``--insecure``, ``--ca-bundle`` and
+    ``--max-requests``."""
+    rate = getattr(args, "max_requests", None)
+    if rate is not None and not rate > 0:
+        raise UsageError(f"--max-requests {rate:g} must be a positive number of requests a second")
     return api.Connection(
         url,
         credentials(login or args, url, interactive),
         verify=not args.insecure,
         ca_bundle=args.ca_bundle,
+        max_requests_per_second=rate,
     )

@@ -37,6 +37,7 @@ from xnat_downloader.errors import (
     XnatError,
 )
 from xnat_downloader.http.credentials import Credentials
+from xnat_downloader.http.pacing import RequestPacer
 from xnat_downloader.http.retry import RetryPolicy, classify
 
 log = logging.getLogger("xnat_downloader.http")
@@ -186,13 +187,16 @@ class XnatClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         transport: Callable[[], aiohttp.BaseConnector] | None = None,
         scheme_guessed: bool = False,
+        pacer: RequestPacer | None = None,
     ) -> None:
         """``url`` is the server's root (``xnat/paths.server_root`` makes one from what a
         user types); ``login_path`` is where Basic credentials buy a session cookie (GET) and
         give it back (DELETE).  ``sleep`` is every wait between tries; ``transport`` makes
         the connector the
         requests go through (default: a TCP pool of ``max_connections`` with the TLS
-        settings).  Both are seams for tests: a fake resolver, an in-process server."""
+        settings).  Both are seams for tests: a fake resolver, an in-process server.
+        ``pacer`` spaces the starts of all requests (redirects, retries and logins
+        included); one pacer may serve several clients of one server in turn."""
         self.base_url = url.rstrip("/")
         self.login_path = login_path
         self._scheme_guessed = scheme_guessed
@@ -208,6 +212,7 @@ class XnatClient:
         self.max_connections = max_connections
         self._ssl = make_ssl(verify, ca_bundle)
         self._transport = transport
+        self._pacer = pacer
         self._client: aiohttp.ClientSession | None = None
         self._login_lock = asyncio.Lock()
         self._login_generation = 0
@@ -349,6 +354,8 @@ class XnatClient:
         to this server: one to another host is refused (ServerError, 421), since the server
         must not send the client, or its cookies' requests, elsewhere."""
         for _ in range(MAX_REDIRECTS + 1):
+            if self._pacer is not None:
+                await self._pacer.wait()
             resp = await self.client.request(method, url, allow_redirects=False, **kwargs)
             if resp.status not in REDIRECTS or method not in ("GET", "HEAD"):
                 return resp

@@ -31,7 +31,7 @@ from xnat_downloader.errors import LocalWriteError, NotFound, UsageError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.plan import shard as shards
-from xnat_downloader.plan.layout import Layout, LayoutOptions, check_levels
+from xnat_downloader.plan.layout import Layout, LayoutOptions, check_layout
 from xnat_downloader.plan.plan import Plan, build_plan, manifest_catalog, manifest_json
 from xnat_downloader.plan.shard import Shard
 from xnat_downloader.plan.sync import (
@@ -152,11 +152,16 @@ async def plan_in(
     """The plan of a selection (or catalog); ``metadata`` (xml or json) adds XNAT's
     project, subject, session and scan documents to it; ``known`` sessions whose
     ``last_modified`` is unchanged are taken as they were (see :mod:`plan.sync`)."""
+    check_layout(
+        layout,
+        subject_resources=selection.subject_resources,
+        metadata=bool(metadata),
+        catalog=catalog is not None,
+    )
     if catalog is not None:
         data = await read_catalog(xs, catalog)
         files = await catalog_files(xs, data, str(catalog))
         return PlanResult(build_plan(files, layout), [], [], xs.request_count, xs.base_url)
-    check_levels(layout, selection.subject_resources)
     found = await walk(xs, selection, known=known)
     files = found.files
     if metadata:

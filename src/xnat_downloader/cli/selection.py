@@ -8,7 +8,7 @@ from pathlib import Path
 
 from xnat_downloader.cli.inputs import expand, parse_day
 from xnat_downloader.errors import UsageError
-from xnat_downloader.plan.layout import Layout, LayoutOptions, check_levels
+from xnat_downloader.plan.layout import Layout, LayoutOptions, check_layout
 from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.xnat.selection import Selection
 
@@ -99,21 +99,25 @@ def tree_args(g: argparse._ActionsContainer) -> None:
     g.add_argument(
         "--layout",
         choices=[m.value for m in Layout],
-        default="xnat",
         help="folders on disk: xnat (project/subject/session/scans/…, the default), "
         "simplified or flat",
     )
     g.add_argument(
         "--include-project",
         action=argparse.BooleanOptionalAction,
-        default=True,
         help="a folder per project (default: yes)",
     )
     g.add_argument(
         "--include-subject",
         action=argparse.BooleanOptionalAction,
-        default=True,
         help="a folder per subject (default: yes)",
+    )
+    g.add_argument(
+        "--path-template",
+        metavar="TEMPLATE",
+        help="folders and names of your own, e.g. '{subject}/{session}/{scan_id}-{scan_type}/"
+        "{path}'; fields: project, subject, session, session_id, category, owner, scan_id, "
+        "scan_type, resource, path, name (a folder whose fields a file lacks is left out)",
     )
     g.add_argument(
         "--metadata",
@@ -226,6 +230,35 @@ def selection_of(args: argparse.Namespace, projects: tuple[str, ...]) -> Selecti
 
 
 def layout_of(args: argparse.Namespace) -> LayoutOptions:
-    options = LayoutOptions(Layout(args.layout), args.include_project, args.include_subject)
-    check_levels(options, args.subject_resources)
+    """The layout the flags ask for; UsageError when they contradict each other or the
+    selection (checked before any request)."""
+    template = args.path_template
+    if template is not None:
+        given = [
+            flag
+            for flag, value in (
+                ("--layout", args.layout),
+                ("--[no-]include-project", args.include_project),
+                ("--[no-]include-subject", args.include_subject),
+            )
+            if value is not None
+        ]
+        if given:
+            raise UsageError(
+                f"--path-template decides every folder: leave out {' and '.join(given)}"
+            )
+        if not template.strip():
+            raise UsageError("--path-template is empty: give a template, or leave it out")
+    options = LayoutOptions(
+        Layout(args.layout or Layout.XNAT),
+        args.include_project is not False,
+        args.include_subject is not False,
+        template or "",
+    )
+    check_layout(
+        options,
+        subject_resources=args.subject_resources,
+        metadata=bool(args.metadata),
+        catalog=bool(getattr(args, "catalog", None)),
+    )
     return options

@@ -21,10 +21,14 @@ them and without that level is refused before it is made (``api``).  With
 in ``flat``).  The project and subject levels can be switched off.  Every component is
 made safe; file names are kept byte-for-byte when they are already safe (DICOM UID names
 are never rewritten).
+
+A path template (``--path-template``) replaces the named layouts: see
+:func:`template_parts` and :func:`check_template`.
 """
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -41,14 +45,122 @@ class Layout(StrEnum):
 
 @dataclass(frozen=True)
 class LayoutOptions:
+    """A named layout with its project and subject levels, or a path ``template`` (see
+    :func:`template_parts`), which then decides every folder."""
+
     layout: Layout = Layout.XNAT
     include_project: bool = True
     include_subject: bool = True
+    template: str = ""
 
 
-def check_levels(opts: LayoutOptions, subject_resources: bool) -> None:
-    """UsageError when a subject's own resources would have no folder to go in."""
-    if subject_resources and not opts.include_subject:
+# What a path template may name; each is a file's own value ("" where it has none).
+TEMPLATE_FIELDS = {
+    "project": "project ID",
+    "subject": "subject label",
+    "session": "session label",
+    "session_id": "session ID",
+    "category": "scan, session, assessor, recon, project or subject",
+    "owner": "the scan ID, assessor label or reconstruction ID",
+    "scan_id": "scan ID (scans only)",
+    "scan_type": "scan type (scans only)",
+    "resource": "resource label",
+    "path": "the path inside the resource, its sub-folders kept",
+    "name": "the file name alone",
+}
+
+
+def _fields(piece: str) -> list[str]:
+    """The field names of one folder of a template (ValueError if its braces do not parse)."""
+    return [name for _, name, _, _ in string.Formatter().parse(piece) if name is not None]
+
+
+def check_template(template: str) -> None:
+    """UsageError for a template that cannot place files: an absolute path, an empty,
+    ``.`` or ``..`` folder, braces that do not parse, a field it does not know (or a
+    conversion, or a format spec that does not apply), or neither ``{path}`` nor ``{name}``
+    (every file of a folder would get one name)."""
+    known = ", ".join("{" + name + "}" for name in TEMPLATE_FIELDS)
+    said = f"--path-template {template!r}"
+    if template.startswith("/"):
+        raise UsageError(f"{said} starts at /: it is a path under the output directory")
+    names: list[str] = []
+    for piece in template.split("/"):
+        if piece in ("", ".", ".."):
+            raise UsageError(f"{said} has an empty, '.' or '..' folder")
+        try:
+            parsed = list(string.Formatter().parse(piece))
+        except ValueError as exc:
+            raise UsageError(f"{said} does not parse ({exc}); its fields: {known}") from None
+        for _, name, _, conversion in parsed:
+            if name is None:
+                continue
+            if name not in TEMPLATE_FIELDS:
+                raise UsageError(f"{said} names no such field {{{name}}}; its fields: {known}")
+            if conversion:
+                raise UsageError(f"{said}: a field takes no conversion (!{conversion})")
+            names.append(name)
+        try:
+            piece.format(**dict.fromkeys(TEMPLATE_FIELDS, "x"))
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"{said}: {exc}") from None
+    if "path" not in names and "name" not in names:
+        raise UsageError(f"{said} needs {{path}} or {{name}}, or every file would share a name")
+
+
+def _template_values(f: RemoteFile) -> dict[str, str]:
+    scan = f.category == "scan"
+    return {
+        "project": f.project,
+        "subject": f.subject_label,
+        "session": f.session_label,
+        "session_id": f.session_id,
+        "category": f.category,
+        "owner": f.owner,
+        "scan_id": f.owner if scan else "",
+        "scan_type": f.owner_type if scan else "",
+        "resource": f.resource,
+        "path": f.path,
+        "name": f.path.replace("\\", "/").rsplit("/", 1)[-1],
+    }
+
+
+def template_parts(template: str, f: RemoteFile) -> list[str]:
+    """Where ``f`` goes under a checked template: each folder of the template filled with
+    the file's values, each value made safe (``{path}`` keeps its sub-folders); a folder
+    whose every field is empty for this file (``{scan_id}-{scan_type}`` of a session
+    resource) is left out for it."""
+    values = _template_values(f)
+    parts: list[str] = []
+    for piece in template.split("/"):
+        fields = _fields(piece)
+        if fields and not any(values[name] for name in fields):
+            continue
+        filled = {
+            name: "/".join(safe_relpath(values[name])) if name == "path"
+            else safe_component(values[name]) if values[name] else ""
+            for name in fields
+        }  # fmt: skip
+        parts += [safe_component(p) for p in piece.format(**filled).split("/") if p]
+    return parts or [safe_component(values["name"])]
+
+
+def check_layout(
+    opts: LayoutOptions, *, subject_resources: bool = False, metadata: bool = False,
+    catalog: bool = False,
+) -> None:  # fmt: skip
+    """UsageError when the layout cannot hold what is asked for: a subject's own resources
+    without subject folders; with a path template, XNAT's documents (which go beside the
+    data in the named layouts) or a catalog (which names its own folders)."""
+    if opts.template:
+        check_template(opts.template)
+        for asked, flag, why in (
+            (metadata, "--metadata", "places its documents in the named layouts' folders"),
+            (catalog, "--catalog", "names the folders its files go in"),
+        ):
+            if asked:
+                raise UsageError(f"{flag} {why}: leave out --path-template, or {flag}")
+    elif subject_resources and not opts.include_subject:
         raise UsageError(
             "subjects' own resources go in the subject folders: leave out "
             "--no-include-subject, or --subject-resources"
@@ -97,6 +209,8 @@ def local_parts(f: RemoteFile, opts: LayoutOptions) -> list[str]:
         return (
             [*safe_relpath(f.folder), *safe_relpath(f.path)] if f.folder else safe_relpath(f.path)
         )
+    if opts.template:
+        return template_parts(opts.template, f)
     head: list[str] = []
     if opts.include_project:
         head.append(safe_component(f.project))

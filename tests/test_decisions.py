@@ -20,8 +20,8 @@ from xnat_downloader.http.retry import RetryPolicy
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, PlanEntry, build_plan, load_manifest, manifest_json
 from xnat_downloader.plan.sanitize import MAX_COMPONENT, safe_component, safe_relpath
+from xnat_downloader.throttle import Throttle
 from xnat_downloader.transfer.decide import Action, Facts, decide
-from xnat_downloader.transfer.download import RateLimiter
 from xnat_downloader.transfer.state import Record
 from xnat_downloader.xnat.model import RemoteFile
 
@@ -321,7 +321,7 @@ def test_rate_limiter_holds_the_average_rate(chunks: list[int], rate: float) -> 
         now[0] += seconds
 
     async def go() -> None:
-        limiter = RateLimiter(rate, clock=lambda: now[0], sleep=fake_sleep)
+        limiter = Throttle(rate, clock=lambda: now[0], sleep=fake_sleep)
         for chunk in chunks:
             await limiter.take(chunk)
 

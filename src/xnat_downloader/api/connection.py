@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.http.credentials import Credentials
-from xnat_downloader.http.pacing import RequestPacer
+from xnat_downloader.throttle import Throttle
 from xnat_downloader.xnat import paths
 
 
 @dataclass(frozen=True)
 class Connection:
     """How to reach a server.  ``verify=False`` turns TLS verification off (the CLI warns);
-    ``max_requests_per_second`` caps how often requests start (see ``http.pacing``)."""
+    ``max_requests_per_second`` caps how often requests start (a :class:`Throttle`)."""
 
     url: str
     credentials: Credentials = field(default_factory=lambda: Credentials(None))
@@ -23,11 +23,13 @@ class Connection:
     max_requests_per_second: float | None = None  # None: as fast as --jobs lets them go
     # One pacer for every client of this connection, so that calls made one after another
     # keep the spacing too.
-    _pacer: RequestPacer | None = field(init=False, default=None, compare=False, repr=False)
+    _pacer: Throttle | None = field(init=False, default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_requests_per_second is not None:
-            object.__setattr__(self, "_pacer", RequestPacer(self.max_requests_per_second))
+            # Starts spaced evenly: no burst beyond one request.
+            pacer = Throttle(self.max_requests_per_second, burst=1)
+            object.__setattr__(self, "_pacer", pacer)
 
     def client(self) -> XnatClient:
         """An HTTP client for the server, which logs in on entering (``async with``)."""

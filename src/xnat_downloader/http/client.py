@@ -37,8 +37,8 @@ from xnat_downloader.errors import (
     XnatError,
 )
 from xnat_downloader.http.credentials import Credentials
-from xnat_downloader.http.pacing import RequestPacer
 from xnat_downloader.http.retry import RetryPolicy, classify
+from xnat_downloader.throttle import Throttle
 
 log = logging.getLogger("xnat_downloader.http")
 USER_AGENT = f"xnat-downloader/{__version__}"
@@ -187,7 +187,7 @@ class XnatClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         transport: Callable[[], aiohttp.BaseConnector] | None = None,
         scheme_guessed: bool = False,
-        pacer: RequestPacer | None = None,
+        pacer: Throttle | None = None,
     ) -> None:
         """``url`` is the server's root (``xnat/paths.server_root`` makes one from what a
         user types); ``login_path`` is where Basic credentials buy a session cookie (GET) and
@@ -195,8 +195,8 @@ class XnatClient:
         the connector the
         requests go through (default: a TCP pool of ``max_connections`` with the TLS
         settings).  Both are seams for tests: a fake resolver, an in-process server.
-        ``pacer`` spaces the starts of all requests (redirects, retries and logins
-        included); one pacer may serve several clients of one server in turn."""
+        ``pacer`` paces the starts of all requests, one unit each (redirects, retries and
+        logins included); one may serve several clients of one server in turn."""
         self.base_url = url.rstrip("/")
         self.login_path = login_path
         self._scheme_guessed = scheme_guessed
@@ -355,7 +355,7 @@ class XnatClient:
         must not send the client, or its cookies' requests, elsewhere."""
         for _ in range(MAX_REDIRECTS + 1):
             if self._pacer is not None:
-                await self._pacer.wait()
+                await self._pacer.take()
             resp = await self.client.request(method, url, allow_redirects=False, **kwargs)
             if resp.status not in REDIRECTS or method not in ("GET", "HEAD"):
                 return resp

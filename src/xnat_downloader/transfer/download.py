@@ -18,7 +18,6 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
@@ -35,6 +34,7 @@ from xnat_downloader.errors import (
 )
 from xnat_downloader.http.client import XnatClient, looks_like_html
 from xnat_downloader.http.retry import RETRYABLE_STATUS, classify
+from xnat_downloader.throttle import Throttle
 from xnat_downloader.transfer.decide import Action, Facts, decide
 from xnat_downloader.transfer.events import (
     BytesMoved,
@@ -121,7 +121,7 @@ class Downloader:
         *,
         overwrite: bool = False,
         checksum: bool = False,
-        limiter: RateLimiter | None = None,
+        limiter: Throttle | None = None,
     ) -> None:
         self.xs = xs
         self.root = root
@@ -480,36 +480,3 @@ class Downloader:
         finally:
             if not handle.closed:
                 handle.close()
-
-
-class RateLimiter:
-    """A token bucket shared by all workers (``--max-rate``), in bytes per second.
-
-    At most one second's worth of bytes passes in a burst; a worker that takes more than
-    the bucket holds sleeps off the debt.  ``clock`` and ``sleep`` are injectable so the
-    arithmetic can be tested without waiting."""
-
-    def __init__(
-        self,
-        rate: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        self.rate = rate
-        self._clock = clock
-        self._sleep = sleep
-        self._allowance = rate
-        self._stamp = clock()
-        self._lock = asyncio.Lock()
-
-    async def take(self, amount: int) -> None:
-        async with self._lock:
-            now = self._clock()
-            self._allowance = min(self.rate, self._allowance + (now - self._stamp) * self.rate)
-            self._stamp = now
-            self._allowance -= amount
-            if self._allowance < 0:
-                await self._sleep(-self._allowance / self.rate)

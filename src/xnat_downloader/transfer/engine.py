@@ -15,8 +15,9 @@ from pathlib import Path
 from xnat_downloader.aio import together
 from xnat_downloader.errors import LocalWriteError, UsageError
 from xnat_downloader.http.client import XnatClient
+from xnat_downloader.throttle import Throttle
 from xnat_downloader.transfer.decide import Action, decide
-from xnat_downloader.transfer.download import Downloader, RateLimiter
+from xnat_downloader.transfer.download import Downloader
 from xnat_downloader.transfer.events import EventSink, Planned
 from xnat_downloader.transfer.jobs import Job, Outcome
 from xnat_downloader.transfer.modes import Mode, ZipBatch, choose
@@ -69,7 +70,7 @@ async def run_jobs(
     Resources of many small files go as one streamed zip each (when ``options.mode``
     allows); whatever a zip does not deliver verified is fetched per file in the same run.
     A zip takes one worker slot, like a file."""
-    limiter = RateLimiter(options.max_rate) if options.max_rate else None
+    limiter = Throttle(options.max_rate) if options.max_rate else None
     downloader = Downloader(
         xs, root, state, sink, overwrite=options.overwrite, checksum=options.checksum,
         limiter=limiter,

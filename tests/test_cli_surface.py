@@ -17,6 +17,7 @@ from minixnat.cli import build_parser as minixnat_parser
 from tests.conftest import BIN, Server
 from tests.test_download import ENV, cli
 from xnat_downloader.cli.main import build_parser, legacy_parser
+from xnat_downloader.cli.profiles import defaults_of
 from xnat_downloader.cli.progress import FAILURE_LINES, PlainProgress, human_bytes, resuming_line
 from xnat_downloader.http.client import connection_hint
 from xnat_downloader.transfer.events import FileFailed, Planned
@@ -294,6 +295,14 @@ def test_profiles_name_servers_without_passwords(
     assert refused.returncode == 2
     assert "[profiles.demo]" in refused.stderr
     assert 'url must be text, e.g. url = "…"' in refused.stderr
+    config.write_text('[profiles.demo]\nurl = "http://x"\nmax_requests = 0\n')
+    refused = program("ls", "--profile", "demo", "-p", "DEMO01")
+    assert refused.returncode == 2
+    assert "max_requests must be a positive number" in refused.stderr
+    assert defaults_of({"profiles": {"p": {"url": "u", "max_requests": 2.5}}}, "p", config) == {
+        "web": "u",
+        "max_requests": 2.5,
+    }
 
 
 def test_a_url_the_http_library_refuses_is_an_error_line(tmp_path: Path) -> None:

@@ -7,10 +7,11 @@
     user = "me"
     ca_bundle = "/etc/ssl/work-ca.pem"
     jobs = 8
+    max_requests = 20      # request starts a second, as the server's administrators ask
 
-A profile's values become the defaults of ``-w``, ``-u``, ``--ca-bundle`` and ``-j``; flags
-given on the command line still win.  A password never goes in this file (the command
-refuses one): keep it in ``~/.netrc`` or use an alias token.
+A profile's values become the defaults of ``-w``, ``-u``, ``--ca-bundle``, ``-j`` and
+``--max-requests``; flags given on the command line still win.  A password never goes in
+this file (the command refuses one): keep it in ``~/.netrc`` or use an alias token.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from typing import Any
 
 from xnat_downloader.errors import UsageError
 
-KEYS = {"url": "web", "user": "user", "ca_bundle": "ca_bundle", "jobs": "jobs"}
+KEYS = {
+    "url": "web",
+    "user": "user",
+    "ca_bundle": "ca_bundle",
+    "jobs": "jobs",
+    "max_requests": "max_requests",
+}
 
 
 def config_path(env: Mapping[str, str]) -> Path:
@@ -67,6 +74,12 @@ def defaults_of(doc: Mapping[str, Any], name: str, path: Path) -> dict[str, Any]
         )
     if "jobs" in table and not isinstance(table["jobs"], int):
         raise UsageError(f"[profiles.{name}] in {path}: jobs must be a whole number")
+    rate = table.get("max_requests", 1)
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
+        raise UsageError(
+            f"[profiles.{name}] in {path}: max_requests must be a positive number of "
+            "requests a second"
+        )
     for key in ("url", "user", "ca_bundle"):
         if key in table and not (isinstance(table[key], str) and table[key].strip()):
             raise UsageError(f'[profiles.{name}] in {path}: {key} must be text, e.g. {key} = "…"')

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import sqlite3
 import stat
@@ -18,6 +19,7 @@ import pytest
 
 from tests.conftest import BIN, Server, start_server
 from tests.slurmcluster import Cluster
+from xnat_downloader.cli.main import build_parser
 from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.plan import Plan, PlanEntry
 from xnat_downloader.plan.shard import Shard, assign, parse_shard, select
@@ -117,6 +119,25 @@ def test_what_the_plan_could_not_cover_fails_in_the_array_too(
     summary = xdl("status", "-o", out, "--json", env=env)
     assert summary.returncode == 1
     assert json.loads(summary.stdout)["failed"] == 1
+
+
+def test_a_request_ceiling_is_shared_by_the_tasks_that_run_at_once(
+    shared_server: Server, tmp_path: Path
+) -> None:
+    """--max-requests 10 with two tasks at a time: each task starts at most 5 a second, and
+    its command line says so in a form the download command reads."""
+    env = {**os.environ, "XNAT_USER": "admin", "XNAT_PASS": "admin"}
+    out = tmp_path / "out"
+    done = xdl("slurm", "-w", shared_server.url, "-p", "DEMO01", "-o", out, "--shards", "4",
+               "--max-running", "2", "--max-requests", "10", env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    script = (out / ".xnat-downloader" / "slurm" / "array.sbatch").read_text()
+    assert "starting at most 10 requests a second (5 each)" in script
+    command = next(line for line in script.splitlines() if line.startswith("exec "))
+    argv = shlex.split(command.replace("${SLURM_ARRAY_TASK_ID}", "0"))
+    args = build_parser().parse_args(argv[argv.index("download") :])
+    assert args.max_requests == 5
+    assert args.shard == "0/4"
 
 
 # -- on Slurm --------------------------------------------------------------------------------

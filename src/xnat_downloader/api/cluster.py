@@ -67,9 +67,13 @@ def slurm_dir(outdir: Path) -> Path:
     return workdir.slurm(outdir)
 
 
-def _task_command(server: str, manifest: Path, outdir: Path, shards: int, jobs: int) -> str:
+def _task_command(
+    server: str, manifest: Path, outdir: Path, shards: int, jobs: int, rate: float | None
+) -> str:
     argv = [sys.executable, "-m", "xnat_downloader", "download", "-w", server,
             "--manifest", str(manifest), "-o", str(outdir), "-j", str(jobs), "-q"]  # fmt: skip
+    if rate is not None:
+        argv += ["--max-requests", f"{rate:g}"]
     # The task's index is the shell's to expand; N is fixed here, so resubmitting a single
     # task (sbatch --array=K) still fetches shard K of N.
     return " ".join(shlex.quote(a) for a in argv) + f' --shard "${{SLURM_ARRAY_TASK_ID}}/{shards}"'
@@ -77,11 +81,14 @@ def _task_command(server: str, manifest: Path, outdir: Path, shards: int, jobs: 
 
 def render_script(
     *, outdir: Path, server: str, manifest: Path, shards: int, max_running: int, jobs: int,
-    netrc: Path | None,
+    netrc: Path | None, max_requests: float | None = None,
 ) -> str:  # fmt: skip
-    """The sbatch script (pure)."""
+    """The sbatch script (pure).  ``max_requests`` (request starts a second) is shared by
+    the tasks that may run at once: each gets its part."""
     logs = slurm_dir(outdir) / "logs"
     host = urlsplit(server).netloc
+    running = min(max_running, shards)
+    per_task = max_requests / running if max_requests is not None else None
     lines = [
         "#!/bin/bash",
         "#SBATCH --job-name=xnat-downloader",
@@ -92,14 +99,19 @@ def render_script(
         "#SBATCH --export=ALL,XNAT_PASS=,XNAT_USER=",
         "# Written by 'xnat-downloader slurm'. Each task fetches its shard of the saved plan;",
         f"# at most {max_running} tasks x {jobs} connections = "
-        f"{min(max_running, shards) * jobs} connections reach {host} at once.",
+        f"{running * jobs} connections reach {host} at once"
+        + (
+            f", starting at most {max_requests:g} requests a second ({per_task:g} each)."
+            if per_task is not None
+            else "."
+        ),
         "# Resubmit unfinished shards with: sbatch --array=K[,K...] this-file",
         "set -u",
         "unset XNAT_PASS XNAT_USER",
     ]
     if netrc is not None:
         lines.append(f"export NETRC={shlex.quote(str(netrc))}  # an alias token, not a password")
-    lines.append("exec " + _task_command(server, manifest, outdir, shards, jobs))
+    lines.append("exec " + _task_command(server, manifest, outdir, shards, jobs, per_task))
     return "\n".join(lines) + "\n"
 
 
@@ -190,6 +202,7 @@ def prepare_array(
             max_running=running,
             jobs=jobs,
             netrc=netrc,
+            max_requests=conn.max_requests_per_second,
         ),
     )
     script.chmod(0o755)

@@ -103,6 +103,19 @@ def test_ls_with_nothing_selected_lists_the_projects_to_choose_from(
     assert listed[0]["secondary_id"] == "DEMO_01"
 
 
+def test_a_manifest_refuses_the_flags_it_would_ignore(tmp_path: Path) -> None:
+    """A saved plan fixes the files and their paths: -p or --layout beside it were silently
+    ignored; both commands that take a manifest now refuse them, before any request."""
+    manifest = tmp_path / "manifest.json"
+    for command in ("download", "slurm"):
+        code, _, err = cli(command, "-w", "http://127.0.0.1:9", "--manifest", str(manifest),
+                           "-o", str(tmp_path / "o"), "-p", "DEMO02", "--layout", "flat",
+                           *(["--shards", "2"] if command == "slurm" else []))  # fmt: skip
+        assert code == 2, err
+        assert "--manifest fixes what is fetched and where it goes: leave out -p, --layout" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_dry_run_or_listing_with_a_selected_session_missing_is_not_clean(
     shared_server: Server, tmp_path: Path
 ) -> None:

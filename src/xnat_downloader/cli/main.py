@@ -55,7 +55,13 @@ from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
 from xnat_downloader.cli.inputs import expand, labelled, menu, parse_choice
 from xnat_downloader.cli.parser import Parser, xget_flags_in
 from xnat_downloader.cli.progress import human_bytes
-from xnat_downloader.cli.selection import layout_args, layout_of, selection_args, selection_of
+from xnat_downloader.cli.selection import (
+    check_manifest_alone,
+    layout_args,
+    layout_of,
+    selection_args,
+    selection_of,
+)
 from xnat_downloader.errors import ConnectionFailed, UsageError
 from xnat_downloader.http import credentials as creds_mod
 from xnat_downloader.plan.plan import Plan, load_manifest
@@ -378,6 +384,7 @@ def _download_or_ls(args: argparse.Namespace, io: Streams) -> int:
         raise UsageError(f"--max-rate {args.max_rate} must be a positive number of MB/s")
     if args.command != "download":
         return _select_and_run(args, url, None, io)
+    check_manifest_alone(args)
     layout_of(args)  # a layout that cannot hold the selection is refused before any request
     outdir: Path = getattr(args, "output", None) or Path.cwd()
     with nothing_left_on_usage_error(outdir):

@@ -229,6 +229,39 @@ def selection_of(args: argparse.Namespace, projects: tuple[str, ...]) -> Selecti
     )
 
 
+# What a saved plan already decided: the files (selection flags) and where they go (layout
+# flags).  Given beside --manifest, each would be ignored; it is refused instead.
+PLANNED_BY_A_MANIFEST = (
+    ("project", "-p"), ("subject", "--subject"), ("session", "-s"), ("since", "--since"),
+    ("until", "--until"), ("xsi_type", "--xsi-type"), ("scan_type", "--scan-type"),
+    ("quality", "--quality"), ("resource", "--resource"),
+    ("exclude_scan_type", "--exclude-scan-type"), ("exclude_resource", "--exclude-resource"),
+    ("no_scans", "--no-scans"), ("session_resources", "--session-resources"),
+    ("project_resources", "--project-resources"),
+    ("subject_resources", "--subject-resources"), ("assessors", "--assessors"),
+    ("recons", "--recons"), ("catalog", "--catalog"), ("layout", "--layout"),
+    ("include_project", "--[no-]include-project"),
+    ("include_subject", "--[no-]include-subject"), ("path_template", "--path-template"),
+    ("metadata", "--metadata"),
+)  # fmt: skip
+
+
+def check_manifest_alone(args: argparse.Namespace) -> None:
+    """UsageError naming the selection and layout flags given beside ``--manifest``: the
+    saved plan fixes what is fetched and where it goes."""
+    if getattr(args, "manifest", None) is None:
+        return
+    given = [
+        flag
+        for dest, flag in PLANNED_BY_A_MANIFEST
+        if getattr(args, dest, None) not in (None, False, [])
+    ]
+    if given:
+        raise UsageError(
+            f"--manifest fixes what is fetched and where it goes: leave out {', '.join(given)}"
+        )
+
+
 def layout_of(args: argparse.Namespace) -> LayoutOptions:
     """The layout the flags ask for; UsageError when they contradict each other or the
     selection (checked before any request)."""

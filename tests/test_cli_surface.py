@@ -243,6 +243,11 @@ def test_mistakes_get_help_and_leave_nothing_behind(shared_server: Server, tmp_p
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 2
     assert "--ouput: did you mean --output?" in done.stderr
+    # Another command's flag is said to be so, not offered back as "did you mean" itself.
+    code, _, err = cli("copy", "--from", "a", "--to", "b", "-p", "P", "--dry-run")
+    assert code == 2
+    assert "--dry-run: 'copy' does not take it (see its --help)" in err
+    assert "did you mean" not in err
     code, _, err = cli("ls", "-w", f"{shared_server.url}/data/projects/DEMO01", "-p", "DEMO01")
     assert code == 2
     assert f"use -w {shared_server.url}" in err

@@ -99,6 +99,7 @@ class Parser(argparse.ArgumentParser):
     ) -> argparse.Namespace:
         """As argparse does, after a ``--profile``'s settings became the defaults."""
         argv = list(sys.argv[1:] if args is None else args)
+        Parser.last_argv = argv
         try:
             defaults = load_defaults(argv)
         except UsageError as exc:
@@ -117,11 +118,30 @@ class Parser(argparse.ArgumentParser):
                         sub.apply_defaults(defaults)
 
     last_error = ""  # the message of the last usage error, for a --json document
+    last_argv: list[str] = []  # what the last parse_args was given
+
+    def subcommand(self) -> tuple[str, Parser] | None:
+        """The subcommand the last arguments named, and its parser (None if none)."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for token in Parser.last_argv:
+                    sub = action.choices.get(token)
+                    if isinstance(sub, Parser):
+                        return token, sub
+        return None
 
     def error(self, message: str) -> NoReturn:
         Parser.last_error = message
         known = self.option_strings()
-        hints = [h for t in unknown_tokens(message) if (h := suggestion(t, known))]
+        named = self.subcommand()
+        hints = []
+        for token in unknown_tokens(message):
+            flag = token.split("=", 1)[0]
+            if named is not None and flag in known and flag not in named[1].option_strings():
+                # A flag of another command: 'did you mean' the same flag would puzzle.
+                hints.append(f"{flag}: '{named[0]}' does not take it (see its --help)")
+            elif hint := suggestion(token, named[1].option_strings() if named else known):
+                hints.append(hint)
         self.print_usage(sys.stderr)
         text = f"{self.prog}: error: {message}"
         if hints:

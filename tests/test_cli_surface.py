@@ -103,7 +103,7 @@ def test_ls_with_nothing_selected_lists_the_projects_to_choose_from(
     assert listed[0]["secondary_id"] == "DEMO_01"
 
 
-def test_a_manifest_refuses_the_flags_it_would_ignore(tmp_path: Path) -> None:
+def test_a_manifest_or_catalog_refuses_the_flags_it_would_ignore(tmp_path: Path) -> None:
     """A saved plan fixes the files and their paths: -p or --layout beside it were silently
     ignored; both commands that take a manifest now refuse them, before any request."""
     manifest = tmp_path / "manifest.json"
@@ -113,6 +113,19 @@ def test_a_manifest_refuses_the_flags_it_would_ignore(tmp_path: Path) -> None:
                            *(["--shards", "2"] if command == "slurm" else []))  # fmt: skip
         assert code == 2, err
         assert "--manifest fixes what is fetched and where it goes: leave out -p, --layout" in err
+    assert not (tmp_path / "o").exists()
+    # A catalog, likewise; ls and copy, which cannot use one, say so.
+    code, _, err = cli("download", "-w", "http://127.0.0.1:9", "--catalog", str(manifest),
+                       "-o", str(tmp_path / "o"), "--scan-type", "T1w")  # fmt: skip
+    assert code == 2
+    assert "--catalog fixes what is fetched and where it goes: leave out --scan-type" in err
+    code, _, err = cli("ls", "-w", "http://127.0.0.1:9", "--catalog", str(manifest))
+    assert code == 2
+    assert "download --catalog FILE --dry-run" in err
+    code, _, err = cli("copy", "--from", "http://127.0.0.1:9", "--to", "http://127.0.0.1:10",
+                       "-p", "P", "--catalog", str(manifest))  # fmt: skip
+    assert code == 2
+    assert "not a catalog" in err
     assert not (tmp_path / "o").exists()
 
 

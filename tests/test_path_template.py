@@ -87,7 +87,10 @@ def test_a_download_by_template_is_verified_resumed_and_checked(
         (["--layout", "flat"], "leave out --layout"),
         (["--no-include-subject"], "leave out --[no-]include-subject"),
         (["--metadata", "xml"], "leave out --path-template, or --metadata"),
-        (["--catalog", "x.xml"], "leave out --path-template, or --catalog"),
+        (
+            ["--catalog", "x.xml"],
+            "--catalog fixes what is fetched and where it goes: leave out -p, --path-template",
+        ),
     ],
 )
 def test_flags_a_template_contradicts_are_refused_before_any_request(

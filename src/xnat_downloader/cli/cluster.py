@@ -25,7 +25,7 @@ from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
 from xnat_downloader.cli.inputs import expand
 from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.cli.selection import (
-    check_manifest_alone,
+    check_plan_source,
     layout_of,
     selection_args,
     selection_of,
@@ -76,7 +76,7 @@ def slurm_command(args: argparse.Namespace, io: Streams) -> int:
 
 
 def _slurm(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive: bool) -> int:
-    check_manifest_alone(args)
+    check_plan_source(args)
     projects = expand(args.project, "-p")
     planned_on = load_manifest(args.manifest)[0] if args.manifest is not None else ""
     url = server_url(args, planned_on)

@@ -56,7 +56,7 @@ from xnat_downloader.cli.inputs import expand, labelled, menu, parse_choice
 from xnat_downloader.cli.parser import Parser, xget_flags_in
 from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.cli.selection import (
-    check_manifest_alone,
+    check_plan_source,
     layout_args,
     layout_of,
     selection_args,
@@ -341,6 +341,8 @@ def _verify(args: argparse.Namespace, io: Streams) -> int:
 
 def _copy(args: argparse.Namespace, io: Streams) -> int:
     stdout, stderr, interactive = io.stdout, io.stderr, io.interactive
+    if args.catalog:
+        raise UsageError("copy takes a selection (-p PROJECT and other flags), not a catalog")
     projects = expand(args.project, "-p")
     if not projects:
         raise UsageError("name what to copy with -p PROJECT (and any other selection flags)")
@@ -383,8 +385,13 @@ def _download_or_ls(args: argparse.Namespace, io: Streams) -> int:
     if getattr(args, "max_rate", None) is not None and args.max_rate <= 0:
         raise UsageError(f"--max-rate {args.max_rate} must be a positive number of MB/s")
     if args.command != "download":
+        if args.catalog:
+            raise UsageError(
+                "ls lists a selection; to see what a catalog holds, run download --catalog "
+                "FILE --dry-run"
+            )
         return _select_and_run(args, url, None, io)
-    check_manifest_alone(args)
+    check_plan_source(args)
     layout_of(args)  # a layout that cannot hold the selection is refused before any request
     outdir: Path = getattr(args, "output", None) or Path.cwd()
     with nothing_left_on_usage_error(outdir):

@@ -229,9 +229,10 @@ def selection_of(args: argparse.Namespace, projects: tuple[str, ...]) -> Selecti
     )
 
 
-# What a saved plan already decided: the files (selection flags) and where they go (layout
-# flags).  Given beside --manifest, each would be ignored; it is refused instead.
-PLANNED_BY_A_MANIFEST = (
+# What a saved plan or a catalog already decides: the files (selection flags) and where they
+# go (layout flags).  Given beside --manifest or --catalog, each would be ignored; it is
+# refused instead.
+DECIDED_BY_A_PLAN = (
     ("project", "-p"), ("subject", "--subject"), ("session", "-s"), ("since", "--since"),
     ("until", "--until"), ("xsi_type", "--xsi-type"), ("scan_type", "--scan-type"),
     ("quality", "--quality"), ("resource", "--resource"),
@@ -246,19 +247,22 @@ PLANNED_BY_A_MANIFEST = (
 )  # fmt: skip
 
 
-def check_manifest_alone(args: argparse.Namespace) -> None:
-    """UsageError naming the selection and layout flags given beside ``--manifest``: the
-    saved plan fixes what is fetched and where it goes."""
-    if getattr(args, "manifest", None) is None:
+def check_plan_source(args: argparse.Namespace) -> None:
+    """UsageError naming the selection and layout flags given beside ``--manifest`` or
+    ``--catalog``: a saved plan, or a catalog, fixes what is fetched and where it goes."""
+    source = "--manifest" if getattr(args, "manifest", None) is not None else ""
+    if not source and getattr(args, "catalog", None):
+        source = "--catalog"
+    if not source:
         return
     given = [
         flag
-        for dest, flag in PLANNED_BY_A_MANIFEST
-        if getattr(args, dest, None) not in (None, False, [])
+        for dest, flag in DECIDED_BY_A_PLAN
+        if flag != source and getattr(args, dest, None) not in (None, False, [])
     ]
     if given:
         raise UsageError(
-            f"--manifest fixes what is fetched and where it goes: leave out {', '.join(given)}"
+            f"{source} fixes what is fetched and where it goes: leave out {', '.join(given)}"
         )
 
 

@@ -119,6 +119,10 @@ def test_a_manifest_or_catalog_refuses_the_flags_it_would_ignore(tmp_path: Path)
                        "-o", str(tmp_path / "o"), "--scan-type", "T1w")  # fmt: skip
     assert code == 2
     assert "--catalog fixes what is fetched and where it goes: leave out --scan-type" in err
+    code, _, err = cli("download", "-w", "http://127.0.0.1:9", "-p", "P", "--list-files",
+                       "-o", str(tmp_path / "o"))  # fmt: skip
+    assert code == 2
+    assert "--list-files lists what a --dry-run would fetch: add --dry-run" in err
     code, _, err = cli("ls", "-w", "http://127.0.0.1:9", "--catalog", str(manifest))
     assert code == 2
     assert "download --catalog FILE --dry-run" in err

@@ -392,6 +392,8 @@ def _download_or_ls(args: argparse.Namespace, io: Streams) -> int:
             )
         return _select_and_run(args, url, None, io)
     check_plan_source(args)
+    if args.list_files and not args.dry_run:
+        raise UsageError("--list-files lists what a --dry-run would fetch: add --dry-run")
     layout_of(args)  # a layout that cannot hold the selection is refused before any request
     outdir: Path = getattr(args, "output", None) or Path.cwd()
     with nothing_left_on_usage_error(outdir):

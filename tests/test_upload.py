@@ -493,6 +493,36 @@ def test_bad_uploads(server: Server, archive: Path, tmp_path: Path) -> None:
     assert listing.json()["ResultSet"]["Result"] == []
 
 
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (
+            ["--resource", "R", "--dest", "prearchive"],
+            "not through the import service: leave out --dest",
+        ),
+        (
+            ["--resource", "R", "--importer", "SI", "--ignore-unparsable"],
+            "leave out --importer, --ignore-unparsable",
+        ),
+        (["--scan", "1"], "--scan names the scan whose resource --resource fills"),
+        (["--session", "S"], "a subjects .csv names its own subjects: leave out --session"),
+    ],
+)
+def test_flags_an_upload_would_ignore_are_refused_before_any_request(
+    tmp_path: Path, flags: list[str], said: str
+) -> None:
+    """They were ignored: a resource upload said nothing of --dest prearchive, a subjects
+    .csv nothing of --session.  Nothing listens on the address, so a refusal that came
+    after a request would read differently."""
+    table = tmp_path / "subjects.csv"
+    table.write_text("label\nS1\n")
+    target = table if "--session" in flags else tmp_path / "a.zip"
+    target.touch()
+    code, _, err = cli("upload", "-w", "http://127.0.0.1:9", "-p", "P", *flags, str(target))
+    assert code == 2
+    assert said in err
+
+
 def test_resource_upload_parallel_resumable_verified(server: Server, tmp_path: Path) -> None:
     src = tmp_path / "derived"
     (src / "sub").mkdir(parents=True)

@@ -853,6 +853,8 @@ def upload(
         raise UsageError(f"importer must be DICOM-zip or SI, not {importer!r}")
     if not paths:
         raise UsageError("name at least one file or folder to upload")
+    if scan and resource is None:
+        raise UsageError("scan= names the scan whose resource= to fill: give resource= too")
     return aio.run(
         _upload(
             conn,

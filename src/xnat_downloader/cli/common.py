@@ -403,7 +403,7 @@ def connection_args(p: argparse.ArgumentParser) -> None:
         "--profile",
         metavar="NAME",
         help="a named server from ~/.config/xnat-downloader/config.toml (url, user, "
-        "ca_bundle, jobs); flags given here still win ($XNAT_PROFILE)",
+        "ca_bundle, jobs, max_requests); flags given here still win ($XNAT_PROFILE)",
     )
     g.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv for debug)")
     g.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")

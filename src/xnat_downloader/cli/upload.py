@@ -54,13 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--dest",
         choices=uploads.DESTINATIONS,
-        default="archive",
         help="archive directly (default) or leave the sessions in the prearchive",
     )
     g.add_argument(
         "--importer",
         choices=uploads.IMPORTERS,
-        default="DICOM-zip",
         help="XNAT's import handler (SI is the classic session importer)",
     )
     g.add_argument(
@@ -97,6 +95,7 @@ def _command(
     resource = None if args.resource is None else labelled(args.resource, "--resource")
     paths = existing_paths(args.paths)
     csvs = [p for p in paths if p.suffix.lower() == ".csv" and p.is_file()]
+    check_combination(args, csvs=bool(csvs) and resource is None)
     if csvs and resource is None:
         if len(csvs) != len(paths):
             raise UsageError("upload a subjects .csv on its own, not with archives or folders")
@@ -111,8 +110,8 @@ def _command(
             subject=subject,
             session=session,
             scan=scan,
-            dest=args.dest,
-            importer=args.importer,
+            dest=args.dest or "archive",
+            importer=args.importer or "DICOM-zip",
             ignore_unparsable=args.ignore_unparsable,
             overwrite=args.overwrite,
             resource=resource,
@@ -124,6 +123,45 @@ def _command(
     else:
         _print_report(report, args.quiet, stdout, stderr)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
+
+
+def check_combination(args: argparse.Namespace, *, csvs: bool) -> None:
+    """UsageError for flags the kind of upload asked for would ignore: a subjects .csv names
+    its own subjects; --resource bypasses the import service; --scan names the scan whose
+    resource --resource fills."""
+
+    def given(*flags: tuple[str, object]) -> list[str]:
+        return [flag for flag, value in flags if value not in (None, False)]
+
+    import_flags = (
+        ("--dest", args.dest),
+        ("--importer", args.importer),
+        ("--ignore-unparsable", args.ignore_unparsable),
+    )
+    if csvs:
+        extra = given(
+            ("--subject", args.subject),
+            ("--session", args.session),
+            ("--scan", args.scan),
+            *import_flags,
+            ("--overwrite", args.overwrite),
+        )
+        if extra:
+            raise UsageError(
+                f"a subjects .csv names its own subjects: leave out {', '.join(extra)}"
+            )
+    elif args.resource is not None:
+        extra = given(*import_flags)
+        if extra:
+            raise UsageError(
+                "--resource puts files into a resource, not through the import service: "
+                f"leave out {', '.join(extra)}"
+            )
+    elif args.scan is not None:
+        raise UsageError(
+            "--scan names the scan whose resource --resource fills: add --resource LABEL, "
+            "or leave out --scan"
+        )
 
 
 def _document(report: uploads.UploadReport) -> dict[str, object]:

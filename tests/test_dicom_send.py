@@ -286,3 +286,6 @@ def test_dicom_send_reports_a_refusing_receiver_and_bad_arguments(
     routed = send("--to", "AE@127.0.0.1:104", *files, "--project", "two words", env=env)
     assert routed.returncode == 2
     assert "XNAT's routing takes letters" in routed.stderr
+    waited = send("--to", "AE@127.0.0.1:104", *files, "--wait", "10", env=env)
+    assert waited.returncode == 2  # nothing to wait for without -w: said, not ignored
+    assert "add -w URL to check the sessions there, or leave out --wait" in waited.stderr

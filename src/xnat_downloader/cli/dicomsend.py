@@ -27,6 +27,7 @@ from xnat_downloader.cli.common import (
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
 from xnat_downloader.cli.inputs import labelled
 from xnat_downloader.cli.progress import human_bytes
+from xnat_downloader.errors import UsageError
 from xnat_downloader.transfer.engine import MAX_JOBS
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="our AE title (default XNATDL)")  # fmt: skip
     g.add_argument("--resend", action="store_true",
                    help="send every file, even those acknowledged before")  # fmt: skip
-    g.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
+    g.add_argument("--wait", type=float, metavar="SECONDS",
                    help="with -w: how long to wait for the server to build each study "
                    "(default 300)")  # fmt: skip
     g.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -72,6 +73,11 @@ def _command(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interacti
     from xnat_downloader.api import dicom as dicomsend
 
     paths = existing_paths(args.paths)
+    if args.wait is not None and not args.web:
+        raise UsageError(
+            "--wait is how long -w's server may take to build each study: add -w URL to "
+            "check the sessions there, or leave out --wait"
+        )
     conn = None
     if args.web:  # only when asked: the receiver need not be an XNAT
         conn = connection(args, args.web, interactive)
@@ -84,7 +90,7 @@ def _command(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interacti
             session=labelled(args.session, "--session"),
             jobs=args.jobs,
             conn=conn,
-            wait=args.wait,
+            wait=300.0 if args.wait is None else args.wait,
             resend=args.resend,
             calling_ae=args.calling_ae,
             sink=logging_sink(shown),

@@ -323,6 +323,17 @@ def test_bad_bind_flag_is_refused(archive: Path) -> None:
     assert proc.returncode == 2
     assert "--dicom-bind 'NOEQUALS' must be TITLE=PROJECT" in proc.stderr
     assert proc.stdout == ""
+    # The receiver's settings without --dicom-port started no receiver and said nothing.
+    proc = subprocess.run(
+        [BIN / "minixnat", "serve", "--root", str(archive), "--port", "0",
+         "--dicom-ae", "MINE", "--dicom-quiet", "1"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "--dicom-ae, --dicom-quiet set up the DICOM receiver, which only --dicom-port" in (
+        proc.stderr
+    )
+    assert proc.stdout == ""
 
 
 def test_a_study_that_cannot_be_built_stays_spooled_and_is_not_retried_in_a_loop(

@@ -158,13 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also receive DICOM on port N (0 picks a free one; named on stdout's second line)",
     )
-    dicom.add_argument(
-        "--dicom-ae", default="MINIXNAT", metavar="TITLE", help="its AE title (default MINIXNAT)"
-    )
+    dicom.add_argument("--dicom-ae", metavar="TITLE", help="its AE title (default MINIXNAT)")
     dicom.add_argument(
         "--dicom-quiet",
         type=float,
-        default=5.0,
         metavar="SECONDS",
         help="a study becomes a session once nothing arrived for it for this long (default 5)",
     )
@@ -260,6 +257,23 @@ def serve(args: argparse.Namespace) -> int:
     from minixnat.server.faults import Faults
     from minixnat.server.run import Stopped, Tls, listening_sockets, run_workers, url_of
 
+    receiver_flags = [
+        flag
+        for flag, value in (
+            ("--dicom-ae", args.dicom_ae),
+            ("--dicom-quiet", args.dicom_quiet),
+            ("--dicom-refuse", args.dicom_refuse),
+            ("--dicom-bind", args.dicom_bind),
+        )
+        if value not in (None, [])
+    ]
+    if receiver_flags and args.dicom_port is None:
+        print(
+            f"minixnat: {', '.join(receiver_flags)} set up the DICOM receiver, which only "
+            "--dicom-port N (0: a free port) starts; add it, or leave them out",
+            file=sys.stderr,
+        )
+        return 2
     try:
         both = "--tls-cert and --tls-key go together; give both"
         tls = Tls.given(args.tls_cert, args.tls_key, both=both)
@@ -322,10 +336,10 @@ def serve(args: argparse.Namespace) -> int:
             from minixnat.dicom.receiver import Receiver, ReceiverOptions
 
             options = ReceiverOptions(
-                ae_title=args.dicom_ae,
+                ae_title=args.dicom_ae or "MINIXNAT",
                 host=args.host,
                 port=args.dicom_port,
-                quiet=args.dicom_quiet,
+                quiet=5.0 if args.dicom_quiet is None else args.dicom_quiet,
                 refuse=args.dicom_refuse,
                 bound=bound,
             )

@@ -4,10 +4,10 @@ Requests are kept few because real servers are far away: one project listing, on
 and one experiment listing per project, then per matching session one scan listing and one
 ``scans/ALL/files`` listing (plus one listing each for session resources, assessors and
 reconstructions when asked for, and one per project and per subject for their own
-resources).  Listings that do not depend on each other are asked for
-at once (a project's two; a session's, unless a scan filter makes its files depend on its
-scans), and eight sessions are walked at a time, so a distant server costs a round trip
-per wave of sessions, not one per listing.
+resources).  Listings that do not depend on each other are asked for at once (a project's
+two; a session's, unless a scan filter makes its files depend on its scans), and eight
+sessions are walked at a time, so a distant server costs a round trip per wave of
+sessions, not one per listing.
 
 Whatever the selection names that cannot become a file (a row without an ID or a usable
 URI, a session whose listing fails) is a :class:`Gap`: counted as failed, never skipped.

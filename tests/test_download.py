@@ -202,6 +202,9 @@ def test_selection_dimensions(shared_server: Server, tmp_path: Path) -> None:
     assert any("/reconstructions/" in p for p in extras)
     ranged = plan("--since", "2100-01-01")
     assert ranged == []
+    # The demo archive was made today: added since 2000, not until then.
+    assert plan("--added-since", "2000-01-01") == everything
+    assert plan("--added-until", "2000-01-01") == []
 
 
 def test_list_file_with_bom_crlf_header(shared_server: Server, tmp_path: Path) -> None:
@@ -245,6 +248,11 @@ def test_list_file_with_bom_crlf_header(shared_server: Server, tmp_path: Path) -
     ("args", "env", "needle"),
     [
         (["--since", "2020-13-01"], ENV, "--since '2020-13-01'"),
+        (
+            ["--added-since", "2025-02-01", "--added-until", "2025-01-01"],
+            ENV,
+            "--added-since 2025-02-01 is after --added-until 2025-01-01",
+        ),
         (["-p", "NOPE"], ENV, "project 'NOPE' does not exist"),
         ([], {"XNAT_USER": "admin", "XNAT_PASS": "wrong"}, "wrong user name or password"),
         (["-j", "0"], ENV, "jobs (-j) must be between 1 and 32, not 0"),

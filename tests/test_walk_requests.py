@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import date
 from typing import Any
 
 from aiohttp import web
@@ -184,3 +185,42 @@ def test_rows_the_walk_cannot_use_are_gaps_that_name_their_session() -> None:
             "the scan listing of session mr1 names no scan 2; run again to fetch it"
         ),
     }
+
+
+def test_sessions_are_picked_by_the_day_they_were_added() -> None:
+    """--added-since/--added-until read the experiments listing's insert_date (asked for in
+    the one listing): a session scanned long ago but added yesterday is new."""
+
+    async def projects(request: web.Request) -> web.Response:
+        return rows({"ID": "P", "name": "P"})
+
+    async def subjects(request: web.Request) -> web.Response:
+        return rows({"ID": "S1", "label": "s1"})
+
+    asked: list[str] = []
+
+    async def experiments(request: web.Request) -> web.Response:
+        asked.append(request.query.get("columns", ""))
+        return rows(
+            {"ID": "OLD", "label": "old", "subject_ID": "S1", "date": "2001-01-01",
+             "insert_date": "2024-03-01 10:00:00.0"},
+            {"ID": "NEW", "label": "new", "subject_ID": "S1", "date": "1999-01-01",
+             "insert_date": "2025-06-30 23:59:59.9"},
+            {"ID": "NONE", "label": "none", "subject_ID": "S1", "date": "2025-07-01"},
+        )  # fmt: skip
+
+    async def scans(request: web.Request) -> web.Response:
+        return rows()
+
+    async def files(request: web.Request) -> web.Response:
+        return rows()
+
+    def labels(**dates: date) -> list[str]:
+        app = listing_app(projects, subjects, experiments, scans, files)
+        return [s.label for s in walked(app, Selection(projects=("P",), **dates)).sessions]
+
+    assert labels(added_since=date(2025, 6, 30)) == ["new"]
+    assert labels(added_until=date(2025, 6, 29)) == ["old"]
+    assert labels(added_since=date(2024, 3, 1), added_until=date(2025, 6, 30)) == ["old", "new"]
+    assert labels() == ["old", "new", "none"]  # no constraint: a session without one stays
+    assert all("insert_date" in columns.split(",") for columns in asked)

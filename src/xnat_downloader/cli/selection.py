@@ -35,6 +35,16 @@ def selection_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--since", metavar="YYYY-MM-DD", help="sessions on or after this date")
     g.add_argument("--until", metavar="YYYY-MM-DD", help="sessions on or before this date")
     g.add_argument(
+        "--added-since",
+        metavar="YYYY-MM-DD",
+        help="sessions added to XNAT (their insert date) on or after this day",
+    )
+    g.add_argument(
+        "--added-until",
+        metavar="YYYY-MM-DD",
+        help="sessions added to XNAT (their insert date) on or before this day",
+    )
+    g.add_argument(
         "--xsi-type",
         "--modality",
         dest="xsi_type",
@@ -208,12 +218,21 @@ def selection_of(args: argparse.Namespace, projects: tuple[str, ...]) -> Selecti
     until = parse_day(args.until, "--until") if args.until else None
     if since and until and since > until:
         raise UsageError(f"--since {since} is after --until {until}: no session could match")
+    added_since = parse_day(args.added_since, "--added-since") if args.added_since else None
+    added_until = parse_day(args.added_until, "--added-until") if args.added_until else None
+    if added_since and added_until and added_since > added_until:
+        raise UsageError(
+            f"--added-since {added_since} is after --added-until {added_until}: no session "
+            "could match"
+        )
     return Selection(
         projects=projects,
         subjects=expand(args.subject, "--subject"),
         sessions=expand(args.session, "-s"),
         since=since,
         until=until,
+        added_since=added_since,
+        added_until=added_until,
         xsi_types=expand(args.xsi_type, "--xsi-type"),
         scan_types=expand(args.scan_type, "--scan-type"),
         qualities=expand(args.quality, "--quality"),
@@ -234,7 +253,8 @@ def selection_of(args: argparse.Namespace, projects: tuple[str, ...]) -> Selecti
 # refused instead.
 DECIDED_BY_A_PLAN = (
     ("project", "-p"), ("subject", "--subject"), ("session", "-s"), ("since", "--since"),
-    ("until", "--until"), ("xsi_type", "--xsi-type"), ("scan_type", "--scan-type"),
+    ("until", "--until"), ("added_since", "--added-since"), ("added_until", "--added-until"),
+    ("xsi_type", "--xsi-type"), ("scan_type", "--scan-type"),
     ("quality", "--quality"), ("resource", "--resource"),
     ("exclude_scan_type", "--exclude-scan-type"), ("exclude_resource", "--exclude-resource"),
     ("no_scans", "--no-scans"), ("session_resources", "--session-resources"),

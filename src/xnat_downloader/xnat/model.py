@@ -13,6 +13,9 @@ def as_dict(record: Any) -> dict[str, Any]:
     return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
+Day = date  # for fields declared after one named ``date``, which hides the type there
+
+
 @dataclass(frozen=True)
 class Project:
     id: str
@@ -40,6 +43,7 @@ class Session:
     xsi_type: str
     modality: str = ""
     stamp: str = ""  # the listing's last_modified: unchanged means nothing under it changed
+    added: Day | None = None  # the listing's insert_date: when it was added to the archive
 
 
 @dataclass(frozen=True)

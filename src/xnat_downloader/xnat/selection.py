@@ -22,6 +22,9 @@ class Selection:
     sessions: tuple[str, ...] = ()
     since: date | None = None
     until: date | None = None
+    # When a session was added to the archive (XNAT's insert_date), not when it was scanned.
+    added_since: date | None = None
+    added_until: date | None = None
     xsi_types: tuple[str, ...] = ()
     scan_types: tuple[str, ...] = ()
     qualities: tuple[str, ...] = ()
@@ -60,6 +63,8 @@ class Selection:
                 parts.append(f"{name} {', '.join(values)}")
         if self.since or self.until:
             parts.append(f"dates {self.since or '…'} to {self.until or '…'}")
+        if self.added_since or self.added_until:
+            parts.append(f"added {self.added_since or '…'} to {self.added_until or '…'}")
         return "; ".join(parts)
 
 
@@ -81,6 +86,10 @@ def session_matches(session: Session, sel: Selection) -> bool:
         return False
     if sel.until and (session.date is None or session.date > sel.until):
         return False
+    if sel.added_since and (session.added is None or session.added < sel.added_since):
+        return False
+    if sel.added_until and (session.added is None or session.added > sel.added_until):
+        return False
     if sel.xsi_types:
         wanted = {t.lower() for t in sel.xsi_types}
         short = session.xsi_type.split(":")[-1].lower().removesuffix("sessiondata")
@@ -95,14 +104,21 @@ def session_matches(session: Session, sel: Selection) -> bool:
 
 def narrows_sessions(sel: Selection) -> bool:
     """Whether ``sel`` picks sessions by more than their project and subject."""
-    return bool(sel.sessions or sel.since or sel.until or sel.xsi_types)
+    return bool(
+        sel.sessions
+        or sel.since
+        or sel.until
+        or sel.added_since
+        or sel.added_until
+        or sel.xsi_types
+    )
 
 
 def subjects_selected(
     subjects: list[Subject], sessions: list[Session], sel: Selection
 ) -> list[Subject]:
     """The subjects whose own resources ``--subject-resources`` fetches: those of the
-    selected sessions when the selection picks sessions (by name, date or type); otherwise
+    selected sessions when the selection picks sessions (by name, dates or type); otherwise
     every subject of the selected projects that ``--subject`` names (all when it names
     none), sessions or not."""
     if narrows_sessions(sel):

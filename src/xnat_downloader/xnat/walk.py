@@ -162,7 +162,7 @@ async def list_sessions(xs: XnatClient, project: Project) -> tuple[list[Subject]
             paths.project_experiments(project.id),
             params={
                 "columns": "ID,label,date,xsiType,subject_ID,subject_label,modality,project,"
-                "last_modified"
+                "last_modified,insert_date"
             },
             what=f"the sessions of project {project.id}",
         ),
@@ -193,6 +193,7 @@ async def list_sessions(xs: XnatClient, project: Project) -> tuple[list[Subject]
                 xsi_type=r.get("xsiType", ""),
                 modality=r.get("modality", ""),
                 stamp=r.get("last_modified", ""),
+                added=parse_date(r.get("insert_date", "")),
             )
         )
     return subjects, sessions

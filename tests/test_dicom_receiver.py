@@ -314,26 +314,24 @@ def test_a_receiver_killed_mid_study_keeps_what_it_acknowledged(
         restarted.stop()
 
 
-def test_bad_bind_flag_is_refused(archive: Path) -> None:
-    proc = subprocess.run(
-        [BIN / "minixnat", "serve", "--root", str(archive), "--port", "0",
-         "--dicom-port", "0", "--dicom-bind", "NOEQUALS"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert proc.returncode == 2
-    assert "--dicom-bind 'NOEQUALS' must be TITLE=PROJECT" in proc.stderr
-    assert proc.stdout == ""
-    # The receiver's settings without --dicom-port started no receiver and said nothing.
-    proc = subprocess.run(
-        [BIN / "minixnat", "serve", "--root", str(archive), "--port", "0",
-         "--dicom-ae", "MINE", "--dicom-quiet", "1"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert proc.returncode == 2
-    assert "--dicom-ae, --dicom-quiet set up the DICOM receiver, which only --dicom-port" in (
-        proc.stderr
-    )
-    assert proc.stdout == ""
+def test_bad_receiver_flags_are_refused_before_serving(archive: Path) -> None:
+    def serve(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [BIN / "minixnat", "serve", "--root", str(archive), "--port", "0", *flags],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+
+    for flags, said in (
+        (("--dicom-port", "0", "--dicom-bind", "NOEQUALS"),
+         "--dicom-bind 'NOEQUALS' must be TITLE=PROJECT"),
+        # The receiver's settings without --dicom-port started no receiver and said nothing.
+        (("--dicom-ae", "MINE", "--dicom-quiet", "1"),
+         "--dicom-ae, --dicom-quiet set up the DICOM receiver, which only --dicom-port"),
+    ):  # fmt: skip
+        proc = serve(*flags)
+        assert proc.returncode == 2
+        assert said in proc.stderr
+        assert proc.stdout == ""
 
 
 def test_a_study_that_cannot_be_built_stays_spooled_and_is_not_retried_in_a_loop(

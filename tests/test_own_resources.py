@@ -137,8 +137,9 @@ def test_which_subjects_are_asked_about() -> None:
 
 
 def own_resources_app(seen: Counter[str]) -> web.Application:
-    """Project P with subjects S1 and S2 and no sessions; P's files listing also shows a
-    subject's file (not the project's own) and a row whose URI names no file."""
+    """Project P with subjects S1 and S2 (and a row without an ID) and no sessions; P's
+    files listing also shows a subject's file (not the project's own) and a row whose URI
+    names no file."""
 
     def rows(*items: dict[str, str]) -> web.Response:
         return web.json_response({"ResultSet": {"Result": list(items)}})
@@ -151,7 +152,7 @@ def own_resources_app(seen: Counter[str]) -> web.Application:
     answers: dict[str, web.Response] = {
         "/data/projects": rows({"ID": "P"}),
         "/data/projects/P/subjects": rows({"ID": "S1", "label": "one"},
-                                          {"ID": "S2", "label": "two"}),
+                                          {"ID": "S2", "label": "two"}, {"label": "ghost"}),
         "/data/projects/P/experiments": rows(),
         "/data/projects/P/files": rows(
             {"URI": "/data/projects/P/resources/7/files/own.txt", "Size": "0", "digest": md5,
@@ -194,7 +195,10 @@ def test_rows_not_the_holders_own_are_left_out_and_one_naming_no_file_is_a_gap()
         ("project", "", "own.txt"),
         ("subject", "one", "theirs.txt"),
     ]
-    assert [g.what for g in found.gaps] == ["/data/projects/P/resources/7/nothing"]
+    assert sorted(g.what for g in found.gaps) == [
+        "/data/projects/P/resources/7/nothing",
+        "a subject of project P (ghost)",  # a subject row without an ID: not skipped
+    ]
     # One listing per project and one per subject: no session was asked about.
     assert seen["/data/projects/P/files"] == 1
     assert seen["/data/projects/P/subjects/S1/files"] == 1

@@ -167,12 +167,12 @@ async def list_sessions(xs: XnatClient, project: Project) -> tuple[list[Subject]
             what=f"the sessions of project {project.id}",
         ),
     )
+    # A row without an ID is kept (its ID empty): if its resources are asked for, it is a gap.
     subjects = [
-        Subject(r["ID"], r.get("label") or r["ID"], project.id)
+        Subject(r.get("ID", ""), r.get("label") or r.get("ID", ""), project.id)
         for r in result_rows(subjects_doc, "subjects")
-        if r.get("ID")
     ]
-    labels = {s.id: s.label for s in subjects}
+    labels = {s.id: s.label for s in subjects if s.id}
     sessions = []
     for r in result_rows(doc, "experiments"):
         if not r.get("ID"):  # nothing can be asked about it: a gap, not a skip
@@ -523,6 +523,10 @@ async def walk(
                 return [], []
 
     async def own(holder: Subject | Project) -> tuple[list[Scan], list[RemoteFile]]:
+        if isinstance(holder, Subject) and not holder.id:  # a gap, not a skip
+            name = f"a subject of project {holder.project} ({holder.label or 'no label'})"
+            _gap(name, "the server's subject listing gives it no ID")
+            return [], []
         async with gate:
             try:
                 return [], await _own_resources(xs, holder, sel)

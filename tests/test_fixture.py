@@ -3,6 +3,8 @@ driven here the way they would drive it, with xnatpy and pyxnat."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -64,3 +66,22 @@ def test_start_outside_pytest_and_stop(tmp_path: Path) -> None:
         raise AssertionError("the server still answers after stop()")
     except requests.ConnectionError:
         pass
+
+
+def test_another_projects_suite_gets_the_fixture_either_way(tmp_path: Path) -> None:
+    """As another project runs it: by the entry point alone, and named with
+    `pytest -p minixnat.testing` (CONTRACT), which failed ('Plugin already registered under
+    a different name') while the entry point had another name."""
+    (tmp_path / "test_theirs.py").write_text(
+        "import requests\n\n"
+        "def test_theirs(minixnat):\n"
+        "    got = requests.get(minixnat.url + '/data/projects', auth=minixnat.auth, timeout=10)\n"
+        "    assert got.status_code == 200\n"
+    )
+    for extra in ([], ["-p", "minixnat.testing"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "1 passed" in done.stdout

@@ -483,10 +483,14 @@ def test_catalog_from_download_page_round_trip(shared_server: Server, tmp_path: 
     assert saved.count("<cat:entry ") == len(got)
 
 
-def on_pty(argv: list[str], env: dict[str, str], reply: bytes, stdout: Path | None = None
-           ) -> tuple[bytes, int]:  # fmt: skip
+CHOOSER = b"Choose the project(s): "  # the seed tool's prompt, word for word
+
+
+def on_pty(argv: list[str], env: dict[str, str], reply: bytes, stdout: Path | None = None,
+           before: tuple[tuple[bytes, bytes], ...] = ()) -> tuple[bytes, int]:  # fmt: skip
     """Run ``argv`` on a pseudo-terminal (stdout to the file ``stdout`` if given), answer
-    the project chooser's prompt with ``reply``; what the terminal showed, and the exit."""
+    each prompt of ``before`` in turn, then the project chooser's with ``reply``; what the
+    terminal showed, and the exit."""
     import pty
 
     pid, fd = pty.fork()
@@ -494,7 +498,8 @@ def on_pty(argv: list[str], env: dict[str, str], reply: bytes, stdout: Path | No
         if stdout is not None:
             os.dup2(os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 1)
         os.execve(argv[0], argv, env)
-    seen, answered = b"", False
+    prompts = [*before, (CHOOSER, reply)]
+    seen, answered = b"", 0
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -504,11 +509,11 @@ def on_pty(argv: list[str], env: dict[str, str], reply: bytes, stdout: Path | No
         if not chunk:
             break
         seen += chunk
-        if not answered and b"Choose the project(s)" in seen and seen.endswith(b": "):
-            os.write(fd, reply)
-            answered = True
+        if answered < len(prompts) and seen.endswith(prompts[answered][0]):
+            os.write(fd, prompts[answered][1])
+            answered += 1
     _, status = os.waitpid(pid, 0)
-    assert answered, seen.decode(errors="replace")[-500:]
+    assert answered == len(prompts), seen.decode(errors="replace")[-500:]
     return seen, os.waitstatus_to_exitcode(status)
 
 
@@ -517,7 +522,11 @@ def test_legacy_seed_invocation_with_chooser(shared_server: Server, tmp_path: Pa
     out_file = tmp_path / "stdout.txt"
     argv = [str(BIN / "python"), "-m", "xnat_downloader", "-o", str(tmp_path), "-w",
             shared_server.url, "-u", "admin", "-s", "DEMO02_S001_MR1"]  # fmt: skip
-    seen, code = on_pty(argv, {**os.environ, "XNAT_PASS": "admin"}, b"2\n", out_file)
+    env = {k: v for k, v in os.environ.items() if k not in ("XNAT_PASS", "XNAT_USER")}
+    # The seed's own dialogue: "password: " (no echo), then "Choose the project(s): ".
+    seen, code = on_pty(argv, {**env, "HOME": str(tmp_path)}, b"2\n", out_file,
+                        before=((b"password: ", b"admin\n"),))  # fmt: skip
+    assert b"admin" not in seen.split(b"password: ", 1)[1].split(b"\n", 1)[0]  # not echoed
     assert b"1) DEMO01" in seen
     assert b"2) DEMO02" in seen
     assert code == 0, seen.decode(errors="replace")[-500:]

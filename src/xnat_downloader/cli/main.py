@@ -206,9 +206,11 @@ def _choose_projects(
     if not projects:
         raise UsageError("this user can see no projects on the server")
     print(menu(projects), file=terminal)
+    print("(numbers or IDs separated by spaces, ranges such as 2-5, or all)", file=terminal)
     while True:
         try:
-            answer = ask("Choose the project(s) (e.g. 1 3, 2-5, all): ")
+            # The seed tool's own prompt, word for word: scripts that answer it wait for it.
+            answer = ask("Choose the project(s): ")
         except (KeyboardInterrupt, EOFError):
             raise UsageError("no project chosen: nothing was started") from None
         chosen = parse_choice(answer, projects)

@@ -129,7 +129,7 @@ def complete(
     try:
         if not user:
             user = ask("user: ").strip()
-        password = prompt("Password: ")
+        password = prompt("password: ")  # the seed tool's prompts: "user: ", "password: "
     except EOFError:
         msg = (
             "no credentials: the prompt for them met the end of input; give the user with "

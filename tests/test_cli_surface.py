@@ -168,6 +168,37 @@ def test_failures_past_the_first_ones_are_counted_not_listed() -> None:
     assert lines[FAILURE_LINES:] == ["… and 7 more failed (each is in the run's report)"]
 
 
+def test_minixnats_commands_take_json_too(tmp_path: Path) -> None:
+    """One JSON document on stdout and nothing else, for what each did and for a refusal."""
+
+    def run(*args: str) -> tuple[int, object]:
+        done = subprocess.run([BIN / "minixnat", *args, "--json"], capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        return done.returncode, json.loads(done.stdout)
+
+    root = str(tmp_path / "r")
+    small = ("--projects", "1", "--subjects", "1", "--sessions", "1", "--files", "1")
+    assert run("demo-data", root, *small) == (0, {"ok": True, "root": root, "admin": "admin"})
+    code, doc = run("check", "--root", root)
+    assert code == 0
+    assert isinstance(doc, dict)
+    assert doc["ok"] is True
+    assert doc["problems"] == []
+    assert run("user", "add", "--root", root, "bo", "--password", "pw") == (
+        0, {"ok": True, "user": "bo", "admin": False})  # fmt: skip
+    assert run("project", "access", "--root", root, "DEMO01", "public") == (
+        0, {"ok": True, "project": "DEMO01", "access": "public"})  # fmt: skip
+    assert run("project", "member", "--root", root, "DEMO01", "bo", "member") == (
+        0, {"ok": True, "project": "DEMO01", "user": "bo", "role": "member"})  # fmt: skip
+    code, doc = run("project", "access", "--root", root, "NOPE", "public")
+    assert code == 2
+    assert doc == {"ok": False, "error": "no project NOPE", "exit": 2}
+    code, doc = run("demo-data", root)
+    assert code == 2
+    assert isinstance(doc, dict)
+    assert "already holds an archive" in str(doc["error"])
+
+
 def test_a_reader_that_goes_away_ends_the_output_quietly(shared_server: Server) -> None:
     """`ls | head`: the reader closes its end before the listing is written.  Both programs
     end as a command killed by SIGPIPE would (141), with no traceback on stderr."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="queue a snapshot run for every session (made when the archive is served)",
     )
+    _json_flag(demo)
 
     serve = sub.add_parser("serve", help="serve an archive over XNAT's REST API")
     serve.add_argument("--root", type=Path, required=True, help="the archive folder to serve")
@@ -191,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--quick", action="store_true", help="sizes only, no MD5s (what serve checks at start)"
     )
+    _json_flag(check)
 
     user = sub.add_parser("user", help="manage users")
     user_sub = user.add_subparsers(dest="user_command", required=True)
@@ -202,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--firstname", default="", help="first name, as listed by /data/users")
     add.add_argument("--lastname", default="", help="last name")
     add.add_argument("--email", default="", help="e-mail address")
+    _json_flag(add)
 
     project = sub.add_parser("project", help="manage project access")
     project_sub = project.add_subparsers(dest="project_command", required=True)
@@ -209,12 +213,25 @@ def build_parser() -> argparse.ArgumentParser:
     access.add_argument("--root", type=Path, required=True, help="the archive folder")
     access.add_argument("project")
     access.add_argument("level", choices=ACCESS_LEVELS)
+    _json_flag(access)
     member = project_sub.add_parser("member", help="give a user a role in a project")
     member.add_argument("--root", type=Path, required=True, help="the archive folder")
     member.add_argument("project")
     member.add_argument("user")
     member.add_argument("role", choices=ROLES)
+    _json_flag(member)
     return parser
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document on stdout, and nothing else"
+    )
+
+
+def _said(args: argparse.Namespace, text: str, document: dict[str, object]) -> None:
+    """What a command did: ``text`` on stdout, or ``document`` with ``--json``."""
+    print(json.dumps(document) if getattr(args, "json", False) else text)
 
 
 def _open(root: Path) -> Store:
@@ -233,17 +250,23 @@ def run_check(args: argparse.Namespace) -> int:
         report = check(store, full=not args.quick)
     finally:
         store.close()
-    for problem in report.problems:
-        print(problem)
-    if store.recovered:
-        print(f"finished or undid {store.recovered} interrupted transaction(s) first")
+    if not args.json:
+        for problem in report.problems:
+            print(problem)
+        if store.recovered:
+            print(f"finished or undid {store.recovered} interrupted transaction(s) first")
     if not store.exclusive:
         print(
             "note: another process (a running server?) has this archive open; writes it has "
             "under way may show as problems until they finish",
             file=sys.stderr,
         )
-    print(f"check: {report.files} files, {len(report.problems)} problems")
+    _said(
+        args,
+        f"check: {report.files} files, {len(report.problems)} problems",
+        {"ok": report.ok, "files": report.files, "problems": list(report.problems),
+         "recovered": store.recovered},
+    )  # fmt: skip
     return 0 if report.ok else 1
 
 
@@ -403,11 +426,8 @@ def _command(argv: Sequence[str] | None) -> int:
             from minixnat.demodata import DemoSpec, generate
 
             if (args.root / "minixnat.sqlite").exists():
-                print(
-                    f"minixnat: {args.root} already holds an archive; choose an empty folder",
-                    file=sys.stderr,
-                )
-                return 2
+                msg = f"{args.root} already holds an archive; choose an empty folder"
+                raise StoreError(msg)
             spec = DemoSpec(
                 projects=args.projects,
                 subjects=args.subjects,
@@ -422,7 +442,11 @@ def _command(argv: Sequence[str] | None) -> int:
                 for experiment in store.list_experiments(sessions_only=True):
                     store.queue_snapshots(experiment, user="admin", why="demo data")
             store.close()
-            print(f"demo archive written to {args.root} (admin / admin)")
+            _said(
+                args,
+                f"demo archive written to {args.root} (admin / admin)",
+                {"ok": True, "root": str(args.root), "admin": "admin"},
+            )
             return 0
         if args.command == "serve":
             return serve(args)
@@ -437,15 +461,23 @@ def _command(argv: Sequence[str] | None) -> int:
                 lastname=args.lastname,
                 email=args.email,
             )
+            if args.json:
+                _said(args, "", {"ok": True, "user": args.name, "admin": args.admin})
             return 0
         if args.command == "project":
             store = _open(args.root)
             if args.project_command == "access":
                 store.set_accessibility(args.project, args.level)
+                done: dict[str, object] = {"project": args.project, "access": args.level}
             else:
                 store.set_role(args.project, args.user, args.role)
+                done = {"project": args.project, "user": args.user, "role": args.role}
+            if args.json:
+                _said(args, "", {"ok": True, **done})
             return 0
     except (StoreError, SchemaError) as exc:
         print(f"minixnat: {exc}", file=sys.stderr)
+        if getattr(args, "json", False):
+            print(json.dumps({"ok": False, "error": str(exc), "exit": 2}))
         return 2
     return 2

@@ -86,6 +86,20 @@ def test_ls_dates_and_a_readable_dry_run(shared_server: Server, tmp_path: Path) 
     assert len(listed.strip().splitlines()) == files + 1
 
 
+def test_a_selection_flag_takes_several_values_or_repeats(
+    shared_server: Server, tmp_path: Path
+) -> None:
+    """CONTRACT writes `-p PROJECT ...`: `-p A B` and `-p A -p B` select the same."""
+    plans = []
+    for projects in (["-p", "DEMO01", "DEMO02"], ["-p", "DEMO01", "-p", "DEMO02"]):
+        code, out, err = cli("download", "-w", shared_server.url, *projects, "--dry-run",
+                             "--json", "-o", str(tmp_path))  # fmt: skip
+        assert code == 0, err
+        plans.append(sorted(e["local"] for e in json.loads(out)))
+    assert plans[0] == plans[1]
+    assert {p.split("/")[0] for p in plans[0]} == {"DEMO01", "DEMO02"}
+
+
 def test_ls_with_nothing_selected_lists_the_projects_to_choose_from(
     shared_server: Server,
 ) -> None:

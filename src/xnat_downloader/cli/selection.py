@@ -18,17 +18,23 @@ def selection_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "-p",
         "--project",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="PROJECT",
-        help="project ID (repeatable; @FILE reads a list)",
+        help="project IDs (-p A B or -p A -p B; @FILE reads a list)",
     )
     g.add_argument(
-        "--subject", action="append", metavar="S", help="subject ID or label (repeatable; @FILE)"
+        "--subject",
+        action="extend",
+        nargs="+",
+        metavar="S",
+        help="subject ID or label (repeatable; @FILE)",
     )
     g.add_argument(
         "-s",
         "--session",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="SESSION",
         help="session ID or label, mixed freely (repeatable; @FILE)",
     )
@@ -48,34 +54,43 @@ def selection_args(p: argparse.ArgumentParser) -> None:
         "--xsi-type",
         "--modality",
         dest="xsi_type",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="T",
         help="session type or modality, e.g. xnat:mrSessionData, MR, PET",
     )
     g.add_argument(
         "--scan-type",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="PATTERN",
         help="scan ID, type or series description (glob, case-insensitive)",
     )
     g.add_argument(
-        "--quality", action="append", metavar="Q", help="scan quality, e.g. usable (repeatable)"
+        "--quality",
+        action="extend",
+        nargs="+",
+        metavar="Q",
+        help="scan quality, e.g. usable (repeatable)",
     )
     g.add_argument(
         "--resource",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="LABEL",
         help="resource label or format, e.g. DICOM (default: every resource)",
     )
     g.add_argument(
         "--exclude-scan-type",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="PATTERN",
         help="leave out scans whose ID, type or series description matches (glob; repeatable)",
     )
     g.add_argument(
         "--exclude-resource",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="LABEL",
         help="leave out resources whose label or format matches, e.g. SNAPSHOTS (glob; repeatable)",
     )

@@ -115,6 +115,10 @@ def test_ls_with_nothing_selected_lists_the_projects_to_choose_from(
     listed = json.loads(out)["projects"]
     assert [p["id"] for p in listed] == ["DEMO01", "DEMO02"]
     assert listed[0]["secondary_id"] == "DEMO_01"
+    # A constraint with nothing to narrow is said, not dropped for the project list.
+    code, _, err = cli("ls", "-w", shared_server.url, "--scan-type", "T1w")
+    assert code == 2
+    assert "--scan-type narrow what a project holds: name the project with -p" in err
 
 
 def test_a_manifest_or_catalog_refuses_the_flags_it_would_ignore(tmp_path: Path) -> None:

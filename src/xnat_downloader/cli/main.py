@@ -57,6 +57,7 @@ from xnat_downloader.cli.parser import Parser, xget_flags_in
 from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.cli.selection import (
     check_plan_source,
+    constraints_given,
     layout_args,
     layout_of,
     selection_args,
@@ -415,6 +416,12 @@ def _select_and_run(args: argparse.Namespace, url: str, outdir: Path | None, io:
         projects = tuple(api.projects_for_sessions(conn, list(sessions)))
     if not projects and not args.catalog and not getattr(args, "manifest", None):
         if args.command == "ls":
+            given = constraints_given(args)
+            if given:  # they narrow a selection, and none was named
+                raise UsageError(
+                    f"{', '.join(given)} narrow what a project holds: name the project with "
+                    "-p PROJECT (ls -w URL alone lists the projects)"
+                )
             # Nothing selected: what there is to select from.
             return _ls_projects(conn, args.json, io.stdout)
         if not io.interactive:

@@ -282,6 +282,16 @@ DECIDED_BY_A_PLAN = (
 )  # fmt: skip
 
 
+def constraints_given(args: argparse.Namespace) -> list[str]:
+    """The selection flags given that narrow what projects hold (not -p, -s or --catalog)."""
+    return [
+        flag
+        for dest, flag in DECIDED_BY_A_PLAN
+        if dest not in ("project", "session", "catalog")
+        and getattr(args, dest, None) not in (None, False, [])
+    ]
+
+
 def check_plan_source(args: argparse.Namespace) -> None:
     """UsageError naming the selection and layout flags given beside ``--manifest`` or
     ``--catalog``: a saved plan, or a catalog, fixes what is fetched and where it goes."""

@@ -131,6 +131,11 @@ def test_a_manifest_or_catalog_refuses_the_flags_it_would_ignore(tmp_path: Path)
                            *(["--shards", "2"] if command == "slurm" else []))  # fmt: skip
         assert code == 2, err
         assert "--manifest fixes what is fetched and where it goes: leave out -p, --layout" in err
+    # --no-X of an on/off pair is given too (its False is an answer, not "not given").
+    code, _, err = cli("download", "-w", "http://127.0.0.1:9", "--manifest", str(manifest),
+                       "-o", str(tmp_path / "o"), "--no-include-project")  # fmt: skip
+    assert code == 2
+    assert "leave out --[no-]include-project" in err
     assert not (tmp_path / "o").exists()
     # A catalog, likewise; ls and copy, which cannot use one, say so.
     code, _, err = cli("download", "-w", "http://127.0.0.1:9", "--catalog", str(manifest),

@@ -3,9 +3,11 @@ value (and the file line) that is wrong."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import re
+from collections.abc import Collection, Iterable
 from datetime import date, datetime
 from pathlib import Path
 
@@ -161,3 +163,18 @@ def menu(projects: list[str]) -> str:
     cells = [f"{i}) {p}".ljust(20) for i, p in enumerate(projects, start=1)]
     rows = [" ".join(cells[i : i + 5]).rstrip() for i in range(0, len(cells), 5)]
     return "\n".join(rows)
+
+
+def flags_given(
+    args: argparse.Namespace, flags: Iterable[tuple[str, str]], *, on_off: Collection[str] = ()
+) -> list[str]:
+    """The flags of ``flags`` (``(dest, as written)`` pairs) that the command line gave.
+    Not given reads as None (an option, a list) or False (a switch); for the ``--X/--no-X``
+    pairs named in ``on_off``, whose not-given is None, False is an answer too."""
+    given = []
+    for dest, flag in flags:
+        value = getattr(args, dest, None)
+        if value is None or (value is False and dest not in on_off):
+            continue
+        given.append(flag)
+    return given

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xnat_downloader.cli.inputs import expand, parse_day
+from xnat_downloader.cli.inputs import expand, flags_given, parse_day
 from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.layout import Layout, LayoutOptions, check_layout
 from xnat_downloader.transfer.modes import Mode
@@ -280,16 +280,14 @@ DECIDED_BY_A_PLAN = (
     ("include_subject", "--[no-]include-subject"), ("path_template", "--path-template"),
     ("metadata", "--metadata"),
 )  # fmt: skip
+# The --X/--no-X pairs among them: not given is None, and --no-X gives False.
+ON_OFF = ("include_project", "include_subject")
 
 
 def constraints_given(args: argparse.Namespace) -> list[str]:
     """The selection flags given that narrow what projects hold (not -p, -s or --catalog)."""
-    return [
-        flag
-        for dest, flag in DECIDED_BY_A_PLAN
-        if dest not in ("project", "session", "catalog")
-        and getattr(args, dest, None) not in (None, False, [])
-    ]
+    narrowing = [f for f in DECIDED_BY_A_PLAN if f[0] not in ("project", "session", "catalog")]
+    return flags_given(args, narrowing, on_off=ON_OFF)
 
 
 def check_plan_source(args: argparse.Namespace) -> None:
@@ -300,11 +298,7 @@ def check_plan_source(args: argparse.Namespace) -> None:
         source = "--catalog"
     if not source:
         return
-    given = [
-        flag
-        for dest, flag in DECIDED_BY_A_PLAN
-        if flag != source and getattr(args, dest, None) not in (None, False, [])
-    ]
+    given = flags_given(args, (f for f in DECIDED_BY_A_PLAN if f[1] != source), on_off=ON_OFF)
     if given:
         raise UsageError(
             f"{source} fixes what is fetched and where it goes: leave out {', '.join(given)}"
@@ -316,15 +310,12 @@ def layout_of(args: argparse.Namespace) -> LayoutOptions:
     selection (checked before any request)."""
     template = args.path_template
     if template is not None:
-        given = [
-            flag
-            for flag, value in (
-                ("--layout", args.layout),
-                ("--[no-]include-project", args.include_project),
-                ("--[no-]include-subject", args.include_subject),
-            )
-            if value is not None
-        ]
+        layout_flags = (
+            ("layout", "--layout"),
+            ("include_project", "--[no-]include-project"),
+            ("include_subject", "--[no-]include-subject"),
+        )
+        given = flags_given(args, layout_flags, on_off=ON_OFF)
         if given:
             raise UsageError(
                 f"--path-template decides every folder: leave out {' and '.join(given)}"

@@ -30,7 +30,7 @@ from xnat_downloader.cli.common import (
     server_url,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
-from xnat_downloader.cli.inputs import labelled
+from xnat_downloader.cli.inputs import flags_given, labelled
 from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.errors import UsageError
 from xnat_downloader.transfer.engine import MAX_JOBS
@@ -129,29 +129,20 @@ def check_combination(args: argparse.Namespace, *, csvs: bool) -> None:
     """UsageError for flags the kind of upload asked for would ignore: a subjects .csv names
     its own subjects; --resource bypasses the import service; --scan names the scan whose
     resource --resource fills."""
-
-    def given(*flags: tuple[str, object]) -> list[str]:
-        return [flag for flag, value in flags if value not in (None, False)]
-
     import_flags = (
-        ("--dest", args.dest),
-        ("--importer", args.importer),
-        ("--ignore-unparsable", args.ignore_unparsable),
+        ("dest", "--dest"),
+        ("importer", "--importer"),
+        ("ignore_unparsable", "--ignore-unparsable"),
     )
     if csvs:
-        extra = given(
-            ("--subject", args.subject),
-            ("--session", args.session),
-            ("--scan", args.scan),
-            *import_flags,
-            ("--overwrite", args.overwrite),
-        )
+        labels = (("subject", "--subject"), ("session", "--session"), ("scan", "--scan"))
+        extra = flags_given(args, (*labels, *import_flags, ("overwrite", "--overwrite")))
         if extra:
             raise UsageError(
                 f"a subjects .csv names its own subjects: leave out {', '.join(extra)}"
             )
     elif args.resource is not None:
-        extra = given(*import_flags)
+        extra = flags_given(args, import_flags)
         if extra:
             raise UsageError(
                 "--resource puts files into a resource, not through the import service: "

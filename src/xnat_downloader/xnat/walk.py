@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
@@ -50,6 +50,9 @@ from xnat_downloader.xnat.selection import (
 )
 
 log = logging.getLogger("xnat_downloader.walk")
+
+# What listing a part of a session (or a holder's own resources) gives: scans and files.
+Part = tuple[list[Scan], list[RemoteFile]]
 
 
 @dataclass(frozen=True)
@@ -275,9 +278,7 @@ def _own_file(row: dict[str, str], holder: Subject | Project, where: str) -> Rem
     )
 
 
-async def _own_resources(
-    xs: XnatClient, holder: Subject | Project, sel: Selection
-) -> list[RemoteFile]:
+async def _own_resource_part(xs: XnatClient, holder: Subject | Project, sel: Selection) -> Part:
     """The files of a project's or subject's own resources, from its ``…/files`` listing
     (rows of anything below it, which some servers include, are not its own)."""
     if isinstance(holder, Subject):
@@ -299,7 +300,7 @@ async def _own_resources(
             found = _own_file(row, holder, where)
             if found:
                 files.append(found)
-    return files
+    return [], files
 
 
 async def _files_listing(xs: XnatClient, path: str, what: str) -> list[dict[str, str]]:
@@ -353,9 +354,7 @@ async def _owned_files(
     return files
 
 
-async def session_files(
-    xs: XnatClient, session: Session, sel: Selection
-) -> tuple[list[Scan], list[RemoteFile]]:
+async def session_files(xs: XnatClient, session: Session, sel: Selection) -> Part:
     """The scans and files of one session that ``sel`` selects.  Its listings (scans,
     session resources, assessors, reconstructions) are asked for at once: on a server tens
     of milliseconds away, a session costs one round trip instead of four."""
@@ -376,9 +375,7 @@ def scan_filtered(sel: Selection) -> bool:
     return bool(sel.scan_types or sel.qualities or sel.exclude_scan_types)
 
 
-async def _scan_part(
-    xs: XnatClient, session: Session, sel: Selection
-) -> tuple[list[Scan], list[RemoteFile]]:
+async def _scan_part(xs: XnatClient, session: Session, sel: Selection) -> Part:
     if not sel.scans:
         return [], []
     scan_files = paths.session_scan_files(paths.experiment(session.id))
@@ -415,9 +412,7 @@ async def _scan_part(
     return scans, files
 
 
-async def _session_resource_part(
-    xs: XnatClient, session: Session, sel: Selection
-) -> tuple[list[Scan], list[RemoteFile]]:
+async def _session_resource_part(xs: XnatClient, session: Session, sel: Selection) -> Part:
     rows = await _files_listing(
         xs,
         paths.session_files(paths.experiment(session.id)),
@@ -434,9 +429,7 @@ async def _session_resource_part(
     return [], files
 
 
-async def _assessor_part(
-    xs: XnatClient, session: Session, sel: Selection
-) -> tuple[list[Scan], list[RemoteFile]]:
+async def _assessor_part(xs: XnatClient, session: Session, sel: Selection) -> Part:
     doc = await xs.get_json(
         f"{paths.experiment(session.id)}/assessors", what=f"the assessors of {session.label}"
     )
@@ -451,9 +444,7 @@ async def _assessor_part(
     return [], await _owned_files(xs, session, sel, "assessors", "assessor", labels.get)
 
 
-async def _recon_part(
-    xs: XnatClient, session: Session, sel: Selection
-) -> tuple[list[Scan], list[RemoteFile]]:
+async def _recon_part(xs: XnatClient, session: Session, sel: Selection) -> Part:
     wanted: dict[str, str] | None = None
     if sel.recon_patterns:
         doc = await xs.get_json(
@@ -507,35 +498,35 @@ async def walk(
             _gap(f"session {ref}", "not found in the selected projects")
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(session: Session) -> tuple[list[Scan], list[RemoteFile]]:
+    async def guarded(what: str, part: Awaitable[Part]) -> Part:
+        """``part``'s listings, ``concurrency`` at a time; a failure of them is a gap named
+        ``what`` and the rest goes on (a login page ends the walk: not this part's fault)."""
+        async with gate:
+            try:
+                return await part
+            except LoginPageError:
+                raise
+            except (NotFound, ServerError) as exc:
+                _gap(what, f"cannot be listed: {exc}")
+                return [], []
+
+    async def one(session: Session) -> Part:
         before = before_walk.get(session.id)
         if before is not None and session.stamp and before.stamp == session.stamp:
             result.reused.add(session.id)
             return before.scans, before.files
         _listing.set(session.id)  # this task's own context: its gaps name the session
-        async with gate:
-            try:
-                return await session_files(xs, session, sel)
-            except LoginPageError:
-                raise  # not this session's fault: the whole run cannot go on
-            except (NotFound, ServerError) as exc:  # this session only; the rest goes on
-                _gap(f"session {session.label} ({session.id})", f"cannot be listed: {exc}")
-                return [], []
+        return await guarded(
+            f"session {session.label} ({session.id})", session_files(xs, session, sel)
+        )
 
-    async def own(holder: Subject | Project) -> tuple[list[Scan], list[RemoteFile]]:
+    async def own(holder: Subject | Project) -> Part:
         if isinstance(holder, Subject) and not holder.id:  # a gap, not a skip
             name = f"a subject of project {holder.project} ({holder.label or 'no label'})"
             _gap(name, "the server's subject listing gives it no ID")
             return [], []
-        async with gate:
-            try:
-                return [], await _own_resources(xs, holder, sel)
-            except LoginPageError:
-                raise
-            except (NotFound, ServerError) as exc:
-                name = holder.label if isinstance(holder, Subject) else holder.id
-                _gap(f"the resources of {name}", f"cannot be listed: {exc}")
-                return [], []
+        name = holder.label if isinstance(holder, Subject) else holder.id
+        return await guarded(f"the resources of {name}", _own_resource_part(xs, holder, sel))
 
     holders: list[Subject | Project] = []
     if sel.project_resources:

@@ -28,6 +28,7 @@ A path template (``--path-template``) replaces the named layouts: see
 
 from __future__ import annotations
 
+import functools
 import string
 from dataclasses import dataclass
 from enum import StrEnum
@@ -70,9 +71,14 @@ TEMPLATE_FIELDS = {
 }
 
 
-def _fields(piece: str) -> list[str]:
-    """The field names of one folder of a template (ValueError if its braces do not parse)."""
-    return [name for _, name, _, _ in string.Formatter().parse(piece) if name is not None]
+@functools.lru_cache(maxsize=16)
+def _folders(template: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A checked template's folders, each with the names of its fields: parsed once per
+    template, not once per file of the plan."""
+    return tuple(
+        (piece, tuple(name for _, name, _, _ in string.Formatter().parse(piece) if name))
+        for piece in template.split("/")
+    )
 
 
 def check_template(template: str) -> None:
@@ -132,8 +138,7 @@ def template_parts(template: str, f: RemoteFile) -> list[str]:
     resource) is left out for it."""
     values = _template_values(f)
     parts: list[str] = []
-    for piece in template.split("/"):
-        fields = _fields(piece)
+    for piece, fields in _folders(template):
         if fields and not any(values[name] for name in fields):
             continue
         filled = {

@@ -461,8 +461,8 @@ def _command(argv: Sequence[str] | None) -> int:
                 lastname=args.lastname,
                 email=args.email,
             )
-            if args.json:
-                _said(args, "", {"ok": True, "user": args.name, "admin": args.admin})
+            if args.json:  # otherwise silent, as before
+                print(json.dumps({"ok": True, "user": args.name, "admin": args.admin}))
             return 0
         if args.command == "project":
             store = _open(args.root)
@@ -472,8 +472,8 @@ def _command(argv: Sequence[str] | None) -> int:
             else:
                 store.set_role(args.project, args.user, args.role)
                 done = {"project": args.project, "user": args.user, "role": args.role}
-            if args.json:
-                _said(args, "", {"ok": True, **done})
+            if args.json:  # otherwise silent, as before
+                print(json.dumps({"ok": True, **done}))
             return 0
     except (StoreError, SchemaError) as exc:
         print(f"minixnat: {exc}", file=sys.stderr)

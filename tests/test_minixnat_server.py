@@ -277,6 +277,34 @@ def test_disconnect_mid_body_is_quiet(archive: Path, tmp_path: Path) -> None:
     assert [row[1] for row in claimed] == ["127.0.0.1"]
 
 
+def test_bodies_cut_on_purpose_are_cut_without_a_traceback(archive: Path) -> None:
+    """``--drop-rate`` is a switch an operator turns on: each cut shows on the wire (a body
+    shorter than its Content-Length), not as an application error with its traceback on
+    the server's stderr."""
+    flags = ["--port", "0", "--no-snapshots", "--drop-rate", "1", "--chaos-seed", "4"]
+    proc = subprocess.Popen(
+        [BIN / "minixnat", "serve", "--root", str(archive), *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    server = Server(proc.stdout.readline().strip().rsplit(" ", 1)[1], archive, proc)
+    files = "/data/projects/DEMO01/experiments/DEMO01_S001_MR1/scans/ALL/files"
+    try:
+        listing = call(server, "GET", files, params={"format": "json"})
+        for row in listing.json()["ResultSet"]["Result"][:3]:
+            with pytest.raises(requests.exceptions.ChunkedEncodingError):
+                call(server, "GET", row["URI"])  # its body ends short of its Content-Length
+        assert call(server, "GET", "/data/projects").ok  # still serving
+    finally:
+        server.stop()
+    errors = proc.stderr.read()
+    assert "Traceback" not in errors, errors
+    assert "Exception in ASGI application" not in errors, errors
+
+
 def test_head_sends_no_body_and_builds_none(serve: Any, tmp_path: Path) -> None:
     """A HEAD of a file or of a zip answers the head a GET would, and the access log says
     no body byte went out: the file is not read, the zip not built, only to be dropped."""

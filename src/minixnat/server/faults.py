@@ -2,8 +2,8 @@
 
 ``--latency-ms`` delays every request, ``--error-rate`` answers 503, ``--drop-rate`` cuts
 file and archive bodies part-way, ``--conn-mbps`` paces each body; ``--chaos-seed`` makes
-the random ones reproducible.  A client that goes away mid-body ends the response quietly:
-one debug line, never a traceback.
+the random ones reproducible.  A client that goes away mid-body, and a body cut on purpose,
+end the response quietly: one debug line, never a traceback.
 """
 
 from __future__ import annotations
@@ -39,6 +39,19 @@ class Faults:
 
 class ClientGone(Exception):
     """The client closed the connection before the body was sent."""
+
+
+class BodyCut(ConnectionAbortedError):
+    """Ends a response ``--drop-rate`` cuts: the server closes the connection part-way."""
+
+
+class QuietCuts(logging.Filter):
+    """Keeps the server's error log from reporting a ``BodyCut`` as an application error
+    with its traceback (uvicorn logs whatever ends a response early): it is the fault the
+    operator asked for, not a failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], BodyCut))
 
 
 class Chaos:
@@ -183,7 +196,8 @@ async def _pieces(
             await _body(send, piece[: cut_at - sent], more=True)
             # Abort the response: uvicorn closes the connection, and the client sees a
             # body shorter than promised (or a broken chunked stream).
-            raise ConnectionAbortedError("minixnat --drop-rate cut this body")
+            log.debug("--drop-rate cut a body after %d bytes", cut_at)
+            raise BodyCut("minixnat --drop-rate cut this body")
         await _body(send, piece, more=not last)
         sent += len(piece)
         if rate:

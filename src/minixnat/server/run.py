@@ -20,9 +20,11 @@ import uvicorn
 
 from minixnat.lifetime import end_with_parent
 from minixnat.server.app import App
+from minixnat.server.faults import QuietCuts
 
 log = logging.getLogger("minixnat")
 WORKERS_STOP_S = 30.0
+QUIET_CUTS = QuietCuts()
 
 
 def listening_socket(host: str, port: int, *, shared: bool = False) -> socket.socket:
@@ -108,7 +110,7 @@ def server_for(app: App, tls: Tls | None = None) -> uvicorn.Server:
 
 
 def config_for(app: App, tls: Tls | None = None) -> uvicorn.Config:
-    return uvicorn.Config(
+    config = uvicorn.Config(
         app,
         ssl_certfile=tls.cert if tls else None,
         ssl_keyfile=tls.key if tls else None,
@@ -126,6 +128,9 @@ def config_for(app: App, tls: Tls | None = None) -> uvicorn.Config:
         access_log=False,
         timeout_keep_alive=30,
     )
+    # After the Config, which sets up uvicorn's loggers (adding a filter twice keeps one).
+    logging.getLogger("uvicorn.error").addFilter(QUIET_CUTS)
+    return config
 
 
 def run_workers(

@@ -532,6 +532,28 @@ def test_version() -> None:
     assert done.stdout.strip().startswith("minixnat ")
 
 
+def test_a_folder_that_is_no_archive_is_refused_with_how_to_make_an_empty_one(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "new"
+    refused = subprocess.run(
+        [BIN / "minixnat", "serve", "--root", str(root), "--port", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2
+    assert f"'minixnat demo-data {root}' (add --projects 0 for an empty one)" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    made = subprocess.run([BIN / "minixnat", "demo-data", str(root), "--projects", "0"])
+    assert made.returncode == 0
+    server = start_server(root)
+    try:
+        assert call(server, "GET", "/data/projects").json()["ResultSet"]["Result"] == []
+        assert call(server, "GET", "/data/users/admin").ok
+    finally:
+        server.stop()
+
+
 # -- lookups remembered while the database is unchanged --------------------------------------
 def test_remembered_answers_last_until_any_connection_writes(archive: Path) -> None:
     store, other = Store(archive), Store(archive)

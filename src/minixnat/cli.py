@@ -238,7 +238,7 @@ def _open(root: Path) -> Store:
     if not (root / "minixnat.sqlite").exists():
         msg = (
             f"{root} is not a minixnat archive (no minixnat.sqlite); create one with "
-            f"'minixnat demo-data {root}'"
+            f"'minixnat demo-data {root}' (add --projects 0 for an empty one)"
         )
         raise StoreError(msg)
     return Store(root)

@@ -207,3 +207,55 @@ def test_rows_not_the_holders_own_are_left_out_and_one_naming_no_file_is_a_gap()
     seen.clear()
     walked(own_resources_app(seen), Selection(projects=("P",)))
     assert not any(path.endswith("/files") for path in seen)
+
+
+def test_a_downloaded_tree_uploads_its_project_and_subject_resources_back(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    """Download → upload carries the project's and the subjects' own resources (into the
+    project uploaded to and its subjects); the documents --metadata saved and the
+    reconstructions' files are named as not sent; a re-run sends nothing again."""
+    server = serve()
+    notes = put_subject_files(server, "DEMO01_S002", "NOTES", 3)
+    out = tmp_path / "out"
+    code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "-s", "DEMO01_S002_MR1",
+                       "--project-resources", "--subject-resources", "--recons",
+                       "--metadata", "xml", "-o", str(out))  # fmt: skip
+    assert code == 0, err
+    lonely = out / "DEMO01" / "LONELY" / "resources" / "X" / "files" / "y.txt"
+    lonely.parent.mkdir(parents=True)
+    lonely.write_bytes(b"a subject with no session here\n")
+    code, _, err = cli("project", "create", "-w", server.url, "NEW")
+    assert code == 0, err
+
+    code, stdout, err = cli("upload", "-w", server.url, "-p", "NEW", str(out / "DEMO01"))
+    assert code == 0, err
+    assert stdout.strip().endswith(" 0 failed")
+    assert "not sent, as the server writes its own: 6 metadata documents in " in err
+    assert (
+        "not sent, as an upload makes no assessors or reconstructions: 1 reconstruction file\n"
+        in err
+    )
+    assert "outside any session" not in err
+
+    def listed(owner: str, resource: str) -> dict[str, str]:
+        answer = requests.get(f"{server.url}/data/projects/NEW{owner}/resources/{resource}/files",
+                              params={"format": "json"}, auth=AUTH, timeout=30)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        return {r["Name"]: r["digest"] for r in answer.json()["ResultSet"]["Result"]}
+
+    docs = local_files(out / "DEMO01" / "resources" / "DOCS" / "files")
+    assert listed("", "DOCS") == docs
+    assert listed("/subjects/DEMO01_S002", "NOTES") == {
+        path.rsplit("/", 1)[1]: md5 for path, md5 in notes.items()
+    }
+    assert listed("/subjects/LONELY", "X") == {
+        "y.txt": hashlib.md5(lonely.read_bytes()).hexdigest()
+    }
+
+    code, stdout, err = cli("upload", "-w", server.url, "-p", "NEW", str(out / "DEMO01"))
+    assert code == 0, err
+    summary = stdout.strip().splitlines()[-1]
+    files = int(summary.removeprefix("done: ").split(" ", 1)[0])
+    assert summary.endswith(f"{files} verified, 0 failed")
+    assert f"{files} were already on the server" in stdout + err

@@ -19,7 +19,15 @@ from minixnat.importer.build import safe_label, seed_layout
 from minixnat.importer.unpack import Budget, UnpackError, safe_member, unpack
 from minixnat.rest.imports import parse_dest
 from xnat_downloader.errors import UsageError
-from xnat_downloader.plan.upload import find_sessions, parse_subjects, resource_files
+from xnat_downloader.plan.upload import (
+    OwnResourceFile,
+    find_own_resources,
+    find_sessions,
+    is_metadata,
+    own_resource_groups,
+    parse_subjects,
+    resource_files,
+)
 from xnat_downloader.transfer.upload import zip_body
 
 P = PurePosixPath
@@ -51,6 +59,48 @@ def test_find_sessions_reads_our_download_layout() -> None:
     assert s.scan_types == {"1": "T1w"}
     assert s.ignored == [files[4]]
     assert loose == [P("DIR/PROJ/README.txt"), P("DIR/other/resources/X/files/lonely.txt")]
+
+
+def test_the_project_and_subject_folders_own_resources_are_found_among_the_rest() -> None:
+    scan = "scans/1/resources/DICOM/files/a.dcm"
+    files = [
+        P(f"D/PROJ/S1/MR1/{scan}"),
+        P(f"D/PROJ/S2/MR1/{scan}"),
+        P("D/PROJ/resources/DOCS/files/readme.txt"),  # the project's
+        P("D/PROJ/S1/resources/NOTES/files/deep/resources/x/files/n.txt"),  # S1's
+        P("D/PROJ/S3/resources/NOTES/files/m.txt"),  # S3 has no session here: still a subject
+        P("D/PROJ/S1/MR2/resources/QC/files/q.txt"),  # a session folder without scans
+        P("D/resources/X/files/above.txt"),  # above the project folder
+        P("D/PROJ/project.xml"),
+        P("D/PROJ/S1/MR1/scans/1/scan.xml"),
+        P("D/PROJ/S1/MR1/reconstructions/R1/resources/NIFTI/files/r.nii"),
+    ]
+    sessions, loose = find_sessions(files)
+    assert [s.folder for s in sessions] == [P("D/PROJ/S1/MR1"), P("D/PROJ/S2/MR1")]
+    assert sessions[0].ignored == [files[-1]]  # reconstructions are not made by an upload
+    own, rest = find_own_resources(sessions, loose)
+    assert {(o.subject, o.resource, o.relpath) for o in own} == {
+        (None, "DOCS", "readme.txt"),
+        ("S1", "NOTES", "deep/resources/x/files/n.txt"),
+        ("S3", "NOTES", "m.txt"),
+    }
+    assert sorted(rest) == sorted([files[5], files[6], files[7], files[8]])
+    assert sorted(r for r in rest if is_metadata(r)) == sorted([files[7], files[8]])
+    assert is_metadata(P("S/MR1/1-T1w_scan.xml"))  # the flat layout's
+    assert not is_metadata(P("S/MR1/notes.xml"))
+
+
+def test_two_files_for_one_own_resource_path_are_refused() -> None:
+    one = OwnResourceFile(None, "DOCS", "readme.txt", P("A/resources/DOCS/files/readme.txt"))
+    other = OwnResourceFile(None, "DOCS", "readme.txt", P("B/resources/DOCS/files/readme.txt"))
+    theirs = OwnResourceFile("S1", "DOCS", "readme.txt", P("B/S1/resources/DOCS/files/readme.txt"))
+    groups = own_resource_groups([(P("/up"), one), (P("/up"), theirs)])
+    assert groups == {
+        (None, "DOCS"): [(P("/up/A/resources/DOCS/files/readme.txt"), "readme.txt")],
+        ("S1", "DOCS"): [(P("/up/B/S1/resources/DOCS/files/readme.txt"), "readme.txt")],
+    }
+    with pytest.raises(UsageError, match=r"would both be uploaded as 'readme\.txt' of the project"):
+        own_resource_groups([(P("/up"), one), (P("/up"), other)])
 
 
 def test_resource_files_refuse_two_files_for_one_name() -> None:

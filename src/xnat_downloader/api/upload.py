@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -43,11 +43,15 @@ from xnat_downloader.errors import (
 )
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.plan.upload import (
+    OwnResourceFile,
     SessionFolder,
     archive_type,
     compare_contents,
     duplicate_labels,
+    find_own_resources,
     find_sessions,
+    is_metadata,
+    own_resource_groups,
     resource_files,
     staging_label,
 )
@@ -74,11 +78,13 @@ from xnat_downloader.transfer.upload import (
     ResourceUpload,
     file_body,
     md5_file,
+    quote_path,
     upload_resources,
     zip_body,
 )
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.services import (
+    ensure_subject,
     find_session,
     import_archive,
     remote_digest_list,
@@ -131,10 +137,22 @@ class _Import:
         return Job(self.name, f"{self.name}:{name}", size, md5)
 
 
+@dataclass
+class _LocalPlan:
+    """What the paths given hold: the imports, the projects' and subjects' own resource
+    files of download-layout trees (each with the folder its path is relative to, and the
+    subject label it goes to), and notes about what is not sent."""
+
+    imports: list[_Import]
+    own: list[tuple[PurePosixPath, OwnResourceFile]]
+    notes: list[str]
+
+
 def _plan_imports(
     paths: list[Path], subject: str, session: str, ignore_unparsable: bool
-) -> tuple[list[_Import], list[str]]:
+) -> _LocalPlan:
     imports: list[_Import] = []
+    own: list[tuple[PurePosixPath, OwnResourceFile]] = []
     notes: list[str] = []
     for path in paths:
         if path.is_dir():
@@ -150,6 +168,18 @@ def _plan_imports(
                         "leave it out (each folder's name is used) or upload one at a time"
                     )
                     raise UsageError(msg)
+                theirs, loose = find_own_resources(sessions, loose)
+                base = PurePosixPath(path.parent.as_posix())
+                own += [(base, replace(f, subject=subject or f.subject) if f.subject else f)
+                        for f in theirs]  # fmt: skip
+                documents = [r for r in loose if is_metadata(r)]
+                if documents:
+                    n = len(documents)
+                    notes.append(
+                        f"not sent, as the server writes its own: {n} metadata "
+                        f"document{'s' if n != 1 else ''} in {path} (project.xml, session.xml, …)"
+                    )
+                loose = [r for r in loose if not is_metadata(r)]
                 if loose:
                     notes.append(f"{len(loose)} files in {path} are outside any session: not sent")
                 for found in sessions:
@@ -212,7 +242,8 @@ def _plan_imports(
         )
         for item, listed in zip(read_now, read, strict=True):
             item.expected = listed
-    return imports, notes
+    own_resource_groups(own)  # two files for one remote path: refused before anything is sent
+    return _LocalPlan(imports, own, notes)
 
 
 def _session_import(base: Path, found: SessionFolder, subject: str, session: str) -> _Import:
@@ -356,21 +387,21 @@ async def _upload(
             checked = asyncio.ensure_future(require_project(xs, project))
             ahead.append(checked)
             try:
-                imports, notes = await local
+                plan = await local
             except UsageError:
                 await checked  # a missing project is said before a bad archive
                 raise
             on_server = None
-            unlabelled = any(i.archive is not None and not i.label for i in imports)
+            unlabelled = any(i.archive is not None and not i.label for i in plan.imports)
             if dest == "archive" and unlabelled and not overwrite:  # else: all are sent
                 on_server = asyncio.ensure_future(_sessions_on_server(xs, project))
                 ahead.append(on_server)
             await checked
-            report.notes += notes
+            report.notes += plan.notes
             options = _ImportOptions(
                 project, dest, importer, ignore_unparsable, overwrite, jobs, on_server
             )
-            await _send_imports(xs, imports, options, report, sink)
+            await _send_imports(xs, plan, options, report, sink)
     finally:
         await aio.settle(*ahead)
     report.seconds = time.monotonic() - started
@@ -384,18 +415,18 @@ async def _prepare(
     ignore_unparsable: bool,
     jobs: int,
     ahead: list[asyncio.Future[Any]],
-) -> tuple[list[_Import], list[str]]:
+) -> _LocalPlan:
     """:func:`_plan_imports` in a thread; then the first ``jobs`` archives, the first to be
     sent, start being hashed (:attr:`_Import.hashing`, also put in ``ahead``), one after
     another: side by side they would all be ready last, and the first could go while the
     others are hashed."""
-    imports, notes = await aio.in_thread(_plan_imports, paths, subject, session, ignore_unparsable)
+    plan = await aio.in_thread(_plan_imports, paths, subject, session, ignore_unparsable)
     before: asyncio.Future[list[tuple[str, int, str]]] | None = None
-    for item in [i for i in imports if i.archive is not None and not i.expected][:jobs]:
+    for item in [i for i in plan.imports if i.archive is not None and not i.expected][:jobs]:
         assert item.archive is not None
         before = item.hashing = asyncio.ensure_future(_members_after(before, item.archive))
         ahead.append(before)
-    return imports, notes
+    return plan
 
 
 async def _members_after(
@@ -410,19 +441,22 @@ async def _members_after(
 
 async def _send_imports(
     xs: XnatClient,
-    imports: list[_Import],
+    plan: _LocalPlan,
     options: _ImportOptions,
     report: UploadReport,
     sink: EventSink,
 ) -> None:
-    """Every import of ``imports``, ``options.jobs`` in flight at once, each verified as it
-    finishes.  Two that would make one session are refused before anything is sent."""
+    """Every import of the plan, ``options.jobs`` in flight at once, each verified as it
+    finishes, then the projects' and subjects' own resource files.  Two imports that would
+    make one session are refused before anything is sent."""
+    imports = plan.imports
     extras = [
         (i.root / e.local).stat().st_size
         for i in imports
         if i.folder is not None and i.root is not None and options.dest == "archive"
         for e in i.folder.extras
     ]
+    extras += [Path(base / f.local).stat().st_size for base, f in plan.own]
     sink(
         Planned(
             sum(len(i.expected) or i.files for i in imports) + len(extras),
@@ -464,6 +498,49 @@ async def _send_imports(
                 group.create_task(one(item))
     except* XnatError as errors:
         raise errors.exceptions[0] from None
+    if plan.own:
+        await _own_resources(xs, plan.own, options, report, sink)
+
+
+async def _own_resources(
+    xs: XnatClient,
+    own: list[tuple[PurePosixPath, OwnResourceFile]],
+    options: _ImportOptions,
+    report: UploadReport,
+    sink: EventSink,
+) -> None:
+    """The projects' and subjects' own resource files of the trees uploaded, into the
+    project and its subjects of those labels; after the sessions, whose imports make most
+    of the subjects (one that is not there yet is made first).  Sent, skipped when there
+    with the same MD5, and verified like any resource upload; a server that stops
+    answering fails them all, with the advice to run the same command again."""
+    groups = own_resource_groups(own)
+    uploads = [
+        ResourceUpload(
+            paths.owner(options.project, subject or ""),
+            label,
+            [(Path(local), rel) for local, rel in files],
+        )
+        for (subject, label), files in sorted(
+            groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])
+        )
+    ]
+    try:
+        for subject in sorted({s for s, _ in groups if s is not None}):
+            await ensure_subject(xs, options.project, subject)
+        report.outcomes += await upload_resources(
+            xs, uploads, sink, jobs=options.jobs, overwrite=options.overwrite, announce=False
+        )
+    except (ConnectionFailed, ServerError, NotFound) as exc:
+        error = f"{exc}; run the same command again to finish the upload"
+        for upload in uploads:
+            for local, rel in upload.files:
+                size = local.stat().st_size if local.exists() else 0
+                job = Job(
+                    f"{upload.files_path}/{quote_path(rel)}", f"{upload.label}/{rel}", size, ""
+                )
+                report.outcomes.append(Outcome(job, Status.FAILED, 0, "", True, error))
+        sink(FileFailed("the project's and subjects' own resources", error))
 
 
 async def _sessions_on_server(xs: XnatClient, project: str) -> dict[str, list[tuple[str, str]]]:
@@ -781,10 +858,13 @@ async def _session_extras(
         report.outcomes += await upload_resources(
             xs, uploads, sink, jobs=opts.jobs, overwrite=opts.overwrite, announce=False
         )
-    if found.ignored:
+    kinds = Counter(rel.parts[len(found.folder.parts)] for rel in found.ignored)
+    if kinds:
+        said = " and ".join(
+            f"{n} {kind[:-1]} file{'s' if n != 1 else ''}" for kind, n in sorted(kinds.items())
+        )
         report.notes.append(
-            f"{found.folder}: {len(found.ignored)} assessor files were not sent (upload "
-            "assessors with --resource into an existing assessor)"
+            f"{found.folder}: not sent, as an upload makes no assessors or reconstructions: {said}"
         )
 
 

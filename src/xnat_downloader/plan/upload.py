@@ -7,7 +7,10 @@ one of two things:
   ``scans/{id}[-{type}]/resources/{RES}/files/…`` is a session.  Its DICOM and ECAT
   resources are imported, zipped in seed 004's layout; other scan resources and the
   session's own resources are uploaded as resource files after the import; the scan type
-  in the folder name is set on the new scan.  The subject is the parent folder's name;
+  in the folder name is set on the new scan.  The subject is the parent folder's name.
+  The subject folders' and the project folder's own ``resources/{RES}/files/…`` (what
+  ``--subject-resources`` and ``--project-resources`` download) are resource files of
+  the subject and of the project uploaded to;
 - anything else: a folder of DICOM, zipped as it is and sorted by the server from the
   headers.
 """
@@ -79,6 +82,16 @@ class ResourceFile:
 
 
 @dataclass
+class OwnResourceFile:
+    """A file of a project's own resource (``subject`` None) or of a subject's."""
+
+    subject: str | None
+    resource: str
+    relpath: str
+    local: PurePosixPath
+
+
+@dataclass
 class SessionFolder:
     """A session found in a download-layout tree (paths relative to the upload root)."""
 
@@ -86,6 +99,7 @@ class SessionFolder:
     imported: list[tuple[PurePosixPath, str]] = field(default_factory=list)  # (local, arcname)
     extras: list[ResourceFile] = field(default_factory=list)
     scan_types: dict[str, str] = field(default_factory=dict)
+    # Files of assessors and reconstructions, which an upload does not make.
     ignored: list[PurePosixPath] = field(default_factory=list)
 
     @property
@@ -107,9 +121,53 @@ def _session_split(rel: PurePosixPath) -> tuple[PurePosixPath, list[str]] | None
             return PurePosixPath(*parts[: i + 1]), list(below)
         if len(below) >= 4 and below[0] == "resources" and below[2] == "files":
             return PurePosixPath(*parts[: i + 1]), list(below)
-        if below and below[0] == "assessors" and len(below) >= 2:
+        if below and below[0] in DERIVED and len(below) >= 2:
             return PurePosixPath(*parts[: i + 1]), list(below)
     return None
+
+
+DERIVED = ("assessors", "reconstructions")  # a session's folders an upload does not make
+# The documents --metadata saves (XNAT writes its own from what it stores).
+METADATA_NAMES = {f"{level}.{kind}" for level in ("project", "subject", "session", "scan")
+                  for kind in ("xml", "json")}  # fmt: skip
+
+
+def is_metadata(rel: PurePosixPath) -> bool:
+    """A document ``--metadata`` saved (``{scan}_scan.xml`` in the flat layout)."""
+    return rel.name in METADATA_NAMES or rel.name.endswith(("_scan.xml", "_scan.json"))
+
+
+def find_own_resources(
+    sessions: list[SessionFolder], loose: list[PurePosixPath]
+) -> tuple[list[OwnResourceFile], list[PurePosixPath]]:
+    """The subjects' and the project's own resource files among ``loose`` (files outside
+    any session), and the rest.
+
+    A subject folder is one that holds a session, or a folder beside one in the project
+    folder; the project folder is the one that holds subject folders.  Each of them may
+    have ``resources/{RES}/files/…`` of its own, as our layout puts them.
+    """
+    subjects = {s.folder.parent for s in sessions if len(s.folder.parts) > 1}
+    projects = {f.parent for f in subjects if len(f.parts) > 1}
+    own: list[OwnResourceFile] = []
+    rest: list[PurePosixPath] = []
+    for rel in loose:
+        parts = rel.parts
+        for i in range(1, len(parts) - 3):
+            if parts[i] == "resources" and parts[i + 2] == "files":
+                folder, below = PurePosixPath(*parts[:i]), parts[i + 1 :]
+                break
+        else:
+            rest.append(rel)
+            continue
+        relpath = "/".join(below[2:])
+        if folder in projects:
+            own.append(OwnResourceFile(None, below[0], relpath, rel))
+        elif folder in subjects or folder.parent in projects:
+            own.append(OwnResourceFile(folder.name, below[0], relpath, rel))
+        else:
+            rest.append(rel)
+    return own, rest
 
 
 def find_sessions(files: list[PurePosixPath]) -> tuple[list[SessionFolder], list[PurePosixPath]]:
@@ -152,6 +210,30 @@ def find_sessions(files: list[PurePosixPath]) -> tuple[list[SessionFolder], list
         else:
             session.ignored.append(rel)
     return [s for s in sessions.values() if s.imported or s.extras], loose
+
+
+def own_resource_groups(
+    files: list[tuple[PurePosixPath, OwnResourceFile]],
+) -> dict[tuple[str | None, str], list[tuple[PurePosixPath, str]]]:
+    """{(subject or None for the project, resource): [(local path, path in it)]} of the
+    own resource files found in every folder uploaded (each file with the folder its
+    ``local`` is relative to).  Two local files aimed at one remote path (two project
+    folders uploaded into one project, say) are refused."""
+    groups: dict[tuple[str | None, str], list[tuple[PurePosixPath, str]]] = {}
+    chosen: dict[tuple[str | None, str, str], PurePosixPath] = {}
+    for base, f in files:
+        local = base / f.local
+        key = (f.subject, f.resource, f.relpath)
+        if key in chosen:
+            owner = f"subject {f.subject}" if f.subject is not None else "the project"
+            msg = (
+                f"{chosen[key]} and {local} would both be uploaded as {f.relpath!r} of "
+                f"{owner}'s resource {f.resource}: upload them in separate runs"
+            )
+            raise UsageError(msg)
+        chosen[key] = local
+        groups.setdefault((f.subject, f.resource), []).append((local, f.relpath))
+    return groups
 
 
 def resource_files(

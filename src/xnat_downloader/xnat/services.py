@@ -77,6 +77,15 @@ async def _listed(xs: XnatClient, files_path: str) -> list[tuple[str, tuple[int,
     return found
 
 
+async def ensure_subject(xs: XnatClient, project: str, label: str) -> None:
+    """Make ``project``'s subject ``label`` unless it is there (a subject already there is
+    not touched: a PUT would be an update)."""
+    try:
+        await xs.get_json(paths.owner(project, label), what=f"subject {label} of {project}")
+    except NotFound:
+        await xs.send("PUT", paths.owner(project, label), what=f"subject {label} of {project}")
+
+
 async def find_session(xs: XnatClient, project: str, label: str) -> str | None:
     """The URI of ``project``'s session ``label``, if the server has one."""
     path = paths.project_experiments(project)

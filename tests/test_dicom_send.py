@@ -32,9 +32,12 @@ from tests.dicomfiles import (
     receiver_port,
     series_files,
 )
+from xnat_downloader.api.dicom import _elsewhere
+from xnat_downloader.cli.progress import Tally
 from xnat_downloader.plan.dicomsend import parse_target
 from xnat_downloader.transfer import dicomsend as transport
-from xnat_downloader.transfer.events import Event, FileVerified
+from xnat_downloader.transfer.events import Event, FileFailed, FileVerified, Planned
+from xnat_downloader.xnat.arrival import Arrived
 
 
 def dataset_bytes(path: Path) -> bytes:
@@ -248,6 +251,71 @@ def test_dicom_send_routes_to_minixnat_and_checks_the_built_session(
         server.stop()
 
 
+def test_a_study_in_several_places_is_checked_where_it_is_whole(
+    archive: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A study whose session label is taken in the archive lands in the prearchive as
+    CONFLICT, and each later send of it makes another entry.  Sent in part, then whole: it
+    is verified by the entry that holds it all, whichever is listed first, and a note says
+    where it waits, with the command that archives it."""
+    server: Server = start_server(archive, "--dicom-port", "0", "--dicom-quiet", "0.5")
+    try:
+        port = receiver_port(server.process)
+        put(server.url, "/data/projects/DS")  # prearchive code 4: archived when built
+        to = (
+            "--to",
+            f"MINIXNAT@127.0.0.1:{port}",
+            "--project",
+            "DS",
+            "--subject",
+            "S2",
+            "--session",
+            "E2",
+            "-w",
+            server.url,
+            "-u",
+            "admin",
+            "--password",
+            "admin",
+        )
+        first, second = generate_uid(), generate_uid()
+        assert send(*to, *series_files(tmp_path / "b", 2, study=first), env=env).returncode == 0
+        assert [r["label"] for r in archived(server.url, first)] == ["E2"]
+        files = series_files(tmp_path / "c", 3, study=second)
+        part = send(*to, *files[:2], env=env)
+        assert part.returncode == 0, part.stderr
+        whole = send(*to, *files, "--resend", "--wait", "30", env=env)
+        assert whole.returncode == 0, whole.stderr
+        assert whole.stdout.strip().endswith("3 verified, 0 failed")
+        rows = get(server.url, "/data/prearchive/projects/DS")["ResultSet"]["Result"]
+        entries = sorted((r for r in rows if r["tag"] == second), key=lambda r: r["timestamp"])
+        assert [r["status"] for r in entries] == ["CONFLICT", "CONFLICT"]
+        path = f"/prearchive/projects/DS/{entries[-1]['timestamp']}/{entries[-1]['folderName']}"
+        assert (
+            f"note: study {second} is verified in the prearchive, as {path}, with status "
+            "CONFLICT: the archive has a session labelled E2 already; to add it to that "
+            f"session, run: xnat-downloader prearchive archive -w {server.url} {path} "
+            "--overwrite\n"
+        ) in whole.stderr
+    finally:
+        server.stop()
+
+
+def test_a_failure_names_the_other_places_of_its_study() -> None:
+    session = Arrived("/data/experiments/X_E1", False, "E1")
+    entry = Arrived("/data/prearchive/projects/P/20260101_1/E1", True, "E1", "CONFLICT")
+    other = Arrived("/data/experiments/X_E2", False, "E1b")
+    assert _elsewhere("http://x", session, [entry, other]) == (
+        "; the server holds this study in 3 places, also in /prearchive/projects/P/20260101_1/E1"
+        " (CONFLICT), /data/experiments/X_E2: to add an entry's files to the session, run: "
+        "xnat-downloader prearchive archive -w http://x /prearchive/projects/P/20260101_1/E1 "
+        "--overwrite"
+    )
+    assert _elsewhere("http://x", entry, [other]) == (
+        "; the server holds this study in 2 places, also in /data/experiments/X_E2"
+    )
+
+
 def test_dicom_send_reports_a_refusing_receiver_and_bad_arguments(
     archive: Path, tmp_path: Path, env: dict[str, str]
 ) -> None:
@@ -290,3 +358,13 @@ def test_dicom_send_reports_a_refusing_receiver_and_bad_arguments(
     waited = send("--to", "AE@127.0.0.1:104", *files, "--wait", "10", env=env)
     assert waited.returncode == 2  # nothing to wait for without -w: said, not ignored
     assert "add -w URL to check the sessions there, or leave out --wait" in waited.stderr
+
+
+def test_a_file_the_later_check_fails_is_counted_once() -> None:
+    """Acknowledged (done), then not found on the server: one file, failed; the display
+    never shows more files done than planned (it once said 4/3)."""
+    tally = Tally()
+    tally.update(Planned(1, 10))
+    tally.update(FileVerified("a.dcm", 10, "", False))
+    tally.update(FileFailed("a.dcm", "acknowledged, but not in …", counted=True))
+    assert (tally.files, tally.done, tally.failed) == (1, 1, 1)

@@ -25,6 +25,7 @@ from xnat_downloader import aio
 from xnat_downloader.api.connection import Connection
 from xnat_downloader.api.download import write_report
 from xnat_downloader.errors import LocalWriteError, UsageError
+from xnat_downloader.http.client import XnatClient
 from xnat_downloader.plan.dicomsend import (
     DicomFile,
     Target,
@@ -48,6 +49,7 @@ class DicomSendReport(OutcomeCounts):
     target: str = ""
     not_dicom: list[str] = field(default_factory=list)
     sessions: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what is left to do on the server
     seconds: float = 0.0
     sent_log: str = ""
     report_path: Path | None = None  # one JSON line per file, as downloads write
@@ -84,41 +86,96 @@ def _uid_named(stems: set[str]) -> bool:
     return all(s.replace(".", "").isdigit() for s in stems)
 
 
+async def _checked_in(
+    xs: XnatClient, sent: list[Outcome], files: dict[str, DicomFile], arrived: Arrived
+) -> list[Outcome]:
+    """``sent`` with every file that is not in ``arrived`` failed."""
+    names = await file_names(xs, arrived)
+    counts = await prearchive_counts(xs, arrived) if names is None else {}
+    return _check_arrival(sent, files, arrived, names, counts)
+
+
+def _elsewhere(base_url: str, first: Arrived, others: list[Arrived]) -> str:
+    """What a failure adds when the study is in more places than the one it is judged by:
+    where, and (for an archived session) the command that adds a prearchive entry to it."""
+    where = ", ".join(
+        f"{o.uri.removeprefix('/data')} ({o.status})" if o.prearchive else o.uri for o in others
+    )
+    text = f"; the server holds this study in {len(others) + 1} places, also in {where}"
+    entries = [o for o in others if o.prearchive]
+    if not first.prearchive and entries:
+        text += (
+            ": to add an entry's files to the session, run: xnat-downloader prearchive "
+            f"archive -w {base_url} {entries[0].uri.removeprefix('/data')} --overwrite"
+        )
+    return text
+
+
+def _conflict_note(base_url: str, study: str, entry: Arrived) -> str:
+    path = entry.uri.removeprefix("/data")
+    return (
+        f"study {study} is verified in the prearchive, as {path}, with status CONFLICT: "
+        f"the archive has a session labelled {entry.label} already; to add it to that "
+        f"session, run: xnat-downloader prearchive archive -w {base_url} {path} --overwrite"
+    )
+
+
 async def _arrivals(
     conn: Connection, outcomes: list[Outcome], files: dict[str, DicomFile], project: str,
     wait: float, sink: EventSink,
-) -> tuple[list[Outcome], list[str]]:  # fmt: skip
+) -> tuple[list[Outcome], list[str], list[str]]:  # fmt: skip
+    """Each study's files checked against the session it became: its archived session, or
+    when it has none, a prearchive entry that holds all of them (one study sent again after
+    it was built makes several).  When none does, the failures are judged by the first
+    (the archived session, else the newest entry) and name the other places."""
     by_study: dict[str, list[Outcome]] = {}
     for o in outcomes:
         if o.status != "failed":
             by_study.setdefault(files[o.job.local].study_uid, []).append(o)
     result = [o for o in outcomes if o.status == "failed"]
     sessions: list[str] = []
+    notes: list[str] = []
     async with conn.client() as xs:
         for study, sent in by_study.items():
             deadline = time.monotonic() + wait
+            arrived: Arrived | None
             while True:
-                arrived = await find_study(xs, study, project)
-                checked = sent
-                if arrived is not None:
-                    names = await file_names(xs, arrived)
-                    counts = await prearchive_counts(xs, arrived) if names is None else {}
-                    checked = _check_arrival(sent, files, arrived, names, counts)
-                    if all(o.status != "failed" for o in checked):
-                        break
+                places = await find_study(xs, study, project)
+                # An archived session is where the study is meant to be: the prearchive
+                # entries are then what did not join it (CONFLICT), not a place to pass.
+                candidates = [p for p in places if not p.prearchive] or places
+                judged = [(p, await _checked_in(xs, sent, files, p)) for p in candidates]
+                whole = [(p, c) for p, c in judged if all(o.status != "failed" for o in c)]
+                if whole:
+                    arrived, checked = whole[0]
+                    break
                 if time.monotonic() >= deadline:
-                    if arrived is None:
+                    if not judged:
                         error = f"acknowledged, but no session of study {study} on the server"
-                        checked = [replace(o, status=Status.FAILED, error=error) for o in sent]
+                        arrived, checked = (
+                            None,
+                            [replace(o, status=Status.FAILED, error=error) for o in sent],
+                        )
+                    else:
+                        arrived, checked = judged[0]
+                        others = [p for p in places if p != arrived]
+                        if others:
+                            more = _elsewhere(conn.url, arrived, others)
+                            checked = [
+                                replace(o, error=o.error + more) if o.status == "failed" else o
+                                for o in checked
+                            ]
                     break
                 await xs.sleep(1.0)  # the client's clock, as every other wait
             if arrived is not None:
                 sessions.append(arrived.uri)
+                if arrived.status == "CONFLICT" and all(o.status != "failed" for o in checked):
+                    notes.append(_conflict_note(conn.url, study, arrived))
             for o in checked:
-                if o.status == "failed":
-                    sink(FileFailed(o.job.local, o.error))
+                if o.status == "failed":  # counted done by the send, as acknowledged
+                    sink(FileFailed(o.job.local, o.error, counted=True))
             result.extend(checked)
-    return result, sessions
+    return result, sessions, notes
 
 
 def dicom_send(
@@ -175,7 +232,9 @@ def dicom_send(
             report.sent_log = str(log.path)
             log.close()
     if conn is not None:
-        outcomes, report.sessions = aio.run(_arrivals(conn, outcomes, files, project, wait, sink))
+        outcomes, report.sessions, report.notes = aio.run(
+            _arrivals(conn, outcomes, files, project, wait, sink)
+        )
     report.outcomes = sorted(outcomes, key=lambda o: o.job.local)
     report.seconds = time.monotonic() - started
     reports = transport.sent_log_path(target, state_dir).parent / "reports"

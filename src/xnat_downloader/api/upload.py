@@ -614,7 +614,7 @@ def _unfinished(item: _Import, mine: UploadReport, sink: EventSink, error: str) 
     extras = len(item.folder.extras) if item.folder is not None else 0
     if len(mine.outcomes) < len(item.expected) + extras:  # its other resources never went
         _extras_not_sent(item, mine, error)
-    sink(FileFailed(item.name, error))
+    sink(FileFailed(item.name, error, counted=True))  # its files were counted as they went
 
 
 def _extras_not_sent(item: _Import, report: UploadReport, why: str) -> None:

@@ -108,6 +108,7 @@ def _document(report: DicomSendReport) -> dict[str, object]:
         "target": report.target,
         "not_dicom": report.not_dicom,
         "sessions": report.sessions,
+        "notes": report.notes,
         "seconds": round(report.seconds, 3),
         "report": str(report.report_path) if report.report_path else None,
         "report_error": report.report_error,
@@ -120,6 +121,9 @@ def _print_report(report: DicomSendReport, quiet: bool, out: TextIO, err: TextIO
             print(f"skipped (not DICOM): {path}", file=err)
         for uri in report.sessions:
             print(f"session: {uri}", file=err)
+    for note in report.notes:  # even with -q: each says what is left to do
+        print(f"note: {note}", file=err)
+    if not quiet:
         rate = run_rate(report, report.seconds)
         print(
             f"{report.files} files ({human_bytes(report.bytes)}) to {report.target} in "

@@ -98,7 +98,7 @@ class Tally:
         elif isinstance(event, FileVerified):
             self.done += 1
         elif isinstance(event, FileFailed):
-            self.done += 1
+            self.done += 0 if event.counted else 1
             self.failed += 1
         elif isinstance(event, FileRetrying):
             self.retries += 1

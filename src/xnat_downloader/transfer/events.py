@@ -62,6 +62,7 @@ class FileSkipped:
 class FileFailed:
     local: str
     error: str
+    counted: bool = False  # already counted done (verified on sending, failed by a later check)
 
 
 Event = Planned | FileStarted | BytesMoved | FileRetrying | FileVerified | FileSkipped | FileFailed

@@ -16,32 +16,43 @@ from xnat_downloader.xnat.parse import result_rows
 
 @dataclass(frozen=True)
 class Arrived:
-    """A built session: ``uri`` under ``/data``; ``prearchive`` tells which side."""
+    """A built session: ``uri`` under ``/data``; ``prearchive`` tells which side, and
+    ``status`` a prearchive entry's (``READY``, ``CONFLICT``)."""
 
     uri: str
     prearchive: bool
     label: str
+    status: str = ""
 
 
-async def find_study(xs: XnatClient, study_uid: str, project: str = "") -> Arrived | None:
-    """The session built from ``study_uid`` (archive first, then prearchive), or None."""
+async def find_study(xs: XnatClient, study_uid: str, project: str = "") -> list[Arrived]:
+    """Every session built from ``study_uid``: archived ones first, then prearchive
+    entries that are built (READY, or CONFLICT: a session of their label is archived
+    already), newest first.  Empty while there is none.  One study may be in several: sent
+    again after it was built, its instances make another prearchive entry."""
     where = (
         f"/data/projects/{quote(project, safe='')}/experiments" if project else "/data/experiments"
     )
     listing = await xs.get_json(
         where, params={"columns": "ID,label,project,UID"}, what="the sessions"
     )
-    for row in result_rows(listing, "the sessions"):
-        if row.get("UID", "").strip() == study_uid:
-            return Arrived(f"/data/experiments/{quote(row['ID'], safe='')}", False, row["label"])
+    found = [
+        Arrived(f"/data/experiments/{quote(row['ID'], safe='')}", False, row["label"])
+        for row in result_rows(listing, "the sessions")
+        if row.get("UID", "").strip() == study_uid
+    ]
     pre = "/data/prearchive/projects" + (f"/{quote(project, safe='')}" if project else "")
     listing = await xs.get_json(pre, what="the prearchive")
-    for row in result_rows(listing, "the prearchive"):
-        if row.get("tag", "").strip() == study_uid and row.get("status") in ("READY", "CONFLICT"):
-            parts = (row.get("project", ""), row.get("timestamp", ""), row.get("folderName", ""))
-            uri = "/data/prearchive/projects/" + "/".join(quote(p, safe="") for p in parts)
-            return Arrived(uri, True, row.get("name", ""))
-    return None
+    entries = [
+        row
+        for row in result_rows(listing, "the prearchive")
+        if row.get("tag", "").strip() == study_uid and row.get("status") in ("READY", "CONFLICT")
+    ]
+    for row in sorted(entries, key=lambda r: r.get("timestamp", ""), reverse=True):
+        parts = (row.get("project", ""), row.get("timestamp", ""), row.get("folderName", ""))
+        uri = "/data/prearchive/projects/" + "/".join(quote(p, safe="") for p in parts)
+        found.append(Arrived(uri, True, row.get("name", ""), row.get("status", "")))
+    return found
 
 
 async def file_names(xs: XnatClient, arrived: Arrived) -> dict[str, list[str]] | None:

@@ -259,3 +259,25 @@ def test_a_downloaded_tree_uploads_its_project_and_subject_resources_back(
     files = int(summary.removeprefix("done: ").split(" ", 1)[0])
     assert summary.endswith(f"{files} verified, 0 failed")
     assert f"{files} were already on the server" in stdout + err
+
+
+def test_a_tree_with_resource_folders_and_no_session_is_refused_with_what_to_do(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    """A --no-scans download holds no session: whose its top folder is cannot be told, and
+    the importer would refuse its files as not DICOM; refused before anything is sent."""
+    server = serve()
+    out = tmp_path / "out"
+    code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "--no-scans",
+                       "--project-resources", "-o", str(out))  # fmt: skip
+    assert code == 0, err
+    code, stdout, err = cli("upload", "-w", server.url, "-p", "DEMO01", str(out / "DEMO01"))
+    assert code == 2
+    docs = out / "DEMO01" / "resources" / "DOCS" / "files"
+    assert f"holds only resource folders ({docs}) and no session to import" in err
+    assert f"e.g. --resource DOCS {docs}" in err
+    assert "done:" not in stdout
+    code, stdout, err = cli("upload", "-w", server.url, "-p", "DEMO01", "--resource", "DOCS",
+                            str(docs))  # fmt: skip
+    assert code == 0, err
+    assert stdout.strip().endswith("1 verified, 0 failed")

@@ -27,6 +27,7 @@ from xnat_downloader.plan.upload import (
     own_resource_groups,
     parse_subjects,
     resource_files,
+    resource_folders_only,
 )
 from xnat_downloader.transfer.upload import zip_body
 
@@ -88,6 +89,22 @@ def test_the_project_and_subject_folders_own_resources_are_found_among_the_rest(
     assert sorted(r for r in rest if is_metadata(r)) == sorted([files[7], files[8]])
     assert is_metadata(P("S/MR1/1-T1w_scan.xml"))  # the flat layout's
     assert not is_metadata(P("S/MR1/notes.xml"))
+
+
+def test_a_tree_of_resource_folders_alone_is_told_apart() -> None:
+    only = [
+        P("PROJ/resources/DOCS/files/a.txt"),
+        P("PROJ/resources/DOCS/files/sub/b.txt"),
+        P("PROJ/S1/resources/NOTES/files/n.txt"),
+        P("PROJ/project.xml"),
+        P("PROJ/.xnat-downloader/state.sqlite"),
+    ]
+    assert resource_folders_only(only) == [
+        P("PROJ/S1/resources/NOTES/files"),
+        P("PROJ/resources/DOCS/files"),
+    ]
+    assert resource_folders_only([*only, P("PROJ/scan0001.dcm")]) == []  # DICOM to import
+    assert resource_folders_only([P("PROJ/resources/DOCS/a.txt")]) == []  # not our layout
 
 
 def test_two_files_for_one_own_resource_path_are_refused() -> None:

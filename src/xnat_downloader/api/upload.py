@@ -53,6 +53,7 @@ from xnat_downloader.plan.upload import (
     is_metadata,
     own_resource_groups,
     resource_files,
+    resource_folders_only,
     staging_label,
 )
 from xnat_downloader.transfer.archives import (
@@ -185,6 +186,16 @@ def _plan_imports(
                 for found in sessions:
                     imports.append(_session_import(path.parent, found, subject, session))
                 continue
+            folders = resource_folders_only(rels)
+            if folders:  # not for the importer, and whose they are cannot be told
+                shown = ", ".join(str(path / f) for f in folders[:3])
+                msg = (
+                    f"{path} holds only resource folders ({shown}"
+                    f"{', …' if len(folders) > 3 else ''}) and no session to import; upload "
+                    "each with --resource LABEL (and --subject S for a subject's), e.g. "
+                    f"--resource {folders[0].parent.name} {path / folders[0]}"
+                )
+                raise UsageError(msg)
             members = [(path / r, r.as_posix()) for r in rels]
             imports.append(
                 _Import(

@@ -212,6 +212,25 @@ def find_sessions(files: list[PurePosixPath]) -> tuple[list[SessionFolder], list
     return [s for s in sessions.values() if s.imported or s.extras], loose
 
 
+def resource_folders_only(files: list[PurePosixPath]) -> list[PurePosixPath]:
+    """The ``…/resources/{RES}/files`` folders of a tree that holds nothing else (besides
+    hidden files and ``--metadata`` documents), else [].  Such a tree (a download with
+    ``--no-scans``) has no session to import, and without one it cannot be told whether its
+    top folder is a project's, a subject's or a session's: the caller asks for
+    ``--resource`` rather than send it to the importer."""
+    found: set[PurePosixPath] = set()
+    for rel in files:
+        if is_hidden(rel) or is_metadata(rel):
+            continue
+        parts = rel.parts
+        at = next((i for i in range(len(parts) - 3)
+                   if parts[i] == "resources" and parts[i + 2] == "files"), None)  # fmt: skip
+        if at is None:
+            return []
+        found.add(PurePosixPath(*parts[: at + 3]))
+    return sorted(found)
+
+
 def own_resource_groups(
     files: list[tuple[PurePosixPath, OwnResourceFile]],
 ) -> dict[tuple[str | None, str], list[tuple[PurePosixPath, str]]]:

@@ -15,6 +15,7 @@ import requests
 from tests.conftest import BIN, Server, make_archive, start_server
 from tests.standins import PassThrough, serve
 from tests.test_download import ENV, cli, local_files
+from tests.test_own_resources import put_subject_files
 
 ADMIN = ("admin", "admin")
 
@@ -55,6 +56,37 @@ def test_copy_verifies_and_a_rerun_sends_nothing(archive: Path, tmp_path: Path) 
         assert document["failed"] == 0
         assert set(document["sessions"].values()) == {"present"}
         assert log.read_text().count("POST /data/services/import") == imports  # none sent
+    finally:
+        source.stop()
+        target.stop()
+
+
+def test_projects_and_subjects_own_resources_are_copied_and_a_rerun_sends_none(
+    archive: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "access.log"
+    source, target = _servers(tmp_path, archive, "--access-log", str(log))
+    try:
+        notes = put_subject_files(source, "DEMO01_S002", "NOTES", 3)
+        copy = ("copy", "--from", source.url, "--to", target.url, "-p", "DEMO01",
+                "-s", "DEMO01_S002_MR1", "--project-resources", "--subject-resources")  # fmt: skip
+        code, out, err = cli(*copy)
+        assert code == 0, err
+        assert out.splitlines()[-1].endswith(" 0 failed")
+        for name, server in (("a", source), ("b", target)):
+            code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "--no-scans",
+                               "--project-resources", "--subject-resources",
+                               "-o", str(tmp_path / name))  # fmt: skip
+            assert code == 0, err
+        theirs, ours = local_files(tmp_path / "a"), local_files(tmp_path / "b")
+        assert ours == theirs
+        assert len(ours) == 1 + len(notes)  # the project's README and the subject's notes
+        sent = log.read_text().count("/files/")
+        code, out, err = cli(*copy, "--json")
+        assert code == 0, err
+        document = json.loads(out)
+        assert (document["failed"], document["skipped"]) == (0, document["files"])
+        assert log.read_text().count("/files/") - sent <= 2  # its listings only, no file
     finally:
         source.stop()
         target.stop()

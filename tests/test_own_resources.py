@@ -90,7 +90,7 @@ def test_project_and_subject_resources_land_beside_the_sessions_verified(
     ]  # fmt: skip
 
 
-def test_a_layout_without_subject_folders_or_a_copy_refuses_them_before_asking(
+def test_a_layout_without_subject_folders_refuses_them_before_asking(
     tmp_path: Path,
 ) -> None:
     """Nothing listens on the address: a command that got as far as a request would fail
@@ -101,10 +101,6 @@ def test_a_layout_without_subject_folders_or_a_copy_refuses_them_before_asking(
     assert code == 2
     assert "leave out --no-include-subject, or --subject-resources" in err
     assert not (tmp_path / "o").exists()
-    code, _, err = cli("copy", "--from", nowhere, "--to", "http://127.0.0.1:10", "-p", "P",
-                       "--project-resources")  # fmt: skip
-    assert code == 2
-    assert "projects' and subjects' own resources are not copied" in err
 
 
 def test_where_they_go_in_each_layout() -> None:

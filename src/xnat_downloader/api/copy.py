@@ -5,7 +5,9 @@ fetched (verified against the source's MD5s) into a scratch folder in the downlo
 uploaded to the target (imported, then its other resources; see :mod:`uploads`), verified
 there, and the scratch folder removed.  A session whose files are all on the target with
 the source's MD5s is neither fetched nor sent, so a re-run after an interruption does only
-what is left.
+what is left.  Projects' and subjects' own resources (``project_resources``,
+``subject_resources``) follow the sessions, resource by resource, the same way, file by
+file: one already on the target with the source's MD5 is neither fetched nor sent.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from xnat_downloader import aio
@@ -45,9 +47,10 @@ from xnat_downloader.transfer.events import (
 )
 from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts, Status
 from xnat_downloader.transfer.state import State
+from xnat_downloader.transfer.upload import ResourceUpload, upload_resources
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.selection import Selection
-from xnat_downloader.xnat.services import remote_digest_list
+from xnat_downloader.xnat.services import ensure_subject, remote_digest_list, remote_digests
 
 log = logging.getLogger("xnat_downloader")
 
@@ -62,10 +65,15 @@ class CopyReport(OutcomeCounts):
     seconds: float = 0.0
 
 
+OWN = ("project", "subject")  # categories of projects' and subjects' own resource files
+
+
 def sessions_of(plan: Plan) -> dict[tuple[str, str, str], list[PlanEntry]]:
-    """The plan's files by (project, subject, session), from their layout paths."""
+    """The plan's session files by (project, subject, session), from their layout paths."""
     grouped: dict[tuple[str, str, str], list[PlanEntry]] = {}
     for entry in plan.entries:
+        if entry.file.category in OWN:
+            continue
         parts = PurePosixPath(entry.local).parts
         grouped.setdefault((parts[0], parts[1], parts[2]), []).append(entry)
     return grouped
@@ -160,8 +168,88 @@ async def _copy(
         report.notes += sent.notes
         report.sessions[session] = "copied" if sent.ok else "failed"
         shutil.rmtree(folder, ignore_errors=True)
+    own = [e for e in planned.plan.entries if e.file.category in OWN]
+    if own:
+        await _copy_own(source, target, own, target_project, jobs, scratch, sink, report)
     report.seconds = time.monotonic() - started
     return report
+
+
+async def _copy_own(
+    source: Connection,
+    target: Connection,
+    entries: list[PlanEntry],
+    target_project: str | None,
+    jobs: int,
+    scratch: Path,
+    sink: EventSink,
+    report: CopyReport,
+) -> None:
+    """The projects' and subjects' own resource files, after the sessions: each resource's
+    files that the target lacks (by path and MD5) are fetched into scratch, verified, put
+    into the same resource of the target's project or subject (made if missing) and
+    verified there.  A side that stops answering fails that resource's files alone."""
+    groups: dict[tuple[str, str, str], list[PlanEntry]] = {}
+    for e in entries:
+        groups.setdefault((e.file.project, e.file.subject_label, e.file.resource), []).append(e)
+    for (project, subject, resource), files in sorted(groups.items()):
+        dest = target_project or project
+        upload = ResourceUpload(paths.owner(dest, subject), resource, [])
+        what = f"{resource} of {f'subject {subject}' if subject else f'project {dest}'}"
+        try:
+            async with target.client() as xs:
+                try:
+                    there = await remote_digests(xs, upload.files_path)
+                except NotFound:
+                    there = {}
+            missing = [
+                e for e in files if there.get(e.file.path, (0, ""))[1] != (e.file.md5 or "-")
+            ]
+            for e in files:
+                if e not in missing:
+                    sink(FileVerified(e.local, e.file.size or 0, e.file.md5 or "", True))
+                    job, md5 = Job.of(e), e.file.md5 or ""
+                    report.outcomes.append(
+                        Outcome(job, Status.SKIPPED, e.file.size or 0, md5, True)
+                    )
+            if not missing:
+                continue
+            folder = scratch / "own"
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            state = State(folder)
+            try:
+                async with source.client() as xs:
+                    part = PlanResult(Plan(missing), [], [], 0, xs.base_url)
+                    fetched = await run_planned(
+                        xs, part, [Job.of(e) for e in missing], folder, state,
+                        EngineOptions(jobs=jobs), ignore,
+                    )  # fmt: skip
+            finally:
+                state.close()
+            if not fetched.ok:
+                report.outcomes += [o for o in fetched.outcomes if o.status == "failed"]
+                report.notes.append(f"{what}: {fetched.failed} files could not be fetched")
+                continue
+            send = replace(upload, files=[(folder / e.local, e.file.path) for e in missing])
+            async with target.client() as xs:
+                if subject:
+                    await ensure_subject(xs, dest, subject)
+                report.outcomes += await upload_resources(
+                    xs, [send], _without_plans(sink), jobs=jobs, overwrite=False, announce=False
+                )
+        except (ConnectionFailed, ServerError) as exc:
+            error = f"{what}: {exc}; run the same command again to copy it"
+            sink(FileFailed(what, error))
+            done = {o.job.local for o in report.outcomes}
+            for e in files:
+                if Job.of(e).local not in done:
+                    job = Job.of(e)
+                    report.outcomes.append(
+                        Outcome(job, Status.FAILED, 0, e.file.md5 or "", True, error)
+                    )
+        finally:
+            shutil.rmtree(scratch / "own", ignore_errors=True)
 
 
 SCRATCH_PREFIX = "xnatdl-copy-"
@@ -223,14 +311,9 @@ def copy(
     sink: EventSink = ignore,
 ) -> CopyReport:
     """Copy the sessions ``selection`` names from ``source`` to ``target`` (into the same
-    project IDs, or ``target_project``); every file verified on the target against the
-    source's MD5."""
+    project IDs, or ``target_project``), and the projects' and subjects' own resources it
+    asks for; every file verified on the target against the source's MD5."""
     check_jobs(jobs)
-    if selection.project_resources or selection.subject_resources:
-        raise UsageError(
-            "copy moves sessions; projects' and subjects' own resources are not copied: "
-            "leave out --project-resources and --subject-resources"
-        )
     if source.url.rstrip("/") == target.url.rstrip("/") and not target_project:
         raise UsageError("--from and --to are the same server: name another --to-project")
     if scratch is None:

@@ -293,9 +293,9 @@ def test_a_study_in_several_places_is_checked_where_it_is_whole(
         path = f"/prearchive/projects/DS/{entries[-1]['timestamp']}/{entries[-1]['folderName']}"
         assert (
             f"note: study {second} is verified in the prearchive, as {path}, with status "
-            "CONFLICT: the archive has a session labelled E2 already; to add it to that "
-            f"session, run: xnat-downloader prearchive archive -w {server.url} {path} "
-            "--overwrite\n"
+            "CONFLICT: the archive has a session labelled E2 already; archive the study under "
+            "another label (on the server's prearchive page), or add it to that session with: "
+            f"xnat-downloader prearchive archive -w {server.url} {path} --overwrite\n"
         ) in whole.stderr
     finally:
         server.stop()

@@ -115,8 +115,9 @@ def _conflict_note(base_url: str, study: str, entry: Arrived) -> str:
     path = entry.uri.removeprefix("/data")
     return (
         f"study {study} is verified in the prearchive, as {path}, with status CONFLICT: "
-        f"the archive has a session labelled {entry.label} already; to add it to that "
-        f"session, run: xnat-downloader prearchive archive -w {base_url} {path} --overwrite"
+        f"the archive has a session labelled {entry.label} already; archive the study under "
+        "another label (on the server's prearchive page), or add it to that session with: "
+        f"xnat-downloader prearchive archive -w {base_url} {path} --overwrite"
     )
 
 

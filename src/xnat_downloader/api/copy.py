@@ -29,6 +29,7 @@ from xnat_downloader.api import upload as uploads
 from xnat_downloader.api.connection import Connection
 from xnat_downloader.api.download import (
     PlanResult,
+    Report,
     check_output_dir,
     plan_in,
     run_planned,
@@ -136,25 +137,10 @@ async def _copy(
             continue
         if all(md5 for _, md5 in wanted) and not (wanted - there):
             report.sessions[session] = "present"
-            for e in entries:
-                job = Job.of(e)
-                sink(FileVerified(e.local, e.file.size or 0, e.file.md5 or "", True))
-                md5 = e.file.md5 or ""
-                report.outcomes.append(Outcome(job, Status.SKIPPED, e.file.size or 0, md5, True))
+            _present(entries, sink, report)
             continue
         folder = scratch / session
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        state = State(folder)
-        try:
-            async with source.client() as xs:
-                part = PlanResult(Plan(entries), [], [], 0, xs.base_url)
-                fetch = [Job.of(e) for e in entries]
-                fetched = await run_planned(
-                    xs, part, fetch, folder, state, EngineOptions(jobs=jobs), ignore
-                )
-        finally:
-            state.close()
+        fetched = await _fetch(source, entries, folder, jobs)
         if not fetched.ok:
             report.outcomes += [o for o in fetched.outcomes if o.status == "failed"]
             report.sessions[session] = "failed"
@@ -173,6 +159,39 @@ async def _copy(
         await _copy_own(source, target, own, target_project, jobs, scratch, sink, report)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _there(e: PlanEntry, listed: dict[str, tuple[int, str]]) -> bool:
+    """Whether a resource's listing on the target has ``e`` with the source's MD5 (one the
+    source lists none for never is: it is fetched, and the upload compares it)."""
+    md5 = (e.file.md5 or "").lower()
+    return bool(md5) and listed.get(e.file.path, (0, ""))[1].lower() == md5
+
+
+def _present(entries: list[PlanEntry], sink: EventSink, report: CopyReport) -> None:
+    """Files on the target with the source's MD5 already: verified, neither fetched nor
+    sent."""
+    for e in entries:
+        size, md5 = e.file.size or 0, e.file.md5 or ""
+        sink(FileVerified(e.local, size, md5, True))
+        report.outcomes.append(Outcome(Job.of(e), Status.SKIPPED, size, md5, True))
+
+
+async def _fetch(source: Connection, entries: list[PlanEntry], folder: Path, jobs: int) -> Report:
+    """``entries`` fetched from ``source`` into a fresh ``folder`` (in the download layout,
+    with its own state), each verified against the source's MD5."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    state = State(folder)
+    try:
+        async with source.client() as xs:
+            part = PlanResult(Plan(entries), [], [], 0, xs.base_url)
+            fetch = [Job.of(e) for e in entries]
+            return await run_planned(
+                xs, part, fetch, folder, state, EngineOptions(jobs=jobs), ignore
+            )
+    finally:
+        state.close()
 
 
 async def _copy_own(
@@ -202,31 +221,12 @@ async def _copy_own(
                     there = await remote_digests(xs, upload.files_path)
                 except NotFound:
                     there = {}
-            missing = [
-                e for e in files if there.get(e.file.path, (0, ""))[1] != (e.file.md5 or "-")
-            ]
-            for e in files:
-                if e not in missing:
-                    sink(FileVerified(e.local, e.file.size or 0, e.file.md5 or "", True))
-                    job, md5 = Job.of(e), e.file.md5 or ""
-                    report.outcomes.append(
-                        Outcome(job, Status.SKIPPED, e.file.size or 0, md5, True)
-                    )
+            missing = [e for e in files if not _there(e, there)]
+            _present([e for e in files if e not in missing], sink, report)
             if not missing:
                 continue
             folder = scratch / "own"
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
-            state = State(folder)
-            try:
-                async with source.client() as xs:
-                    part = PlanResult(Plan(missing), [], [], 0, xs.base_url)
-                    fetched = await run_planned(
-                        xs, part, [Job.of(e) for e in missing], folder, state,
-                        EngineOptions(jobs=jobs), ignore,
-                    )  # fmt: skip
-            finally:
-                state.close()
+            fetched = await _fetch(source, missing, folder, jobs)
             if not fetched.ok:
                 report.outcomes += [o for o in fetched.outcomes if o.status == "failed"]
                 report.notes.append(f"{what}: {fetched.failed} files could not be fetched")

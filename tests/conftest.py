@@ -72,15 +72,17 @@ class Server:
                 self.process.kill()
 
 
-def start_server(root: Path, *flags: str, snapshots: bool = False) -> Server:
+def start_server(root: Path, *flags: str, snapshots: bool = False, stderr: bool = False) -> Server:
     """``minixnat serve`` on a free port.  Without ``snapshots`` it makes none (the flag
     ``--no-snapshots``): tests that compare a session's files with what they sent must not
-    meet a SNAPSHOTS resource that appears a moment after the import."""
+    meet a SNAPSHOTS resource that appears a moment after the import.  ``stderr``: kept
+    for the test to read (``server.process.stderr``) once the server is stopped."""
     if not snapshots:
         flags = (*flags, "--no-snapshots")
     proc = subprocess.Popen(
         [BIN / "minixnat", "serve", "--root", str(root), "--port", "0", *flags],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if stderr else None,
         text=True,
     )
     assert proc.stdout is not None

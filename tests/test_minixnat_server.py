@@ -230,17 +230,9 @@ def test_cookie_pairs_are_read_one_by_one() -> None:
 # -- disconnects, the access log -------------------------------------------------------------
 def test_disconnect_mid_body_is_quiet(archive: Path, tmp_path: Path) -> None:
     log = tmp_path / "access.log"
-    flags = ["--port", "0", "--conn-mbps", "0.2", "--access-log", str(log)]
-    proc = subprocess.Popen(
-        [BIN / "minixnat", "serve", "--root", str(archive), *flags],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
+    server = start_server(archive, "--conn-mbps", "0.2", "--access-log", str(log), stderr=True)
+    url, proc = server.url, server.process
     assert proc.stderr is not None
-    url = proc.stdout.readline().strip().rsplit(" ", 1)[1]
-    server = Server(url, archive, proc)
     try:
         host, port = url.removeprefix("http://").split(":")
         auth = base64.b64encode(b"admin:admin").decode()
@@ -281,16 +273,9 @@ def test_bodies_cut_on_purpose_are_cut_without_a_traceback(archive: Path) -> Non
     """``--drop-rate`` is a switch an operator turns on: each cut shows on the wire (a body
     shorter than its Content-Length), not as an application error with its traceback on
     the server's stderr."""
-    flags = ["--port", "0", "--no-snapshots", "--drop-rate", "1", "--chaos-seed", "4"]
-    proc = subprocess.Popen(
-        [BIN / "minixnat", "serve", "--root", str(archive), *flags],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
+    server = start_server(archive, "--drop-rate", "1", "--chaos-seed", "4", stderr=True)
+    proc = server.process
     assert proc.stderr is not None
-    server = Server(proc.stdout.readline().strip().rsplit(" ", 1)[1], archive, proc)
     files = "/data/projects/DEMO01/experiments/DEMO01_S001_MR1/scans/ALL/files"
     try:
         listing = call(server, "GET", files, params={"format": "json"})

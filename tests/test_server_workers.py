@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import requests
 
 from minixnat.store import Store
 from minixnat.store.workflows import SNAPSHOTS
-from tests.conftest import BIN, Server, children_of, start_server, wait_gone
+from tests.conftest import children_of, start_server, wait_gone
 from tests.test_minixnat_writes import ADMIN, call
 from tests.test_snapshots import snapshot_rows, wait_done
 
@@ -83,15 +82,9 @@ def test_sigterm_after_a_snapshot_run_ends_cleanly(archive: Path) -> None:
     as after Ctrl-C, the server exits 0 and says nothing on stderr (no traceback, no
     semaphores of the drawing process reported leaked, as when SIGTERM's default action
     ended it before its cleanup)."""
-    proc = subprocess.Popen(
-        [BIN / "minixnat", "serve", "--root", str(archive), "--port", "0", "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
+    server = start_server(archive, "--workers", "2", snapshots=True, stderr=True)
+    proc = server.process
     assert proc.stderr is not None
-    server = Server(proc.stdout.readline().strip().rsplit(" ", 1)[1], archive, proc)
     try:
         workers = children_of(proc.pid)
         other = Store(archive)

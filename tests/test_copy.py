@@ -248,3 +248,20 @@ def test_a_session_whose_target_listing_fails_fails_alone(archive: Path, tmp_pat
         stop()
         source.stop()
         target.stop()
+
+
+def test_a_file_counts_as_on_the_target_only_by_the_sources_md5() -> None:
+    from xnat_downloader.api.copy import _there
+    from xnat_downloader.plan.plan import PlanEntry
+    from xnat_downloader.xnat.model import RemoteFile
+
+    def entry(md5: str | None) -> PlanEntry:
+        f = RemoteFile("/data/projects/P/resources/1/files/a.txt", "a.txt", 3, md5,
+                       "P", "", "", "", "project", "DOCS")  # fmt: skip
+        return PlanEntry(f, "P/resources/DOCS/files/a.txt")
+
+    listed = {"a.txt": (3, "ABCDEF")}
+    assert _there(entry("abcdef"), listed)  # XNAT's MD5s in either case
+    assert not _there(entry("abcdee"), listed)
+    assert not _there(entry(None), listed)  # no MD5 to trust: fetched, the upload compares
+    assert not _there(entry("abcdef"), {})

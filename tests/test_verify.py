@@ -87,6 +87,35 @@ def test_verify_finds_every_kind_of_problem(tmp_path: Path, archive: Path) -> No
     assert f"it is the server recorded in {out}: add --offline to check without it" in err
 
 
+def test_a_check_without_a_login_does_not_take_hidden_files_for_gone(
+    tmp_path: Path, archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server answers 'not found' to a visitor who is not logged in for what a guest may
+    not see, as for what was deleted: verify said every file of a private project was
+    gone from the server (exit 1).  Now it says the check cannot be made that way."""
+    server = start_server(archive)
+    try:
+        out = tmp_path / "dl"
+        code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
+                           "-o", str(out))  # fmt: skip
+        assert code == 0, err
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc, no ~/.xnatPass
+        monkeypatch.delenv("NETRC", raising=False)
+        code, text, err = cli("verify", "-o", str(out), env={})
+        assert code == 2
+        assert "gone from server" not in text
+        assert "answers 'not found' for" in err
+        assert "whether they are gone cannot be told" in err
+        assert "(-u USER, $XNAT_USER or ~/.netrc), or check without the server (--offline)" in err
+        code, text, _ = cli("verify", "-o", str(out), "--offline", env={})
+        assert code == 0
+        code, text, _ = cli("verify", "-o", str(out))  # logged in
+        assert code == 0
+        assert text.strip().endswith(" 0 gone from server")
+    finally:
+        server.stop()
+
+
 def test_verify_needs_a_download(tmp_path: Path) -> None:
     code, _, err = cli("verify", "-o", str(tmp_path))
     assert code == 2

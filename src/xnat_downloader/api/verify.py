@@ -23,7 +23,7 @@ from xnat_downloader.transfer.localfs import write_whole
 from xnat_downloader.transfer.state import Record, read_verified
 from xnat_downloader.transfer.upload import md5_file
 from xnat_downloader.xnat import paths
-from xnat_downloader.xnat.services import remote_digests
+from xnat_downloader.xnat.services import remote_digests_if_listed
 
 
 @dataclass
@@ -105,14 +105,28 @@ async def check_server(conn: Connection, files: list[Record], report: VerifyRepo
         if found is not None:
             listing, rel = found
             by_listing.setdefault(listing, []).append((item, rel))
+    anonymous = not conn.credentials.user
+    hidden = 0
     async with conn.client() as xs:
         for listing, items in sorted(by_listing.items()):
-            there = await remote_digests(xs, listing)
+            listed = await remote_digests_if_listed(xs, listing)
+            if listed is None and anonymous:  # a guest is told 404 of what it may not see
+                hidden += len(items)
+                continue
+            there = listed or {}
             for item, rel in items:
                 if rel not in there:
                     report.gone.append(item.local)
                 elif item.md5 and there[rel][1] and there[rel][1] != item.md5.lower():
                     report.changed_on_server.append(item.local)
+    if hidden:
+        msg = (
+            f"{conn.url} answers 'not found' for {hidden} of the files to a visitor who is "
+            "not logged in, which it also says of what a guest may not see: whether they "
+            "are gone cannot be told. Log in (-u USER, $XNAT_USER or ~/.netrc), or check "
+            "without the server (--offline)"
+        )
+        raise UsageError(msg)
 
 
 def verify(outdir: str | Path, conn: Connection | None = None) -> VerifyReport:

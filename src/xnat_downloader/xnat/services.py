@@ -53,6 +53,18 @@ async def remote_digests(xs: XnatClient, files_path: str) -> dict[str, tuple[int
     return dict(await _listed(xs, files_path))
 
 
+async def remote_digests_if_listed(
+    xs: XnatClient, files_path: str
+) -> dict[str, tuple[int, str]] | None:
+    """:func:`remote_digests`, or None when the server answers that the listing is not
+    there (404: gone, or hidden from this visitor)."""
+    try:
+        listing = await xs.get_json(files_path, what=files_path)
+    except NotFound:
+        return None
+    return dict(_rows(listing, files_path))
+
+
 async def remote_digest_list(xs: XnatClient, files_path: str) -> list[tuple[int, str]]:
     """(size, md5) of every file a ``…/files`` listing names, across resources (where two
     files may share a path)."""
@@ -64,6 +76,11 @@ async def _listed(xs: XnatClient, files_path: str) -> list[tuple[str, tuple[int,
         listing = await xs.get_json(files_path, what=files_path)
     except NotFound:
         return []
+    return _rows(listing, files_path)
+
+
+def _rows(listing: object, files_path: str) -> list[tuple[str, tuple[int, str]]]:
+    """(path in resource, (size, md5)) of each row of a ``…/files`` listing."""
     found: list[tuple[str, tuple[int, str]]] = []
     for row in result_rows(listing, files_path):
         uri = str(row.get("URI", ""))

@@ -277,3 +277,24 @@ def test_a_tree_with_resource_folders_and_no_session_is_refused_with_what_to_do(
                             str(docs))  # fmt: skip
     assert code == 0, err
     assert stdout.strip().endswith("1 verified, 0 failed")
+
+
+def test_metadata_describes_a_subject_reached_only_by_its_own_resources(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = serve()
+    assert requests.put(f"{server.url}/data/projects/DEMO01/subjects/LONELY", auth=AUTH,
+                        timeout=30).ok  # fmt: skip
+    put_subject_files(server, "LONELY", "NOTES", 1)
+    out = tmp_path / "out"
+    code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "--no-scans",
+                       "--subject-resources", "--metadata", "xml", "-o", str(out))  # fmt: skip
+    assert code == 0, err
+    document = out / "DEMO01" / "LONELY" / "subject.xml"
+    assert 'label="LONELY"' in document.read_text()
+    assert (
+        out / "DEMO01" / "LONELY" / "resources" / "NOTES" / "files" / "notes" / "n00.txt"
+    ).exists()
+    code, text, _ = cli("verify", "-o", str(out), "--offline")
+    assert code == 0
+    assert "0 missing, 0 changed, 0 extra" in text

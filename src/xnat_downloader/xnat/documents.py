@@ -54,3 +54,39 @@ def document_files(sessions: list[Session], scans: list[Scan], fmt: str) -> list
             uri = f"/data/experiments/{_q(session.id)}/scans/{_q(scan.id)}"
             doc(uri, "scan", session, scan.id, scan.type)
     return out
+
+
+def holder_documents(
+    files: list[RemoteFile], sessions: list[Session], fmt: str, *, project_level: bool
+) -> list[RemoteFile]:
+    """Documents of the projects and subjects whose own resources are among ``files`` and
+    that no session of the plan already describes (a subject reached only by
+    ``--subject-resources``).  A project's document goes in the project folder, so only
+    with ``project_level``; a subject's in its own (subject resources need that level)."""
+    covered = {(s.project, "") for s in sessions} | {(s.project, s.subject_label) for s in sessions}
+    holders = {
+        (f.project, f.subject_label if f.category == "subject" else "")
+        for f in files
+        if f.category in ("project", "subject")
+    }
+    out: list[RemoteFile] = []
+    for project, subject in sorted(holders - covered):
+        if not subject and not project_level:
+            continue
+        uri = f"/data/projects/{_q(project)}" + (f"/subjects/{_q(subject)}" if subject else "")
+        level = "subject" if subject else "project"
+        out.append(
+            RemoteFile(
+                uri=f"{uri}?format={fmt}",
+                path=f"{level}.{fmt}",
+                size=None,
+                md5=None,
+                project=project,
+                subject_label=subject,
+                session_label="",
+                session_id="",
+                category="metadata",
+                resource=level,
+            )
+        )
+    return out

@@ -34,7 +34,13 @@ from xnat_downloader.api.download import (
     plan_in,
     run_planned,
 )
-from xnat_downloader.errors import ConnectionFailed, NotFound, ServerError, UsageError
+from xnat_downloader.errors import (
+    AccessDenied,
+    ConnectionFailed,
+    NotFound,
+    ServerError,
+    UsageError,
+)
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, PlanEntry
 from xnat_downloader.transfer.engine import EngineOptions, check_jobs
@@ -217,10 +223,7 @@ async def _copy_own(
         what = f"{resource} of {f'subject {subject}' if subject else f'project {dest}'}"
         try:
             async with target.client() as xs:
-                try:
-                    there = await remote_digests(xs, upload.files_path)
-                except NotFound:
-                    there = {}
+                there = await remote_digests(xs, upload.files_path)  # none there: empty
             missing = [e for e in files if not _there(e, there)]
             _present([e for e in files if e not in missing], sink, report)
             if not missing:
@@ -238,7 +241,7 @@ async def _copy_own(
                 report.outcomes += await upload_resources(
                     xs, [send], _without_plans(sink), jobs=jobs, overwrite=False, announce=False
                 )
-        except (ConnectionFailed, ServerError) as exc:
+        except (ConnectionFailed, ServerError, NotFound, AccessDenied) as exc:
             error = f"{what}: {exc}; run the same command again to copy it"
             sink(FileFailed(what, error))
             done = {o.job.local for o in report.outcomes}

@@ -33,6 +33,7 @@ from xnat_downloader import aio
 from xnat_downloader.api.connection import Connection
 from xnat_downloader.api.manage import record_prearchived
 from xnat_downloader.errors import (
+    AccessDenied,
     ConnectionFailed,
     LocalReadError,
     LocalWriteError,
@@ -542,7 +543,8 @@ async def _own_resources(
         report.outcomes += await upload_resources(
             xs, uploads, sink, jobs=options.jobs, overwrite=options.overwrite, announce=False
         )
-    except (ConnectionFailed, ServerError, NotFound) as exc:
+    except (ConnectionFailed, ServerError, NotFound, AccessDenied) as exc:
+        # The sessions stand, verified: these files fail, named, and the report is kept.
         error = f"{exc}; run the same command again to finish the upload"
         for upload in uploads:
             for local, rel in upload.files:

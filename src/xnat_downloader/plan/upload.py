@@ -132,6 +132,16 @@ METADATA_NAMES = {f"{level}.{kind}" for level in ("project", "subject", "session
                   for kind in ("xml", "json")}  # fmt: skip
 
 
+def _resource_at(parts: tuple[str, ...], first: int = 0) -> int | None:
+    """Where ``resources/{RES}/files/`` begins in a path with a file below it (the first
+    such place from ``first``), or None."""
+    return next(
+        (i for i in range(first, len(parts) - 3)
+         if parts[i] == "resources" and parts[i + 2] == "files"),
+        None,
+    )  # fmt: skip
+
+
 def is_metadata(rel: PurePosixPath) -> bool:
     """A document ``--metadata`` saved (``{scan}_scan.xml`` in the flat layout)."""
     return rel.name in METADATA_NAMES or rel.name.endswith(("_scan.xml", "_scan.json"))
@@ -153,13 +163,11 @@ def find_own_resources(
     rest: list[PurePosixPath] = []
     for rel in loose:
         parts = rel.parts
-        for i in range(1, len(parts) - 3):
-            if parts[i] == "resources" and parts[i + 2] == "files":
-                folder, below = PurePosixPath(*parts[:i]), parts[i + 1 :]
-                break
-        else:
+        i = _resource_at(parts, first=1)
+        if i is None:
             rest.append(rel)
             continue
+        folder, below = PurePosixPath(*parts[:i]), parts[i + 1 :]
         relpath = "/".join(below[2:])
         if folder in projects:
             own.append(OwnResourceFile(None, below[0], relpath, rel))
@@ -222,12 +230,10 @@ def resource_folders_only(files: list[PurePosixPath]) -> list[PurePosixPath]:
     for rel in files:
         if is_hidden(rel) or is_metadata(rel):
             continue
-        parts = rel.parts
-        at = next((i for i in range(len(parts) - 3)
-                   if parts[i] == "resources" and parts[i + 2] == "files"), None)  # fmt: skip
+        at = _resource_at(rel.parts)
         if at is None:
             return []
-        found.add(PurePosixPath(*parts[: at + 3]))
+        found.add(PurePosixPath(*rel.parts[: at + 3]))
     return sorted(found)
 
 

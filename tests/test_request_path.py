@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import Server, start_server
 from xnat_downloader.errors import ConnectionFailed, ServerError, UsageError
-from xnat_downloader.http.client import XnatClient
+from xnat_downloader.http.client import XnatClient, h3_message
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.http.retry import RetryPolicy, classify
 from xnat_downloader.throttle import Throttle
@@ -46,6 +46,14 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_an_error_pages_message_is_read_as_text() -> None:
+    """Restlet's pages escape the message: a user read 'You don&#x27;t have permission'."""
+    page = b"<html><body><h3>You don&#x27;t have\n <b>permission</b> &amp; so on</h3></body></html>"
+    assert h3_message(page) == "You don't have permission & so on"
+    assert h3_message(b"<!DOCTYPE html><p>nothing said</p>") == ""
+    assert h3_message(b"plain text\nmore") == "plain text"
 
 
 @pytest.mark.parametrize("credentials", [Credentials("u", "p", "test"), Credentials(None)])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import errno
+import html
 import json
 import logging
 import re
@@ -76,10 +77,12 @@ async def read_capped(
 
 
 def h3_message(body: bytes) -> str:
-    """The ``<h3>`` text of an XNAT (Restlet) error page, or the first line of a text body."""
+    """The ``<h3>`` text of an XNAT (Restlet) error page (its markup dropped, its entities
+    such as ``&#x27;`` read), or the first line of a text body."""
     match = re.search(rb"<h3>(.*?)</h3>", body, re.S | re.I)
     if match:
-        return re.sub(r"\s+", " ", match.group(1).decode("utf-8", "replace")).strip()
+        text = re.sub(r"<[^>]*>", "", match.group(1).decode("utf-8", "replace"))
+        return re.sub(r"\s+", " ", html.unescape(text)).strip()
     if body.lstrip()[:9].lower().startswith(HTML_PREFIXES):
         return ""
     return body.decode("utf-8", "replace").strip().splitlines()[0][:200] if body.strip() else ""

@@ -3,10 +3,13 @@ import service (zip, tar.gz, bundles, flat DICOM), the prearchive, and hostile u
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
+import socket
 import tarfile
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -336,6 +339,54 @@ def test_bad_imports_leave_nothing(
         r = _import(server, data, "PROJECT_ID=NEW&dest=/archive&EXPT_LABEL=SI1")
         assert r.status_code == 200, r.text
         assert r.text.strip().endswith("/experiments/SI1")
+
+
+def test_a_body_the_client_stops_sending_is_kept_nowhere(
+    writable: tuple[Server, Path], tmp_path: Path
+) -> None:
+    """A client that goes away part-way through its body (a killed upload): the server
+    once stored what had arrived of an ``inbody`` PUT as the whole file, listed with that
+    part's size and MD5.  Now nothing of the request is kept, for a file PUT, a multipart
+    upload and an import alike; the import's record says it was cut off."""
+    server, archive = writable
+    host, port = server.url.removeprefix("http://").split(":")
+    auth = base64.b64encode(b"admin:admin").decode()
+    boundary = "cutcutcut"
+    cases = [
+        ("PUT", "/data/projects/NEW/resources/R/files/x.bin?inbody=true",
+         "application/octet-stream"),
+        ("POST", "/data/projects/NEW/resources/R2/files",
+         f"multipart/form-data; boundary={boundary}"),
+        ("POST", "/data/services/import?PROJECT_ID=NEW&dest=/archive", "application/zip"),
+    ]  # fmt: skip
+    part = session_zip(archive, "DEMO01_S001_MR1", folder="CUT1")[:50_000]
+    for method, path, ctype in cases:
+        head = part
+        if ctype.startswith("multipart"):
+            head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+                    f"filename=\"x.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                    ).encode() + part  # fmt: skip
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(
+                f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n"
+                f"Content-Type: {ctype}\r\nContent-Length: {len(head) * 20}\r\n\r\n".encode()
+                + head
+            )
+            time.sleep(0.3)  # the server has read what came, and waits for the rest
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        activity = call(server, "GET", "/app/activity?format=json").json()["activities"]
+        if activity and activity[0]["state"] == "failed":
+            break
+        time.sleep(0.1)
+    for resource in ("R", "R2"):
+        listed = call(server, "GET", f"/data/projects/NEW/resources/{resource}/files?format=json")
+        assert listed.status_code == 404 or listed.json()["ResultSet"]["Result"] == []
+    sessions = call(server, "GET", "/data/projects/NEW/experiments?format=json").json()
+    assert sessions["ResultSet"]["Result"] == []
+    assert not [p for p in (archive / "archive" / "NEW").rglob("*") if p.is_file()]
+    assert not [p for p in (archive / "tmp").rglob("*") if p.is_file()]
+    assert activity[0]["message"] == "The upload was cut off."
 
 
 def test_prearchive_flow(writable: tuple[Server, Path]) -> None:

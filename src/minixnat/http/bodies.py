@@ -16,7 +16,7 @@ from typing import IO
 from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 
-from minixnat.http.messages import HttpError, Request
+from minixnat.http.messages import HttpError, Request, RequestCut
 
 NO_DATA = (
     "You tried to PUT or POST to this service, but didn't provide any data: send the file "
@@ -164,6 +164,13 @@ async def _multipart(request: Request, tmp_dir: Path, boundary: bytes) -> Body:
         parser.finalize()
     except HttpError:
         body.discard()
+        raise
+    except RequestCut:  # not a malformed body: an unfinished one, and nobody to answer
+        body.discard()
+        sink = state.get("sink")
+        if isinstance(sink, _Sink):
+            sink.close()
+            sink.upload.path.unlink(missing_ok=True)
         raise
     except Exception as exc:
         body.discard()

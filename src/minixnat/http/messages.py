@@ -30,6 +30,10 @@ class BadPath(Exception):
     """The URL path contains a traversal trick (``..``, encoded slash, NUL, backslash)."""
 
 
+class RequestCut(Exception):
+    """The client went away before it sent the whole body: nothing of it may be kept."""
+
+
 @dataclass
 class Request:
     method: str
@@ -62,8 +66,12 @@ class Request:
         return self.param(name).lower() in ("true", "1", "yes")
 
     async def body_chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; :class:`RequestCut` if the client goes away before it is
+        whole (never a short body taken for the whole)."""
         while True:
             message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise RequestCut("the client went away before the request's body was whole")
             chunk = message.get("body", b"")
             if chunk:
                 yield chunk

@@ -21,6 +21,7 @@ from minixnat.http.messages import (
     FileSlice,
     HttpError,
     Request,
+    RequestCut,
     Response,
     StreamResponse,
 )
@@ -50,7 +51,7 @@ from minixnat.rest.downloads import Member, stream_archive
 from minixnat.rest.tables import Table, render
 from minixnat.rest.writes import WriteContext, check_name
 from minixnat.store import Project, Store
-from minixnat.store.activity import DONE
+from minixnat.store.activity import DONE, FAILED
 from minixnat.store.prearchive import UNASSIGNED, PrearcSession
 
 HANDLERS = ("DICOM-zip", "SI")
@@ -191,7 +192,11 @@ async def import_service(ctx: WriteContext, request: Request) -> Response:
         ctx.user.login, project=request.param("PROJECT_ID") or request.param("project")
     )
     with store.failing_activity(activity, otherwise="The import stopped on a server error."):
-        return await _import_service(ctx, request, activity)
+        try:
+            return await _import_service(ctx, request, activity)
+        except RequestCut:  # said as what it was (an ended record stays as it is)
+            store.end_activity(activity, FAILED, message="The upload was cut off.")
+            raise
 
 
 async def _import_service(ctx: WriteContext, request: Request, activity: int) -> Response:

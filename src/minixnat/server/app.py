@@ -24,6 +24,7 @@ from minixnat.http.messages import (
     HttpError,
     Receive,
     Request,
+    RequestCut,
     Scope,
     Send,
     build_request,
@@ -109,6 +110,16 @@ class App:
                 response = await self._page(request, cookies)
             else:
                 response = await self._rest(request, cookies)
+        except RequestCut:
+            # Nobody is left to answer, and nothing of the request was kept (each write
+            # of a body is all or nothing): one debug line, and the access log says 499.
+            path = loggable_path(request) if request else "(unreadable path)"
+            log.debug("%s %s: the client went away mid-body", scope["method"], path)
+            if self.access_log is not None:
+                client = (scope.get("client") or ("", 0))[0]
+                elapsed = (time.monotonic() - started) * 1000
+                self.access_log.write(client, scope["method"], path, 499, 0, elapsed)
+            return
         except BadPath:
             response = error_response(HttpError(400, BAD_PATH))
         except MinixnatError as err:

@@ -278,7 +278,7 @@ def serve(args: argparse.Namespace) -> int:
     from minixnat.server.accesslog import AccessLog
     from minixnat.server.app import App, clear_leftovers
     from minixnat.server.faults import Faults
-    from minixnat.server.run import Stopped, Tls, listening_sockets, run_workers, url_of
+    from minixnat.server.run import Tls, listening_sockets, run_workers, url_of
 
     receiver_flags = [
         flag
@@ -381,8 +381,6 @@ def serve(args: argparse.Namespace) -> int:
     except CannotServe as exc:
         print(f"minixnat: {exc}", file=sys.stderr)
         return 2
-    except Stopped:  # SIGTERM, once everything is stopped: as with Ctrl-C, a clean end
-        return 0
     finally:
         if receiver is not None:
             receiver.stop()
@@ -406,6 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _command(argv)
         sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
         return code
+    except KeyboardInterrupt:  # Ctrl-C before a server is up, or in another command
+        return 130
     except BrokenPipeError:
         # The output's reader closed its end (`check | head`): end quietly, as a command
         # killed by SIGPIPE would (141), with the streams on /dev/null for the final flush.

@@ -149,28 +149,31 @@ def run_workers(
     the workers, which finish their requests as it does; it returns once they have ended.
     A worker also ends when this process dies without cleaning up (``kill -9``): the
     kernel kills it, so a dead server never leaves processes answering on its port.
-    After SIGTERM every process cleans up as after SIGINT, and this function raises
-    :class:`Stopped` once it has.
+    After SIGINT or SIGTERM every process cleans up and this function returns; also when
+    the signal comes before the server is up (the address line printed, uvicorn not yet
+    listening for signals): the server then stops at its first tick.
     """
-    previous = signal.signal(signal.SIGTERM, _raise_stopped)  # the workers inherit it
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, _stop_requested) for sig in stops}  # workers inherit
     try:
         _run_workers(socks, primary, worker, tls)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-class Stopped(BaseException):
-    """SIGTERM: the server was asked to stop, and has.
+# Set by SIGINT or SIGTERM outside uvicorn's own handling: before it listens for them (a
+# stop right after the address line), and when it raises the signal again after its
+# graceful stop (SIGTERM's default action would then end the process before the cleanup
+# around the server ran).  The handler only sets it, and the server stops at its next
+# tick.  A handler that raised instead (as Python's KeyboardInterrupt does) could land
+# anywhere: in a weakref callback, where the exception is printed and dropped and the
+# process served on after its stop (5 times in 60 with workers).
+_STOP = threading.Event()
 
-    uvicorn stops gracefully on SIGTERM as on SIGINT, then raises the signal again so that
-    the process ends as the signal would end it.  For SIGTERM that is the default action:
-    the process died there, before the cleanup around the server ran (the snapshot run
-    under way left unfinished, the drawing process's semaphores reported leaked at exit).
-    Raised instead, like SIGINT's KeyboardInterrupt, it lets that cleanup run."""
 
-
-def _raise_stopped(sig: int, frame: FrameType | None) -> None:
-    raise Stopped
+def _stop_requested(sig: int, frame: FrameType | None) -> None:
+    _STOP.set()
 
 
 def _run_workers(
@@ -195,8 +198,6 @@ def _run_workers(
                     server_for(app, tls).run(sockets=[sock])
                 finally:
                     app.close()
-                code = 0
-            except Stopped:
                 code = 0
             except Exception:  # a bug: said, and the worker ends (the others go on)
                 log.exception("minixnat worker %d failed", os.getpid())
@@ -233,6 +234,11 @@ class _Server(uvicorn.Server):
     30 s TLS shutdown timeout (a requests session, xnatpy's, is such a client).  Once the
     grace has passed, a TLS connection whose last response is complete is cut."""
 
+    async def on_tick(self, counter: int) -> bool:
+        if _STOP.is_set():  # a stop signal that came outside uvicorn's handling
+            self.should_exit = True
+        return await super().on_tick(counter)
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if not self.config.is_ssl:  # a plain close waits for nobody
             await super().shutdown(sockets)
@@ -265,6 +271,11 @@ class _Primary(_Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         _signal(self.workers, signal.Signals(sig))
         super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if _STOP.is_set() and not self.should_exit:  # passed on as uvicorn's would be
+            _signal(self.workers, signal.SIGTERM)
+        return await super().on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await super().shutdown(sockets)

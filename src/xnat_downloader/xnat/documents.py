@@ -27,22 +27,7 @@ def document_files(sessions: list[Session], scans: list[Scan], fmt: str) -> list
     out: list[RemoteFile] = []
 
     def doc(uri: str, level: str, s: Session, owner: str = "", owner_type: str = "") -> None:
-        out.append(
-            RemoteFile(
-                uri=f"{uri}?format={fmt}",
-                path=f"{level}.{fmt}",
-                size=None,
-                md5=None,
-                project=s.project,
-                subject_label=s.subject_label,
-                session_label=s.label,
-                session_id=s.id,
-                category="metadata",
-                resource=level,
-                owner=owner,
-                owner_type=owner_type,
-            )
-        )
+        out.append(_document(uri, level, fmt, s.project, s.subject_label, s, owner, owner_type))
 
     for s in sessions:
         doc(f"/data/projects/{_q(s.project)}", "project", s)
@@ -74,19 +59,27 @@ def holder_documents(
         if not subject and not project_level:
             continue
         uri = f"/data/projects/{_q(project)}" + (f"/subjects/{_q(subject)}" if subject else "")
-        level = "subject" if subject else "project"
-        out.append(
-            RemoteFile(
-                uri=f"{uri}?format={fmt}",
-                path=f"{level}.{fmt}",
-                size=None,
-                md5=None,
-                project=project,
-                subject_label=subject,
-                session_label="",
-                session_id="",
-                category="metadata",
-                resource=level,
-            )
-        )
+        out.append(_document(uri, "subject" if subject else "project", fmt, project, subject))
     return out
+
+
+def _document(
+    uri: str, level: str, fmt: str, project: str, subject: str,
+    session: Session | None = None, owner: str = "", owner_type: str = "",
+) -> RemoteFile:  # fmt: skip
+    """The plan entry of one document: ``resource`` names its level, the layout places it
+    by that level and the labels (``session``'s, for a session's or a scan's)."""
+    return RemoteFile(
+        uri=f"{uri}?format={fmt}",
+        path=f"{level}.{fmt}",
+        size=None,
+        md5=None,
+        project=project,
+        subject_label=subject,
+        session_label=session.label if session else "",
+        session_id=session.id if session else "",
+        category="metadata",
+        resource=level,
+        owner=owner,
+        owner_type=owner_type,
+    )

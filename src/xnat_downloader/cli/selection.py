@@ -4,6 +4,7 @@ and what they become (a :class:`Selection`, a :class:`LayoutOptions`)."""
 from __future__ import annotations
 
 import argparse
+from datetime import date
 from pathlib import Path
 
 from xnat_downloader.cli.inputs import expand, flags_given, parse_day
@@ -228,18 +229,22 @@ def layout_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _days(
+    first: str | None, last: str | None, first_flag: str, last_flag: str
+) -> tuple[date | None, date | None]:
+    """The days of a pair of range flags; UsageError when the range is empty."""
+    start = parse_day(first, first_flag) if first else None
+    end = parse_day(last, last_flag) if last else None
+    if start and end and start > end:
+        raise UsageError(f"{first_flag} {start} is after {last_flag} {end}: no session could match")
+    return start, end
+
+
 def selection_of(args: argparse.Namespace, projects: tuple[str, ...]) -> Selection:
-    since = parse_day(args.since, "--since") if args.since else None
-    until = parse_day(args.until, "--until") if args.until else None
-    if since and until and since > until:
-        raise UsageError(f"--since {since} is after --until {until}: no session could match")
-    added_since = parse_day(args.added_since, "--added-since") if args.added_since else None
-    added_until = parse_day(args.added_until, "--added-until") if args.added_until else None
-    if added_since and added_until and added_since > added_until:
-        raise UsageError(
-            f"--added-since {added_since} is after --added-until {added_until}: no session "
-            "could match"
-        )
+    since, until = _days(args.since, args.until, "--since", "--until")
+    added_since, added_until = _days(
+        args.added_since, args.added_until, "--added-since", "--added-until"
+    )
     return Selection(
         projects=projects,
         subjects=expand(args.subject, "--subject"),

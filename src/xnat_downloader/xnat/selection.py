@@ -73,6 +73,14 @@ def _glob(value: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(lowered, p.lower()) for p in patterns)
 
 
+def _within(day: date | None, first: date | None, last: date | None) -> bool:
+    """Whether ``day`` is in ``first``…``last`` (either end may be open); a session whose
+    day is unknown is in no range that has an end."""
+    if first is None and last is None:
+        return True
+    return day is not None and (first is None or day >= first) and (last is None or day <= last)
+
+
 def session_matches(session: Session, sel: Selection) -> bool:
     if sel.sessions and session.id not in sel.sessions and session.label not in sel.sessions:
         return False
@@ -82,13 +90,9 @@ def session_matches(session: Session, sel: Selection) -> bool:
         and (session.subject_label not in sel.subjects)
     ):
         return False
-    if sel.since and (session.date is None or session.date < sel.since):
+    if not _within(session.date, sel.since, sel.until):
         return False
-    if sel.until and (session.date is None or session.date > sel.until):
-        return False
-    if sel.added_since and (session.added is None or session.added < sel.added_since):
-        return False
-    if sel.added_until and (session.added is None or session.added > sel.added_until):
+    if not _within(session.added, sel.added_since, sel.added_until):
         return False
     if sel.xsi_types:
         wanted = {t.lower() for t in sel.xsi_types}

@@ -115,10 +115,7 @@ class App:
             # of a body is all or nothing): one debug line, and the access log says 499.
             path = loggable_path(request) if request else "(unreadable path)"
             log.debug("%s %s: the client went away mid-body", scope["method"], path)
-            if self.access_log is not None:
-                client = (scope.get("client") or ("", 0))[0]
-                elapsed = (time.monotonic() - started) * 1000
-                self.access_log.write(client, scope["method"], path, 499, 0, elapsed)
+            self._logged(scope, request, 499, 0, started)
             return
         except BadPath:
             response = error_response(HttpError(400, BAD_PATH))
@@ -132,11 +129,17 @@ class App:
         sent = await send_response(
             response, send, receive, cookies, self.chaos, head=head, secure=secure
         )
+        self._logged(scope, request, response.status, sent, started)
+
+    def _logged(
+        self, scope: Scope, request: Request | None, status: int, sent: int, started: float
+    ) -> None:
+        """The request's line in the access log, if there is one."""
         if self.access_log is not None:
             path = loggable_path(request) if request else "(unreadable path)"
             client = (scope.get("client") or ("", 0))[0]
             elapsed = (time.monotonic() - started) * 1000
-            self.access_log.write(client, scope["method"], path, response.status, sent, elapsed)
+            self.access_log.write(client, scope["method"], path, status, sent, elapsed)
 
     async def _rest(self, request: Request, cookies: list[tuple[str, str]]) -> AnyResponse:
         caller = self.auth.authenticate(request)

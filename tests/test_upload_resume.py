@@ -409,6 +409,12 @@ def test_a_connection_dropped_part_way_fails_that_session_alone_and_a_rerun_fini
         there = {r["label"] for r in api(server, "/data/projects/COPY/experiments")}
         assert set(sessions) - {cut_import, cut_types} <= there
         assert cut_types not in there  # still under its staging label, not looking finished
+        # Not listed as a session this upload made; where its part is, said as a note.
+        assert not [x for x in err.splitlines() if x.startswith("session:") and cut_types in x]
+        assert any(
+            x.startswith("note: ") and "not finished" in x and f"{cut_types}_xnatdl" in x
+            for x in err.splitlines()
+        ), err
         finishes_when_sent_again(server, tree)
     finally:
         server.stop()

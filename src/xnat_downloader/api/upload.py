@@ -617,6 +617,13 @@ def _unfinished(item: _Import, mine: UploadReport, sink: EventSink, error: str) 
     happen: the session is not yet what was asked for.  A re-run compares what the server
     kept and finishes it."""
     error += "; the session is not finished: run the same command again to finish it"
+    # What the import made is not the session asked for (it may still carry its staging
+    # label): named as a note, never listed among the sessions this upload made.
+    mine.notes += [
+        f"{item.name}: not finished; what the server has of it so far is {uri}"
+        for uri in mine.sessions
+    ]
+    mine.sessions = []
     if not mine.outcomes:
         _fail_session(item, mine, sink, error)
         return

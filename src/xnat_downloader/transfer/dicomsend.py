@@ -173,6 +173,8 @@ class _Sender:
         self.results: list[Outcome] = []
         self._results_lock = threading.Lock()
         self.stopping = threading.Event()  # set on Ctrl-C or SIGTERM: no new C-STORE starts
+        self._running = 0  # senders inside worker(), counted by the senders themselves
+        self._idle = threading.Condition()
 
     def emit(self, event: Any) -> None:
         with self._sink_lock:
@@ -205,6 +207,8 @@ class _Sender:
         self, ae: AE, contexts: list[Any], work: queue.SimpleQueue[DicomFile | None]
     ) -> None:
         assoc: Association | None = None
+        with self._idle:
+            self._running += 1
         try:
             while not self.stopping.is_set() and (item := work.get()) is not None:
                 self.emit(FileStarted(str(item.path), item.size))
@@ -254,8 +258,19 @@ class _Sender:
                 self.emit(FileVerified(str(item.path), item.size, "", False))
                 self.done(item, outcome(item, Status.VERIFIED))
         finally:
-            if assoc is not None and assoc.is_established:
-                assoc.release()
+            try:
+                if assoc is not None and assoc.is_established:
+                    assoc.release()
+            finally:
+                with self._idle:
+                    self._running -= 1
+                    self._idle.notify_all()
+
+    def wait_idle(self) -> None:
+        """Return once no sender is inside :meth:`worker`.  Only after ``stopping`` is set:
+        a sender that enters later sees it and leaves without sending."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._running == 0)
 
 
 def no_delay(event: evt.Event) -> None:
@@ -338,9 +353,13 @@ def send(
             # while they run).  Each sender finishes the instance it has in hand (its
             # acknowledgement is recorded), starts no other and releases its association;
             # closing the log under a sender still running would lose that acknowledgement.
+            # Not Thread.join: on Python 3.11 a join cut short by the interrupt marks the
+            # thread it waited for as ended while it still runs, and joining it again
+            # returns at once.  The senders count themselves in and out instead.
             # A second interrupt stops the waiting.
             sender.stopping.set()
-            for thread in threads:
+            sender.wait_idle()
+            for thread in threads:  # each has left worker(): only its last moments remain
                 with contextlib.suppress(RuntimeError):  # never started: nothing to wait for
                     thread.join()
             raise

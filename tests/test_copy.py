@@ -132,6 +132,53 @@ def test_killed_copy_finishes_when_run_again(archive: Path, tmp_path: Path) -> N
         target.stop()
 
 
+def test_a_source_restarted_mid_copy_is_waited_for_and_the_copy_finishes(
+    archive: Path, tmp_path: Path
+) -> None:
+    """The source server stops (kill -9) after the first session reached the target and
+    comes back a second later on the same port: the same run waits for it and finishes.
+    A copy once logged in afresh for every session's fetch, so a refused connection
+    there was taken for a wrong address and the run ended with exit 2 at once; now each
+    server has one session for the whole run (one login each)."""
+    log = tmp_path / "access.log"
+    source, target = _servers(tmp_path, archive, "--access-log", str(log), "--latency-ms", "20")
+    restarted: Server | None = None
+    try:
+        proc = subprocess.Popen(
+            [BIN / "xnat-downloader", "copy", "--from", source.url, "--to", target.url,
+             "-p", "DEMO01", "--session-resources", "-j", "1"],
+            env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if log.exists() and log.read_text().count("POST /data/services/import") >= 1:
+                break
+            assert proc.poll() is None, "the copy finished before the planned kill"
+            time.sleep(0.01)
+        source.process.send_signal(signal.SIGKILL)
+        source.process.wait(timeout=30)
+        time.sleep(1)
+        port = source.url.rsplit(":", 1)[1]
+        restarted = Server(source.url, archive, subprocess.Popen(
+            [BIN / "minixnat", "serve", "--root", str(archive), "--port", port, "--no-snapshots"],
+            stdout=subprocess.PIPE, text=True,
+        ))  # fmt: skip
+        assert restarted.process.stdout is not None
+        assert restarted.process.stdout.readline().startswith("minixnat listening on")
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert out.splitlines()[-1].endswith(" 0 failed")
+        logins = [line for line in log.read_text().splitlines() if "/data/JSESSION" in line]
+        assert len([line for line in logins if "GET" in line]) == 1, logins
+        _same_trees(restarted, target, tmp_path)
+    finally:
+        source.stop()
+        target.stop()
+        if restarted is not None:
+            restarted.stop()
+
+
 def test_only_scratch_folders_of_copies_that_ended_are_removed(tmp_path: Path) -> None:
     """A scratch folder whose copy still runs (its marker locked), one just made, one
     without the marker (not ours to judge) stay; one whose copy died is removed."""

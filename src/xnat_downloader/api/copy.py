@@ -41,6 +41,7 @@ from xnat_downloader.errors import (
     ServerError,
     UsageError,
 )
+from xnat_downloader.http.client import XnatClient
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.plan.plan import Plan, PlanEntry
 from xnat_downloader.transfer.engine import EngineOptions, check_jobs
@@ -86,14 +87,11 @@ def sessions_of(plan: Plan) -> dict[tuple[str, str, str], list[PlanEntry]]:
     return grouped
 
 
-async def _target_digests(
-    target: Connection, project: str, session: str
-) -> Counter[tuple[int, str]]:
+async def _target_digests(xs: XnatClient, project: str, session: str) -> Counter[tuple[int, str]]:
     found: Counter[tuple[int, str]] = Counter()
     base = paths.owner(project, session=session)
-    async with target.client() as xs:
-        for where in (paths.session_scan_files(base), paths.session_files(base)):
-            found.update(await remote_digest_list(xs, where))
+    for where in (paths.session_scan_files(base), paths.session_files(base)):
+        found.update(await remote_digest_list(xs, where))
     return found
 
 
@@ -106,11 +104,26 @@ async def _copy(
     scratch: Path,
     sink: EventSink,
 ) -> CopyReport:
+    # One logged-in client per server for the whole run: one login each, and a server
+    # that has answered once and then stops (a restart) is waited for with the retry
+    # policy, where a fresh client would take a refused connection for a wrong address.
+    async with source.client() as src, target.client() as dst:
+        return await _copy_with(src, dst, selection, target_project, jobs, scratch, sink)
+
+
+async def _copy_with(
+    source: XnatClient,
+    target: XnatClient,
+    selection: Selection,
+    target_project: str | None,
+    jobs: int,
+    scratch: Path,
+    sink: EventSink,
+) -> CopyReport:
     report = CopyReport()
     started = time.monotonic()
     layout = LayoutOptions(Layout.XNAT, include_project=True, include_subject=True)
-    async with source.client() as xs:
-        planned = await plan_in(xs, selection, layout, None)
+    planned = await plan_in(source, selection, layout, None)
     grouped = sessions_of(planned.plan)
     gaps = planned.gaps
     sink(Planned(len(planned.plan.entries) + len(gaps), planned.plan.total_bytes,
@@ -183,26 +196,25 @@ def _present(entries: list[PlanEntry], sink: EventSink, report: CopyReport) -> N
         report.outcomes.append(Outcome(Job.of(e), Status.SKIPPED, size, md5, True))
 
 
-async def _fetch(source: Connection, entries: list[PlanEntry], folder: Path, jobs: int) -> Report:
+async def _fetch(source: XnatClient, entries: list[PlanEntry], folder: Path, jobs: int) -> Report:
     """``entries`` fetched from ``source`` into a fresh ``folder`` (in the download layout,
     with its own state), each verified against the source's MD5."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     state = State(folder)
     try:
-        async with source.client() as xs:
-            part = PlanResult(Plan(entries), [], [], 0, xs.base_url)
-            fetch = [Job.of(e) for e in entries]
-            return await run_planned(
-                xs, part, fetch, folder, state, EngineOptions(jobs=jobs), ignore
-            )
+        part = PlanResult(Plan(entries), [], [], 0, source.base_url)
+        fetch = [Job.of(e) for e in entries]
+        return await run_planned(
+            source, part, fetch, folder, state, EngineOptions(jobs=jobs), ignore
+        )
     finally:
         state.close()
 
 
 async def _copy_own(
-    source: Connection,
-    target: Connection,
+    source: XnatClient,
+    target: XnatClient,
     entries: list[PlanEntry],
     target_project: str | None,
     jobs: int,
@@ -222,8 +234,7 @@ async def _copy_own(
         upload = ResourceUpload(paths.owner(dest, subject), resource, [])
         what = f"{resource} of {f'subject {subject}' if subject else f'project {dest}'}"
         try:
-            async with target.client() as xs:
-                there = await remote_digests(xs, upload.files_path)  # none there: empty
+            there = await remote_digests(target, upload.files_path)  # none there: empty
             missing = [e for e in files if not _there(e, there)]
             _present([e for e in files if e not in missing], sink, report)
             if not missing:
@@ -235,12 +246,11 @@ async def _copy_own(
                 report.notes.append(f"{what}: {fetched.failed} files could not be fetched")
                 continue
             send = replace(upload, files=[(folder / e.local, e.file.path) for e in missing])
-            async with target.client() as xs:
-                if subject:
-                    await ensure_subject(xs, dest, subject)
-                report.outcomes += await upload_resources(
-                    xs, [send], _without_plans(sink), jobs=jobs, overwrite=False, announce=False
-                )
+            if subject:
+                await ensure_subject(target, dest, subject)
+            report.outcomes += await upload_resources(
+                target, [send], _without_plans(sink), jobs=jobs, overwrite=False, announce=False
+            )
         except (ConnectionFailed, ServerError, NotFound, AccessDenied) as exc:
             error = f"{what}: {exc}; run the same command again to copy it"
             sink(FileFailed(what, error))

@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -359,7 +360,7 @@ def _verify_import(
 
 
 async def _upload(
-    conn: Connection,
+    conn: Connection | XnatClient,
     paths: list[Path],
     project: str,
     *,
@@ -377,7 +378,7 @@ async def _upload(
     report = UploadReport()
     started = time.monotonic()
     if resource is not None:
-        async with conn.client() as xs:
+        async with _session_of(conn) as xs:
             await require_project(xs, project)
             base = _owner_base(project, subject, session, scan)
             await _check_owner(xs, base)
@@ -395,7 +396,7 @@ async def _upload(
     local = asyncio.ensure_future(_prepare(paths, subject, session, ignore_unparsable, jobs, ahead))
     ahead.append(local)
     try:
-        async with conn.client() as xs:
+        async with _session_of(conn) as xs:
             checked = asyncio.ensure_future(require_project(xs, project))
             ahead.append(checked)
             try:
@@ -418,6 +419,11 @@ async def _upload(
         await aio.settle(*ahead)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _session_of(conn: Connection | XnatClient) -> AbstractAsyncContextManager[XnatClient]:
+    """A client logged in for this upload, or an open one, kept open (its caller's)."""
+    return nullcontext(conn) if isinstance(conn, XnatClient) else conn.client()
 
 
 async def _prepare(
@@ -975,7 +981,7 @@ def upload(
 
 
 async def upload_async(
-    conn: Connection,
+    conn: Connection | XnatClient,
     paths: list[Path],
     project: str,
     *,
@@ -983,7 +989,9 @@ async def upload_async(
     sink: EventSink = ignore,
 ) -> UploadReport:
     """:func:`upload` of download-layout folders into the archive, inside a running event
-    loop (server-to-server copies)."""
+    loop (server-to-server copies).  ``conn`` is a :class:`Connection` (logged in for this
+    call) or an open client, whose session is used and left open: a copy keeps one per
+    server for its whole run, so a server that answered once is retried when it stops."""
     return await _upload(
         conn,
         paths,

@@ -16,7 +16,7 @@ import pytest
 from minixnat.cli import build_parser as minixnat_parser
 from tests.conftest import BIN, Server
 from tests.test_download import ENV, cli
-from xnat_downloader.cli.main import build_parser, legacy_parser
+from xnat_downloader.cli.main import build_parser, command_first, legacy_parser
 from xnat_downloader.cli.profiles import defaults_of
 from xnat_downloader.cli.progress import FAILURE_LINES, PlainProgress, human_bytes, resuming_line
 from xnat_downloader.http.client import connection_hint
@@ -353,6 +353,20 @@ def test_mistakes_get_help_and_leave_nothing_behind(shared_server: Server, tmp_p
     assert code == 2
     assert kept.is_dir()
     assert list(kept.iterdir()) == []
+
+
+def test_verbosity_flags_may_come_before_the_command(shared_server: Server) -> None:
+    """``xnat-downloader -vv ls …`` as ``ls … -vv``; it once read as the seed tool's form
+    and was refused ("unrecognized arguments: ls …")."""
+    code, out, err = cli("-vv", "ls", "-w", shared_server.url, "-p", "DEMO01")
+    assert code == 0, err
+    assert "DEBUG GET" in err  # -vv took effect
+    assert out == cli("ls", "-w", shared_server.url, "-p", "DEMO01")[1]
+    moved = command_first(["-q", "-v", "copy", "--from", "a", "--", "x"])
+    assert moved == ["copy", "--from", "a", "-q", "-v", "--", "x"]
+    # The seed tool's form keeps its order, even with a folder named like a command.
+    assert command_first(["-v", "-o", "copy", "-w", "u"]) == ["-v", "-o", "copy", "-w", "u"]
+    assert command_first(["-v"]) == ["-v"]
 
 
 def test_profiles_name_servers_without_passwords(

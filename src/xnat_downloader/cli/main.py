@@ -108,6 +108,8 @@ MODULE_COMMANDS = {
                             cluster_cli.STATUS_DESCRIPTION),
 }  # fmt: skip
 COMMANDS = ("download", "ls", "verify", "copy", *MODULE_COMMANDS)
+# Flags every command that talks to a server takes, so they may also come before its name.
+LEADING_FLAGS = ("-v", "-vv", "-vvv", "--verbose", "-q", "--quiet")
 SECRET_FLAGS = ("--password",)
 DESCRIPTION = """\
 Parallel, resumable, verified transfers out of and into XNAT.
@@ -250,6 +252,20 @@ def _print_completion(argv: list[str], stdout: TextIO, stderr: TextIO) -> int:
     return EXIT_OK
 
 
+def command_first(argv: list[str]) -> list[str]:
+    """``-v copy …`` read as ``copy … -v``: verbosity flags put before a command's name
+    (as many tools allow) go after its arguments, ahead of any ``--``.  Without a command
+    name after them, ``argv`` is the seed tool's form and stays as it is."""
+    lead = 0
+    while lead < len(argv) and argv[lead] in LEADING_FLAGS:
+        lead += 1
+    if lead == 0 or lead == len(argv) or argv[lead] not in COMMANDS:
+        return argv
+    rest = argv[lead:]
+    cut = rest.index("--") if "--" in rest else len(rest)
+    return rest[:cut] + argv[:lead] + rest[cut:]
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -260,7 +276,7 @@ def run(
 ) -> int:
     """The command line, with its streams injected: every word of output goes to ``stdout``
     or ``stderr``, usage errors included (exit 2, as a return value, never SystemExit)."""
-    argv = list(argv)
+    argv = command_first(list(argv))
     io = Streams(stdout, stderr, interactive, ask or terminal_prompt(stderr))
     if argv and argv[0] == "--print-completion":
         return _print_completion(argv[1:], stdout, stderr)

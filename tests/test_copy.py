@@ -39,6 +39,27 @@ def _same_trees(source: Server, target: Server, tmp_path: Path) -> None:
     assert ours == wanted
 
 
+def _copy_until_imports(
+    source: Server, target: Server, log: Path, env: dict[str, str], imports: int
+) -> subprocess.Popen[str]:
+    """A copy (one transfer at a time) started in the background, returned once the
+    target's access ``log`` shows ``imports`` session imports, the copy still running."""
+    proc = subprocess.Popen(
+        [BIN / "xnat-downloader", "copy", "--from", source.url, "--to", target.url,
+         "-p", "DEMO01", "--session-resources", "-j", "1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_text().count("POST /data/services/import") >= imports:
+            return proc
+        assert proc.poll() is None, "the copy finished before the planned kill"
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError(f"no {imports} imports on the target within 120 s")
+
+
 def test_copy_verifies_and_a_rerun_sends_nothing(archive: Path, tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     source, target = _servers(tmp_path, archive, "--access-log", str(log))
@@ -99,18 +120,7 @@ def test_killed_copy_finishes_when_run_again(archive: Path, tmp_path: Path) -> N
         scratch = tmp_path / "tmp"  # where the copies keep their scratch folders
         scratch.mkdir()
         env = {**os.environ, **ENV, "TMPDIR": str(scratch)}
-        proc = subprocess.Popen(
-            [BIN / "xnat-downloader", "copy", "--from", source.url, "--to", target.url,
-             "-p", "DEMO01", "--session-resources", "-j", "1"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if log.exists() and log.read_text().count("POST /data/services/import") >= 2:
-                break
-            assert proc.poll() is None, "the copy finished before the planned kill"
-            time.sleep(0.01)
+        proc = _copy_until_imports(source, target, log, env, 2)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         # The killed copy's scratch folder (with the session it was copying) is left
@@ -144,18 +154,7 @@ def test_a_source_restarted_mid_copy_is_waited_for_and_the_copy_finishes(
     source, target = _servers(tmp_path, archive, "--access-log", str(log), "--latency-ms", "20")
     restarted: Server | None = None
     try:
-        proc = subprocess.Popen(
-            [BIN / "xnat-downloader", "copy", "--from", source.url, "--to", target.url,
-             "-p", "DEMO01", "--session-resources", "-j", "1"],
-            env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if log.exists() and log.read_text().count("POST /data/services/import") >= 1:
-                break
-            assert proc.poll() is None, "the copy finished before the planned kill"
-            time.sleep(0.01)
+        proc = _copy_until_imports(source, target, log, {**os.environ, **ENV}, 1)
         source.process.send_signal(signal.SIGKILL)
         source.process.wait(timeout=30)
         time.sleep(1)

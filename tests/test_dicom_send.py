@@ -20,6 +20,7 @@ import pydicom
 import pytest
 import requests
 from pydicom.uid import generate_uid
+from pynetdicom import AE, build_context
 
 from tests.conftest import BIN, Server, start_server
 from tests.dicomfiles import (
@@ -67,26 +68,43 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+class Storescp:
     """dcmtk's storescp accepting every transfer syntax, writing what it gets as received,
-    one child process per association (so parallel senders really send in parallel)."""
-    port, out = free_port(), tmp_path / "storescp"
-    out.mkdir()
-    proc = subprocess.Popen(
-        [dcmtk("storescp"), "-aet", "STORESCP", "+xa", "--bit-preserving", "--fork",
-         "-od", str(out), str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    yield port, out
-    proc.terminate()
-    proc.wait(timeout=10)
+    one child process per association (so parallel senders really send in parallel).  It
+    and its children are one process group, so :meth:`kill` stops the receiver whole, as a
+    crash or a restart does."""
+
+    def __init__(self, out: Path) -> None:
+        self.port, self.out = free_port(), out
+        out.mkdir(exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [dcmtk("storescp"), "-aet", "STORESCP", "+xa", "--bit-preserving", "--fork",
+             "-od", str(self.out), str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"storescp did not start listening on port {self.port}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[Storescp]:
+    receiver = Storescp(tmp_path / "storescp")
+    receiver.start()
+    yield receiver
+    receiver.kill()
 
 
 @pytest.fixture
@@ -112,9 +130,9 @@ def test_the_peers_are_dcmtks_even_in_an_activated_environment(
 
 
 def test_dicom_send_to_dcmtk_storescp_delivers_every_dataset_byte_for_byte(
-    storescp: tuple[int, Path], tmp_path: Path, env: dict[str, str]
+    storescp: Storescp, tmp_path: Path, env: dict[str, str]
 ) -> None:
-    port, received = storescp
+    port, received = storescp.port, storescp.out
     study = generate_uid()
     files = [
         instance(tmp_path / "in" / f"{i}.dcm", study=study, syntax=syntax, instance_number=i)
@@ -149,7 +167,7 @@ class Stop(KeyboardInterrupt):
 
 
 def test_an_interrupted_send_waits_for_its_senders_and_records_what_was_acknowledged(
-    storescp: tuple[int, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    storescp: Storescp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SIGTERM (or Ctrl-C) while instances are being sent: each sender finishes the
     instance in hand and starts no other, and the interrupt reaches the caller only then,
@@ -162,7 +180,7 @@ def test_an_interrupted_send_waits_for_its_senders_and_records_what_was_acknowle
     lands.  On Python 3.11 a Thread.join cut short that way marks the thread as ended while
     it still runs, and the run once stopped waiting for it: the log was closed before that
     sender recorded what the receiver had acknowledged (one run in twenty under load)."""
-    port, received = storescp
+    port, received = storescp.port, storescp.out
     items = [transport.read_dicom(p) for p in series_files(tmp_path / "in", 60)]
     log = transport.SentLog(tmp_path / "sent.sqlite")
     thread_errors: list[BaseException | None] = []
@@ -210,6 +228,26 @@ def test_an_interrupted_send_waits_for_its_senders_and_records_what_was_acknowle
     assert 3 <= len(got) < len(items)  # stopped part-way
     assert recorded == got
     assert thread_errors == []
+
+
+def test_a_lost_association_leaves_word_for_a_c_store_waiting_on_it(
+    storescp: Storescp, tmp_path: Path
+) -> None:
+    """pynetdicom tells a C-STORE waiting for its response that the connection is gone
+    with one empty message on the association's queue, which the association's own thread
+    can take first: a C-STORE sent in that moment waited the whole DIMSE timeout (60 s)
+    for an answer that could not come (one run in two, when a receiver died mid-send).  Once the
+    association has ended, a message is still there for such a C-STORE."""
+    item = transport.read_dicom(series_files(tmp_path / "in", 1)[0])
+    assert item is not None
+    target = parse_target(f"STORESCP@127.0.0.1:{storescp.port}")
+    sender = transport._Sender(target, "", lambda event: None, "XNATDL", None)
+    assoc = sender.associate(AE(ae_title="XNATDL"), [build_context(*item.context)])
+    assert assoc.is_established
+    storescp.kill()
+    assoc.join(timeout=30)  # its thread ends once it has seen the connection closed
+    assert assoc.is_aborted
+    assert assoc.dimse.msg_queue.get_nowait() == (None, None)
 
 
 def test_dicom_send_routes_to_minixnat_and_checks_the_built_session(

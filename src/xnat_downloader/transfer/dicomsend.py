@@ -193,7 +193,11 @@ class _Sender:
             contexts=contexts,
             ae_title=self.target.ae_title,
             max_pdu=0,
-            evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)],
+            evt_handlers=[
+                (evt.EVT_CONN_OPEN, no_delay),
+                (evt.EVT_CONN_CLOSE, wake_sender),
+                (evt.EVT_ABORTED, wake_sender),
+            ],
         )
 
     def payload(self, item: DicomFile) -> Dataset | Path:
@@ -279,6 +283,17 @@ def no_delay(event: evt.Event) -> None:
     sock = event.assoc.dul.socket
     if sock is not None and sock.socket is not None:
         sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def wake_sender(event: evt.Event) -> None:
+    """Wake a C-STORE waiting for its response on an association that is gone.
+
+    pynetdicom tells a waiting C-STORE of a lost connection with one empty message on the
+    association's queue, but the association's own thread can take that message first (it
+    polls the queue too): a C-STORE sent in that moment then waited the whole DIMSE timeout
+    (60 s) for an answer that could not come.  Another empty message, put when the loss is
+    known, ends that wait at once; on a closed association nothing reads it."""
+    event.assoc.dimse.msg_queue.put((None, None))
 
 
 def check_reachable(target: Target, timeout: float = 10.0) -> None:

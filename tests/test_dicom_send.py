@@ -12,9 +12,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import pydicom
 import pytest
@@ -38,6 +39,7 @@ from xnat_downloader.cli.progress import Tally
 from xnat_downloader.plan.dicomsend import DicomFile, parse_target
 from xnat_downloader.transfer import dicomsend as transport
 from xnat_downloader.transfer.events import FileFailed, FileVerified, Planned
+from xnat_downloader.transfer.jobs import Outcome, Status
 from xnat_downloader.xnat.arrival import Arrived
 
 
@@ -228,6 +230,95 @@ def test_an_interrupted_send_waits_for_its_senders_and_records_what_was_acknowle
     assert 3 <= len(got) < len(items)  # stopped part-way
     assert recorded == got
     assert thread_errors == []
+
+
+def send_while(
+    storescp: Storescp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *,
+    after_acks: int, then: Callable[[], None],
+) -> tuple[list[Outcome], set[str], int]:  # fmt: skip
+    """Send 60 files over 3 associations and call ``then`` (in the sender thread) once the
+    receiver has acknowledged ``after_acks`` of them.  Returns the outcomes, the SOP
+    Instance UIDs the log of acknowledged files holds, and how many associations were
+    asked for."""
+    items = [transport.read_dicom(p) for p in series_files(tmp_path / "in", 60)]
+    log = transport.SentLog(tmp_path / "sent.sqlite")
+    record, associate = transport.SentLog.record, transport._Sender.associate
+    acks: list[DicomFile] = []
+    associations: list[int] = []
+    lock = threading.Lock()
+
+    def record_then(self: transport.SentLog, item: DicomFile, routing: str) -> None:
+        record(self, item, routing)
+        with lock:
+            acks.append(item)
+            if len(acks) == after_acks:
+                then()
+
+    def counted(self: transport._Sender, ae: Any, contexts: list[Any]) -> Any:
+        with lock:
+            associations.append(1)
+        return associate(self, ae, contexts)
+
+    monkeypatch.setattr(transport.SentLog, "record", record_then)
+    monkeypatch.setattr(transport._Sender, "associate", counted)
+    outcomes = transport.send(
+        [i for i in items if i is not None], parse_target(f"STORESCP@127.0.0.1:{storescp.port}"),
+        jobs=3, sink=lambda event: None, sent_log=log,
+    )  # fmt: skip
+    log.close()
+    reopened = transport.SentLog(tmp_path / "sent.sqlite")
+    recorded = {i.sop_uid for i in items if i is not None and reopened.acknowledged(i, "")}
+    reopened.close()
+    return outcomes, recorded, len(associations)
+
+
+def test_a_receiver_that_stops_answering_fails_the_files_left_with_one_cause(
+    storescp: Storescp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receiver dies after 10 acknowledgements.  Each sender tries a file a few times;
+    once a file's every try finds no association while nothing else is acknowledged, the
+    receiver is taken to be gone and the files left fail at once, saying so, instead of
+    three refused associations each (the run once asked for over a hundred).  What was
+    acknowledged is in the log, so a re-run sends the rest."""
+    monkeypatch.setattr(transport, "RETRY_DELAYS", (0.05, 0.1))
+    outcomes, recorded, associations = send_while(
+        storescp, tmp_path, monkeypatch, after_acks=10, then=storescp.kill
+    )
+    verified = {o.job.uri for o in outcomes if o.status == Status.VERIFIED}
+    failed = [o for o in outcomes if o.status == Status.FAILED]
+    assert len(outcomes) == 60
+    assert len(verified) + len(failed) == 60
+    assert 10 <= len(verified) < 60
+    assert recorded == verified
+    gone = [o for o in failed if "the receiver stopped answering" in o.error]
+    # Only the files in hand when it died failed with their own tries' reason.
+    assert len(failed) - len(gone) <= 3 + 3
+    for o in gone:  # said as plainly as it can be: nothing listens there any more
+        assert o.error == (
+            f"the receiver stopped answering (Connection refused; {transport.ATTEMPTS} tries): "
+            "the files left were not sent; run the same command again to send them"
+        )
+    assert associations <= 3 + 3 * transport.ATTEMPTS * 2
+
+
+def test_a_receiver_that_restarts_is_waited_for(
+    storescp: Storescp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receiver is killed after 10 acknowledgements and back half a second later: the
+    associations lost are opened again after a pause, and every file is acknowledged
+    (they once were retried at once, all three tries before it was back)."""
+
+    def restart() -> None:
+        storescp.kill()
+        threading.Timer(0.5, storescp.start).start()
+
+    outcomes, recorded, _ = send_while(storescp, tmp_path, monkeypatch, after_acks=10, then=restart)
+    assert [o.error for o in outcomes if o.status != Status.VERIFIED] == []
+    assert recorded == {o.job.uri for o in outcomes}
+    # storescp names each file it keeps by its SOP Instance UID (one it got part of when
+    # killed may be there too, cut short: not read here).
+    kept = {p.name.split(".", 1)[1] for p in storescp.out.iterdir()}
+    assert {o.job.uri for o in outcomes} <= kept
 
 
 def test_a_lost_association_leaves_word_for_a_c_store_waiting_on_it(

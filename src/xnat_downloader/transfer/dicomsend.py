@@ -2,7 +2,11 @@
 
 ``jobs`` worker threads each hold one association to the receiver and send files from a
 shared queue, reconnecting when an association is lost (a file whose C-STORE got no answer
-is sent again, up to ``ATTEMPTS`` times).  Each file's fate comes from its C-STORE status.
+is sent again, up to ``ATTEMPTS`` times, the later tries after ``RETRY_DELAYS``, so a
+receiver that restarts is waited for).  When a file's tries are spent on associations that
+could not be opened while no other file was acknowledged, the receiver has stopped
+answering: the files left fail at once with that one cause, as an HTTP server that stops
+answering fails the rest of a download.  Each file's fate comes from its C-STORE status.
 A file is sent as it is on disk (its encoded dataset, byte for byte) unless a routing
 comment must be set: then a copy read into memory carries it, and the user's file is
 never changed.
@@ -47,6 +51,7 @@ from xnat_downloader.transfer.localfs import files_under
 
 log = logging.getLogger("xnat_downloader")
 ATTEMPTS = 3
+RETRY_DELAYS = (1.0, 3.0)  # before the 2nd and 3rd try of a file: a receiver restarting
 Work = queue.SimpleQueue[DicomFile | None]
 HEADER_TAGS = ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
                "SeriesNumber"]  # fmt: skip
@@ -173,6 +178,8 @@ class _Sender:
         self.results: list[Outcome] = []
         self._results_lock = threading.Lock()
         self.stopping = threading.Event()  # set on Ctrl-C or SIGTERM: no new C-STORE starts
+        self.acks = 0  # files acknowledged so far in this run, by every sender
+        self.gave_up = ""  # why the receiver is taken to have stopped answering
         self._running = 0  # senders inside worker(), counted by the senders themselves
         self._idle = threading.Condition()
 
@@ -217,17 +224,24 @@ class _Sender:
             while not self.stopping.is_set() and (item := work.get()) is not None:
                 self.emit(FileStarted(str(item.path), item.size))
                 error = ""
+                acks_before = self.acks
+                unopened = 0  # tries of this file that found no association to be had
                 for attempt in range(1, ATTEMPTS + 1):
-                    if self.stopping.is_set():
+                    if self.stopping.wait(RETRY_DELAYS[attempt - 2] if attempt > 1 else 0.0):
                         error = "the run was interrupted before it was sent"
                         break
                     if assoc is None or not assoc.is_established:
+                        if self.gave_up:
+                            error = self.gave_up
+                            break
                         assoc = self.associate(ae, contexts)
                         if not assoc.is_established:
                             error = _refusal(assoc, self.target)
-                            assoc = None
+                            assoc, unopened = None, unopened + 1
                             if attempt < ATTEMPTS:
-                                self.emit(FileRetrying(str(item.path), error, 0.0))
+                                self.emit(
+                                    FileRetrying(str(item.path), error, RETRY_DELAYS[attempt - 1])
+                                )
                             continue
                     try:
                         status = assoc.send_c_store(self.payload(item))
@@ -242,11 +256,15 @@ class _Sender:
                         # No answer: the association was aborted or timed out.
                         error, assoc = "no C-STORE response (association lost)", None
                         if attempt < ATTEMPTS:
-                            self.emit(FileRetrying(str(item.path), error, 0.0))
+                            self.emit(
+                                FileRetrying(str(item.path), error, RETRY_DELAYS[attempt - 1])
+                            )
                         continue
                     code = int(status.Status)
                     if stored(code):
                         error = ""
+                        with self._results_lock:
+                            self.acks += 1
                     else:
                         comment = str(status.get("ErrorComment", "") or "").strip()
                         error = f"the receiver refused it: status 0x{code:04X}" + (
@@ -254,6 +272,8 @@ class _Sender:
                         )
                     break
                 if error:
+                    if unopened == ATTEMPTS:
+                        error = self.give_up(error, acks_before) or error
                     self.done(item, outcome(item, Status.FAILED, error))
                     continue
                 if self.sent_log is not None:
@@ -269,6 +289,26 @@ class _Sender:
                 with self._idle:
                     self._running -= 1
                     self._idle.notify_all()
+
+    def give_up(self, error: str, acks_before: int) -> str:
+        """A file's every try found no association to be had.  If no file was acknowledged
+        meanwhile (by any sender), the receiver has stopped answering: the files left fail
+        with this one cause instead of three tries each (returned, and kept in
+        ``gave_up``).  If others were acknowledged, the receiver only turned this
+        association away (a limit on how many it takes): "" is returned."""
+        with self._results_lock:
+            if self.acks != acks_before or self.gave_up:
+                return self.gave_up
+        if why := connect_error(self.target):  # "Connection refused" says it plainest
+            said = (
+                f"the receiver stopped answering ({why}; {ATTEMPTS} tries): the files left "
+                "were not sent; run the same command again to send them"
+            )
+        else:  # it answers, but takes no association from us (a wrong AE title, say)
+            said = f"{error} ({ATTEMPTS} tries): the files left were not sent"
+        with self._results_lock:
+            self.gave_up = self.gave_up or said
+            return self.gave_up
 
     def wait_idle(self) -> None:
         """Return once no sender is inside :meth:`worker`.  Only after ``stopping`` is set:
@@ -296,17 +336,23 @@ def wake_sender(event: evt.Event) -> None:
     event.assoc.dimse.msg_queue.put((None, None))
 
 
-def check_reachable(target: Target, timeout: float = 10.0) -> None:
-    """ReceiverUnreachable, one line, when nothing answers at the receiver's host and port:
-    a wrong port or a stopped receiver is one error, not a refused association per file."""
+def connect_error(target: Target, timeout: float = 10.0) -> str:
+    """Why nothing answers at the receiver's host and port ("Connection refused"), or ""
+    when something does."""
     try:
         with socket.create_connection((target.host, target.port), timeout=timeout):
-            pass
+            return ""
     except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
+        return exc.strerror or str(exc) or type(exc).__name__
+
+
+def check_reachable(target: Target) -> None:
+    """ReceiverUnreachable, one line, when nothing answers at the receiver's host and port:
+    a wrong port or a stopped receiver is one error, not a refused association per file."""
+    if reason := connect_error(target):
         raise ReceiverUnreachable(
             f"cannot reach the DICOM receiver {target} ({reason}): nothing was sent"
-        ) from exc
+        )
 
 
 def _refusal(assoc: Association, target: Target) -> str:
@@ -328,7 +374,9 @@ def send(
     calling_ae: str = "XNATDL",
 ) -> list[Outcome]:
     """Send ``files``; one outcome per file: verified (acknowledged), skipped (the log says
-    it was acknowledged before) or failed (with the reason)."""
+    it was acknowledged before) or failed (with the reason; once the receiver has stopped
+    answering, the files left fail untried, with that reason).  ReceiverUnreachable when
+    nothing answers at the target before anything is sent."""
     sender = _Sender(target, comment, sink, calling_ae, sent_log)
     done: list[DicomFile] = []
     todo: list[DicomFile] = []

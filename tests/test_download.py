@@ -105,11 +105,16 @@ def test_download_verifies_every_file_and_rerun_skips(
         assert digest in got.values(), rel
     assert stdout.strip().endswith(f"{len(remote)} verified, 0 failed")
     assert not list(out.rglob("*.xnatdl-part"))
-    code, stdout, _ = cli(
+    code, stdout, err = cli(
         "download", "-w", shared_server.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1", "-o", str(out)
     )
     assert code == 0
     assert stdout.startswith(f"done: {len(remote)} files")
+    # Nothing was fetched, so the summary gives no rate (it once said "0 B/s").
+    summary = next(line for line in err.splitlines() if line.endswith("already verified"))
+    assert re.fullmatch(
+        rf"{len(remote)} files \(.+\) in \d+\.\d s; {len(remote)} already verified", summary
+    )
     report = sorted((out / ".xnat-downloader" / "reports").glob("*.jsonl"))[-1]
     statuses = {json.loads(line)["status"] for line in report.read_text().splitlines()}
     assert statuses == {"skipped"}

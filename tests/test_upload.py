@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import tarfile
@@ -88,6 +89,9 @@ def test_round_trip_download_upload_download(server: Server, tmp_path: Path) -> 
     assert out.splitlines()[-1].endswith(f"{files} verified, 0 failed")
     assert err.count("is already on the server, verified") == len(sessions)
     assert f"{files} were already on the server" in err  # all of them, not only extras
+    # Nothing moved, so no rate (it once said "0 B/s").
+    summary = next(line for line in err.splitlines() if "were already on the server" in line)
+    assert re.fullmatch(rf"{files} files \(.+\) in \d+\.\d s; {files} were already .+", summary)
     assert "failed:" not in err
     code, out, err = cli(
         "upload", "-w", server.url, "-p", "COPY", "--overwrite", str(first / "DEMO01")

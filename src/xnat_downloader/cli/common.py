@@ -240,10 +240,13 @@ def counts_document(counts: OutcomeCounts) -> dict[str, object]:
     }
 
 
-def run_rate(counts: OutcomeCounts, seconds: float) -> float:
-    """Bytes per second moved by this run: files skipped as done before do not count."""
+def took(counts: OutcomeCounts, seconds: float) -> str:
+    """``in 4.2 s, 12.3 MB/s``: the rate of the bytes this run moved (files skipped as done
+    before do not count), left out when it moved none rather than shown as ``0 B/s``."""
     moved = sum(o.size for o in counts.outcomes if o.status == Status.VERIFIED)
-    return moved / max(seconds, 1e-6)
+    if not moved:
+        return f"in {seconds:.1f} s"
+    return f"in {seconds:.1f} s, {human_bytes(moved / max(seconds, 1e-6))}/s"
 
 
 def report_lines(path: Path | None, error: str | None, stderr: TextIO) -> None:
@@ -266,10 +269,9 @@ def done_line(counts: OutcomeCounts) -> str:
 def print_summary(report: api.Report, quiet: bool, stdout: TextIO, stderr: TextIO) -> None:
     """The human summary (unless quiet) and the contract's ``done:`` line."""
     if not quiet:
-        rate = run_rate(report, report.seconds)
         print(
-            f"{report.files} files ({human_bytes(report.bytes)}) in {report.seconds:.1f} s, "
-            f"{human_bytes(rate)}/s; {report.skipped} already verified",
+            f"{report.files} files ({human_bytes(report.bytes)}) "
+            f"{took(report, report.seconds)}; {report.skipped} already verified",
             file=stderr,
         )
         if report.without_server_digest:

@@ -22,7 +22,7 @@ from xnat_downloader.cli.common import (
     existing_paths,
     logging_sink,
     report_lines,
-    run_rate,
+    took,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
 from xnat_downloader.cli.inputs import labelled
@@ -124,11 +124,9 @@ def _print_report(report: DicomSendReport, quiet: bool, out: TextIO, err: TextIO
     for note in report.notes:  # even with -q: each says what is left to do
         print(f"note: {note}", file=err)
     if not quiet:
-        rate = run_rate(report, report.seconds)
         print(
-            f"{report.files} files ({human_bytes(report.bytes)}) to {report.target} in "
-            f"{report.seconds:.1f} s, {human_bytes(rate)}/s; {report.skipped} were "
-            "acknowledged before",
+            f"{report.files} files ({human_bytes(report.bytes)}) to {report.target} "
+            f"{took(report, report.seconds)}; {report.skipped} were acknowledged before",
             file=err,
         )
     report_lines(report.report_path if not quiet else None, report.report_error, err)

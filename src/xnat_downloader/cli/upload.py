@@ -26,8 +26,8 @@ from xnat_downloader.cli.common import (
     done_line,
     existing_paths,
     logging_sink,
-    run_rate,
     server_url,
+    took,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
 from xnat_downloader.cli.inputs import flags_given, labelled
@@ -177,10 +177,9 @@ def _print_report(report: uploads.UploadReport, quiet: bool, out: TextIO, err: T
                 f"{report.sent} files are in the prearchive: they are checked when archived",
                 file=err,
             )
-        rate = run_rate(report, report.seconds)
         print(
-            f"{report.files} files ({human_bytes(report.bytes)}) in {report.seconds:.1f} s, "
-            f"{human_bytes(rate)}/s; {report.skipped} were already on the server",
+            f"{report.files} files ({human_bytes(report.bytes)}) "
+            f"{took(report, report.seconds)}; {report.skipped} were already on the server",
             file=err,
         )
     print(done_line(report), file=out)

@@ -218,6 +218,21 @@ def test_copy_refuses_bad_input(archive: Path) -> None:
         code, _, err = cli("copy", "--from", source.url, "--to", source.url)
         assert code == 2
         assert "-p PROJECT" in err
+        # Assessors and reconstructions cannot be made by an upload: refused, not left out
+        # of a run that said "0 failed" (and fetched their sessions again on every re-run).
+        for flags, named in (
+            (["--assessors"], "leave out --assessors, and"),
+            (["--recons"], "leave out --recons, and"),
+            (["--assessors", "--recons"], "leave out --assessors and --recons, and"),
+        ):
+            code, out, err = cli(
+                "copy", "--from", source.url, "--to", f"{source.url}/", "--to-project", "OTHER",
+                "-p", "DEMO01", *flags,
+            )  # fmt: skip
+            assert code == 2
+            assert named in err
+            assert "Traceback" not in err
+            assert out == ""
     finally:
         source.stop()
 

@@ -325,8 +325,18 @@ def copy(
 ) -> CopyReport:
     """Copy the sessions ``selection`` names from ``source`` to ``target`` (into the same
     project IDs, or ``target_project``), and the projects' and subjects' own resources it
-    asks for; every file verified on the target against the source's MD5."""
+    asks for; every file verified on the target against the source's MD5.  UsageError for
+    a selection of assessors or reconstructions: an upload makes neither, so they cannot
+    be copied (refused before any request, rather than left out of a run that ends with
+    nothing failed)."""
     check_jobs(jobs)
+    asked = [flag for flag, on in (("--assessors", selection.assessors),
+                                   ("--recons", selection.recons)) if on]  # fmt: skip
+    if asked:
+        raise UsageError(
+            "copy does not copy assessors or reconstructions (an upload makes neither): "
+            f"leave out {' and '.join(asked)}, and download them with the same selection"
+        )
     if source.url.rstrip("/") == target.url.rstrip("/") and not target_project:
         raise UsageError("--from and --to are the same server: name another --to-project")
     if scratch is None:

@@ -21,7 +21,7 @@ import pydicom
 import pytest
 import requests
 from pydicom.uid import generate_uid
-from pynetdicom import AE, build_context
+from pynetdicom import AE, build_context, evt
 
 from tests.conftest import BIN, Server, start_server
 from tests.dicomfiles import (
@@ -299,6 +299,50 @@ def test_a_receiver_that_stops_answering_fails_the_files_left_with_one_cause(
             "the files left were not sent; run the same command again to send them"
         )
     assert associations <= 3 + 3 * transport.ATTEMPTS * 2
+
+
+def test_a_receiver_that_stops_responding_is_given_up_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receiver that still takes associations but, after 5 acknowledgements, answers no
+    C-STORE (hung): each sender's file waits out its three tries, and then the files left
+    fail at once with that cause, rather than three timeouts each (at the real 60 s, over
+    an hour for these 60 files on 3 associations)."""
+    monkeypatch.setattr(transport, "TIMEOUT", 1.0)
+    monkeypatch.setattr(transport, "RETRY_DELAYS", (0.05, 0.1))
+    items = [transport.read_dicom(p) for p in series_files(tmp_path / "in", 60)]
+    files = [i for i in items if i is not None]
+    seen: list[str] = []
+    lock, release = threading.Lock(), threading.Event()
+
+    def hang_after_five(event: evt.Event) -> int:
+        with lock:
+            seen.append(str(event.request.AffectedSOPInstanceUID))
+            hang = len(seen) > 5
+        if hang:
+            release.wait(60)
+        return 0x0000
+
+    receiver = AE(ae_title="HUNG")
+    for sop_class, syntax in {f.context for f in files}:
+        receiver.add_supported_context(sop_class, syntax)
+    server = receiver.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, hang_after_five)]
+    )
+    try:
+        port = server.server_address[1]
+        outcomes = transport.send(
+            files, parse_target(f"HUNG@127.0.0.1:{port}"), jobs=3, sink=lambda event: None
+        )
+    finally:
+        release.set()
+        server.shutdown()
+    verified = [o for o in outcomes if o.status == Status.VERIFIED]
+    failed = [o for o in outcomes if o.status == Status.FAILED]
+    assert (len(verified), len(failed)) == (5, 55)
+    gone = [o for o in failed if o.error.startswith("the receiver stopped answering (no C-STORE")]
+    assert len(failed) - len(gone) <= 3  # the files in hand when it hung
+    assert len(seen) <= 5 + 3 * transport.ATTEMPTS  # not three tries of every file
 
 
 def test_a_receiver_that_restarts_is_waited_for(

@@ -3,10 +3,10 @@
 ``jobs`` worker threads each hold one association to the receiver and send files from a
 shared queue, reconnecting when an association is lost (a file whose C-STORE got no answer
 is sent again, up to ``ATTEMPTS`` times, the later tries after ``RETRY_DELAYS``, so a
-receiver that restarts is waited for).  When a file's tries are spent on associations that
-could not be opened while no other file was acknowledged, the receiver has stopped
-answering: the files left fail at once with that one cause, as an HTTP server that stops
-answering fails the rest of a download.  Each file's fate comes from its C-STORE status.
+receiver that restarts is waited for).  When a file's every try found no association or
+got no response while no other file was acknowledged, the receiver has stopped answering:
+the files left fail at once with that one cause, as an HTTP server that stops answering
+fails the rest of a download.  Each file's fate comes from its C-STORE status.
 A file is sent as it is on disk (its encoded dataset, byte for byte) unless a routing
 comment must be set: then a copy read into memory carries it, and the user's file is
 never changed.
@@ -51,6 +51,7 @@ from xnat_downloader.transfer.localfs import files_under
 
 log = logging.getLogger("xnat_downloader")
 ATTEMPTS = 3
+TIMEOUT = 60.0  # seconds for an association to open, and for a C-STORE's response
 RETRY_DELAYS = (1.0, 3.0)  # before the 2nd and 3rd try of a file: a receiver restarting
 Work = queue.SimpleQueue[DicomFile | None]
 HEADER_TAGS = ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
@@ -225,7 +226,7 @@ class _Sender:
                 self.emit(FileStarted(str(item.path), item.size))
                 error = ""
                 acks_before = self.acks
-                unopened = 0  # tries of this file that found no association to be had
+                unanswered = 0  # tries of this file that got no association or no response
                 for attempt in range(1, ATTEMPTS + 1):
                     if self.stopping.wait(RETRY_DELAYS[attempt - 2] if attempt > 1 else 0.0):
                         error = "the run was interrupted before it was sent"
@@ -237,7 +238,7 @@ class _Sender:
                         assoc = self.associate(ae, contexts)
                         if not assoc.is_established:
                             error = _refusal(assoc, self.target)
-                            assoc, unopened = None, unopened + 1
+                            assoc, unanswered = None, unanswered + 1
                             if attempt < ATTEMPTS:
                                 self.emit(
                                     FileRetrying(str(item.path), error, RETRY_DELAYS[attempt - 1])
@@ -251,10 +252,12 @@ class _Sender:
                         break
                     except (OSError, RuntimeError) as exc:
                         error, assoc = f"association lost: {exc}", None
+                        unanswered += 1
                         continue
                     if "Status" not in status:
                         # No answer: the association was aborted or timed out.
                         error, assoc = "no C-STORE response (association lost)", None
+                        unanswered += 1
                         if attempt < ATTEMPTS:
                             self.emit(
                                 FileRetrying(str(item.path), error, RETRY_DELAYS[attempt - 1])
@@ -272,7 +275,7 @@ class _Sender:
                         )
                     break
                 if error:
-                    if unopened == ATTEMPTS:
+                    if unanswered == ATTEMPTS:
                         error = self.give_up(error, acks_before) or error
                     self.done(item, outcome(item, Status.FAILED, error))
                     continue
@@ -291,21 +294,22 @@ class _Sender:
                     self._idle.notify_all()
 
     def give_up(self, error: str, acks_before: int) -> str:
-        """A file's every try found no association to be had.  If no file was acknowledged
-        meanwhile (by any sender), the receiver has stopped answering: the files left fail
-        with this one cause instead of three tries each (returned, and kept in
-        ``gave_up``).  If others were acknowledged, the receiver only turned this
+        """A file's every try got no association or no C-STORE response.  If no file was
+        acknowledged meanwhile (by any sender), the receiver has stopped answering: the
+        files left fail with this one cause instead of three tries each (returned, and kept
+        in ``gave_up``).  If others were acknowledged, the receiver only turned this
         association away (a limit on how many it takes): "" is returned."""
         with self._results_lock:
             if self.acks != acks_before or self.gave_up:
                 return self.gave_up
-        if why := connect_error(self.target):  # "Connection refused" says it plainest
-            said = (
-                f"the receiver stopped answering ({why}; {ATTEMPTS} tries): the files left "
-                "were not sent; run the same command again to send them"
-            )
-        else:  # it answers, but takes no association from us (a wrong AE title, say)
+        if "rejected the association" in error:  # it answers, but not us (the AE title?)
             said = f"{error} ({ATTEMPTS} tries): the files left were not sent"
+        else:  # "Connection refused" says it plainest, where that is what it is
+            said = (
+                f"the receiver stopped answering ({connect_error(self.target) or error}; "
+                f"{ATTEMPTS} tries): the files left were not sent; run the same command again "
+                "to send them"
+            )
         with self._results_lock:
             self.gave_up = self.gave_up or said
             return self.gave_up
@@ -394,7 +398,7 @@ def send(
         contexts = [build_context(sop, [syntax]) for sop, syntax in pairs]
         ae = AE(ae_title=calling_ae)
         ae.maximum_pdu_size = 0
-        ae.network_timeout = ae.dimse_timeout = ae.acse_timeout = 60
+        ae.network_timeout = ae.dimse_timeout = ae.acse_timeout = TIMEOUT
         work: Work = queue.SimpleQueue()
         for item in group:
             work.put(item)

@@ -38,7 +38,7 @@ from xnat_downloader.api.dicom import _elsewhere
 from xnat_downloader.cli.progress import Tally
 from xnat_downloader.plan.dicomsend import DicomFile, parse_target
 from xnat_downloader.transfer import dicomsend as transport
-from xnat_downloader.transfer.events import FileFailed, FileVerified, Planned
+from xnat_downloader.transfer.events import FileFailed, FileRetrying, FileVerified, Planned
 from xnat_downloader.transfer.jobs import Outcome, Status
 from xnat_downloader.xnat.arrival import Arrived
 
@@ -281,6 +281,7 @@ def test_a_receiver_that_stops_answering_fails_the_files_left_with_one_cause(
     three refused associations each (the run once asked for over a hundred).  What was
     acknowledged is in the log, so a re-run sends the rest."""
     monkeypatch.setattr(transport, "RETRY_DELAYS", (0.05, 0.1))
+    monkeypatch.setattr(transport, "ROOM_WAIT", 0.1)
     outcomes, recorded, associations = send_while(
         storescp, tmp_path, monkeypatch, after_acks=10, then=storescp.kill
     )
@@ -310,6 +311,7 @@ def test_a_receiver_that_stops_responding_is_given_up_on(
     an hour for these 60 files on 3 associations)."""
     monkeypatch.setattr(transport, "TIMEOUT", 1.0)
     monkeypatch.setattr(transport, "RETRY_DELAYS", (0.05, 0.1))
+    monkeypatch.setattr(transport, "ROOM_WAIT", 0.1)
     items = [transport.read_dicom(p) for p in series_files(tmp_path / "in", 60)]
     files = [i for i in items if i is not None]
     seen: list[str] = []
@@ -343,6 +345,50 @@ def test_a_receiver_that_stops_responding_is_given_up_on(
     gone = [o for o in failed if o.error.startswith("the receiver stopped answering (no C-STORE")]
     assert len(failed) - len(gone) <= 3  # the files in hand when it hung
     assert len(seen) <= 5 + 3 * transport.ATTEMPTS  # not three tries of every file
+
+
+def test_a_receiver_that_takes_fewer_associations_gets_every_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receiver that takes two associations at once and rejects more (as many PACS
+    limit each sender): the senders it turns away wait for room while the others are
+    acknowledged, and every file arrives.  They once failed a file at each refusal; and
+    pynetdicom's receiver rejects all of several associations asked for at once, so the
+    senders turned away together ask again at different moments."""
+    monkeypatch.setattr(transport, "RETRY_DELAYS", (0.5, 1.0))
+    monkeypatch.setattr(transport, "ROOM_WAIT", 0.1)
+    items = [transport.read_dicom(p) for p in series_files(tmp_path / "in", 40)]
+    files = [i for i in items if i is not None]
+    stored: list[str] = []
+    lock = threading.Lock()
+
+    def store(event: evt.Event) -> int:
+        time.sleep(0.01)  # a receiver that takes a moment, so that senders overlap
+        with lock:
+            stored.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    receiver = AE(ae_title="TWOATONCE")
+    receiver.maximum_associations = 2
+    for sop_class, syntax in {f.context for f in files}:
+        receiver.add_supported_context(sop_class, syntax)
+    server = receiver.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, store)]
+    )
+    events: list[object] = []
+    try:
+        port = server.server_address[1]
+        outcomes = transport.send(
+            files, parse_target(f"TWOATONCE@127.0.0.1:{port}"), jobs=4, sink=events.append
+        )
+    finally:
+        server.shutdown()
+    assert [o.error for o in outcomes if o.status != Status.VERIFIED] == []
+    assert sorted(stored) == sorted(f.sop_uid for f in files)
+    # The limit was met: some associations were turned away, and waited out.
+    assert any(
+        isinstance(e, FileRetrying) and "rejected the association" in e.reason for e in events
+    )
 
 
 def test_a_receiver_that_restarts_is_waited_for(

@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import queue
+import random
 import socket
 import sqlite3
 import threading
@@ -53,6 +54,7 @@ log = logging.getLogger("xnat_downloader")
 ATTEMPTS = 3
 TIMEOUT = 60.0  # seconds for an association to open, and for a C-STORE's response
 RETRY_DELAYS = (1.0, 3.0)  # before the 2nd and 3rd try of a file: a receiver restarting
+ROOM_WAIT = 3.0  # before asking again for an association the receiver refused while busy
 Work = queue.SimpleQueue[DicomFile | None]
 HEADER_TAGS = ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
                "SeriesNumber"]  # fmt: skip
@@ -224,59 +226,8 @@ class _Sender:
         try:
             while not self.stopping.is_set() and (item := work.get()) is not None:
                 self.emit(FileStarted(str(item.path), item.size))
-                error = ""
-                acks_before = self.acks
-                unanswered = 0  # tries of this file that got no association or no response
-                for attempt in range(1, ATTEMPTS + 1):
-                    if self.stopping.wait(RETRY_DELAYS[attempt - 2] if attempt > 1 else 0.0):
-                        error = "the run was interrupted before it was sent"
-                        break
-                    if assoc is None or not assoc.is_established:
-                        if self.gave_up:
-                            error = self.gave_up
-                            break
-                        assoc = self.associate(ae, contexts)
-                        if not assoc.is_established:
-                            error = _refusal(assoc, self.target)
-                            assoc, unanswered = None, unanswered + 1
-                            if attempt < ATTEMPTS:
-                                self.emit(
-                                    FileRetrying(str(item.path), error, RETRY_DELAYS[attempt - 1])
-                                )
-                            continue
-                    try:
-                        status = assoc.send_c_store(self.payload(item))
-                    except (ValueError, AttributeError) as exc:
-                        # No accepted context for the file's SOP class and transfer syntax.
-                        error = f"the receiver does not take it: {exc}"
-                        break
-                    except (OSError, RuntimeError) as exc:
-                        error, assoc = f"association lost: {exc}", None
-                        unanswered += 1
-                        continue
-                    if "Status" not in status:
-                        # No answer: the association was aborted or timed out.
-                        error, assoc = "no C-STORE response (association lost)", None
-                        unanswered += 1
-                        if attempt < ATTEMPTS:
-                            self.emit(
-                                FileRetrying(str(item.path), error, RETRY_DELAYS[attempt - 1])
-                            )
-                        continue
-                    code = int(status.Status)
-                    if stored(code):
-                        error = ""
-                        with self._results_lock:
-                            self.acks += 1
-                    else:
-                        comment = str(status.get("ErrorComment", "") or "").strip()
-                        error = f"the receiver refused it: status 0x{code:04X}" + (
-                            f" ({comment})" if comment else ""
-                        )
-                    break
+                error, assoc = self.send_one(item, ae, contexts, assoc)
                 if error:
-                    if unanswered == ATTEMPTS:
-                        error = self.give_up(error, acks_before) or error
                     self.done(item, outcome(item, Status.FAILED, error))
                     continue
                 if self.sent_log is not None:
@@ -293,12 +244,71 @@ class _Sender:
                     self._running -= 1
                     self._idle.notify_all()
 
+    def send_one(
+        self, item: DicomFile, ae: AE, contexts: list[Any], assoc: Association | None
+    ) -> tuple[str, Association | None]:
+        """Send ``item`` over ``assoc`` (opened or opened again as needed): "" once the
+        receiver acknowledged it, else why it failed; and the association to go on with.
+
+        Up to ``ATTEMPTS`` tries, the later ones after ``RETRY_DELAYS``.  An association
+        refused while other files were acknowledged since this file's last try is not a
+        try: the receiver is up and limits how many associations it takes, so this sender
+        waits ``ROOM_WAIT`` for one to close rather than failing the file."""
+        error = ""
+        acks_seen = self.acks  # files acknowledged, by every sender, at this file's last try
+        tries = unanswered = 0  # unanswered: tries that got no association or no response
+        delay = 0.0
+        while tries < ATTEMPTS:
+            if self.stopping.wait(delay):
+                return "the run was interrupted before it was sent", assoc
+            tries += 1
+            delay = spread(RETRY_DELAYS[min(tries, len(RETRY_DELAYS)) - 1])  # before the next
+            if assoc is None or not assoc.is_established:
+                if self.gave_up:
+                    return self.gave_up, None
+                assoc = self.associate(ae, contexts)
+                if not assoc.is_established:
+                    error, assoc = _refusal(assoc, self.target), None
+                    if self.acks != acks_seen:  # others are served: wait for room
+                        acks_seen, tries, delay = self.acks, tries - 1, spread(ROOM_WAIT)
+                    else:
+                        unanswered += 1
+                    if tries < ATTEMPTS:
+                        self.emit(FileRetrying(str(item.path), error, delay))
+                    continue
+            try:
+                status = assoc.send_c_store(self.payload(item))
+            except (ValueError, AttributeError) as exc:
+                # No accepted context for the file's SOP class and transfer syntax.
+                return f"the receiver does not take it: {exc}", assoc
+            except (OSError, RuntimeError) as exc:
+                error, assoc, unanswered = f"association lost: {exc}", None, unanswered + 1
+                continue
+            if "Status" not in status:
+                # No answer: the association was aborted or timed out.
+                error, assoc = "no C-STORE response (association lost)", None
+                unanswered += 1
+                if tries < ATTEMPTS:
+                    self.emit(FileRetrying(str(item.path), error, delay))
+                continue
+            code = int(status.Status)
+            if stored(code):
+                with self._results_lock:
+                    self.acks += 1
+                return "", assoc
+            comment = str(status.get("ErrorComment", "") or "").strip()
+            refused = f"the receiver refused it: status 0x{code:04X}"
+            return refused + (f" ({comment})" if comment else ""), assoc
+        if unanswered == ATTEMPTS:
+            error = self.give_up(error, acks_seen) or error
+        return error, assoc
+
     def give_up(self, error: str, acks_before: int) -> str:
         """A file's every try got no association or no C-STORE response.  If no file was
         acknowledged meanwhile (by any sender), the receiver has stopped answering: the
         files left fail with this one cause instead of three tries each (returned, and kept
-        in ``gave_up``).  If others were acknowledged, the receiver only turned this
-        association away (a limit on how many it takes): "" is returned."""
+        in ``gave_up``).  If others were acknowledged meanwhile, the receiver is up and only
+        this file failed: "" is returned."""
         with self._results_lock:
             if self.acks != acks_before or self.gave_up:
                 return self.gave_up
@@ -327,6 +337,12 @@ def no_delay(event: evt.Event) -> None:
     sock = event.assoc.dul.socket
     if sock is not None and sock.socket is not None:
         sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def spread(delay: float) -> float:
+    """``delay`` give or take a quarter: senders turned away together (a receiver that
+    limits its associations rejects all of several asked for at once) ask again apart."""
+    return delay * random.uniform(0.75, 1.25)
 
 
 def wake_sender(event: evt.Event) -> None:

@@ -34,6 +34,7 @@ from tests.dicomfiles import (
     receiver_port,
     series_files,
 )
+from tests.standins import PassThrough, serve
 from xnat_downloader.api.dicom import _elsewhere
 from xnat_downloader.cli.progress import Tally
 from xnat_downloader.plan.dicomsend import DicomFile, parse_target
@@ -553,6 +554,56 @@ def test_a_failure_names_the_other_places_of_its_study() -> None:
     assert _elsewhere("http://x", entry, [other]) == (
         "; the server holds this study in 2 places, also in /data/experiments/X_E2"
     )
+
+
+def test_files_the_server_cannot_be_asked_about_fail_as_not_checked(
+    storescp: Storescp, archive: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """With -w, a study the server cannot be asked about (it answers with a login page,
+    or nothing answers at all) fails its files as acknowledged but not checked, and the
+    run still ends with its report and the done line; the other studies are checked.
+    Such an error once ended the run (exit 2, no report, no done line) after every file
+    had been sent."""
+    first, second = generate_uid(), generate_uid()
+    series_files(tmp_path / "in", 3, study=first)  # sent first with -j 1: looked up first
+    series_files(tmp_path / "in", 2, study=second, series_number=2)
+    server = start_server(archive)
+    asked: list[str] = []
+
+    class LoginPageAfterOne(PassThrough):
+        upstream = server.url
+
+        def intercept(self, path: str) -> bool:
+            if path.startswith("/data/experiments?"):
+                asked.append(path)
+                if len(asked) > 1:  # the first study is looked up; then a login page
+                    self.reply(200, b"<html><body>Login</body></html>", "text/html")
+                    return True
+            return False
+
+    proxy, stop = serve(LoginPageAfterOne)
+    to = f"STORESCP@127.0.0.1:{storescp.port}"
+    try:
+        done = send("--to", to, tmp_path / "in", "-j", "1", "-w", proxy, "-u", "admin",
+                    "--password", "admin", "--wait", "0", env=env)  # fmt: skip
+    finally:
+        stop()
+        server.stop()
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.strip().splitlines()[-1].endswith("0 verified, 5 failed")
+    assert "error:" not in done.stderr
+    failed = [line for line in done.stderr.splitlines() if line.startswith("failed: ")]
+    assert len(failed) == 5
+    assert sum(f"no session of study {first}" in line for line in failed) == 3
+    assert sum("not checked on the server (the server answered" in line for line in failed) == 2
+    assert "report: " in done.stderr
+    # Nothing answers at -w at all: every acknowledged file is not checked, said once each.
+    again = send("--to", to, tmp_path / "in", "-w", f"http://127.0.0.1:{free_port()}", "-u",
+                 "admin", "--password", "admin", "--wait", "0", env=env)  # fmt: skip
+    assert again.returncode == 1, again.stderr
+    assert again.stdout.strip().splitlines()[-1].endswith("0 verified, 5 failed")
+    assert "error:" not in again.stderr
+    assert again.stderr.count("acknowledged, but not checked on the server (cannot reach") == 5
 
 
 def test_dicom_send_reports_a_refusing_receiver_and_bad_arguments(

@@ -24,7 +24,7 @@ from pathlib import Path
 from xnat_downloader import aio
 from xnat_downloader.api.connection import Connection
 from xnat_downloader.api.download import write_report
-from xnat_downloader.errors import LocalWriteError, UsageError
+from xnat_downloader.errors import ConnectionFailed, LocalWriteError, ServerError, UsageError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.plan.dicomsend import (
     DicomFile,
@@ -125,10 +125,10 @@ async def _arrivals(
     conn: Connection, outcomes: list[Outcome], files: dict[str, DicomFile], project: str,
     wait: float, sink: EventSink,
 ) -> tuple[list[Outcome], list[str], list[str]]:  # fmt: skip
-    """Each study's files checked against the session it became: its archived session, or
-    when it has none, a prearchive entry that holds all of them (one study sent again after
-    it was built makes several).  When none does, the failures are judged by the first
-    (the archived session, else the newest entry) and name the other places."""
+    """Each study's files checked against the session it became (see :func:`_arrived`).
+    A study the server cannot be asked about (it stopped answering, or fails) has its
+    files failed as not checked, the rest still checked: what was sent is never lost to an
+    error, and a re-run checks them again (the receiver's acknowledgements are logged)."""
     by_study: dict[str, list[Outcome]] = {}
     for o in outcomes:
         if o.status != "failed":
@@ -136,47 +136,71 @@ async def _arrivals(
     result = [o for o in outcomes if o.status == "failed"]
     sessions: list[str] = []
     notes: list[str] = []
-    async with conn.client() as xs:
-        for study, sent in by_study.items():
-            deadline = time.monotonic() + wait
-            arrived: Arrived | None
-            while True:
-                places = await find_study(xs, study, project)
-                # An archived session is where the study is meant to be: the prearchive
-                # entries are then what did not join it (CONFLICT), not a place to pass.
-                candidates = [p for p in places if not p.prearchive] or places
-                judged = [(p, await _checked_in(xs, sent, files, p)) for p in candidates]
-                whole = [(p, c) for p, c in judged if all(o.status != "failed" for o in c)]
-                if whole:
-                    arrived, checked = whole[0]
-                    break
-                if time.monotonic() >= deadline:
-                    if not judged:
-                        error = f"acknowledged, but no session of study {study} on the server"
-                        arrived, checked = (
-                            None,
-                            [replace(o, status=Status.FAILED, error=error) for o in sent],
-                        )
-                    else:
-                        arrived, checked = judged[0]
-                        others = [p for p in places if p != arrived]
-                        if others:
-                            more = _elsewhere(conn.url, arrived, others)
-                            checked = [
-                                replace(o, error=o.error + more) if o.status == "failed" else o
-                                for o in checked
-                            ]
-                    break
-                await xs.sleep(1.0)  # the client's clock, as every other wait
-            if arrived is not None:
-                sessions.append(arrived.uri)
-                if arrived.status == "CONFLICT" and all(o.status != "failed" for o in checked):
-                    notes.append(_conflict_note(conn.url, study, arrived))
-            for o in checked:
-                if o.status == "failed":  # counted done by the send, as acknowledged
-                    sink(FileFailed(o.job.local, o.error, counted=True))
-            result.extend(checked)
+
+    def settle(study: str, arrived: Arrived | None, checked: list[Outcome]) -> None:
+        del by_study[study]
+        if arrived is not None:
+            sessions.append(arrived.uri)
+            if arrived.status == "CONFLICT" and all(o.status != "failed" for o in checked):
+                notes.append(_conflict_note(conn.url, study, arrived))
+        for o in checked:
+            if o.status == "failed":  # counted done by the send, as acknowledged
+                sink(FileFailed(o.job.local, o.error, counted=True))
+        result.extend(checked)
+
+    try:
+        async with conn.client() as xs:
+            for study, sent in list(by_study.items()):
+                try:
+                    settle(study, *await _arrived(xs, conn.url, study, sent, files, project, wait))
+                except (ConnectionFailed, ServerError) as exc:
+                    settle(study, None, _not_checked(sent, exc))
+    except (ConnectionFailed, ServerError) as exc:  # the login found no server
+        for study, sent in list(by_study.items()):
+            settle(study, None, _not_checked(sent, exc))
     return result, sessions, notes
+
+
+def _not_checked(sent: list[Outcome], exc: Exception) -> list[Outcome]:
+    error = (
+        f"acknowledged, but not checked on the server ({exc}); run the same command again "
+        "to check it"
+    )
+    return [replace(o, status=Status.FAILED, error=error) for o in sent]
+
+
+async def _arrived(
+    xs: XnatClient, url: str, study: str, sent: list[Outcome], files: dict[str, DicomFile],
+    project: str, wait: float,
+) -> tuple[Arrived | None, list[Outcome]]:  # fmt: skip
+    """The place ``study`` is checked in, and its ``sent`` outcomes as checked there: its
+    archived session, or when it has none, a prearchive entry that holds all of them (one
+    study sent again after it was built makes several), waited for up to ``wait`` seconds.
+    When none holds them all, the failures are judged by the first (the archived session,
+    else the newest entry) and name the other places."""
+    deadline = time.monotonic() + wait
+    while True:
+        places = await find_study(xs, study, project)
+        # An archived session is where the study is meant to be: the prearchive entries
+        # are then what did not join it (CONFLICT), not a place to pass.
+        candidates = [p for p in places if not p.prearchive] or places
+        judged = [(p, await _checked_in(xs, sent, files, p)) for p in candidates]
+        whole = [(p, c) for p, c in judged if all(o.status != "failed" for o in c)]
+        if whole:
+            return whole[0]
+        if time.monotonic() >= deadline:
+            if not judged:
+                error = f"acknowledged, but no session of study {study} on the server"
+                return None, [replace(o, status=Status.FAILED, error=error) for o in sent]
+            arrived, checked = judged[0]
+            others = [p for p in places if p != arrived]
+            if others:
+                more = _elsewhere(url, arrived, others)
+                checked = [
+                    replace(o, error=o.error + more) if o.status == "failed" else o for o in checked
+                ]
+            return arrived, checked
+        await xs.sleep(1.0)  # the client's clock, as every other wait
 
 
 def dicom_send(
@@ -198,7 +222,9 @@ def dicom_send(
 
     A re-run skips what the same receiver acknowledged for the same file and routing
     (``resend=True`` sends everything).  With ``conn``, waits up to ``wait`` seconds per
-    study for the server to build it, then checks each file arrived.  Raises UsageError
+    study for the server to build it, then checks each file arrived (a study the server
+    cannot be asked about, as it stopped answering or answers wrongly, fails its files as
+    not checked; the others are still checked).  Raises UsageError
     for a bad target or routing value, or when no DICOM file is found, and
     ReceiverUnreachable (a ConnectionFailed) when nothing answers at the target's host and
     port; either way nothing was sent.

@@ -597,13 +597,32 @@ def test_files_the_server_cannot_be_asked_about_fail_as_not_checked(
     assert sum(f"no session of study {first}" in line for line in failed) == 3
     assert sum("not checked on the server (the server answered" in line for line in failed) == 2
     assert "report: " in done.stderr
-    # Nothing answers at -w at all: every acknowledged file is not checked, said once each.
-    again = send("--to", to, tmp_path / "in", "-w", f"http://127.0.0.1:{free_port()}", "-u",
-                 "admin", "--password", "admin", "--wait", "0", env=env)  # fmt: skip
-    assert again.returncode == 1, again.stderr
-    assert again.stdout.strip().splitlines()[-1].endswith("0 verified, 5 failed")
-    assert "error:" not in again.stderr
-    assert again.stderr.count("acknowledged, but not checked on the server (cannot reach") == 5
+
+
+def test_a_server_to_check_that_refuses_the_login_is_found_before_sending(
+    storescp: Storescp, archive: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """-w's server is logged in to before anything is sent: a wrong password, or nothing
+    answering there, is one error line and exit 2, and the receiver gets nothing (the
+    files once went out first, and the error came after)."""
+    series_files(tmp_path / "in", 3)
+    to = f"STORESCP@127.0.0.1:{storescp.port}"
+    server = start_server(archive)
+    try:
+        wrong = send("--to", to, tmp_path / "in", "-w", server.url, "-u", "admin",
+                     "--password", "not-it", env=env)  # fmt: skip
+    finally:
+        server.stop()
+    nobody = send("--to", to, tmp_path / "in", "-w", f"http://127.0.0.1:{free_port()}", "-u",
+                  "admin", "--password", "admin", env=env)  # fmt: skip
+    for result, said in ((wrong, "wrong user name or password"), (nobody, "cannot reach")):
+        assert result.returncode == 2, result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ")
+        assert said in last
+        assert "(checked before sending: nothing was sent)" in last
+        assert "Traceback" not in result.stderr
+    assert list(storescp.out.iterdir()) == []
 
 
 def test_dicom_send_reports_a_refusing_receiver_and_bad_arguments(

@@ -24,7 +24,13 @@ from pathlib import Path
 from xnat_downloader import aio
 from xnat_downloader.api.connection import Connection
 from xnat_downloader.api.download import write_report
-from xnat_downloader.errors import ConnectionFailed, LocalWriteError, ServerError, UsageError
+from xnat_downloader.errors import (
+    ConnectionFailed,
+    LocalWriteError,
+    ServerError,
+    UsageError,
+    XnatError,
+)
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.plan.dicomsend import (
     DicomFile,
@@ -161,6 +167,15 @@ async def _arrivals(
     return result, sessions, notes
 
 
+async def _logs_in(conn: Connection) -> None:
+    """Log in to ``conn`` (and out): its error, naming the server, if that fails."""
+    try:
+        async with conn.client():
+            pass
+    except XnatError as exc:
+        raise type(exc)(f"{exc} (checked before sending: nothing was sent)") from exc
+
+
 def _not_checked(sent: list[Outcome], exc: Exception) -> list[Outcome]:
     error = (
         f"acknowledged, but not checked on the server ({exc}); run the same command again "
@@ -225,9 +240,10 @@ def dicom_send(
     study for the server to build it, then checks each file arrived (a study the server
     cannot be asked about, as it stopped answering or answers wrongly, fails its files as
     not checked; the others are still checked).  Raises UsageError
-    for a bad target or routing value, or when no DICOM file is found, and
+    for a bad target or routing value, or when no DICOM file is found;
     ReceiverUnreachable (a ConnectionFailed) when nothing answers at the target's host and
-    port; either way nothing was sent.
+    port; and, with ``conn``, the login's error (AuthError, ConnectionFailed, …) when
+    logging in to that server fails, tried before sending: each time, nothing was sent.
     """
     check_jobs(jobs)
     target = to if isinstance(to, Target) else parse_target(to)
@@ -247,6 +263,8 @@ def dicom_send(
             f"no DICOM files (Part 10, with the DICM prefix) under {', '.join(map(str, paths))}; "
             "nothing was sent"
         )
+    if conn is not None:  # wrong credentials found before the sending, not after it
+        aio.run(_logs_in(conn))
     comment = routing_comment(project, subject, session)
     log = None if resend else transport.SentLog(transport.sent_log_path(target, state_dir))
     try:

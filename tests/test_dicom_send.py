@@ -635,7 +635,11 @@ def test_dicom_send_reports_a_refusing_receiver_and_bad_arguments(
         refused = send("--to", f"MINIXNAT@127.0.0.1:{port}", *files, env=env)
         assert refused.returncode == 1
         assert refused.stdout.strip().splitlines()[-1].endswith("0 verified, 2 failed")
-        assert "rejected the association" in refused.stderr
+        # The receiver's reason, and no asking again: a permanent rejection is final.
+        assert (
+            f"MINIXNAT@127.0.0.1:{port} rejected the association permanently: calling AE title "
+            "not recognised (1 try): the files left were not sent"
+        ) in refused.stderr
     finally:
         server.stop()
     # Now nothing listens there: one line saying so, exit 2, not a failure per file.

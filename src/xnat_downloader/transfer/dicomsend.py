@@ -26,6 +26,7 @@ import random
 import socket
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_context, evt
 from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import A_ASSOCIATE
 
 from xnat_downloader.errors import ReceiverUnreachable
 from xnat_downloader.plan.dicomsend import DicomFile, Target, context_groups, stored
@@ -185,6 +187,10 @@ class _Sender:
         self.gave_up = ""  # why the receiver is taken to have stopped answering
         self._running = 0  # senders inside worker(), counted by the senders themselves
         self._idle = threading.Condition()
+        # Each rejected association: whether for good (permanent) and the receiver's reason.
+        self._rejections: weakref.WeakKeyDictionary[Association, tuple[bool, str]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def emit(self, event: Any) -> None:
         with self._sink_lock:
@@ -207,8 +213,30 @@ class _Sender:
                 (evt.EVT_CONN_OPEN, no_delay),
                 (evt.EVT_CONN_CLOSE, wake_sender),
                 (evt.EVT_ABORTED, wake_sender),
+                (evt.EVT_ACSE_RECV, self.note_rejection),
             ],
         )
+
+    def note_rejection(self, event: evt.Event) -> None:
+        """Keep an A-ASSOCIATE-RJ's result (1: permanent, 2: transient) and reason, which
+        pynetdicom only logs."""
+        primitive = event.primitive  # type: ignore[attr-defined]
+        if isinstance(primitive, A_ASSOCIATE) and primitive.result in (0x01, 0x02):
+            reason = primitive.reason_str
+            self._rejections[event.assoc] = (primitive.result == 0x01, reason)
+
+    def refusal(self, assoc: Association) -> tuple[str, bool]:
+        """Why ``assoc`` was not opened, and whether that is for good (a permanent
+        rejection: asking again gets the same answer)."""
+        if assoc.is_rejected:
+            permanent, reason = self._rejections.get(assoc, (False, ""))
+            said = f"{self.target} rejected the association" + (" permanently" if permanent else "")
+            if reason and reason != "(no value available)":
+                said += f": {reason[0].lower()}{reason[1:]}"
+            return said, permanent
+        if assoc.is_aborted:
+            return f"{self.target} aborted the association", False
+        return f"no association with {self.target} (is the receiver running?)", False
 
     def payload(self, item: DicomFile) -> Dataset | Path:
         if not self.comment:
@@ -268,7 +296,9 @@ class _Sender:
                     return self.gave_up, None
                 assoc = self.associate(ae, contexts)
                 if not assoc.is_established:
-                    error, assoc = _refusal(assoc, self.target), None
+                    (error, permanent), assoc = self.refusal(assoc), None
+                    if permanent:  # asking again gets the same answer
+                        return self.give_up(error, acks_seen, tries) or error, None
                     if self.acks != acks_seen:  # others are served: wait for room
                         acks_seen, tries, delay = self.acks, tries - 1, spread(ROOM_WAIT)
                     else:
@@ -300,10 +330,10 @@ class _Sender:
             refused = f"the receiver refused it: status 0x{code:04X}"
             return refused + (f" ({comment})" if comment else ""), assoc
         if unanswered == ATTEMPTS:
-            error = self.give_up(error, acks_seen) or error
+            error = self.give_up(error, acks_seen, ATTEMPTS) or error
         return error, assoc
 
-    def give_up(self, error: str, acks_before: int) -> str:
+    def give_up(self, error: str, acks_before: int, tries: int) -> str:
         """A file's every try got no association or no C-STORE response.  If no file was
         acknowledged meanwhile (by any sender), the receiver has stopped answering: the
         files left fail with this one cause instead of three tries each (returned, and kept
@@ -312,13 +342,14 @@ class _Sender:
         with self._results_lock:
             if self.acks != acks_before or self.gave_up:
                 return self.gave_up
+        attempts = f"{tries} {'try' if tries == 1 else 'tries'}"
         if "rejected the association" in error:  # it answers, but not us (the AE title?)
-            said = f"{error} ({ATTEMPTS} tries): the files left were not sent"
+            said = f"{error} ({attempts}): the files left were not sent"
         else:  # "Connection refused" says it plainest, where that is what it is
             said = (
                 f"the receiver stopped answering ({connect_error(self.target) or error}; "
-                f"{ATTEMPTS} tries): the files left were not sent; run the same command again "
-                "to send them"
+                f"{attempts}): the files left were not sent; run the same command again to "
+                "send them"
             )
         with self._results_lock:
             self.gave_up = self.gave_up or said
@@ -373,14 +404,6 @@ def check_reachable(target: Target) -> None:
         raise ReceiverUnreachable(
             f"cannot reach the DICOM receiver {target} ({reason}): nothing was sent"
         )
-
-
-def _refusal(assoc: Association, target: Target) -> str:
-    if assoc.is_rejected:
-        return f"{target} rejected the association"
-    if assoc.is_aborted:
-        return f"{target} aborted the association"
-    return f"no association with {target} (is the receiver running?)"
 
 
 def send(

@@ -559,11 +559,11 @@ def test_a_failure_names_the_other_places_of_its_study() -> None:
 def test_files_the_server_cannot_be_asked_about_fail_as_not_checked(
     storescp: Storescp, archive: Path, tmp_path: Path, env: dict[str, str]
 ) -> None:
-    """With -w, a study the server cannot be asked about (it answers with a login page,
-    or nothing answers at all) fails its files as acknowledged but not checked, and the
-    run still ends with its report and the done line; the other studies are checked.
-    Such an error once ended the run (exit 2, no report, no done line) after every file
-    had been sent."""
+    """With -w, a study the server cannot be asked about after the send (here it answers
+    the lookup with a login page; it may also have stopped answering) fails its files as
+    acknowledged but not checked, and the run still ends with its report and the done
+    line; the other studies are checked.  Such an error once ended the run (an error line,
+    no report, no done line) after every file had been sent."""
     first, second = generate_uid(), generate_uid()
     series_files(tmp_path / "in", 3, study=first)  # sent first with -j 1: looked up first
     series_files(tmp_path / "in", 2, study=second, series_number=2)

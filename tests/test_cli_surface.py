@@ -20,7 +20,7 @@ from xnat_downloader.cli.main import build_parser, command_first, legacy_parser
 from xnat_downloader.cli.profiles import defaults_of
 from xnat_downloader.cli.progress import FAILURE_LINES, PlainProgress, human_bytes, resuming_line
 from xnat_downloader.http.client import connection_hint
-from xnat_downloader.transfer.events import FileFailed, Planned
+from xnat_downloader.transfer.events import BytesMoved, FileFailed, Planned
 
 
 def parsers() -> list[argparse.ArgumentParser]:
@@ -189,6 +189,17 @@ def test_failures_past_the_first_ones_are_counted_not_listed() -> None:
     assert lines[:FAILURE_LINES] == [f"failed: f{i}: the server stopped answering"
                                      for i in range(FAILURE_LINES)]  # fmt: skip
     assert lines[FAILURE_LINES:] == ["… and 7 more failed (each is in the run's report)"]
+
+
+def test_a_progress_line_gives_a_rate_only_once_bytes_moved() -> None:
+    """The first line comes with the plan, before a byte has moved: no "0 B/s" then."""
+    out = io.StringIO()
+    with PlainProgress(out, every=0.0) as shown:
+        shown(Planned(2, 2048))
+        shown(BytesMoved("a", 1024))
+    first, second = out.getvalue().splitlines()
+    assert first == "progress: 0/2 files, 0 B of 2.0 kB"
+    assert re.fullmatch(r"progress: 0/2 files, 1\.0 kB of 2\.0 kB, .+/s", second)
 
 
 def test_minixnats_commands_take_json_too(tmp_path: Path) -> None:

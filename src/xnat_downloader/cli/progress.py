@@ -139,7 +139,8 @@ class PlainProgress:
             rate = t.bytes_moved / max(now - self.started, 1e-6)
             print(
                 f"progress: {t.done}/{t.files} files, {human_bytes(t.bytes_done)} of "
-                f"{human_bytes(t.bytes_total)}, {human_bytes(rate)}/s",
+                f"{human_bytes(t.bytes_total)}"
+                + (f", {human_bytes(rate)}/s" if t.bytes_moved else ""),  # none before a byte
                 file=self.stream,
                 flush=True,
             )

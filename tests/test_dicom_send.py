@@ -412,6 +412,31 @@ def test_a_receiver_that_restarts_is_waited_for(
     assert {o.job.uri for o in outcomes} <= kept
 
 
+def test_a_connection_that_failed_is_not_called_an_aborted_association(
+    storescp: Storescp, tmp_path: Path
+) -> None:
+    """pynetdicom marks an association whose TCP connection failed as aborted; a file's
+    reason then read "aborted the association" for a receiver that was not there at all.
+    A receiver that really aborts (it was there) is still said to."""
+    item = transport.read_dicom(series_files(tmp_path / "in", 1)[0])
+    assert item is not None
+    contexts = [build_context(*item.context)]
+    nobody = parse_target(f"STORESCP@127.0.0.1:{free_port()}")
+    sender = transport._Sender(nobody, "", lambda event: None, "XNATDL", None)
+    assoc = sender.associate(AE(ae_title="XNATDL"), contexts)
+    assert (assoc.is_established, assoc.is_aborted) == (False, True)
+    assert sender.refusal(assoc) == (
+        f"no connection to {nobody} (is the receiver running?)",
+        False,
+    )
+    # One that connected and was then aborted by the receiver (no context it takes).
+    there = parse_target(f"STORESCP@127.0.0.1:{storescp.port}")
+    sender = transport._Sender(there, "", lambda event: None, "XNATDL", None)
+    assoc = sender.associate(AE(ae_title="XNATDL"), [build_context("1.2.3.4.5.6", ["1.2.3"])])
+    assert (assoc.is_established, assoc.is_aborted) == (False, True)
+    assert sender.refusal(assoc) == (f"{there} aborted the association", False)
+
+
 def test_a_lost_association_leaves_word_for_a_c_store_waiting_on_it(
     storescp: Storescp, tmp_path: Path
 ) -> None:

@@ -191,6 +191,7 @@ class _Sender:
         self._rejections: weakref.WeakKeyDictionary[Association, tuple[bool, str]] = (
             weakref.WeakKeyDictionary()
         )
+        self._connected: weakref.WeakSet[Association] = weakref.WeakSet()  # TCP got through
 
     def emit(self, event: Any) -> None:
         with self._sink_lock:
@@ -210,12 +211,16 @@ class _Sender:
             ae_title=self.target.ae_title,
             max_pdu=0,
             evt_handlers=[
-                (evt.EVT_CONN_OPEN, no_delay),
+                (evt.EVT_CONN_OPEN, self.connected),
                 (evt.EVT_CONN_CLOSE, wake_sender),
                 (evt.EVT_ABORTED, wake_sender),
                 (evt.EVT_ACSE_RECV, self.note_rejection),
             ],
         )
+
+    def connected(self, event: evt.Event) -> None:
+        self._connected.add(event.assoc)
+        no_delay(event)
 
     def note_rejection(self, event: evt.Event) -> None:
         """Keep an A-ASSOCIATE-RJ's result (1: permanent, 2: transient) and reason, which
@@ -234,9 +239,10 @@ class _Sender:
             if reason and reason != "(no value available)":
                 said += f": {reason[0].lower()}{reason[1:]}"
             return said, permanent
-        if assoc.is_aborted:
+        if assoc.is_aborted and assoc in self._connected:
             return f"{self.target} aborted the association", False
-        return f"no association with {self.target} (is the receiver running?)", False
+        # pynetdicom calls a connection that failed an abort too: say what it was.
+        return f"no connection to {self.target} (is the receiver running?)", False
 
     def payload(self, item: DicomFile) -> Dataset | Path:
         if not self.comment:

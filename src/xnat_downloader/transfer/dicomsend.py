@@ -291,6 +291,7 @@ class _Sender:
         error = ""
         acks_seen = self.acks  # files acknowledged, by every sender, at this file's last try
         tries = unanswered = 0  # unanswered: tries that got no association or no response
+        rejected = False  # the last try's association was rejected (the receiver answered)
         delay = 0.0
         while tries < ATTEMPTS:
             if self.stopping.wait(delay):
@@ -302,9 +303,10 @@ class _Sender:
                     return self.gave_up, None
                 assoc = self.associate(ae, contexts)
                 if not assoc.is_established:
-                    (error, permanent), assoc = self.refusal(assoc), None
+                    (error, permanent), rejected = self.refusal(assoc), assoc.is_rejected
+                    assoc = None
                     if permanent:  # asking again gets the same answer
-                        return self.give_up(error, acks_seen, tries) or error, None
+                        return self.give_up(error, acks_seen, tries, rejected) or error, None
                     if self.acks != acks_seen:  # others are served: wait for room
                         acks_seen, tries, delay = self.acks, tries - 1, spread(ROOM_WAIT)
                     else:
@@ -319,11 +321,12 @@ class _Sender:
                 return f"the receiver does not take it: {exc}", assoc
             except (OSError, RuntimeError) as exc:
                 error, assoc, unanswered = f"association lost: {exc}", None, unanswered + 1
+                rejected = False
                 continue
             if "Status" not in status:
                 # No answer: the association was aborted or timed out.
                 error, assoc = "no C-STORE response (association lost)", None
-                unanswered += 1
+                unanswered, rejected = unanswered + 1, False
                 if tries < ATTEMPTS:
                     self.emit(FileRetrying(str(item.path), error, delay))
                 continue
@@ -336,20 +339,21 @@ class _Sender:
             refused = f"the receiver refused it: status 0x{code:04X}"
             return refused + (f" ({comment})" if comment else ""), assoc
         if unanswered == ATTEMPTS:
-            error = self.give_up(error, acks_seen, ATTEMPTS) or error
+            error = self.give_up(error, acks_seen, ATTEMPTS, rejected) or error
         return error, assoc
 
-    def give_up(self, error: str, acks_before: int, tries: int) -> str:
+    def give_up(self, error: str, acks_before: int, tries: int, rejected: bool) -> str:
         """A file's every try got no association or no C-STORE response.  If no file was
         acknowledged meanwhile (by any sender), the receiver has stopped answering: the
         files left fail with this one cause instead of three tries each (returned, and kept
-        in ``gave_up``).  If others were acknowledged meanwhile, the receiver is up and only
-        this file failed: "" is returned."""
+        in ``gave_up``; worded for a receiver that ``rejected`` the last association, or for
+        one that did not answer).  If others were acknowledged meanwhile, the receiver is up
+        and only this file failed: "" is returned."""
         with self._results_lock:
             if self.acks != acks_before or self.gave_up:
                 return self.gave_up
         attempts = f"{tries} {'try' if tries == 1 else 'tries'}"
-        if "rejected the association" in error:  # it answers, but not us (the AE title?)
+        if rejected:  # it answers, but not us (the AE title?)
             said = f"{error} ({attempts}): the files left were not sent"
         else:  # "Connection refused" says it plainest, where that is what it is
             said = (

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -37,7 +38,7 @@ from tests.dicomfiles import (
 from tests.standins import PassThrough, serve
 from xnat_downloader.api.dicom import _elsewhere
 from xnat_downloader.cli.progress import Tally
-from xnat_downloader.plan.dicomsend import DicomFile, parse_target
+from xnat_downloader.plan.dicomsend import DicomFile, Target, parse_target
 from xnat_downloader.transfer import dicomsend as transport
 from xnat_downloader.transfer.events import FileFailed, FileRetrying, FileVerified, Planned
 from xnat_downloader.transfer.jobs import Outcome, Status
@@ -116,6 +117,47 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
 
 
+def dicom_files(folder: Path, count: int) -> list[DicomFile]:
+    """``count`` new instances of one series under ``folder``, read as dicom-send reads
+    them (each must read)."""
+    items = []
+    for path in series_files(folder, count):
+        item = transport.read_dicom(path)
+        assert item is not None, path
+        items.append(item)
+    return items
+
+
+def acknowledged_in(log: Path, items: list[DicomFile]) -> set[str]:
+    """The SOP Instance UIDs of ``items`` that the log of acknowledged files at ``log``
+    holds, read as the next run reads it."""
+    reopened = transport.SentLog(log)
+    try:
+        return {i.sop_uid for i in items if reopened.acknowledged(i, "")}
+    finally:
+        reopened.close()
+
+
+@contextmanager
+def pynetdicom_receiver(
+    title: str, files: list[DicomFile], on_store: Callable[[evt.Event], int],
+    max_associations: int = 10,
+) -> Iterator[Target]:  # fmt: skip
+    """An in-process pynetdicom receiver taking ``files``' contexts, answering each
+    C-STORE with ``on_store``'s status; stopped on leaving."""
+    receiver = AE(ae_title=title)
+    receiver.maximum_associations = max_associations
+    for sop_class, syntax in {f.context for f in files}:
+        receiver.add_supported_context(sop_class, syntax)
+    server = receiver.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    try:
+        yield parse_target(f"{title}@127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+
+
 def test_the_peers_are_dcmtks_even_in_an_activated_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -184,7 +226,7 @@ def test_an_interrupted_send_waits_for_its_senders_and_records_what_was_acknowle
     it still runs, and the run once stopped waiting for it: the log was closed before that
     sender recorded what the receiver had acknowledged (one run in twenty under load)."""
     port, received = storescp.port, storescp.out
-    items = [transport.read_dicom(p) for p in series_files(tmp_path / "in", 60)]
+    items = dicom_files(tmp_path / "in", 60)
     log = transport.SentLog(tmp_path / "sent.sqlite")
     thread_errors: list[BaseException | None] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: thread_errors.append(args.exc_value))
@@ -216,8 +258,8 @@ def test_an_interrupted_send_waits_for_its_senders_and_records_what_was_acknowle
     try:
         with pytest.raises(Stop):
             transport.send(
-                [i for i in items if i is not None], parse_target(f"STORESCP@127.0.0.1:{port}"),
-                jobs=3, sink=lambda event: None, sent_log=log,
+                items, parse_target(f"STORESCP@127.0.0.1:{port}"), jobs=3,
+                sink=lambda event: None, sent_log=log,
             )  # fmt: skip
     finally:
         signal.signal(signal.SIGTERM, before)
@@ -225,11 +267,8 @@ def test_an_interrupted_send_waits_for_its_senders_and_records_what_was_acknowle
     assert [t for t in threading.enumerate() if t.name == "dicom-send" and t.is_alive()] == []
     log.close()
     got = {str(pydicom.dcmread(p).SOPInstanceUID) for p in received.iterdir()}
-    reopened = transport.SentLog(tmp_path / "sent.sqlite")  # as the next run reads it
-    recorded = {i.sop_uid for i in items if i is not None and reopened.acknowledged(i, "")}
-    reopened.close()
     assert 3 <= len(got) < len(items)  # stopped part-way
-    assert recorded == got
+    assert acknowledged_in(tmp_path / "sent.sqlite", items) == got
     assert thread_errors == []
 
 
@@ -241,7 +280,7 @@ def send_while(
     receiver has acknowledged ``after_acks`` of them.  Returns the outcomes, the SOP
     Instance UIDs the log of acknowledged files holds, and how many associations were
     asked for."""
-    items = [transport.read_dicom(p) for p in series_files(tmp_path / "in", 60)]
+    items = dicom_files(tmp_path / "in", 60)
     log = transport.SentLog(tmp_path / "sent.sqlite")
     record, associate = transport.SentLog.record, transport._Sender.associate
     acks: list[DicomFile] = []
@@ -263,14 +302,11 @@ def send_while(
     monkeypatch.setattr(transport.SentLog, "record", record_then)
     monkeypatch.setattr(transport._Sender, "associate", counted)
     outcomes = transport.send(
-        [i for i in items if i is not None], parse_target(f"STORESCP@127.0.0.1:{storescp.port}"),
-        jobs=3, sink=lambda event: None, sent_log=log,
+        items, parse_target(f"STORESCP@127.0.0.1:{storescp.port}"), jobs=3,
+        sink=lambda event: None, sent_log=log,
     )  # fmt: skip
     log.close()
-    reopened = transport.SentLog(tmp_path / "sent.sqlite")
-    recorded = {i.sop_uid for i in items if i is not None and reopened.acknowledged(i, "")}
-    reopened.close()
-    return outcomes, recorded, len(associations)
+    return outcomes, acknowledged_in(tmp_path / "sent.sqlite", items), len(associations)
 
 
 def test_a_receiver_that_stops_answering_fails_the_files_left_with_one_cause(
@@ -313,8 +349,7 @@ def test_a_receiver_that_stops_responding_is_given_up_on(
     monkeypatch.setattr(transport, "TIMEOUT", 1.0)
     monkeypatch.setattr(transport, "RETRY_DELAYS", (0.05, 0.1))
     monkeypatch.setattr(transport, "ROOM_WAIT", 0.1)
-    items = [transport.read_dicom(p) for p in series_files(tmp_path / "in", 60)]
-    files = [i for i in items if i is not None]
+    files = dicom_files(tmp_path / "in", 60)
     seen: list[str] = []
     lock, release = threading.Lock(), threading.Event()
 
@@ -326,20 +361,11 @@ def test_a_receiver_that_stops_responding_is_given_up_on(
             release.wait(60)
         return 0x0000
 
-    receiver = AE(ae_title="HUNG")
-    for sop_class, syntax in {f.context for f in files}:
-        receiver.add_supported_context(sop_class, syntax)
-    server = receiver.start_server(
-        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, hang_after_five)]
-    )
-    try:
-        port = server.server_address[1]
-        outcomes = transport.send(
-            files, parse_target(f"HUNG@127.0.0.1:{port}"), jobs=3, sink=lambda event: None
-        )
-    finally:
-        release.set()
-        server.shutdown()
+    with pynetdicom_receiver("HUNG", files, hang_after_five) as target:
+        try:
+            outcomes = transport.send(files, target, jobs=3, sink=lambda event: None)
+        finally:
+            release.set()  # the hung handlers return before the receiver stops
     verified = [o for o in outcomes if o.status == Status.VERIFIED]
     failed = [o for o in outcomes if o.status == Status.FAILED]
     assert (len(verified), len(failed)) == (5, 55)
@@ -358,8 +384,7 @@ def test_a_receiver_that_takes_fewer_associations_gets_every_file(
     senders turned away together ask again at different moments."""
     monkeypatch.setattr(transport, "RETRY_DELAYS", (0.5, 1.0))
     monkeypatch.setattr(transport, "ROOM_WAIT", 0.1)
-    items = [transport.read_dicom(p) for p in series_files(tmp_path / "in", 40)]
-    files = [i for i in items if i is not None]
+    files = dicom_files(tmp_path / "in", 40)
     stored: list[str] = []
     lock = threading.Lock()
 
@@ -369,21 +394,9 @@ def test_a_receiver_that_takes_fewer_associations_gets_every_file(
             stored.append(str(event.request.AffectedSOPInstanceUID))
         return 0x0000
 
-    receiver = AE(ae_title="TWOATONCE")
-    receiver.maximum_associations = 2
-    for sop_class, syntax in {f.context for f in files}:
-        receiver.add_supported_context(sop_class, syntax)
-    server = receiver.start_server(
-        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, store)]
-    )
     events: list[object] = []
-    try:
-        port = server.server_address[1]
-        outcomes = transport.send(
-            files, parse_target(f"TWOATONCE@127.0.0.1:{port}"), jobs=4, sink=events.append
-        )
-    finally:
-        server.shutdown()
+    with pynetdicom_receiver("TWOATONCE", files, store, max_associations=2) as target:
+        outcomes = transport.send(files, target, jobs=4, sink=events.append)
     assert [o.error for o in outcomes if o.status != Status.VERIFIED] == []
     assert sorted(stored) == sorted(f.sop_uid for f in files)
     # The limit was met: some associations were turned away, and waited out.
@@ -418,8 +431,7 @@ def test_a_connection_that_failed_is_not_called_an_aborted_association(
     """pynetdicom marks an association whose TCP connection failed as aborted; a file's
     reason then read "aborted the association" for a receiver that was not there at all.
     A receiver that really aborts (it was there) is still said to."""
-    item = transport.read_dicom(series_files(tmp_path / "in", 1)[0])
-    assert item is not None
+    item = dicom_files(tmp_path / "in", 1)[0]
     contexts = [build_context(*item.context)]
     nobody = parse_target(f"STORESCP@127.0.0.1:{free_port()}")
     sender = transport._Sender(nobody, "", lambda event: None, "XNATDL", None)
@@ -445,8 +457,7 @@ def test_a_lost_association_leaves_word_for_a_c_store_waiting_on_it(
     can take first: a C-STORE sent in that moment waited the whole DIMSE timeout (60 s)
     for an answer that could not come (one run in two, when a receiver died mid-send).  Once the
     association has ended, a message is still there for such a C-STORE."""
-    item = transport.read_dicom(series_files(tmp_path / "in", 1)[0])
-    assert item is not None
+    item = dicom_files(tmp_path / "in", 1)[0]
     target = parse_target(f"STORESCP@127.0.0.1:{storescp.port}")
     sender = transport._Sender(target, "", lambda event: None, "XNATDL", None)
     assoc = sender.associate(AE(ae_title="XNATDL"), [build_context(*item.context)])

@@ -4,16 +4,19 @@ injected sleep, so faults run in-process and deterministically (no real waits)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from tests.conftest import Server, start_server
-from xnat_downloader.errors import ConnectionFailed, ServerError, UsageError
+from xnat_downloader.errors import AuthError, ConnectionFailed, ServerError, UsageError
 from xnat_downloader.http.client import XnatClient, h3_message
 from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.http.retry import RetryPolicy, classify
@@ -200,3 +203,121 @@ def test_every_request_of_a_client_goes_through_its_pacer(shared_server: Server)
     assert count >= 4  # the login and three listings
     assert len(started) >= count
     assert all(b - a >= 0.5 for a, b in itertools.pairwise(started))
+
+
+class ExpiringSessions:
+    """A stand-in XNAT in the test's own event loop: ``GET /data/JSESSION`` with Basic
+    credentials opens session ``s1``, ``s2``, …; ``GET /data/projects`` answers from
+    ``script`` (a status per call; ``None`` means "as the session decides": 200 for the
+    live session, 401 for a dead one, and, as XNAT answers a guest asking for a private
+    project's data, 404 for a request with no session).  ``expire()`` kills the live
+    session; ``hold_logins`` keeps the next login waiting until ``release`` is set."""
+
+    def __init__(self, script: list[int | None]) -> None:
+        self.script = script
+        self.live = ""
+        self.logins = 0
+        self.cookies_seen: list[str] = []
+        self.login_started = asyncio.Event()
+        self.hold_logins = False
+        self.release = asyncio.Event()
+
+    def expire(self) -> None:
+        self.live = ""
+
+    async def login(self, request: web.Request) -> web.Response:
+        assert request.headers.get("Authorization", "").startswith("Basic ")
+        self.logins += 1
+        self.login_started.set()
+        if self.hold_logins:
+            await self.release.wait()
+        self.live = f"s{self.logins}"
+        response = web.Response(text=self.live)
+        response.set_cookie("JSESSIONID", self.live)
+        return response
+
+    async def projects(self, request: web.Request) -> web.Response:
+        cookie = request.cookies.get("JSESSIONID", "")
+        self.cookies_seen.append(cookie)
+        status = self.script.pop(0) if self.script else None
+        if status is None:
+            status = 404 if not cookie else 200 if cookie == self.live else 401
+        if status == 200:
+            return web.json_response({"ResultSet": {"Result": [{"ID": "P1"}]}})
+        headers = {"Retry-After": "1"} if status == 503 else {}
+        return web.Response(status=status, text=f"<h3>status {status}</h3>", headers=headers)
+
+    @contextlib.asynccontextmanager
+    async def client(self, sleep: Callable[[float], Awaitable[None]]) -> AsyncIterator[XnatClient]:
+        """This server running, and a client logged in to it that waits with ``sleep``."""
+        async with (
+            self.running() as url,
+            XnatClient(
+                url, Credentials("u", "p", "test"), sleep=sleep, retry=POLICY, login_path=LOGIN
+            ) as xs,
+        ):
+            yield xs
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[str]:
+        app = web.Application()
+        app.router.add_get(LOGIN, self.login)
+        app.router.add_get("/data/projects", self.projects)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            await runner.cleanup()
+
+
+def test_a_session_that_expires_again_while_a_retry_waits_is_logged_in_to_again() -> None:
+    """401 (expired), a fresh login, 503 with Retry-After, then 401 again: the session died
+    during the wait, so the client logs in again rather than calling the credentials
+    refused.  A 401 straight after a fresh login stays final (no login loop)."""
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def fetch(server: ExpiringSessions) -> Any:
+        async with server.client(sleep) as xs:
+            return await xs.get_json("/data/projects")
+
+    recovers = ExpiringSessions([401, 503, 401, None])
+    assert asyncio.run(fetch(recovers)) == {"ResultSet": {"Result": [{"ID": "P1"}]}}
+    assert recovers.logins == 3  # the first login and one after each 401
+    assert recovers.cookies_seen == ["s1", "s2", "s2", "s3"]
+    assert waits == [1.0]
+
+    refused = ExpiringSessions([401, 401])
+    with pytest.raises(AuthError, match="401"):
+        asyncio.run(fetch(refused))
+    assert refused.logins == 2
+
+
+def test_no_request_goes_out_without_a_session_while_a_login_is_under_way() -> None:
+    """One request finds the session expired and logs in again; a request started while
+    that login is under way waits for it and goes with the new session, instead of going
+    with none and being answered as a guest (404 for a private project's data)."""
+    server = ExpiringSessions([])
+
+    async def go() -> list[Any]:
+        async with server.client(asyncio.sleep) as xs:
+            server.expire()
+            server.hold_logins = True
+            server.login_started.clear()
+            first = asyncio.create_task(xs.get_json("/data/projects"))
+            await server.login_started.wait()  # the relogin has begun, and is held
+            second = asyncio.create_task(xs.get_json("/data/projects"))
+            await asyncio.sleep(0.2)  # room for the second request to go out, if it may
+            server.release.set()
+            return list(await asyncio.gather(first, second))
+
+    results = asyncio.run(go())
+    assert results == [{"ResultSet": {"Result": [{"ID": "P1"}]}}] * 2
+    assert server.logins == 2
+    assert "" not in server.cookies_seen  # no request went without a session
+    assert server.cookies_seen == ["s1", "s2", "s2"]

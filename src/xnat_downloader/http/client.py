@@ -4,9 +4,11 @@
 ``XnatClient`` owns an aiohttp connection pool and the XNAT login: it logs in once
 (``GET /data/JSESSION`` with Basic credentials, which works for passwords and alias tokens
 alike), then sends only the ``JSESSIONID`` cookie; when the server answers 401 because the
-session expired it logs in again, once, and repeats the request.  Every response goes
-through :func:`check_response`, the single place where HTTP outcomes become the package's
-exceptions.  Passwords and session ids are never logged.
+session expired it logs in again and repeats the request (once in a row: a 401 straight
+after a fresh login is final; after a retry's wait the session may have expired again).
+Requests wait while a login is under way, so none goes out without a session.  Every
+response goes through :func:`check_response`, the single place where HTTP outcomes become
+the package's exceptions.  Passwords and session ids are never logged.
 """
 
 from __future__ import annotations
@@ -332,6 +334,14 @@ class XnatClient:
                 log.info("session expired; logging in again")
                 await self.login()
 
+    async def _after_login(self) -> None:
+        """Wait while a login is under way: it empties the cookie jar first, so a request
+        sent meanwhile would carry no session and be answered as a guest's (a private
+        project's session 'not found', a listing without what the user may see)."""
+        if self._login_lock.locked():
+            async with self._login_lock:
+                pass
+
     async def _raw(self, method: str, url: str, *, auth: bool) -> tuple[int, bytes]:
         """One request with no retries (login, logout)."""
         self.request_count += 1
@@ -403,6 +413,7 @@ class XnatClient:
         while True:
             if self.gave_up:
                 raise ConnectionFailed(self.gave_up)
+            await self._after_login()
             generation = self._login_generation
             self.request_count += 1
             try:
@@ -438,6 +449,7 @@ class XnatClient:
                 log.debug("retrying %s after %s (%.1fs)", what or url, _reason(exc), decision.delay)
                 await self.sleep(decision.delay)
                 attempt += 1
+                relogged = False  # the session may have expired again while we waited
                 continue
             except aiohttp.ClientError as exc:  # not a network failure: nothing to retry
                 why = f"request to {self.base_url} failed: {self._why(exc)}"
@@ -464,6 +476,7 @@ class XnatClient:
                 )
                 await self.sleep(decision.delay)
                 attempt += 1
+                relogged = False  # a 401 after this wait may be a session that expired in it
                 continue
             if not 200 <= resp.status < 300:
                 start = await _read_some(resp)

@@ -237,6 +237,40 @@ def test_copy_refuses_bad_input(archive: Path) -> None:
         source.stop()
 
 
+def test_a_project_missing_on_the_target_is_said_before_anything_is_fetched(
+    archive: Path, tmp_path: Path
+) -> None:
+    """Named with --to-project, or the source's own project ID: exit 2 with the command
+    that creates it, and not one file or zip asked of the source (the copy once fetched
+    a whole session before its upload found the project missing).  A named --to-project
+    is checked before the source is walked at all."""
+    log = tmp_path / "source.log"
+    source = start_server(archive, "--access-log", str(log))
+    target = start_server(make_archive(tmp_path / "target", "--projects", "0"))
+    try:
+        for extra, project, walked in (
+            ([], "DEMO01", True),
+            (["--to-project", "NEW"], "NEW", False),
+        ):
+            log.write_text("")
+            code, out, err = cli("copy", "--from", source.url, "--to", target.url, "-p", "DEMO01",
+                                 "--session-resources", *extra)  # fmt: skip
+            assert code == 2, err
+            assert out == ""
+            assert f"project {project} does not exist on {target.url}" in err
+            assert f"xnat-downloader project create -w {target.url} {project}" in err
+            assert "Traceback" not in err
+            asked = [line.split()[3] for line in log.read_text().splitlines()]  # the paths
+            assert not [path for path in asked if "/files/" in path]  # no file GET
+            # (the log drops queries: a resource's zip is a second request of its listing)
+            listings = [path for path in asked if path.endswith("/files?…")]
+            assert len(listings) == len(set(listings))
+            assert any("/experiments" in path for path in asked) == walked
+    finally:
+        source.stop()
+        target.stop()
+
+
 def test_a_copy_that_matches_nothing_says_so(archive: Path, tmp_path: Path) -> None:
     """An empty selection is not a silent "done: 0 files": the run says nothing matched
     (as download does), in its notes and in --json, and exits 0."""

@@ -122,9 +122,18 @@ async def _copy_with(
 ) -> CopyReport:
     report = CopyReport()
     started = time.monotonic()
+    # A project missing on the target is said before anything is fetched from the source
+    # (the upload of the first session would find it only then): before the source is
+    # walked when it is named, else once the plan has named the projects.
+    if target_project:
+        await uploads.require_project(target, target_project)
     layout = LayoutOptions(Layout.XNAT, include_project=True, include_subject=True)
     planned = await plan_in(source, selection, layout, None)
     grouped = sessions_of(planned.plan)
+    own = [e for e in planned.plan.entries if e.file.category in OWN]
+    if not target_project:
+        for project in sorted({p for p, _, _ in grouped} | {e.file.project for e in own}):
+            await uploads.require_project(target, project)
     gaps = planned.gaps
     sink(Planned(len(planned.plan.entries) + len(gaps), planned.plan.total_bytes,
                  other_files=len(gaps)))  # fmt: skip
@@ -173,7 +182,6 @@ async def _copy_with(
         report.notes += sent.notes
         report.sessions[session] = "copied" if sent.ok else "failed"
         shutil.rmtree(folder, ignore_errors=True)
-    own = [e for e in planned.plan.entries if e.file.category in OWN]
     if own:
         await _copy_own(source, target, own, target_project, jobs, scratch, sink, report)
     report.seconds = time.monotonic() - started

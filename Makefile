@@ -46,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 test: $(STAMP) $(CHROMIUM) $(DCMTK) $(SLURM) lint bytecode
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
 
 # Not part of test: needs Debian's nginx, curl, aria2c and dcmtk, several GB of disk and minutes.
 bench: $(STAMP)

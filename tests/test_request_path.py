@@ -211,7 +211,8 @@ class ExpiringSessions:
     ``script`` (a status per call; ``None`` means "as the session decides": 200 for the
     live session, 401 for a dead one, and, as XNAT answers a guest asking for a private
     project's data, 404 for a request with no session).  ``expire()`` kills the live
-    session; ``hold_logins`` keeps the next login waiting until ``release`` is set."""
+    session; ``hold_logins`` keeps the next login waiting until ``release`` is set;
+    ``drop_logins`` closes the connection of that many logins without an answer."""
 
     def __init__(self, script: list[int | None]) -> None:
         self.script = script
@@ -221,6 +222,7 @@ class ExpiringSessions:
         self.login_started = asyncio.Event()
         self.hold_logins = False
         self.release = asyncio.Event()
+        self.drop_logins = 0
 
     def expire(self) -> None:
         self.live = ""
@@ -229,6 +231,11 @@ class ExpiringSessions:
         assert request.headers.get("Authorization", "").startswith("Basic ")
         self.logins += 1
         self.login_started.set()
+        if self.drop_logins:
+            self.drop_logins -= 1
+            assert request.transport is not None
+            request.transport.close()  # no answer at all: the client sees the connection go
+            return web.Response()
         if self.hold_logins:
             await self.release.wait()
         self.live = f"s{self.logins}"
@@ -321,3 +328,40 @@ def test_no_request_goes_out_without_a_session_while_a_login_is_under_way() -> N
     assert server.logins == 2
     assert "" not in server.cookies_seen  # no request went without a session
     assert server.cookies_seen == ["s1", "s2", "s2"]
+
+
+def test_a_login_again_through_a_dropped_connection_is_retried_but_a_first_one_is_not() -> None:
+    """Mid-run, the session expires and the login that follows loses its connection three times:
+    the server has answered this client before, so the login is tried again (after a wait
+    each time) and the request completes.  A first login whose connection drops is said at
+    once: before any answer it is a wrong address or a server that is down."""
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def mid_run() -> Any:
+        async with server.client(sleep) as xs:
+            server.expire()
+            server.drop_logins = 3
+            return await xs.get_json("/data/projects")
+
+    server = ExpiringSessions([])
+    assert asyncio.run(mid_run()) == {"ResultSet": {"Result": [{"ID": "P1"}]}}
+    assert server.logins == 5  # the first, three dropped, the one that opened s5
+    assert server.cookies_seen == ["s1", "s5"]
+    # aiohttp itself sends once more when a kept-alive connection closes under a request;
+    # every other drop is our retry, each after a wait.
+    assert 1 <= len(waits) <= 3
+
+    async def first() -> None:
+        async with server.client(sleep):
+            pass
+
+    server = ExpiringSessions([])
+    server.drop_logins = 3
+    waits.clear()
+    with pytest.raises(ConnectionFailed, match="cannot reach"):
+        asyncio.run(first())
+    assert server.logins <= 2  # (aiohttp's own second send, as above)
+    assert waits == []

@@ -309,8 +309,20 @@ class XnatClient:
         attempt = 0
         while True:
             # The same decision as every request: a busy server (503, 429) is retried; a 401
-            # never is (accounts lock), nor a refused connection before any answer.
-            status, body = await self._raw("GET", self.url(self.login_path), auth=True)
+            # never is (accounts lock).  A connection that fails is retried only once the
+            # server has answered this client (a login again mid-run, through a flaky link):
+            # before that it is a wrong address or a server that is down, said at once.
+            try:
+                status, body = await self._raw("GET", self.url(self.login_path), auth=True)
+            except ConnectionFailed as exc:
+                refused = isinstance(exc.__cause__, aiohttp.ClientConnectorError)
+                decision = classify(self.retry, attempt, refused=refused)
+                if not self.answered or decision.action != "retry":
+                    raise
+                log.debug("retrying the login after %s (%.1fs)", exc, decision.delay)
+                await self.sleep(decision.delay)
+                attempt += 1
+                continue
             decision = classify(self.retry, attempt, status=status)
             if decision.action != "retry":
                 break

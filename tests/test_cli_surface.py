@@ -73,6 +73,10 @@ def test_ls_dates_and_a_readable_dry_run(shared_server: Server, tmp_path: Path) 
     assert code == 0
     assert "<10" not in out
     assert re.search(r"DEMO01_S001_MR1\s+DEMO01_S001\s+\d{4}-\d\d-\d\d\s", out)
+    assert re.match(r"total: \d+ sessions, \d+ scans, ", out.strip().splitlines()[-1])
+    code, out, _ = cli("ls", "-w", shared_server.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1")
+    assert code == 0
+    assert re.match(r"total: 1 session, \d+ scans, ", out.strip().splitlines()[-1])
     code, out, _ = cli("download", "-w", shared_server.url, "-p", "DEMO01", "--dry-run",
                        "-o", str(tmp_path))  # fmt: skip
     lines = out.strip().splitlines()

@@ -70,7 +70,7 @@ def test_prearchive_upload_archive_is_verified(
     # ls, in text and JSON.
     code, out, _ = cli("prearchive", "ls", "-w", server.url, "-p", "PRE")
     assert code == 0
-    assert out.strip().endswith("prearchive: 1 sessions")
+    assert out.strip().endswith("prearchive: 1 session")
     code, out, _ = cli("prearchive", "ls", "-w", server.url, "-p", "PRE", "--json")
     listed = json.loads(out)
     assert [s["name"] for s in listed] == ["DEMO01_S001_MR1"]
@@ -81,7 +81,7 @@ def test_prearchive_upload_archive_is_verified(
     dicoms = len(list(tree.glob("*/*/scans/*/resources/DICOM/files/*")))
     assert f"{dicoms} files verified against the upload" in out
     assert not list((tmp_path / "state").rglob("*.json"))  # the record is done with
-    assert out.splitlines()[-1] == "archive: 1 sessions, 0 failed"
+    assert out.splitlines()[-1] == "archive: 1 session, 0 failed"
     code, _, err = cli("download", "-w", server.url, "-p", "PRE", "-o", str(tmp_path / "back"))
     assert code == 0, err
     dicom_files = {k: v for k, v in local_files(tree).items() if "/DICOM/" in k}

@@ -54,7 +54,7 @@ from xnat_downloader.cli.common import (
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
 from xnat_downloader.cli.inputs import expand, labelled, menu, parse_choice
 from xnat_downloader.cli.parser import Parser, xget_flags_in
-from xnat_downloader.cli.progress import human_bytes
+from xnat_downloader.cli.progress import counted, human_bytes
 from xnat_downloader.cli.selection import (
     check_plan_source,
     constraints_given,
@@ -646,8 +646,7 @@ def _ls_projects(conn: api.Connection, as_json: bool, out: TextIO) -> int:
     width = max(len(p.id) for p in projects)
     for p in projects:
         print(f"{p.id:<{width}}  {p.name}".rstrip(), file=out)
-    count = f"{len(projects)} project{'s' if len(projects) != 1 else ''}"
-    print(f"\n{count}; list one's sessions with -p PROJECT", file=out)
+    print(f"\n{counted(len(projects), 'project')}; list one's sessions with -p PROJECT", file=out)
     return EXIT_OK
 
 
@@ -704,8 +703,9 @@ def _ls(
             where = "/".join(x for x in (project, subject) if x)
             print(f"  {n:>5} files {human_bytes(size):>10}  {where}: {resource}", file=out)
     print(
-        f"\ntotal: {len(result.sessions)} sessions, {len(result.scans)} scans, "
-        f"{len(result.plan.entries)} files, {result.plan.total_bytes} bytes "
+        f"\ntotal: {counted(len(result.sessions), 'session')}, "
+        f"{counted(len(result.scans), 'scan')}, {counted(len(result.plan.entries), 'file')}, "
+        f"{counted(result.plan.total_bytes, 'byte')} "
         f"({human_bytes(result.plan.total_bytes)})",
         file=out,
     )

@@ -21,6 +21,7 @@ from xnat_downloader.cli.common import (
     server_url,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
+from xnat_downloader.cli.progress import counted
 from xnat_downloader.errors import UsageError
 
 PROJECT_DESCRIPTION = "Manage projects on an XNAT server."
@@ -111,7 +112,7 @@ def prearchive_command(args: argparse.Namespace, io: Streams) -> int:
                         f"scanned {s.scan_date or '-'}  uploaded {s.uploaded}",
                         file=stdout,
                     )
-                print(f"prearchive: {len(sessions)} sessions", file=stdout)
+                print(f"prearchive: {counted(len(sessions), 'session')}", file=stdout)
             return EXIT_OK
         wanted = list(args.sessions)
         if args.all:
@@ -157,4 +158,4 @@ def _print(
         else:
             print(f"{action}d: {r.session.src}", file=out)
     failed = sum(1 for r in report.results if r.error)
-    print(f"{action}: {len(report.results)} sessions, {failed} failed", file=out)
+    print(f"{action}: {counted(len(report.results), 'session')}, {failed} failed", file=out)

@@ -615,3 +615,13 @@ def test_sigterm_outside_the_commands_own_handling(
         assert lines == ["interrupted: run the same command again to resume"]
     else:
         assert lines == []
+
+
+def test_slurm_says_how_many_shards_get_no_session(shared_server: Server, tmp_path: Path) -> None:
+    """More shards than sessions: the note counts the idle shards in the right number."""
+    base = ["slurm", "-w", shared_server.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1"]
+    for shards, note in (("2", "note: 1 shard gets no session"),
+                         ("3", "note: 2 shards get no session")):  # fmt: skip
+        code, _, err = cli(*base, "-o", str(tmp_path / shards), "--shards", shards)
+        assert code == 0, err
+        assert note in err

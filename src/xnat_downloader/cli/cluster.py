@@ -23,7 +23,7 @@ from xnat_downloader.cli.common import (
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
 from xnat_downloader.cli.inputs import expand
-from xnat_downloader.cli.progress import human_bytes
+from xnat_downloader.cli.progress import counted, human_bytes
 from xnat_downloader.cli.selection import (
     check_plan_source,
     layout_of,
@@ -107,8 +107,10 @@ def _slurm(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, interactive
             file=stdout,
         )
         if job.empty_shards:
-            print(f"note: {job.empty_shards} shards get no session (more shards than "
-                  "sessions); they finish at once", file=stderr)  # fmt: skip
+            one = job.empty_shards == 1
+            print(f"note: {counted(job.empty_shards, 'shard')} {'gets' if one else 'get'} no "
+                  f"session (more shards than sessions); {'it finishes' if one else 'they finish'}"
+                  " at once", file=stderr)  # fmt: skip
         print(f"tasks log in with: {job.login}", file=stdout)
         if job.job_id:
             print(f"submitted: job {job.job_id}", file=stdout)

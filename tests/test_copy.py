@@ -218,21 +218,6 @@ def test_copy_refuses_bad_input(archive: Path) -> None:
         code, _, err = cli("copy", "--from", source.url, "--to", source.url)
         assert code == 2
         assert "-p PROJECT" in err
-        # Assessors and reconstructions cannot be made by an upload: refused, not left out
-        # of a run that said "0 failed" (and fetched their sessions again on every re-run).
-        for flags, named in (
-            (["--assessors"], "leave out --assessors, and"),
-            (["--recons"], "leave out --recons, and"),
-            (["--assessors", "--recons"], "leave out --assessors and --recons, and"),
-        ):
-            code, out, err = cli(
-                "copy", "--from", source.url, "--to", f"{source.url}/", "--to-project", "OTHER",
-                "-p", "DEMO01", *flags,
-            )  # fmt: skip
-            assert code == 2
-            assert named in err
-            assert "Traceback" not in err
-            assert out == ""
     finally:
         source.stop()
 
@@ -360,3 +345,145 @@ def test_a_file_counts_as_on_the_target_only_by_the_sources_md5() -> None:
     assert not _there(entry("abcdee"), listed)
     assert not _there(entry(None), listed)  # no MD5 to trust: fetched, the upload compares
     assert not _there(entry("abcdef"), {})
+
+
+def _derived(server: Server, project: str) -> dict[str, tuple[str, ...]]:
+    """{session label: its assessors (label, xsiType) and reconstructions (ID, type)}."""
+    found: dict[str, tuple[str, ...]] = {}
+    sessions = requests.get(f"{server.url}/data/projects/{project}/experiments",
+                            params={"format": "json"}, auth=ADMIN, timeout=30)  # fmt: skip
+    for row in sessions.json()["ResultSet"]["Result"]:
+        base = f"{server.url}/data/experiments/{row['ID']}"
+        got: list[str] = []
+        for kind, keys in (
+            ("assessors", ("label", "xsiType")),
+            ("reconstructions", ("ID", "type")),
+        ):
+            listed = requests.get(f"{base}/{kind}", params={"format": "json"}, auth=ADMIN,
+                                  timeout=30).json()["ResultSet"]["Result"]  # fmt: skip
+            got += sorted(" ".join(r[k] for k in keys) for r in listed)
+        found[row["label"]] = tuple(got)
+    return found
+
+
+def test_assessors_and_reconstructions_are_copied_with_their_fields_and_files(
+    archive: Path, tmp_path: Path
+) -> None:
+    """--assessors and --recons: each is made on the target (an assessor from its source
+    document, so its fields come too, and one without files as well), its files copied and
+    verified; a re-run sends no file again."""
+    log = tmp_path / "access.log"
+    source, target = _servers(tmp_path, archive, "--access-log", str(log))
+    try:
+        session = (
+            f"{source.url}/data/projects/DEMO01/subjects/DEMO01_S001/experiments/DEMO01_S001_MR1"
+        )
+        made = requests.put(f"{session}/assessors/BARE_QC", auth=ADMIN, timeout=30, params={
+            "xsiType": "xnat:qcManualAssessorData", "xnat:qcManualAssessorData/rater": "R. Ater",
+        })  # fmt: skip
+        assert made.status_code == 201, made.text
+        copy = ("copy", "--from", source.url, "--to", target.url, "-p", "DEMO01",
+                "--assessors", "--recons")  # fmt: skip
+        code, out, err = cli(*copy)
+        assert code == 0, err
+        assert out.splitlines()[-1].endswith(" 0 failed")
+        wanted = _derived(source, "DEMO01")
+        assert any(wanted.values())
+        assert _derived(target, "DEMO01") == wanted
+        bare = requests.get(
+            f"{target.url}/data/projects/DEMO01/experiments/DEMO01_S001_MR1/assessors/BARE_QC",
+            params={"format": "xml"}, auth=ADMIN, timeout=30,
+        )  # fmt: skip
+        assert bare.status_code == 200
+        assert "<xnat:rater>R. Ater</xnat:rater>" in bare.text
+        assert 'project="DEMO01"' in bare.text
+        for name, server in (("a", source), ("b", target)):
+            code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "--assessors",
+                               "--recons", "-o", str(tmp_path / name))  # fmt: skip
+            assert code == 0, err
+        theirs, ours = local_files(tmp_path / "a"), local_files(tmp_path / "b")
+        assert any("/assessors/" in k for k in theirs)
+        assert any("/reconstructions/" in k for k in theirs)
+        assert ours == theirs
+        before = len(log.read_text().splitlines())
+        code, out, err = cli(*copy, "--json")
+        assert code == 0, err
+        document = json.loads(out)
+        assert (document["failed"], document["skipped"]) == (0, document["files"])
+        again = log.read_text().splitlines()[before:]
+        assert not [line for line in again if "PUT" in line and "/files/" in line]
+        assert not [line for line in again if "/data/services/import" in line]
+    finally:
+        source.stop()
+        target.stop()
+
+
+def test_an_assessors_document_leaves_its_source_behind() -> None:
+    """What the target is sent: the fields and the prefixes that xsi:type values name kept;
+    the source's IDs, files and sharing left out; the target's project."""
+    from xml.etree import ElementTree as ET
+
+    from xnat_downloader.xnat.derived import assessor_document
+
+    source = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n'
+        b'<fs:Freesurfer ID="SRC_E00042" label="FS1" project="SRC" '
+        b'xmlns:fs="http://nrg.wustl.edu/fs" xmlns:xnat="http://nrg.wustl.edu/xnat" '
+        b'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+        b'<xnat:sharing><xnat:share project="OTHER"/></xnat:sharing>'
+        b"<xnat:date>2024-01-02</xnat:date><xnat:subject_ID>SRC_S1</xnat:subject_ID>"
+        b"<xnat:imageSession_ID>SRC_E00001</xnat:imageSession_ID>"
+        b'<xnat:out><xnat:file label="DATA" URI="/data/experiments/SRC_E00042/x" '
+        b'xsi:type="xnat:resourceCatalog"/></xnat:out>'
+        b"<fs:measures><fs:volumetric><fs:ICV>1500000</fs:ICV></fs:volumetric></fs:measures>"
+        b"</fs:Freesurfer>"
+    )
+    sent = assessor_document(source, "DEST")
+    root = ET.fromstring(sent)
+    assert root.tag == "{http://nrg.wustl.edu/fs}Freesurfer"
+    assert root.attrib == {"label": "FS1", "project": "DEST"}
+    kept = [child.tag.split("}")[1] for child in root]
+    assert kept == ["date", "measures"]
+    assert b"<fs:ICV>1500000</fs:ICV>" in sent  # the prefix a type name would use
+    assert b"SRC_" not in sent
+
+
+def test_an_assessor_the_target_refuses_fails_even_without_files(
+    archive: Path, tmp_path: Path
+) -> None:
+    """The target refuses to make one assessor that has no files: the copy says which, with
+    the re-run, and exits 1 (no "0 failed" with something missing); the re-run straight to
+    the target makes it."""
+    source, target = _servers(tmp_path, archive)
+    session = f"{source.url}/data/projects/DEMO01/subjects/DEMO01_S001/experiments/DEMO01_S001_MR1"
+    bare = {"xsiType": "xnat:qcManualAssessorData"}
+    made = requests.put(f"{session}/assessors/BARE_QC", params=bare, auth=ADMIN, timeout=30)
+    assert made.status_code == 201, made.text
+
+    class Refuses(PassThrough):
+        upstream = target.url
+
+        def intercept_write(self, method: str, path: str, body: bytes) -> bool:
+            if method == "PUT" and "/assessors/BARE_QC" in path:
+                self.reply(403, b"<h3>no assessors here</h3>", "text/html")
+                return True
+            return False
+
+    proxy, stop = serve(Refuses)
+    try:
+        copy = ["copy", "--from", source.url, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
+                "--assessors"]  # fmt: skip
+        code, out, err = cli(*copy, "--to", proxy)
+        assert code == 1, err
+        assert out.splitlines()[-1].endswith(" 1 failed")
+        said = [line for line in err.splitlines() if "assessor BARE_QC of DEMO01_S001_MR1" in line]
+        assert said, err
+        assert "run the same command again" in said[0]
+        assert "Traceback" not in err
+        code, out, err = cli(*copy, "--to", target.url)
+        assert code == 0, err
+        assert "BARE_QC" in _derived(target, "DEMO01")["DEMO01_S001_MR1"][0]
+    finally:
+        stop()
+        source.stop()
+        target.stop()

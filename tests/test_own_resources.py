@@ -229,8 +229,8 @@ def test_a_downloaded_tree_uploads_its_project_and_subject_resources_back(
     assert stdout.strip().endswith(" 0 failed")
     assert "not sent, as the server writes its own: 6 metadata documents in " in err
     assert (
-        "not sent, as an upload makes no assessors or reconstructions: 1 reconstruction file\n"
-        in err
+        "not sent, as an upload makes no assessors or reconstructions ('copy --assessors "
+        "--recons' makes them from the server they came from): 1 reconstruction file\n" in err
     )
     assert "outside any session" not in err
 

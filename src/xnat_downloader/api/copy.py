@@ -7,7 +7,10 @@ there, and the scratch folder removed.  A session whose files are all on the tar
 the source's MD5s is neither fetched nor sent, so a re-run after an interruption does only
 what is left.  Projects' and subjects' own resources (``project_resources``,
 ``subject_resources``) follow the sessions, resource by resource, the same way, file by
-file: one already on the target with the source's MD5 is neither fetched nor sent.
+file: one already on the target with the source's MD5 is neither fetched nor sent.  A
+session's assessors and reconstructions (``assessors``, ``recons``) follow it: each made on
+the target from what the source says of it (see :mod:`xnat.derived`), then its files, as
+resources are.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -57,6 +60,8 @@ from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts, Status
 from xnat_downloader.transfer.state import State
 from xnat_downloader.transfer.upload import ResourceUpload, upload_resources
 from xnat_downloader.xnat import paths
+from xnat_downloader.xnat.derived import derived_of, make_derived
+from xnat_downloader.xnat.model import RemoteFile
 from xnat_downloader.xnat.selection import Selection
 from xnat_downloader.xnat.services import ensure_subject, remote_digest_list, remote_digests
 
@@ -74,6 +79,7 @@ class CopyReport(OutcomeCounts):
 
 
 OWN = ("project", "subject")  # categories of projects' and subjects' own resource files
+DERIVED = ("assessor", "recon")  # categories of assessors' and reconstructions' files
 
 
 def sessions_of(plan: Plan) -> dict[tuple[str, str, str], list[PlanEntry]]:
@@ -143,49 +149,71 @@ async def _copy_with(
         sink(FileFailed(gap.what, gap.reason))
         job = Job(gap.what, gap.what, None, None)
         report.outcomes.append(Outcome(job, Status.FAILED, 0, "", False, gap.reason))
-    for (project, _subject, session), entries in sorted(grouped.items()):
+    for (project, _subject, session), everything in sorted(grouped.items()):
         dest_project = target_project or project
-        wanted = Counter((e.file.size or 0, (e.file.md5 or "").lower()) for e in entries)
-        try:
-            there = await _target_digests(target, dest_project, session)
-        except NotFound:
-            there = Counter()
-        except (ConnectionFailed, ServerError) as exc:  # this session fails, the rest go on
-            error = (
-                f"what the target holds of this session could not be listed ({exc}); run the "
-                "same command again to copy it"
-            )
-            sink(FileFailed(session, error))
-            for e in entries:
-                job = Job.of(e)
-                report.outcomes.append(
-                    Outcome(job, Status.FAILED, 0, e.file.md5 or "", True, error)
-                )
-            report.sessions[session] = "failed"
-            continue
-        if all(md5 for _, md5 in wanted) and not (wanted - there):
-            report.sessions[session] = "present"
-            _present(entries, sink, report)
-            continue
-        folder = scratch / session
-        fetched = await _fetch(source, entries, folder, jobs)
-        if not fetched.ok:
-            report.outcomes += [o for o in fetched.outcomes if o.status == "failed"]
-            report.sessions[session] = "failed"
-            report.notes.append(f"{session}: {fetched.failed} files could not be fetched")
-            shutil.rmtree(folder, ignore_errors=True)
-            continue
-        sent = await uploads.upload_async(
-            target, [folder / project], dest_project, jobs=jobs, sink=_without_plans(sink)
-        )
-        report.outcomes += sent.outcomes
-        report.notes += sent.notes
-        report.sessions[session] = "copied" if sent.ok else "failed"
-        shutil.rmtree(folder, ignore_errors=True)
+        entries = [e for e in everything if e.file.category not in DERIVED]
+        await _copy_session(source, target, session, entries, dest_project, jobs, scratch,
+                            sink, report)  # fmt: skip
+        if report.sessions[session] != "failed" and (selection.assessors or selection.recons):
+            derived = [e for e in everything if e.file.category in DERIVED]
+            await _copy_derived(source, target, selection, everything[0].file, dest_project,
+                                derived, jobs, scratch, sink, report)  # fmt: skip
     if own:
         await _copy_own(source, target, own, target_project, jobs, scratch, sink, report)
     report.seconds = time.monotonic() - started
     return report
+
+
+async def _copy_session(
+    source: XnatClient,
+    target: XnatClient,
+    session: str,
+    entries: list[PlanEntry],
+    dest_project: str,
+    jobs: int,
+    scratch: Path,
+    sink: EventSink,
+    report: CopyReport,
+) -> None:
+    """One session's own files (scans' and the session's resources): neither fetched nor
+    sent when the target holds them all; else fetched into scratch, uploaded, verified.
+    Its state (copied, present, failed) goes into ``report.sessions``."""
+    wanted = Counter((e.file.size or 0, (e.file.md5 or "").lower()) for e in entries)
+    try:
+        there = await _target_digests(target, dest_project, session)
+    except NotFound:
+        there = Counter()
+    except (ConnectionFailed, ServerError) as exc:  # this session fails, the rest go on
+        error = (
+            f"what the target holds of this session could not be listed ({exc}); run the "
+            "same command again to copy it"
+        )
+        sink(FileFailed(session, error))
+        for e in entries:
+            job = Job.of(e)
+            report.outcomes.append(Outcome(job, Status.FAILED, 0, e.file.md5 or "", True, error))
+        report.sessions[session] = "failed"
+        return
+    if all(md5 for _, md5 in wanted) and not (wanted - there):
+        report.sessions[session] = "present"
+        _present(entries, sink, report)
+        return
+    folder = scratch / session
+    fetched = await _fetch(source, entries, folder, jobs)
+    if not fetched.ok:
+        report.outcomes += [o for o in fetched.outcomes if o.status == "failed"]
+        report.sessions[session] = "failed"
+        report.notes.append(f"{session}: {fetched.failed} files could not be fetched")
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    project = PurePosixPath(entries[0].local).parts[0]
+    sent = await uploads.upload_async(
+        target, [folder / project], dest_project, jobs=jobs, sink=_without_plans(sink)
+    )
+    report.outcomes += sent.outcomes
+    report.notes += sent.notes
+    report.sessions[session] = "copied" if sent.ok else "failed"
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _there(e: PlanEntry, listed: dict[str, tuple[int, str]]) -> bool:
@@ -230,10 +258,9 @@ async def _copy_own(
     sink: EventSink,
     report: CopyReport,
 ) -> None:
-    """The projects' and subjects' own resource files, after the sessions: each resource's
-    files that the target lacks (by path and MD5) are fetched into scratch, verified, put
-    into the same resource of the target's project or subject (made if missing) and
-    verified there.  A side that stops answering fails that resource's files alone."""
+    """The projects' and subjects' own resource files, after the sessions, resource by
+    resource (see :func:`_copy_resource`), into the target's project or subject (a subject
+    made if missing)."""
     groups: dict[tuple[str, str, str], list[PlanEntry]] = {}
     for e in entries:
         groups.setdefault((e.file.project, e.file.subject_label, e.file.resource), []).append(e)
@@ -241,36 +268,134 @@ async def _copy_own(
         dest = target_project or project
         upload = ResourceUpload(paths.owner(dest, subject), resource, [])
         what = f"{resource} of {f'subject {subject}' if subject else f'project {dest}'}"
-        try:
-            there = await remote_digests(target, upload.files_path)  # none there: empty
-            missing = [e for e in files if not _there(e, there)]
-            _present([e for e in files if e not in missing], sink, report)
-            if not missing:
-                continue
-            folder = scratch / "own"
-            fetched = await _fetch(source, missing, folder, jobs)
-            if not fetched.ok:
-                report.outcomes += [o for o in fetched.outcomes if o.status == "failed"]
-                report.notes.append(f"{what}: {fetched.failed} files could not be fetched")
-                continue
-            send = replace(upload, files=[(folder / e.local, e.file.path) for e in missing])
+
+        async def make_subject(dest: str = dest, subject: str = subject) -> None:
             if subject:
                 await ensure_subject(target, dest, subject)
-            report.outcomes += await upload_resources(
-                target, [send], _without_plans(sink), jobs=jobs, overwrite=False, announce=False
-            )
+
+        await _copy_resource(
+            source, target, upload, files, what, jobs, scratch, sink, report, make_subject
+        )
+
+
+async def _copy_resource(
+    source: XnatClient,
+    target: XnatClient,
+    upload: ResourceUpload,
+    files: list[PlanEntry],
+    what: str,
+    jobs: int,
+    scratch: Path,
+    sink: EventSink,
+    report: CopyReport,
+    before_sending: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """One resource's ``files``: those the target lacks (by path and MD5) are fetched into
+    scratch, verified, put into ``upload``'s resource on the target (made if missing;
+    ``before_sending`` makes its owner) and verified there.  A side that stops answering
+    fails this resource's files alone, each with the reason."""
+    folder = scratch / "resource"
+    try:
+        there = await remote_digests(target, upload.files_path)  # none there: empty
+        missing = [e for e in files if not _there(e, there)]
+        _present([e for e in files if e not in missing], sink, report)
+        if not missing:
+            return
+        fetched = await _fetch(source, missing, folder, jobs)
+        if not fetched.ok:
+            report.outcomes += [o for o in fetched.outcomes if o.status == "failed"]
+            report.notes.append(f"{what}: {fetched.failed} files could not be fetched")
+            return
+        send = replace(upload, files=[(folder / e.local, e.file.path) for e in missing])
+        if before_sending is not None:
+            await before_sending()
+        report.outcomes += await upload_resources(
+            target, [send], _without_plans(sink), jobs=jobs, overwrite=False, announce=False
+        )
+    except (ConnectionFailed, ServerError, NotFound, AccessDenied) as exc:
+        _fail_rest(files, what, f"{exc}; run the same command again to copy it", sink, report)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fail_rest(
+    files: list[PlanEntry], what: str, error: str, sink: EventSink, report: CopyReport
+) -> None:
+    """Every one of ``files`` that has no outcome yet fails with ``error`` (said once)."""
+    sink(FileFailed(what, error))
+    done = {o.job.local for o in report.outcomes}
+    for e in files:
+        job = Job.of(e)
+        if job.local not in done:
+            report.outcomes.append(Outcome(job, Status.FAILED, 0, e.file.md5 or "", True, error))
+
+
+async def _copy_derived(
+    source: XnatClient,
+    target: XnatClient,
+    selection: Selection,
+    first: RemoteFile,
+    dest_project: str,
+    files: list[PlanEntry],
+    jobs: int,
+    scratch: Path,
+    sink: EventSink,
+    report: CopyReport,
+) -> None:
+    """A copied session's assessors and reconstructions that ``selection`` asks for (the
+    session named by ``first``, one of its files): each made on the target (an assessor
+    from its source document, its fields kept; a reconstruction from its type), then its
+    ``…/out`` resources' files copied as :func:`_copy_resource` copies any.  One that cannot
+    be made fails, with its files (an assessor without files counts as one failure)."""
+    label = first.session_label
+    session_uri = paths.owner(dest_project, first.subject_label, label)
+    owners: dict[tuple[str, str], list[PlanEntry]] = {}
+    for e in files:
+        owners.setdefault((e.file.category, e.file.owner), []).append(e)
+    try:
+        items = await derived_of(source, first.session_id, selection)
+    except (ConnectionFailed, ServerError, NotFound, AccessDenied) as exc:
+        what = f"the assessors and reconstructions of {label}"
+        error = f"not listed on the source ({exc}); run the same command again to copy them"
+        _fail_one(what, error, sink, report)
+        _fail_rest(files, what, error, sink, report)
+        return
+    made: list[str] = []
+    for item in items:
+        mine = owners.pop((item.category, item.name), [])
+        what = f"{item.collection[:-1]} {item.name} of {label}"
+        try:
+            await make_derived(source, target, item, session_uri, dest_project)
         except (ConnectionFailed, ServerError, NotFound, AccessDenied) as exc:
-            error = f"{what}: {exc}; run the same command again to copy it"
-            sink(FileFailed(what, error))
-            done = {o.job.local for o in report.outcomes}
-            for e in files:
-                if Job.of(e).local not in done:
-                    job = Job.of(e)
-                    report.outcomes.append(
-                        Outcome(job, Status.FAILED, 0, e.file.md5 or "", True, error)
-                    )
-        finally:
-            shutil.rmtree(scratch / "own", ignore_errors=True)
+            error = f"{exc}; run the same command again to copy it"
+            if mine:
+                _fail_rest(mine, what, error, sink, report)
+            else:
+                _fail_one(what, error, sink, report)
+            continue
+        made.append(item.name)
+        base = paths.derived(session_uri, item.collection, item.name) + "/out"
+        by_resource: dict[str, list[PlanEntry]] = {}
+        for e in mine:
+            by_resource.setdefault(e.file.resource, []).append(e)
+        for resource, entries in sorted(by_resource.items()):
+            upload = ResourceUpload(base, resource, [])
+            await _copy_resource(
+                source, target, upload, entries, f"{resource} of {what}", jobs, scratch, sink,
+                report,
+            )  # fmt: skip
+    for (_, owner), entries in sorted(owners.items()):  # listed as files, not as an object
+        what = f"{owner} of {label}"
+        error = "not in the source's listing of the session's assessors and reconstructions"
+        _fail_rest(entries, what, error, sink, report)
+    if made:
+        report.notes.append(f"{label}: made or updated on the target: {', '.join(made)}")
+
+
+def _fail_one(what: str, error: str, sink: EventSink, report: CopyReport) -> None:
+    """A failure that no file stands for (an assessor without files, a listing)."""
+    sink(FileFailed(what, error))
+    report.outcomes.append(Outcome(Job(what, what, None, None), Status.FAILED, 0, "", False, error))
 
 
 SCRATCH_PREFIX = "xnatdl-copy-"
@@ -332,19 +457,10 @@ def copy(
     sink: EventSink = ignore,
 ) -> CopyReport:
     """Copy the sessions ``selection`` names from ``source`` to ``target`` (into the same
-    project IDs, or ``target_project``), and the projects' and subjects' own resources it
-    asks for; every file verified on the target against the source's MD5.  UsageError for
-    a selection of assessors or reconstructions: an upload makes neither, so they cannot
-    be copied (refused before any request, rather than left out of a run that ends with
-    nothing failed)."""
+    project IDs, or ``target_project``), with the assessors and reconstructions and the
+    projects' and subjects' own resources it asks for; every file verified on the target
+    against the source's MD5."""
     check_jobs(jobs)
-    asked = [flag for flag, on in (("--assessors", selection.assessors),
-                                   ("--recons", selection.recons)) if on]  # fmt: skip
-    if asked:
-        raise UsageError(
-            "copy does not copy assessors or reconstructions (an upload makes neither): "
-            f"leave out {' and '.join(asked)}, and download them with the same selection"
-        )
     if source.url.rstrip("/") == target.url.rstrip("/") and not target_project:
         raise UsageError("--from and --to are the same server: name another --to-project")
     if scratch is None:

@@ -890,7 +890,8 @@ async def _session_extras(
             f"{n} {kind[:-1]} file{'s' if n != 1 else ''}" for kind, n in sorted(kinds.items())
         )
         report.notes.append(
-            f"{found.folder}: not sent, as an upload makes no assessors or reconstructions: {said}"
+            f"{found.folder}: not sent, as an upload makes no assessors or reconstructions "
+            f"('copy --assessors --recons' makes them from the server they came from): {said}"
         )
 
 

@@ -57,6 +57,12 @@ def owner(pid: str, subject: str = "", session: str = "", scan: str = "") -> str
     return path
 
 
+def derived(session_uri: str, collection: str, name: str) -> str:
+    """An assessor (by label) or reconstruction (by ID) under a session path; its files'
+    resources hang under ``…/out``."""
+    return f"{session_uri}/{collection}/{q(name)}"
+
+
 def experiment(eid: str) -> str:
     return f"/data/experiments/{q(eid)}"
 

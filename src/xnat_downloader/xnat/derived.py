@@ -1,0 +1,116 @@
+"""A session's assessors and reconstructions, as a copy makes them on another server: what
+the source lists, an assessor's document made fit for the target, and the calls that
+make them there.  Their files are not here: they travel as resources (``…/out``)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+from xnat_downloader.errors import ServerError
+from xnat_downloader.http.client import XnatClient
+from xnat_downloader.xnat import paths
+from xnat_downloader.xnat.parse import result_rows
+from xnat_downloader.xnat.selection import Selection, owner_matches
+
+XNAT_NS = "http://nrg.wustl.edu/xnat"
+# Children of an assessor's document that describe it on its own server: the IDs of its
+# subject and session there (the target takes them from the URL the document is sent to),
+# its files (sent as resources, to be verified) and the projects it is shared into.
+SERVER_CHILDREN = frozenset(
+    f"{{{XNAT_NS}}}{name}"
+    for name in ("subject_ID", "imageSession_ID", "out", "in", "resources", "sharing")
+)
+RECON_TYPE = "xnat:reconstructedImageData"
+
+
+@dataclass(frozen=True)
+class Derived:
+    """An assessor or reconstruction of a source session.  ``name`` is what it is called on
+    the target and in the download layout (an assessor's label, a reconstruction's ID);
+    ``fields``: a reconstruction's type and base scan type."""
+
+    collection: str  # "assessors" or "reconstructions"
+    source_id: str
+    name: str
+    xsi_type: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def category(self) -> str:
+        """The plan's category of its files."""
+        return "assessor" if self.collection == "assessors" else "recon"
+
+
+async def derived_of(xs: XnatClient, session_id: str, sel: Selection) -> list[Derived]:
+    """The assessors and reconstructions of the source session ``session_id`` that ``sel``
+    asks for (``--assessors``, ``--recons``, with their patterns)."""
+    found: list[Derived] = []
+    base = paths.experiment(session_id)
+    if sel.assessors:
+        listing = await xs.get_json(f"{base}/assessors", what=f"the assessors of {session_id}")
+        for r in result_rows(listing, "assessors"):
+            aid, xsi = r.get("ID", ""), r.get("xsiType", "")
+            label = r.get("label") or aid
+            if aid and owner_matches((aid, label, xsi), sel.assessor_patterns):
+                found.append(Derived("assessors", aid, label, xsi))
+    if sel.recons:
+        listing = await xs.get_json(
+            f"{base}/reconstructions", what=f"the reconstructions of {session_id}"
+        )
+        for r in result_rows(listing, "reconstructions"):
+            rid, kind = r.get("ID", ""), r.get("type", "")
+            if rid and owner_matches((rid, kind), sel.recon_patterns):
+                kept = {k: r[k] for k in ("type", "baseScanType") if r.get(k)}
+                found.append(Derived("reconstructions", rid, rid, RECON_TYPE, kept))
+    return found
+
+
+def assessor_document(body: bytes, project: str) -> bytes:
+    """The source's assessor document as the target is sent it (pure): its fields kept,
+    with the target's ``project``, and without what names the source's objects (its ``ID``,
+    which the target gives, its subject's and session's IDs, its files, its sharing).
+    ServerError if it is not XML."""
+    try:
+        # Its prefixes are kept (an xsi:type value names a type by its prefix).
+        for _, (prefix, uri) in ET.iterparse(io.BytesIO(body), events=("start-ns",)):
+            if prefix:
+                with contextlib.suppress(ValueError):  # ns0, ns1, …: ElementTree's own
+                    ET.register_namespace(prefix, uri)
+        root = ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise ServerError(f"the source's assessor document does not parse: {exc}") from exc
+    root.attrib.pop("ID", None)
+    root.set("project", project)
+    for child in list(root):
+        if child.tag in SERVER_CHILDREN:
+            root.remove(child)
+    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
+
+
+async def make_derived(
+    source: XnatClient, target: XnatClient, item: Derived, session_uri: str, project: str
+) -> None:
+    """Make ``item`` under the target's session ``session_uri`` (by label) of ``project``,
+    or update it there: an assessor from its source document, a reconstruction from its
+    type.  A PUT of the same again changes nothing, so a re-run may send it again."""
+    where = paths.derived(session_uri, item.collection, item.name)
+    what = f"{item.collection[:-1]} {item.name}"
+    if item.collection == "reconstructions":
+        params = {"xsiType": item.xsi_type, **item.fields}
+        await target.send("PUT", where, params=params, what=what)
+        return
+    body = await source.get_bytes(
+        paths.experiment(item.source_id), params={"format": "xml"}, what=f"the document of {what}"
+    )
+    document = assessor_document(body, project)
+    await target.send(
+        "PUT",
+        where,
+        params={"inbody": "true"},
+        headers={"Content-Type": "text/xml"},
+        body=lambda: document,
+        what=what,
+    )

@@ -306,11 +306,21 @@ def test_a_session_whose_target_listing_fails_fails_alone(archive: Path, tmp_pat
                 return True
             return False
 
+    qc = f"{source.url}/data/projects/DEMO01/experiments/DEMO01_S001_MR2/assessors/MR2_QC"
+    made = requests.put(qc, params={"xsiType": "xnat:qcManualAssessorData"}, auth=ADMIN,
+                        timeout=30)  # fmt: skip
+    assert made.status_code == 201, made.text
+    put = requests.put(f"{qc}/out/resources/QC/files/qc.txt", data=b"fine\n", auth=ADMIN,
+                       params={"inbody": "true"}, timeout=30)  # fmt: skip
+    assert put.ok, put.text
     proxy, stop = serve(Refuses)
     try:
         code, out, err = cli("copy", "--from", source.url, "--to", proxy, "-p", "DEMO01",
-                             "--session-resources")  # fmt: skip
+                             "--session-resources", "--assessors")  # fmt: skip
         assert code == 1, err
+        # Its assessors' files are failures too, not left out of the count.
+        assert ("failed: the assessors and reconstructions of DEMO01_S001_MR2: not copied, as "
+                "its session did not copy") in err  # fmt: skip
         said = [line for line in err.splitlines() if "what the target holds" in line]
         assert len(said) == 1, err
         assert said[0].startswith("failed: DEMO01_S001_MR2: what the target holds")

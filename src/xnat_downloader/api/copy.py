@@ -154,8 +154,12 @@ async def _copy_with(
         entries = [e for e in everything if e.file.category not in DERIVED]
         await _copy_session(source, target, session, entries, dest_project, jobs, scratch,
                             sink, report)  # fmt: skip
-        if report.sessions[session] != "failed" and (selection.assessors or selection.recons):
-            derived = [e for e in everything if e.file.category in DERIVED]
+        derived = [e for e in everything if e.file.category in DERIVED]
+        if report.sessions[session] == "failed" and derived:
+            error = "not copied, as its session did not copy; run the same command again"
+            _fail_rest(derived, f"the assessors and reconstructions of {session}", error,
+                       sink, report)  # fmt: skip
+        elif report.sessions[session] != "failed" and (selection.assessors or selection.recons):
             await _copy_derived(source, target, selection, everything[0].file, dest_project,
                                 derived, jobs, scratch, sink, report)  # fmt: skip
     if own:
@@ -357,8 +361,10 @@ async def _copy_derived(
     except (ConnectionFailed, ServerError, NotFound, AccessDenied) as exc:
         what = f"the assessors and reconstructions of {label}"
         error = f"not listed on the source ({exc}); run the same command again to copy them"
-        _fail_one(what, error, sink, report)
-        _fail_rest(files, what, error, sink, report)
+        if files:
+            _fail_rest(files, what, error, sink, report)
+        else:
+            _fail_one(what, error, sink, report)
         return
     made: list[str] = []
     for item in items:

@@ -93,3 +93,35 @@ def test_the_progress_counts_documents_and_gaps_in_its_total(
         assert len(planned) == 1
         assert planned[0].files == len(report.outcomes) == len(ended)
         assert sum(isinstance(e, FileFailed) for e in ended) == 1  # the session not found
+
+
+@pytest.mark.parametrize(
+    ("layout", "assessor_doc"),
+    [
+        ("xnat", f"DEMO01/DEMO01_S001/{SESSION}/assessors/{SESSION}_QC/assessor.xml"),
+        ("simplified", f"DEMO01/DEMO01_S001/{SESSION}/{SESSION}_QC/assessor.xml"),
+        ("flat", f"DEMO01/DEMO01_S001/{SESSION}/{SESSION}_QC_assessor.xml"),
+    ],
+)
+def test_assessor_and_reconstruction_documents_sit_beside_their_files(
+    shared_server: Server, tmp_path: Path, layout: str, assessor_doc: str
+) -> None:
+    """With --assessors and --recons, each one's document goes where its files go (what
+    an upload of the tree makes it from), parsed, in the plan and the report."""
+    out = tmp_path / "out"
+    code, stdout, err = cli("download", "-w", shared_server.url, "-p", "DEMO01", "-s", SESSION,
+                            "-o", str(out), "--metadata", "xml", "--assessors", "--recons",
+                            "--layout", layout, "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(stdout)["failed"] == 0
+    root = ET.fromstring((out / assessor_doc).read_bytes())
+    assert root.get("label") == f"{SESSION}_QC"
+    manifest = json.loads((out / ".xnat-downloader" / "manifest.json").read_text())
+    documents = {f["local"] for f in manifest["files"] if f["category"] == "metadata"}
+    assert assessor_doc in documents
+    recon_files = [f for f in manifest["files"] if f["category"] == "recon"]
+    recon_docs = [d for d in documents if d.endswith("recon.xml")]
+    assert recon_docs
+    assert len(recon_docs) == len({f["owner"] for f in recon_files})
+    for doc in recon_docs:
+        assert ET.fromstring((out / doc).read_bytes()).get("type")

@@ -9,6 +9,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import requests
 from aiohttp import web
@@ -228,10 +229,25 @@ def test_a_downloaded_tree_uploads_its_project_and_subject_resources_back(
     assert code == 0, err
     assert stdout.strip().endswith(" 0 failed")
     assert "not sent, as the server writes its own: 6 metadata documents in " in err
-    assert (
-        "not sent, as an upload makes no assessors or reconstructions ('copy --assessors "
-        "--recons' makes them from the server they came from): 1 reconstruction file\n" in err
-    )
+    # The reconstruction is made from the recon.xml --metadata saved, with its file.
+    assert "not sent" not in err.replace("not sent, as the server writes its own", "")
+
+    def recons(project: str) -> list[tuple[str, str, str, dict[str, str]]]:
+        base = f"{server.url}/data/projects/{project}/experiments/DEMO01_S002_MR1"
+        rows = requests.get(f"{base}/reconstructions", params={"format": "json"}, auth=AUTH,
+                            timeout=30).json()["ResultSet"]["Result"]  # fmt: skip
+        return [
+            (r["ID"], r["type"], r.get("baseScanType", ""), {
+                f["Name"]: f["digest"]
+                for f in requests.get(f"{base}/reconstructions/{r['ID']}/out/files",
+                                      params={"format": "json"}, auth=AUTH,
+                                      timeout=30).json()["ResultSet"]["Result"]
+            })
+            for r in rows
+        ]  # fmt: skip
+
+    assert recons("DEMO01")
+    assert recons("NEW") == recons("DEMO01")
     assert "outside any session" not in err
 
     def listed(owner: str, resource: str) -> dict[str, str]:
@@ -298,3 +314,156 @@ def test_metadata_describes_a_subject_reached_only_by_its_own_resources(
     code, text, _ = cli("verify", "-o", str(out), "--offline")
     assert code == 0
     assert "0 missing, 0 changed, 0 extra" in text
+
+
+def _assessors(server: Server, project: str, session: str) -> dict[str, Any]:
+    """{label: (xsiType, its document, {file: md5})} of a session's assessors."""
+    base = f"{server.url}/data/projects/{project}/experiments/{session}/assessors"
+    found: dict[str, Any] = {}
+    rows = requests.get(base, params={"format": "json"}, auth=AUTH, timeout=30)
+    for r in rows.json()["ResultSet"]["Result"]:
+        document = requests.get(f"{base}/{r['label']}", params={"format": "xml"}, auth=AUTH,
+                                timeout=30).text  # fmt: skip
+        files = requests.get(f"{base}/{r['label']}/out/files", params={"format": "json"},
+                             auth=AUTH, timeout=30).json()["ResultSet"]["Result"]  # fmt: skip
+        found[r["label"]] = (r["xsiType"], document, {f["Name"]: f["digest"] for f in files})
+    return found
+
+
+def test_a_downloaded_tree_makes_its_assessors_from_the_documents_it_saved(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    """download --assessors --metadata xml, then upload the tree: each assessor is made
+    from its assessor.xml (its fields too), with its files, verified; a re-run sends no
+    file again.  A tree without the document names the assessor's files as not sent."""
+    server = serve()
+    session = "DEMO01_S001_MR1"
+    qc = f"{server.url}/data/projects/DEMO01/experiments/{session}/assessors/{session}_QC"
+    rated = requests.put(qc, params={"xnat:qcManualAssessorData/rater": "R. Ater"}, auth=AUTH,
+                         timeout=30)  # fmt: skip
+    assert rated.ok, rated.text
+    out = tmp_path / "out"
+    code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "-s", session,
+                       "--assessors", "--metadata", "xml", "-o", str(out))  # fmt: skip
+    assert code == 0, err
+    folder = out / "DEMO01" / "DEMO01_S001" / session / "assessors" / f"{session}_QC"
+    assert (folder / "assessor.xml").is_file()
+    for project in ("NEW", "BARE"):
+        code, _, err = cli("project", "create", "-w", server.url, project)
+        assert code == 0, err
+
+    code, stdout, err = cli("upload", "-w", server.url, "-p", "NEW", str(out / "DEMO01"))
+    assert code == 0, err
+    assert stdout.strip().endswith(" 0 failed")
+    theirs = _assessors(server, "DEMO01", session)
+    ours = _assessors(server, "NEW", session)
+    assert set(ours) == set(theirs) == {f"{session}_QC"}
+    kind, document, files = ours[f"{session}_QC"]
+    assert (kind, files) == theirs[f"{session}_QC"][::2]
+    assert files
+    assert "<xnat:rater>R. Ater</xnat:rater>" in document
+    assert 'project="NEW"' in document
+
+    code, stdout, err = cli("upload", "-w", server.url, "-p", "NEW", str(out / "DEMO01"))
+    assert code == 0, err
+    summary = stdout.strip().splitlines()[-1]
+    files_done = int(summary.removeprefix("done: ").split(" ", 1)[0])
+    assert f"{files_done} were already on the server" in stdout + err
+
+    (folder / "assessor.xml").unlink()
+    code, stdout, err = cli("upload", "-w", server.url, "-p", "BARE", str(out / "DEMO01"))
+    assert code == 0, err
+    assert "as no assessor.xml or recon.xml" in err
+    assert ": 1 assessor file\n" in err
+    assert _assessors(server, "BARE", session) == {}
+
+
+def test_a_server_failing_on_an_assessor_leaves_its_session_unfinished_until_a_rerun(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    """A server error (5xx) while an assessor is made stops the session's unit of work: it
+    keeps its staging label, every file of it (the assessor's too) counts as failed with
+    the re-run to do, and the re-run finishes it."""
+    from tests.standins import PassThrough
+    from tests.standins import serve as serve_standin
+
+    server = serve()
+    session = "DEMO01_S001_MR1"
+    out = tmp_path / "out"
+    code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "-s", session,
+                       "--assessors", "--metadata", "xml", "-o", str(out))  # fmt: skip
+    assert code == 0, err
+    files = sum(1 for p in (out / "DEMO01").rglob("*") if p.is_file() and "resources" in p.parts)
+    code, _, err = cli("project", "create", "-w", server.url, "NEW")
+    assert code == 0, err
+
+    class Fails(PassThrough):
+        upstream = server.url
+
+        def intercept_write(self, method: str, path: str, body: bytes) -> bool:
+            if method == "PUT" and f"/assessors/{session}_QC?" in path:
+                self.reply(501, b"<h3>broken</h3>", "text/html")
+                return True
+            return False
+
+    proxy, stop = serve_standin(Fails)
+    try:
+        code, stdout, err = cli("upload", "-w", proxy, "-p", "NEW", str(out / "DEMO01"))
+    finally:
+        stop()
+    assert code == 1, err
+    assert "not finished: run the same command again" in err
+    assert stdout.strip().endswith(f"0 verified, {files} failed")
+    code, stdout, err = cli("upload", "-w", server.url, "-p", "NEW", str(out / "DEMO01"))
+    assert code == 0, err
+    sessions = requests.get(f"{server.url}/data/projects/NEW/experiments",
+                            params={"format": "json"}, auth=AUTH, timeout=30)  # fmt: skip
+    assert [r["label"] for r in sessions.json()["ResultSet"]["Result"]] == [session]
+    assert set(_assessors(server, "NEW", session)) == {f"{session}_QC"}
+
+
+def test_an_assessor_the_server_refuses_fails_and_its_session_stands(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    """The server refuses to make an assessor (403): it fails with its files, said once,
+    exit 1; the session is finished (its own label, every file of it verified); the same
+    upload again makes the assessor."""
+    from tests.standins import PassThrough
+    from tests.standins import serve as serve_standin
+
+    server = serve()
+    session = "DEMO01_S001_MR1"
+    out = tmp_path / "out"
+    code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "-s", session,
+                       "--assessors", "--metadata", "xml", "-o", str(out))  # fmt: skip
+    assert code == 0, err
+    code, _, err = cli("project", "create", "-w", server.url, "NEW")
+    assert code == 0, err
+
+    class Refuses(PassThrough):
+        upstream = server.url
+
+        def intercept_write(self, method: str, path: str, body: bytes) -> bool:
+            if method == "PUT" and f"/assessors/{session}_QC?" in path:
+                self.reply(403, b"<h3>not here</h3>", "text/html")
+                return True
+            return False
+
+    proxy, stop = serve_standin(Refuses)
+    try:
+        code, stdout, err = cli("upload", "-w", proxy, "-p", "NEW", str(out / "DEMO01"))
+    finally:
+        stop()
+    assert code == 1, err
+    said = [line for line in err.splitlines() if line.startswith(f"failed: assessor {session}_QC")]
+    assert len(said) == 1, err
+    assert "run the same command again" in said[0]
+    assert stdout.strip().endswith(" 1 failed")  # its one file
+    sessions = requests.get(f"{server.url}/data/projects/NEW/experiments",
+                            params={"format": "json"}, auth=AUTH, timeout=30)  # fmt: skip
+    assert [r["label"] for r in sessions.json()["ResultSet"]["Result"]] == [session]
+    assert _assessors(server, "NEW", session) == {}
+
+    code, stdout, err = cli("upload", "-w", server.url, "-p", "NEW", str(out / "DEMO01"))
+    assert code == 0, err
+    assert set(_assessors(server, "NEW", session)) == {f"{session}_QC"}

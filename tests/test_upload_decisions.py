@@ -42,6 +42,9 @@ def test_find_sessions_reads_our_download_layout() -> None:
         P("DIR/PROJ/S1/MR1/resources/NOTES/files/n.txt"),
         P("DIR/PROJ/S1/MR1/assessors/QC/resources/DATA/files/q.xml"),
         P("DIR/PROJ/S1/MR1/.xnat-downloader/state.json"),
+        P("DIR/PROJ/S1/MR1/assessors/QC/assessor.xml"),
+        P("DIR/PROJ/S1/MR1/assessors/QC/assessor.json"),  # not what an upload reads
+        P("DIR/PROJ/S1/MR1/reconstructions/R1/resources/NIFTI/files/m.nii"),
         P("DIR/PROJ/README.txt"),
         P("DIR/other/resources/X/files/lonely.txt"),  # a resource tree with no scans
     ]
@@ -58,7 +61,17 @@ def test_find_sessions_reads_our_download_layout() -> None:
         (None, "NOTES", "n.txt"),
     }
     assert s.scan_types == {"1": "T1w"}
-    assert s.ignored == [files[4]]
+    # Assessors and reconstructions: their documents and resource files, by folder.
+    qc, recon = s.derived[("assessors", "QC")], s.derived[("reconstructions", "R1")]
+    assert (qc.document, [(f.resource, f.relpath) for f in qc.files]) == (
+        files[6],
+        [("DATA", "q.xml")],
+    )
+    assert (recon.document, [(f.resource, f.relpath) for f in recon.files]) == (
+        None,
+        [("NIFTI", "m.nii")],
+    )
+    assert s.ignored == [files[7]]
     assert loose == [P("DIR/PROJ/README.txt"), P("DIR/other/resources/X/files/lonely.txt")]
 
 
@@ -78,7 +91,8 @@ def test_the_project_and_subject_folders_own_resources_are_found_among_the_rest(
     ]
     sessions, loose = find_sessions(files)
     assert [s.folder for s in sessions] == [P("D/PROJ/S1/MR1"), P("D/PROJ/S2/MR1")]
-    assert sessions[0].ignored == [files[-1]]  # reconstructions are not made by an upload
+    assert sessions[0].ignored == []
+    assert [f.local for f in sessions[0].derived[("reconstructions", "R1")].files] == [files[-1]]
     own, rest = find_own_resources(sessions, loose)
     assert {(o.subject, o.resource, o.relpath) for o in own} == {
         (None, "DOCS", "readme.txt"),
@@ -88,6 +102,8 @@ def test_the_project_and_subject_folders_own_resources_are_found_among_the_rest(
     assert sorted(rest) == sorted([files[5], files[6], files[7], files[8]])
     assert sorted(r for r in rest if is_metadata(r)) == sorted([files[7], files[8]])
     assert is_metadata(P("S/MR1/1-T1w_scan.xml"))  # the flat layout's
+    assert is_metadata(P("S/MR1/MR1_QC_assessor.xml"))
+    assert is_metadata(P("S/MR1/recon.json"))
     assert not is_metadata(P("S/MR1/notes.xml"))
 
 

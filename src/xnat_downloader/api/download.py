@@ -52,7 +52,11 @@ from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.transfer.prune import prune_files
 from xnat_downloader.transfer.state import State
 from xnat_downloader.transfer.workdir import StateFolder
-from xnat_downloader.xnat.documents import document_files, holder_documents
+from xnat_downloader.xnat.documents import (
+    derived_documents,
+    document_files,
+    holder_documents,
+)
 from xnat_downloader.xnat.model import Project, Scan, Session, WorkflowState
 from xnat_downloader.xnat.parse import catalog_link, same_server
 from xnat_downloader.xnat.selection import Selection
@@ -168,6 +172,7 @@ async def plan_in(
         files = [
             *files,
             *document_files(found.sessions, found.scans, metadata),
+            *derived_documents(files, metadata),
             *holder_documents(
                 files, found.sessions, metadata, project_level=layout.include_project
             ),

@@ -45,7 +45,9 @@ from xnat_downloader.errors import (
 )
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.plan.upload import (
+    DerivedFolder,
     OwnResourceFile,
+    ResourceFile,
     SessionFolder,
     archive_type,
     compare_contents,
@@ -86,6 +88,7 @@ from xnat_downloader.transfer.upload import (
     zip_body,
 )
 from xnat_downloader.xnat import paths
+from xnat_downloader.xnat.derived import put_assessor, put_recon, recon_fields
 from xnat_downloader.xnat.services import (
     ensure_subject,
     find_session,
@@ -134,6 +137,9 @@ class _Import:
     # Its members being hashed (:func:`archive_members`) ahead of its turn: set for the
     # first archives to go, so that their hashing overlaps the login's round trips.
     hashing: asyncio.Future[list[tuple[str, int, str]]] | None = None
+    # Its assessors and reconstructions (keys of ``folder.derived``) whose files all have
+    # outcomes, as they are done: what a session stopped part-way has yet to count.
+    derived_done: set[tuple[str, str]] = field(default_factory=set)
 
     def job(self, name: str, size: int, md5: str) -> Job:
         """The record of one file of this import, as its outcome names it."""
@@ -640,6 +646,7 @@ def _unfinished(item: _Import, mine: UploadReport, sink: EventSink, error: str) 
     extras = len(item.folder.extras) if item.folder is not None else 0
     if len(mine.outcomes) < len(item.expected) + extras:  # its other resources never went
         _extras_not_sent(item, mine, error)
+    _derived_not_sent(item, mine, error)
     sink(FileFailed(item.name, error, counted=True))  # its files were counted as they went
 
 
@@ -678,7 +685,9 @@ async def _one_session(
         await _import_and_verify(xs, item, opts, report, sink, mode, item.label)
         return
     label = item.label
-    staged = item.folder is not None and bool(item.folder.extras or item.folder.scan_types)
+    staged = item.folder is not None and bool(
+        item.folder.extras or item.folder.scan_types or item.folder.derived
+    )
     existing = await find_session(xs, opts.project, label)
     current = label
     if existing is None and staged:
@@ -691,7 +700,7 @@ async def _one_session(
         uris = await _compared(xs, item, opts, report, sink, existing, label, current)
     if uris is None or len(uris) != 1 or item.folder is None or item.root is None:
         return
-    await _session_extras(xs, uris[0], item.folder, item.root, report, sink, opts)
+    await _session_extras(xs, uris[0], item, report, sink, opts)
     log.info("session %s: other resources and scan types done", label)
     if current != label:
         await xs.send(
@@ -863,12 +872,16 @@ async def _compared(
 async def _session_extras(
     xs: XnatClient,
     uri: str,
-    found: SessionFolder,
-    root: Path,
+    item: _Import,
     report: UploadReport,
     sink: EventSink,
     opts: _ImportOptions,
 ) -> None:
+    """What a session of a download-layout tree gets after its import: its scan types, its
+    other resources' files, its assessors and reconstructions."""
+    found, root = item.folder, item.root
+    assert found is not None
+    assert root is not None
     if found.scan_types:
         await set_scan_types(xs, uri, found.scan_types)
     groups: dict[tuple[str | None, str], list[tuple[Path, str]]] = {}
@@ -884,15 +897,92 @@ async def _session_extras(
         report.outcomes += await upload_resources(
             xs, uploads, sink, jobs=opts.jobs, overwrite=opts.overwrite, announce=False
         )
-    kinds = Counter(rel.parts[len(found.folder.parts)] for rel in found.ignored)
+    unmade: list[DerivedFolder] = []
+    for key in sorted(found.derived):
+        folder = found.derived[key]
+        if folder.document is None:
+            unmade.append(folder)
+        else:
+            await _make_derived(xs, uri, folder, root, report, sink, opts)
+            item.derived_done.add(key)
+    files = [f.local for d in unmade for f in d.files]
+    kinds = Counter(rel.parts[len(found.folder.parts)] for rel in [*found.ignored, *files])
     if kinds:
         said = " and ".join(
             f"{n} {kind[:-1]} file{'s' if n != 1 else ''}" for kind, n in sorted(kinds.items())
         )
         report.notes.append(
-            f"{found.folder}: not sent, as an upload makes no assessors or reconstructions "
-            f"('copy --assessors --recons' makes them from the server they came from): {said}"
+            f"{found.folder}: not sent, as no assessor.xml or recon.xml (what 'download "
+            "--metadata xml' saves) says what to make ('copy --assessors --recons' reads it "
+            f"from the server): {said}"
         )
+
+
+async def _make_derived(
+    xs: XnatClient,
+    uri: str,
+    folder: DerivedFolder,
+    root: Path,
+    report: UploadReport,
+    sink: EventSink,
+    opts: _ImportOptions,
+) -> None:
+    """Make an assessor or reconstruction of the session at ``uri`` from its document in
+    the tree (an assessor with its fields; the PUT of the same again changes nothing), then
+    upload and verify its resources' files into its ``…/out`` resources.  One the server
+    refuses (or whose document does not read) fails with its files, said once, and the
+    session stands; a server that stops answering or fails (5xx) ends the session's unit
+    of work like any other step of it."""
+    what = f"{folder.collection[:-1]} {folder.name} of {uri.rsplit('/', 1)[-1]}"
+    base = paths.derived(uri, folder.collection, folder.name) + "/out"
+    try:
+        assert folder.document is not None
+        document = await aio.in_thread((root / folder.document).read_bytes)
+        if folder.collection == "assessors":
+            await put_assessor(xs, uri, folder.name, document, opts.project)
+        else:
+            await put_recon(xs, uri, folder.name, recon_fields(document))
+    except (OSError, AccessDenied, NotFound, ServerError) as exc:
+        if isinstance(exc, ServerError) and (exc.status or 0) >= 500:
+            raise
+        error = f"{exc}; run the same command again to make it"
+        sink(FileFailed(what, error))
+        if not folder.files:
+            report.outcomes.append(Outcome(Job(what, what, None, None), Status.FAILED, 0, "",
+                                           False, error))  # fmt: skip
+        for f in folder.files:
+            report.outcomes.append(
+                Outcome(_derived_job(base, f), Status.FAILED, 0, "", True, error)
+            )
+        return
+    groups: dict[str, list[tuple[Path, str]]] = {}
+    for f in folder.files:
+        groups.setdefault(f.resource, []).append((root / f.local, f.relpath))
+    uploads = [ResourceUpload(base, label, files) for label, files in sorted(groups.items())]
+    if uploads:
+        report.outcomes += await upload_resources(
+            xs, uploads, sink, jobs=opts.jobs, overwrite=opts.overwrite, announce=False
+        )
+
+
+def _derived_job(base: str, f: ResourceFile) -> Job:
+    """The job of an assessor's or reconstruction's file (``base``: its ``…/out``), named
+    as :func:`upload_resources` names the files it sends."""
+    uri = f"{paths.resource_files(base, f.resource)}/{quote_path(f.relpath)}"
+    return Job(uri, f"{f.resource}/{f.relpath}", None, None)
+
+
+def _derived_not_sent(item: _Import, report: UploadReport, why: str) -> None:
+    """The files of a session's assessors and reconstructions that have no outcome yet (a
+    step before them stopped the session), failed with ``why``: counted, so totals add up."""
+    if item.folder is None:
+        return
+
+    for key, d in item.folder.derived.items():
+        if key not in item.derived_done:
+            for f in d.files:
+                job = _derived_job(f"/{d.collection}/{paths.q(d.name)}/out", f)
+                report.outcomes.append(Outcome(job, Status.FAILED, 0, "", True, why))
 
 
 def _resource_plan(paths: list[Path]) -> list[tuple[Path, str]]:

@@ -17,10 +17,11 @@ resources go in its folder as a session's do (``{project}/resources/{resource}/f
 ``{project}/{subject}/resources/…``); a subject's need the subject level, so a plan with
 them and without that level is refused before it is made (``api``).  With
 ``--metadata``, XNAT's documents go beside the data: ``project.xml``, ``subject.xml`` and
-``session.xml`` in those folders, ``scan.xml`` in each scan's folder (``{scan}_scan.xml``
-in ``flat``).  The project and subject levels can be switched off.  Every component is
-made safe; file names are kept byte-for-byte when they are already safe (DICOM UID names
-are never rewritten).
+``session.xml`` in those folders, ``scan.xml``, ``assessor.xml`` and ``recon.xml`` in each
+scan's, assessor's and reconstruction's folder (``{scan}_scan.xml`` in ``flat``).  The
+project and subject levels can be switched off.  Every component is made safe; file
+names are kept byte-for-byte when they are already safe (DICOM UID names are never
+rewritten).
 
 A path template (``--path-template``) replaces the named layouts: see
 :func:`template_parts` and :func:`check_template`.
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from xnat_downloader.errors import UsageError
@@ -197,12 +198,13 @@ def _metadata_parts(f: RemoteFile, opts: LayoutOptions) -> list[str]:
         return [*project, *(subject or session[-1:]), name]
     if f.resource == "session":
         return [*session, name]
-    scan = safe_component(f"{f.owner}-{f.owner_type}" if f.owner_type else f.owner)
+    # A scan's, an assessor's or a reconstruction's: in its folder, as its files are.
+    owner = _owner_folder(replace(f, category=f.resource))
     if opts.layout == Layout.XNAT:
-        return [*session, "scans", scan, name]
+        return [*session, *owner, name]
     if opts.layout == Layout.SIMPLIFIED:
-        return [*session, scan, name]
-    return [*session, safe_component(f"{scan}_{f.path}")]
+        return [*session, *owner[1:], name]
+    return [*session, safe_component(f"{owner[-1]}_{f.path}")]
 
 
 def local_parts(f: RemoteFile, opts: LayoutOptions) -> list[str]:

@@ -7,7 +7,9 @@ one of two things:
   ``scans/{id}[-{type}]/resources/{RES}/files/…`` is a session.  Its DICOM and ECAT
   resources are imported, zipped in seed 004's layout; other scan resources and the
   session's own resources are uploaded as resource files after the import; the scan type
-  in the folder name is set on the new scan.  The subject is the parent folder's name.
+  in the folder name is set on the new scan; its assessors and reconstructions are made
+  from the documents ``--metadata xml`` saved in their folders, and their resources'
+  files uploaded.  The subject is the parent folder's name.
   The subject folders' and the project folder's own ``resources/{RES}/files/…`` (what
   ``--subject-resources`` and ``--project-resources`` download) are resource files of
   the subject and of the project uploaded to;
@@ -92,6 +94,22 @@ class OwnResourceFile:
 
 
 @dataclass
+class DerivedFolder:
+    """An assessor's or reconstruction's folder of a session (``assessors/{label}`` or
+    ``reconstructions/{id}``): the document ``--metadata xml`` saved in it, which says what
+    to make (its type, an assessor's fields), if there is one, and its resource files."""
+
+    collection: str  # "assessors" or "reconstructions"
+    name: str
+    document: PurePosixPath | None = None
+    files: list[ResourceFile] = field(default_factory=list)
+
+
+# The document of an assessor's or reconstruction's folder, as --metadata xml names it.
+DERIVED_DOCUMENTS = {"assessors": "assessor.xml", "reconstructions": "recon.xml"}
+
+
+@dataclass
 class SessionFolder:
     """A session found in a download-layout tree (paths relative to the upload root)."""
 
@@ -99,7 +117,9 @@ class SessionFolder:
     imported: list[tuple[PurePosixPath, str]] = field(default_factory=list)  # (local, arcname)
     extras: list[ResourceFile] = field(default_factory=list)
     scan_types: dict[str, str] = field(default_factory=dict)
-    # Files of assessors and reconstructions, which an upload does not make.
+    derived: dict[tuple[str, str], DerivedFolder] = field(default_factory=dict)
+    # Files under assessors/ and reconstructions/ that are neither a document nor a
+    # resource file (a JSON document: what to make is read from XML).
     ignored: list[PurePosixPath] = field(default_factory=list)
 
     @property
@@ -126,10 +146,13 @@ def _session_split(rel: PurePosixPath) -> tuple[PurePosixPath, list[str]] | None
     return None
 
 
-DERIVED = ("assessors", "reconstructions")  # a session's folders an upload does not make
+DERIVED = ("assessors", "reconstructions")  # made from their documents, if the tree has them
 # The documents --metadata saves (XNAT writes its own from what it stores).
-METADATA_NAMES = {f"{level}.{kind}" for level in ("project", "subject", "session", "scan")
+METADATA_NAMES = {f"{level}.{kind}" for level in ("project", "subject", "session", "scan",
+                                                  "assessor", "recon")
                   for kind in ("xml", "json")}  # fmt: skip
+_FLAT_METADATA = tuple(f"_{level}.{kind}" for level in ("scan", "assessor", "recon")
+                       for kind in ("xml", "json"))  # fmt: skip
 
 
 def _resource_at(parts: tuple[str, ...], first: int = 0) -> int | None:
@@ -143,8 +166,9 @@ def _resource_at(parts: tuple[str, ...], first: int = 0) -> int | None:
 
 
 def is_metadata(rel: PurePosixPath) -> bool:
-    """A document ``--metadata`` saved (``{scan}_scan.xml`` in the flat layout)."""
-    return rel.name in METADATA_NAMES or rel.name.endswith(("_scan.xml", "_scan.json"))
+    """A document ``--metadata`` saved (``{scan}_scan.xml`` and the like in the flat
+    layout)."""
+    return rel.name in METADATA_NAMES or rel.name.endswith(_FLAT_METADATA)
 
 
 def find_own_resources(
@@ -216,8 +240,22 @@ def find_sessions(files: list[PurePosixPath]) -> tuple[list[SessionFolder], list
         elif below[0] == "resources":
             session.extras.append(ResourceFile(None, below[1], "/".join(below[3:]), rel))
         else:
-            session.ignored.append(rel)
+            _derived_file(session, rel, below)
     return [s for s in sessions.values() if s.imported or s.extras], loose
+
+
+def _derived_file(session: SessionFolder, rel: PurePosixPath, below: list[str]) -> None:
+    """File ``rel`` (``below`` its session folder: ``assessors/{label}/…`` or
+    ``reconstructions/{id}/…``) taken into its session's ``derived``, or ``ignored``."""
+    collection, name, rest = below[0], below[1], below[2:]
+    if rest == [DERIVED_DOCUMENTS[collection]]:
+        folder = session.derived.setdefault((collection, name), DerivedFolder(collection, name))
+        folder.document = rel
+    elif len(rest) >= 4 and rest[0] == "resources" and rest[2] == "files":
+        folder = session.derived.setdefault((collection, name), DerivedFolder(collection, name))
+        folder.files.append(ResourceFile(None, rest[1], "/".join(rest[3:]), rel))
+    else:
+        session.ignored.append(rel)
 
 
 def resource_folders_only(files: list[PurePosixPath]) -> list[PurePosixPath]:

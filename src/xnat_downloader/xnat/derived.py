@@ -81,7 +81,7 @@ def assessor_document(body: bytes, project: str) -> bytes:
                     ET.register_namespace(prefix, uri)
         root = ET.fromstring(body)
     except ET.ParseError as exc:
-        raise ServerError(f"the source's assessor document does not parse: {exc}") from exc
+        raise ServerError(f"the assessor's document does not parse: {exc}") from exc
     root.attrib.pop("ID", None)
     root.set("project", project)
     for child in list(root):
@@ -90,27 +90,59 @@ def assessor_document(body: bytes, project: str) -> bytes:
     return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
 
 
+def recon_fields(body: bytes) -> dict[str, str]:
+    """A reconstruction's type and base scan type from its document (pure), as its PUT
+    takes them.  ServerError if it is not XML."""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise ServerError(f"the reconstruction's document does not parse: {exc}") from exc
+    found = {"type": root.get("type", "")}
+    base = root.find(f"{{{XNAT_NS}}}baseScanType")
+    if base is not None and base.text:
+        found["baseScanType"] = base.text.strip()
+    return {k: v for k, v in found.items() if v}
+
+
+async def put_assessor(
+    xs: XnatClient, session_uri: str, label: str, document: bytes, project: str
+) -> None:
+    """Make (or update) assessor ``label`` of a session (``session_uri``, by label) from a
+    document of it, made fit by :func:`assessor_document`.  The same PUT again changes
+    nothing, so a re-run may send it again."""
+    body = assessor_document(document, project)
+    await xs.send(
+        "PUT",
+        paths.derived(session_uri, "assessors", label),
+        params={"inbody": "true"},
+        headers={"Content-Type": "text/xml"},
+        body=lambda: body,
+        what=f"assessor {label}",
+    )
+
+
+async def put_recon(xs: XnatClient, session_uri: str, recon: str, fields: dict[str, str]) -> None:
+    """Make (or update) reconstruction ``recon`` of a session with ``fields`` (its type and
+    base scan type)."""
+    await xs.send(
+        "PUT",
+        paths.derived(session_uri, "reconstructions", recon),
+        params={"xsiType": RECON_TYPE, **fields},
+        what=f"reconstruction {recon}",
+    )
+
+
 async def make_derived(
     source: XnatClient, target: XnatClient, item: Derived, session_uri: str, project: str
 ) -> None:
     """Make ``item`` under the target's session ``session_uri`` (by label) of ``project``,
     or update it there: an assessor from its source document, a reconstruction from its
-    type.  A PUT of the same again changes nothing, so a re-run may send it again."""
-    where = paths.derived(session_uri, item.collection, item.name)
-    what = f"{item.collection[:-1]} {item.name}"
+    type."""
     if item.collection == "reconstructions":
-        params = {"xsiType": item.xsi_type, **item.fields}
-        await target.send("PUT", where, params=params, what=what)
+        await put_recon(target, session_uri, item.name, item.fields)
         return
+    what = f"the document of assessor {item.name}"
     body = await source.get_bytes(
-        paths.experiment(item.source_id), params={"format": "xml"}, what=f"the document of {what}"
+        paths.experiment(item.source_id), params={"format": "xml"}, what=what
     )
-    document = assessor_document(body, project)
-    await target.send(
-        "PUT",
-        where,
-        params={"inbody": "true"},
-        headers={"Content-Type": "text/xml"},
-        body=lambda: document,
-        what=what,
-    )
+    await put_assessor(target, session_uri, item.name, body, project)

@@ -1,5 +1,6 @@
-"""XNAT's own descriptions of what a download holds: the project, subject, session and scan
-documents (``GET …?format=xml|json``), as plan entries of category ``metadata``.
+"""XNAT's own descriptions of what a download holds: the project, subject, session, scan,
+assessor and reconstruction documents (``GET …?format=xml|json``), as plan entries of
+category ``metadata``.
 
 XNAT lists no size or digest for them; the client checks that each parses instead.
 """
@@ -38,6 +39,37 @@ def document_files(sessions: list[Session], scans: list[Scan], fmt: str) -> list
         if session is not None:
             uri = f"/data/experiments/{_q(session.id)}/scans/{_q(scan.id)}"
             doc(uri, "scan", session, scan.id, scan.type)
+    return out
+
+
+def derived_documents(files: list[RemoteFile], fmt: str) -> list[RemoteFile]:
+    """One document per assessor and reconstruction whose files are among ``files`` (by
+    label and ID under its session, as the files' folders name them): an upload of the
+    tree makes each from it (its type, and an assessor's fields)."""
+    seen: set[tuple[str, str, str]] = set()
+    out: list[RemoteFile] = []
+    for f in files:
+        key = (f.session_id, f.category, f.owner)
+        if f.category not in ("assessor", "recon") or not f.owner or key in seen:
+            continue
+        seen.add(key)
+        collection = "assessors" if f.category == "assessor" else "reconstructions"
+        uri = f"/data/experiments/{_q(f.session_id)}/{collection}/{_q(f.owner)}"
+        out.append(
+            RemoteFile(
+                uri=f"{uri}?format={fmt}",
+                path=f"{f.category}.{fmt}",
+                size=None,
+                md5=None,
+                project=f.project,
+                subject_label=f.subject_label,
+                session_label=f.session_label,
+                session_id=f.session_id,
+                category="metadata",
+                resource=f.category,
+                owner=f.owner,
+            )
+        )
     return out
 
 

@@ -478,7 +478,7 @@ async def _send_imports(
         (i.root / e.local).stat().st_size
         for i in imports
         if i.folder is not None and i.root is not None and options.dest == "archive"
-        for e in i.folder.extras
+        for e in i.folder.sent_after_import()
     ]
     extras += [Path(base / f.local).stat().st_size for base, f in plan.own]
     sink(
@@ -778,10 +778,17 @@ async def _import_and_verify(
         for name, size, md5 in item.expected:
             job = item.job(name, size, md5)
             report.outcomes.append(Outcome(job, Status.SENT, size, md5, False))
-        if item.folder is not None and item.folder.extras:
+        folder = item.folder
+        later = (
+            0
+            if folder is None
+            else len(folder.extras) + sum(len(d.files) for d in folder.derived.values())
+        )
+        if later:
             report.notes.append(
-                f"{item.name}: {len(item.folder.extras)} files of other resources were not "
-                "sent: they need the archived session (use --dest archive)"
+                f"{item.name}: {later} files of other resources, assessors and "
+                "reconstructions were not sent: they need the archived session (use --dest "
+                "archive)"
             )
         return None
     server: list[tuple[int, str]] = []
@@ -903,7 +910,7 @@ async def _session_extras(
         if folder.document is None:
             unmade.append(folder)
         else:
-            await _make_derived(xs, uri, folder, root, report, sink, opts)
+            await _make_derived(xs, uri, found.label, folder, root, report, sink, opts)
             item.derived_done.add(key)
     files = [f.local for d in unmade for f in d.files]
     kinds = Counter(rel.parts[len(found.folder.parts)] for rel in [*found.ignored, *files])
@@ -921,19 +928,21 @@ async def _session_extras(
 async def _make_derived(
     xs: XnatClient,
     uri: str,
+    session: str,
     folder: DerivedFolder,
     root: Path,
     report: UploadReport,
     sink: EventSink,
     opts: _ImportOptions,
 ) -> None:
-    """Make an assessor or reconstruction of the session at ``uri`` from its document in
+    """Make an assessor or reconstruction of the session at ``uri`` (``session``: its
+    label in the upload, which ``uri`` may not show yet) from its document in
     the tree (an assessor with its fields; the PUT of the same again changes nothing), then
     upload and verify its resources' files into its ``…/out`` resources.  One the server
     refuses (or whose document does not read) fails with its files, said once, and the
     session stands; a server that stops answering or fails (5xx) ends the session's unit
     of work like any other step of it."""
-    what = f"{folder.collection[:-1]} {folder.name} of {uri.rsplit('/', 1)[-1]}"
+    what = f"{folder.collection[:-1]} {folder.name} of {session}"
     base = paths.derived(uri, folder.collection, folder.name) + "/out"
     try:
         assert folder.document is not None
@@ -977,7 +986,6 @@ def _derived_not_sent(item: _Import, report: UploadReport, why: str) -> None:
     step before them stopped the session), failed with ``why``: counted, so totals add up."""
     if item.folder is None:
         return
-
     for key, d in item.folder.derived.items():
         if key not in item.derived_done:
             for f in d.files:

@@ -378,17 +378,15 @@ def test_a_downloaded_tree_makes_its_assessors_from_the_documents_it_saved(
     assert _assessors(server, "BARE", session) == {}
 
 
-def test_a_server_failing_on_an_assessor_leaves_its_session_unfinished_until_a_rerun(
-    serve: Callable[..., Server], tmp_path: Path
-) -> None:
-    """A server error (5xx) while an assessor is made stops the session's unit of work: it
-    keeps its staging label, every file of it (the assessor's too) counts as failed with
-    the re-run to do, and the re-run finishes it."""
+def _upload_through_a_server_that_answers(
+    status: int, server: Server, tmp_path: Path, session: str
+) -> tuple[int, str, str, int]:
+    """A session downloaded with its assessor and assessor.xml, uploaded into a new
+    project NEW through a stand-in that answers the assessor's PUT with ``status``: the
+    upload's exit code, stdout and stderr, and how many resource files the tree holds."""
     from tests.standins import PassThrough
     from tests.standins import serve as serve_standin
 
-    server = serve()
-    session = "DEMO01_S001_MR1"
     out = tmp_path / "out"
     code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "-s", session,
                        "--assessors", "--metadata", "xml", "-o", str(out))  # fmt: skip
@@ -397,29 +395,46 @@ def test_a_server_failing_on_an_assessor_leaves_its_session_unfinished_until_a_r
     code, _, err = cli("project", "create", "-w", server.url, "NEW")
     assert code == 0, err
 
-    class Fails(PassThrough):
+    class Answers(PassThrough):
         upstream = server.url
 
         def intercept_write(self, method: str, path: str, body: bytes) -> bool:
             if method == "PUT" and f"/assessors/{session}_QC?" in path:
-                self.reply(501, b"<h3>broken</h3>", "text/html")
+                self.reply(status, b"<h3>not here</h3>", "text/html")
                 return True
             return False
 
-    proxy, stop = serve_standin(Fails)
+    proxy, stop = serve_standin(Answers)
     try:
         code, stdout, err = cli("upload", "-w", proxy, "-p", "NEW", str(out / "DEMO01"))
     finally:
         stop()
-    assert code == 1, err
-    assert "not finished: run the same command again" in err
-    assert stdout.strip().endswith(f"0 verified, {files} failed")
-    code, stdout, err = cli("upload", "-w", server.url, "-p", "NEW", str(out / "DEMO01"))
+    return code, stdout, err, files
+
+
+def _only_session_and_assessor_after_a_rerun(server: Server, tmp_path: Path, session: str) -> None:
+    """The same upload straight to the server: exit 0, the session under its own label,
+    with its assessor."""
+    code, _, err = cli("upload", "-w", server.url, "-p", "NEW", str(tmp_path / "out" / "DEMO01"))
     assert code == 0, err
     sessions = requests.get(f"{server.url}/data/projects/NEW/experiments",
                             params={"format": "json"}, auth=AUTH, timeout=30)  # fmt: skip
     assert [r["label"] for r in sessions.json()["ResultSet"]["Result"]] == [session]
     assert set(_assessors(server, "NEW", session)) == {f"{session}_QC"}
+
+
+def test_a_server_failing_on_an_assessor_leaves_its_session_unfinished_until_a_rerun(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    """A server error (5xx) while an assessor is made stops the session's unit of work: it
+    keeps its staging label, every file of it (the assessor's too) counts as failed with
+    the re-run to do, and the re-run finishes it."""
+    server, session = serve(), "DEMO01_S001_MR1"
+    code, stdout, err, files = _upload_through_a_server_that_answers(501, server, tmp_path, session)
+    assert code == 1, err
+    assert "not finished: run the same command again" in err
+    assert stdout.strip().endswith(f"0 verified, {files} failed")
+    _only_session_and_assessor_after_a_rerun(server, tmp_path, session)
 
 
 def test_an_assessor_the_server_refuses_fails_and_its_session_stands(
@@ -428,32 +443,8 @@ def test_an_assessor_the_server_refuses_fails_and_its_session_stands(
     """The server refuses to make an assessor (403): it fails with its files, said once,
     exit 1; the session is finished (its own label, every file of it verified); the same
     upload again makes the assessor."""
-    from tests.standins import PassThrough
-    from tests.standins import serve as serve_standin
-
-    server = serve()
-    session = "DEMO01_S001_MR1"
-    out = tmp_path / "out"
-    code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "-s", session,
-                       "--assessors", "--metadata", "xml", "-o", str(out))  # fmt: skip
-    assert code == 0, err
-    code, _, err = cli("project", "create", "-w", server.url, "NEW")
-    assert code == 0, err
-
-    class Refuses(PassThrough):
-        upstream = server.url
-
-        def intercept_write(self, method: str, path: str, body: bytes) -> bool:
-            if method == "PUT" and f"/assessors/{session}_QC?" in path:
-                self.reply(403, b"<h3>not here</h3>", "text/html")
-                return True
-            return False
-
-    proxy, stop = serve_standin(Refuses)
-    try:
-        code, stdout, err = cli("upload", "-w", proxy, "-p", "NEW", str(out / "DEMO01"))
-    finally:
-        stop()
+    server, session = serve(), "DEMO01_S001_MR1"
+    code, stdout, err, _ = _upload_through_a_server_that_answers(403, server, tmp_path, session)
     assert code == 1, err
     said = [line for line in err.splitlines() if line.startswith(f"failed: assessor {session}_QC")]
     assert len(said) == 1, err
@@ -463,7 +454,4 @@ def test_an_assessor_the_server_refuses_fails_and_its_session_stands(
                             params={"format": "json"}, auth=AUTH, timeout=30)  # fmt: skip
     assert [r["label"] for r in sessions.json()["ResultSet"]["Result"]] == [session]
     assert _assessors(server, "NEW", session) == {}
-
-    code, stdout, err = cli("upload", "-w", server.url, "-p", "NEW", str(out / "DEMO01"))
-    assert code == 0, err
-    assert set(_assessors(server, "NEW", session)) == {f"{session}_QC"}
+    _only_session_and_assessor_after_a_rerun(server, tmp_path, session)

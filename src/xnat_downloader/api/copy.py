@@ -361,10 +361,7 @@ async def _copy_derived(
     except (ConnectionFailed, ServerError, NotFound, AccessDenied) as exc:
         what = f"the assessors and reconstructions of {label}"
         error = f"not listed on the source ({exc}); run the same command again to copy them"
-        if files:
-            _fail_rest(files, what, error, sink, report)
-        else:
-            _fail_one(what, error, sink, report)
+        _fail_all(files, what, error, sink, report)
         return
     made: list[str] = []
     for item in items:
@@ -374,10 +371,7 @@ async def _copy_derived(
             await make_derived(source, target, item, session_uri, dest_project)
         except (ConnectionFailed, ServerError, NotFound, AccessDenied) as exc:
             error = f"{exc}; run the same command again to copy it"
-            if mine:
-                _fail_rest(mine, what, error, sink, report)
-            else:
-                _fail_one(what, error, sink, report)
+            _fail_all(mine, what, error, sink, report)
             continue
         made.append(item.name)
         base = paths.derived(session_uri, item.collection, item.name) + "/out"
@@ -398,8 +392,15 @@ async def _copy_derived(
         report.notes.append(f"{label}: made or updated on the target: {', '.join(made)}")
 
 
-def _fail_one(what: str, error: str, sink: EventSink, report: CopyReport) -> None:
-    """A failure that no file stands for (an assessor without files, a listing)."""
+def _fail_all(
+    files: list[PlanEntry], what: str, error: str, sink: EventSink, report: CopyReport
+) -> None:
+    """``what`` failed with ``error``: each of its ``files``, or when it has none (an
+    assessor without files), one failure that stands for it, so the run never ends with
+    nothing failed."""
+    if files:
+        _fail_rest(files, what, error, sink, report)
+        return
     sink(FileFailed(what, error))
     report.outcomes.append(Outcome(Job(what, what, None, None), Status.FAILED, 0, "", False, error))
 

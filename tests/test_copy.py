@@ -446,6 +446,7 @@ def test_an_assessors_document_leaves_its_source_behind() -> None:
         b'<xnat:out><xnat:file label="DATA" URI="/data/experiments/SRC_E00042/x" '
         b'xsi:type="xnat:resourceCatalog"/></xnat:out>'
         b"<fs:measures><fs:volumetric><fs:ICV>1500000</fs:ICV></fs:volumetric></fs:measures>"
+        b'<xnat:scans><xnat:scan id="1" project="SRC"/></xnat:scans>'
         b"</fs:Freesurfer>"
     )
     sent = assessor_document(source, "DEST")
@@ -453,7 +454,8 @@ def test_an_assessors_document_leaves_its_source_behind() -> None:
     assert root.tag == "{http://nrg.wustl.edu/fs}Freesurfer"
     assert root.attrib == {"label": "FS1", "project": "DEST"}
     kept = [child.tag.split("}")[1] for child in root]
-    assert kept == ["date", "measures"]
+    assert kept == ["date", "measures", "scans"]
+    assert root.find(".//{http://nrg.wustl.edu/xnat}scan").attrib == {"id": "1", "project": "DEST"}
     assert b"<fs:ICV>1500000</fs:ICV>" in sent  # the prefix a type name would use
     assert b"SRC_" not in sent
 

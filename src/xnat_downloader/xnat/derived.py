@@ -70,9 +70,9 @@ async def derived_of(xs: XnatClient, session_id: str, sel: Selection) -> list[De
 
 def assessor_document(body: bytes, project: str) -> bytes:
     """The source's assessor document as the target is sent it (pure): its fields kept,
-    with the target's ``project``, and without what names the source's objects (its ``ID``,
-    which the target gives, its subject's and session's IDs, its files, its sharing).
-    ServerError if it is not XML."""
+    with the target's ``project`` (wherever it named the source's), and without what names
+    the source's objects (its ``ID``, which the target gives, its subject's and session's
+    IDs, its files, its sharing).  ServerError if it is not XML."""
     try:
         # Its prefixes are kept (an xsi:type value names a type by its prefix).
         for _, (prefix, uri) in ET.iterparse(io.BytesIO(body), events=("start-ns",)):
@@ -83,7 +83,10 @@ def assessor_document(body: bytes, project: str) -> bytes:
     except ET.ParseError as exc:
         raise ServerError(f"the assessor's document does not parse: {exc}") from exc
     root.attrib.pop("ID", None)
-    root.set("project", project)
+    source = root.get("project")
+    for element in root.iter():  # nested ones too (a QC assessment's scans name it)
+        if element is root or (source and element.get("project") == source):
+            element.set("project", project)
     for child in list(root):
         if child.tag in SERVER_CHILDREN:
             root.remove(child)

@@ -1,6 +1,7 @@
-"""A session's assessors and reconstructions, as a copy makes them on another server: what
-the source lists, an assessor's document made fit for the target, and the calls that
-make them there.  Their files are not here: they travel as resources (``…/out``)."""
+"""A session's assessors and reconstructions, as ``copy`` and ``upload`` make them on a
+server: what a source server lists, an assessor's document made fit for its new project,
+and the calls that make them.  Their files are not here: they travel as resources
+(``…/out``)."""
 
 from __future__ import annotations
 

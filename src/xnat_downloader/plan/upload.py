@@ -126,15 +126,15 @@ class SessionFolder:
     def label(self) -> str:
         return self.folder.name
 
+    @property
+    def subject(self) -> str:
+        return self.folder.parent.name
+
     def sent_after_import(self) -> list[ResourceFile]:
         """The files that go once the session is archived: its other resources' and its
         assessors' and reconstructions' (those whose document says what to make)."""
         made = [f for d in self.derived.values() if d.document is not None for f in d.files]
         return [*self.extras, *made]
-
-    @property
-    def subject(self) -> str:
-        return self.folder.parent.name
 
 
 def _session_split(rel: PurePosixPath) -> tuple[PurePosixPath, list[str]] | None:

@@ -499,3 +499,29 @@ def test_an_assessor_the_target_refuses_fails_even_without_files(
         stop()
         source.stop()
         target.stop()
+
+
+def test_assessors_alone_of_a_session_not_on_the_target_say_to_copy_the_session_first(
+    archive: Path, tmp_path: Path
+) -> None:
+    """--no-scans --assessors into a target without the session: nothing made the session,
+    so each one's files fail with what to do, rather than a bare 404 per assessor."""
+    source, target = _servers(tmp_path, archive)
+    try:
+        code, out, err = cli("copy", "--from", source.url, "--to", target.url, "-p", "DEMO01",
+                             "-s", "DEMO01_S001_MR1", "--no-scans", "--assessors")  # fmt: skip
+        assert code == 1, err
+        assert ("failed: the assessors and reconstructions of DEMO01_S001_MR1: session "
+                "DEMO01_S001_MR1 is not in DEMO01 on the target: copy it with its scans first "
+                "(without --no-scans)") in err  # fmt: skip
+        assert not out.splitlines()[-1].endswith(" 0 failed")
+        code, _, err = cli("copy", "--from", source.url, "--to", target.url, "-p", "DEMO01",
+                           "-s", "DEMO01_S001_MR1", "--assessors", "--recons")  # fmt: skip
+        assert code == 0, err
+        assert (
+            _derived(target, "DEMO01")["DEMO01_S001_MR1"]
+            == _derived(source, "DEMO01")["DEMO01_S001_MR1"]
+        )
+    finally:
+        source.stop()
+        target.stop()

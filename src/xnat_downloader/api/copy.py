@@ -63,7 +63,12 @@ from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.derived import derived_of, make_derived
 from xnat_downloader.xnat.model import RemoteFile
 from xnat_downloader.xnat.selection import Selection
-from xnat_downloader.xnat.services import ensure_subject, remote_digest_list, remote_digests
+from xnat_downloader.xnat.services import (
+    ensure_subject,
+    find_session,
+    remote_digest_list,
+    remote_digests,
+)
 
 log = logging.getLogger("xnat_downloader")
 
@@ -161,7 +166,7 @@ async def _copy_with(
                        sink, report)  # fmt: skip
         elif report.sessions[session] != "failed" and (selection.assessors or selection.recons):
             await _copy_derived(source, target, selection, everything[0].file, dest_project,
-                                derived, jobs, scratch, sink, report)  # fmt: skip
+                                derived, not entries, jobs, scratch, sink, report)  # fmt: skip
     if own:
         await _copy_own(source, target, own, target_project, jobs, scratch, sink, report)
     report.seconds = time.monotonic() - started
@@ -341,6 +346,7 @@ async def _copy_derived(
     first: RemoteFile,
     dest_project: str,
     files: list[PlanEntry],
+    alone: bool,
     jobs: int,
     scratch: Path,
     sink: EventSink,
@@ -350,19 +356,37 @@ async def _copy_derived(
     session named by ``first``, one of its files): each made on the target (an assessor
     from its source document, its fields kept; a reconstruction from its type), then its
     ``…/out`` resources' files copied as :func:`_copy_resource` copies any.  One that cannot
-    be made fails, with its files (an assessor without files counts as one failure)."""
+    be made fails, with its files (an assessor without files counts as one failure).
+    ``alone``: nothing else of the session was selected, so whether the target has the
+    session is asked first (nothing else of this copy made it)."""
     label = first.session_label
     session_uri = paths.owner(dest_project, first.subject_label, label)
     owners: dict[tuple[str, str], list[PlanEntry]] = {}
     for e in files:
         owners.setdefault((e.file.category, e.file.owner), []).append(e)
+    what = f"the assessors and reconstructions of {label}"
     try:
         items = await derived_of(source, first.session_id, selection)
     except (ConnectionFailed, ServerError, NotFound, AccessDenied) as exc:
-        what = f"the assessors and reconstructions of {label}"
         error = f"not listed on the source ({exc}); run the same command again to copy them"
         _fail_all(files, what, error, sink, report)
         return
+    if items and alone:  # only its assessors were selected (--no-scans): is it there?
+        try:
+            there = await find_session(target, dest_project, label)
+            error = (
+                f"session {label} is not in {dest_project} on the target: copy it with its "
+                "scans first (without --no-scans), then run this again"
+            )
+        except (ConnectionFailed, ServerError, NotFound, AccessDenied) as exc:
+            there = None
+            error = (
+                f"the target could not be asked for session {label} ({exc}); run the same "
+                "command again"
+            )
+        if there is None:
+            _fail_all(files, what, error, sink, report)
+            return
     made: list[str] = []
     for item in items:
         mine = owners.pop((item.category, item.name), [])

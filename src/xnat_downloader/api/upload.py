@@ -83,7 +83,6 @@ from xnat_downloader.transfer.upload import (
     ResourceUpload,
     file_body,
     md5_file,
-    quote_path,
     upload_resources,
     zip_body,
 )
@@ -561,9 +560,7 @@ async def _own_resources(
         for upload in uploads:
             for local, rel in upload.files:
                 size = local.stat().st_size if local.exists() else 0
-                job = Job(
-                    f"{upload.files_path}/{quote_path(rel)}", f"{upload.label}/{rel}", size, ""
-                )
+                job = upload.job(rel, size, "")
                 report.outcomes.append(Outcome(job, Status.FAILED, 0, "", True, error))
         sink(FileFailed("the project's and subjects' own resources", error))
 
@@ -977,8 +974,7 @@ async def _make_derived(
 def _derived_job(base: str, f: ResourceFile) -> Job:
     """The job of an assessor's or reconstruction's file (``base``: its ``…/out``), named
     as :func:`upload_resources` names the files it sends."""
-    uri = f"{paths.resource_files(base, f.resource)}/{quote_path(f.relpath)}"
-    return Job(uri, f"{f.resource}/{f.relpath}", None, None)
+    return ResourceUpload(base, f.resource, []).job(f.relpath)
 
 
 def _derived_not_sent(item: _Import, report: UploadReport, why: str) -> None:

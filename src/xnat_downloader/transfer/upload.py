@@ -154,6 +154,10 @@ class ResourceUpload:
     def files_path(self) -> str:
         return paths.resource_files(self.base, self.label)
 
+    def job(self, rel: str, size: int | None = None, md5: str | None = None) -> Job:
+        """The record of file ``rel`` of this resource, as every outcome of it is named."""
+        return Job(f"{self.files_path}/{quote_path(rel)}", f"{self.label}/{rel}", size, md5)
+
 
 async def upload_resources(
     xs: XnatClient,
@@ -179,8 +183,8 @@ async def upload_resources(
     before = {u.files_path: await remote_digests(xs, u.files_path) for u in uploads}
 
     async def one(upload: ResourceUpload, local: Path, rel: str, size: int, md5: str) -> Outcome:
-        name = f"{upload.label}/{rel}"
-        job = Job(f"{upload.files_path}/{quote_path(rel)}", name, size, md5)
+        job = upload.job(rel, size, md5)
+        name = job.local
         there = before[upload.files_path].get(rel)
         if there is not None and there[1] == md5:
             sink(FileSkipped(name, size, "already on the server with the same MD5"))

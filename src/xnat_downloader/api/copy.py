@@ -197,10 +197,7 @@ async def _copy_session(
             f"what the target holds of this session could not be listed ({exc}); run the "
             "same command again to copy it"
         )
-        sink(FileFailed(session, error))
-        for e in entries:
-            job = Job.of(e)
-            report.outcomes.append(Outcome(job, Status.FAILED, 0, e.file.md5 or "", True, error))
+        _fail_rest(entries, session, error, sink, report)
         report.sessions[session] = "failed"
         return
     if all(md5 for _, md5 in wanted) and not (wanted - there):
@@ -374,17 +371,18 @@ async def _copy_derived(
     if items and alone:  # only its assessors were selected (--no-scans): is it there?
         try:
             there = await find_session(target, dest_project, label)
-            error = (
-                f"session {label} is not in {dest_project} on the target: copy it with its "
-                "scans first (without --no-scans), then run this again"
-            )
         except (ConnectionFailed, ServerError, NotFound, AccessDenied) as exc:
-            there = None
             error = (
                 f"the target could not be asked for session {label} ({exc}); run the same "
                 "command again"
             )
+            _fail_all(files, what, error, sink, report)
+            return
         if there is None:
+            error = (
+                f"session {label} is not in {dest_project} on the target: copy it with its "
+                "scans first (without --no-scans), then run this again"
+            )
             _fail_all(files, what, error, sink, report)
             return
     made: list[str] = []

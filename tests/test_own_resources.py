@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -376,6 +377,54 @@ def test_a_downloaded_tree_makes_its_assessors_from_the_documents_it_saved(
     assert "as no assessor.xml or recon.xml" in err
     assert ": 1 assessor file\n" in err
     assert _assessors(server, "BARE", session) == {}
+
+
+def test_assessors_and_reconstructions_without_files_keep_their_documents(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    """An assessor and a reconstruction with fields but no files are selected like any
+    other: --metadata xml saves their documents (on a re-run too, when the session is
+    reused from the record), and an upload of the tree makes them, fields and all."""
+    server = serve()
+    session = "DEMO01_S001_MR1"
+    base = f"{server.url}/data/projects/DEMO01/experiments/{session}"
+    made = requests.put(f"{base}/assessors/{session}_RATING", auth=AUTH, timeout=30,
+                        params={"xsiType": "xnat:qcManualAssessorData",
+                                "xnat:qcManualAssessorData/rater": "N. O. Files"})  # fmt: skip
+    assert made.ok, made.text
+    made = requests.put(f"{base}/reconstructions/{session}_NOFILES", auth=AUTH, timeout=30,
+                        params={"xsiType": "xnat:reconstructedImageData",
+                                "type": "BRAIN_MASK"})  # fmt: skip
+    assert made.ok, made.text
+    out = tmp_path / "out"
+    where = out / "DEMO01" / "DEMO01_S001" / session
+    rating = where / "assessors" / f"{session}_RATING" / "assessor.xml"
+    recon = where / "reconstructions" / f"{session}_NOFILES" / "recon.xml"
+    for reused in (0, 1):  # the second run takes the session from the record
+        code, stdout, err = cli("download", "-w", server.url, "-p", "DEMO01", "-s", session,
+                                "--assessors", "--recons", "--metadata", "xml", "--json",
+                                "-o", str(out))  # fmt: skip
+        assert code == 0, err
+        assert json.loads(stdout)["sessions_unchanged"] == reused
+        assert "<xnat:rater>N. O. Files</xnat:rater>" in rating.read_text()
+        assert ET.fromstring(recon.read_bytes()).get("type") == "BRAIN_MASK"
+        manifest = json.loads((out / ".xnat-downloader" / "manifest.json").read_text())
+        planned = {f["local"] for f in manifest["files"]}
+        assert {str(p.relative_to(out)) for p in (rating, recon)} <= planned
+
+    code, _, err = cli("project", "create", "-w", server.url, "NEW")
+    assert code == 0, err
+    code, stdout, err = cli("upload", "-w", server.url, "-p", "NEW", str(out / "DEMO01"))
+    assert code == 0, err
+    assert stdout.strip().endswith(" 0 failed")
+    ours = _assessors(server, "NEW", session)
+    kind, document, files = ours[f"{session}_RATING"]
+    assert (kind, files) == ("xnat:qcManualAssessorData", {})
+    assert "<xnat:rater>N. O. Files</xnat:rater>" in document
+    recons = requests.get(f"{server.url}/data/projects/NEW/experiments/{session}/"
+                          "reconstructions", params={"format": "json"}, auth=AUTH,
+                          timeout=30).json()["ResultSet"]["Result"]  # fmt: skip
+    assert {r["ID"]: r["type"] for r in recons}[f"{session}_NOFILES"] == "BRAIN_MASK"
 
 
 def _upload_through_a_server_that_answers(

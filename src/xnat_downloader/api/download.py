@@ -52,6 +52,7 @@ from xnat_downloader.transfer.modes import Mode
 from xnat_downloader.transfer.prune import prune_files
 from xnat_downloader.transfer.state import State
 from xnat_downloader.transfer.workdir import StateFolder
+from xnat_downloader.xnat.derived import Derived
 from xnat_downloader.xnat.documents import (
     derived_documents,
     document_files,
@@ -79,6 +80,8 @@ class PlanResult:
     gaps: list[Gap] = field(default_factory=list)  # selected, but not plannable: failed
     # Sessions taken unchanged from the last run's record (not asked about again).
     unchanged: frozenset[str] = frozenset()
+    # The selected assessors and reconstructions of each session (by ID), files or none.
+    derived: dict[str, list[Derived]] = field(default_factory=dict)
 
     @property
     def reused(self) -> int:
@@ -172,7 +175,7 @@ async def plan_in(
         files = [
             *files,
             *document_files(found.sessions, found.scans, metadata),
-            *derived_documents(files, metadata),
+            *derived_documents(files, found.derived, found.sessions, metadata),
             *holder_documents(
                 files, found.sessions, metadata, project_level=layout.include_project
             ),
@@ -185,6 +188,7 @@ async def plan_in(
         xs.base_url,
         found.gaps,
         unchanged=frozenset(found.reused),
+        derived=found.derived,
     )
 
 
@@ -386,7 +390,9 @@ async def _synced_plan(
     files = [e.file for e in planned.plan.entries]
     # Vanished sessions stay on record until pruned (this run prunes them when asked to).
     gone = [] if prune else planned.vanished
-    record = make_record(key, planned.sessions, planned.scans, files, planned.gaps, gone)
+    record = make_record(
+        key, planned.sessions, planned.scans, files, planned.gaps, gone, planned.derived
+    )
     write_whole(path, json.dumps(record))
     return planned
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from xnat_downloader.xnat.derived import Derived
 from xnat_downloader.xnat.model import RemoteFile, Scan, Session, as_dict
 from xnat_downloader.xnat.selection import Selection
 from xnat_downloader.xnat.walk import Gap, KnownSession
@@ -43,14 +44,17 @@ def selection_key(selection: Selection) -> str:
 def make_record(
     key: str, sessions: list[Session], scans: list[Scan], files: list[RemoteFile],
     gaps: list[Gap], gone: list[Vanished] | None = None,
+    derived: dict[str, list[Derived]] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The record of a walk.  A session the walk could not list completely (a gap names
     it) is left out, so the next run walks it again.  ``gone``: vanished sessions whose
-    files are still on disk (not pruned)."""
+    files are still on disk (not pruned); ``derived``: each session's selected assessors
+    and reconstructions (by session ID), so that a reused session still has them."""
     incomplete = {g.session_id for g in gaps}
     by_session: dict[str, dict[str, Any]] = {
         s.id: {"stamp": s.stamp, "label": s.label, "project": s.project,
-               "subject": s.subject_label, "scans": [], "files": []}
+               "subject": s.subject_label, "scans": [], "files": [],
+               "derived": [as_dict(d) for d in (derived or {}).get(s.id, [])]}
         for s in sessions if s.id not in incomplete
     }  # fmt: skip
     for scan in scans:
@@ -78,6 +82,7 @@ def known_sessions(record: dict[str, Any], key: str) -> dict[str, KnownSession]:
                     item["stamp"],
                     [Scan(**s) for s in item["scans"]],
                     [RemoteFile(**f) for f in item["files"]],
+                    [Derived(**d) for d in item.get("derived", [])],
                 )
     except (KeyError, TypeError, AttributeError):
         return {}  # a damaged record: walk everything

@@ -10,6 +10,7 @@ import io
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from xnat_downloader.aio import together
 from xnat_downloader.errors import ServerError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.xnat import paths
@@ -47,21 +48,28 @@ class Derived:
 
 async def derived_of(xs: XnatClient, session_id: str, sel: Selection) -> list[Derived]:
     """The assessors and reconstructions of the source session ``session_id`` that ``sel``
-    asks for (``--assessors``, ``--recons``, with their patterns)."""
+    asks for (``--assessors``, ``--recons``, with their patterns); both listings at once."""
+    wanted = [c for c, on in (("assessors", sel.assessors), ("reconstructions", sel.recons)) if on]
+    listed = await together(*(list_derived(xs, session_id, c, sel) for c in wanted))
+    return [d for found in listed for d in found]
+
+
+async def list_derived(
+    xs: XnatClient, session_id: str, collection: str, sel: Selection
+) -> list[Derived]:
+    """The ``collection`` (assessors or reconstructions) of session ``session_id`` that
+    ``sel``'s patterns select, from one listing."""
+    listing = await xs.get_json(
+        f"{paths.experiment(session_id)}/{collection}", what=f"the {collection} of {session_id}"
+    )
     found: list[Derived] = []
-    base = paths.experiment(session_id)
-    if sel.assessors:
-        listing = await xs.get_json(f"{base}/assessors", what=f"the assessors of {session_id}")
-        for r in result_rows(listing, "assessors"):
+    for r in result_rows(listing, collection):
+        if collection == "assessors":
             aid, xsi = r.get("ID", ""), r.get("xsiType", "")
             label = r.get("label") or aid
             if aid and owner_matches((aid, label, xsi), sel.assessor_patterns):
                 found.append(Derived("assessors", aid, label, xsi))
-    if sel.recons:
-        listing = await xs.get_json(
-            f"{base}/reconstructions", what=f"the reconstructions of {session_id}"
-        )
-        for r in result_rows(listing, "reconstructions"):
+        else:
             rid, kind = r.get("ID", ""), r.get("type", "")
             if rid and owner_matches((rid, kind), sel.recon_patterns):
                 kept = {k: r[k] for k in ("type", "baseScanType") if r.get(k)}

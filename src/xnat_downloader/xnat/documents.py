@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from xnat_downloader.xnat.derived import Derived
 from xnat_downloader.xnat.model import RemoteFile, Scan, Session
 
 FORMATS = ("xml", "json")
@@ -42,33 +43,31 @@ def document_files(sessions: list[Session], scans: list[Scan], fmt: str) -> list
     return out
 
 
-def derived_documents(files: list[RemoteFile], fmt: str) -> list[RemoteFile]:
-    """One document per assessor and reconstruction whose files are among ``files`` (by
-    label and ID under its session, as the files' folders name them): an upload of the
-    tree makes each from it (its type, and an assessor's fields)."""
-    seen: set[tuple[str, str, str]] = set()
-    out: list[RemoteFile] = []
+def derived_documents(
+    files: list[RemoteFile], derived: dict[str, list[Derived]], sessions: list[Session], fmt: str
+) -> list[RemoteFile]:
+    """One document per assessor and reconstruction of ``sessions`` that the walk selected
+    (``derived``, by session ID: with or without files) or whose files are among ``files``
+    (a session taken from a sync record made before records kept ``derived``): an upload
+    of the tree makes each from it (its type, and an assessor's fields)."""
+    by_id = {s.id: s for s in sessions}
+    # (session ID, category, folder name) → the name the server's URL takes (its ID).
+    wanted: dict[tuple[str, str, str], str] = {}
+    for session_id, items in derived.items():
+        for d in items:
+            wanted.setdefault((session_id, d.category, d.name), d.source_id)
     for f in files:
-        key = (f.session_id, f.category, f.owner)
-        if f.category not in ("assessor", "recon") or not f.owner or key in seen:
+        if f.category in ("assessor", "recon") and f.owner:
+            wanted.setdefault((f.session_id, f.category, f.owner), f.owner)
+    out: list[RemoteFile] = []
+    for (session_id, category, name), on_server in wanted.items():
+        session = by_id.get(session_id)
+        if session is None:
             continue
-        seen.add(key)
-        collection = "assessors" if f.category == "assessor" else "reconstructions"
-        uri = f"/data/experiments/{_q(f.session_id)}/{collection}/{_q(f.owner)}"
+        collection = "assessors" if category == "assessor" else "reconstructions"
+        uri = f"/data/experiments/{_q(session_id)}/{collection}/{_q(on_server)}"
         out.append(
-            RemoteFile(
-                uri=f"{uri}?format={fmt}",
-                path=f"{f.category}.{fmt}",
-                size=None,
-                md5=None,
-                project=f.project,
-                subject_label=f.subject_label,
-                session_label=f.session_label,
-                session_id=f.session_id,
-                category="metadata",
-                resource=f.category,
-                owner=f.owner,
-            )
+            _document(uri, category, fmt, session.project, session.subject_label, session, name)
         )
     return out
 

@@ -2,12 +2,12 @@
 
 Requests are kept few because real servers are far away: one project listing, one subject
 and one experiment listing per project, then per matching session one scan listing and one
-``scans/ALL/files`` listing (plus one listing each for session resources, assessors and
-reconstructions when asked for, and one per project and per subject for their own
-resources).  Listings that do not depend on each other are asked for at once (a project's
-two; a session's, unless a scan filter makes its files depend on its scans), and eight
-sessions are walked at a time, so a distant server costs a round trip per wave of
-sessions, not one per listing.
+``scans/ALL/files`` listing (plus, when asked for, one for session resources, two each
+for assessors and reconstructions, the objects and their files, and one per project and
+per subject for their own resources).  Listings that do not depend on each other are
+asked for at once (a project's two; a session's, unless a scan filter makes its files
+depend on its scans), and eight sessions are walked at a time, so a distant server costs
+a round trip per wave of sessions, not one per listing.
 
 Whatever the selection names that cannot become a file (a row without an ID or a usable
 URI, a session whose listing fails) is a :class:`Gap`: counted as failed, never skipped.
@@ -16,6 +16,7 @@ URI, a session whose listing fails) is a :class:`Gap`: counted as failed, never 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -27,6 +28,7 @@ from xnat_downloader.aio import together
 from xnat_downloader.errors import LoginPageError, NotFound, ServerError, UsageError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.xnat import paths
+from xnat_downloader.xnat.derived import Derived, list_derived
 from xnat_downloader.xnat.model import Project, RemoteFile, Scan, Session, Subject
 from xnat_downloader.xnat.parse import (
     CatalogEntry,
@@ -42,7 +44,6 @@ from xnat_downloader.xnat.parse import (
 )
 from xnat_downloader.xnat.selection import (
     Selection,
-    owner_matches,
     resource_matches,
     scan_matches,
     session_matches,
@@ -51,8 +52,16 @@ from xnat_downloader.xnat.selection import (
 
 log = logging.getLogger("xnat_downloader.walk")
 
-# What listing a part of a session (or a holder's own resources) gives: scans and files.
-Part = tuple[list[Scan], list[RemoteFile]]
+
+@dataclass
+class Part:
+    """What the listings of a part of a session (or of a holder's own resources) give:
+    scans, files, and the session's selected assessors and reconstructions (with or
+    without files: with ``--metadata`` each gets its document)."""
+
+    scans: list[Scan] = field(default_factory=list)
+    files: list[RemoteFile] = field(default_factory=list)
+    derived: list[Derived] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,7 @@ class KnownSession:
     stamp: str
     scans: list[Scan]
     files: list[RemoteFile]
+    derived: list[Derived] = field(default_factory=list)
 
 
 @dataclass
@@ -103,6 +113,8 @@ class WalkResult:
     files: list[RemoteFile] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     reused: set[str] = field(default_factory=set)  # session IDs taken from ``known``
+    # The selected assessors and reconstructions of each session, by session ID.
+    derived: dict[str, list[Derived]] = field(default_factory=dict)
 
 
 async def projects_of_sessions(xs: XnatClient, refs: list[str]) -> dict[str, list[str]]:
@@ -300,7 +312,7 @@ async def _own_resource_part(xs: XnatClient, holder: Subject | Project, sel: Sel
             found = _own_file(row, holder, where)
             if found:
                 files.append(found)
-    return [], files
+    return Part(files=files)
 
 
 async def _files_listing(xs: XnatClient, path: str, what: str) -> list[dict[str, str]]:
@@ -362,11 +374,15 @@ async def session_files(xs: XnatClient, session: Session, sel: Selection) -> Par
     if sel.session_resources:
         parts.append(_session_resource_part(xs, session, sel))
     if sel.assessors:
-        parts.append(_assessor_part(xs, session, sel))
+        parts.append(_derived_part(xs, session, sel, "assessors"))
     if sel.recons:
-        parts.append(_recon_part(xs, session, sel))
+        parts.append(_derived_part(xs, session, sel, "reconstructions"))
     answers = await together(*parts)
-    return answers[0][0], [f for _, files in answers for f in files]
+    return Part(
+        answers[0].scans,
+        [f for part in answers for f in part.files],
+        [d for part in answers for d in part.derived],
+    )
 
 
 def scan_filtered(sel: Selection) -> bool:
@@ -377,7 +393,7 @@ def scan_filtered(sel: Selection) -> bool:
 
 async def _scan_part(xs: XnatClient, session: Session, sel: Selection) -> Part:
     if not sel.scans:
-        return [], []
+        return Part()
     scan_files = paths.session_scan_files(paths.experiment(session.id))
     what = f"the scan files of session {session.label}"
     if scan_filtered(sel):
@@ -409,7 +425,7 @@ async def _scan_part(xs: XnatClient, session: Session, sel: Selection) -> Part:
         found = _file(row, session, "scan", scan.id, scan.type)
         if found:
             files.append(found)
-    return scans, files
+    return Part(scans, files)
 
 
 async def _session_resource_part(xs: XnatClient, session: Session, sel: Selection) -> Part:
@@ -426,40 +442,26 @@ async def _session_resource_part(xs: XnatClient, session: Session, sel: Selectio
             found = _file(row, session, "session")
             if found:
                 files.append(found)
-    return [], files
+    return Part(files=files)
 
 
-async def _assessor_part(xs: XnatClient, session: Session, sel: Selection) -> Part:
-    doc = await xs.get_json(
-        f"{paths.experiment(session.id)}/assessors", what=f"the assessors of {session.label}"
-    )
-    # Owner folders in file URIs name an assessor by ID (or, on some servers, label).
-    labels: dict[str, str] = {}
-    for r in result_rows(doc, "assessors"):
-        aid, label = r.get("ID", ""), r.get("label") or r.get("ID", "")
-        if aid and owner_matches((aid, label, r.get("xsiType", "")), sel.assessor_patterns):
-            labels[aid] = labels[label] = label
-    if not labels:
-        return [], []
-    return [], await _owned_files(xs, session, sel, "assessors", "assessor", labels.get)
-
-
-async def _recon_part(xs: XnatClient, session: Session, sel: Selection) -> Part:
-    wanted: dict[str, str] | None = None
-    if sel.recon_patterns:
-        doc = await xs.get_json(
-            f"{paths.experiment(session.id)}/reconstructions",
-            what=f"the reconstructions of {session.label}",
+async def _derived_part(xs: XnatClient, session: Session, sel: Selection, collection: str) -> Part:
+    """A session's assessors or reconstructions that ``sel`` selects, and their files.
+    The files listing waits for the objects' listing only where patterns choose among
+    them, or to learn assessors' labels (their folders' names)."""
+    category = "assessor" if collection == "assessors" else "recon"
+    files_of = functools.partial(_owned_files, xs, session, sel, collection, category)
+    if collection == "reconstructions" and not sel.recon_patterns:  # every one: both at once
+        chosen, files = await together(
+            list_derived(xs, session.id, collection, sel), files_of(lambda o: o)
         )
-        wanted = {
-            r["ID"]: r["ID"]
-            for r in result_rows(doc, "reconstructions")
-            if r.get("ID") and owner_matches((r["ID"], r.get("type", "")), sel.recon_patterns)
-        }
-        if not wanted:
-            return [], []
-    name: Callable[[str], str | None] = (lambda o: o) if wanted is None else wanted.get
-    return [], await _owned_files(xs, session, sel, "reconstructions", "recon", name)
+        return Part(files=files, derived=chosen)
+    chosen = await list_derived(xs, session.id, collection, sel)
+    if not chosen:
+        return Part()
+    # Owner folders in file URIs name an assessor by ID (or, on some servers, label).
+    names = {d.source_id: d.name for d in chosen} | {d.name: d.name for d in chosen}
+    return Part(files=await files_of(names.get), derived=chosen)
 
 
 async def walk(
@@ -508,13 +510,13 @@ async def walk(
                 raise
             except (NotFound, ServerError) as exc:
                 _gap(what, f"cannot be listed: {exc}")
-                return [], []
+                return Part()
 
     async def one(session: Session) -> Part:
         before = before_walk.get(session.id)
         if before is not None and session.stamp and before.stamp == session.stamp:
             result.reused.add(session.id)
-            return before.scans, before.files
+            return Part(before.scans, before.files, before.derived)
         _listing.set(session.id)  # this task's own context: its gaps name the session
         return await guarded(
             f"session {session.label} ({session.id})", session_files(xs, session, sel)
@@ -524,7 +526,7 @@ async def walk(
         if isinstance(holder, Subject) and not holder.id:  # a gap, not a skip
             name = f"a subject of project {holder.project} ({holder.label or 'no label'})"
             _gap(name, "the server's subject listing gives it no ID")
-            return [], []
+            return Part()
         name = holder.label if isinstance(holder, Subject) else holder.id
         return await guarded(f"the resources of {name}", _own_resource_part(xs, holder, sel))
 
@@ -534,9 +536,13 @@ async def walk(
     if sel.subject_resources:
         holders += subjects_selected(subjects, result.sessions, sel)
     walked = [one(s) for s in result.sessions] + [own(h) for h in holders]
-    for scans, files in await together(*walked):
-        result.scans.extend(scans)
-        result.files.extend(files)
+    parts = await together(*walked)
+    for part in parts:
+        result.scans.extend(part.scans)
+        result.files.extend(part.files)
+    for session, part in zip(result.sessions, parts[: len(result.sessions)], strict=True):
+        if part.derived:
+            result.derived[session.id] = part.derived
     return result
 
 

@@ -525,3 +525,35 @@ def test_assessors_alone_of_a_session_not_on_the_target_say_to_copy_the_session_
     finally:
         source.stop()
         target.stop()
+
+
+def test_copy_and_verify_through_the_python_api(archive: Path, tmp_path: Path) -> None:
+    """The package's ``copy`` fills the target, one session of it verified; a download of
+    it is clean for the package's ``verify`` (asking the server too), and a byte changed
+    on disk is not."""
+    import xnat_downloader as xd
+
+    source, target = _servers(tmp_path, archive)
+    try:
+        login = xd.Credentials("admin", "admin")
+        there = xd.Connection(target.url, login)
+        selection = xd.Selection(projects=("DEMO01",), sessions=("DEMO01_S001_MR1",))
+        report = xd.copy(xd.Connection(source.url, login), there, selection, jobs=2)
+        assert isinstance(report, xd.CopyReport)
+        assert report.ok
+        assert report.verified > 0
+        assert report.sessions == {"DEMO01_S001_MR1": "copied"}
+
+        out = tmp_path / "out"
+        assert xd.download(there, xd.Selection(projects=("DEMO01",)), out).ok
+        checked = xd.verify(out, there)
+        assert isinstance(checked, xd.VerifyReport)
+        assert checked.clean
+        assert len(checked.ok) == report.verified
+        victim = next(p for p in out.rglob("*.dcm"))
+        data = victim.read_bytes()
+        victim.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+        assert xd.verify(out).changed == [victim.relative_to(out).as_posix()]
+    finally:
+        source.stop()
+        target.stop()

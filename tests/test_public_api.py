@@ -16,7 +16,8 @@ def test_every_name_in_all_resolves_and_the_entry_points_are_there() -> None:
     for name in xnat_downloader.__all__:
         assert getattr(xnat_downloader, name) is not None, name
     entry_points = {"download", "plan", "ls", "list_projects", "upload", "upload_subjects",
-                    "create_project", "dicom_send", "prepare_array"}  # fmt: skip
+                    "create_project", "dicom_send", "prepare_array", "copy", "verify",
+                    "session_workflows"}  # fmt: skip
     assert entry_points <= set(xnat_downloader.__all__)
     assert sorted(xnat_downloader.__all__) == xnat_downloader.__all__
 
@@ -36,9 +37,11 @@ def test_every_error_of_the_tree_can_be_caught_from_the_package() -> None:
 
 def test_the_server_comes_first() -> None:
     for name in ("download", "plan", "ls", "list_projects", "upload", "upload_subjects",
-                 "create_project", "prepare_array"):  # fmt: skip
+                 "create_project", "prepare_array", "session_workflows"):  # fmt: skip
         first = next(iter(inspect.signature(getattr(xnat_downloader, name)).parameters))
         assert first in ("url", "conn"), (name, first)
+    # A copy has two: the server it reads first, then the one it writes.
+    assert list(inspect.signature(xnat_downloader.copy).parameters)[:2] == ["source", "target"]
 
 
 def test_statuses_are_an_enum_that_reads_as_plain_words() -> None:

@@ -7,6 +7,9 @@ the server first, as a :class:`Connection` (or, for the download calls, a URL)::
     plan(conn, selection) / ls(...)     what a selection matches, transferring nothing
     list_projects(conn)                 the projects a user can see
     upload(conn, paths, project)        import sessions or fill a resource, verified
+    copy(source, target, selection)     server to server, verified on the target
+    verify(dir, conn)                   re-hash a download (and ask the server what changed)
+    session_workflows(conn, sessions)   each session's newest workflow record
     upload_subjects(conn, csv, project) subjects and their fields from a spreadsheet
     create_project(conn, project)       a new project
     dicom_send(paths, "AE@HOST:PORT")   DICOM files over C-STORE (conn= checks the result)
@@ -22,6 +25,7 @@ from typing import Any
 from xnat_downloader._version import __version__
 from xnat_downloader.api.cluster import ArrayJob, prepare_array
 from xnat_downloader.api.connection import Connection
+from xnat_downloader.api.copy import CopyReport, copy
 from xnat_downloader.api.download import (
     PlanResult,
     Report,
@@ -30,10 +34,12 @@ from xnat_downloader.api.download import (
     ls,
     plan,
     scan_type_counts,
+    session_workflows,
 )
 from xnat_downloader.api.manage import create_project
 from xnat_downloader.api.subjects import SubjectResult, upload_subjects
 from xnat_downloader.api.upload import UploadReport, upload
+from xnat_downloader.api.verify import VerifyReport, verify
 from xnat_downloader.errors import (
     AccessDenied,
     AuthError,
@@ -54,6 +60,7 @@ from xnat_downloader.http.credentials import Credentials
 from xnat_downloader.plan.layout import Layout, LayoutOptions
 from xnat_downloader.transfer.jobs import Outcome, Status
 from xnat_downloader.transfer.modes import Mode
+from xnat_downloader.xnat.model import WorkflowState
 from xnat_downloader.xnat.selection import Selection
 
 # Loaded on first use: they bring in pydicom and pynetdicom (0.15 s), which nothing else needs.
@@ -75,6 +82,7 @@ __all__ = [
     "AuthError",
     "Connection",
     "ConnectionFailed",
+    "CopyReport",
     "Credentials",
     "DicomSendReport",
     "IntegrityError",
@@ -97,8 +105,11 @@ __all__ = [
     "TransferError",
     "UploadReport",
     "UsageError",
+    "VerifyReport",
+    "WorkflowState",
     "XnatError",
     "__version__",
+    "copy",
     "create_project",
     "dicom_send",
     "download",
@@ -107,6 +118,8 @@ __all__ = [
     "plan",
     "prepare_array",
     "scan_type_counts",
+    "session_workflows",
     "upload",
     "upload_subjects",
+    "verify",
 ]

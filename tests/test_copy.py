@@ -557,3 +557,50 @@ def test_copy_and_verify_through_the_python_api(archive: Path, tmp_path: Path) -
     finally:
         source.stop()
         target.stop()
+
+
+def test_assessors_and_reconstructions_without_files_are_copied(
+    archive: Path, tmp_path: Path
+) -> None:
+    """An assessor and a reconstruction with fields and no files are made on the target
+    with the rest of their session; one chosen alone (a session with nothing else
+    selected, which the plan holds no file of) is made too."""
+    import xnat_downloader as xd
+
+    source, target = _servers(tmp_path, archive)
+    session = "DEMO01_S001_MR1"
+    base = f"{source.url}/data/projects/DEMO01/experiments/{session}"
+    try:
+        for label, rater in (("RATING", "First"), ("LATER", "Second")):
+            made = requests.put(f"{base}/assessors/{session}_{label}", auth=ADMIN, timeout=30,
+                                params={"xsiType": "xnat:qcManualAssessorData",
+                                        "xnat:qcManualAssessorData/rater": rater})  # fmt: skip
+            assert made.ok, made.text
+        made = requests.put(f"{base}/reconstructions/{session}_MASK", auth=ADMIN, timeout=30,
+                            params={"xsiType": "xnat:reconstructedImageData",
+                                    "type": "BRAIN_MASK"})  # fmt: skip
+        assert made.ok, made.text
+        login = xd.Credentials("admin", "admin")
+        src, dst = xd.Connection(source.url, login), xd.Connection(target.url, login)
+        first = xd.Selection(projects=("DEMO01",), sessions=(session,), assessors=True,
+                             recons=True, assessor_patterns=("*_RATING",))  # fmt: skip
+        report = xd.copy(src, dst, first)
+        assert report.ok, [o.error for o in report.outcomes if o.status == "failed"]
+        there = f"{target.url}/data/projects/DEMO01/experiments/{session}"
+        rating = requests.get(f"{there}/assessors/{session}_RATING", params={"format": "xml"},
+                              auth=ADMIN, timeout=30)  # fmt: skip
+        assert "<xnat:rater>First</xnat:rater>" in rating.text
+        recons = requests.get(f"{there}/reconstructions", params={"format": "json"},
+                              auth=ADMIN, timeout=30).json()["ResultSet"]["Result"]  # fmt: skip
+        assert {r["ID"]: r["type"] for r in recons}[f"{session}_MASK"] == "BRAIN_MASK"
+
+        alone = xd.Selection(projects=("DEMO01",), sessions=(session,), scans=False,
+                             assessors=True, assessor_patterns=("*_LATER",))  # fmt: skip
+        report = xd.copy(src, dst, alone)
+        assert report.ok, [o.error for o in report.outcomes if o.status == "failed"]
+        later = requests.get(f"{there}/assessors/{session}_LATER", params={"format": "xml"},
+                             auth=ADMIN, timeout=30)  # fmt: skip
+        assert "<xnat:rater>Second</xnat:rater>" in later.text
+    finally:
+        source.stop()
+        target.stop()

@@ -60,8 +60,8 @@ from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts, Status
 from xnat_downloader.transfer.state import State
 from xnat_downloader.transfer.upload import ResourceUpload, upload_resources
 from xnat_downloader.xnat import paths
-from xnat_downloader.xnat.derived import derived_of, make_derived
-from xnat_downloader.xnat.model import RemoteFile
+from xnat_downloader.xnat.derived import Derived, make_derived
+from xnat_downloader.xnat.model import Session
 from xnat_downloader.xnat.selection import Selection
 from xnat_downloader.xnat.services import (
     ensure_subject,
@@ -154,7 +154,14 @@ async def _copy_with(
         sink(FileFailed(gap.what, gap.reason))
         job = Job(gap.what, gap.what, None, None)
         report.outcomes.append(Outcome(job, Status.FAILED, 0, "", False, gap.reason))
-    for (project, _subject, session), everything in sorted(grouped.items()):
+    by_id = {s.id: s for s in planned.sessions}
+    work = [(key, by_id[files[0].file.session_id], files) for key, files in grouped.items()]
+    # A session whose only selected parts are assessors or reconstructions without files
+    # has nothing in the plan: it is copied for them alone.
+    planned_ids = {s.id for _, s, _ in work}
+    work += [((s.project, s.subject_label, s.label), s, []) for s in planned.sessions
+             if planned.derived.get(s.id) and s.id not in planned_ids]  # fmt: skip
+    for (project, _subject, session), found, everything in sorted(work, key=lambda w: w[0]):
         dest_project = target_project or project
         entries = [e for e in everything if e.file.category not in DERIVED]
         await _copy_session(source, target, session, entries, dest_project, jobs, scratch,
@@ -165,8 +172,9 @@ async def _copy_with(
             _fail_rest(derived, f"the assessors and reconstructions of {session}", error,
                        sink, report)  # fmt: skip
         elif report.sessions[session] != "failed" and (selection.assessors or selection.recons):
-            await _copy_derived(source, target, selection, everything[0].file, dest_project,
-                                derived, not entries, jobs, scratch, sink, report)  # fmt: skip
+            items = planned.derived.get(found.id, [])
+            await _copy_derived(source, target, found, items, dest_project, derived,
+                                not entries, jobs, scratch, sink, report)  # fmt: skip
     if own:
         await _copy_own(source, target, own, target_project, jobs, scratch, sink, report)
     report.seconds = time.monotonic() - started
@@ -339,8 +347,8 @@ def _fail_rest(
 async def _copy_derived(
     source: XnatClient,
     target: XnatClient,
-    selection: Selection,
-    first: RemoteFile,
+    session: Session,
+    items: list[Derived],
     dest_project: str,
     files: list[PlanEntry],
     alone: bool,
@@ -349,25 +357,19 @@ async def _copy_derived(
     sink: EventSink,
     report: CopyReport,
 ) -> None:
-    """A copied session's assessors and reconstructions that ``selection`` asks for (the
-    session named by ``first``, one of its files): each made on the target (an assessor
-    from its source document, its fields kept; a reconstruction from its type), then its
-    ``…/out`` resources' files copied as :func:`_copy_resource` copies any.  One that cannot
-    be made fails, with its files (an assessor without files counts as one failure).
-    ``alone``: nothing else of the session was selected, so whether the target has the
-    session is asked first (nothing else of this copy made it)."""
-    label = first.session_label
-    session_uri = paths.owner(dest_project, first.subject_label, label)
+    """A copied session's assessors and reconstructions that the walk selected (``items``,
+    with their ``files``): each made on the target (an assessor from its source document,
+    its fields kept; a reconstruction from its type), then its ``…/out`` resources' files
+    copied as :func:`_copy_resource` copies any.  One that cannot be made fails, with its
+    files (an assessor without files counts as one failure).  ``alone``: nothing else of
+    the session was selected, so whether the target has the session is asked first
+    (nothing else of this copy made it)."""
+    label = session.label
+    session_uri = paths.owner(dest_project, session.subject_label, label)
     owners: dict[tuple[str, str], list[PlanEntry]] = {}
     for e in files:
         owners.setdefault((e.file.category, e.file.owner), []).append(e)
     what = f"the assessors and reconstructions of {label}"
-    try:
-        items = await derived_of(source, first.session_id, selection)
-    except (ConnectionFailed, ServerError, NotFound, AccessDenied) as exc:
-        error = f"not listed on the source ({exc}); run the same command again to copy them"
-        _fail_all(files, what, error, sink, report)
-        return
     if items and alone:  # only its assessors were selected (--no-scans): is it there?
         try:
             there = await find_session(target, dest_project, label)

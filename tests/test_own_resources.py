@@ -383,7 +383,7 @@ def test_assessors_and_reconstructions_without_files_keep_their_documents(
     serve: Callable[..., Server], tmp_path: Path
 ) -> None:
     """An assessor and a reconstruction with fields but no files are selected like any
-    other: --metadata xml saves their documents (on a re-run too, when the session is
+    other: ls names them, --metadata xml saves their documents (on a re-run too, when the session is
     reused from the record), and an upload of the tree makes them, fields and all."""
     server = serve()
     session = "DEMO01_S001_MR1"
@@ -396,6 +396,16 @@ def test_assessors_and_reconstructions_without_files_keep_their_documents(
                         params={"xsiType": "xnat:reconstructedImageData",
                                 "type": "BRAIN_MASK"})  # fmt: skip
     assert made.ok, made.text
+    selected = ("-p", "DEMO01", "-s", session, "--assessors", "--recons")
+    code, stdout, err = cli("ls", "-w", server.url, *selected)
+    assert code == 0, err
+    assert f"assessor       {session}_RATING  xnat:qcManualAssessorData" in stdout
+    assert f"reconstruction {session}_NOFILES  xnat:reconstructedImageData" in stdout
+    code, stdout, err = cli("ls", "-w", server.url, *selected, "--json")
+    assert code == 0, err
+    listed = {(d["kind"], d["name"]) for d in json.loads(stdout)["assessors_and_reconstructions"]}
+    assert {("assessor", f"{session}_RATING"), ("recon", f"{session}_NOFILES")} <= listed
+
     out = tmp_path / "out"
     where = out / "DEMO01" / "DEMO01_S001" / session
     rating = where / "assessors" / f"{session}_RATING" / "assessor.xml"

@@ -69,6 +69,8 @@ from xnat_downloader.plan.plan import Plan, load_manifest
 from xnat_downloader.plan.shard import parse_shard
 from xnat_downloader.plan.shard import select as select_shard
 from xnat_downloader.transfer.modes import Mode
+from xnat_downloader.xnat.derived import Derived
+from xnat_downloader.xnat.model import Session
 from xnat_downloader.xnat.parse import catalog_link, server_of_link
 from xnat_downloader.xnat.selection import Selection
 
@@ -678,6 +680,17 @@ def _ls(
                         {"project": p, "subject": s, "resource": r, "files": n, "bytes": b}
                         for (p, s, r), (n, b) in own_resources(result.plan)
                     ],
+                    "assessors_and_reconstructions": [
+                        {
+                            "session": s.label,
+                            "session_id": s.id,
+                            "kind": d.category,
+                            "name": d.name,
+                            "id": d.source_id,
+                            "xsiType": d.xsi_type,
+                        }
+                        for s, d in _derived_rows(result)
+                    ],
                     "files": len(result.plan.entries),
                     "bytes": result.plan.total_bytes,
                     "not_in_plan": [{"what": g.what, "why": g.reason} for g in result.gaps],
@@ -697,6 +710,12 @@ def _ls(
     print("\nscan types:", file=out)
     for scan_type, count in counts:
         print(f"  {count:>5}  {scan_type}", file=out)
+    derived = _derived_rows(result)
+    if derived:
+        print("\nassessors and reconstructions:", file=out)
+        for s, d in derived:
+            kind = "assessor" if d.category == "assessor" else "reconstruction"
+            print(f"  {s.label:<28} {kind:<14} {d.name}  {d.xsi_type}", file=out)
     if owned:
         print("\nresources of projects and subjects:", file=out)
         for (project, subject, resource), (n, size) in owned:
@@ -710,6 +729,11 @@ def _ls(
         file=out,
     )
     return _not_in_plan(result, err)
+
+
+def _derived_rows(result: api.PlanResult) -> list[tuple[Session, Derived]]:
+    """Each session's selected assessors and reconstructions, in the sessions' order."""
+    return [(s, d) for s in result.sessions for d in result.derived.get(s.id, [])]
 
 
 def _workflows_entry(states: dict[str, api.WorkflowState], session: str) -> dict[str, Any]:

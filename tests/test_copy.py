@@ -514,6 +514,8 @@ def test_assessors_alone_of_a_session_not_on_the_target_say_to_copy_the_session_
         assert ("failed: the assessors and reconstructions of DEMO01_S001_MR1: session "
                 "DEMO01_S001_MR1 is not in DEMO01 on the target: copy it with its scans first "
                 "(without --no-scans)") in err  # fmt: skip
+        assert "failed: DEMO01_S001_MR1\n" in err  # the session, too: it is not there
+        assert "present: DEMO01_S001_MR1" not in err
         assert not out.splitlines()[-1].endswith(" 0 failed")
         code, _, err = cli("copy", "--from", source.url, "--to", target.url, "-p", "DEMO01",
                            "-s", "DEMO01_S001_MR1", "--assessors", "--recons")  # fmt: skip

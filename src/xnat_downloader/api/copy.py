@@ -173,8 +173,9 @@ async def _copy_with(
                        sink, report)  # fmt: skip
         elif report.sessions[session] != "failed" and (selection.assessors or selection.recons):
             items = planned.derived.get(found.id, [])
-            await _copy_derived(source, target, found, items, dest_project, derived,
-                                not entries, jobs, scratch, sink, report)  # fmt: skip
+            if not await _copy_derived(source, target, found, items, dest_project, derived,
+                                       not entries, jobs, scratch, sink, report):  # fmt: skip
+                report.sessions[session] = "failed"  # not "present": it is not on the target
     if own:
         await _copy_own(source, target, own, target_project, jobs, scratch, sink, report)
     report.seconds = time.monotonic() - started
@@ -356,14 +357,14 @@ async def _copy_derived(
     scratch: Path,
     sink: EventSink,
     report: CopyReport,
-) -> None:
+) -> bool:
     """A copied session's assessors and reconstructions that the walk selected (``items``,
     with their ``files``): each made on the target (an assessor from its source document,
     its fields kept; a reconstruction from its type), then its ``…/out`` resources' files
     copied as :func:`_copy_resource` copies any.  One that cannot be made fails, with its
     files (an assessor without files counts as one failure).  ``alone``: nothing else of
     the session was selected, so whether the target has the session is asked first
-    (nothing else of this copy made it)."""
+    (nothing else of this copy made it); False when it is not there or cannot be asked."""
     label = session.label
     session_uri = paths.owner(dest_project, session.subject_label, label)
     owners: dict[tuple[str, str], list[PlanEntry]] = {}
@@ -379,14 +380,14 @@ async def _copy_derived(
                 "command again"
             )
             _fail_all(files, what, error, sink, report)
-            return
+            return False
         if there is None:
             error = (
                 f"session {label} is not in {dest_project} on the target: copy it with its "
                 "scans first (without --no-scans), then run this again"
             )
             _fail_all(files, what, error, sink, report)
-            return
+            return False
     made: list[str] = []
     for item in items:
         mine = owners.pop((item.category, item.name), [])
@@ -414,6 +415,7 @@ async def _copy_derived(
         _fail_rest(entries, what, error, sink, report)
     if made:
         report.notes.append(f"{label}: made or updated on the target: {', '.join(made)}")
+    return True
 
 
 def _fail_all(

@@ -436,6 +436,16 @@ def test_bad_uploads(server: Server, archive: Path, tmp_path: Path) -> None:
     code, _, err = cli("upload", "-w", server.url, "-p", "COPY", str(truncated))
     assert code == 2  # read locally first: nothing is sent
     assert "not a readable" in err
+    junk, empty = tmp_path / "junk.zip", tmp_path / "empty.zip"
+    junk.write_bytes(b"not an archive at all\n" * 100)
+    empty.write_bytes(b"")
+    for path, said in ((junk, "(neither a zip nor a tar file, or cut short)"),
+                       (empty, "is empty (0 bytes)")):  # fmt: skip
+        code, _, err = cli("upload", "-w", server.url, "-p", "COPY", str(path))
+        assert code == 2, err
+        assert err.startswith(f"error: {path} ")
+        assert said in err
+        assert err.endswith("nothing from it was sent\n")  # one line, not tarfile's list
     notdicom = tmp_path / "notes"
     notdicom.mkdir()
     (notdicom / "a.txt").write_text("hello")

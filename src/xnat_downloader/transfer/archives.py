@@ -116,8 +116,19 @@ def study_uids(path: Path) -> set[str]:
 
 
 def _unreadable(path: Path, exc: Exception) -> UsageError:
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        empty = False
+    if empty:
+        return UsageError(f"{path} is empty (0 bytes); nothing from it was sent")
+    # A file that is no archive at all meets tarfile's guess at its compression, whose
+    # error lists each one it tried, a line each: said in a few words instead.
+    reason = str(exc)
+    if "\n" in reason or not reason:
+        reason = "neither a zip nor a tar file, or cut short"
     return UsageError(
-        f"{path} is not a readable zip, tar or tar.gz archive ({exc}); nothing from it was sent"
+        f"{path} is not a readable zip, tar or tar.gz archive ({reason}); nothing from it was sent"
     )
 
 

@@ -113,7 +113,7 @@ def test_download_verifies_every_file_and_rerun_skips(
     # Nothing was fetched, so the summary gives no rate (it once said "0 B/s").
     summary = next(line for line in err.splitlines() if line.endswith("already verified"))
     assert re.fullmatch(
-        rf"{len(remote)} files \(.+\) in \d+\.\d s; {len(remote)} already verified", summary
+        rf"{len(remote)} files \(.+\) in \d+\.\d+ s; {len(remote)} already verified", summary
     )
     report = sorted((out / ".xnat-downloader" / "reports").glob("*.jsonl"))[-1]
     statuses = {json.loads(line)["status"] for line in report.read_text().splitlines()}

@@ -91,7 +91,7 @@ def test_round_trip_download_upload_download(server: Server, tmp_path: Path) -> 
     assert f"{files} were already on the server" in err  # all of them, not only extras
     # Nothing moved, so no rate (it once said "0 B/s").
     summary = next(line for line in err.splitlines() if "were already on the server" in line)
-    assert re.fullmatch(rf"{files} files \(.+\) in \d+\.\d s; {files} were already .+", summary)
+    assert re.fullmatch(rf"{files} files \(.+\) in \d+\.\d+ s; {files} were already .+", summary)
     assert "failed:" not in err
     code, out, err = cli(
         "upload", "-w", server.url, "-p", "COPY", "--overwrite", str(first / "DEMO01")

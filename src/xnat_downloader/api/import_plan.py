@@ -28,6 +28,7 @@ from xnat_downloader.transfer.archives import archive_members, zip_file_count
 from xnat_downloader.transfer.jobs import Job
 from xnat_downloader.transfer.localfs import files_under
 from xnat_downloader.transfer.upload import file_body, md5_file, zip_body
+from xnat_downloader.words import counted
 
 
 @dataclass
@@ -95,10 +96,10 @@ def plan_imports(
                         for f in theirs]  # fmt: skip
                 documents = [r for r in loose if is_metadata(r)]
                 if documents:
-                    n = len(documents)
                     notes.append(
-                        f"not sent, as the server writes its own: {n} metadata "
-                        f"document{'s' if n != 1 else ''} in {path} (project.xml, session.xml, …)"
+                        "not sent, as the server writes its own: "
+                        f"{counted(len(documents), 'metadata document')} in {path} "
+                        "(project.xml, session.xml, …)"
                     )
                 loose = [r for r in loose if not is_metadata(r)]
                 if loose:

@@ -36,6 +36,7 @@ from xnat_downloader.transfer.events import (
 )
 from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts, Status
 from xnat_downloader.transfer.upload import ResourceUpload, upload_resources
+from xnat_downloader.words import counted
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.derived import put_assessor, put_recon, recon_fields
 from xnat_downloader.xnat.services import (
@@ -440,8 +441,9 @@ async def _compared(
         report,
         sink,
         f"session {label} is already in {opts.project} with other content "
-        f"({comparison.extra} files there are not in this upload, {comparison.missing} of "
-        "its files are not there); add --overwrite to replace the files it sends",
+        f"({counted(comparison.extra, 'file')} there not in this upload, "
+        f"{counted(comparison.missing, 'file')} of it not there); add --overwrite to replace "
+        "the files it sends",
     )
     return None
 
@@ -485,9 +487,7 @@ async def _session_extras(
     files = [f.local for d in unmade for f in d.files]
     kinds = Counter(rel.parts[len(found.folder.parts)] for rel in [*found.ignored, *files])
     if kinds:
-        said = " and ".join(
-            f"{n} {kind[:-1]} file{'s' if n != 1 else ''}" for kind, n in sorted(kinds.items())
-        )
+        said = " and ".join(counted(n, f"{kind[:-1]} file") for kind, n in sorted(kinds.items()))
         report.notes.append(
             f"{found.folder}: not sent, as no assessor.xml or recon.xml (what 'download "
             "--metadata xml' saves) says what to make ('copy --assessors --recons' reads it "

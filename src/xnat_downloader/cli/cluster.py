@@ -23,7 +23,7 @@ from xnat_downloader.cli.common import (
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
 from xnat_downloader.cli.inputs import expand
-from xnat_downloader.cli.progress import counted, human_bytes
+from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.cli.selection import (
     check_plan_source,
     layout_of,
@@ -33,6 +33,7 @@ from xnat_downloader.cli.selection import (
 )
 from xnat_downloader.errors import UsageError
 from xnat_downloader.plan.plan import load_manifest
+from xnat_downloader.words import counted
 
 SLURM_DESCRIPTION = (
     "Plan a download once and write it as a Slurm job array: N tasks, each fetching "

@@ -244,9 +244,11 @@ def took(counts: OutcomeCounts, seconds: float) -> str:
     """``in 4.2 s, 12.3 MB/s``: the rate of the bytes this run moved (files skipped as done
     before do not count), left out when it moved none rather than shown as ``0 B/s``."""
     moved = sum(o.size for o in counts.outcomes if o.status == Status.VERIFIED)
+    # Under a second, two decimals: "0.0 s" beside a rate would contradict it.
+    shown = f"in {seconds:.2f} s" if seconds < 1 else f"in {seconds:.1f} s"
     if not moved:
-        return f"in {seconds:.1f} s"
-    return f"in {seconds:.1f} s, {human_bytes(moved / max(seconds, 1e-6))}/s"
+        return shown
+    return f"{shown}, {human_bytes(moved / max(seconds, 1e-6))}/s"
 
 
 def report_lines(path: Path | None, error: str | None, stderr: TextIO) -> None:

@@ -54,7 +54,7 @@ from xnat_downloader.cli.common import (
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE
 from xnat_downloader.cli.inputs import expand, labelled, menu, parse_choice
 from xnat_downloader.cli.parser import Parser, xget_flags_in
-from xnat_downloader.cli.progress import counted, human_bytes
+from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.cli.selection import (
     check_plan_source,
     constraints_given,
@@ -69,6 +69,7 @@ from xnat_downloader.plan.plan import Plan, load_manifest
 from xnat_downloader.plan.shard import parse_shard
 from xnat_downloader.plan.shard import select as select_shard
 from xnat_downloader.transfer.modes import Mode
+from xnat_downloader.words import counted
 from xnat_downloader.xnat.derived import Derived
 from xnat_downloader.xnat.model import Session
 from xnat_downloader.xnat.parse import catalog_link, server_of_link

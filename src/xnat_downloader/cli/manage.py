@@ -21,8 +21,8 @@ from xnat_downloader.cli.common import (
     server_url,
 )
 from xnat_downloader.cli.errors import EXIT_FAILED_FILES, EXIT_OK
-from xnat_downloader.cli.progress import counted
 from xnat_downloader.errors import UsageError
+from xnat_downloader.words import counted
 
 PROJECT_DESCRIPTION = "Manage projects on an XNAT server."
 PREARCHIVE_DESCRIPTION = (

@@ -36,11 +36,6 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def counted(n: int, noun: str) -> str:
-    """``1 session``, ``2 sessions``: a count with its noun in the right number."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def resuming_line(event: Planned) -> str | None:
     """What a resumed run says at its start, or None for a fresh one."""
     if not event.already_files:

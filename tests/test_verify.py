@@ -539,3 +539,8 @@ def test_a_damaged_state_database_is_named_with_the_way_out(
     code, printed, err = cli("status", "-o", str(out), "--json")
     assert "Traceback" not in err
     assert [r["state"] for r in json.loads(printed)["runs"]] == ["unfinished"]
+    code, printed, err = cli("status", "-o", str(out))
+    assert code == 1, err
+    assert printed.splitlines()[-1].startswith(
+        "status: 1 run, 0 done, 0 failed, 0 running, 1 unfinished"
+    )

@@ -162,10 +162,10 @@ def _status(args: argparse.Namespace, stdout: TextIO) -> int:
     if found.rerun:
         print(f"to finish: {found.rerun}", file=stdout)
     print(
-        f"status: {len(states)} runs, {states.count('done')} done, {states.count('failed')} "
-        f"failed, {states.count('running')} running, {states.count('unfinished')} "
-        f"unfinished, {states.count('not started')} not started; {verified} files verified, "
-        f"{failed} failed",
+        f"status: {counted(len(states), 'run')}, {states.count('done')} done, "
+        f"{states.count('failed')} failed, {states.count('running')} running, "
+        f"{states.count('unfinished')} unfinished, {states.count('not started')} not started; "
+        f"{counted(verified, 'file')} verified, {failed} failed",
         file=stdout,
     )
     return EXIT_OK if found.done else EXIT_FAILED_FILES

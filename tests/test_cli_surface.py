@@ -66,6 +66,9 @@ def test_one_unit_family_and_what_a_resumed_run_says() -> None:
     assert resuming_line(Planned(13, 5_000_000, 4, 2_000_000, 3)) == (
         "resuming: 4 files (2.0 MB) already verified; 6 files (3.0 MB) to fetch"
     )
+    assert resuming_line(Planned(2, 2000, 1, 1000)) == (
+        "resuming: 1 file (1.0 kB) already verified; 1 file (1.0 kB) to fetch"
+    )
 
 
 def test_ls_dates_and_a_readable_dry_run(shared_server: Server, tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ from xnat_downloader.transfer.events import (
 from xnat_downloader.transfer.jobs import Job, Outcome, OutcomeCounts, Status
 from xnat_downloader.transfer.state import State
 from xnat_downloader.transfer.upload import ResourceUpload, upload_resources
+from xnat_downloader.words import counted
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.derived import Derived, make_derived
 from xnat_downloader.xnat.model import Session
@@ -218,7 +219,7 @@ async def _copy_session(
     if not fetched.ok:
         report.outcomes += [o for o in fetched.outcomes if o.status == "failed"]
         report.sessions[session] = "failed"
-        report.notes.append(f"{session}: {fetched.failed} files could not be fetched")
+        report.notes.append(f"{session}: {counted(fetched.failed, 'file')} could not be fetched")
         shutil.rmtree(folder, ignore_errors=True)
         return
     project = PurePosixPath(entries[0].local).parts[0]
@@ -319,7 +320,7 @@ async def _copy_resource(
         fetched = await _fetch(source, missing, folder, jobs)
         if not fetched.ok:
             report.outcomes += [o for o in fetched.outcomes if o.status == "failed"]
-            report.notes.append(f"{what}: {fetched.failed} files could not be fetched")
+            report.notes.append(f"{what}: {counted(fetched.failed, 'file')} could not be fetched")
             return
         send = replace(upload, files=[(folder / e.local, e.file.path) for e in missing])
         if before_sending is not None:

@@ -103,7 +103,9 @@ def plan_imports(
                     )
                 loose = [r for r in loose if not is_metadata(r)]
                 if loose:
-                    notes.append(f"{len(loose)} files in {path} are outside any session: not sent")
+                    notes.append(
+                        f"{counted(len(loose), 'file')} in {path} outside any session: not sent"
+                    )
                 for found in sessions:
                     imports.append(_session_import(path.parent, found, subject, session))
                 continue

@@ -21,6 +21,7 @@ from xnat_downloader.api.connection import Connection
 from xnat_downloader.errors import LocalWriteError, NotFound, ServerError, UsageError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.transfer.localfs import write_failure, write_whole
+from xnat_downloader.words import counted
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.parse import parse_uri_list
 from xnat_downloader.xnat.services import prearchive_rows, remote_digest_list
@@ -178,7 +179,9 @@ async def _archive_one(
         result.verified = sum(sent.values()) - result.failed
         result.checked = True
         if result.failed:
-            result.error = f"{result.failed} files sent to the prearchive are not in the archive"
+            result.error = (
+                f"{counted(result.failed, 'file')} sent to the prearchive not found in the archive"
+            )
         else:
             record.unlink()
     return result

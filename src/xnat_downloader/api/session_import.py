@@ -357,9 +357,8 @@ async def _import_and_verify(
         )
         if later:
             report.notes.append(
-                f"{item.name}: {later} files of other resources, assessors and "
-                "reconstructions were not sent: they need the archived session (use --dest "
-                "archive)"
+                f"{item.name}: {counted(later, 'file')} of other resources, assessors and "
+                "reconstructions not sent: they need the archived session (use --dest archive)"
             )
         return None
     server: list[tuple[int, str]] = []

@@ -39,6 +39,7 @@ from xnat_downloader.transfer.events import (
 )
 from xnat_downloader.transfer.jobs import OutcomeCounts, Status
 from xnat_downloader.transfer.localfs import write_failure
+from xnat_downloader.words import counted
 
 LOGGER = "xnat_downloader"
 log = logging.getLogger(LOGGER)
@@ -272,14 +273,14 @@ def print_summary(report: api.Report, quiet: bool, stdout: TextIO, stderr: TextI
     """The human summary (unless quiet) and the contract's ``done:`` line."""
     if not quiet:
         print(
-            f"{report.files} files ({human_bytes(report.bytes)}) "
+            f"{counted(report.files, 'file')} ({human_bytes(report.bytes)}) "
             f"{took(report, report.seconds)}; {report.skipped} already verified",
             file=stderr,
         )
         if report.without_server_digest:
             print(
-                f"note: the server listed no MD5 for {report.without_server_digest} files; "
-                "only their sizes were checked",
+                "note: the server listed no MD5 for "
+                f"{counted(report.without_server_digest, 'file')}; only their sizes were checked",
                 file=stderr,
             )
     report_lines(report.report_path if not quiet else None, report.report_error, stderr)

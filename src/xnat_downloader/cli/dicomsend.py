@@ -29,6 +29,7 @@ from xnat_downloader.cli.inputs import labelled
 from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.errors import UsageError
 from xnat_downloader.transfer.engine import MAX_JOBS
+from xnat_downloader.words import counted
 
 if TYPE_CHECKING:
     from xnat_downloader.api.dicom import DicomSendReport
@@ -125,7 +126,7 @@ def _print_report(report: DicomSendReport, quiet: bool, out: TextIO, err: TextIO
         print(f"note: {note}", file=err)
     if not quiet:
         print(
-            f"{report.files} files ({human_bytes(report.bytes)}) to {report.target} "
+            f"{counted(report.files, 'file')} ({human_bytes(report.bytes)}) to {report.target} "
             f"{took(report, report.seconds)}; {report.skipped} were acknowledged before",
             file=err,
         )

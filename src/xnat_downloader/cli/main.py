@@ -553,7 +553,7 @@ def _download(
         if shard is not None:
             result = replace(result, plan=select_shard(result.plan, shard))
         if args.verbose:
-            print(f"the plan took {result.requests} requests", file=stderr)
+            print(f"the plan took {counted(result.requests, 'request')}", file=stderr)
         _print_plan(result, args, stdout, stderr)
         return _not_in_plan(result, stderr)
 
@@ -561,8 +561,8 @@ def _download(
         if args.verbose:
             print(
                 f"plan: {len(result.plan.entries)} files, {result.plan.total_bytes} bytes "
-                f"({result.requests} requests; {result.reused} sessions unchanged since the "
-                "last run were not asked about)",
+                f"({counted(result.requests, 'request')}; not asked about again: "
+                f"{counted(result.reused, 'session')} unchanged since the last run)",
                 file=stderr,
             )
         _print_renamed(result.plan, stderr)
@@ -612,7 +612,7 @@ def _print_vanished(report: api.Report, pruned: bool, err: TextIO) -> None:
         print(f"vanished: {session} (no longer on the server or in the selection)", file=err)
     if report.vanished:
         print(
-            f"pruned {report.pruned} files of those sessions"
+            f"pruned {counted(report.pruned, 'file')} of those sessions"
             if pruned
             else "their files are kept; --prune removes them",
             file=err,

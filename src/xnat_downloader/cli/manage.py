@@ -150,7 +150,7 @@ def _print(
             print(f"failed: {r.session.src}: {r.error}", file=err)
         elif action == "archive":
             checked = (
-                f", {r.verified} files verified against the upload"
+                f", {counted(r.verified, 'file')} verified against the upload"
                 if r.checked
                 else " (no record of an upload to check it against)"
             )

@@ -20,6 +20,7 @@ from xnat_downloader.transfer.events import (
     FileVerified,
     Planned,
 )
+from xnat_downloader.words import counted
 
 if TYPE_CHECKING:  # rich is imported only to draw bars: a run off a terminal never loads it
     from rich.console import Console
@@ -43,8 +44,8 @@ def resuming_line(event: Planned) -> str | None:
     left_files = event.files - event.already_files - event.other_files
     left_bytes = max(event.bytes - event.already_bytes, 0)
     return (
-        f"resuming: {event.already_files} files ({human_bytes(event.already_bytes)}) already "
-        f"verified; {left_files} files ({human_bytes(left_bytes)}) to fetch"
+        f"resuming: {counted(event.already_files, 'file')} ({human_bytes(event.already_bytes)}) "
+        f"already verified; {counted(left_files, 'file')} ({human_bytes(left_bytes)}) to fetch"
     )
 
 

@@ -34,6 +34,7 @@ from xnat_downloader.cli.inputs import flags_given, labelled
 from xnat_downloader.cli.progress import human_bytes
 from xnat_downloader.errors import UsageError
 from xnat_downloader.transfer.engine import MAX_JOBS
+from xnat_downloader.words import counted
 
 DESCRIPTION = (
     "Upload to XNAT. PATH is a session .zip, .tar.gz or .tar; a bundle zip of session "
@@ -174,11 +175,11 @@ def _print_report(report: uploads.UploadReport, quiet: bool, out: TextIO, err: T
         # Failures were shown as they happened (one line for a refused session).
         if report.sent:
             print(
-                f"{report.sent} files are in the prearchive: they are checked when archived",
+                f"{counted(report.sent, 'file')} in the prearchive: checked when archived",
                 file=err,
             )
         print(
-            f"{report.files} files ({human_bytes(report.bytes)}) "
+            f"{counted(report.files, 'file')} ({human_bytes(report.bytes)}) "
             f"{took(report, report.seconds)}; {report.skipped} were already on the server",
             file=err,
         )

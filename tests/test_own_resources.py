@@ -437,6 +437,38 @@ def test_assessors_and_reconstructions_without_files_keep_their_documents(
     assert {r["ID"]: r["type"] for r in recons}[f"{session}_NOFILES"] == "BRAIN_MASK"
 
 
+def test_a_404_for_a_sessions_assessors_or_reconstructions_means_it_has_none(
+    shared_server: Server, tmp_path: Path
+) -> None:
+    """A server that answers 404 where a session has no assessors or reconstructions (as
+    XNAT does for a files listing of nothing): the session's other files still come, and
+    nothing fails."""
+    from tests.standins import PassThrough
+    from tests.standins import serve as serve_standin
+
+    class NoneHere(PassThrough):
+        upstream = shared_server.url
+
+        def intercept(self, path: str) -> bool:
+            if path.split("?")[0].endswith(("/assessors", "/reconstructions")):
+                self.reply(404, b"<html>not found</html>", "text/html")
+                return True
+            return False
+
+    proxy, stop = serve_standin(NoneHere)
+    try:
+        code, stdout, err = cli("download", "-w", proxy, "-p", "DEMO01", "-s", "DEMO01_S001_MR1",
+                                "--assessors", "--recons", "-o", str(tmp_path / "out"),
+                                "--json")  # fmt: skip
+    finally:
+        stop()
+    assert code == 0, err
+    done = json.loads(stdout)
+    assert done["failed"] == 0
+    assert done["files"] > 0
+    assert not list((tmp_path / "out").rglob("assessors"))
+
+
 def _upload_through_a_server_that_answers(
     status: int, server: Server, tmp_path: Path, session: str
 ) -> tuple[int, str, str, int]:

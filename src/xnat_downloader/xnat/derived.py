@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from xnat_downloader.aio import together
-from xnat_downloader.errors import ServerError
+from xnat_downloader.errors import NotFound, ServerError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.parse import result_rows
@@ -58,10 +58,15 @@ async def list_derived(
     xs: XnatClient, session_id: str, collection: str, sel: Selection
 ) -> list[Derived]:
     """The ``collection`` (assessors or reconstructions) of session ``session_id`` that
-    ``sel``'s patterns select, from one listing."""
-    listing = await xs.get_json(
-        f"{paths.experiment(session_id)}/{collection}", what=f"the {collection} of {session_id}"
-    )
+    ``sel``'s patterns select, from one listing (a 404 for it: none, as for a files listing
+    of nothing)."""
+    try:
+        listing = await xs.get_json(
+            f"{paths.experiment(session_id)}/{collection}",
+            what=f"the {collection} of {session_id}",
+        )
+    except NotFound:
+        return []
     found: list[Derived] = []
     for r in result_rows(listing, collection):
         if collection == "assessors":

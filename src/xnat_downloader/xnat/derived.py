@@ -10,7 +10,6 @@ import io
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from xnat_downloader.aio import together
 from xnat_downloader.errors import NotFound, ServerError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.xnat import paths
@@ -44,14 +43,6 @@ class Derived:
     def category(self) -> str:
         """The plan's category of its files."""
         return "assessor" if self.collection == "assessors" else "recon"
-
-
-async def derived_of(xs: XnatClient, session_id: str, sel: Selection) -> list[Derived]:
-    """The assessors and reconstructions of the source session ``session_id`` that ``sel``
-    asks for (``--assessors``, ``--recons``, with their patterns); both listings at once."""
-    wanted = [c for c, on in (("assessors", sel.assessors), ("reconstructions", sel.recons)) if on]
-    listed = await together(*(list_derived(xs, session_id, c, sel) for c in wanted))
-    return [d for found in listed for d in found]
 
 
 async def list_derived(

@@ -1,7 +1,7 @@
-"""A session's assessors and reconstructions, as ``copy`` and ``upload`` make them on a
-server: what a source server lists, an assessor's document made fit for its new project,
-and the calls that make them.  Their files are not here: they travel as resources
-(``…/out``)."""
+"""A session's assessors and reconstructions: what a server lists of them (the walk
+selects them with :func:`list_derived`), an assessor's document made fit for another
+project, and the calls that make them there (``copy``, ``upload``).  Their files are not
+here: they are listed and travel as resources (``…/out``)."""
 
 from __future__ import annotations
 

@@ -427,6 +427,8 @@ def test_assessors_and_reconstructions_without_files_keep_their_documents(
     code, stdout, err = cli("upload", "-w", server.url, "-p", "NEW", str(out / "DEMO01"))
     assert code == 0, err
     assert stdout.strip().endswith(" 0 failed")
+    made = err.split("made or updated on the server: ", 1)[1].splitlines()[0].split(", ")
+    assert {f"{session}_RATING", f"{session}_NOFILES"} <= set(made)
     ours = _assessors(server, "NEW", session)
     kind, document, files = ours[f"{session}_RATING"]
     assert (kind, files) == ("xnat:qcManualAssessorData", {})

@@ -476,13 +476,17 @@ async def _session_extras(
             xs, uploads, sink, jobs=opts.jobs, overwrite=opts.overwrite, announce=False
         )
     unmade: list[DerivedFolder] = []
+    made: list[str] = []
     for key in sorted(found.derived):
         folder = found.derived[key]
         if folder.document is None:
             unmade.append(folder)
         else:
-            await _make_derived(xs, uri, found.label, folder, root, report, sink, opts)
+            if await _make_derived(xs, uri, found.label, folder, root, report, sink, opts):
+                made.append(folder.name)
             item.derived_done.add(key)
+    if made:  # said, since one without files has no line of its own in the totals
+        report.notes.append(f"{found.folder}: made or updated on the server: {', '.join(made)}")
     files = [f.local for d in unmade for f in d.files]
     kinds = Counter(rel.parts[len(found.folder.parts)] for rel in [*found.ignored, *files])
     if kinds:
@@ -503,14 +507,14 @@ async def _make_derived(
     report: UploadReport,
     sink: EventSink,
     opts: ImportOptions,
-) -> None:
+) -> bool:
     """Make an assessor or reconstruction of the session at ``uri`` (``session``: its
     label in the upload, which ``uri`` may not show yet) from its document in
     the tree (an assessor with its fields; the PUT of the same again changes nothing), then
     upload and verify its resources' files into its ``…/out`` resources.  One the server
     refuses (or whose document does not read) fails with its files, said once, and the
     session stands; a server that stops answering or fails (5xx) ends the session's unit
-    of work like any other step of it."""
+    of work like any other step of it.  False when it was not made."""
     what = f"{folder.collection[:-1]} {folder.name} of {session}"
     base = paths.derived(uri, folder.collection, folder.name) + "/out"
     try:
@@ -532,7 +536,7 @@ async def _make_derived(
             report.outcomes.append(
                 Outcome(_derived_job(base, f), Status.FAILED, 0, "", True, error)
             )
-        return
+        return False
     groups: dict[str, list[tuple[Path, str]]] = {}
     for f in folder.files:
         groups.setdefault(f.resource, []).append((root / f.local, f.relpath))
@@ -541,6 +545,7 @@ async def _make_derived(
         report.outcomes += await upload_resources(
             xs, uploads, sink, jobs=opts.jobs, overwrite=opts.overwrite, announce=False
         )
+    return True
 
 
 def _derived_job(base: str, f: ResourceFile) -> Job:

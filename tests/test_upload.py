@@ -477,7 +477,9 @@ def test_bad_uploads(server: Server, archive: Path, tmp_path: Path) -> None:
     # what is wrong here, though the archives are read while the server is asked.
     code, _, err = cli("upload", "-w", server.url, "-p", "NOSUCH", str(truncated))
     assert code == 2
-    assert f"create it with: xnat-downloader project create -w {server.url} NOSUCH" in err
+    assert err.rstrip().endswith(
+        f"create it with: xnat-downloader project create -w {server.url} NOSUCH"
+    )  # the one piece of advice, not followed by a generic one
     stranger = {"XNAT_USER": "stranger", "XNAT_PASS": "pw"}
     code, _, err = cli("upload", "-w", server.url, "-p", "NOSUCH", str(truncated), env=stranger)
     assert code == 2

@@ -35,8 +35,13 @@ TABLE: list[tuple[type[BaseException], int, str]] = [
 
 
 def exit_code_and_message(exc: BaseException) -> tuple[int, str]:
+    """The exit code and the line for ``exc``: its message, then the table's hint unless
+    the message already names the command to run (a second piece of advice would only
+    blur the first)."""
     for kind, code, hint in TABLE:
         if isinstance(exc, kind):
             message = str(exc)
-            return code, f"{message}; {hint}" if hint else message
+            if not hint or "xnat-downloader " in message:
+                return code, message
+            return code, f"{message}; {hint}"
     return EXIT_FAILED_FILES, str(exc)

@@ -28,7 +28,23 @@ def _servers(tmp_path: Path, archive: Path, *target_flags: str) -> tuple[Server,
     return source, target
 
 
+def _qualities(server: Server, project: str = "DEMO01") -> dict[tuple[str, str], str]:
+    """{(session label, scan ID): quality} of every scan of ``project``."""
+    base = f"{server.url}/data/projects/{project}/experiments"
+    found = {}
+    for row in requests.get(base, params={"format": "json"}, auth=ADMIN,
+                            timeout=30).json()["ResultSet"]["Result"]:  # fmt: skip
+        scans = requests.get(f"{base}/{row['label']}/scans", params={"format": "json"},
+                             auth=ADMIN, timeout=30).json()["ResultSet"]["Result"]  # fmt: skip
+        found.update({(row["label"], s["ID"]): s["quality"] for s in scans})
+    return found
+
+
 def _same_trees(source: Server, target: Server, tmp_path: Path) -> None:
+    # Every scan's QC rating came too (an import alone makes them all usable).
+    theirs_rated = _qualities(source)
+    assert set(theirs_rated.values()) >= {"usable", "questionable", "unusable"}
+    assert _qualities(target) == theirs_rated
     for name, server in (("a", source), ("b", target)):
         code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "-o", str(tmp_path / name))
         assert code == 0, err
@@ -604,5 +620,44 @@ def test_assessors_and_reconstructions_without_files_are_copied(
                              auth=ADMIN, timeout=30)  # fmt: skip
         assert "<xnat:rater>Second</xnat:rater>" in later.text
     finally:
+        source.stop()
+        target.stop()
+
+
+def test_a_target_refusing_scan_qualities_fails_that_session_once(
+    archive: Path, tmp_path: Path
+) -> None:
+    """The target refuses to set a scan's quality: its files are copied and verified, the
+    session fails with one line saying to run again (exit 1), and the copy straight to the
+    target then sets the ratings."""
+    source, target = _servers(tmp_path, archive)
+
+    class NoRatings(PassThrough):
+        upstream = target.url
+
+        def intercept_write(self, method: str, path: str, body: bytes) -> bool:
+            if method == "PUT" and "/scans/" in path and "quality=" in path:
+                self.reply(403, b"the stand-in will not rate scans")
+                return True
+            return False
+
+    proxy, stop = serve(NoRatings)
+    try:
+        code, _, err = cli("copy", "--from", source.url, "--to", proxy, "-p", "DEMO01",
+                           "-s", "DEMO01_S001_MR1")  # fmt: skip
+        assert code == 1, err
+        said = [line for line in err.splitlines() if "scan qualities" in line]
+        assert len(said) == 1, err
+        assert said[0].startswith("failed: the scan qualities of DEMO01_S001_MR1: not set")
+        assert "run the same command again" in said[0]
+        assert "failed: DEMO01_S001_MR1" in err.splitlines()
+        code, _, err = cli("copy", "--from", source.url, "--to", target.url, "-p", "DEMO01",
+                           "-s", "DEMO01_S001_MR1")  # fmt: skip
+        assert code == 0, err
+        session = {k: v for k, v in _qualities(source).items() if k[0] == "DEMO01_S001_MR1"}
+        assert {k: v for k, v in _qualities(target).items() if k in session} == session
+        assert "questionable" in session.values() or "unusable" in session.values()
+    finally:
+        stop()
         source.stop()
         target.stop()

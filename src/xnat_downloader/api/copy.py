@@ -62,13 +62,14 @@ from xnat_downloader.transfer.upload import ResourceUpload, upload_resources
 from xnat_downloader.words import counted
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.derived import Derived, make_derived
-from xnat_downloader.xnat.model import Session
+from xnat_downloader.xnat.model import Scan, Session
 from xnat_downloader.xnat.selection import Selection
 from xnat_downloader.xnat.services import (
     ensure_subject,
     find_session,
     remote_digest_list,
     remote_digests,
+    set_scan_fields,
 )
 
 log = logging.getLogger("xnat_downloader")
@@ -162,11 +163,18 @@ async def _copy_with(
     planned_ids = {s.id for _, s, _ in work}
     work += [((s.project, s.subject_label, s.label), s, []) for s in planned.sessions
              if planned.derived.get(s.id) and s.id not in planned_ids]  # fmt: skip
+    scans: dict[str, list[Scan]] = {}
+    for scan in planned.scans:
+        scans.setdefault(scan.session_id, []).append(scan)
     for (project, _subject, session), found, everything in sorted(work, key=lambda w: w[0]):
         dest_project = target_project or project
         entries = [e for e in everything if e.file.category not in DERIVED]
         await _copy_session(source, target, session, entries, dest_project, jobs, scratch,
                             sink, report)  # fmt: skip
+        if entries and report.sessions[session] != "failed":
+            qualities = {s.id: {"quality": s.quality} for s in scans.get(found.id, []) if s.quality}
+            if not await _copy_scan_fields(target, found, qualities, dest_project, sink, report):
+                report.sessions[session] = "failed"
         derived = [e for e in everything if e.file.category in DERIVED]
         if report.sessions[session] == "failed" and derived:
             error = "not copied, as its session did not copy; run the same command again"
@@ -230,6 +238,29 @@ async def _copy_session(
     report.notes += sent.notes
     report.sessions[session] = "copied" if sent.ok else "failed"
     shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _copy_scan_fields(
+    target: XnatClient,
+    session: Session,
+    wanted: dict[str, dict[str, str]],
+    dest_project: str,
+    sink: EventSink,
+    report: CopyReport,
+) -> bool:
+    """The source's quality of each copied scan set on the target where it differs (an
+    import makes every scan usable, and a QC rating is part of the data); False, with one
+    failure saying to run again, when the target does not take them."""
+    if not wanted:
+        return True
+    uri = paths.owner(dest_project, session.subject_label, session.label)
+    try:
+        await set_scan_fields(target, uri, wanted)
+    except (ConnectionFailed, ServerError, NotFound, AccessDenied) as exc:
+        error = f"not set on the target ({exc}); run the same command again"
+        _fail_all([], f"the scan qualities of {session.label}", error, sink, report)
+        return False
+    return True
 
 
 def _there(e: PlanEntry, listed: dict[str, tuple[int, str]]) -> bool:

@@ -44,7 +44,7 @@ from xnat_downloader.xnat.services import (
     import_archive,
     remote_digest_list,
     sessions_by_study,
-    set_scan_types,
+    set_scan_fields,
 )
 
 log = logging.getLogger("xnat_downloader")
@@ -461,7 +461,8 @@ async def _session_extras(
     assert found is not None
     assert root is not None
     if found.scan_types:
-        await set_scan_types(xs, uri, found.scan_types)
+        types = {scan: {"type": t} for scan, t in found.scan_types.items()}
+        await set_scan_fields(xs, uri, types)
     groups: dict[tuple[str | None, str], list[tuple[Path, str]]] = {}
     for extra in found.extras:
         groups.setdefault((extra.scan, extra.resource), []).append(

@@ -128,17 +128,23 @@ async def sessions_by_study(xs: XnatClient, project: str) -> dict[str, list[tupl
     return found
 
 
-async def set_scan_types(xs: XnatClient, session_uri: str, wanted: dict[str, str]) -> None:
-    """Give a session's scans the types ``wanted`` names (scan ID → type), where they differ."""
+async def set_scan_fields(
+    xs: XnatClient, session_uri: str, wanted: dict[str, dict[str, str]]
+) -> None:
+    """Give a session's scans the fields ``wanted`` names (scan ID → {``type`` or
+    ``quality``: value}), each scan in one PUT of the fields that differ; none for a scan
+    already so (a re-run asks only for the listing)."""
     listing = await xs.get_json(f"{session_uri}/scans", what=f"{session_uri}/scans")
-    current = {r.get("ID", ""): r.get("type", "") for r in result_rows(listing, "scans")}
-    for scan_id, scan_type in wanted.items():
-        if scan_id in current and current[scan_id] != scan_type:
+    current = {r.get("ID", ""): r for r in result_rows(listing, "scans")}
+    for scan_id, fields in wanted.items():
+        row = current.get(scan_id)
+        changed = {k: v for k, v in fields.items() if row is not None and row.get(k, "") != v}
+        if changed:
             await xs.send(
                 "PUT",
                 paths.scan_of(session_uri, scan_id),
-                params={"type": scan_type},
-                what=f"the type of scan {scan_id}",
+                params=changed,
+                what=f"the {' and '.join(sorted(changed))} of scan {scan_id}",
             )
 
 

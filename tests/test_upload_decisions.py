@@ -99,8 +99,9 @@ def test_the_project_and_subject_folders_own_resources_are_found_among_the_rest(
         ("S1", "NOTES", "deep/resources/x/files/n.txt"),
         ("S3", "NOTES", "m.txt"),
     }
-    assert sorted(rest) == sorted([files[5], files[6], files[7], files[8]])
-    assert sorted(r for r in rest if is_metadata(r)) == sorted([files[7], files[8]])
+    assert sorted(rest) == sorted([files[5], files[6], files[7]])
+    assert [r for r in rest if is_metadata(r)] == [files[7]]
+    assert sessions[0].scan_documents == {"1": files[8]}  # its quality is set from it
     assert is_metadata(P("S/MR1/1-T1w_scan.xml"))  # the flat layout's
     assert is_metadata(P("S/MR1/MR1_QC_assessor.xml"))
     assert is_metadata(P("S/MR1/recon.json"))

@@ -39,6 +39,7 @@ from xnat_downloader.transfer.upload import ResourceUpload, upload_resources
 from xnat_downloader.words import counted
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.derived import put_assessor, put_recon, recon_fields
+from xnat_downloader.xnat.documents import scan_quality
 from xnat_downloader.xnat.services import (
     find_session,
     import_archive,
@@ -257,7 +258,10 @@ async def one_session(
         return
     label = item.label
     staged = item.folder is not None and bool(
-        item.folder.extras or item.folder.scan_types or item.folder.derived
+        item.folder.extras
+        or item.folder.scan_types
+        or item.folder.scan_documents
+        or item.folder.derived
     )
     existing = await find_session(xs, opts.project, label)
     current = label
@@ -460,9 +464,19 @@ async def _session_extras(
     found, root = item.folder, item.root
     assert found is not None
     assert root is not None
-    if found.scan_types:
-        types = {scan: {"type": t} for scan, t in found.scan_types.items()}
-        await set_scan_fields(xs, uri, types)
+    fields: dict[str, dict[str, str]] = {s: {"type": t} for s, t in found.scan_types.items()}
+    for scan, document in sorted(found.scan_documents.items()):
+        try:
+            quality = scan_quality(await aio.in_thread((root / document).read_bytes))
+        except OSError:
+            quality = None
+        if quality is None:
+            report.notes.append(f"{document}: unreadable, so scan {scan} keeps the quality "
+                                "the import gave it")  # fmt: skip
+        elif quality:
+            fields.setdefault(scan, {})["quality"] = quality
+    if fields:
+        await set_scan_fields(xs, uri, fields)
     groups: dict[tuple[str | None, str], list[tuple[Path, str]]] = {}
     for extra in found.extras:
         groups.setdefault((extra.scan, extra.resource), []).append(

@@ -117,6 +117,8 @@ class SessionFolder:
     imported: list[tuple[PurePosixPath, str]] = field(default_factory=list)  # (local, arcname)
     extras: list[ResourceFile] = field(default_factory=list)
     scan_types: dict[str, str] = field(default_factory=dict)
+    # Each scan's scan.xml (what --metadata xml saves): its quality is set from it.
+    scan_documents: dict[str, PurePosixPath] = field(default_factory=dict)
     derived: dict[tuple[str, str], DerivedFolder] = field(default_factory=dict)
     # Files under assessors/ and reconstructions/ that are neither a document nor a
     # resource file (a JSON document: what to make is read from XML).
@@ -149,10 +151,13 @@ def _session_split(rel: PurePosixPath) -> tuple[PurePosixPath, list[str]] | None
             return PurePosixPath(*parts[: i + 1]), list(below)
         if below and below[0] in DERIVED and len(below) >= 2:
             return PurePosixPath(*parts[: i + 1]), list(below)
+        if len(below) == 3 and below[0] == "scans" and below[2] == SCAN_DOCUMENT:
+            return PurePosixPath(*parts[: i + 1]), list(below)
     return None
 
 
 DERIVED = ("assessors", "reconstructions")  # made from their documents, if the tree has them
+SCAN_DOCUMENT = "scan.xml"
 # The documents --metadata saves (XNAT writes its own from what it stores).
 METADATA_NAMES = {f"{level}.{kind}" for level in ("project", "subject", "session", "scan",
                                                   "assessor", "recon")
@@ -225,7 +230,7 @@ def find_sessions(files: list[PurePosixPath]) -> tuple[list[SessionFolder], list
             loose.append(rel)
             continue
         folder, below = split
-        if below[0] == "scans":
+        if below[0] == "scans" and len(below) > 3:  # a scan's file, not only its document
             sessions.setdefault(folder, SessionFolder(folder))
         pending.append((rel, folder, below))
     for rel, folder, below in pending:
@@ -237,6 +242,9 @@ def find_sessions(files: list[PurePosixPath]) -> tuple[list[SessionFolder], list
             scan_id, scan_type = scan_folder(below[1])
             if scan_type:
                 session.scan_types[scan_id] = scan_type
+            if len(below) == 3:  # its scan.xml
+                session.scan_documents[scan_id] = rel
+                continue
             resource, relpath = below[3], "/".join(below[5:])
             if resource.upper() in IMPORTED:
                 arcname = f"{session.label}/scans/{scan_id}/resources/{resource}/files/{relpath}"

@@ -7,12 +7,14 @@ XNAT lists no size or digest for them; the client checks that each parses instea
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from urllib.parse import quote
 
 from xnat_downloader.xnat.derived import Derived
 from xnat_downloader.xnat.model import RemoteFile, Scan, Session
 
 FORMATS = ("xml", "json")
+XNAT_NS = "http://nrg.wustl.edu/xnat"
 
 
 def _q(text: str) -> str:
@@ -70,6 +72,17 @@ def derived_documents(
             _document(uri, category, fmt, session.project, session.subject_label, session, name)
         )
     return out
+
+
+def scan_quality(document: bytes) -> str | None:
+    """The ``quality`` a scan's XML document (``scan.xml``) gives, "" when it gives none;
+    None when it does not parse (pure)."""
+    try:
+        root = ET.fromstring(document)
+    except ET.ParseError:
+        return None
+    found = root.find(f"{{{XNAT_NS}}}quality")
+    return (found.text or "").strip() if found is not None else ""
 
 
 def holder_documents(

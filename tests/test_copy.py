@@ -28,22 +28,23 @@ def _servers(tmp_path: Path, archive: Path, *target_flags: str) -> tuple[Server,
     return source, target
 
 
-def _qualities(server: Server, project: str = "DEMO01") -> dict[tuple[str, str], str]:
-    """{(session label, scan ID): quality} of every scan of ``project``."""
+def _qualities(server: Server, project: str = "DEMO01") -> dict[tuple[str, str], tuple[str, str]]:
+    """{(session label, scan ID): (quality, note)} of every scan of ``project``."""
     base = f"{server.url}/data/projects/{project}/experiments"
     found = {}
     for row in requests.get(base, params={"format": "json"}, auth=ADMIN,
                             timeout=30).json()["ResultSet"]["Result"]:  # fmt: skip
         scans = requests.get(f"{base}/{row['label']}/scans", params={"format": "json"},
                              auth=ADMIN, timeout=30).json()["ResultSet"]["Result"]  # fmt: skip
-        found.update({(row["label"], s["ID"]): s["quality"] for s in scans})
+        found.update({(row["label"], s["ID"]): (s["quality"], s["note"]) for s in scans})
     return found
 
 
 def _same_trees(source: Server, target: Server, tmp_path: Path) -> None:
-    # Every scan's QC rating came too (an import alone makes them all usable).
+    # Every scan's QC rating and its note came too (an import alone makes them all usable).
     theirs_rated = _qualities(source)
-    assert set(theirs_rated.values()) >= {"usable", "questionable", "unusable"}
+    assert {q for q, _ in theirs_rated.values()} >= {"usable", "questionable", "unusable"}
+    assert any(note for _, note in theirs_rated.values())
     assert _qualities(target) == theirs_rated
     for name, server in (("a", source), ("b", target)):
         code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "-o", str(tmp_path / name))
@@ -656,7 +657,7 @@ def test_a_target_refusing_scan_qualities_fails_that_session_once(
         assert code == 0, err
         session = {k: v for k, v in _qualities(source).items() if k[0] == "DEMO01_S001_MR1"}
         assert {k: v for k, v in _qualities(target).items() if k in session} == session
-        assert "questionable" in session.values() or "unusable" in session.values()
+        assert {q for q, _ in session.values()} - {"usable"}
     finally:
         stop()
         source.stop()

@@ -476,16 +476,16 @@ def test_an_uploaded_tree_gives_its_scans_the_quality_its_scan_documents_say(
     serve: Callable[..., Server], tmp_path: Path
 ) -> None:
     """A session downloaded with --metadata xml, uploaded into a new project: each scan
-    gets the quality its scan.xml names (the import alone makes every scan usable); a
-    scan.xml that does not parse is named, and its scan keeps the import's quality."""
+    gets the quality and note its scan.xml names (the import alone makes every scan
+    usable); a scan.xml that does not parse is named, and its scan keeps the import's."""
     server = serve()
     session = "DEMO01_S001_MR1"
     scans = f"{server.url}/data/projects/DEMO01/experiments/{session}/scans"
     listed = requests.get(scans, params={"format": "json"}, auth=AUTH, timeout=30)
     ids = [r["ID"] for r in listed.json()["ResultSet"]["Result"]]
     for scan_id, quality in zip(ids, ("unusable", "questionable"), strict=False):
-        rated = requests.put(f"{scans}/{scan_id}", params={"quality": quality}, auth=AUTH,
-                             timeout=30)  # fmt: skip
+        rated = requests.put(f"{scans}/{scan_id}", auth=AUTH, timeout=30,
+                             params={"quality": quality, "note": f"{quality} by QC"})  # fmt: skip
         assert rated.ok, rated.text
     out = tmp_path / "out"
     code, _, err = cli("download", "-w", server.url, "-p", "DEMO01", "-s", session,
@@ -495,7 +495,7 @@ def test_an_uploaded_tree_gives_its_scans_the_quality_its_scan_documents_say(
     def qualities(project: str) -> dict[str, str]:
         base = f"{server.url}/data/projects/{project}/experiments/{session}/scans"
         rows = requests.get(base, params={"format": "json"}, auth=AUTH, timeout=30)
-        return {r["ID"]: r["quality"] for r in rows.json()["ResultSet"]["Result"]}
+        return {r["ID"]: (r["quality"], r["note"]) for r in rows.json()["ResultSet"]["Result"]}
 
     for project in ("NEW", "BROKEN"):
         code, _, err = cli("project", "create", "-w", server.url, project)
@@ -503,15 +503,15 @@ def test_an_uploaded_tree_gives_its_scans_the_quality_its_scan_documents_say(
     code, _, err = cli("upload", "-w", server.url, "-p", "NEW", str(out / "DEMO01"))
     assert code == 0, err
     assert qualities("NEW") == qualities("DEMO01")
-    assert qualities("NEW")[ids[0]] == "unusable"
+    assert qualities("NEW")[ids[0]] == ("unusable", "unusable by QC")
 
     document = next((out / "DEMO01").rglob(f"scans/{ids[0]}-*/scan.xml"))
     document.write_text("<xnat:MRScan cut short")
     code, _, err = cli("upload", "-w", server.url, "-p", "BROKEN", str(out / "DEMO01"))
     assert code == 0, err
     assert f"scan.xml: unreadable, so scan {ids[0]} keeps the quality the import gave it" in err
-    assert qualities("BROKEN")[ids[0]] == "usable"
-    assert qualities("BROKEN")[ids[1]] == "questionable"
+    assert qualities("BROKEN")[ids[0]] == ("usable", "")
+    assert qualities("BROKEN")[ids[1]] == ("questionable", "questionable by QC")
 
 
 def _upload_through_a_server_that_answers(

@@ -172,8 +172,8 @@ async def _copy_with(
         await _copy_session(source, target, session, entries, dest_project, jobs, scratch,
                             sink, report)  # fmt: skip
         if entries and report.sessions[session] != "failed":
-            qualities = {s.id: {"quality": s.quality} for s in scans.get(found.id, []) if s.quality}
-            if not await _copy_scan_fields(target, found, qualities, dest_project, sink, report):
+            rated = {s.id: _rating(s) for s in scans.get(found.id, []) if s.quality or s.note}
+            if not await _copy_scan_fields(target, found, rated, dest_project, sink, report):
                 report.sessions[session] = "failed"
         derived = [e for e in everything if e.file.category in DERIVED]
         if report.sessions[session] == "failed" and derived:
@@ -240,6 +240,11 @@ async def _copy_session(
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def _rating(scan: Scan) -> dict[str, str]:
+    """A scan's QC rating as the target is sent it: its quality and note, where given."""
+    return {k: v for k, v in (("quality", scan.quality), ("note", scan.note)) if v}
+
+
 async def _copy_scan_fields(
     target: XnatClient,
     session: Session,
@@ -248,9 +253,9 @@ async def _copy_scan_fields(
     sink: EventSink,
     report: CopyReport,
 ) -> bool:
-    """The source's quality of each copied scan set on the target where it differs (an
-    import makes every scan usable, and a QC rating is part of the data); False, with one
-    failure saying to run again, when the target does not take them."""
+    """The source's quality and note of each copied scan set on the target where they
+    differ (an import makes every scan usable, and a QC rating is part of the data); False,
+    with one failure saying to run again, when the target does not take them."""
     if not wanted:
         return True
     uri = paths.owner(dest_project, session.subject_label, session.label)

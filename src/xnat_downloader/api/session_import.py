@@ -39,7 +39,7 @@ from xnat_downloader.transfer.upload import ResourceUpload, upload_resources
 from xnat_downloader.words import counted
 from xnat_downloader.xnat import paths
 from xnat_downloader.xnat.derived import put_assessor, put_recon, recon_fields
-from xnat_downloader.xnat.documents import scan_quality
+from xnat_downloader.xnat.documents import scan_rating
 from xnat_downloader.xnat.services import (
     find_session,
     import_archive,
@@ -467,14 +467,14 @@ async def _session_extras(
     fields: dict[str, dict[str, str]] = {s: {"type": t} for s, t in found.scan_types.items()}
     for scan, document in sorted(found.scan_documents.items()):
         try:
-            quality = scan_quality(await aio.in_thread((root / document).read_bytes))
+            rating = scan_rating(await aio.in_thread((root / document).read_bytes))
         except OSError:
-            quality = None
-        if quality is None:
+            rating = None
+        if rating is None:
             report.notes.append(f"{document}: unreadable, so scan {scan} keeps the quality "
                                 "the import gave it")  # fmt: skip
-        elif quality:
-            fields.setdefault(scan, {})["quality"] = quality
+        else:
+            fields.setdefault(scan, {}).update(rating)
     if fields:
         await set_scan_fields(xs, uri, fields)
     groups: dict[tuple[str | None, str], list[tuple[Path, str]]] = {}

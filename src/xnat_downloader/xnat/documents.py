@@ -74,15 +74,19 @@ def derived_documents(
     return out
 
 
-def scan_quality(document: bytes) -> str | None:
-    """The ``quality`` a scan's XML document (``scan.xml``) gives, "" when it gives none;
-    None when it does not parse (pure)."""
+def scan_rating(document: bytes) -> dict[str, str] | None:
+    """The ``quality`` and ``note`` a scan's XML document (``scan.xml``) gives, each where
+    it gives one; None when it does not parse (pure)."""
     try:
         root = ET.fromstring(document)
     except ET.ParseError:
         return None
-    found = root.find(f"{{{XNAT_NS}}}quality")
-    return (found.text or "").strip() if found is not None else ""
+    found = {}
+    for name in ("quality", "note"):
+        element = root.find(f"{{{XNAT_NS}}}{name}")
+        if element is not None and (element.text or "").strip():
+            found[name] = (element.text or "").strip()
+    return found
 
 
 def holder_documents(

@@ -69,6 +69,7 @@ class Scan:
     series_description: str
     quality: str
     xsi_type: str = ""
+    note: str = ""  # a QC rating's reason, often
 
 
 @dataclass(frozen=True)

@@ -217,7 +217,7 @@ async def list_sessions(xs: XnatClient, project: Project) -> tuple[list[Subject]
 async def list_scans(xs: XnatClient, session: Session) -> list[Scan]:
     doc = await xs.get_json(
         f"{paths.experiment(session.id)}/scans",
-        params={"columns": "ID,type,series_description,quality,xsiType"},
+        params={"columns": "ID,type,series_description,quality,xsiType,note"},
         what=f"the scans of session {session.label}",
     )
     scans = []
@@ -236,6 +236,7 @@ async def list_scans(xs: XnatClient, session: Session) -> list[Scan]:
                 r.get("series_description", ""),
                 r.get("quality", ""),
                 r.get("xsiType", ""),
+                r.get("note", ""),
             )
         )
     return scans

@@ -25,6 +25,9 @@ SERVER_CHILDREN = frozenset(
     for name in ("subject_ID", "imageSession_ID", "out", "in", "resources", "sharing")
 )
 RECON_TYPE = "xnat:reconstructedImageData"
+# A collection of a session (its URL's part) → the plan's category of its files, and back.
+CATEGORY_OF = {"assessors": "assessor", "reconstructions": "recon"}
+COLLECTION_OF = {category: collection for collection, category in CATEGORY_OF.items()}
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class Derived:
     @property
     def category(self) -> str:
         """The plan's category of its files."""
-        return "assessor" if self.collection == "assessors" else "recon"
+        return CATEGORY_OF[self.collection]
 
 
 async def list_derived(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from urllib.parse import quote
 
-from xnat_downloader.xnat.derived import Derived
+from xnat_downloader.xnat.derived import COLLECTION_OF, Derived
 from xnat_downloader.xnat.model import RemoteFile, Scan, Session
 
 FORMATS = ("xml", "json")
@@ -66,8 +66,7 @@ def derived_documents(
         session = by_id.get(session_id)
         if session is None:
             continue
-        collection = "assessors" if category == "assessor" else "reconstructions"
-        uri = f"/data/experiments/{_q(session_id)}/{collection}/{_q(on_server)}"
+        uri = f"/data/experiments/{_q(session_id)}/{COLLECTION_OF[category]}/{_q(on_server)}"
         out.append(
             _document(uri, category, fmt, session.project, session.subject_label, session, name)
         )

@@ -131,9 +131,10 @@ async def sessions_by_study(xs: XnatClient, project: str) -> dict[str, list[tupl
 async def set_scan_fields(
     xs: XnatClient, session_uri: str, wanted: dict[str, dict[str, str]]
 ) -> None:
-    """Give a session's scans the fields ``wanted`` names (scan ID → {``type`` or
-    ``quality``: value}), each scan in one PUT of the fields that differ; none for a scan
-    already so (a re-run asks only for the listing)."""
+    """Give a session's scans the fields ``wanted`` names (scan ID → {``type``,
+    ``quality`` or ``note``: value}, as the scan listing's columns name them), each scan in
+    one PUT of the fields that differ; none for a scan already so (a re-run asks only for
+    the listing)."""
     listing = await xs.get_json(f"{session_uri}/scans", what=f"{session_uri}/scans")
     current = {r.get("ID", ""): r for r in result_rows(listing, "scans")}
     for scan_id, fields in wanted.items():

@@ -28,7 +28,7 @@ from xnat_downloader.aio import together
 from xnat_downloader.errors import LoginPageError, NotFound, ServerError, UsageError
 from xnat_downloader.http.client import XnatClient
 from xnat_downloader.xnat import paths
-from xnat_downloader.xnat.derived import Derived, list_derived
+from xnat_downloader.xnat.derived import CATEGORY_OF, Derived, list_derived
 from xnat_downloader.xnat.model import Project, RemoteFile, Scan, Session, Subject
 from xnat_downloader.xnat.parse import (
     CatalogEntry,
@@ -450,8 +450,9 @@ async def _derived_part(xs: XnatClient, session: Session, sel: Selection, collec
     """A session's assessors or reconstructions that ``sel`` selects, and their files.
     The files listing waits for the objects' listing only where patterns choose among
     them, or to learn assessors' labels (their folders' names)."""
-    category = "assessor" if collection == "assessors" else "recon"
-    files_of = functools.partial(_owned_files, xs, session, sel, collection, category)
+    files_of = functools.partial(
+        _owned_files, xs, session, sel, collection, CATEGORY_OF[collection]
+    )
     if collection == "reconstructions" and not sel.recon_patterns:  # every one: both at once
         chosen, files = await together(
             list_derived(xs, session.id, collection, sel), files_of(lambda o: o)

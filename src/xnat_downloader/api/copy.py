@@ -169,8 +169,11 @@ async def _copy_with(
     for (project, _subject, session), found, everything in sorted(work, key=lambda w: w[0]):
         dest_project = target_project or project
         entries = [e for e in everything if e.file.category not in DERIVED]
-        await _copy_session(source, target, session, entries, dest_project, jobs, scratch,
-                            sink, report)  # fmt: skip
+        if entries:
+            await _copy_session(source, target, session, entries, dest_project, jobs,
+                                scratch, sink, report)  # fmt: skip
+        else:  # only its assessors or reconstructions: _copy_derived asks if it is there
+            report.sessions[session] = "present"
         if entries and report.sessions[session] != "failed":
             rated = {s.id: _rating(s) for s in scans.get(found.id, []) if s.quality or s.note}
             if not await _copy_scan_fields(target, found, rated, dest_project, sink, report):
